@@ -1,0 +1,262 @@
+"""Experiment configuration: TOML -> frozen attrs objects.
+
+Every user mistake is reported as one sentence naming the file, the key path, the bad
+value and what is allowed. Unknown keys are errors.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import attrs
+
+from .errors import ConfigError
+from .options import BuildContext, PluginChoice, build, option, to_plain
+from .units import format_size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+PAGE_4K = 1 << 12
+
+
+def _power_of_two_page(value: int) -> None:
+    if value < PAGE_4K or value & (value - 1):
+        raise ValueError("a page size is a power of two of at least 4K")
+
+
+@attrs.frozen
+class ExperimentConfig:
+    """``[experiment]``: naming, seeding and how the run is executed."""
+
+    name: str = option("experiment", "name of the experiment, copied into the result")
+    seed: int = option(1, "seed of every random choice in the run (workloads, random policies)")
+    engine: str = option("auto", "engine tier: auto takes compiled when every plugin has a kernel",
+                         choices=("auto", "reference", "compiled"))
+    plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
+    chunk_size: int = option(65536, "trace records per chunk handed to the engine", min=1)
+    observers: tuple[PluginChoice, ...] = option([], "run observers to attach", plugin="run observers")
+
+
+@attrs.frozen
+class MachineConfig:
+    """``[machine]``: the SLAT scheme and page-table formats of the host."""
+
+    slat: PluginChoice = option("native", "SLAT scheme", plugin="SLAT schemes")
+    guest_format: PluginChoice | None = option(
+        None, "page-table format of the guest (the scheme's default if absent)",
+        plugin="page-table formats")
+    host_format: PluginChoice | None = option(
+        None, "page-table format of the second level (the scheme's default if absent; "
+        "ignored by schemes without one, so one config can sweep machine.slat)",
+        plugin="page-table formats")
+    host_memory: int = option(64 << 30, "host physical memory", size=True, min=PAGE_4K)
+
+
+@attrs.frozen
+class TlbLevelConfig:
+    """``[[tlb.levels]]``: one set-associative TLB array."""
+
+    name: str = option(help="name used in metrics: tlb.<name>.hits")
+    sets: int = option(help="number of sets (1 = fully associative)", min=1)
+    ways: int = option(help="entries per set", min=1)
+    policy: PluginChoice = option("lru", "replacement policy", plugin="TLB policies")
+    page_sizes: tuple[int, ...] = option([PAGE_4K], "page sizes this array holds", size=True,
+                                         check=_power_of_two_page)
+    latency: int = option(1, "cycles of a hit in this level, used by cost models", min=0)
+
+    @property
+    def entries(self) -> int:
+        return self.sets * self.ways
+
+
+@attrs.frozen
+class TlbConfig:
+    """``[tlb]``: the TLB hierarchy, looked up level by level."""
+
+    levels: tuple[TlbLevelConfig, ...] = option([], "TLB levels in lookup order; a miss in the last is a walk")
+
+
+@attrs.frozen
+class VmConfig:
+    """``[[vms]]``: one virtual machine (under ``native``: one OS on bare metal)."""
+
+    name: str = option(help="name used in messages and per-VM metrics")
+    memory: int = option(1 << 30, "guest physical memory", size=True, min=PAGE_4K)
+    guest_page_size: int = option(PAGE_4K, "page size the guest OS maps data with", size=True,
+                                  check=_power_of_two_page)
+    host_page_size: int = option(PAGE_4K, "page size the hypervisor backs guest memory with",
+                                 size=True, check=_power_of_two_page)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A whole experiment."""
+
+    experiment: ExperimentConfig = option(ExperimentConfig(), "naming, seed, engine")
+    machine: MachineConfig = option(MachineConfig(), "SLAT scheme and formats")
+    tlb: TlbConfig = option(TlbConfig(), "TLB hierarchy")
+    vms: tuple[VmConfig, ...] = option([], "virtual machines; one named vm0 if absent")
+    workload: PluginChoice = option(help="trace source", plugin="workloads", name_key="source")
+    cost: PluginChoice = option("fixed", "cost model", plugin="cost models", name_key="model")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that loads back to an equal config (stored in every result)."""
+        return to_plain(self)
+
+
+# -- overrides -------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)((?:\[\d+\])*)$")
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """Split ``"tlb.levels[1].ways=8"`` into a key path and a TOML value."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY.PATH=VALUE, for example tlb.levels[0].ways=8.")
+    key, raw = text.split("=", 1)
+    keys: list[str | int] = []
+    for part in key.strip().split("."):
+        m = _SEGMENT.match(part)
+        if not m:
+            raise ConfigError(f"--set {text}: {key!r} is not a key path such as tlb.levels[0].ways.")
+        keys.append(m.group(1))
+        keys.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string: --set machine.slat=shadow
+    return keys, value
+
+
+def apply_override(raw: dict[str, Any], keys: list[str | int], value: Any, text: str) -> None:
+    """Set ``value`` at ``keys`` inside the raw TOML data, creating tables as needed."""
+    node: Any = raw
+    for i, key in enumerate(keys[:-1]):
+        nxt = keys[i + 1]
+        if isinstance(key, int):
+            if not isinstance(node, list) or key >= len(node):
+                raise ConfigError(f"--set {text}: index [{key}] does not exist in the config.")
+            node = node[key]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {text}: {key!r} is inside a value that is not a table.")
+        if key not in node:
+            node[key] = [] if isinstance(nxt, int) else {}
+        elif isinstance(node[key], str) and not isinstance(nxt, int):
+            node[key] = {"name": node[key]}  # "lru" -> {name = "lru", ...}
+        node = node[key]
+    last = keys[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"--set {text}: index [{last}] does not exist in the config.")
+    elif not isinstance(node, dict):
+        raise ConfigError(f"--set {text}: {keys[-2]!r} is not a table.")
+    node[last] = value
+
+
+# -- loading -------------------------------------------------------------------------
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error names the file and the line."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}.") from None
+
+
+def plugin_files(raw: dict[str, Any], base_dir: Path, where: str) -> list[Path]:
+    """The plugin files named in ``[experiment] plugins``, resolved against ``base_dir``."""
+    files = raw.get("experiment", {}).get("plugins", []) if isinstance(raw.get("experiment"), dict) else []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"{where}: experiment.plugins = {files!r} is not allowed: expected a list of file paths.")
+    out = []
+    for f in files:
+        p = Path(f) if Path(f).is_absolute() else base_dir / f
+        if not p.is_file():
+            raise ConfigError(f"{where}: experiment.plugins names {f!r}, which does not exist (looked in {base_dir}).")
+        out.append(p)
+    return out
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = (), registry: Any = None) -> tuple[Config, Any]:
+    """Read, override, validate and resolve a config file.
+
+    Returns the config and the registry used to resolve its plugin names (built with the
+    config's plugin files when ``registry`` is None).
+    """
+    path = Path(path)
+    raw = read_toml(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(raw, keys, value, text)
+    return config_from_dict(raw, where=str(path), base_dir=path.parent, registry=registry)
+
+
+def config_from_dict(raw: dict[str, Any], *, where: str = "<config>", base_dir: Path | None = None,
+                     registry: Any = None) -> tuple[Config, Any]:
+    """Build a :class:`Config` from plain TOML-like data."""
+    from .registry import Registry
+
+    base_dir = base_dir or Path.cwd()
+    if registry is None:
+        registry = Registry(files=plugin_files(raw, base_dir, where))
+    raw = dict(raw)
+    raw.setdefault("vms", [{"name": "vm0"}])
+    ctx = BuildContext(where=where, registry=registry, base_dir=base_dir)
+    config = build(Config, raw, "", ctx)
+    check_config(config, ctx)
+    return config, registry
+
+
+def check_config(config: Config, ctx: BuildContext) -> None:
+    """Checks that span several keys (names unique, sizes supported by the formats)."""
+    if not config.tlb.levels:
+        ctx.fail("tlb.levels", "is empty: configure at least one [[tlb.levels]] table.")
+    seen: dict[str, int] = {}
+    for i, level in enumerate(config.tlb.levels):
+        if level.name in seen:
+            ctx.fail(f"tlb.levels[{i}].name", f"= {level.name!r} is not allowed: tlb.levels[{seen[level.name]}] has that name already.")
+        seen[level.name] = i
+    if not config.vms:
+        ctx.fail("vms", "is empty: configure at least one [[vms]] table.")
+    names: dict[str, int] = {}
+    for i, vm in enumerate(config.vms):
+        if vm.name in names:
+            ctx.fail(f"vms[{i}].name", f"= {vm.name!r} is not allowed: vms[{names[vm.name]}] has that name already.")
+        names[vm.name] = i
+    guest_fmt = resolved_format(config, "guest", ctx.registry)
+    host_fmt = resolved_format(config, "host", ctx.registry)
+    for i, vm in enumerate(config.vms):
+        for key, fmt in (("guest_page_size", guest_fmt), ("host_page_size", host_fmt)):
+            if fmt is None:
+                continue
+            size = getattr(vm, key)
+            if size not in fmt.leaf_sizes:
+                allowed = ", ".join(format_size(s) for s in fmt.leaf_sizes)
+                ctx.fail(f"vms[{i}].{key}", f"= {format_size(size)!r} is not allowed: format {fmt.name!r} maps {allowed}.")
+        if vm.memory % max(vm.guest_page_size, vm.host_page_size):
+            ctx.fail(f"vms[{i}].memory", f"= {format_size(vm.memory)!r} is not allowed: it must be a multiple of the page sizes.")
+
+
+def resolved_format(config: Config, which: str, registry: Any):
+    """The :class:`slatframe.paging.PageTableFormat` of the guest or host side (None if the
+    scheme has no host side)."""
+    scheme = registry.get("SLAT schemes", config.machine.slat.name)
+    choice = getattr(config.machine, f"{which}_format")
+    if choice is None:
+        default = scheme.guest_format if which == "guest" else scheme.host_format
+        if default is None:
+            return None
+        record = registry.get("page-table formats", default)
+        choice = PluginChoice(default, record.options())
+    record = registry.get("page-table formats", choice.name)
+    return record.factory(choice.options)

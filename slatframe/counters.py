@@ -1,0 +1,42 @@
+"""Event counters of one run: integer counts by dotted name."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+class Counters:
+    """Named integer counters. ``walk_done`` / ``walk_aborted`` keep the walk figures
+    consistent across schemes."""
+
+    def __init__(self) -> None:
+        self.values: defaultdict[str, int] = defaultdict(int)
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.values[name] += n
+
+    def maximum(self, name: str, value: int) -> None:
+        if value > self.values[name]:
+            self.values[name] = value
+
+    def walk_done(self, refs_guest: int, refs_host: int = 0) -> None:
+        """A hardware walk that produced a translation."""
+        refs = refs_guest + refs_host
+        v = self.values
+        v["walks"] += 1
+        v["walk.refs"] += refs
+        v["walk.refs_guest"] += refs_guest
+        v["walk.refs_host"] += refs_host
+        if refs > v["walk.refs_max"]:
+            v["walk.refs_max"] = refs
+
+    def walk_aborted(self, refs: int) -> None:
+        """A hardware walk that ended in a fault; it is restarted after the fault is handled."""
+        self.values["walk.aborted"] += 1
+        self.values["walk.refs_aborted"] += refs
+
+    def vm_exit(self, reason: str) -> None:
+        self.values["vm_exits"] += 1
+        self.values[f"vm_exits.{reason}"] += 1
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(v) for k, v in sorted(self.values.items())}

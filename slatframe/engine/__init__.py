@@ -1,0 +1,95 @@
+"""Engine tiers and the function that runs one experiment."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import __version__
+from ..config import Config
+from ..counters import Counters
+from ..errors import ConfigError
+from ..machine import build_machine
+from ..results import Result
+from ..workload import WorkloadContext, check_chunk
+from .reference import ReferenceEngine
+
+ENGINE_TIERS = ("reference", "compiled")
+
+
+def choose_engine(config: Config, registry: Any, requested: str | None = None) -> tuple[str, str]:
+    """Return the tier to run and why. ``auto`` takes the compiled tier only when every
+    plugin of the run provides a kernel; this version has no compiled tier yet."""
+    wanted = requested or config.experiment.engine
+    missing = "this version of slatframe has no compiled engine tier yet"
+    if wanted == "compiled":
+        raise ConfigError(f"experiment.engine = 'compiled' is not available: {missing}; use 'auto' or 'reference'.")
+    if wanted == "reference":
+        return "reference", "requested"
+    return "reference", f"auto: {missing}"
+
+
+def workload_chunks(config: Config, registry: Any):
+    """The checked chunks of the configured workload."""
+    record = registry.get("workloads", config.workload.name)
+    ctx = WorkloadContext(chunk_size=config.experiment.chunk_size, seed=config.experiment.seed,
+                          vm_names=tuple(vm.name for vm in config.vms))
+    where = f"workload {config.workload.name!r}"
+    done = 0
+    for chunk in record.factory(config.workload.options, ctx):
+        check_chunk(chunk, where, len(config.vms), done)
+        done += len(chunk)
+        yield chunk
+
+
+def compute_metrics(config: Config, registry: Any, counters: Counters) -> dict[str, Any]:
+    """Counters plus the cost model's cycle figures, with every TLB level's counters
+    present even when zero."""
+    metrics: dict[str, Any] = {"accesses": 0, "walks": 0, "walk.refs": 0, "walk.refs_max": 0,
+                               "faults.guest": 0, "faults.host": 0, "vm_exits": 0}
+    for level in config.tlb.levels:
+        metrics[f"tlb.{level.name}.hits"] = 0
+        metrics[f"tlb.{level.name}.misses"] = 0
+    metrics.update(counters.as_dict())
+    cost = registry.get("cost models", config.cost.name).factory(config.cost.options)
+    metrics.update(cost.cycles(metrics, config))
+    return metrics
+
+
+def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
+                   observers: list[Any] | None = None) -> Result:
+    """Run one experiment to completion and return its :class:`Result`."""
+    tier, reason = choose_engine(config, registry, engine)
+    start = time.perf_counter()
+    counters = Counters()
+    machine = build_machine(config, registry, counters)
+    runner = ReferenceEngine(machine)
+    observers = list(observers or []) + [
+        registry.get("run observers", choice.name).factory(choice.options)
+        for choice in config.experiment.observers]
+    _notify(observers, "started", config)
+    done = 0
+    for chunk in workload_chunks(config, registry):
+        runner.run_chunk(chunk)
+        done += len(chunk)
+        _notify(observers, "chunk", config, done, len(chunk))
+    metrics = compute_metrics(config, registry, counters)
+    result = Result(
+        name=config.experiment.name,
+        metrics=metrics,
+        config=config.to_dict(),
+        seed=config.experiment.seed,
+        engine=tier,
+        engine_reason=reason,
+        version=__version__,
+        wall_time_s=round(time.perf_counter() - start, 6),
+    )
+    _notify(observers, "finished", config, result)
+    return result
+
+
+def _notify(observers: list[Any], method: str, *args: Any) -> None:
+    for obs in observers:
+        fn = getattr(obs, method, None)
+        if fn is not None:
+            fn(*args)
+

@@ -1,0 +1,104 @@
+"""The guest kernel's memory management, common to every SLAT scheme.
+
+A :class:`GuestOs` keeps one radix table per address space (asid) in its physical
+memory and maps pages on first touch (demand paging), on map events, and removes them
+on unmap. Under ``native`` its physical memory is the host's; under a hypervisor it is
+a VM's guest-physical space (:class:`VmPhysical`), whose words live in host frames.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from .errors import SimulationError
+from .paging import PageTableFormat, map_page, walk, WalkStep
+from .paging import PAGE_SHIFT
+from .units import format_size
+
+TABLE_SIZE = 1 << PAGE_SHIFT
+
+
+class Physical(Protocol):
+    """What a kernel needs of its physical memory."""
+
+    def alloc(self, size: int) -> int: ...
+    def read(self, addr: int) -> int: ...
+    def write(self, addr: int, value: int) -> None: ...
+
+
+class VmPhysical:
+    """A VM's guest-physical address space: a bump allocator over ``[0, size)`` whose words
+    are stored at the host address ``backing(gpa)`` returns (the hypervisor's mapping,
+    backing the page on first touch)."""
+
+    def __init__(self, size: int, name: str, backing: Callable[[int], int],
+                 host_read: Callable[[int], int], host_write: Callable[[int, int], None]) -> None:
+        self.size = size
+        self.name = name
+        self.next_free = 0
+        self._backing = backing
+        self._host_read = host_read
+        self._host_write = host_write
+
+    def alloc(self, size: int) -> int:
+        base = (self.next_free + size - 1) & ~(size - 1)
+        if base + size > self.size:
+            raise SimulationError(
+                f"guest memory of VM {self.name} is exhausted at {format_size(self.size)}; "
+                "raise vms[].memory or lower the footprint.")
+        self.next_free = base + size
+        return base
+
+    def read(self, addr: int) -> int:
+        return self._host_read(self._backing(addr))
+
+    def write(self, addr: int, value: int) -> None:
+        self._host_write(self._backing(addr), value)
+
+
+class GuestOs:
+    """Page tables of one (guest) kernel: a root per asid, demand paging of ``page_size`` pages."""
+
+    def __init__(self, fmt: PageTableFormat, page_size: int, phys: Physical) -> None:
+        self.fmt = fmt
+        self.page_size = page_size
+        self.phys = phys
+        self.roots: dict[int, int] = {}
+        self.mapped_pages = 0
+
+    def root(self, asid: int) -> int:
+        """Physical address of the root table of ``asid`` (created on first use)."""
+        root = self.roots.get(asid)
+        if root is None:
+            root = self.roots[asid] = self.phys.alloc(TABLE_SIZE)
+        return root
+
+    def lookup(self, asid: int, va: int) -> WalkStep:
+        """A software walk of the kernel's own tables (not a hardware reference)."""
+        return walk(self.fmt, self.root(asid), va, self.phys.read)
+
+    def map(self, asid: int, va: int, writable: bool = True) -> list[int]:
+        """Map a fresh page at ``va`` unless mapped; returns the entry addresses written."""
+        if self.lookup(asid, va).present:
+            return []
+        base = va & ~(self.page_size - 1)
+        page = self.phys.alloc(self.page_size)
+        self.mapped_pages += 1
+        return map_page(self.fmt, self.root(asid), base, page, self.page_size,
+                        self.phys.read, self.phys.write, lambda: self.phys.alloc(TABLE_SIZE), writable)
+
+    def unmap(self, asid: int, va: int) -> list[int]:
+        """Clear the leaf mapping ``va``; returns the entry addresses written."""
+        step = self.lookup(asid, va)
+        if not step.present:
+            return []
+        self.phys.write(step.entry_address, 0)
+        self.mapped_pages -= 1
+        return [step.entry_address]
+
+    def protect(self, asid: int, va: int) -> list[int]:
+        """Make the leaf mapping ``va`` read-only; returns the entry addresses written."""
+        step = self.lookup(asid, va)
+        if not step.present or not self.fmt.is_writable(step.entry):
+            return []
+        self.phys.write(step.entry_address, step.entry & ~self.fmt.write_flag)
+        return [step.entry_address]

@@ -1,0 +1,70 @@
+"""Simulated physical memory: a frame allocator and the 8-byte words of page-table pages.
+
+Only words that were written are stored (page-table pages, dense per touched frame);
+everything else reads as zero. Frames are handed out by a bump allocator with natural
+alignment, so 2M and 1G pages are aligned as hardware requires.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import SimulationError
+from .paging import ENTRIES_PER_TABLE, PAGE_SHIFT
+from .units import format_size
+
+
+class PhysicalMemory:
+    """One physical address space (the host's, or under ``native`` the machine's)."""
+
+    def __init__(self, size: int, name: str = "host memory") -> None:
+        self.size = size
+        self.name = name
+        self.next_free = 0  # bump pointer, bytes
+        self.allocated = 0  # bytes handed out
+        self._slot_of = np.full(1024, -1, dtype=np.int64)  # frame -> row of _words
+        self._words = np.zeros((64, ENTRIES_PER_TABLE), dtype=np.uint64)
+        self._rows = 0
+
+    # -- allocation ---------------------------------------------------------------
+    def alloc(self, size: int) -> int:
+        """Allocate ``size`` bytes aligned to ``size``; returns the base address."""
+        base = (self.next_free + size - 1) & ~(size - 1)
+        if base + size > self.size:
+            raise SimulationError(
+                f"{self.name} is exhausted: allocating {format_size(size)} at "
+                f"{format_size(self.allocated)} allocated of {format_size(self.size)}; "
+                "raise machine.host_memory or lower the footprint.")
+        self.next_free = base + size
+        self.allocated += size
+        return base
+
+    # -- contents -------------------------------------------------------------------
+    def read(self, addr: int) -> int:
+        """The 8-byte word at ``addr`` (0 where nothing was written)."""
+        frame = addr >> PAGE_SHIFT
+        if frame >= len(self._slot_of):
+            return 0
+        row = self._slot_of[frame]
+        if row < 0:
+            return 0
+        return int(self._words[row, (addr >> 3) & (ENTRIES_PER_TABLE - 1)])
+
+    def write(self, addr: int, value: int) -> None:
+        """Store the 8-byte word ``value`` at ``addr``."""
+        frame = addr >> PAGE_SHIFT
+        if frame >= len(self._slot_of):
+            grown = np.full(max(frame + 1, 2 * len(self._slot_of)), -1, dtype=np.int64)
+            grown[: len(self._slot_of)] = self._slot_of
+            self._slot_of = grown
+        row = self._slot_of[frame]
+        if row < 0:
+            if self._rows == len(self._words):
+                self._words = np.concatenate([self._words, np.zeros_like(self._words)])
+            row = self._slot_of[frame] = self._rows
+            self._rows += 1
+        self._words[row, (addr >> 3) & (ENTRIES_PER_TABLE - 1)] = value
+
+    @property
+    def table_pages(self) -> int:
+        """Frames that hold written words (page-table pages)."""
+        return self._rows

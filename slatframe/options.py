@@ -1,0 +1,226 @@
+"""TOML tables -> frozen attrs objects, with errors that name the key path.
+
+Core config classes and every plugin's ``Options`` class are plain attrs classes whose
+fields are declared with :func:`option`. The builder checks types, units, allowed
+values and unknown keys, and resolves plugin references against the registry.
+"""
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import attrs
+
+from .errors import ConfigError
+from .units import SIZE_HELP, format_size, parse_size
+
+_MISSING = attrs.NOTHING
+
+
+def option(
+    default: Any = _MISSING,
+    help: str = "",
+    *,
+    size: bool = False,
+    choices: Sequence[str] | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    check: Callable[[Any], None] | None = None,
+    plugin: str | None = None,
+    name_key: str = "name",
+    path: bool = False,
+) -> Any:
+    """Declare a config field.
+
+    ``size`` accepts sizes with units; ``choices`` lists the allowed strings; ``min``/``max``
+    bound numbers; ``check(value)`` raises ValueError with what is allowed; ``plugin``
+    names a hook point (``"TLB policies"``) whose registered name the value must be,
+    given as a string or a table with ``name_key`` plus the plugin's own options;
+    ``path`` resolves a relative path against the config file's folder.
+    """
+    meta = {"help": help, "size": size, "choices": tuple(choices) if choices else None,
+            "min": min, "max": max, "check": check, "plugin": plugin,
+            "name_key": name_key, "path": path}
+    if isinstance(default, (list, dict)):
+        frozen = tuple(default) if isinstance(default, list) else dict(default)
+        return attrs.field(factory=lambda: frozen, metadata=meta)
+    return attrs.field(default=default, metadata=meta)
+
+
+@attrs.frozen
+class PluginChoice:
+    """A resolved plugin reference: its registered name and its built options."""
+
+    name: str
+    options: Any
+
+
+@attrs.frozen
+class BuildContext:
+    """Where the table came from and how to resolve plugin names."""
+
+    where: str
+    registry: Any = None
+    base_dir: Path | None = None
+
+    def fail(self, path: str, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{self.where}: {path} {message}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def build(cls: type, table: Any, path: str, ctx: BuildContext) -> Any:
+    """Build an instance of attrs class ``cls`` from a TOML table at ``path``."""
+    if not isinstance(table, dict):
+        ctx.fail(path or "the top level", f"is {_describe(table)}, but a table is expected.")
+    attrs.resolve_types(cls)
+    fields = {f.name: f for f in attrs.fields(cls) if f.init}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        allowed = ", ".join(fields) if fields else "none"
+        ctx.fail(_join(path, unknown[0]), f"is not a known key; allowed keys here: {allowed}.")
+    kwargs = {}
+    for name, field in fields.items():
+        key_path = _join(path, name)
+        if name not in table:
+            if field.default is _MISSING:
+                ctx.fail(key_path, f"is required: {field.metadata.get('help') or 'no default'}.")
+            if attrs.has(type(field.default)):  # a section left out: its defaults, resolved
+                kwargs[name] = build(type(field.default), {}, key_path, ctx)
+            elif field.metadata.get("plugin") and isinstance(field.default, str):
+                # a default plugin name gets its options' defaults like a written one
+                kwargs[name] = convert(field.type, field.metadata, field.default, key_path, ctx)
+            continue
+        value = table[name]
+        name_key = field.metadata.get("name_key", "name")
+        if (field.metadata.get("plugin") and isinstance(field.default, str)
+                and isinstance(value, dict) and name_key not in value):
+            value = {name_key: field.default, **value}  # options of the default plugin
+        kwargs[name] = convert(field.type, field.metadata, value, key_path, ctx)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        ctx.fail(path or "the top level", f"is not valid: {exc}.")
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any:
+    """Convert one TOML value to the field type ``tp``, checking ``meta`` constraints."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None and optional:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        item_tp = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            ctx.fail(path, f"= {_describe(value)} is not allowed: expected a list.")
+        return tuple(convert(item_tp, meta, v, _join(path, i), ctx) for i, v in enumerate(value))
+    if meta.get("plugin"):
+        return resolve_plugin(meta["plugin"], meta.get("name_key", "name"), value, path, ctx)
+    if attrs.has(tp):
+        return build(tp, value, path, ctx)
+    if meta.get("size"):
+        try:
+            out = parse_size(value)
+        except ValueError:
+            ctx.fail(path, f"= {_describe(value)} is not allowed: expected {SIZE_HELP}.")
+    elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = float(value)
+    elif tp in (int, bool, str):
+        if type(value) is not tp:
+            ctx.fail(path, f"= {_describe(value)} is not allowed: expected {_type_name(tp)}.")
+        out = value
+    else:
+        out = value
+    if meta.get("path") and isinstance(out, str) and ctx.base_dir is not None:
+        p = Path(out)
+        out = str(p if p.is_absolute() else (ctx.base_dir / p))
+    _check(meta, out, value, path, ctx)
+    return out
+
+
+def _check(meta: Any, out: Any, raw: Any, path: str, ctx: BuildContext) -> None:
+    shown = _describe(raw)
+    choices = meta.get("choices")
+    if choices and out not in choices:
+        ctx.fail(path, f"= {shown} is not allowed: choose one of {', '.join(choices)}.")
+    lo, hi = meta.get("min"), meta.get("max")
+    fmt = format_size if meta.get("size") else str
+    if lo is not None and out < lo:
+        ctx.fail(path, f"= {shown} is not allowed: the minimum is {fmt(lo)}.")
+    if hi is not None and out > hi:
+        ctx.fail(path, f"= {shown} is not allowed: the maximum is {fmt(hi)}.")
+    if meta.get("check"):
+        try:
+            meta["check"](out)
+        except ValueError as exc:
+            ctx.fail(path, f"= {shown} is not allowed: {exc}.")
+
+
+def resolve_plugin(point: str, name_key: str, value: Any, path: str, ctx: BuildContext) -> PluginChoice:
+    """Resolve ``"name"`` or ``{name_key = "name", ...options}`` against the registry."""
+    if isinstance(value, str):
+        name, rest, name_path = value, {}, path
+    elif isinstance(value, dict):
+        if name_key not in value:
+            ctx.fail(_join(path, name_key), f"is required: the name of one of the {point}.")
+        rest = {k: v for k, v in value.items() if k != name_key}
+        name, name_path = value[name_key], _join(path, name_key)
+    else:
+        ctx.fail(path, f"= {_describe(value)} is not allowed: expected the name of one of the "
+                       f"{point}, or a table with '{name_key}' and its options.")
+    if ctx.registry is None:
+        return PluginChoice(name, rest)
+    names = ctx.registry.names(point)
+    if name not in names:
+        ctx.fail(name_path, f"= {name!r} is not allowed: registered {point} are "
+                            f"{', '.join(names) or 'none'}.")
+    record = ctx.registry.get(point, name)
+    options = build(record.options, rest, path if isinstance(value, dict) else _join(path, "<options>"), ctx)
+    return PluginChoice(name, options)
+
+
+def to_plain(obj: Any, name_key: str = "name") -> Any:
+    """Turn a built config back into TOML-like plain data (for results and reports)."""
+    if isinstance(obj, PluginChoice):
+        return {name_key: obj.name, **to_plain(obj.options)}
+    if attrs.has(type(obj)):
+        out = {}
+        for f in attrs.fields(type(obj)):
+            if not f.init:
+                continue
+            v = getattr(obj, f.name)
+            out[f.name] = to_plain(v, f.metadata.get("name_key", "name"))
+        return out
+    if isinstance(obj, (tuple, list)):
+        return [to_plain(v, name_key) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj

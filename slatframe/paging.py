@@ -1,0 +1,154 @@
+"""Radix page tables: a format's geometry and entry codec, and the generic operations
+(walk, map, unmap) that every SLAT scheme composes. No vendor is named here: formats
+describe their bit layout through :class:`PageTableFormat`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+
+ENTRY_SIZE = 8
+PAGE_SHIFT = 12
+INDEX_BITS = 9
+ENTRIES_PER_TABLE = 1 << INDEX_BITS
+
+ReadEntry = Callable[[int], int]
+WriteEntry = Callable[[int, int], None]
+
+
+@attrs.frozen(kw_only=True)
+class PageTableFormat:
+    """Geometry and entry codec of one radix page-table format.
+
+    Levels are numbered from 1 (the last table, mapping 4K pages) to ``levels`` (the
+    root). A leaf above level 1 is marked by ``leaf_flag`` (the PS bit). An entry is
+    present when ``entry & present_mask`` is non-zero. ``table_bits`` / ``leaf_bits`` are
+    set in every non-leaf / leaf entry the OS writes (for example present, user,
+    memory type); ``write_flag`` grants writes; ``accessed_flag`` and ``dirty_flag`` are
+    0 where the format has none.
+    """
+
+    name: str
+    levels: int
+    leaf_levels: tuple[int, ...]
+    present_mask: int
+    frame_mask: int = ((1 << 52) - 1) & ~((1 << PAGE_SHIFT) - 1)
+    leaf_flag: int = 1 << 7
+    write_flag: int = 1 << 1
+    accessed_flag: int = 0
+    dirty_flag: int = 0
+    table_bits: int = 0
+    leaf_bits: int = 0
+
+    @property
+    def va_bits(self) -> int:
+        return PAGE_SHIFT + INDEX_BITS * self.levels
+
+    @property
+    def leaf_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.page_size(level) for level in self.leaf_levels))
+
+    @staticmethod
+    def page_size(level: int) -> int:
+        return 1 << (PAGE_SHIFT + INDEX_BITS * (level - 1))
+
+    def level_of_size(self, size: int) -> int:
+        for level in self.leaf_levels:
+            if self.page_size(level) == size:
+                return level
+        raise ValueError(f"format {self.name} has no {size}-byte leaf")
+
+    @staticmethod
+    def index(va: int, level: int) -> int:
+        return (va >> (PAGE_SHIFT + INDEX_BITS * (level - 1))) & (ENTRIES_PER_TABLE - 1)
+
+    def entry_address(self, table: int, va: int, level: int) -> int:
+        return table + self.index(va, level) * ENTRY_SIZE
+
+    # -- codec ------------------------------------------------------------------
+    def is_present(self, entry: int) -> bool:
+        return bool(entry & self.present_mask)
+
+    def is_leaf(self, entry: int, level: int) -> bool:
+        return level == 1 or bool(entry & self.leaf_flag)
+
+    def frame(self, entry: int, level: int) -> int:
+        """Physical address the entry points at (table, or page base for a leaf)."""
+        if level > 1 and entry & self.leaf_flag:
+            return entry & self.frame_mask & ~(self.page_size(level) - 1)
+        return entry & self.frame_mask
+
+    def table_entry(self, table: int) -> int:
+        return (table & self.frame_mask) | self.table_bits | self.write_flag
+
+    def leaf_entry(self, page: int, level: int, writable: bool = True) -> int:
+        e = (page & self.frame_mask) | self.leaf_bits
+        if writable:
+            e |= self.write_flag
+        if level > 1:
+            e |= self.leaf_flag
+        return e
+
+    def is_writable(self, entry: int) -> bool:
+        return bool(entry & self.write_flag)
+
+
+@attrs.frozen
+class WalkStep:
+    """Where a walk ended: at a leaf (``present``) or at a non-present entry."""
+
+    level: int
+    entry_address: int
+    entry: int
+    present: bool
+    refs: int
+
+
+def walk(fmt: PageTableFormat, root: int, va: int, read: ReadEntry) -> WalkStep:
+    """Walk from ``root`` for ``va``, reading each entry with ``read`` (one reference each).
+
+    ``read`` receives the address of the entry in the table's own address space (a gPA
+    for guest tables under a nested scheme: the caller translates and counts).
+    """
+    table = root
+    refs = 0
+    for level in range(fmt.levels, 0, -1):
+        addr = fmt.entry_address(table, va, level)
+        entry = read(addr)
+        refs += 1
+        if not fmt.is_present(entry):
+            return WalkStep(level, addr, entry, False, refs)
+        if fmt.is_leaf(entry, level):
+            return WalkStep(level, addr, entry, True, refs)
+        table = fmt.frame(entry, level)
+    raise AssertionError("unreachable: level 1 entries are leaves")
+
+
+def map_page(fmt: PageTableFormat, root: int, va: int, page: int, size: int,
+             read: ReadEntry, write: WriteEntry, new_table: Callable[[], int],
+             writable: bool = True) -> list[int]:
+    """Map the ``size`` page at ``va`` to ``page``, creating missing tables.
+
+    Returns the addresses of the entries written, in write order (the page-table writes
+    a shadowing hypervisor would trap).
+    """
+    leaf_level = fmt.level_of_size(size)
+    written: list[int] = []
+    table = root
+    for level in range(fmt.levels, leaf_level, -1):
+        addr = fmt.entry_address(table, va, level)
+        entry = read(addr)
+        if fmt.is_present(entry):
+            if fmt.is_leaf(entry, level):
+                raise ValueError(f"{va:#x} is already mapped by a larger page")
+            table = fmt.frame(entry, level)
+            continue
+        table = new_table()
+        write(addr, fmt.table_entry(table))
+        written.append(addr)
+    addr = fmt.entry_address(table, va, leaf_level)
+    write(addr, fmt.leaf_entry(page, leaf_level, writable))
+    written.append(addr)
+    return written
+

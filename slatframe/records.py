@@ -1,0 +1,114 @@
+"""Registration records: what each hook returns.
+
+Every record names a plugin (``name``, unique per hook point), says what it is in one line
+(``summary``), declares the attrs class of its TOML options (``options``; an instance of
+it is built from the user's table, with defaults, units and validation) and a ``factory``
+that builds the working object. The factory signature depends on the hook point and is
+documented on each record class.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+
+
+@attrs.frozen
+class NoOptions:
+    """Options class of a plugin that takes none."""
+
+
+@attrs.frozen(kw_only=True)
+class Registration:
+    """Fields every record has."""
+
+    name: str
+    summary: str
+    factory: Callable[..., Any]
+    options: type = NoOptions
+
+    #: Which hook point the record belongs to; set by each subclass.
+    kind = "plugin"
+
+
+@attrs.frozen(kw_only=True)
+class PageTableFormatRecord(Registration):
+    """A radix page-table format. ``factory(options) -> slatframe.paging.PageTableFormat``."""
+
+    kind = "page-table format"
+
+
+@attrs.frozen(kw_only=True)
+class SlatSchemeRecord(Registration):
+    """A way to reach hPA from gVA.
+
+    ``factory(options, machine: slatframe.machine.MachineContext) -> Translator`` where a
+    translator has ``translate(vm, asid, vaddr, op)`` and ``control(vm, asid, op, arg)``
+    (see :class:`slatframe.machine.Translator`).
+
+    ``guest_format`` is the format used when the config names none; ``host_format`` the
+    format of the second level (``None`` for schemes without one).
+    """
+
+    guest_format: str
+    host_format: str | None = None
+    kind = "SLAT scheme"
+
+
+@attrs.frozen(kw_only=True)
+class TlbPolicyRecord(Registration):
+    """A TLB replacement policy.
+
+    ``factory(options, sets, ways, rng: numpy.random.Generator)`` returns an object with
+    ``hit(set_index, way)``, ``fill(set_index, way)`` and ``victim(set_index) -> way``
+    (called only when every way of the set is valid). See :class:`slatframe.tlb.TlbLevel`.
+    """
+
+    kind = "TLB policy"
+
+
+@attrs.frozen(kw_only=True)
+class WalkCacheRecord(Registration):
+    """A translation cache besides the TLB (paging-structure cache, nested TLB, ...)."""
+
+    kind = "walk cache"
+
+
+@attrs.frozen(kw_only=True)
+class DedupStrategyRecord(Registration):
+    """A way of finding and merging identical pages."""
+
+    kind = "dedup strategy"
+
+
+@attrs.frozen(kw_only=True)
+class CostModelRecord(Registration):
+    """Turns counted events into cycles.
+
+    ``factory(options) -> model`` with ``model.cycles(counters: dict[str, int],
+    machine: slatframe.config.Config) -> dict[str, int | float]`` returning the ``cycles.*``
+    metrics. The resolved options are stored in the result so every figure can be
+    recomputed from the result file alone.
+    """
+
+    kind = "cost model"
+
+
+@attrs.frozen(kw_only=True)
+class WorkloadRecord(Registration):
+    """A source of trace chunks.
+
+    ``factory(options, context: slatframe.workload.WorkloadContext)`` returns an iterable of
+    numpy arrays of :data:`slatframe.trace.TRACE_DTYPE`, each at most
+    ``context.chunk_size`` long. Errors in the input raise :class:`slatframe.errors.TraceError`.
+    """
+
+    kind = "workload"
+
+
+@attrs.frozen(kw_only=True)
+class RunObserverRecord(Registration):
+    """Watches a run. ``factory(options) -> observer`` with optional methods
+    ``started(run)``, ``chunk(run, done, chunk_len)`` and ``finished(run, result)``."""
+
+    kind = "run observer"

@@ -1,0 +1,122 @@
+"""The plugin registry: entry points, plugin files, and the records they return."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Iterable
+
+import attrs
+import pluggy
+
+from . import PROJECT_NAME, hookspecs
+from .errors import PluginError
+from .records import Registration
+
+#: Hook name -> the key used in :attr:`Registry.records` and in messages.
+HOOK_POINTS: dict[str, str] = {
+    "slatframe_page_table_formats": "page-table formats",
+    "slatframe_slat_schemes": "SLAT schemes",
+    "slatframe_tlb_policies": "TLB policies",
+    "slatframe_walk_caches": "walk caches",
+    "slatframe_dedup_strategies": "dedup strategies",
+    "slatframe_cost_models": "cost models",
+    "slatframe_workloads": "workloads",
+    "slatframe_run_observers": "run observers",
+}
+
+
+@attrs.frozen
+class Provided:
+    """A record together with the plugin that returned it."""
+
+    record: Registration
+    plugin: str
+    source: str
+
+
+def load_plugin_file(path: Path) -> ModuleType:
+    """Import a Python file as a module named after its path."""
+    if not path.is_file():
+        raise PluginError(f"{path}: plugin file does not exist.")
+    name = f"slatframe_plugin_file_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"{path}: cannot be imported as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a user's file: report, do not crash
+        del sys.modules[name]
+        raise PluginError(f"{path}: importing the plugin file failed: {exc!r}.") from exc
+    return module
+
+
+class Registry:
+    """Every registered plugin record, by hook point and name.
+
+    ``entry_points`` loads the ``slatframe`` entry-point group (the builtins and any
+    installed third-party plugins); ``plugins`` are extra module objects; ``files`` are
+    plugin files (as named in ``[experiment] plugins``).
+    """
+
+    def __init__(
+        self,
+        *,
+        entry_points: bool = True,
+        plugins: Iterable[object] = (),
+        files: Iterable[Path] = (),
+    ) -> None:
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        if entry_points:
+            self.pm.load_setuptools_entrypoints(PROJECT_NAME)
+        for plugin in plugins:
+            label = getattr(plugin, "__name__", None) or type(plugin).__qualname__
+            self.pm.register(plugin, name=f"{label}@{id(plugin):x}" if self.pm.has_plugin(label) else label)
+        for path in files:
+            module = load_plugin_file(Path(path))
+            if not self.pm.is_registered(module):
+                self.pm.register(module, name=f"file:{path}")
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"{exc.plugin!r}: {exc}.") from exc
+        self.records: dict[str, dict[str, Provided]] = {
+            point: self._collect(hook) for hook, point in HOOK_POINTS.items()
+        }
+
+    def _sources(self) -> dict[int, str]:
+        return {id(plugin): f"{dist.project_name} {dist.version}"
+                for plugin, dist in self.pm.list_plugin_distinfo()}
+
+    def _collect(self, hook_name: str) -> dict[str, Provided]:
+        sources = self._sources()
+        found: dict[str, Provided] = {}
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
+            source = sources.get(id(impl.plugin), plugin_name)
+            for record in impl.function() or ():
+                if not isinstance(record, Registration):
+                    raise PluginError(
+                        f"plugin {plugin_name}: {hook_name} returned {record!r}, "
+                        "which is not a registration record from slatframe.records."
+                    )
+                if record.name in found:
+                    other = found[record.name]
+                    raise PluginError(
+                        f"{record.kind} name {record.name!r} is registered "
+                        f"by both {other.plugin} ({other.source}) and {plugin_name} ({source})."
+                    )
+                found[record.name] = Provided(record, plugin_name, source)
+        return dict(sorted(found.items()))
+
+    def names(self, point: str) -> list[str]:
+        """Registered names at one hook point, sorted."""
+        return list(self.records[point])
+
+    def get(self, point: str, name: str) -> Registration:
+        """The record registered as ``name`` at ``point``; KeyError if there is none."""
+        return self.records[point][name].record

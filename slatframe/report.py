@@ -1,0 +1,49 @@
+"""Plain-text tables for the terminal (the CLI owns printing; this only formats)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """Left-aligned first column, right-aligned numbers."""
+    cells = [list(map(str, header))] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    numeric = [all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(header))]
+
+    def line(r):
+        return "  ".join(c.rjust(w) if numeric[i] else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def summary(result: Any) -> str:
+    """The human-readable summary of one run's result."""
+    m = result.metrics
+    lines = [f"{result.name}: {m['accesses']:,} accesses, engine {result.engine} "
+             f"({result.engine_reason}), {result.wall_time_s:.2f} s"]
+    rows = []
+    for key in sorted(m):
+        if key.startswith("tlb.") and key.endswith(".hits"):
+            name = key[4:-5]
+            hits, misses = m[key], m[f"tlb.{name}.misses"]
+            rows.append((f"tlb.{name}", hits, misses, hits / (hits + misses) if hits + misses else 0.0))
+    lines.append(table(rows, ("TLB level", "hits", "misses", "hit rate")))
+    walks = m["walks"]
+    per_walk = m["walk.refs"] / walks if walks else 0.0
+    shown = [("walks", walks), ("walk refs per walk", per_walk), ("walk refs max", m["walk.refs_max"])]
+    shown += [(k, m[k]) for k in sorted(m) if k.startswith(("faults.", "vm_exits", "dedup."))]
+    shown += [(k, m[k]) for k in sorted(m) if k.startswith("cycles.") or k == "translation_overhead"]
+    lines.append("")
+    lines.append(table(shown, ("metric", "value")))
+    return "\n".join(lines)

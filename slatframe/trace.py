@@ -1,0 +1,47 @@
+"""Trace records: the chunk dtype every workload yields and the op codes.
+
+A record is one memory access or one control event of one address space (``asid``) of
+one VM (``vm``, an index into ``[[vms]]``). For control events ``vaddr`` carries the
+page concerned or, for a context switch, the new asid.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TRACE_DTYPE = np.dtype([("vm", np.uint16), ("asid", np.uint16), ("op", np.uint8), ("vaddr", np.uint64)])
+
+# Accesses
+READ = 0
+WRITE = 1
+IFETCH = 2
+ACCESS_OPS = (READ, WRITE, IFETCH)
+
+# Control events (op 16 and up)
+CONTEXT_SWITCH = 16  #: the VM switches to address space ``vaddr`` (a CR3 load)
+MAP = 17  #: the guest kernel maps the page holding ``vaddr``
+UNMAP = 18  #: the guest kernel unmaps the page holding ``vaddr`` (and invalidates it)
+PROTECT = 19  #: the guest kernel write-protects the page holding ``vaddr`` (and invalidates it)
+INVLPG = 20  #: the guest invalidates the TLB entry of ``vaddr``
+FLUSH = 21  #: the guest flushes its whole TLB (non-global entries of its current asid)
+CONTROL_OPS = (CONTEXT_SWITCH, MAP, UNMAP, PROTECT, INVLPG, FLUSH)
+
+OP_NAMES = {READ: "read", WRITE: "write", IFETCH: "ifetch", CONTEXT_SWITCH: "context_switch",
+            MAP: "map", UNMAP: "unmap", PROTECT: "protect", INVLPG: "invlpg", FLUSH: "flush"}
+VALID_OPS = frozenset(OP_NAMES)
+
+
+def make_trace(vaddr, op=READ, vm=0, asid=0) -> np.ndarray:
+    """Build a trace array from columns (scalars broadcast)."""
+    vaddr = np.asarray(vaddr, dtype=np.uint64)
+    out = np.empty(vaddr.shape[0], dtype=TRACE_DTYPE)
+    out["vaddr"] = vaddr
+    out["op"] = op
+    out["vm"] = vm
+    out["asid"] = asid
+    return out
+
+
+def chunked(trace: np.ndarray, chunk_size: int):
+    """Yield consecutive views of at most ``chunk_size`` records."""
+    for start in range(0, len(trace), chunk_size):
+        yield trace[start:start + chunk_size]
