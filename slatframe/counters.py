@@ -18,10 +18,11 @@ class Counters:
         if value > self.values[name]:
             self.values[name] = value
 
-    def walk_done(self, refs_guest: int, refs_host: int = 0) -> None:
+    def walk_done(self, refs_guest: int, refs_host: int = 0, ad_writes: int = 0) -> None:
         """A hardware walk that produced a translation."""
         refs = refs_guest + refs_host
         v = self.values
+        v["walk.ad_writes"] += ad_writes
         v["walks"] += 1
         v["walk.refs"] += refs
         v["walk.refs_guest"] += refs_guest
@@ -29,8 +30,9 @@ class Counters:
         if refs > v["walk.refs_max"]:
             v["walk.refs_max"] = refs
 
-    def walk_aborted(self, refs: int) -> None:
+    def walk_aborted(self, refs: int, ad_writes: int = 0) -> None:
         """A hardware walk that ended in a fault; it is restarted after the fault is handled."""
+        self.values["walk.ad_writes"] += ad_writes
         self.values["walk.aborted"] += 1
         self.values["walk.refs_aborted"] += refs
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from .errors import SimulationError
-from .paging import PageTableFormat, map_page, walk, WalkStep
-from .paging import PAGE_SHIFT
+from .paging import PAGE_SHIFT, PageTableFormat, WalkStep, map_page, walk
+from .trace import FLUSH, INVLPG, MAP, PROTECT, UNMAP
+from .translation import Invalidation
 from .units import format_size
 
 TABLE_SIZE = 1 << PAGE_SHIFT
@@ -74,7 +75,7 @@ class GuestOs:
 
     def lookup(self, asid: int, va: int) -> WalkStep:
         """A software walk of the kernel's own tables (not a hardware reference)."""
-        return walk(self.fmt, self.root(asid), va, self.phys.read)
+        return walk(self.fmt, self.root(asid), va, self.phys)
 
     def map(self, asid: int, va: int, writable: bool = True) -> list[int]:
         """Map a fresh page at ``va`` unless mapped; returns the entry addresses written."""
@@ -83,8 +84,8 @@ class GuestOs:
         base = va & ~(self.page_size - 1)
         page = self.phys.alloc(self.page_size)
         self.mapped_pages += 1
-        return map_page(self.fmt, self.root(asid), base, page, self.page_size,
-                        self.phys.read, self.phys.write, lambda: self.phys.alloc(TABLE_SIZE), writable)
+        return map_page(self.fmt, self.root(asid), base, page, self.page_size, self.phys,
+                        lambda: self.phys.alloc(TABLE_SIZE), writable)
 
     def unmap(self, asid: int, va: int) -> list[int]:
         """Clear the leaf mapping ``va``; returns the entry addresses written."""
@@ -95,10 +96,33 @@ class GuestOs:
         self.mapped_pages -= 1
         return [step.entry_address]
 
-    def protect(self, asid: int, va: int) -> list[int]:
-        """Make the leaf mapping ``va`` read-only; returns the entry addresses written."""
+    def protect(self, asid: int, va: int, writable: bool = False) -> list[int]:
+        """Make the leaf mapping ``va`` read-only (or writable again); returns the entry
+        addresses written."""
         step = self.lookup(asid, va)
-        if not step.present or not self.fmt.is_writable(step.entry):
+        if not step.present or self.fmt.is_writable(step.entry) == writable:
             return []
-        self.phys.write(step.entry_address, step.entry & ~self.fmt.write_flag)
+        flag = self.fmt.write_flag
+        self.phys.write(step.entry_address, step.entry | flag if writable else step.entry & ~flag)
         return [step.entry_address]
+
+
+def guest_control(kernel: GuestOs, vm: int, asid: int, op: int, arg: int) -> tuple[list[int], list[Invalidation]]:
+    """Carry out a trace control event in the guest kernel of ``vm``.
+
+    Returns the guest page-table entries written (in the kernel's physical address
+    space) and the TLB invalidations the guest performs: an unmap or protect is
+    followed by the guest's INVLPG of the page, a flush drops the asid's entries. A
+    context switch writes no entry and, with asid-tagged TLBs, invalidates nothing.
+    """
+    if op == MAP:
+        return kernel.map(asid, arg), []
+    if op == UNMAP:
+        return kernel.unmap(asid, arg), [Invalidation("page", vm, asid, arg)]
+    if op == PROTECT:
+        return kernel.protect(asid, arg), [Invalidation("page", vm, asid, arg)]
+    if op == INVLPG:
+        return [], [Invalidation("page", vm, asid, arg)]
+    if op == FLUSH:
+        return [], [Invalidation("asid", vm, asid)]
+    return [], []

@@ -2,7 +2,7 @@
 translator and the TLB hierarchy. The core only composes what the plugins build."""
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -12,24 +12,9 @@ from .counters import Counters
 from .memory import PhysicalMemory
 from .paging import PageTableFormat
 from .tlb import TlbHierarchy, TlbLevel
+from .translation import Invalidation, Translation
 
-
-class Translation(NamedTuple):
-    """What a walk returns and a TLB entry caches: the host page holding the address."""
-
-    page: int  #: hPA of the base of the (TLB-entry-sized) page
-    size: int  #: bytes mapped by the entry: min of the guest and host page sizes
-    writable: bool
-
-
-class Invalidation(NamedTuple):
-    """TLB entries a control event removes: a ``page`` of one asid, a whole ``asid``, a
-    whole ``vm``, or ``all``. ``va`` is used only for ``page``."""
-
-    scope: str
-    vm: int = 0
-    asid: int = 0
-    va: int = 0
+__all__ = ["Invalidation", "Machine", "MachineContext", "Translation", "Translator", "build_machine"]
 
 
 class Translator(Protocol):

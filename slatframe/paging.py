@@ -4,7 +4,7 @@ describe their bit layout through :class:`PageTableFormat`.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import attrs
 
@@ -12,9 +12,6 @@ ENTRY_SIZE = 8
 PAGE_SHIFT = 12
 INDEX_BITS = 9
 ENTRIES_PER_TABLE = 1 << INDEX_BITS
-
-ReadEntry = Callable[[int], int]
-WriteEntry = Callable[[int, int], None]
 
 
 @attrs.frozen(kw_only=True)
@@ -93,41 +90,74 @@ class PageTableFormat:
     def is_writable(self, entry: int) -> bool:
         return bool(entry & self.write_flag)
 
+    def is_dirty(self, entry: int) -> bool:
+        """True when the dirty flag is set, or the format has none."""
+        return not self.dirty_flag or bool(entry & self.dirty_flag)
+
+
+class Memory(Protocol):
+    """Word-addressed memory a walk reads (and writes A/D bits into)."""
+
+    def read(self, addr: int) -> int: ...
+    def write(self, addr: int, value: int) -> None: ...
+
+
+def _same(addr: int) -> int:
+    return addr
+
 
 @attrs.frozen
 class WalkStep:
-    """Where a walk ended: at a leaf (``present``) or at a non-present entry."""
+    """Where a walk ended: at a leaf (``present``) or at a non-present entry.
+
+    ``entry_address`` is in the table's own address space; ``refs`` counts the entries
+    read; ``ad_writes`` the entries written to set accessed/dirty flags.
+    """
 
     level: int
     entry_address: int
     entry: int
     present: bool
     refs: int
+    ad_writes: int = 0
 
 
-def walk(fmt: PageTableFormat, root: int, va: int, read: ReadEntry) -> WalkStep:
-    """Walk from ``root`` for ``va``, reading each entry with ``read`` (one reference each).
+def walk(fmt: PageTableFormat, root: int, va: int, mem: Memory,
+         resolve: Callable[[int], int] = _same, accessed: bool = False,
+         dirty: bool = False) -> WalkStep:
+    """Walk from ``root`` for ``va``: one memory reference per level.
 
-    ``read`` receives the address of the entry in the table's own address space (a gPA
-    for guest tables under a nested scheme: the caller translates and counts).
+    Entry addresses are in the tables' own address space; ``resolve`` turns each into
+    the address ``mem`` is read at (a nested walk passes its host walk here, which may
+    raise to abort the walk). With ``accessed``, the flag is set in every entry used
+    (Intel SDM 4.8), and with ``dirty`` also the dirty flag of the leaf; each entry
+    changed is one write.
     """
     table = root
-    refs = 0
+    refs = writes = 0
     for level in range(fmt.levels, 0, -1):
         addr = fmt.entry_address(table, va, level)
-        entry = read(addr)
+        at = resolve(addr)
+        entry = mem.read(at)
         refs += 1
         if not fmt.is_present(entry):
-            return WalkStep(level, addr, entry, False, refs)
-        if fmt.is_leaf(entry, level):
-            return WalkStep(level, addr, entry, True, refs)
+            return WalkStep(level, addr, entry, False, refs, writes)
+        leaf = fmt.is_leaf(entry, level)
+        if accessed:
+            set_dirty = leaf and dirty and fmt.is_writable(entry)  # no D on a faulting write
+            updated = entry | fmt.accessed_flag | (fmt.dirty_flag if set_dirty else 0)
+            if updated != entry:
+                mem.write(at, updated)
+                writes += 1
+                entry = updated
+        if leaf:
+            return WalkStep(level, addr, entry, True, refs, writes)
         table = fmt.frame(entry, level)
     raise AssertionError("unreachable: level 1 entries are leaves")
 
 
-def map_page(fmt: PageTableFormat, root: int, va: int, page: int, size: int,
-             read: ReadEntry, write: WriteEntry, new_table: Callable[[], int],
-             writable: bool = True) -> list[int]:
+def map_page(fmt: PageTableFormat, root: int, va: int, page: int, size: int, mem: Memory,
+             new_table: Callable[[], int], writable: bool = True) -> list[int]:
     """Map the ``size`` page at ``va`` to ``page``, creating missing tables.
 
     Returns the addresses of the entries written, in write order (the page-table writes
@@ -138,17 +168,16 @@ def map_page(fmt: PageTableFormat, root: int, va: int, page: int, size: int,
     table = root
     for level in range(fmt.levels, leaf_level, -1):
         addr = fmt.entry_address(table, va, level)
-        entry = read(addr)
+        entry = mem.read(addr)
         if fmt.is_present(entry):
             if fmt.is_leaf(entry, level):
                 raise ValueError(f"{va:#x} is already mapped by a larger page")
             table = fmt.frame(entry, level)
             continue
         table = new_table()
-        write(addr, fmt.table_entry(table))
+        mem.write(addr, fmt.table_entry(table))
         written.append(addr)
     addr = fmt.entry_address(table, va, leaf_level)
-    write(addr, fmt.leaf_entry(page, leaf_level, writable))
+    mem.write(addr, fmt.leaf_entry(page, leaf_level, writable))
     written.append(addr)
     return written
-

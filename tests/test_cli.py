@@ -25,7 +25,8 @@ def test_run_writes_result(tmp_path, capsys):
     assert m["accesses"] == 3000
     assert m["tlb.l1d.hits"] + m["tlb.l1d.misses"] == 3000
     assert m["tlb.l2.hits"] + m["tlb.l2.misses"] == m["tlb.l1d.misses"]
-    assert m["walks"] == m["tlb.l2.misses"] and m["walk.refs"] == 4 * m["walks"]
+    assert m["walks"] == m["tlb.l2.misses"] + m["walk.on_hit"] and m["walk.refs"] == 4 * m["walks"]
+    assert 0 < m["walk.on_hit"] <= m["tlb.l1d.hits"] + m["tlb.l2.hits"]  # writes through clean entries
     for key in ("walk.refs_max", "faults.guest", "faults.host", "vm_exits", "cycles.total",
                 "cycles.translation", "cycles.per_access"):
         assert key in m

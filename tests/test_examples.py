@@ -16,3 +16,17 @@ def test_example_runs(path, tmp_path):
     out = tmp_path / "r.json"
     assert main(["run", str(path), "--out", str(out), "--quiet", "--set", "workload.accesses=2000"]) == 0
     assert json.loads(out.read_text())["metrics"]["accesses"] > 0
+
+
+def test_walk_lengths_script_matches_analytic(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("walk_lengths", EXAMPLES[0].parent / "walk_lengths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--accesses", "300"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert len(rows) == len(list(module.points()))
+    for row in rows:
+        refs_per_walk, refs_max, analytic = float(row[7]), int(row[8]), int(row[9])
+        assert refs_per_walk == refs_max == analytic, row

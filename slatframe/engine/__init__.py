@@ -15,6 +15,11 @@ from .reference import ReferenceEngine
 
 ENGINE_TIERS = ("reference", "compiled")
 
+#: Counters present in every result, zero when nothing happened.
+ALWAYS_REPORTED = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.refs_host",
+                   "walk.refs_max", "walk.aborted", "walk.refs_aborted", "walk.ad_writes",
+                   "walk.on_hit", "faults.guest", "faults.host", "vm_exits")
+
 
 def choose_engine(config: Config, registry: Any, requested: str | None = None) -> tuple[str, str]:
     """Return the tier to run and why. ``auto`` takes the compiled tier only when every
@@ -44,8 +49,7 @@ def workload_chunks(config: Config, registry: Any):
 def compute_metrics(config: Config, registry: Any, counters: Counters) -> dict[str, Any]:
     """Counters plus the cost model's cycle figures, with every TLB level's counters
     present even when zero."""
-    metrics: dict[str, Any] = {"accesses": 0, "walks": 0, "walk.refs": 0, "walk.refs_max": 0,
-                               "faults.guest": 0, "faults.host": 0, "vm_exits": 0}
+    metrics: dict[str, Any] = dict.fromkeys(ALWAYS_REPORTED, 0)
     for level in config.tlb.levels:
         metrics[f"tlb.{level.name}.hits"] = 0
         metrics[f"tlb.{level.name}.misses"] = 0

@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from ..machine import Machine
-from ..trace import CONTEXT_SWITCH, OP_NAMES
+from ..trace import CONTEXT_SWITCH, OP_NAMES, WRITE
 
 EVENT_NAMES = {op: f"events.{name}" for op, name in OP_NAMES.items()}
 
@@ -66,7 +66,9 @@ class ReferenceEngine:
                         upper.fill(vm, asid, va, found)
                     break
                 values[miss_names[depth]] += 1
-            if found is None:
+            if found is None or (op == WRITE and not (found.writable and found.dirty)):
+                if found is not None:  # a write through a read-only or clean entry walks
+                    values["walk.on_hit"] += 1
                 found = translator.translate(vm, asid, va, op)
                 for level in levels:
                     level.fill(vm, asid, va, found)

@@ -1,0 +1,122 @@
+"""Shadow paging: the hypervisor keeps gVA -> hPA tables; hardware walks them in 1D.
+
+The guest kernel keeps its own tables, which the hypervisor write-protects. The shadow
+tables (guest format, in host memory, one root per guest asid) are filled lazily, the
+way KVM's shadow MMU does:
+
+- a walk that meets a non-present shadow entry, or a write that meets a read-only one,
+  exits (``page_fault``); the hypervisor walks the guest tables in software. If the guest
+  has no mapping (or no write permission) the fault is injected into the guest
+  (``faults.guest``), whose kernel fixes its tables; each guest page-table entry it
+  writes traps (``pt_write``). Otherwise the hypervisor fills the shadow entry (the
+  "hidden" fault), setting the guest's accessed and dirty flags as hardware would. A
+  shadow leaf is writable only once the guest leaf is dirty, so the first write to a
+  page exits once more to set the guest's dirty flag.
+- a context switch (MOV to CR3) exits (``cr3_write``); shadow roots are kept per asid.
+- an unmap or protect writes a guest entry (``pt_write``, which zaps the shadow entry)
+  and is followed by the guest's INVLPG (``invlpg``); a full flush reloads CR3.
+
+Simplifications: shadow tables are never reclaimed (KVM's shadow page cache is
+bounded), and hypervisor work is counted as exits, not as memory references.
+"""
+from __future__ import annotations
+
+from slatframe import hookimpl
+from slatframe.backing import DictBacking
+from slatframe.guest import GuestOs, VmPhysical, guest_control
+from slatframe.machine import Invalidation, MachineContext, Translation
+from slatframe.paging import PAGE_SHIFT, map_page, walk
+from slatframe.records import SlatSchemeRecord
+from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, PROTECT, UNMAP, WRITE
+
+TABLE_SIZE = 1 << PAGE_SHIFT
+
+
+class ShadowTranslator:
+    """Per VM: a guest kernel, the hypervisor's gPA backing, and shadow roots per asid."""
+
+    def __init__(self, ctx: MachineContext) -> None:
+        self.fmt = ctx.guest_format
+        self.host = ctx.host
+        self.counters = ctx.counters
+        self.host_page_sizes = [vm.host_page_size for vm in ctx.vms]
+        self.backings = [DictBacking(ctx.host, vm.host_page_size, ctx.counters) for vm in ctx.vms]
+        self.kernels = [GuestOs(self.fmt, vm.guest_page_size,
+                                VmPhysical(vm.memory, vm.name, b.backing, ctx.host.read, ctx.host.write))
+                        for vm, b in zip(ctx.vms, self.backings)]
+        self.roots: dict[tuple[int, int], int] = {}
+
+    def _root(self, vm: int, asid: int) -> int:
+        root = self.roots.get((vm, asid))
+        if root is None:
+            root = self.roots[(vm, asid)] = self.host.alloc(TABLE_SIZE)
+        return root
+
+    def translate(self, vm: int, asid: int, va: int, op: int) -> Translation:
+        fmt, write, counters = self.fmt, op == WRITE, self.counters
+        root = self._root(vm, asid)
+        while True:
+            step = walk(fmt, root, va, self.host, accessed=True, dirty=write)
+            if step.present and (not write or fmt.is_writable(step.entry)):
+                counters.walk_done(step.refs, 0, step.ad_writes)
+                return Translation(fmt.frame(step.entry, step.level), fmt.page_size(step.level),
+                                   fmt.is_writable(step.entry), fmt.is_dirty(step.entry))
+            counters.walk_aborted(step.refs, step.ad_writes)
+            counters.vm_exit("page_fault")
+            self._handle_fault(vm, asid, va, write, root)
+
+    def _handle_fault(self, vm: int, asid: int, va: int, write: bool, root: int) -> None:
+        fmt, kernel = self.fmt, self.kernels[vm]
+        guest = kernel.lookup(asid, va)
+        if not guest.present or (write and not fmt.is_writable(guest.entry)):
+            self.counters.add("faults.guest")  # injected: the guest kernel handles it
+            written = kernel.protect(asid, va, writable=True) if guest.present else kernel.map(asid, va)
+            self._trap_writes(vm, asid, va, written)
+            return
+        # hidden fault: the guest maps it; set the guest's A/D flags and fill the shadow
+        guest = walk(fmt, kernel.root(asid), va, kernel.phys, accessed=True, dirty=write)
+        gsize = fmt.page_size(guest.level)
+        gpa = fmt.frame(guest.entry, guest.level) | (va & (gsize - 1))
+        hpa = self.backings[vm].backing(gpa)
+        size = min(gsize, self.host_page_sizes[vm])
+        writable = fmt.is_writable(guest.entry) and bool(guest.entry & fmt.dirty_flag or not fmt.dirty_flag)
+        self._zap(root, va, size)
+        map_page(fmt, root, va & ~(size - 1), hpa & ~(size - 1), size, self.host,
+                 lambda: self.host.alloc(TABLE_SIZE), writable)
+        self.counters.add("shadow.fills")
+        if size < gsize:
+            self.counters.add("tlb.splintered_fills")
+
+    def _zap(self, root: int, va: int, size: int) -> None:
+        """Drop the shadow leaf entries that map ``va``'s page of ``size`` bytes."""
+        addr = va & ~(size - 1)
+        end = addr + size
+        while addr < end:
+            step = walk(self.fmt, root, addr, self.host)
+            if step.present:
+                self.host.write(step.entry_address, 0)
+            span = self.fmt.page_size(step.level)
+            addr = (addr & ~(span - 1)) + span
+
+    def _trap_writes(self, vm: int, asid: int, va: int, written: list[int]) -> None:
+        """Each guest page-table write traps; a write to the leaf of ``va`` zaps its shadow."""
+        for _ in written:
+            self.counters.vm_exit("pt_write")
+        if written:
+            self._zap(self._root(vm, asid), va, self.kernels[vm].page_size)
+
+    def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
+        written, invalidations = guest_control(self.kernels[vm], vm, asid, op, arg)
+        self._trap_writes(vm, asid, arg, written)
+        if op == CONTEXT_SWITCH or op == FLUSH:
+            self.counters.vm_exit("cr3_write")
+        elif op in (UNMAP, PROTECT, INVLPG):
+            self.counters.vm_exit("invlpg")
+            self._zap(self._root(vm, asid), arg, self.kernels[vm].page_size)
+        return invalidations
+
+
+@hookimpl
+def slatframe_slat_schemes():
+    return [SlatSchemeRecord(name="shadow", summary="shadow page tables: 1D walks, VM exits on guest PT writes and CR3 loads",
+                             factory=lambda options, ctx: ShadowTranslator(ctx), guest_format="x86-64")]

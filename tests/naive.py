@@ -1,0 +1,52 @@
+"""Independent brute-force models used by the tests (no slatframe code)."""
+from __future__ import annotations
+
+P, PS = 1 << 0, 1 << 7
+EPT_RWX = 0b111
+FRAME = ((1 << 52) - 1) & ~0xFFF
+
+
+def decode(read, root: int, va: int, levels: int, present_mask: int, resolve=lambda a: a):
+    """Walk x86-style radix tables by hand: (address, page size) or None."""
+    table = root
+    for level in range(levels, 0, -1):
+        shift = 12 + 9 * (level - 1)
+        entry = read(resolve(table + ((va >> shift) & 511) * 8))
+        if not entry & present_mask:
+            return None
+        if level == 1 or entry & PS:
+            size = 1 << shift
+            return (entry & FRAME & ~(size - 1)) | (va & (size - 1)), size
+        table = entry & FRAME
+    raise AssertionError
+
+
+def prefixes(page: int, levels: int, leaf_level: int = 1):
+    """The (level, index prefix) of each entry a walk for 4K page number ``page`` uses."""
+    return [(level, page >> (9 * (level - 1))) for level in range(levels, leaf_level - 1, -1)]
+
+
+class GuestTablesModel:
+    """Counts the entries a guest kernel writes: one per missing table plus the leaf."""
+
+    def __init__(self, levels: int = 4) -> None:
+        self.levels = levels
+        self.tables: set = set()  # prefixes whose entry points at an existing table / page
+        self.mapped: dict[int, bool] = {}  # page -> writable
+
+    def map(self, page: int) -> int:
+        if page in self.mapped:
+            return 0
+        writes = sum(1 for p in prefixes(page, self.levels)[:-1] if p not in self.tables) + 1
+        self.tables.update(prefixes(page, self.levels)[:-1])
+        self.mapped[page] = True
+        return writes
+
+    def unmap(self, page: int) -> int:
+        return 1 if self.mapped.pop(page, None) is not None else 0
+
+    def protect(self, page: int) -> int:
+        if self.mapped.get(page):
+            self.mapped[page] = False
+            return 1
+        return 0
