@@ -24,10 +24,11 @@ from __future__ import annotations
 from slatframe import hookimpl
 from slatframe.backing import DictBacking
 from slatframe.guest import GuestOs, VmPhysical, guest_control
-from slatframe.machine import Invalidation, MachineContext, Translation
+from slatframe.machine import Invalidation, MachineContext
 from slatframe.paging import PAGE_SHIFT, map_page, walk
 from slatframe.records import SlatSchemeRecord
 from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, PROTECT, UNMAP, WRITE
+from slatframe.walker import NO_ROOT, Fault, HardwareView, RootTable
 
 TABLE_SIZE = 1 << PAGE_SHIFT
 
@@ -44,26 +45,21 @@ class ShadowTranslator:
         self.kernels = [GuestOs(self.fmt, vm.guest_page_size,
                                 VmPhysical(vm.memory, vm.name, b.backing, ctx.host.read, ctx.host.write))
                         for vm, b in zip(ctx.vms, self.backings)]
-        self.roots: dict[tuple[int, int], int] = {}
+        self.hw = HardwareView(self.fmt, RootTable(len(ctx.vms)))  # hardware walks the shadows
 
     def _root(self, vm: int, asid: int) -> int:
-        root = self.roots.get((vm, asid))
-        if root is None:
-            root = self.roots[(vm, asid)] = self.host.alloc(TABLE_SIZE)
+        root = self.hw.guest_roots.get(vm, asid)
+        if root < 0:
+            root = self.host.alloc(TABLE_SIZE)
+            self.hw.guest_roots.set(vm, asid, root)
         return root
 
-    def translate(self, vm: int, asid: int, va: int, op: int) -> Translation:
-        fmt, write, counters = self.fmt, op == WRITE, self.counters
+    def handle_fault(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:
         root = self._root(vm, asid)
-        while True:
-            step = walk(fmt, root, va, self.host, accessed=True, dirty=write)
-            if step.present and (not write or fmt.is_writable(step.entry)):
-                counters.walk_done(step.refs, 0, step.ad_writes)
-                return Translation(fmt.frame(step.entry, step.level), fmt.page_size(step.level),
-                                   fmt.is_writable(step.entry), fmt.is_dirty(step.entry))
-            counters.walk_aborted(step.refs, step.ad_writes)
-            counters.vm_exit("page_fault")
-            self._handle_fault(vm, asid, va, write, root)
+        if fault.kind != NO_ROOT:
+            self.counters.vm_exit("page_fault")
+            self._handle_fault(vm, asid, va, op == WRITE, root)
+        return []
 
     def _handle_fault(self, vm: int, asid: int, va: int, write: bool, root: int) -> None:
         fmt, kernel = self.fmt, self.kernels[vm]

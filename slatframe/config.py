@@ -67,7 +67,9 @@ class TlbLevelConfig:
     policy: PluginChoice = option("lru", "replacement policy", plugin="TLB policies")
     page_sizes: tuple[int, ...] = option([PAGE_4K], "page sizes this array holds", size=True,
                                          check=_power_of_two_page)
-    latency: int = option(1, "cycles of a hit in this level, used by cost models", min=0)
+    latency: int = option(1, "cycles of a lookup in this level, used by cost models", min=0)
+    side: str = option("unified", "accesses this level serves: data (read, write), instruction "
+                       "(ifetch) or both", choices=("data", "instruction", "unified"))
 
     @property
     def entries(self) -> int:
@@ -79,6 +81,10 @@ class TlbConfig:
     """``[tlb]``: the TLB hierarchy, looked up level by level."""
 
     levels: tuple[TlbLevelConfig, ...] = option([], "TLB levels in lookup order; a miss in the last is a walk")
+    tagged: bool = option(True, "entries are tagged by VPID and PCID/ASID; if false, a context "
+                          "switch flushes the VM's entries and a VM switch flushes all")
+    inclusion: str = option("non-inclusive", "fill policy between levels (see docs/architecture.md)",
+                            choices=("non-inclusive", "inclusive", "exclusive"))
 
 
 @attrs.frozen
@@ -100,6 +106,9 @@ class Config:
     experiment: ExperimentConfig = option(ExperimentConfig(), "naming, seed, engine")
     machine: MachineConfig = option(MachineConfig(), "SLAT scheme and formats")
     tlb: TlbConfig = option(TlbConfig(), "TLB hierarchy")
+    walk_caches: tuple[PluginChoice, ...] = option(
+        [], "walk caches: paging-structure caches, page walk caches, nested TLBs",
+        plugin="walk caches", name_key="type")
     vms: tuple[VmConfig, ...] = option([], "virtual machines; one named vm0 if absent")
     workload: PluginChoice = option(help="trace source", plugin="workloads", name_key="source")
     cost: PluginChoice = option("fixed", "cost model", plugin="cost models", name_key="model")

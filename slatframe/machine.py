@@ -13,23 +13,28 @@ from .memory import PhysicalMemory
 from .paging import PageTableFormat
 from .tlb import TlbHierarchy, TlbLevel
 from .translation import Invalidation, Translation
+from .walker import Fault, HardwareView, Walker
 
 __all__ = ["Invalidation", "Machine", "MachineContext", "Translation", "Translator", "build_machine"]
 
 
 class Translator(Protocol):
-    """What a SLAT scheme's factory returns."""
+    """What a SLAT scheme's factory returns: the software side of translation (guest
+    kernel, hypervisor) and, in ``hw``, what the hardware walker walks."""
 
-    def translate(self, vm: int, asid: int, va: int, op: int) -> Translation:
-        """Walk for ``va`` (a TLB miss), handling any fault; count what it does."""
+    hw: HardwareView
+
+    def handle_fault(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:
+        """Handle a fault a walk stopped at (map, back, exit, ...); count it; return the
+        invalidations it implies. The walk is then restarted."""
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
-        """Carry out a control event (trace op >= 16); return the TLB invalidations it implies."""
+        """Carry out a control event (trace op >= 16); return the invalidations it implies."""
 
 
 @attrs.frozen
 class MachineContext:
-    """What a SLAT scheme's factory receives."""
+    """What a SLAT scheme's and a walk cache's factory receive."""
 
     config: Config
     host: PhysicalMemory
@@ -38,21 +43,43 @@ class MachineContext:
     host_format: PageTableFormat | None
     counters: Counters
     rng: np.random.Generator
+    registry: Any = None
+
+    def make_policy(self, choice: Any, sets: int, ways: int) -> Any:
+        """Build the TLB-policy object ``choice`` (a resolved plugin reference)."""
+        record = self.registry.get("TLB policies", choice.name)
+        return record.factory(choice.options, sets, ways, self.rng)
 
 
 @attrs.define
 class Machine:
-    """A built machine: the translator of the scheme and the TLB hierarchy."""
+    """A built machine: the scheme's translator, the walker, the TLBs and walk caches."""
 
     context: MachineContext
     translator: Any
     tlb: TlbHierarchy
+    walk_caches: list[Any]
+    walker: Walker
+
+    def translate(self, vm: int, asid: int, va: int, op: int) -> Translation:
+        """Walk until a translation comes back, letting the scheme's software handle faults."""
+        while True:
+            result = self.walker.walk(vm, asid, va, op)
+            if not isinstance(result, Fault):
+                return result
+            for inv in self.translator.handle_fault(vm, asid, va, op, result):
+                self.invalidate(inv)
+
+    def invalidate(self, inv: Invalidation) -> None:
+        """Carry out an invalidation in the TLBs and the walk caches."""
+        self.tlb.invalidate(*inv)
+        for cache in self.walk_caches:
+            cache.invalidate(inv.scope, inv.vm, inv.asid)
 
 
 def build_machine(config: Config, registry: Any, counters: Counters | None = None) -> Machine:
     """Instantiate every plugin of ``config``."""
     counters = counters or Counters()
-    rng = np.random.default_rng(config.experiment.seed)
     ctx = MachineContext(
         config=config,
         host=PhysicalMemory(config.machine.host_memory),
@@ -60,13 +87,12 @@ def build_machine(config: Config, registry: Any, counters: Counters | None = Non
         guest_format=resolved_format(config, "guest", registry),
         host_format=resolved_format(config, "host", registry),
         counters=counters,
-        rng=rng,
+        rng=np.random.default_rng(config.experiment.seed),
+        registry=registry,
     )
     scheme = registry.get("SLAT schemes", config.machine.slat.name)
     translator = scheme.factory(config.machine.slat.options, ctx)
-    levels = []
-    for level_cfg in config.tlb.levels:
-        policy = registry.get("TLB policies", level_cfg.policy.name)
-        levels.append(TlbLevel(level_cfg, policy.factory(level_cfg.policy.options, level_cfg.sets,
-                                                         level_cfg.ways, rng)))
-    return Machine(ctx, translator, TlbHierarchy(levels))
+    levels = [TlbLevel(lv, ctx.make_policy(lv.policy, lv.sets, lv.ways)) for lv in config.tlb.levels]
+    caches = [registry.get("walk caches", c.name).factory(c.options, ctx) for c in config.walk_caches]
+    walker = Walker(translator.hw, ctx.host, counters, caches)
+    return Machine(ctx, translator, TlbHierarchy(levels, config.tlb.inclusion), caches, walker)

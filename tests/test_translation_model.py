@@ -50,7 +50,7 @@ def expected_hpa(slat, machine, vm, asid, va):
         backing = tr.backings[vm]
         gpa_of = lambda gpa: backing.pages[gpa // backing.page_size] + gpa % backing.page_size
         gpa = decode(lambda a: host.read(gpa_of(a)), tr.kernels[vm].roots[asid], va, 4, P)[0]
-        via_shadow = decode(host.read, tr.roots[(vm, asid)], va, 4, P)
+        via_shadow = decode(host.read, tr.hw.guest_roots.get(vm, asid), va, 4, P)
         hpa = gpa_of(gpa)
         assert via_shadow is None or via_shadow[0] == hpa  # a filled shadow entry agrees
         return hpa

@@ -1,0 +1,117 @@
+"""Walk caches (reference tier): translation caches besides the TLB.
+
+Three kinds, each a set-associative array with a TLB replacement policy; the walker
+(:mod:`slatframe.walker`) consults them at three points of a walk:
+
+- ``prefix`` (paging-structure cache, Intel SDM 4.10.3): keyed by the address bits that
+  select an entry of ``level`` (va >> (12 + 9*(level-1))) and the context; holds the
+  address of the table that entry points at. A hit lets the walk start below it,
+  skipping the references above. Only present non-leaf entries are cached.
+- ``entry`` (page walk cache, AMD; Bhargava et al., ASPLOS 2008): keyed by the physical
+  address of a page-table entry of the covered levels; holds the entry. A hit saves
+  that one memory reference. Only present non-leaf entries are cached.
+- ``translation`` (nested TLB): keyed by guest-physical page and VM; holds the gPA ->
+  hPA translation, so a hit skips a whole second-level walk.
+
+Entries are tagged by VM (and asid in the guest dimension), so no cache can return
+another context's entry; what a guest invalidation removes is in :meth:`invalidate`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .paging import INDEX_BITS, PAGE_SHIFT
+from .setassoc import SetAssoc
+
+GUEST, HOST = 0, 1
+DIMENSIONS = {"guest": (GUEST,), "host": (HOST,), "both": (GUEST, HOST)}
+
+
+def prefix_of(address: int, level: int) -> int:
+    """The address bits that select an entry of ``level`` (levels counted from 1)."""
+    return address >> (PAGE_SHIFT + INDEX_BITS * (level - 1))
+
+
+class WalkCache:
+    """Common parts: a name for metrics, the dimensions and levels covered, the array."""
+
+    kind = ""
+
+    def __init__(self, name: str, dimensions: tuple[int, ...], levels: tuple[int, ...],
+                 sets: int, ways: int, policy: Any) -> None:
+        self.name = name
+        self.dimensions = frozenset(dimensions)
+        self.levels = frozenset(levels)
+        self.sets = sets
+        self.array = SetAssoc(sets, ways, policy)
+        self.hits = f"walk_cache.{name}.hits"
+        self.misses = f"walk_cache.{name}.misses"
+
+    def covers(self, dim: int, level: int = 0) -> bool:
+        return dim in self.dimensions and (not level or level in self.levels)
+
+    def invalidate(self, scope: str, vm: int, asid: int) -> None:
+        """Guest invalidations (INVLPG, CR3 loads, unmap, protect) drop the guest-dimension
+        entries of the asid (Intel SDM 4.10.4.1: INVLPG invalidates all paging-structure
+        caches of the current PCID); ``vm`` and ``all`` (INVEPT-like) drop more."""
+        if scope in ("page", "asid"):
+            self.array.remove_if(lambda k: k[0] == GUEST and k[1] == vm and k[2] == asid)
+        elif scope == "vm":
+            self.array.remove_if(lambda k: k[1] == vm)
+        else:
+            self.array.remove_if(lambda k: True)
+
+
+class PrefixCache(WalkCache):
+    kind = "prefix"
+
+    def lookup(self, dim: int, vm: int, asid: int, address: int, level: int) -> int | None:
+        p = prefix_of(address, level)
+        return self.array.lookup((dim, vm, asid, level, p), p % self.sets)
+
+    def fill(self, dim: int, vm: int, asid: int, address: int, level: int, table: int) -> None:
+        p = prefix_of(address, level)
+        self.array.fill((dim, vm, asid, level, p), p % self.sets, table)
+
+
+class EntryCache(WalkCache):
+    kind = "entry"
+
+    def lookup(self, dim: int, vm: int, asid: int, entry_pa: int) -> int | None:
+        line = entry_pa >> 3
+        return self.array.lookup((dim, vm, asid, line), line % self.sets)
+
+    def fill(self, dim: int, vm: int, asid: int, entry_pa: int, entry: int) -> None:
+        line = entry_pa >> 3
+        self.array.fill((dim, vm, asid, line), line % self.sets, entry)
+
+    def invalidate(self, scope: str, vm: int, asid: int) -> None:
+        # physically tagged: a guest invalidation cannot tell which lines changed, so it
+        # drops all of the VM's guest-dimension entries (conservative; never a false hit)
+        if scope in ("page", "asid"):
+            self.array.remove_if(lambda k: k[0] == GUEST and k[1] == vm)
+        else:
+            super().invalidate(scope, vm, asid)
+
+
+class TranslationCache(WalkCache):
+    """gPA 4K page -> (hPA 4K page, writable, dirty) of one VM (a larger host page is
+    cached 4K at a time)."""
+
+    kind = "translation"
+
+    def __init__(self, *args: Any, tables_only: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tables_only = tables_only
+
+    def lookup(self, vm: int, gpa: int) -> tuple | None:
+        page = gpa >> PAGE_SHIFT
+        return self.array.lookup((HOST, vm, 0, page), page % self.sets)
+
+    def fill(self, vm: int, gpa: int, value: tuple) -> None:
+        page = gpa >> PAGE_SHIFT
+        self.array.fill((HOST, vm, 0, page), page % self.sets, value)
+
+    def invalidate(self, scope: str, vm: int, asid: int) -> None:
+        if scope in ("vm", "all"):  # only second-level changes (INVEPT) affect gPA -> hPA
+            super().invalidate(scope, vm, asid)

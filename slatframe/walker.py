@@ -1,0 +1,229 @@
+"""The hardware page walker (reference tier): 1D over one dimension of radix tables, or
+2D with a second dimension, consulting walk caches, setting accessed/dirty flags.
+
+A walk either returns a :class:`Translation` or stops at a :class:`Fault` (the
+references it made are counted as an aborted walk); the engine then asks the SLAT
+scheme's software (guest kernel, hypervisor) to handle the fault and walks again.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+
+from .counters import Counters
+from .paging import ENTRY_SIZE, PAGE_SHIFT, PageTableFormat
+from .trace import WRITE
+from .translation import Translation
+from .walkcache import GUEST, HOST, EntryCache, PrefixCache, TranslationCache
+
+# fault kinds
+NO_ROOT = 1  #: the address space has no root table yet
+GUEST_NOT_PRESENT = 2
+GUEST_PROTECTION = 3  #: a write met a read-only guest (or 1D) leaf
+HOST_NOT_PRESENT = 4
+HOST_PROTECTION = 5
+FAULT_NAMES = {NO_ROOT: "no_root", GUEST_NOT_PRESENT: "guest_not_present",
+               GUEST_PROTECTION: "guest_protection", HOST_NOT_PRESENT: "host_not_present",
+               HOST_PROTECTION: "host_protection"}
+
+
+@attrs.frozen
+class Fault:
+    """Why a walk stopped; ``address`` is the gVA (guest kinds) or the gPA (host kinds)."""
+
+    kind: int
+    address: int
+
+
+class RootTable:
+    """Root table address of each (vm, asid); -1 where none exists yet. A numpy array so
+    the compiled tier reads the same roots the software layer writes."""
+
+    def __init__(self, n_vms: int) -> None:
+        self.array = np.full((n_vms, 16), -1, dtype=np.int64)
+
+    def get(self, vm: int, asid: int) -> int:
+        return int(self.array[vm, asid]) if asid < self.array.shape[1] else -1
+
+    def set(self, vm: int, asid: int, root: int) -> None:
+        if asid >= self.array.shape[1]:
+            grown = np.full((self.array.shape[0], max(asid + 1, 2 * self.array.shape[1])), -1, dtype=np.int64)
+            grown[:, : self.array.shape[1]] = self.array
+            self.array = grown
+        self.array[vm, asid] = root
+
+
+@attrs.define
+class HardwareView:
+    """What a SLAT scheme exposes to the hardware walker.
+
+    ``guest_roots`` are the roots of the first dimension (a guest's tables, or a
+    hypervisor's shadow tables); with a ``host_format`` the walk is 2D and
+    ``host_roots[vm]`` is the root of VM ``vm``'s second-level tables.
+    """
+
+    guest_format: PageTableFormat
+    guest_roots: RootTable
+    host_format: PageTableFormat | None = None
+    host_roots: Any = None
+    host_ad: bool = False
+    table_access_dirties: bool = False
+
+
+class Walker:
+    """Walks for one machine: hardware view, memory, counters and walk caches."""
+
+    def __init__(self, hw: HardwareView, memory: Any, counters: Counters, caches: list[Any]) -> None:
+        self.hw = hw
+        self.memory = memory
+        self.counters = counters
+        self.prefix = {d: [c for c in caches if isinstance(c, PrefixCache) and c.covers(d)] for d in (GUEST, HOST)}
+        self.entry = {d: [c for c in caches if isinstance(c, EntryCache) and c.covers(d)] for d in (GUEST, HOST)}
+        self.ntlb = [c for c in caches if isinstance(c, TranslationCache)]
+        self._refs = [0, 0, 0]
+
+    # -- one dimension -------------------------------------------------------------
+    def _skip(self, dim: int, vm: int, asid: int, address: int, levels: int) -> tuple[int, int] | None:
+        """Deepest prefix-cache hit: (level to read next, table address). Caches are
+        probed from the lowest covered level up; each probe counts a hit or a miss."""
+        values = self.counters.values
+        for cache in sorted(self.prefix[dim], key=lambda c: min(c.levels)):
+            for level in sorted(cache.levels):
+                if level > levels:
+                    continue
+                table = cache.lookup(dim, vm, asid, address, level)
+                if table is not None:
+                    values[cache.hits] += 1
+                    return level - 1, table
+                values[cache.misses] += 1
+        return None
+
+    def _read(self, dim: int, vm: int, asid: int, level: int, pa: int) -> tuple[int, bool]:
+        """(entry, came from an entry cache)."""
+        values = self.counters.values
+        for cache in self.entry[dim]:
+            if level in cache.levels:
+                entry = cache.lookup(dim, vm, asid, pa)
+                if entry is not None:
+                    values[cache.hits] += 1
+                    return entry, True
+                values[cache.misses] += 1
+        self._refs[dim] += 1
+        return self.memory.read(pa), False
+
+    def _fill_entry(self, dim: int, vm: int, asid: int, level: int, pa: int, entry: int) -> None:
+        for cache in self.entry[dim]:
+            if level in cache.levels:
+                cache.fill(dim, vm, asid, pa, entry)
+
+    def _dimension(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, root: int, address: int,
+                   accessed: bool, dirty: bool, write: bool, resolve) -> tuple[int, int] | Fault:
+        """Walk one dimension: (leaf entry, level) or a Fault. ``resolve(table_address,
+        entry_address)`` turns an entry address into the physical address read (a 2D walk
+        passes its host translation; it returns a Fault to abort)."""
+        level, table = fmt.levels, root
+        table_is_physical = resolve is None
+        hit = self._skip(dim, vm, asid, address, fmt.levels)
+        if hit is not None:
+            level, table = hit
+            table_is_physical = True
+        pending = None  # (level, prefix-address) whose next table's physical address we learn next
+        while True:
+            addr = table + fmt.index(address, level) * ENTRY_SIZE
+            if table_is_physical:
+                pa = addr
+            else:
+                pa = resolve(addr)
+                if isinstance(pa, Fault):
+                    return pa
+            if pending is not None:  # the table we just located: fill the prefix caches
+                for cache in self.prefix[dim]:
+                    if pending in cache.levels:
+                        cache.fill(dim, vm, asid, address, pending, pa & ~((1 << PAGE_SHIFT) - 1))
+            entry, cached = self._read(dim, vm, asid, level, pa)
+            if not fmt.is_present(entry):
+                return Fault(GUEST_NOT_PRESENT if dim == GUEST else HOST_NOT_PRESENT, address)
+            leaf = fmt.is_leaf(entry, level)
+            if accessed:
+                set_dirty = leaf and dirty and fmt.is_writable(entry)
+                updated = entry | fmt.accessed_flag | (fmt.dirty_flag if set_dirty else 0)
+                if updated != entry:
+                    self.memory.write(pa, updated)
+                    self._refs[2] += 1
+                    entry = updated
+            if leaf:
+                if write and not fmt.is_writable(entry):
+                    return Fault(GUEST_PROTECTION if dim == GUEST else HOST_PROTECTION, address)
+                return entry, level
+            if not cached:
+                self._fill_entry(dim, vm, asid, level, pa, entry)
+            pending = level
+            table = fmt.frame(entry, level)
+            table_is_physical = resolve is None
+            level -= 1
+
+    # -- the host dimension of a 2D walk ------------------------------------------------
+    def _host(self, vm: int, gpa: int, write: bool, table_access: bool) -> tuple[int, int, bool, bool] | Fault:
+        """gPA -> (hPA, host page size, writable, dirty), through the nested TLB if any."""
+        hw = self.hw
+        need_dirty = hw.host_ad and (write or (table_access and hw.table_access_dirties))
+        values = self.counters.values
+        for cache in self.ntlb:
+            if cache.tables_only and not table_access:
+                continue
+            found = cache.lookup(vm, gpa)
+            if found is not None and (not write or found[1]) and (not need_dirty or found[2]):
+                values[cache.hits] += 1
+                return found[0] | (gpa & ((1 << PAGE_SHIFT) - 1)), 1 << PAGE_SHIFT, found[1], found[2]
+            values[cache.misses] += 1
+        fmt = hw.host_format
+        got = self._dimension(HOST, fmt, vm, 0, int(hw.host_roots[vm]), gpa, hw.host_ad, need_dirty, write, None)
+        if isinstance(got, Fault):
+            return got
+        entry, level = got
+        size = fmt.page_size(level)
+        hpa = fmt.frame(entry, level) | (gpa & (size - 1))
+        writable, dirty = fmt.is_writable(entry), (not hw.host_ad) or fmt.is_dirty(entry)
+        for cache in self.ntlb:
+            if not cache.tables_only or table_access:
+                cache.fill(vm, gpa, (hpa & ~((1 << PAGE_SHIFT) - 1), writable, dirty))
+        return hpa, size, writable, dirty
+
+    # -- a whole walk -----------------------------------------------------------------
+    def walk(self, vm: int, asid: int, va: int, op: int) -> Translation | Fault:
+        """One hardware walk for ``va``; counts it as done or aborted."""
+        hw, counters = self.hw, self.counters
+        refs = self._refs = [0, 0, 0]
+        root = hw.guest_roots.get(vm, asid)
+        if root < 0:
+            return Fault(NO_ROOT, va)
+        write = op == WRITE
+        gfmt = hw.guest_format
+        resolve = None
+        if hw.host_format is not None:
+            def resolve(gpa: int):
+                got = self._host(vm, gpa, False, True)
+                return got if isinstance(got, Fault) else got[0]
+        got = self._dimension(GUEST, gfmt, vm, asid, root, va, True, write, write, resolve)
+        if isinstance(got, Fault):
+            counters.walk_aborted(refs[0] + refs[1], refs[2])
+            return got
+        entry, level = got
+        gsize = gfmt.page_size(level)
+        address = gfmt.frame(entry, level) | (va & (gsize - 1))
+        writable, dirty = gfmt.is_writable(entry), gfmt.is_dirty(entry)
+        size = gsize
+        if hw.host_format is not None:
+            host = self._host(vm, address, write, False)
+            if isinstance(host, Fault):
+                counters.walk_aborted(refs[0] + refs[1], refs[2])
+                return host
+            address, hsize, host_writable, host_dirty = host
+            writable, dirty = writable and host_writable, dirty and host_dirty
+            if hsize < gsize:
+                counters.add("tlb.splintered_fills")
+                size = hsize
+        counters.walk_done(refs[0], refs[1], refs[2])
+        return Translation(address & ~(size - 1), size, writable, dirty)
