@@ -61,6 +61,79 @@ def lfu_misses(pages, sets, ways):
     return misses
 
 
+def generic_misses(pages, sets, ways, make_state, on_hit, on_fill, choose):
+    """Per-set simulation: ``slots`` lists the resident pages by way (None = invalid)."""
+    slots = [[None] * ways for _ in range(sets)]
+    state = [make_state() for _ in range(sets)]
+    misses = 0
+    for p in pages:
+        s = p % sets
+        if p in slots[s]:
+            on_hit(state[s], slots[s].index(p))
+            continue
+        misses += 1
+        way = slots[s].index(None) if None in slots[s] else choose(state[s])
+        slots[s][way] = p
+        on_fill(state[s], way)
+    return misses
+
+
+def srrip_misses(pages, sets, ways, bits=2):
+    top = 2 ** bits - 1
+
+    def choose(rrpv):
+        while top not in rrpv:
+            rrpv[:] = [v + 1 for v in rrpv]
+        return rrpv.index(top)
+
+    return generic_misses(pages, sets, ways, lambda: [top] * ways,
+                          lambda r, w: r.__setitem__(w, 0), lambda r, w: r.__setitem__(w, top - 1), choose)
+
+
+def plru_misses(pages, sets, ways):
+    """Tree PLRU as a recursive structure: each node is [bit, left, right] or a way number;
+    bit 1 means the victim is on the right."""
+    leaves = 1
+    while leaves < ways:
+        leaves *= 2
+
+    def tree(lo, n):
+        return lo if n == 1 else [0, tree(lo, n // 2), tree(lo + n // 2, n // 2)]
+
+    def ways_in(node):
+        return {node} if isinstance(node, int) else ways_in(node[1]) | ways_in(node[2])
+
+    def touch(node, way):
+        while not isinstance(node, int):
+            go_right = way in ways_in(node[2])
+            node[0] = 0 if go_right else 1
+            node = node[2] if go_right else node[1]
+
+    def choose(node):
+        while not isinstance(node, int):
+            right_ok = node[0] == 1 and min(ways_in(node[2])) < ways
+            node = node[2] if right_ok else node[1]
+        return node
+
+    return generic_misses(pages, sets, ways, lambda: tree(0, leaves), touch, touch, choose)
+
+
+def random_misses(pages, sets, ways, seed_state):
+    """xorshift64* as published by Vigna, victim = (output >> 32) mod ways."""
+    st = [seed_state]
+    M = 2 ** 64
+
+    def choose(_):
+        x = st[0]
+        x ^= x >> 12
+        x = (x ^ (x << 25)) % M
+        x ^= x >> 27
+        st[0] = x
+        return ((x * 0x2545F4914F6CDD1D) % M >> 32) % ways
+
+    return generic_misses(pages, sets, ways, lambda: None, lambda *a: None, lambda *a: None, choose)
+
+
 def page_stream(kind: str, n: int, pages: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if kind == "uniform":
@@ -69,12 +142,12 @@ def page_stream(kind: str, n: int, pages: int, seed: int) -> np.ndarray:
     return rng.permutation(pages)[ranks]
 
 
-MODELS = {"lru": lru_misses, "fifo": fifo_misses}
+MODELS = {"lru": lru_misses, "fifo": fifo_misses, "srrip": srrip_misses, "tree-plru": plru_misses}
 
 
-@pytest.mark.parametrize("policy", ["lru", "fifo"])
+@pytest.mark.parametrize("policy", ["lru", "fifo", "srrip", "tree-plru"])
 @pytest.mark.parametrize("kind", ["uniform", "zipf"])
-@pytest.mark.parametrize("sets,ways", [(1, 8), (4, 2), (16, 4), (8, 1)])
+@pytest.mark.parametrize("sets,ways", [(1, 8), (4, 2), (16, 4), (8, 1), (2, 12), (4, 6)])
 def test_single_level_misses_match_model(registry, policy, kind, sets, ways):
     pages = page_stream(kind, 3000, 300, seed=sets * 31 + ways)
     config, reg = build(tiny_config(tlb={"levels": [
@@ -83,6 +156,19 @@ def test_single_level_misses_match_model(registry, policy, kind, sets, ways):
     counts, _ = run_trace(config, reg, trace)
     assert counts["tlb.l1.misses"] == MODELS[policy](pages.tolist(), sets, ways)
     assert counts["tlb.l1.hits"] + counts["tlb.l1.misses"] == len(pages)
+
+
+def test_random_policy_matches_model(registry):
+    config, reg = build(tiny_config(tlb={"levels": [{"name": "l1", "sets": 4, "ways": 6, "policy": "random"}]}),
+                        registry)
+    pages = page_stream("zipf", 3000, 300, seed=3)
+    counts, _ = run_trace(config, reg, make_trace(pages.astype(np.uint64) << np.uint64(12)))
+    # the policy's seed is the first draw of the run's generator (seed 1), as documented
+    seed_state = int(np.random.default_rng(1).integers(1, 1 << 63))
+    assert counts["tlb.l1.misses"] == random_misses(pages.tolist(), 4, 6, seed_state)
+    other, _ = build(tiny_config(experiment={"name": "t", "seed": 2},
+                                 tlb={"levels": [{"name": "l1", "sets": 4, "ways": 6, "policy": "random"}]}), registry)
+    assert run_trace(other, reg, make_trace(pages.astype(np.uint64) << np.uint64(12)))[0] != counts
 
 
 def test_plugin_file_policy_matches_model():
