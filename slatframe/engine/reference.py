@@ -74,10 +74,12 @@ class ReferenceEngine:
                 if hpa_out is not None:
                     hpa_out[i] = NO_HPA
                 continue
-            if current.get(vm, asid) != asid:
-                if vm in current:  # an access of another address space: an implicit switch
+            running = current.get(vm)
+            if running != asid:
+                if running is None:
+                    current[vm] = asid
+                else:  # an access of another address space: an implicit switch
                     self._switch(vm, asid)
-                current[vm] = asid
             values["accesses"] += 1
             path = tlb.path(op)
             found = None
