@@ -7,10 +7,12 @@ of the set is valid) and, optionally, ``invalidate(set, way)``.
 from __future__ import annotations
 
 import attrs
+import numpy as np
+from numba import njit
 
 from slatframe import hookimpl
 from slatframe.options import option
-from slatframe.records import TlbPolicyRecord
+from slatframe.records import PolicyKernels, TlbPolicyRecord
 
 MASK64 = (1 << 64) - 1
 
@@ -131,13 +133,148 @@ class Srrip:
         return row.index(self.max)
 
 
+
+# -- compiled-tier kernels ---------------------------------------------------------------
+# Each policy keeps its state in one int64 array. Row s belongs to set s; column 0 holds
+# the number of ways, so no kernel depends on the array's (padded) shape.
+
+@njit(cache=True)
+def no_op(state, s, w):
+    pass
+
+
+@njit(cache=True)
+def smallest_stamp(state, s):
+    """The way whose stamp (columns 2..) is smallest; the lowest way on a tie."""
+    ways = state[s, 0]
+    way = 0
+    for w in range(1, ways):
+        if state[s, w + 2] < state[s, way + 2]:
+            way = w
+    return way
+
+
+def stamp_init(options, sets, ways, rng):
+    """Column 0: ways, column 1: the set's clock, columns 2..: stamps."""
+    state = np.zeros((sets, ways + 2), dtype=np.int64)
+    state[:, 0] = ways
+    return state
+
+
+@njit(cache=True)
+def stamp(state, s, w):
+    state[s, 1] += 1
+    state[s, w + 2] = state[s, 1]
+
+
+def random_init(options, sets, ways, rng):
+    """Row 0: ways, then the xorshift64* state (one stream for all sets, as the object)."""
+    state = np.zeros((1, 2), dtype=np.int64)
+    state[0, 0] = ways
+    state[0, 1] = int(rng.integers(1, 1 << 63))
+    return state
+
+
+@njit(cache=True)
+def random_victim(state, s):
+    x = np.uint64(state[0, 1])
+    x ^= x >> np.uint64(12)
+    x ^= x << np.uint64(25)
+    x ^= x >> np.uint64(27)
+    state[0, 1] = np.int64(x)
+    out = x * np.uint64(0x2545F4914F6CDD1D)
+    return np.int64((out >> np.uint64(32)) % np.uint64(state[0, 0]))
+
+
+def plru_init(options, sets, ways, rng):
+    """Column 0: ways, column 1: leaves, columns 2..: the tree's bits."""
+    leaves = 1 << max(0, (ways - 1).bit_length())
+    state = np.zeros((sets, 2 + max(1, leaves - 1)), dtype=np.int64)
+    state[:, 0] = ways
+    state[:, 1] = leaves
+    return state
+
+
+@njit(cache=True)
+def plru_touch(state, s, way):
+    node, lo, size = 0, 0, state[s, 1]
+    while size > 1:
+        half = size // 2
+        if way >= lo + half:
+            state[s, 2 + node] = 0
+            node, lo, size = 2 * node + 2, lo + half, half
+        else:
+            state[s, 2 + node] = 1
+            node, size = 2 * node + 1, half
+    return
+
+
+@njit(cache=True)
+def plru_victim(state, s):
+    node, lo, size, ways = 0, 0, state[s, 1], state[s, 0]
+    while size > 1:
+        half = size // 2
+        if state[s, 2 + node] == 1 and lo + half < ways:
+            node, lo, size = 2 * node + 2, lo + half, half
+        else:
+            node, size = 2 * node + 1, half
+    return lo
+
+
+def srrip_init(options, sets, ways, rng):
+    """Column 0: ways, column 1: the maximum RRPV, columns 2..: RRPVs."""
+    top = (1 << options.bits) - 1
+    state = np.full((sets, ways + 2), top, dtype=np.int64)
+    state[:, 0] = ways
+    return state
+
+
+@njit(cache=True)
+def srrip_hit(state, s, w):
+    state[s, w + 2] = 0
+
+
+@njit(cache=True)
+def srrip_fill(state, s, w):
+    state[s, w + 2] = state[s, 1] - 1
+
+
+@njit(cache=True)
+def srrip_invalidate(state, s, w):
+    state[s, w + 2] = state[s, 1]
+
+
+@njit(cache=True)
+def srrip_victim(state, s):
+    ways, top = state[s, 0], state[s, 1]
+    oldest = 0
+    for w in range(ways):
+        oldest = max(oldest, state[s, w + 2])
+    if oldest < top:
+        for w in range(ways):
+            state[s, w + 2] += top - oldest
+    for w in range(ways):
+        if state[s, w + 2] == top:
+            return w
+    return 0
+
+
+LRU_KERNELS = PolicyKernels(init=stamp_init, hit=stamp, fill=stamp, victim=smallest_stamp, invalidate=no_op)
+FIFO_KERNELS = PolicyKernels(init=stamp_init, hit=no_op, fill=stamp, victim=smallest_stamp, invalidate=no_op)
+RANDOM_KERNELS = PolicyKernels(init=random_init, hit=no_op, fill=no_op, victim=random_victim, invalidate=no_op)
+PLRU_KERNELS = PolicyKernels(init=plru_init, hit=plru_touch, fill=plru_touch, victim=plru_victim, invalidate=no_op)
+SRRIP_KERNELS = PolicyKernels(init=srrip_init, hit=srrip_hit, fill=srrip_fill, victim=srrip_victim,
+                              invalidate=srrip_invalidate)
+
+
 @hookimpl
 def slatframe_tlb_policies():
     return [
-        TlbPolicyRecord(name="lru", summary="least recently used", factory=Lru),
-        TlbPolicyRecord(name="fifo", summary="first in, first out", factory=Fifo),
-        TlbPolicyRecord(name="random", summary="uniformly random victim, seeded (xorshift64*)", factory=Random),
-        TlbPolicyRecord(name="tree-plru", summary="tree pseudo-LRU", factory=TreePlru),
+        TlbPolicyRecord(name="lru", summary="least recently used", factory=Lru, kernels=LRU_KERNELS),
+        TlbPolicyRecord(name="fifo", summary="first in, first out", factory=Fifo, kernels=FIFO_KERNELS),
+        TlbPolicyRecord(name="random", summary="uniformly random victim, seeded (xorshift64*)",
+                        factory=Random, kernels=RANDOM_KERNELS),
+        TlbPolicyRecord(name="tree-plru", summary="tree pseudo-LRU", factory=TreePlru, kernels=PLRU_KERNELS),
         TlbPolicyRecord(name="srrip", summary="static RRIP, hit priority (Jaleel et al. 2010)",
-                        factory=Srrip, options=SrripOptions),
+                        factory=Srrip, options=SrripOptions, kernels=SRRIP_KERNELS),
     ]

@@ -68,18 +68,16 @@ class NestedTlbOptions:
 def make_psc(o: PscOptions, ctx):
     ways = o.ways or _CHAMPSIM_PSC_WAYS[o.level]
     name = o.name or f"psc-{o.dimension}-l{o.level}"
-    return PrefixCache(name, DIMENSIONS[o.dimension], (o.level,), o.sets, ways,
-                       ctx.make_policy(o.policy, o.sets, ways))
+    return PrefixCache(name, DIMENSIONS[o.dimension], (o.level,), o.sets, ways, o.policy, ctx)
 
 
 def make_pwc(o: PwcOptions, ctx):
-    return EntryCache(o.name, DIMENSIONS[o.dimension], o.levels, o.sets, o.ways,
-                      ctx.make_policy(o.policy, o.sets, o.ways))
+    return EntryCache(o.name, DIMENSIONS[o.dimension], o.levels, o.sets, o.ways, o.policy, ctx)
 
 
 def make_ntlb(o: NestedTlbOptions, ctx):
-    return TranslationCache(o.name, DIMENSIONS["host"], (), o.sets, o.ways,
-                            ctx.make_policy(o.policy, o.sets, o.ways), tables_only=o.covers == "tables")
+    return TranslationCache(o.name, DIMENSIONS["host"], (), o.sets, o.ways, o.policy, ctx,
+                            tables_only=o.covers == "tables")
 
 
 @hookimpl

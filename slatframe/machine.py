@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import zlib
+
 import attrs
 import numpy as np
 
@@ -45,10 +47,16 @@ class MachineContext:
     rng: np.random.Generator
     registry: Any = None
 
-    def make_policy(self, choice: Any, sets: int, ways: int) -> Any:
-        """Build the TLB-policy object ``choice`` (a resolved plugin reference)."""
+    def make_policy(self, choice: Any, sets: int, ways: int, structure: str) -> Any:
+        """Build the TLB-policy object ``choice`` (a resolved plugin reference) for the
+        array named ``structure``, with that array's own random generator."""
         record = self.registry.get("TLB policies", choice.name)
-        return record.factory(choice.options, sets, ways, self.rng)
+        return record.factory(choice.options, sets, ways, self.structure_rng(structure))
+
+    def structure_rng(self, structure: str) -> np.random.Generator:
+        """A generator that depends only on the run's seed and the structure's name, so
+        every engine tier and every construction order draws the same numbers."""
+        return np.random.default_rng([self.config.experiment.seed, zlib.crc32(structure.encode())])
 
 
 @attrs.define
@@ -92,7 +100,8 @@ def build_machine(config: Config, registry: Any, counters: Counters | None = Non
     )
     scheme = registry.get("SLAT schemes", config.machine.slat.name)
     translator = scheme.factory(config.machine.slat.options, ctx)
-    levels = [TlbLevel(lv, ctx.make_policy(lv.policy, lv.sets, lv.ways)) for lv in config.tlb.levels]
+    levels = [TlbLevel(lv, ctx.make_policy(lv.policy, lv.sets, lv.ways, f"tlb.{lv.name}"))
+              for lv in config.tlb.levels]
     caches = [registry.get("walk caches", c.name).factory(c.options, ctx) for c in config.walk_caches]
     walker = Walker(translator.hw, ctx.host, counters, caches)
     return Machine(ctx, translator, TlbHierarchy(levels, config.tlb.inclusion), caches, walker)

@@ -65,6 +65,16 @@ class PhysicalMemory:
         self._words[row, (addr >> 3) & (ENTRIES_PER_TABLE - 1)] = value
 
     @property
+    def slot_of(self) -> np.ndarray:
+        """Row of :attr:`words` holding each frame's words, -1 for none (grows; re-read it)."""
+        return self._slot_of
+
+    @property
+    def words(self) -> np.ndarray:
+        """The stored words, one row per frame that holds any (grows; re-read it)."""
+        return self._words
+
+    @property
     def table_pages(self) -> int:
         """Frames that hold written words (page-table pages)."""
         return self._rows

@@ -56,14 +56,35 @@ class SlatSchemeRecord(Registration):
 
 
 @attrs.frozen(kw_only=True)
+class PolicyKernels:
+    """A TLB policy's compiled-tier form: top-level ``@njit`` functions over one int64 2D
+    state array (any shape the policy likes; pad-safe: read only cells ``init`` wrote).
+
+    ``init(options, sets, ways, rng) -> numpy.ndarray`` builds the state, drawing from
+    ``rng`` exactly as the reference factory does; ``hit(state, s, w)``, ``fill(state,
+    s, w)``, ``invalidate(state, s, w)`` and ``victim(state, s) -> way`` mirror the
+    reference object's methods (``invalidate`` a no-op where the object has none).
+    """
+
+    init: Callable[..., Any]
+    hit: Callable[..., Any]
+    fill: Callable[..., Any]
+    victim: Callable[..., Any]
+    invalidate: Callable[..., Any]
+
+
+@attrs.frozen(kw_only=True)
 class TlbPolicyRecord(Registration):
     """A TLB replacement policy.
 
     ``factory(options, sets, ways, rng: numpy.random.Generator)`` returns an object with
     ``hit(set_index, way)``, ``fill(set_index, way)`` and ``victim(set_index) -> way``
-    (called only when every way of the set is valid). See :class:`slatframe.tlb.TlbLevel`.
+    (called only when every way of the set is valid), and optionally
+    ``invalidate(set_index, way)``. See :class:`slatframe.setassoc.SetAssoc`.
+    ``kernels`` (a :class:`PolicyKernels`) lets the compiled engine use the policy.
     """
 
+    kernels: PolicyKernels | None = None
     kind = "TLB policy"
 
 

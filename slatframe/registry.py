@@ -1,6 +1,7 @@
 """The plugin registry: entry points, plugin files, and the records they return."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -40,7 +41,10 @@ def load_plugin_file(path: Path) -> ModuleType:
     """Import a Python file as a module named after its path."""
     if not path.is_file():
         raise PluginError(f"{path}: plugin file does not exist.")
-    name = f"slatframe_plugin_file_{abs(hash(str(path.resolve())))}"
+    # a name stable across processes, so compiled kernels that import it can be cached
+    name = f"slatframe_plugin_file_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"{path}: cannot be imported as a Python module.")

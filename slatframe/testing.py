@@ -40,3 +40,36 @@ def run_trace(config: Config, registry: Any, trace: np.ndarray) -> tuple[dict[st
     hpa = np.zeros(len(trace), dtype=np.uint64)
     engine.run_chunk(trace, hpa)
     return counters.as_dict(), hpa
+
+
+def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096
+             ) -> dict[str, tuple[dict[str, int], np.ndarray]]:
+    """Run ``trace`` under each engine tier on fresh machines: tier -> (counters, hPAs)."""
+    from .engine import make_engine
+
+    out = {}
+    for tier in ("reference", "compiled"):
+        counters = Counters()
+        engine = make_engine(tier, build_machine(config, registry, counters), registry)
+        hpa = np.zeros(len(trace), dtype=np.uint64)
+        for start in range(0, len(trace), chunk_size):
+            engine.run_chunk(trace[start:start + chunk_size], hpa[start:start + chunk_size])
+        out[tier] = ({k: v for k, v in counters.as_dict().items() if v}, hpa)
+    return out
+
+
+def assert_engines_agree(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096) -> dict:
+    """Run ``trace`` under the reference and the compiled engine and fail, naming the
+    first differing counter or access, unless every counter and every hPA agree.
+    Returns the counters. Use it to check a plugin's kernels against its reference code."""
+    both = run_both(config, registry, trace, chunk_size)
+    (ref, ref_hpa), (comp, comp_hpa) = both["reference"], both["compiled"]
+    for key in sorted(set(ref) | set(comp)):
+        if ref.get(key, 0) != comp.get(key, 0):
+            raise AssertionError(f"counter {key}: reference {ref.get(key, 0)}, compiled {comp.get(key, 0)}")
+    differ = np.flatnonzero(ref_hpa != comp_hpa)
+    if differ.size:
+        i = int(differ[0])
+        raise AssertionError(f"record {i} ({trace[i]}): reference hPA {int(ref_hpa[i]):#x}, "
+                             f"compiled {int(comp_hpa[i]):#x}")
+    return ref

@@ -38,12 +38,15 @@ class WalkCache:
     kind = ""
 
     def __init__(self, name: str, dimensions: tuple[int, ...], levels: tuple[int, ...],
-                 sets: int, ways: int, policy: Any) -> None:
+                 sets: int, ways: int, policy: Any, ctx: Any) -> None:
+        """``policy`` is a resolved TLB-policy reference; ``ctx`` the machine context."""
         self.name = name
         self.dimensions = frozenset(dimensions)
         self.levels = frozenset(levels)
         self.sets = sets
-        self.array = SetAssoc(sets, ways, policy)
+        self.ways = ways
+        self.policy = policy
+        self.array = SetAssoc(sets, ways, ctx.make_policy(policy, sets, ways, f"walk_cache.{name}"))
         self.hits = f"walk_cache.{name}.hits"
         self.misses = f"walk_cache.{name}.misses"
 
@@ -95,8 +98,8 @@ class EntryCache(WalkCache):
 
 
 class TranslationCache(WalkCache):
-    """gPA 4K page -> (hPA 4K page, writable, dirty) of one VM (a larger host page is
-    cached 4K at a time)."""
+    """gPA 4K page -> (hPA 4K page, writable, dirty, host page size) of one VM (a larger
+    host page is cached 4K at a time)."""
 
     kind = "translation"
 

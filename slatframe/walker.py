@@ -176,7 +176,7 @@ class Walker:
             found = cache.lookup(vm, gpa)
             if found is not None and (not write or found[1]) and (not need_dirty or found[2]):
                 values[cache.hits] += 1
-                return found[0] | (gpa & ((1 << PAGE_SHIFT) - 1)), 1 << PAGE_SHIFT, found[1], found[2]
+                return found[0] | (gpa & ((1 << PAGE_SHIFT) - 1)), found[3], found[1], found[2]
             values[cache.misses] += 1
         fmt = hw.host_format
         got = self._dimension(HOST, fmt, vm, 0, int(hw.host_roots[vm]), gpa, hw.host_ad, need_dirty, write, None)
@@ -188,7 +188,7 @@ class Walker:
         writable, dirty = fmt.is_writable(entry), (not hw.host_ad) or fmt.is_dirty(entry)
         for cache in self.ntlb:
             if not cache.tables_only or table_access:
-                cache.fill(vm, gpa, (hpa & ~((1 << PAGE_SHIFT) - 1), writable, dirty))
+                cache.fill(vm, gpa, (hpa & ~((1 << PAGE_SHIFT) - 1), writable, dirty, size))
         return hpa, size, writable, dirty
 
     # -- a whole walk -----------------------------------------------------------------

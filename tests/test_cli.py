@@ -32,7 +32,8 @@ def test_run_writes_result(tmp_path, capsys):
         assert key in m
     assert all(isinstance(v, int) for k, v in m.items() if not k.startswith(("cycles.per", "translation_")))
     assert result["config"]["workload"]["accesses"] == 3000
-    assert result["seed"] == 1 and result["engine"] == "reference" and result["version"]
+    assert result["seed"] == 1 and result["engine"] == "compiled" and result["version"]
+    assert result["engine_reason"].startswith("auto")
     assert result["wall_time_s"] > 0
 
 

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..machine import build_machine
 from ..results import Result
 from ..workload import WorkloadContext, check_chunk
+from .compiled import CompiledEngine, missing_kernels
 from .reference import ReferenceEngine
 
 ENGINE_TIERS = ("reference", "compiled")
@@ -22,15 +23,27 @@ ALWAYS_REPORTED = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.re
 
 
 def choose_engine(config: Config, registry: Any, requested: str | None = None) -> tuple[str, str]:
-    """Return the tier to run and why. ``auto`` takes the compiled tier only when every
-    plugin of the run provides a kernel; this version has no compiled tier yet."""
+    """Return the tier to run and why. ``auto`` takes the compiled tier when every plugin
+    of the run that takes part in the per-access loop provides a kernel."""
     wanted = requested or config.experiment.engine
-    missing = "this version of slatframe has no compiled engine tier yet"
+    missing = missing_kernels(config, registry)
     if wanted == "compiled":
-        raise ConfigError(f"experiment.engine = 'compiled' is not available: {missing}; use 'auto' or 'reference'.")
+        if missing:
+            raise ConfigError(f"experiment.engine = 'compiled' is not available: {'; '.join(missing)}; "
+                              "use 'auto' or 'reference'.")
+        return "compiled", "requested"
     if wanted == "reference":
         return "reference", "requested"
-    return "reference", f"auto: {missing}"
+    if missing:
+        return "reference", f"auto: {missing[0]}"
+    return "compiled", "auto: every plugin of the run has a kernel"
+
+
+def make_engine(tier: str, machine: Any, registry: Any) -> Any:
+    """The engine object of ``tier`` for a built machine."""
+    if tier == "compiled":
+        return CompiledEngine(machine, registry)
+    return ReferenceEngine(machine)
 
 
 def workload_chunks(config: Config, registry: Any):
@@ -66,7 +79,7 @@ def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
     start = time.perf_counter()
     counters = Counters()
     machine = build_machine(config, registry, counters)
-    runner = ReferenceEngine(machine)
+    runner = make_engine(tier, machine, registry)
     observers = list(observers or []) + [
         registry.get("run observers", choice.name).factory(choice.options)
         for choice in config.experiment.observers]

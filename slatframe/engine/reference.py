@@ -3,8 +3,9 @@
 It is the executable specification of a run: each access is looked up in the TLB
 levels of its side in order; a miss in all of them (or a write through a read-only or
 clean entry) asks the machine to translate: the hardware walker walks, and the SLAT
-scheme's software handles any fault before the walk restarts. Control events go to the
-scheme's software, which returns the invalidations they imply.
+scheme's software handles any fault before the walk restarts. Software events (VM and
+context switches, control records) go through :class:`SoftwareSide`, shared with the
+compiled tier.
 """
 from __future__ import annotations
 
@@ -12,74 +13,42 @@ from typing import Iterable
 
 import numpy as np
 
-from ..machine import Invalidation, Machine
-from ..trace import CONTEXT_SWITCH, OP_NAMES, WRITE
+from ..machine import Machine
+from ..trace import WRITE
+from .software import SoftwareSide
 
-EVENT_NAMES = {op: f"events.{name}" for op, name in OP_NAMES.items()}
 NO_HPA = np.iinfo(np.uint64).max
 
 
 class ReferenceEngine:
-    """Runs chunks through one :class:`Machine`; keeps the current asid of each VM and the
-    VM that ran last (for untagged TLBs)."""
+    """Runs chunks through one :class:`Machine`."""
 
     name = "reference"
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
-        self.current_asid: dict[int, int] = {}
-        self.last_vm: int | None = None
-        self.tagged = machine.context.config.tlb.tagged
+        ctx = machine.context
+        self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),
+                                     ctx.config.tlb.tagged, machine.invalidate)
         levels = machine.tlb.levels
         self._hit_names = [f"tlb.{lv.name}.hits" for lv in levels]
         self._miss_names = [f"tlb.{lv.name}.misses" for lv in levels]
 
-    def _switch(self, vm: int, asid: int) -> None:
-        """A context switch of ``vm`` to ``asid`` (explicit or implied by an access)."""
-        machine = self.machine
-        self.machine.context.counters.values["events.context_switch"] += 1
-        for inv in machine.translator.control(vm, asid, CONTEXT_SWITCH, asid):
-            machine.invalidate(inv)
-        if not self.tagged:  # no PCID: a CR3 load drops the VM's entries
-            machine.invalidate(Invalidation("vm", vm))
-        self.current_asid[vm] = asid
-
     def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None) -> None:
         """Process one chunk; if ``hpa_out`` is given, store each access's hPA there
         (control events get 2**64-1)."""
-        machine = self.machine
+        machine, software = self.machine, self.software
         values = machine.context.counters.values
         tlb = machine.tlb
         levels = tlb.levels
         hit_names, miss_names = self._hit_names, self._miss_names
-        current = self.current_asid
         vms, asids, ops, vaddrs = (chunk[f].tolist() for f in ("vm", "asid", "op", "vaddr"))
         for i in range(len(ops)):
             vm, asid, op, va = vms[i], asids[i], ops[i], vaddrs[i]
-            if vm != self.last_vm:
-                if self.last_vm is not None:
-                    values["events.vm_switch"] += 1
-                    if not self.tagged:  # no VPID: a VM switch drops every entry
-                        machine.invalidate(Invalidation("all"))
-                self.last_vm = vm
-            if op == CONTEXT_SWITCH:
-                self._switch(vm, va)
+            if software.record(vm, asid, op, va):
                 if hpa_out is not None:
                     hpa_out[i] = NO_HPA
                 continue
-            if op > CONTEXT_SWITCH:
-                values[EVENT_NAMES[op]] += 1
-                for inv in machine.translator.control(vm, asid, op, va):
-                    machine.invalidate(inv)
-                if hpa_out is not None:
-                    hpa_out[i] = NO_HPA
-                continue
-            running = current.get(vm)
-            if running != asid:
-                if running is None:
-                    current[vm] = asid
-                else:  # an access of another address space: an implicit switch
-                    self._switch(vm, asid)
             values["accesses"] += 1
             path = tlb.path(op)
             found = None

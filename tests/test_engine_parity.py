@@ -1,0 +1,109 @@
+"""The compiled engine gives the reference engine's counters and hPAs, for every builtin
+scheme, policy and walk cache, on random, zipf, sequential and churn traces."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slatframe.engine import choose_engine
+from slatframe.testing import assert_engines_agree, build, tiny_config
+from slatframe.trace import (CONTEXT_SWITCH, FLUSH, IFETCH, INVLPG, MAP, PROTECT, READ, TRACE_DTYPE, UNMAP,
+                             WRITE)
+
+SCHEMES = ["native", "intel-ept", "amd-npt", "shadow"]
+POLICIES = ["lru", "fifo", "random", "tree-plru", "srrip"]
+CACHES = {
+    "none": [],
+    "psc": [{"type": "psc", "level": lv} for lv in (4, 3, 2)] + [{"type": "psc", "level": 2, "dimension": "host"}],
+    "pwc": [{"type": "pwc", "ways": 8, "sets": 2}],
+    "ntlb": [{"type": "nested-tlb", "ways": 4, "sets": 2, "covers": "tables"}, {"type": "nested-tlb", "name": "n2"}],
+}
+ALL_CACHES = [c for caches in CACHES.values() for c in caches]
+
+
+def trace(kind: str, n: int = 2500, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.zeros(n, dtype=TRACE_DTYPE)
+    if kind == "uniform":
+        pages = rng.integers(0, 3000, n)
+    elif kind == "zipf":
+        pages = rng.permutation(3000)[rng.zipf(1.2, n) % 3000]
+    elif kind == "sequential":
+        pages = np.arange(n) // 3
+    else:  # churn: control events, two VMs, three address spaces
+        pages = rng.integers(0, 200, n)
+        t["op"] = rng.choice([READ, READ, WRITE, IFETCH, MAP, UNMAP, PROTECT, INVLPG, FLUSH, CONTEXT_SWITCH], n)
+        t["vm"] = rng.integers(0, 2, n)
+        t["asid"] = rng.integers(0, 3, n)
+    t["vaddr"] = ((pages.astype(np.uint64) % np.uint64(1 << 20)) << np.uint64(12)) + (pages.astype(np.uint64) >> np.uint64(20) << np.uint64(33))
+    if kind != "churn":
+        t["op"] = np.where(rng.random(n) < 0.3, WRITE, np.where(rng.random(n) < 0.1, IFETCH, READ))
+    t["vaddr"][t["op"] == CONTEXT_SWITCH] = t["asid"][t["op"] == CONTEXT_SWITCH]
+    return t
+
+
+def config_for(registry, slat, policy="lru", caches=(), **tlb):
+    levels = [{"name": "itlb", "sets": 4, "ways": 2, "side": "instruction", "policy": policy},
+              {"name": "dtlb", "sets": 4, "ways": 4, "side": "data", "policy": policy,
+               "page_sizes": ["4K", "2M"]},
+              {"name": "stlb", "sets": 16, "ways": 6, "policy": policy, "page_sizes": ["4K", "2M"]}]
+    raw = tiny_config(machine={"slat": slat}, tlb={"levels": levels, **tlb}, walk_caches=list(caches),
+                      vms=[{"name": "a"}, {"name": "b", "guest_page_size": "2M"}])
+    return build(raw, registry)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "zipf", "sequential", "churn"])
+@pytest.mark.parametrize("slat", SCHEMES)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policies_with_every_walk_cache(registry, slat, policy, kind):
+    config, reg = config_for(registry, slat, policy, ALL_CACHES)
+    counts = assert_engines_agree(config, reg, trace(kind), chunk_size=997)
+    assert counts["accesses"] > 0
+
+
+@pytest.mark.parametrize("kind", ["zipf", "churn"])
+@pytest.mark.parametrize("slat", SCHEMES)
+@pytest.mark.parametrize("caches", list(CACHES))
+def test_walk_caches_one_at_a_time(registry, slat, caches, kind):
+    config, reg = config_for(registry, slat, "lru", CACHES[caches])
+    assert_engines_agree(config, reg, trace(kind, seed=3))
+
+
+@pytest.mark.parametrize("inclusion", ["non-inclusive", "inclusive", "exclusive"])
+@pytest.mark.parametrize("tagged", [True, False])
+def test_hierarchy_options(registry, inclusion, tagged):
+    config, reg = config_for(registry, "intel-ept", "srrip", ALL_CACHES, inclusion=inclusion, tagged=tagged)
+    assert_engines_agree(config, reg, trace("churn", seed=4))
+
+
+def test_auto_takes_compiled_only_with_kernels(registry):
+    config, reg = config_for(registry, "native")
+    assert choose_engine(config, reg)[0] == "compiled"
+    here = Path(__file__).resolve().parents[1] / "examples"
+    raw = tiny_config(experiment={"name": "x", "plugins": ["plugins/lfu_policy.py"]},
+                      tlb={"levels": [{"name": "l1", "sets": 4, "ways": 4, "policy": "lfu"}]})
+    config, reg = build(raw, base_dir=here)
+    tier, why = choose_engine(config, reg)
+    assert tier == "reference" and "'lfu'" in why and "tlb.levels[0]" in why
+
+
+def test_loop_python_bodies_agree_with_bounds_checks(tmp_path):
+    """The loop's code run as plain Python (NUMBA_DISABLE_JIT=1: every index is checked)
+    agrees with the reference engine on a churn trace with every walk cache."""
+    script = tmp_path / "nojit.py"
+    script.write_text(
+        "import sys; sys.path.insert(0, %r)\n"
+        "from test_engine_parity import config_for, trace, ALL_CACHES\n"
+        "from slatframe.registry import Registry\n"
+        "from slatframe.testing import assert_engines_agree\n"
+        "config, reg = config_for(Registry(), 'intel-ept', 'tree-plru', ALL_CACHES, inclusion='exclusive')\n"
+        "assert_engines_agree(config, reg, trace('churn', n=600, seed=9))\n"
+        "print('agree')\n" % str(Path(__file__).parent))
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", SLATFRAME_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and "agree" in proc.stdout, proc.stderr[-2000:]
