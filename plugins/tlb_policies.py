@@ -135,21 +135,22 @@ class Srrip:
 
 
 # -- compiled-tier kernels ---------------------------------------------------------------
-# Each policy keeps its state in one int64 array. Row s belongs to set s; column 0 holds
+# Each policy keeps its state in one int64 2D array (init); kernels get the engine's
+# stacked 3D array and the structure's index i. Row s belongs to set s; column 0 holds
 # the number of ways, so no kernel depends on the array's (padded) shape.
 
-@njit(cache=True)
-def no_op(state, s, w):
+@njit(cache=True, inline="always", _nrt=False)
+def no_op(state, i, s, w):
     pass
 
 
-@njit(cache=True)
-def smallest_stamp(state, s):
+@njit(cache=True, inline="always", _nrt=False)
+def smallest_stamp(state, i, s):
     """The way whose stamp (columns 2..) is smallest; the lowest way on a tie."""
-    ways = state[s, 0]
+    ways = state[i, s, 0]
     way = 0
     for w in range(1, ways):
-        if state[s, w + 2] < state[s, way + 2]:
+        if state[i, s, w + 2] < state[i, s, way + 2]:
             way = w
     return way
 
@@ -161,10 +162,10 @@ def stamp_init(options, sets, ways, rng):
     return state
 
 
-@njit(cache=True)
-def stamp(state, s, w):
-    state[s, 1] += 1
-    state[s, w + 2] = state[s, 1]
+@njit(cache=True, inline="always", _nrt=False)
+def stamp(state, i, s, w):
+    state[i, s, 1] += 1
+    state[i, s, w + 2] = state[i, s, 1]
 
 
 def random_init(options, sets, ways, rng):
@@ -175,15 +176,15 @@ def random_init(options, sets, ways, rng):
     return state
 
 
-@njit(cache=True)
-def random_victim(state, s):
-    x = np.uint64(state[0, 1])
+@njit(cache=True, inline="always", _nrt=False)
+def random_victim(state, i, s):
+    x = np.uint64(state[i, 0, 1])
     x ^= x >> np.uint64(12)
     x ^= x << np.uint64(25)
     x ^= x >> np.uint64(27)
-    state[0, 1] = np.int64(x)
+    state[i, 0, 1] = np.int64(x)
     out = x * np.uint64(0x2545F4914F6CDD1D)
-    return np.int64((out >> np.uint64(32)) % np.uint64(state[0, 0]))
+    return np.int64((out >> np.uint64(32)) % np.uint64(state[i, 0, 0]))
 
 
 def plru_init(options, sets, ways, rng):
@@ -195,26 +196,26 @@ def plru_init(options, sets, ways, rng):
     return state
 
 
-@njit(cache=True)
-def plru_touch(state, s, way):
-    node, lo, size = 0, 0, state[s, 1]
+@njit(cache=True, inline="always", _nrt=False)
+def plru_touch(state, i, s, way):
+    node, lo, size = 0, 0, state[i, s, 1]
     while size > 1:
         half = size // 2
         if way >= lo + half:
-            state[s, 2 + node] = 0
+            state[i, s, 2 + node] = 0
             node, lo, size = 2 * node + 2, lo + half, half
         else:
-            state[s, 2 + node] = 1
+            state[i, s, 2 + node] = 1
             node, size = 2 * node + 1, half
     return
 
 
-@njit(cache=True)
-def plru_victim(state, s):
-    node, lo, size, ways = 0, 0, state[s, 1], state[s, 0]
+@njit(cache=True, inline="always", _nrt=False)
+def plru_victim(state, i, s):
+    node, lo, size, ways = 0, 0, state[i, s, 1], state[i, s, 0]
     while size > 1:
         half = size // 2
-        if state[s, 2 + node] == 1 and lo + half < ways:
+        if state[i, s, 2 + node] == 1 and lo + half < ways:
             node, lo, size = 2 * node + 2, lo + half, half
         else:
             node, size = 2 * node + 1, half
@@ -229,32 +230,32 @@ def srrip_init(options, sets, ways, rng):
     return state
 
 
-@njit(cache=True)
-def srrip_hit(state, s, w):
-    state[s, w + 2] = 0
+@njit(cache=True, inline="always", _nrt=False)
+def srrip_hit(state, i, s, w):
+    state[i, s, w + 2] = 0
 
 
-@njit(cache=True)
-def srrip_fill(state, s, w):
-    state[s, w + 2] = state[s, 1] - 1
+@njit(cache=True, inline="always", _nrt=False)
+def srrip_fill(state, i, s, w):
+    state[i, s, w + 2] = state[i, s, 1] - 1
 
 
-@njit(cache=True)
-def srrip_invalidate(state, s, w):
-    state[s, w + 2] = state[s, 1]
+@njit(cache=True, inline="always", _nrt=False)
+def srrip_invalidate(state, i, s, w):
+    state[i, s, w + 2] = state[i, s, 1]
 
 
-@njit(cache=True)
-def srrip_victim(state, s):
-    ways, top = state[s, 0], state[s, 1]
+@njit(cache=True, inline="always", _nrt=False)
+def srrip_victim(state, i, s):
+    ways, top = state[i, s, 0], state[i, s, 1]
     oldest = 0
     for w in range(ways):
-        oldest = max(oldest, state[s, w + 2])
+        oldest = max(oldest, state[i, s, w + 2])
     if oldest < top:
         for w in range(ways):
-            state[s, w + 2] += top - oldest
+            state[i, s, w + 2] += top - oldest
     for w in range(ways):
-        if state[s, w + 2] == top:
+        if state[i, s, w + 2] == top:
             return w
     return 0
 

@@ -57,13 +57,16 @@ class SlatSchemeRecord(Registration):
 
 @attrs.frozen(kw_only=True)
 class PolicyKernels:
-    """A TLB policy's compiled-tier form: top-level ``@njit`` functions over one int64 2D
-    state array (any shape the policy likes; pad-safe: read only cells ``init`` wrote).
+    """A TLB policy's compiled-tier form: top-level ``@njit`` functions over int64 state.
 
-    ``init(options, sets, ways, rng) -> numpy.ndarray`` builds the state, drawing from
-    ``rng`` exactly as the reference factory does; ``hit(state, s, w)``, ``fill(state,
-    s, w)``, ``invalidate(state, s, w)`` and ``victim(state, s) -> way`` mirror the
-    reference object's methods (``invalidate`` a no-op where the object has none).
+    ``init(options, sets, ways, rng) -> numpy.ndarray`` builds the policy's state as a 2D
+    int64 array (rows and columns as the policy likes), drawing from ``rng`` exactly as
+    the reference factory does. The engine stacks every structure's state into one 3D
+    array, padding rows and columns, so the kernels receive that array and the
+    structure's index ``i`` and must only read cells ``init`` wrote:
+    ``hit(state, i, s, w)``, ``fill(state, i, s, w)``, ``invalidate(state, i, s, w)`` and
+    ``victim(state, i, s) -> way`` mirror the reference object's methods (``invalidate``
+    a no-op where the object has none).
     """
 
     init: Callable[..., Any]

@@ -1,27 +1,27 @@
 """Stand-ins for the policy dispatch that :mod:`slatframe.engine.codegen` generates.
 
 The compiled loop (``loop.py``) calls ``policy_hit/fill/victim/invalidate(pid, state,
-s, w)``; the generated module defines them over every registered policy kernel. These
+i, s, w)``; the generated module defines them over every registered policy kernel. These
 stubs only make ``loop.py`` importable for reading and linting.
 """
 from numba import njit
 
 
-@njit(cache=True)
-def policy_hit(pid, state, s, w):
+@njit(cache=True, _nrt=False)
+def policy_hit(pid, state, i, s, w):
     raise RuntimeError("policy dispatch not generated")
 
 
-@njit(cache=True)
-def policy_fill(pid, state, s, w):
+@njit(cache=True, _nrt=False)
+def policy_fill(pid, state, i, s, w):
     raise RuntimeError("policy dispatch not generated")
 
 
-@njit(cache=True)
-def policy_invalidate(pid, state, s, w):
+@njit(cache=True, _nrt=False)
+def policy_invalidate(pid, state, i, s, w):
     raise RuntimeError("policy dispatch not generated")
 
 
-@njit(cache=True)
-def policy_victim(pid, state, s):
+@njit(cache=True, _nrt=False)
+def policy_victim(pid, state, i, s):
     raise RuntimeError("policy dispatch not generated")

@@ -5,18 +5,22 @@ memory); this module lays the hardware state (TLB arrays, walk caches, policy st
 out in int64 arrays and drives the jitted loop, which stops for the software side
 (faults, control records, switches) and resumes after it.
 
-State layout (``loop.py`` indexes these tuples by position):
+State layout (``loop.py`` names the columns):
 
-- ``tlb``: sets[L], ways[L], side[L] (1 instruction, 2 data, 3 both), policy id[L],
-  number of page sizes[L], page-size shifts[L, 4], tags ctx[L, S, W] (-1 invalid) and
-  key[L, S, W] (virtual page number), values[L, S, W, 4] (page, shift, writable,
-  dirty), inclusion (0 non-inclusive, 1 inclusive, 2 exclusive).
-- ``wc``: kind[n], level mask[n], dimension mask[n], sets[n], ways[n], policy id[n],
-  tables-only[n], ctx[n, S, W], key[n, S, W], values[n, S, W, 4], prefix probe order
-  [2, P, 2] and its lengths[2], prefix caches per dimension [2, n] and lengths, entry
-  caches per dimension [2, n] and lengths, nested TLBs [n] and length[1].
-- ``pstate``: every structure's policy state, padded into one [n, R, C] array: TLB
-  level l is structure l, walk cache j is structure L + j.
+- TLB: ``tcfg[L, 10]`` (sets, ways, side: 1 instruction / 2 data / 3 both, policy id,
+  number of page sizes, up to 4 page-size shifts), ``ttag[L, S, W, 2]`` (ctx = vm<<24 |
+  asid<<8 | shift, -1 when invalid; virtual page number), ``tval[L, S, W, 4]`` (page,
+  shift, writable, dirty), ``inclusion`` (0 non-inclusive, 1 inclusive, 2 exclusive).
+- walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation, level mask,
+  dimension mask, sets, ways, policy id, tables-only), ``wtag[n, S, W, 2]`` (ctx = dim<<40
+  | vm<<24 | asid<<8 | level; key), ``wval[n, S, W, 4]``, ``wprobe[2, P, 2]`` (prefix
+  probe order per dimension: cache, level), ``wlists[7, n]`` and ``wcount[7]`` (rows:
+  probe guest/host (unused), prefix caches guest/host, entry caches guest/host, nested TLBs).
+- ``pstate[n, R, C]``: every structure's policy state, padded: TLB level l is structure
+  l, walk cache j is structure L + j.
+- hardware view: ``fmts[2, 8]`` (guest, host format: levels, present mask, leaf flag,
+  frame mask, write, accessed, dirty flags), ``hwcfg[4]`` (2D?, host A/D, table accesses
+  dirty), ``roots[V, A]`` and ``host_roots[V]``; memory: ``slot_of`` and ``words``.
 """
 from __future__ import annotations
 
@@ -93,25 +97,20 @@ class CompiledEngine:
         L = len(levels)
         S = max(lv.sets for lv in levels)
         W = max(lv.ways for lv in levels)
-        shifts = np.zeros((L, 4), dtype=np.int64)
-        nshifts = np.zeros(L, dtype=np.int64)
+        tcfg = np.zeros((L, 10), dtype=np.int64)
         for i, lv in enumerate(levels):
             sizes = sorted(lv.page_sizes)
-            nshifts[i] = len(sizes)
-            shifts[i, : len(sizes)] = [s.bit_length() - 1 for s in sizes]
+            if len(sizes) > 4:
+                raise ConfigError(f"the compiled engine holds at most 4 page sizes per TLB level; "
+                                  f"tlb.levels[{i}] has {len(sizes)}.")
+            tcfg[i, :5] = (lv.sets, lv.ways, SIDES[lv.side], ids[lv.policy.name], len(sizes))
+            tcfg[i, 5:5 + len(sizes)] = [size.bit_length() - 1 for size in sizes]
             record = registry.get("TLB policies", lv.policy.name)
             states.append(record.kernels.init(lv.policy.options, lv.sets, lv.ways,
                                               ctx.structure_rng(f"tlb.{lv.name}")))
-        self.tlb = (
-            np.array([lv.sets for lv in levels], dtype=np.int64),
-            np.array([lv.ways for lv in levels], dtype=np.int64),
-            np.array([SIDES[lv.side] for lv in levels], dtype=np.int64),
-            np.array([ids[lv.policy.name] for lv in levels], dtype=np.int64),
-            nshifts, shifts,
-            np.full((L, S, W), -1, dtype=np.int64), np.zeros((L, S, W), dtype=np.int64),
-            np.zeros((L, S, W, 4), dtype=np.int64),
-            INCLUSION[config.tlb.inclusion],
-        )
+        ttag = np.full((L, S, W, 2), -1, dtype=np.int64)
+        ttag[..., 1] = 0
+        self.tlb = (tcfg, ttag, np.zeros((L, S, W, 4), dtype=np.int64), INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)
         self.pstate = _pad(states)
         hw = machine.translator.hw
@@ -121,62 +120,59 @@ class CompiledEngine:
         for cache in machine.walk_caches:
             self.names += [cache.hits, cache.misses]
         self.cnt = np.zeros(len(self.names), dtype=np.int64)
+        self.refs = np.zeros(3, dtype=np.int64)
+        self.paths = np.zeros((2, L), dtype=np.int64)
+        self.npaths = np.zeros(2, dtype=np.int64)
+        for level, lv in enumerate(levels):
+            for row in range(2):  # row 0: instruction fetches, row 1: data accesses
+                if SIDES[lv.side] & (1 << row):
+                    self.paths[row, self.npaths[row]] = level
+                    self.npaths[row] += 1
         self.out = np.zeros(8, dtype=np.int64)
-        self._hw_static = (format_array(hw.guest_format), format_array(hw.host_format),
-                           1 if hw.host_format is not None else 0)
-        self._host_roots = (np.asarray(hw.host_roots, dtype=np.int64) if hw.host_roots is not None
-                            else np.zeros(1, dtype=np.int64))
-        self._flags = (1 if hw.host_ad else 0, 1 if hw.table_access_dirties else 0)
+        self.fmts = np.stack([format_array(hw.guest_format), format_array(hw.host_format)])
+        self.hwcfg = np.array([1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0,
+                               1 if hw.table_access_dirties else 0, 0], dtype=np.int64)
+        self.host_roots = (np.asarray(hw.host_roots, dtype=np.int64) if hw.host_roots is not None
+                           else np.zeros(1, dtype=np.int64))
 
     def _walk_caches(self, caches: list, registry: Any, ids: dict, states: list) -> tuple:
-        n = len(caches)
+        n = max(1, len(caches))
         S = max([c.sets for c in caches] + [1])
         W = max([c.ways for c in caches] + [1])
         ctx = self.machine.context
-        for c in caches:
+        wcfg = np.zeros((n, 8), dtype=np.int64)
+        for j, c in enumerate(caches):
+            wcfg[j, :7] = (KINDS[type(c)], sum(1 << lv for lv in c.levels), sum(1 << d for d in c.dimensions),
+                           c.sets, c.ways, ids[c.policy.name], 1 if getattr(c, "tables_only", False) else 0)
             record = registry.get("TLB policies", c.policy.name)
             states.append(record.kernels.init(c.policy.options, c.sets, c.ways,
                                               ctx.structure_rng(f"walk_cache.{c.name}")))
         walker = self.machine.walker
-        probe = np.zeros((2, max(1, 8 * n), 2), dtype=np.int64)
-        nprobe = np.zeros(2, dtype=np.int64)
-        per_dim = {key: (np.zeros((2, max(1, n)), dtype=np.int64), np.zeros(2, dtype=np.int64))
-                   for key in ("prefix", "entry")}
+        wprobe = np.zeros((2, max(1, 8 * len(caches)), 2), dtype=np.int64)
+        wlists = np.zeros((7, n), dtype=np.int64)
+        wcount = np.zeros(7, dtype=np.int64)
         for dim in (GUEST, HOST):
             for cache in sorted(walker.prefix[dim], key=lambda c: min(c.levels)):
                 for level in sorted(cache.levels):
-                    probe[dim, nprobe[dim]] = (caches.index(cache), level)
-                    nprobe[dim] += 1
-            for key, found in (("prefix", walker.prefix[dim]), ("entry", walker.entry[dim])):
-                array, count = per_dim[key]
+                    wprobe[dim, wcount[dim]] = (caches.index(cache), level)
+                    wcount[dim] += 1
+            for row, found in ((2 + dim, walker.prefix[dim]), (4 + dim, walker.entry[dim])):
                 for cache in found:
-                    array[dim, count[dim]] = caches.index(cache)
-                    count[dim] += 1
-        ntlb = np.array([caches.index(c) for c in walker.ntlb] or [0], dtype=np.int64)
-        return (
-            np.array([KINDS[type(c)] for c in caches] or [0], dtype=np.int64),
-            np.array([sum(1 << lv for lv in c.levels) for c in caches] or [0], dtype=np.int64),
-            np.array([sum(1 << d for d in c.dimensions) for c in caches] or [0], dtype=np.int64),
-            np.array([c.sets for c in caches] or [1], dtype=np.int64),
-            np.array([c.ways for c in caches] or [1], dtype=np.int64),
-            np.array([ids[c.policy.name] for c in caches] or [0], dtype=np.int64),
-            np.array([1 if getattr(c, "tables_only", False) else 0 for c in caches] or [0], dtype=np.int64),
-            np.full((max(1, n), S, W), -1, dtype=np.int64), np.zeros((max(1, n), S, W), dtype=np.int64),
-            np.zeros((max(1, n), S, W, 4), dtype=np.int64),
-            probe, nprobe, *per_dim["prefix"], *per_dim["entry"], ntlb,
-            np.array([len(walker.ntlb)], dtype=np.int64),
-        )
+                    wlists[row, wcount[row]] = caches.index(cache)
+                    wcount[row] += 1
+        for cache in walker.ntlb:
+            wlists[6, wcount[6]] = caches.index(cache)
+            wcount[6] += 1
+        wtag = np.full((n, S, W, 2), -1, dtype=np.int64)
+        wtag[..., 1] = 0
+        return wcfg, wtag, np.zeros((n, S, W, 4), dtype=np.int64), wprobe, wlists, wcount
 
     def invalidate(self, inv: Invalidation) -> None:
         scope = SCOPES[inv.scope]
-        self.k.tlb_invalidate(self.tlb, self.pstate, scope, inv.vm, inv.asid, inv.va)
-        if len(self.machine.walk_caches):
-            self.k.wc_invalidate(self.wc, self.pstate, len(self.tlb[0]), scope, inv.vm, inv.asid)
-
-    def _hw(self) -> tuple:
-        gfmt, hfmt, two_d = self._hw_static
-        roots = self.machine.translator.hw.guest_roots.array
-        return (gfmt, hfmt, two_d, roots, self._host_roots, *self._flags)
+        tcfg, ttag = self.tlb[0], self.tlb[1]
+        self.k.tlb_invalidate(tcfg, ttag, self.pstate, scope, inv.vm, inv.asid, inv.va)
+        if self.machine.walk_caches:
+            self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, len(tcfg), scope, inv.vm, inv.asid)
 
     def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None) -> None:
         """Process one chunk; ``hpa_out`` as in the reference engine."""
@@ -188,18 +184,22 @@ class CompiledEngine:
         va_col = np.ascontiguousarray(chunk["vaddr"]).view(np.int64)
         record = hpa_out is not None
         hpa = hpa_out.view(np.int64) if record else np.zeros(1, dtype=np.int64)
+        fmts, hwcfg, host_roots = self.fmts, self.hwcfg, self.host_roots
+        tcfg, ttag, tval, inclusion = self.tlb
+        wcfg, wtag, wval, wprobe, wlists, wcount = self.wc
         i, resume = 0, False
         while True:
-            mem = (host.slot_of, host.words.view(np.int64))
-            status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record,
-                              software.current_asid, software.last_vm, mem, self._hw(), self.tlb,
-                              self.wc, self.pstate, self.cnt, self.out)
+            roots = translator.hw.guest_roots.array  # re-read: the software side may grow these
+            status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record, software.current_asid,
+                              software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
+                              host_roots, tcfg, ttag, tval, inclusion, wcfg, wtag, wval, wprobe, wlists, wcount,
+                              self.pstate, self.cnt, self.out, self.paths, self.npaths, self.refs)
             resume = False
             if status == k.DONE:
                 break
             vm, asid, op, va = int(vm_col[i]), int(asid_col[i]), int(op_col[i]), int(chunk["vaddr"][i])
             if status == k.FAULT:
-                fault = Fault(int(self.out[0]), int(self.out[1]) & ((1 << 64) - 1))
+                fault = Fault(int(self.out[0]), int(self.out[1]))
                 for inv in translator.handle_fault(vm, asid, va, op, fault):
                     self.invalidate(inv)
                 resume = True

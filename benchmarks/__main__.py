@@ -1,0 +1,120 @@
+"""Engine throughput: compiled accesses per second, against the reference engine and a
+bare numba set-associative LRU loop (the yardstick of the machine's limit).
+
+    python -m benchmarks [--accesses N] [--reference-accesses N]
+
+All ratios are measured in this one process run, on one core. Peak RSS is the
+process's maximum resident set size (getrusage) at the end of each row.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+from numba import njit
+
+from slatframe.counters import Counters
+from slatframe.engine import make_engine
+from slatframe.machine import build_machine
+from slatframe.report import table
+from slatframe.testing import build, tiny_config
+from slatframe.trace import READ, TRACE_DTYPE
+
+# A Skylake-like data TLB: 64-entry 4-way L1, 1536-entry 12-way L2 (4K pages);
+# 1536 x 4 KiB = 6 MiB of reach.
+TLB = {"levels": [{"name": "l1d", "sets": 16, "ways": 4, "latency": 1},
+                  {"name": "l2", "sets": 128, "ways": 12, "latency": 9}]}
+PSC = [{"type": "psc", "level": lv} for lv in (4, 3, 2)] + \
+      [{"type": "psc", "level": lv, "dimension": "host"} for lv in (4, 3, 2)]
+REACH_PAGES = 1536
+
+
+def workload(kind: str, n: int, seed: int = 1) -> np.ndarray:
+    """hit-heavy: zipf(1.1) over 1024 pages (fits the L2 TLB);
+    walk-heavy: uniform over 100x the L2 TLB reach."""
+    rng = np.random.default_rng(seed)
+    if kind == "hit-heavy":
+        pages = rng.permutation(1024)[rng.zipf(1.1, n) % 1024]
+    else:
+        pages = rng.integers(0, 100 * REACH_PAGES, n)
+    t = np.zeros(n, dtype=TRACE_DTYPE)
+    t["vaddr"] = (pages.astype(np.uint64) << np.uint64(12)) + np.uint64(1 << 32)
+    t["op"] = READ
+    return t
+
+
+CONFIGS = {
+    "native + TLB + PSC": dict(machine={"slat": "native", "host_memory": "64G"}, walk_caches=PSC[:3]),
+    "intel-ept 2D + TLB + PSC": dict(machine={"slat": "intel-ept", "host_memory": "64G"}, walk_caches=PSC),
+}
+
+
+@njit(cache=True)
+def bare_lru(pages, sets, ways):
+    """A set-associative LRU lookup and fill, nothing else: the limit to compare with."""
+    tags = np.full((sets, ways), -1, dtype=np.int64)
+    stamp = np.zeros((sets, ways), dtype=np.int64)
+    clock = 0
+    misses = 0
+    for i in range(pages.shape[0]):
+        p = pages[i]
+        s = p % sets
+        clock += 1
+        hit = -1
+        for w in range(ways):
+            if tags[s, w] == p:
+                hit = w
+                break
+        if hit < 0:
+            misses += 1
+            hit = 0
+            for w in range(1, ways):
+                if stamp[s, w] < stamp[s, hit]:
+                    hit = w
+            tags[s, hit] = p
+        stamp[s, hit] = clock
+    return misses
+
+
+def run_engine(tier: str, config, registry, trace: np.ndarray, chunk: int = 65536) -> float:
+    """Accesses per second of ``tier`` on ``trace`` (machine built outside the timing)."""
+    engine = make_engine(tier, build_machine(config, registry, Counters()), registry)
+    start = time.perf_counter()
+    for i in range(0, len(trace), chunk):
+        engine.run_chunk(trace[i:i + chunk])
+    return len(trace) / (time.perf_counter() - start)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accesses", type=int, default=5_000_000)
+    ap.add_argument("--reference-accesses", type=int, default=100_000)
+    args = ap.parse_args(argv)
+    rows = []
+    for kind in ("hit-heavy", "walk-heavy"):
+        trace = workload(kind, args.accesses)
+        pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
+        bare_lru(pages[:1000], 128, 12)  # compile
+        t = time.perf_counter()
+        bare_lru(pages, 128, 12)
+        bare = len(pages) / (time.perf_counter() - t)
+        for label, sections in CONFIGS.items():
+            config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}], **sections))
+            run_engine("compiled", config, registry, trace[:20_000])  # compile / load the cache
+            compiled = run_engine("compiled", config, registry, trace)
+            reference = run_engine("reference", config, registry, trace[: args.reference_accesses])
+            rows.append((kind, label, f"{compiled / 1e6:.2f} M/s", f"{bare / 1e6:.1f} M/s",
+                         f"{bare / compiled:.2f}x", f"{reference / 1e3:.1f} K/s",
+                         f"{compiled / reference:.0f}x", f"{peak_rss_mib():.0f}"))
+    print(table(rows, ("workload", "config", "compiled", "bare LRU loop", "bare/compiled",
+                       "reference", "compiled/reference", "peak RSS MiB")))
+
+
+if __name__ == "__main__":
+    main()
