@@ -70,21 +70,25 @@ class DictBacking(Backing):
         self.pages[gpa_page >> self.shift] = hpa_page
 
 
-class RadixBacking(Backing):
-    """The mapping in second-level radix tables of format ``fmt`` in host memory."""
+class RadixBacking(DictBacking):
+    """The mapping in second-level radix tables of format ``fmt`` in host memory, which
+    hardware walks; the hypervisor's own look-ups use a dict it keeps beside them (as
+    KVM keeps memslots), so software never walks its tables."""
 
     def __init__(self, fmt: PageTableFormat, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fmt = fmt
         self.root = self.host.alloc(TABLE_SIZE)
 
-    def lookup(self, gpa: int) -> int | None:
+    def install(self, gpa_page: int, hpa_page: int) -> None:
+        map_page(self.fmt, self.root, gpa_page, hpa_page, self.page_size, self.host,
+                 lambda: self.host.alloc(TABLE_SIZE))
+        super().install(gpa_page, hpa_page)
+
+    def table_lookup(self, gpa: int) -> int | None:
+        """The hPA of ``gpa`` read from the second-level tables (to check the dict)."""
         step = walk(self.fmt, self.root, gpa, self.host)
         if not step.present:
             return None
         size = self.fmt.page_size(step.level)
         return self.fmt.frame(step.entry, step.level) | (gpa & (size - 1))
-
-    def install(self, gpa_page: int, hpa_page: int) -> None:
-        map_page(self.fmt, self.root, gpa_page, hpa_page, self.page_size, self.host,
-                 lambda: self.host.alloc(TABLE_SIZE))

@@ -64,7 +64,8 @@ class GuestOs:
         self.page_size = page_size
         self.phys = phys
         self.roots: dict[int, int] = {}
-        self.mapped_pages = 0
+        self.shift = page_size.bit_length() - 1
+        self.leaves: dict[tuple[int, int], int] = {}  # (asid, page number) -> leaf entry address
 
     def root(self, asid: int) -> int:
         """Physical address of the root table of ``asid`` (created on first use)."""
@@ -77,34 +78,44 @@ class GuestOs:
         """A software walk of the kernel's own tables (not a hardware reference)."""
         return walk(self.fmt, self.root(asid), va, self.phys)
 
+    @property
+    def mapped_pages(self) -> int:
+        return len(self.leaves)
+
     def map(self, asid: int, va: int, writable: bool = True) -> list[int]:
-        """Map a fresh page at ``va`` unless mapped; returns the entry addresses written."""
-        if self.lookup(asid, va).present:
+        """Map a fresh page at ``va`` unless mapped; returns the entry addresses written.
+        (The kernel remembers its leaves, as Linux finds them through its VMAs, so its own
+        bookkeeping needs no walk.)"""
+        key = (asid, va >> self.shift)
+        if key in self.leaves:
             return []
         base = va & ~(self.page_size - 1)
         page = self.phys.alloc(self.page_size)
-        self.mapped_pages += 1
-        return map_page(self.fmt, self.root(asid), base, page, self.page_size, self.phys,
-                        lambda: self.phys.alloc(TABLE_SIZE), writable)
+        written = map_page(self.fmt, self.root(asid), base, page, self.page_size, self.phys,
+                           lambda: self.phys.alloc(TABLE_SIZE), writable)
+        self.leaves[key] = written[-1]
+        return written
 
     def unmap(self, asid: int, va: int) -> list[int]:
         """Clear the leaf mapping ``va``; returns the entry addresses written."""
-        step = self.lookup(asid, va)
-        if not step.present:
+        address = self.leaves.pop((asid, va >> self.shift), None)
+        if address is None:
             return []
-        self.phys.write(step.entry_address, 0)
-        self.mapped_pages -= 1
-        return [step.entry_address]
+        self.phys.write(address, 0)
+        return [address]
 
     def protect(self, asid: int, va: int, writable: bool = False) -> list[int]:
         """Make the leaf mapping ``va`` read-only (or writable again); returns the entry
         addresses written."""
-        step = self.lookup(asid, va)
-        if not step.present or self.fmt.is_writable(step.entry) == writable:
+        address = self.leaves.get((asid, va >> self.shift))
+        if address is None:
+            return []
+        entry = self.phys.read(address)
+        if self.fmt.is_writable(entry) == writable:
             return []
         flag = self.fmt.write_flag
-        self.phys.write(step.entry_address, step.entry | flag if writable else step.entry & ~flag)
-        return [step.entry_address]
+        self.phys.write(address, entry | flag if writable else entry & ~flag)
+        return [address]
 
 
 def guest_control(kernel: GuestOs, vm: int, asid: int, op: int, arg: int) -> tuple[list[int], list[Invalidation]]:

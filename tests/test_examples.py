@@ -30,3 +30,17 @@ def test_walk_lengths_script_matches_analytic(capsys):
     for row in rows:
         refs_per_walk, refs_max, analytic = float(row[7]), int(row[8]), int(row[9])
         assert refs_per_walk == refs_max == analytic, row
+
+
+def test_walk_caches_script_runs(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("walk_caches", EXAMPLES[0].parent / "walk_caches.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--accesses", "3000"])
+    rows = {line[:22].strip(): line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == set(module.CONFIGS)
+    refs = {label: float(row[-2]) for label, row in rows.items()}
+    assert refs["none"] == 24.0
+    assert all(value < 24 for label, value in refs.items() if label != "none")

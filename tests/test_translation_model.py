@@ -85,3 +85,19 @@ def test_schemes_agree_on_guest_layout():
         gpas[slat] = [kernel.lookup(asid, va).entry & 0xFFFFFFFFFF000
                       for vm, asid, op, va in trace.tolist() if vm == 0]
     assert gpas["intel-ept"] == gpas["amd-npt"] == gpas["shadow"]
+
+
+@pytest.mark.parametrize("slat", ["intel-ept", "amd-npt"])
+def test_software_mirrors_match_the_tables(slat):
+    """The hypervisor's dict and the guest kernel's leaf index agree with the radix tables
+    that hardware walks."""
+    machine, _ = run(slat, "4K", "2M", random_trace(3000, seed=4))
+    for backing in machine.translator.backings:
+        assert backing.pages
+        for gpage, hpa in backing.pages.items():
+            gpa = gpage * backing.page_size + 123
+            assert backing.lookup(gpa) == backing.table_lookup(gpa) == hpa + 123
+    for kernel in machine.translator.kernels:
+        for (asid, page), address in kernel.leaves.items():
+            step = kernel.lookup(asid, page << kernel.shift)
+            assert step.present and step.entry_address == address

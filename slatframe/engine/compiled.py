@@ -120,7 +120,6 @@ class CompiledEngine:
         for cache in machine.walk_caches:
             self.names += [cache.hits, cache.misses]
         self.cnt = np.zeros(len(self.names), dtype=np.int64)
-        self.refs = np.zeros(3, dtype=np.int64)
         self.paths = np.zeros((2, L), dtype=np.int64)
         self.npaths = np.zeros(2, dtype=np.int64)
         for level, lv in enumerate(levels):
@@ -193,7 +192,7 @@ class CompiledEngine:
             status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record, software.current_asid,
                               software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
                               host_roots, tcfg, ttag, tval, inclusion, wcfg, wtag, wval, wprobe, wlists, wcount,
-                              self.pstate, self.cnt, self.out, self.paths, self.npaths, self.refs)
+                              self.pstate, self.cnt, self.out, self.paths, self.npaths)
             resume = False
             if status == k.DONE:
                 break

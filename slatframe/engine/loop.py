@@ -174,7 +174,7 @@ def tlb_holds(tcfg, level, shift):
     return False
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page, shift, wr, di):
     """Insert into level path[pos]; handle the victim as the inclusion policy says."""
     while True:
@@ -207,7 +207,7 @@ def tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page
         pos, c, k, page, shift, wr, di = nxt, ev_c, ev_k, ev_page, ev_shift, ev_wr, ev_di
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def tlb_fill_from_walk(tcfg, ttag, tval, inclusion, pstate, path, npath, vm, asid, va, page, shift, wr, di):
     c, k = tlb_ctx(vm, asid, shift), va >> shift
     for pos in range(npath):
@@ -217,7 +217,7 @@ def tlb_fill_from_walk(tcfg, ttag, tval, inclusion, pstate, path, npath, vm, asi
                 return
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def tlb_fill_from_hit(tcfg, ttag, tval, inclusion, pstate, path, npath, depth, c, k, page, shift, wr, di):
     if inclusion == 2:  # exclusive: move the entry to the first level holding its size
         first = -1
@@ -297,7 +297,7 @@ def wc_fill(wcfg, wtag, wval, pstate, base, j, s, c, k, v0, v1, v2, v3):
     policy_fill(pid, pstate, base + j, s, w)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase, dim, vm, asid, address,
                     levels):
     """Deepest prefix-cache hit: (level to read next, table address) or (-1, 0)."""
@@ -316,7 +316,7 @@ def wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase
     return -1, 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid, address, level, table):
     for p in range(wcount[L_PREFIX + dim]):
         j = wlists[L_PREFIX + dim, p]
@@ -326,10 +326,10 @@ def wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid
                     table, 0, 0, 0)
 
 
-@njit(cache=True, _nrt=False)
-def read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt, hitbase, refs, dim, vm,
-               asid, level, pa):
-    """(entry, from an entry cache?)"""
+@njit(cache=True, inline="always", _nrt=False)
+def read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt, hitbase, dim, vm, asid,
+               level, pa):
+    """(entry, from an entry cache?); reads memory (one reference) on a miss."""
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
@@ -341,11 +341,10 @@ def read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, c
                 cnt[hitbase + 2 * j] += 1
                 return wval[j, s, w, 0], True
             cnt[hitbase + 2 * j + 1] += 1
-    refs[dim] += 1
     return mem_read(slot_of, words, pa), False
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid, level, pa, entry):
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
@@ -358,19 +357,20 @@ def fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid, le
 # -- walks (slatframe/walker.py) ---------------------------------------------------------
 
 @njit(cache=True, inline="always", _nrt=False)
-def entry_step(slot_of, words, fmts, f, refs, pa, entry, level, accessed, dirty, write):
-    """A/D update of a present entry of format row f; returns (entry, leaf?, protection?)."""
+def entry_step(slot_of, words, fmts, f, pa, entry, level, accessed, dirty, write):
+    """A/D update of a present entry of format row f: (entry, leaf?, protection?, wrote?)."""
     leaf = level == 1 or (entry & fmts[f, F_LEAF]) != 0
+    wrote = False
     if accessed:
         updated = entry | fmts[f, F_ACCESSED]
         if leaf and dirty and (entry & fmts[f, F_WRITE]) != 0:
             updated |= fmts[f, F_DIRTY]
         if updated != entry:
             mem_write(slot_of, words, pa, updated)
-            refs[2] += 1
+            wrote = True
             entry = updated
     protection = leaf and write and (entry & fmts[f, F_WRITE]) == 0
-    return entry, leaf, protection
+    return entry, leaf, protection, wrote
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -380,125 +380,20 @@ def frame_of(fmts, f, entry, level):
     return entry & fmts[f, F_FRAME]
 
 
-@njit(cache=True, _nrt=False)
-def walk_physical(slot_of, words, fmts, wcfg, wtag, wval, wprobe, wlists, wcount, pstate, base, cnt,
-                  hitbase, refs, dim, vm, asid, root, address, accessed, dirty, write):
-    """One dimension (format row ``dim``) whose tables are at physical addresses:
-    (status, entry, level)."""
-    levels = fmts[dim, F_LEVELS]
-    level, table = wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase, dim, vm,
-                                   asid, address, levels)
-    if level < 0:
-        level, table = levels, root
-    pending = 0
-    while True:
-        pa = table + ((address >> (12 + 9 * (level - 1))) & 511) * 8
-        if pending:
-            wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid, address, pending,
-                           pa & ~PAGE_MASK)
-        entry, cached = read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt, hitbase,
-                                   refs, dim, vm, asid, level, pa)
-        if (entry & fmts[dim, F_PRESENT]) == 0:
-            return (GUEST_NOT_PRESENT if dim == GUEST else HOST_NOT_PRESENT), entry, level
-        entry, leaf, protection = entry_step(slot_of, words, fmts, dim, refs, pa, entry, level, accessed, dirty,
-                                             write)
-        if leaf:
-            if protection:
-                return (GUEST_PROTECTION if dim == GUEST else HOST_PROTECTION), entry, level
-            return 0, entry, level
-        if not cached:
-            fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid, level, pa, entry)
-        pending = level
-        table = frame_of(fmts, dim, entry, level)
-        level -= 1
-
-
-@njit(cache=True, _nrt=False)
-def host_translate(slot_of, words, fmts, hwcfg, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate,
-                   base, cnt, hitbase, refs, vm, gpa, write, table_access):
-    """gPA -> (status, hPA, host page size, writable, dirty), through the nested TLBs."""
-    host_ad = hwcfg[1] != 0
-    need_dirty = host_ad and (write or (table_access and hwcfg[2] != 0))
-    c = wc_ctx(HOST, vm, 0, 0)
-    page = gpa >> 12
-    for p in range(wcount[L_NTLB]):
-        j = wlists[L_NTLB, p]
-        if wcfg[j, W_TABLES_ONLY] and not table_access:
-            continue
-        s = page % wcfg[j, W_SETS]
-        w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
-        if w >= 0 and (not write or wval[j, s, w, 1] != 0) and (not need_dirty or wval[j, s, w, 2] != 0):
-            cnt[hitbase + 2 * j] += 1
-            return 0, wval[j, s, w, 0] | (gpa & PAGE_MASK), wval[j, s, w, 3], wval[j, s, w, 1], wval[j, s, w, 2]
-        cnt[hitbase + 2 * j + 1] += 1
-    status, entry, level = walk_physical(slot_of, words, fmts, wcfg, wtag, wval, wprobe, wlists, wcount, pstate,
-                                         base, cnt, hitbase, refs, HOST, vm, 0, host_roots[vm], gpa, host_ad,
-                                         need_dirty, write)
-    if status != 0:
-        return status, 0, 0, 0, 0
-    size = 1 << (12 + 9 * (level - 1))
-    hpa = frame_of(fmts, HOST, entry, level) | (gpa & (size - 1))
-    writable = 1 if (entry & fmts[HOST, F_WRITE]) != 0 else 0
-    dirty = 1 if not host_ad or fmts[HOST, F_DIRTY] == 0 or (entry & fmts[HOST, F_DIRTY]) != 0 else 0
-    for p in range(wcount[L_NTLB]):
-        j = wlists[L_NTLB, p]
-        if not wcfg[j, W_TABLES_ONLY] or table_access:
-            wc_fill(wcfg, wtag, wval, pstate, base, j, page % wcfg[j, W_SETS], c, page, hpa & ~PAGE_MASK,
-                    writable, dirty, size)
-    return 0, hpa, size, writable, dirty
-
-
-@njit(cache=True, _nrt=False)
-def walk_guest_nested(slot_of, words, fmts, hwcfg, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate,
-                      base, cnt, hitbase, refs, vm, asid, root, va, write, out):
-    """The guest dimension of a 2D walk: every table gPA through host_translate."""
-    levels = fmts[GUEST, F_LEVELS]
-    level, table = wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase, GUEST, vm,
-                                   asid, va, levels)
-    physical = level >= 0
-    if level < 0:
-        level, table = levels, root
-    pending = 0
-    while True:
-        addr = table + ((va >> (12 + 9 * (level - 1))) & 511) * 8
-        if physical:
-            pa = addr
-        else:
-            status, pa, _, _, _ = host_translate(slot_of, words, fmts, hwcfg, host_roots, wcfg, wtag, wval, wprobe,
-                                                 wlists, wcount, pstate, base, cnt, hitbase, refs, vm, addr,
-                                                 False, True)
-            if status != 0:
-                out[1] = addr
-                return status, 0, 0
-        if pending:
-            wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, GUEST, vm, asid, va, pending,
-                           pa & ~PAGE_MASK)
-        entry, cached = read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt, hitbase,
-                                   refs, GUEST, vm, asid, level, pa)
-        if (entry & fmts[GUEST, F_PRESENT]) == 0:
-            out[1] = va
-            return GUEST_NOT_PRESENT, entry, level
-        entry, leaf, protection = entry_step(slot_of, words, fmts, GUEST, refs, pa, entry, level, True, write,
-                                             write)
-        if leaf:
-            if protection:
-                out[1] = va
-                return GUEST_PROTECTION, entry, level
-            return 0, entry, level
-        if not cached:
-            fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, GUEST, vm, asid, level, pa, entry)
-        pending = level
-        table = frame_of(fmts, GUEST, entry, level)
-        physical = False
-        level -= 1
+@njit(cache=True, inline="always", _nrt=False)
+def entry_pa(table, address, level):
+    return table + ((address >> (12 + 9 * (level - 1))) & 511) * 8
 
 
 @njit(cache=True, _nrt=False)
 def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate, base,
-         cnt, hitbase, refs, vm, asid, va, op, out):
-    """One hardware walk (slatframe.walker.Walker.walk). On success out = [0, 0, page,
-    shift, writable, dirty]; on a fault out = [kind, address, ...]."""
-    refs[0] = refs[1] = refs[2] = 0
+         cnt, hitbase, vm, asid, va, op, out):
+    """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
+
+    The guest loop reads one guest entry per turn; in a 2D walk every table address it
+    reads at, and finally the data's gPA, first goes through the nested TLBs or the host
+    loop (written once, below). On success out = [0, 0, page, shift, writable, dirty];
+    on a fault out = [kind, address]."""
     root = roots[vm, asid] if asid < roots.shape[1] else -1
     if root < 0:
         out[0] = NO_ROOT
@@ -506,52 +401,153 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
         return
     write = op == WRITE
     two_d = hwcfg[0] != 0
-    if two_d:
-        status, entry, level = walk_guest_nested(slot_of, words, fmts, hwcfg, host_roots, wcfg, wtag, wval, wprobe,
-                                                 wlists, wcount, pstate, base, cnt, hitbase, refs, vm, asid, root,
-                                                 va, write, out)
-    else:
-        status, entry, level = walk_physical(slot_of, words, fmts, wcfg, wtag, wval, wprobe, wlists, wcount,
-                                             pstate, base, cnt, hitbase, refs, GUEST, vm, asid, root, va, True,
-                                             write, write)
-        out[1] = va
-    if status == 0:
-        gshift = 12 + 9 * (level - 1)
-        address = frame_of(fmts, GUEST, entry, level) | (va & ((1 << gshift) - 1))
-        writable = 1 if (entry & fmts[GUEST, F_WRITE]) != 0 else 0
-        dirty = 1 if fmts[GUEST, F_DIRTY] == 0 or (entry & fmts[GUEST, F_DIRTY]) != 0 else 0
-        shift = gshift
-        if two_d:
-            status, hpa, hsize, host_writable, host_dirty = host_translate(
-                slot_of, words, fmts, hwcfg, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate, base,
-                cnt, hitbase, refs, vm, address, write, False)
-            if status != 0:
-                out[1] = address
-            else:
-                address = hpa
-                writable &= host_writable
-                dirty &= host_dirty
-                if hsize < (1 << gshift):
-                    cnt[C_SPLINTERED] += 1
-                    shift = 12
-                    while (1 << shift) < hsize:
-                        shift += 1
+    host_ad = hwcfg[1] != 0
+    g_refs = h_refs = ad_writes = 0
+    status = fault_at = 0
+    levels = fmts[GUEST, F_LEVELS]
+    glevel, gtable = wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase, GUEST, vm,
+                                     asid, va, levels)
+    physical = glevel >= 0 or not two_d
+    if glevel < 0:
+        glevel, gtable = levels, root
+    gpending = 0
+    final = False  # the guest leaf is found: translate the data's gPA
+    gentry = gpa = hpa = hsize = 0
+    host_writable = host_dirty = 1
+    while True:
+        addr = gpa if final else entry_pa(gtable, va, glevel)
+        pa = addr
+        if not physical:
+            # -- gPA -> hPA: nested TLBs, else a walk of the second-level tables --------
+            table_access = not final
+            hwrite = write and final
+            need_dirty = host_ad and (hwrite or (table_access and hwcfg[2] != 0))
+            c = wc_ctx(HOST, vm, 0, 0)
+            page = addr >> 12
+            hit = False
+            for p in range(wcount[L_NTLB]):
+                j = wlists[L_NTLB, p]
+                if wcfg[j, W_TABLES_ONLY] and not table_access:
+                    continue
+                s = page % wcfg[j, W_SETS]
+                w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
+                if w >= 0 and (not hwrite or wval[j, s, w, 1] != 0) and (not need_dirty or wval[j, s, w, 2] != 0):
+                    cnt[hitbase + 2 * j] += 1
+                    pa = wval[j, s, w, 0] | (addr & PAGE_MASK)
+                    hsize, host_writable, host_dirty = wval[j, s, w, 3], wval[j, s, w, 1], wval[j, s, w, 2]
+                    hit = True
+                    break
+                cnt[hitbase + 2 * j + 1] += 1
+            if not hit:
+                hlevels = fmts[HOST, F_LEVELS]
+                hlevel, htable = wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase,
+                                                 HOST, vm, 0, addr, hlevels)
+                if hlevel < 0:
+                    hlevel, htable = hlevels, host_roots[vm]
+                hpending = 0
+                while True:
+                    hpa_entry = entry_pa(htable, addr, hlevel)
+                    if hpending:
+                        wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, HOST, vm, 0, addr, hpending,
+                                       hpa_entry & ~PAGE_MASK)
+                    hentry, cached = read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt,
+                                                hitbase, HOST, vm, 0, hlevel, hpa_entry)
+                    if not cached:
+                        h_refs += 1
+                    if (hentry & fmts[HOST, F_PRESENT]) == 0:
+                        status = HOST_NOT_PRESENT
+                        break
+                    hentry, leaf, protection, wrote = entry_step(slot_of, words, fmts, HOST, hpa_entry, hentry,
+                                                                 hlevel, host_ad, need_dirty, hwrite)
+                    if wrote:
+                        ad_writes += 1
+                    if leaf:
+                        if protection:
+                            status = HOST_PROTECTION
+                        break
+                    if not cached:
+                        fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, HOST, vm, 0, hlevel, hpa_entry,
+                                   hentry)
+                    hpending = hlevel
+                    htable = frame_of(fmts, HOST, hentry, hlevel)
+                    hlevel -= 1
+                if status != 0:
+                    fault_at = addr
+                    break
+                hsize = 1 << (12 + 9 * (hlevel - 1))
+                pa = frame_of(fmts, HOST, hentry, hlevel) | (addr & (hsize - 1))
+                host_writable = 1 if (hentry & fmts[HOST, F_WRITE]) != 0 else 0
+                host_dirty = 1 if not host_ad or fmts[HOST, F_DIRTY] == 0 or (hentry & fmts[HOST, F_DIRTY]) != 0 \
+                    else 0
+                for p in range(wcount[L_NTLB]):
+                    j = wlists[L_NTLB, p]
+                    if not wcfg[j, W_TABLES_ONLY] or table_access:
+                        wc_fill(wcfg, wtag, wval, pstate, base, j, page % wcfg[j, W_SETS], c, page, pa & ~PAGE_MASK,
+                                host_writable, host_dirty, hsize)
+        if final:
+            hpa = pa
+            break
+        # -- one guest entry, at physical address pa ----------------------------------------
+        if gpending:
+            wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, GUEST, vm, asid, va, gpending,
+                           pa & ~PAGE_MASK)
+        entry, cached = read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt, hitbase,
+                                   GUEST, vm, asid, glevel, pa)
+        if not cached:
+            g_refs += 1
+        if (entry & fmts[GUEST, F_PRESENT]) == 0:
+            status, fault_at = GUEST_NOT_PRESENT, va
+            break
+        entry, leaf, protection, wrote = entry_step(slot_of, words, fmts, GUEST, pa, entry, glevel, True, write,
+                                                    write)
+        if wrote:
+            ad_writes += 1
+        if leaf:
+            if protection:
+                status, fault_at = GUEST_PROTECTION, va
+                break
+            gentry = entry
+            gpa = frame_of(fmts, GUEST, entry, glevel) | (va & ((1 << (12 + 9 * (glevel - 1))) - 1))
+            if not two_d:
+                hpa = gpa
+                break
+            final = True
+            physical = False
+            continue
+        if not cached:
+            fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, GUEST, vm, asid, glevel, pa, entry)
+        gpending = glevel
+        gtable = frame_of(fmts, GUEST, entry, glevel)
+        physical = not two_d
+        glevel -= 1
     if status != 0:
         out[0] = status
+        out[1] = fault_at
         cnt[C_ABORTED] += 1
-        cnt[C_REFS_ABORTED] += refs[0] + refs[1]
-        cnt[C_AD_WRITES] += refs[2]
+        cnt[C_REFS_ABORTED] += g_refs + h_refs
+        cnt[C_AD_WRITES] += ad_writes
         return
-    total = refs[0] + refs[1]
+    shift = 12 + 9 * (glevel - 1)
+    writable = 1 if (gentry & fmts[GUEST, F_WRITE]) != 0 else 0
+    dirty = 1 if fmts[GUEST, F_DIRTY] == 0 or (gentry & fmts[GUEST, F_DIRTY]) != 0 else 0
+    if two_d:
+        writable &= host_writable
+        dirty &= host_dirty
+        if hsize < (1 << shift):
+            cnt[C_SPLINTERED] += 1
+            shift = 12
+            while (1 << shift) < hsize:
+                shift += 1
+    total = g_refs + h_refs
     cnt[C_WALKS] += 1
     cnt[C_REFS] += total
-    cnt[C_REFS_GUEST] += refs[0]
-    cnt[C_REFS_HOST] += refs[1]
-    cnt[C_AD_WRITES] += refs[2]
+    cnt[C_REFS_GUEST] += g_refs
+    cnt[C_REFS_HOST] += h_refs
+    cnt[C_AD_WRITES] += ad_writes
     if total > cnt[C_REFS_MAX]:
         cnt[C_REFS_MAX] = total
     out[0] = 0
-    out[2] = address & ~((1 << shift) - 1)
+    out[2] = hpa & ~((1 << shift) - 1)
     out[3] = shift
     out[4] = writable
     out[5] = dirty
@@ -562,11 +558,11 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
 @njit(cache=True, _nrt=False)
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, tval, inclusion,
-        wcfg, wtag, wval, wprobe, wlists, wcount, pstate, cnt, out, paths, npaths, refs):
+        wcfg, wtag, wval, wprobe, wlists, wcount, pstate, cnt, out, paths, npaths):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
-    instruction fetch / a data access looks up; ``refs`` is scratch. Compiled without
+    instruction fetch / a data access looks up. Compiled without
     numba's reference counting (``_nrt=False``): nothing here allocates."""
     n = op_col.shape[0]
     nlevels = tcfg.shape[0]
@@ -617,7 +613,7 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                 cnt[C_ON_HIT] += 1
         resume_walk = False
         walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate,
-             base, cnt, hitbase, refs, vm, asid, va, op, out)
+             base, cnt, hitbase, vm, asid, va, op, out)
         if out[0] != 0:
             return FAULT, i
         shift = out[3]
