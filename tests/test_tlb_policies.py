@@ -207,3 +207,18 @@ def test_two_levels_filter_like_two_models(registry):
     assert counts["tlb.l2.hits"] + counts["tlb.l2.misses"] == len(stream)
     assert counts["tlb.l2.misses"] == lru_misses(stream, 16, 4)
     assert counts["walks"] == counts["tlb.l2.misses"]
+
+
+def test_compiled_plugin_file_policy_agrees_with_its_reference():
+    """The compiled LFU example of docs/plugin-authors.md: auto picks the compiled tier,
+    and both tiers agree with each other and with the model."""
+    from slatframe.engine import choose_engine
+    from slatframe.testing import assert_engines_agree
+
+    raw = tiny_config(experiment={"name": "lfu", "plugins": ["plugins/lfu_policy_compiled.py"]},
+                      tlb={"levels": [{"name": "l1", "sets": 4, "ways": 4, "policy": "lfu"}]})
+    config, reg = build(raw, base_dir=EXAMPLES)
+    assert choose_engine(config, reg)[0] == "compiled"
+    pages = page_stream("zipf", 3000, 200, seed=5)
+    counts = assert_engines_agree(config, reg, make_trace(pages.astype(np.uint64) << np.uint64(12)))
+    assert counts["tlb.l1.misses"] == lfu_misses(pages.tolist(), 4, 4)
