@@ -30,8 +30,10 @@ def _fmt(v: Any) -> str:
 def summary(result: Any) -> str:
     """The human-readable summary of one run's result."""
     m = result.metrics
+    compiled = (f", of which {result.compile_time_s:.1f} s compiling the engine (cached for later runs)"
+                if result.compile_time_s >= 1 else "")
     lines = [f"{result.name}: {m['accesses']:,} accesses, engine {result.engine} "
-             f"({result.engine_reason}), {result.wall_time_s:.2f} s"]
+             f"({result.engine_reason}), {result.wall_time_s:.2f} s{compiled}"]
     rows = []
     for key in sorted(m):
         if key.startswith("tlb.") and key.endswith(".hits"):

@@ -22,6 +22,7 @@ class Result:
     engine_reason: str
     version: str
     wall_time_s: float
+    compile_time_s: float = 0.0  #: part of the wall time spent compiling (or loading) the engine
 
     def to_json(self) -> str:
         return json.dumps(attrs.asdict(self), indent=2, sort_keys=False) + "\n"

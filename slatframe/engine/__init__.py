@@ -80,6 +80,11 @@ def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
     counters = Counters()
     machine = build_machine(config, registry, counters)
     runner = make_engine(tier, machine, registry)
+    compiling = time.perf_counter()
+    warm_up = getattr(runner, "warm_up", None)
+    if warm_up is not None:
+        warm_up()
+    compile_time = time.perf_counter() - compiling
     observers = list(observers or []) + [
         registry.get("run observers", choice.name).factory(choice.options)
         for choice in config.experiment.observers]
@@ -99,6 +104,7 @@ def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
         engine_reason=reason,
         version=__version__,
         wall_time_s=round(time.perf_counter() - start, 6),
+        compile_time_s=round(compile_time, 6),
     )
     _notify(observers, "finished", config, result)
     return result

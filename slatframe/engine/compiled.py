@@ -173,6 +173,12 @@ class CompiledEngine:
         if self.machine.walk_caches:
             self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, len(tcfg), scope, inv.vm, inv.asid)
 
+    def warm_up(self) -> None:
+        """Compile the loop (or load it from numba's cache) before the first chunk."""
+        from ..trace import TRACE_DTYPE
+
+        self.run_chunk(np.zeros(0, dtype=TRACE_DTYPE))
+
     def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None) -> None:
         """Process one chunk; ``hpa_out`` as in the reference engine."""
         k, software, translator = self.k, self.software, self.machine.translator
