@@ -96,11 +96,45 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+STREAM_SCRIPT = """
+import resource, sys, time
+from slatframe.cli import main
+t = time.perf_counter()
+main(["run", sys.argv[1], "--out", sys.argv[2], "--quiet", "--engine", "compiled",
+      "--set", "workload.accesses=" + sys.argv[3], "--set", "workload.footprint='16M'"])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, time.perf_counter() - t)
+"""
+
+
+def streaming(counts: list[int]) -> None:
+    """Peak RSS of `slatframe run` (examples/quickstart.toml) at several trace lengths,
+    each in a fresh process."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "quickstart.toml"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [1000] + counts:
+            out = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, str(config), f"{tmp}/r.json", str(n)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            if n != 1000:  # the first run only compiles or loads the engine
+                rows.append((f"{n:,}", out[0], f"{float(out[1]):.1f}", f"{n / float(out[1]) / 1e6:.2f}"))
+    print(table(rows, ("accesses", "peak RSS MiB", "seconds", "M accesses/s (incl. start-up)")))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accesses", type=int, default=5_000_000)
     ap.add_argument("--reference-accesses", type=int, default=100_000)
+    ap.add_argument("--streaming", type=int, nargs="*", metavar="N",
+                    help="instead: peak RSS of slatframe run at these trace lengths (e.g. 1000000 100000000)")
     args = ap.parse_args(argv)
+    if args.streaming:
+        streaming(args.streaming)
+        return
     rows = []
     for kind in ("hit-heavy", "walk-heavy"):
         trace = workload(kind, args.accesses)

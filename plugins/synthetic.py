@@ -1,69 +1,256 @@
-"""The ``synthetic`` workload: seeded page-level access distributions.
+"""Synthetic workloads, seeded, each stated in one sentence.
 
-Pages are chosen from ``footprint / page`` pages starting at ``base``; ``uniform`` picks
-each page with equal probability, ``zipf`` picks the page of rank r with probability
-proportional to 1 / r**zipf_exponent, ranks being scattered over the footprint by a
-seeded permutation (so hot pages are not all adjacent). Each access gets a random
-64-byte-aligned offset in its page and is a write with probability ``write_fraction``.
-Records go round-robin to the configured VMs. The stream depends only on the seed and
-the options, not on the chunk size.
+``synthetic`` (one address space, records round-robin over the configured VMs):
+
+- ``uniform``: every page of the footprint equally likely.
+- ``zipf``: the page of rank r with probability proportional to 1 / r**zipf_exponent,
+  ranks scattered over the footprint by a seeded permutation (hot pages not adjacent).
+- ``sequential``: a stream through the footprint, ``stride`` bytes apart, wrapping around.
+- ``gups``: GUPS-style random updates: a read and then a write of the same random
+  8-byte word; ``accesses`` counts records, so half as many updates.
+- ``pointer-chase``: a walk around a cyclic linked list of the footprint's pages laid
+  out in random order (each page visited once per lap, the next page unpredictable).
+
+Page choices get a random 64-byte-aligned offset in their page (not for sequential and
+gups, which choose addresses directly); an access is a write with probability
+``write_fraction`` (not for gups). The stream depends only on the seed and the options,
+never on the chunk size.
+
+``sessions``: the remote-desktop pattern: ``processes`` address spaces in one VM, each
+with its own ``working_set``; the VM switches address space (a context switch record)
+every ``switch_every`` accesses, round robin; with probability ``churn_rate`` an access is
+preceded by the process freeing and reallocating a page of its working set (an unmap and
+a map record: page-table writes and an invalidation).
+
+``mix``: several workloads time-sliced on one core: each turn takes ``slice`` x weight /
+max(weight) records from each part in order, gives them the part's VM index, and moves
+on; a part that ends drops out.
 """
 from __future__ import annotations
+
+from typing import Iterator
 
 import attrs
 import numpy as np
 
 from slatframe import hookimpl
-from slatframe.options import option
+from slatframe.errors import ConfigError
+from slatframe.options import PluginChoice, option
 from slatframe.records import WorkloadRecord
-from slatframe.trace import READ, TRACE_DTYPE, WRITE
+from slatframe.trace import CONTEXT_SWITCH, MAP, READ, TRACE_DTYPE, UNMAP, WRITE
 
 LINE = 64
+DISTRIBUTIONS = ("uniform", "zipf", "sequential", "gups", "pointer-chase")
 
 
 @attrs.frozen
 class SyntheticOptions:
-    distribution: str = option("uniform", "page distribution", choices=("uniform", "zipf"))
-    accesses: int = option(100_000, "number of accesses", min=1)
+    distribution: str = option("uniform", "access pattern", choices=DISTRIBUTIONS)
+    accesses: int = option(100_000, "number of accesses (records)", min=1)
     footprint: int = option(64 << 20, "bytes of virtual memory touched", size=True, min=4096)
-    page: int = option(4096, "granularity of the page choice", size=True, min=64)
+    page: int = option(4096, "granularity of page choices (uniform, zipf, pointer-chase)", size=True, min=64)
     zipf_exponent: float = option(1.0, "zipf exponent s (probability of rank r ~ 1/r^s)", min=0.0)
+    stride: int = option(64, "bytes between consecutive sequential accesses", size=True, min=1)
     write_fraction: float = option(0.0, "probability that an access is a write", min=0.0, max=1.0)
     base: int = option(1 << 32, "first virtual address of the footprint", min=0)
 
 
-def page_sampler(options: SyntheticOptions, rng: np.random.Generator):
-    """Return f(u) mapping uniform [0,1) samples to page indices."""
-    pages = max(1, options.footprint // options.page)
-    if options.distribution == "uniform":
+def page_sampler(distribution: str, pages: int, exponent: float, rng: np.random.Generator):
+    """f(u) mapping uniform [0,1) samples to page indices."""
+    if distribution == "uniform":
         return lambda u: np.minimum((u * pages).astype(np.int64), pages - 1)
-    weights = 1.0 / np.arange(1, pages + 1, dtype=np.float64) ** options.zipf_exponent
+    weights = 1.0 / np.arange(1, pages + 1, dtype=np.float64) ** exponent
     cdf = np.cumsum(weights)
     cdf /= cdf[-1]
     scatter = rng.permutation(pages)
     return lambda u: scatter[np.minimum(np.searchsorted(cdf, u, side="right"), pages - 1)]
 
 
-def generate(options: SyntheticOptions, chunk_size: int, seed: int, n_vms: int):
-    """Yield the chunks of the synthetic trace."""
+def generate(o: SyntheticOptions, chunk_size: int, seed: int, n_vms: int) -> Iterator[np.ndarray]:
+    """Yield the chunks of a ``synthetic`` trace."""
     seq = np.random.SeedSequence(seed)
     layout_rng, page_rng, offset_rng, write_rng = (np.random.default_rng(s) for s in seq.spawn(4))
-    sample = page_sampler(options, layout_rng)
-    lines = options.page // LINE
-    for start in range(0, options.accesses, chunk_size):
-        n = min(chunk_size, options.accesses - start)
+    pages = max(1, o.footprint // o.page)
+    lines = max(1, o.page // LINE)
+    base = np.uint64(o.base)
+    if o.distribution in ("uniform", "zipf"):
+        sample = page_sampler(o.distribution, pages, o.zipf_exponent, layout_rng)
+    elif o.distribution == "pointer-chase":
+        order = layout_rng.permutation(pages)
+    words = max(1, o.footprint // 8)
+    drawn = np.zeros(0, dtype=np.int64)  # gups: words of the updates drawn so far, from `first`
+    first = 0
+    for start in range(0, o.accesses, chunk_size):
+        n = min(chunk_size, o.accesses - start)
+        index = np.arange(start, start + n, dtype=np.int64)
         chunk = np.zeros(n, dtype=TRACE_DTYPE)
-        pages = sample(page_rng.random(n)).astype(np.uint64)
-        offsets = (offset_rng.random(n) * lines).astype(np.uint64) * np.uint64(LINE)
-        chunk["vaddr"] = np.uint64(options.base) + pages * np.uint64(options.page) + offsets
-        chunk["op"] = np.where(write_rng.random(n) < options.write_fraction, WRITE, READ)
-        chunk["vm"] = (np.arange(start, start + n) % n_vms).astype(np.uint16)
+        if o.distribution == "sequential":
+            chunk["vaddr"] = base + ((index * o.stride) % o.footprint).astype(np.uint64)
+        elif o.distribution == "gups":
+            # one random word per update k, drawn once: record 2k reads it, 2k+1 writes it
+            need = (start + n + 1) // 2
+            have = first + len(drawn)
+            fresh = np.minimum((page_rng.random(need - have) * words).astype(np.int64), words - 1)
+            drawn = np.concatenate([drawn[start // 2 - first:], fresh])
+            first = start // 2
+            chunk["vaddr"] = base + (drawn[index // 2 - first] * 8).astype(np.uint64)
+        else:
+            if o.distribution == "pointer-chase":
+                page = order[index % pages]
+            else:
+                page = sample(page_rng.random(n))
+            offsets = (offset_rng.random(n) * lines).astype(np.uint64) * np.uint64(LINE)
+            chunk["vaddr"] = base + page.astype(np.uint64) * np.uint64(o.page) + offsets
+        if o.distribution == "gups":
+            chunk["op"] = np.where(index % 2 == 1, WRITE, READ)
+        else:
+            chunk["op"] = np.where(write_rng.random(n) < o.write_fraction, WRITE, READ)
+        chunk["vm"] = (index % n_vms).astype(np.uint16)
         yield chunk
+
+
+@attrs.frozen
+class SessionsOptions:
+    processes: int = option(32, "address spaces (sessions' processes) in the VM", min=1, max=65535)
+    working_set: int = option(8 << 20, "bytes each process touches", size=True, min=4096)
+    accesses: int = option(200_000, "number of memory accesses (control records come on top)", min=1)
+    switch_every: int = option(2000, "accesses between context switches", min=1)
+    distribution: str = option("zipf", "page choice within a working set", choices=("uniform", "zipf"))
+    zipf_exponent: float = option(1.0, "zipf exponent within a working set", min=0.0)
+    churn_rate: float = option(0.001, "probability that an access is preceded by an unmap and a map "
+                               "of a working-set page (free and reallocate)", min=0.0, max=1.0)
+    write_fraction: float = option(0.3, "probability that an access is a write", min=0.0, max=1.0)
+    vm: int = option(0, "VM index of every record", min=0)
+    base: int = option(0x5555_0000_0000, "first virtual address of each working set", min=0)
+
+
+def sessions(o: SessionsOptions, chunk_size: int, seed: int, n_vms: int) -> Iterator[np.ndarray]:
+    """Yield the chunks of a ``sessions`` trace."""
+    if o.vm >= n_vms:
+        raise ConfigError(f"workload.vm = {o.vm} is not allowed: the config has {n_vms} VM(s).")
+    seq = np.random.SeedSequence(seed)
+    layout_rng, page_rng, churn_rng, write_rng = (np.random.default_rng(s) for s in seq.spawn(4))
+    pages = max(1, o.working_set // 4096)
+    sample = page_sampler(o.distribution, pages, o.zipf_exponent, layout_rng)
+    pending: list[np.ndarray] = []
+    held = 0
+    done = 0
+    turn = 0
+    while done < o.accesses:
+        n = min(o.switch_every, o.accesses - done)
+        asid = turn % o.processes
+        page = sample(page_rng.random(n)).astype(np.uint64)
+        vaddr = np.uint64(o.base) + page * np.uint64(4096) + \
+            (page_rng.integers(0, 4096 // LINE, n).astype(np.uint64) * np.uint64(LINE))
+        op = np.where(write_rng.random(n) < o.write_fraction, WRITE, READ).astype(np.uint8)
+        churn = churn_rng.random(n) < o.churn_rate
+        victim = np.uint64(o.base) + sample(churn_rng.random(n)).astype(np.uint64) * np.uint64(4096)
+        # each access expands to [unmap, map, access] when it churns, else [access]
+        width = np.where(churn, 3, 1)
+        ends = np.cumsum(width)
+        out = np.zeros(1 + int(ends[-1]), dtype=TRACE_DTYPE)
+        out[0] = (o.vm, asid, CONTEXT_SWITCH, asid)
+        at = 1 + ends - 1
+        out["op"][at] = op
+        out["vaddr"][at] = vaddr
+        out["op"][at[churn] - 2] = UNMAP
+        out["op"][at[churn] - 1] = MAP
+        out["vaddr"][at[churn] - 2] = victim[churn]
+        out["vaddr"][at[churn] - 1] = victim[churn]
+        out["vm"] = o.vm
+        out["asid"] = asid
+        pending.append(out)
+        held += len(out)
+        done += n
+        turn += 1
+        while held >= chunk_size:
+            joined = np.concatenate(pending)
+            yield joined[:chunk_size]
+            pending, held = [joined[chunk_size:]], len(joined) - chunk_size
+    if held:
+        yield np.concatenate(pending)
+
+
+@attrs.frozen
+class MixPart:
+    """One workload of a mix."""
+
+    workload: PluginChoice = option(help="the part's workload table (with its 'source')",
+                                    plugin="workloads", name_key="source")
+    weight: float = option(1.0, "share of each time slice", min=0.0)
+    vm: int = option(0, "VM index given to the part's records", min=0)
+
+
+@attrs.frozen
+class MixOptions:
+    parts: tuple[MixPart, ...] = option(help="the workloads to interleave")
+    slice: int = option(10_000, "records per time slice of the heaviest part", min=1)
+
+
+class _Stream:
+    """Takes n records at a time from an iterator of chunks."""
+
+    def __init__(self, chunks: Iterator[np.ndarray]) -> None:
+        self.chunks = chunks
+        self.buffer = np.zeros(0, dtype=TRACE_DTYPE)
+        self.done = False
+
+    def take(self, n: int) -> np.ndarray:
+        parts, have = [self.buffer], len(self.buffer)
+        while have < n and not self.done:
+            try:
+                chunk = next(self.chunks)
+            except StopIteration:
+                self.done = True
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self.buffer = joined[n:]
+        return joined[:n]
+
+
+def mix(o: MixOptions, ctx, registry) -> Iterator[np.ndarray]:
+    """Yield the chunks of a ``mix`` trace."""
+    n_vms = len(ctx.vm_names)
+    streams = []
+    top = max(p.weight for p in o.parts) or 1.0
+    for i, part in enumerate(o.parts):
+        if part.vm >= n_vms:
+            raise ConfigError(f"workload.parts[{i}].vm = {part.vm} is not allowed: the config has {n_vms} VM(s).")
+        record = registry.get("workloads", part.workload.name)
+        streams.append((_Stream(iter(record.factory(part.workload.options, ctx))),
+                        max(1, round(o.slice * part.weight / top)), part.vm))
+    pending: list[np.ndarray] = []
+    held = 0
+    while streams:
+        for entry in list(streams):
+            stream, n, vm = entry
+            records = stream.take(n).copy()
+            records["vm"] = vm
+            if len(records):
+                pending.append(records)
+                held += len(records)
+            if stream.done and not len(stream.buffer):
+                streams.remove(entry)
+        while held >= ctx.chunk_size or (not streams and held):
+            joined = np.concatenate(pending)
+            yield joined[:ctx.chunk_size]
+            pending, held = [joined[ctx.chunk_size:]], max(0, len(joined) - ctx.chunk_size)
 
 
 @hookimpl
 def slatframe_workloads():
-    return [WorkloadRecord(
-        name="synthetic", summary="seeded uniform or zipf page accesses over a footprint",
-        factory=lambda o, ctx: generate(o, ctx.chunk_size, ctx.seed, len(ctx.vm_names)),
-        options=SyntheticOptions)]
+    return [
+        WorkloadRecord(
+            name="synthetic", summary="seeded uniform, zipf, sequential, GUPS or pointer-chase accesses",
+            factory=lambda o, ctx: generate(o, ctx.chunk_size, ctx.seed, len(ctx.vm_names)),
+            options=SyntheticOptions),
+        WorkloadRecord(
+            name="sessions", summary="many processes per VM: context switches and page churn (remote desktop)",
+            factory=lambda o, ctx: sessions(o, ctx.chunk_size, ctx.seed, len(ctx.vm_names)),
+            options=SessionsOptions),
+        WorkloadRecord(
+            name="mix", summary="several workloads time-sliced on one core, each with its VM",
+            factory=lambda o, ctx: mix(o, ctx, ctx.registry), options=MixOptions),
+    ]

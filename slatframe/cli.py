@@ -35,6 +35,22 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list the registered plugins by hook point")
     plugins.add_argument("--config", help="also load the plugin files this config names")
+
+    trace = sub.add_parser("trace", help="record, convert and summarize traces")
+    tsub = trace.add_subparsers(dest="trace_command", required=True)
+    rec = tsub.add_parser("record", help="run a program under valgrind lackey and write its trace as npz")
+    rec.add_argument("--out", required=True, help="the .npz trace to write")
+    rec.add_argument("--keep-lackey", metavar="FILE", help="also keep valgrind's text trace")
+    rec.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND ARGS")
+    conv = tsub.add_parser("convert", help="convert a trace (lackey, champsim, npz) to npz")
+    conv.add_argument("input")
+    conv.add_argument("output")
+    conv.add_argument("--format", help="input format (default: detected from the file)")
+    inf = tsub.add_parser("info", help="counts by op, pages, footprint, reuse distances")
+    inf.add_argument("file")
+    inf.add_argument("--format", help="trace format (default: detected from the file)")
+    inf.add_argument("--limit", type=int, default=1_000_000, help="accesses sampled for reuse distances")
+    inf.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -78,9 +94,30 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from . import tracetools
+
+    registry = Registry()
+    if args.trace_command == "record":
+        command = args.program[1:] if args.program[:1] == ["--"] else args.program
+        count, code = tracetools.record(args.out, command, registry, args.keep_lackey)
+        note = f" (the program exited with {code})" if code else ""
+        print(f"{args.out}: {count:,} records from {' '.join(command)}{note}")
+    elif args.trace_command == "convert":
+        count = tracetools.convert(args.input, args.output, args.format, registry)
+        print(f"{args.output}: {count:,} records")
+    else:
+        stats = tracetools.info(args.file, args.format, registry, args.limit)
+        if args.json:
+            print(json.dumps(stats, indent=2))
+        else:
+            print(table([(k, v if v is not None else "-") for k, v in stats.items()], ("statistic", "value")))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}[args.command]
+    handler = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "trace": cmd_trace}[args.command]
     try:
         return handler(args)
     except SlatframeError as exc:

@@ -1,6 +1,8 @@
 """What a workload factory receives, and the checks every chunk passes before the engine."""
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import numpy as np
 
@@ -15,6 +17,7 @@ class WorkloadContext:
     chunk_size: int
     seed: int
     vm_names: tuple[str, ...]
+    registry: Any = None  #: for workloads made of other workloads (``mix``)
 
 
 _VALID_OP_TABLE = np.zeros(256, dtype=bool)

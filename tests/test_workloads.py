@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from slatframe.errors import TraceError
 from slatframe.trace import TRACE_DTYPE
 from slatframe.workload import check_chunk
-from slatframe_plugins.npz_workload import read_npz, write_npz
+from slatframe.tracefile import read_npz, write_npz
 from slatframe_plugins.synthetic import SyntheticOptions, generate
 
 

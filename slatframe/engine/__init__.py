@@ -50,7 +50,7 @@ def workload_chunks(config: Config, registry: Any):
     """The checked chunks of the configured workload."""
     record = registry.get("workloads", config.workload.name)
     ctx = WorkloadContext(chunk_size=config.experiment.chunk_size, seed=config.experiment.seed,
-                          vm_names=tuple(vm.name for vm in config.vms))
+                          vm_names=tuple(vm.name for vm in config.vms), registry=registry)
     where = f"workload {config.workload.name!r}"
     done = 0
     for chunk in record.factory(config.workload.options, ctx):

@@ -1,0 +1,184 @@
+"""Trace files: opening compressed files, and slatframe's own ``.npz`` trace format.
+
+The ``.npz`` format: equal-length 1-D integer arrays ``vaddr`` (uint64) and ``op``
+(uint8: 0 read, 1 write, 2 ifetch, 16.. control events, see :mod:`slatframe.trace`) and
+optionally ``vm`` and ``asid`` (uint16, default 0), as written by ``numpy.savez`` or
+``savez_compressed``. :func:`read_npz` streams each member from the zip file chunk by
+chunk; :class:`NpzWriter` writes one chunk by chunk. Both run in bounded memory.
+"""
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import TraceError
+from .trace import TRACE_DTYPE
+
+GZIP_MAGIC = b"\x1f\x8b"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def open_trace(path: str | Path) -> BinaryIO:
+    """Open a trace file for binary reading, decompressing gzip or xz by magic bytes."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise TraceError(f"{path}: trace file does not exist.") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot be opened: {exc.strerror}.") from None
+    head = fh.read(6)
+    fh.seek(0)
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=fh)  # type: ignore[return-value]
+    if head.startswith(XZ_MAGIC):
+        return lzma.LZMAFile(fh)  # type: ignore[return-value]
+    return fh
+
+
+COLUMNS = {"vaddr": np.uint64, "op": np.uint8, "vm": np.uint16, "asid": np.uint16}
+REQUIRED = ("vaddr", "op")
+
+
+
+class _Member:
+    """A streaming reader of one ``.npy`` member of an npz."""
+
+    def __init__(self, zf: zipfile.ZipFile, name: str, where: str) -> None:
+        self.name = name
+        self.fh = zf.open(name + ".npy")
+        try:
+            version = np.lib.format.read_magic(self.fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(self.fh)
+        except ValueError as exc:
+            raise TraceError(f"{where}: array {name!r} is not a valid .npy member ({exc}).") from None
+        if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
+            raise TraceError(f"{where}: array {name!r} has shape {shape} and dtype {dtype}; "
+                             f"expected a 1-D integer array ({np.dtype(COLUMNS[name]).name}).")
+        self.length = shape[0]
+        self.dtype = dtype
+        self.where = where
+
+    def read(self, n: int, first: int) -> np.ndarray:
+        raw = self.fh.read(n * self.dtype.itemsize)
+        if len(raw) != n * self.dtype.itemsize:
+            raise TraceError(f"{self.where}: array {self.name!r} ends early at record {first + len(raw) // self.dtype.itemsize}.")
+        values = np.frombuffer(raw, dtype=self.dtype)
+        target = np.dtype(COLUMNS[self.name])
+        if values.size and (values.min() < 0 or (target.itemsize < 8 and values.max() > np.iinfo(target).max)):
+            bad = int(np.flatnonzero((values < 0) | (values > np.iinfo(target).max))[0])
+            raise TraceError(f"{self.where}: record {first + bad} of array {self.name!r} is "
+                             f"{values[bad]}, outside the range of {target.name}.")
+        return values.astype(target, copy=False)
+
+
+_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
+
+
+def read_npz(path: str | Path, chunk_size: int):
+    """Yield :data:`TRACE_DTYPE` chunks of an npz trace."""
+    where = str(path)
+    done = 0
+    try:
+        for chunk in _read_npz(path, chunk_size, where):
+            yield chunk
+            done += len(chunk)
+    except TraceError:
+        raise
+    except _DAMAGE as exc:
+        raise TraceError(f"{where}: the npz file is damaged near record {done}: {exc}.") from None
+
+
+def _read_npz(path: str | Path, chunk_size: int, where: str):
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise TraceError(f"{where}: trace file does not exist.") from None
+    except _DAMAGE as exc:
+        raise TraceError(f"{where}: not an npz (zip) file: {exc}.") from None
+    with zf:
+        names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+        for name in REQUIRED:
+            if name not in names:
+                raise TraceError(f"{where}: array {name!r} is missing; an npz trace needs "
+                                 f"'vaddr' and 'op', and may have 'vm' and 'asid'.")
+        unknown = sorted(names - set(COLUMNS))
+        if unknown:
+            raise TraceError(f"{where}: array {unknown[0]!r} is not part of the format; "
+                             f"allowed arrays are {', '.join(COLUMNS)}.")
+        members = {n: _Member(zf, n, where) for n in COLUMNS if n in names}
+        length = members["vaddr"].length
+        for m in members.values():
+            if m.length != length:
+                raise TraceError(f"{where}: array {m.name!r} has {m.length} records but 'vaddr' has {length}.")
+        for start in range(0, length, chunk_size):
+            n = min(chunk_size, length - start)
+            chunk = np.zeros(n, dtype=TRACE_DTYPE)
+            for name, member in members.items():
+                chunk[name] = member.read(n, start)
+            yield chunk
+
+
+class NpzWriter:
+    """Writes an npz trace chunk by chunk in bounded memory: each column goes to a
+    temporary file, and :meth:`close` assembles the zip (each ``.npy`` member streamed
+    in) under a temporary name, then renames it into place."""
+
+    def __init__(self, path: str | Path, compressed: bool = True) -> None:
+        self.path = Path(path)
+        self.compressed = compressed
+        self.count = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = {name: tempfile.TemporaryFile(dir=self.path.parent) for name in COLUMNS}
+
+    def append(self, chunk: np.ndarray) -> None:
+        for name, fh in self._tmp.items():
+            fh.write(np.ascontiguousarray(chunk[name], dtype=COLUMNS[name]).tobytes())
+        self.count += len(chunk)
+
+    def close(self) -> None:
+        mode = zipfile.ZIP_DEFLATED if self.compressed else zipfile.ZIP_STORED
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=mode, allowZip64=True) as zf:
+                for name, fh in self._tmp.items():
+                    fh.seek(0)
+                    with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(COLUMNS[name])),
+                                  "fortran_order": False, "shape": (self.count,)}
+                        np.lib.format.write_array_header_2_0(member, header)
+                        shutil.copyfileobj(fh, member, 1 << 20)
+                    fh.close()
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def __enter__(self) -> "NpzWriter":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            for fh in self._tmp.values():
+                fh.close()
+
+
+def write_npz(path: str | Path, trace: np.ndarray, compressed: bool = True) -> None:
+    """Write a :data:`TRACE_DTYPE` array as an npz trace."""
+    save = np.savez_compressed if compressed else np.savez
+    save(path, **{name: np.ascontiguousarray(trace[name]) for name in COLUMNS})
+

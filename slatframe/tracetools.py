@@ -1,0 +1,119 @@
+"""``slatframe trace``: record a real program under valgrind lackey, convert between trace
+formats, and summarize a trace."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .analysis import lru_hit_rate, reuse_distances
+from .errors import SlatframeError, TraceError
+from .options import BuildContext, build
+from .trace import ACCESS_OPS, OP_NAMES, TRACE_DTYPE
+from .tracefile import NpzWriter, open_trace
+from .units import format_size
+
+ZIP_MAGIC = b"PK"
+
+
+def detect_format(path: str | Path) -> str:
+    """``npz``, ``lackey`` or ``champsim``, from the (decompressed) first bytes."""
+    with open(path, "rb") as fh:
+        if fh.read(2) == ZIP_MAGIC:
+            return "npz"
+    with open_trace(path) as fh:
+        head = fh.read(4096)
+    text = head.lstrip(b"\n")
+    if text.startswith((b"==", b"I ", b" L ", b" S ", b" M ")):
+        return "lackey"
+    return "champsim"
+
+
+def read_trace(path: str | Path, fmt: str | None, registry: Any, chunk_size: int = 1 << 16) -> Iterator[np.ndarray]:
+    """Chunks of a trace file read by the workload plugin of its format."""
+    fmt = fmt or detect_format(path)
+    if fmt not in registry.names("workloads"):
+        raise SlatframeError(f"--format {fmt!r} is not a registered workload; choose one of "
+                             f"{', '.join(registry.names('workloads'))}.")
+    record = registry.get("workloads", fmt)
+    options = build(record.options, {"path": str(path)}, "", BuildContext(where=f"--format {fmt}", registry=registry))
+    from .workload import WorkloadContext
+
+    return record.factory(options, WorkloadContext(chunk_size=chunk_size, seed=0, vm_names=("vm0",)))
+
+
+def convert(src: str | Path, dst: str | Path, fmt: str | None, registry: Any) -> int:
+    """Convert a trace to the npz format in bounded memory; returns the record count."""
+    with NpzWriter(dst) as writer:
+        for chunk in read_trace(src, fmt, registry):
+            writer.append(chunk)
+    return writer.count
+
+
+def record(out: str | Path, command: Sequence[str], registry: Any, keep: str | None = None) -> tuple[int, int]:
+    """Run ``command`` under ``valgrind --tool=lackey --trace-mem=yes`` and write its trace
+    as npz. Returns (records written, the program's exit code)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SlatframeError("valgrind is not installed; install it (for example 'apt-get install valgrind') "
+                             "to record traces with 'slatframe trace record'.")
+    if not command:
+        raise SlatframeError("trace record needs a command after '--', for example: "
+                             "slatframe trace record --out ls.npz -- /bin/ls /")
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "lackey.out"
+        proc = subprocess.run([valgrind, "--tool=lackey", "--trace-mem=yes", f"--log-file={log}", *command],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not log.exists() or log.stat().st_size == 0:
+            raise SlatframeError(f"valgrind wrote no trace for {' '.join(command)!r}: "
+                                 f"{proc.stderr.decode(errors='replace').strip()[:300]}")
+        count = convert(log, out, "lackey", registry)
+        if keep:
+            shutil.copyfile(log, keep)
+    return count, proc.returncode
+
+
+def info(path: str | Path, fmt: str | None, registry: Any, limit: int = 1_000_000,
+         tlb_sizes: Sequence[int] = (64, 1536, 4096)) -> dict[str, Any]:
+    """Counts by op, distinct 4K pages, footprint, and reuse distances of the first
+    ``limit`` accesses (with the hit rates of fully associative LRU TLBs they imply)."""
+    counts = np.zeros(256, dtype=np.int64)
+    pages = np.zeros(0, dtype=np.uint64)
+    sample: list[np.ndarray] = []
+    taken = 0
+    vms, asids = set(), set()
+    for chunk in read_trace(path, fmt, registry):
+        if chunk.dtype != TRACE_DTYPE:
+            raise TraceError(f"{path}: the reader yielded dtype {chunk.dtype}.")
+        counts += np.bincount(chunk["op"], minlength=256)
+        access = chunk[np.isin(chunk["op"], ACCESS_OPS)]
+        page = access["vaddr"] >> np.uint64(12)
+        pages = np.union1d(pages, page)
+        vms.update(np.unique(chunk["vm"]).tolist())
+        asids.update(np.unique(chunk["asid"]).tolist())
+        if taken < limit:
+            sample.append(page[: limit - taken])
+            taken += len(sample[-1])
+    stats: dict[str, Any] = {"records": int(counts.sum())}
+    for op, name in OP_NAMES.items():
+        if counts[op]:
+            stats[f"ops.{name}"] = int(counts[op])
+    stats["vms"] = len(vms)
+    stats["asids"] = len(asids)
+    stats["pages"] = int(pages.size)
+    stats["footprint"] = format_size(int(pages.size) * 4096) if pages.size else "0"
+    if sample:
+        ids, dense = np.unique(np.concatenate(sample), return_inverse=True)
+        dist = reuse_distances(dense.astype(np.int64), len(ids))
+        reused = dist[dist >= 0]
+        stats["reuse.sampled_accesses"] = int(dist.size)
+        stats["reuse.cold_fraction"] = round(float(np.mean(dist < 0)), 6)
+        for q in (50, 90, 99):
+            stats[f"reuse.p{q}_pages"] = int(np.percentile(reused, q)) if reused.size else None
+        for size in tlb_sizes:
+            stats[f"reuse.lru_hit_rate_{size}"] = round(lru_hit_rate(dist, size), 6)
+    return stats

@@ -1,0 +1,201 @@
+"""Trace readers (lackey, ChampSim), the trace tools, and reuse distances."""
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from slatframe.analysis import lru_hit_rate, reuse_distances
+from slatframe.cli import main
+from slatframe.errors import TraceError
+from slatframe.trace import IFETCH, READ, WRITE
+from slatframe.tracefile import read_npz
+from slatframe_plugins.trace_readers import read_champsim, read_lackey
+
+LACKEY = b"""==123== Lackey, an example Valgrind tool
+==123== Command: /bin/true
+I  0401ab70,3
+ S 1fff000778,8
+I  0401ab73,5
+ L 04222cac,8
+ M 0421e8f0,4
+==123==
+"""
+LACKEY_RECORDS = [(IFETCH, 0x0401ab70), (WRITE, 0x1fff000778), (IFETCH, 0x0401ab73), (READ, 0x04222cac),
+                  (READ, 0x0421e8f0), (WRITE, 0x0421e8f0)]
+
+
+def records(chunks):
+    t = np.concatenate(list(chunks))
+    return list(zip(t["op"].tolist(), t["vaddr"].tolist()))
+
+
+@pytest.mark.parametrize("compress", [None, gzip.compress, lzma.compress])
+@pytest.mark.parametrize("chunk", [1, 4, 100])
+def test_lackey_reads_exactly(tmp_path, compress, chunk):
+    path = tmp_path / "t.lackey"
+    path.write_bytes(compress(LACKEY) if compress else LACKEY)
+    assert records(read_lackey(path, chunk)) == LACKEY_RECORDS
+
+
+@pytest.mark.parametrize("line,needle", [
+    (b"I  04zz0,3\n", "line 2"), (b" X 0401ab70,3\n", "line 2"), (b" L 0401ab70\n", "line 2"),
+    (b"I  0401ab70,3,9\n", "line 2"), (b"\xff\xfe\n", "line 2")])
+def test_lackey_bad_line_names_it(tmp_path, line, needle):
+    path = tmp_path / "bad.lackey"
+    path.write_bytes(b"I  0401ab70,3\n" + line)
+    with pytest.raises(TraceError) as info:
+        list(read_lackey(path, 10))
+    assert str(path) in str(info.value) and needle in str(info.value)
+
+
+def champsim_record(ip, sources=(), destinations=()):
+    """One 64-byte input_instr, packed field by field as ChampSim's struct lays it out."""
+    src = list(sources) + [0] * (4 - len(sources))
+    dst = list(destinations) + [0] * (2 - len(destinations))
+    return struct.pack("<QBB2B4B2Q4Q", ip, 0, 0, 0, 0, 1, 2, 3, 4, *dst, *src)
+
+
+def test_champsim_reads_exactly(tmp_path):
+    rng = np.random.default_rng(1)
+    blob, expected = b"", []
+    for _ in range(500):
+        ip = int(rng.integers(1, 1 << 47))
+        sources = [int(x) for x in rng.integers(1, 1 << 47, rng.integers(0, 5))]
+        destinations = [int(x) for x in rng.integers(1, 1 << 47, rng.integers(0, 3))]
+        blob += champsim_record(ip, sources, destinations)
+        expected += [(IFETCH, ip)] + [(READ, a) for a in sources] + [(WRITE, a) for a in destinations]
+    for name, data in (("t.champsim", blob), ("t.champsim.xz", lzma.compress(blob)),
+                       ("t.champsim.gz", gzip.compress(blob))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        for chunk in (7, 100, 10_000):
+            assert records(read_champsim(path, chunk)) == expected
+
+
+def test_champsim_truncated_record(tmp_path):
+    path = tmp_path / "t.champsim"
+    path.write_bytes(champsim_record(1) * 3 + b"\x00" * 10)
+    with pytest.raises(TraceError, match="record 3 is truncated: 10 of its 64 bytes"):
+        list(read_champsim(path, 100))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_readers_on_random_bytes_never_crash(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("fz") / "t"
+    path.write_bytes(data)
+    for reader in (read_lackey, read_champsim):
+        try:
+            for chunk in reader(path, 16):
+                assert chunk.dtype.names == ("vm", "asid", "op", "vaddr")
+        except TraceError:
+            pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(0, 400), flip=st.integers(0, 400), compress=st.sampled_from([None, "gz", "xz"]))
+def test_readers_on_mutated_files_never_crash(tmp_path_factory, cut, flip, compress):
+    for reader, original in ((read_lackey, LACKEY), (read_champsim, champsim_record(5, [6], [7]) * 4)):
+        data = {"gz": gzip.compress, "xz": lzma.compress}.get(compress, lambda b: b)(original)
+        data = bytearray(data)
+        if flip < len(data):
+            data[flip] ^= 0x5A
+        path = tmp_path_factory.mktemp("mut") / "t"
+        path.write_bytes(bytes(data[: max(1, cut)] if cut < len(data) else data))
+        try:
+            list(reader(path, 3))
+        except TraceError:
+            pass
+
+
+def naive_reuse(ids):
+    out = []
+    for t, p in enumerate(ids):
+        prev = max((i for i in range(t) if ids[i] == p), default=None)
+        out.append(-1 if prev is None else len(set(ids[prev + 1:t]) - {p}))
+    return out
+
+
+def test_reuse_distance_matches_brute_force():
+    ids = np.random.default_rng(3).zipf(1.3, 600) % 40
+    assert reuse_distances(ids.astype(np.int64), 40).tolist() == naive_reuse(ids.tolist())
+
+
+def test_lru_hit_rate_matches_a_simulated_lru():
+    from collections import OrderedDict
+
+    ids = (np.random.default_rng(4).zipf(1.2, 5000) % 300).astype(np.int64)
+    dist = reuse_distances(ids, 300)
+    for size in (8, 64):
+        lru, hits = OrderedDict(), 0
+        for p in ids.tolist():
+            if p in lru:
+                hits += 1
+                lru.move_to_end(p)
+            else:
+                lru[p] = True
+                if len(lru) > size:
+                    lru.popitem(last=False)
+        assert lru_hit_rate(dist, size) == hits / len(ids)
+
+
+def test_convert_and_info(tmp_path, capsys):
+    src = tmp_path / "t.lackey.gz"
+    src.write_bytes(gzip.compress(LACKEY))
+    out = tmp_path / "t.npz"
+    assert main(["trace", "convert", str(src), str(out)]) == 0
+    assert records(read_npz(out, 2)) == LACKEY_RECORDS
+    capsys.readouterr()
+    assert main(["trace", "info", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["records"] == 6 and stats["ops.ifetch"] == 2 and stats["ops.write"] == 2
+    pages = {va >> 12 for _, va in LACKEY_RECORDS}
+    assert stats["pages"] == len(pages) and stats["footprint"] == f"{len(pages) * 4}K"
+
+
+def test_bad_trace_exits_2_with_one_line(tmp_path, capsys):
+    src = tmp_path / "t.lackey"
+    src.write_bytes(b"I  0401ab70,3\n L nothex,8\n")
+    assert main(["trace", "info", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 2" in err
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_recorded_real_program_runs_end_to_end(tmp_path):
+    """A real program (python3 -c pass... /bin/true is enough) recorded under lackey, then
+    run through a nested-paging experiment."""
+    trace = tmp_path / "true.npz"
+    proc = subprocess.run([sys.executable, "-m", "slatframe.cli", "trace", "record", "--out", str(trace),
+                           "--", "/bin/true"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    t = np.load(trace)
+    assert len(t["vaddr"]) > 10_000 and set(np.unique(t["op"]).tolist()) == {READ, WRITE, IFETCH}
+    config = tmp_path / "exp.toml"
+    config.write_text(f'''[experiment]
+name = "true-under-ept"
+[machine]
+slat = "intel-ept"
+[[tlb.levels]]
+name = "l1"
+sets = 16
+ways = 4
+[workload]
+source = "npz"
+path = "{trace.name}"
+''')
+    out = tmp_path / "r.json"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert m["accesses"] == len(t["vaddr"]) and m["walk.refs_max"] == 24
+    assert m["faults.guest"] == len(np.unique(t["vaddr"] >> np.uint64(12)))
