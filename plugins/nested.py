@@ -41,19 +41,32 @@ class NestedTranslator:
 
     def __init__(self, options: NestedOptions, ctx: MachineContext, exit_reason: str) -> None:
         self.counters = ctx.counters
+        self.exit_reason = exit_reason
+        self.dedup = None  # set by the machine when a dedup strategy runs
         self.backings: list[RadixBacking] = []
         self.kernels: list[GuestOs] = []
         for vm in ctx.vms:
             backing = RadixBacking(ctx.host_format, ctx.host, vm.host_page_size, ctx.counters,
-                                   on_fault=lambda gpa: ctx.counters.vm_exit(exit_reason))
-            phys = VmPhysical(vm.memory, vm.name, backing.backing, ctx.host.read, ctx.host.write)
+                                   on_fault=lambda gpa: ctx.counters.vm_exit(exit_reason),
+                                   contents=ctx.contents[len(self.backings)] if ctx.contents else None)
+            phys = VmPhysical(vm.memory, vm.name, backing.backing, ctx.host.read, ctx.host.write,
+                              on_write=lambda gpa, i=len(self.backings): self._kernel_store(i, gpa))
             self.backings.append(backing)
             self.kernels.append(GuestOs(ctx.guest_format, vm.guest_page_size, phys))
         self.hw = HardwareView(ctx.guest_format, RootTable(len(ctx.vms)), ctx.host_format,
                                np.array([b.root for b in self.backings], dtype=np.int64),
                                options.ad_bits, options.ad_bits and options.table_access_dirties)
 
+    def _kernel_store(self, vm: int, gpa: int) -> None:
+        """The guest kernel stores to its memory (a page-table entry): the page's content
+        changes, and a merged page is copied first (as its EPT write fault would)."""
+        if self.dedup is not None:
+            self.dedup.store(vm, gpa)
+
     def handle_fault(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:
+        return self._handle(vm, asid, va, op, fault) + (self.dedup.take_pending() if self.dedup else [])
+
+    def _handle(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:
         kernel = self.kernels[vm]
         if fault.kind == NO_ROOT:
             self.hw.guest_roots.set(vm, asid, kernel.root(asid))
@@ -65,12 +78,17 @@ class NestedTranslator:
                 kernel.map(asid, va)
         elif fault.kind == HOST_NOT_PRESENT:
             self.backings[vm].fault(fault.address)
+        elif self.dedup is not None:  # a write to a merged page: copy-on-write
+            self.counters.add("faults.host")
+            self.counters.vm_exit(self.exit_reason)
+            return self.dedup.cow_break(vm, fault.address)
         else:
             raise SimulationError(f"unexpected second-level write-protection fault at gPA {fault.address:#x}")
         return []
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
-        return guest_control(self.kernels[vm], vm, asid, op, arg)[1]
+        invalidations = guest_control(self.kernels[vm], vm, asid, op, arg)[1]
+        return invalidations + (self.dedup.take_pending() if self.dedup else [])
 
 
 @hookimpl

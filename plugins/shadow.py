@@ -41,7 +41,9 @@ class ShadowTranslator:
         self.host = ctx.host
         self.counters = ctx.counters
         self.host_page_sizes = [vm.host_page_size for vm in ctx.vms]
-        self.backings = [DictBacking(ctx.host, vm.host_page_size, ctx.counters) for vm in ctx.vms]
+        self.backings = [DictBacking(ctx.host, vm.host_page_size, ctx.counters,
+                                     contents=ctx.contents[i] if ctx.contents else None)
+                         for i, vm in enumerate(ctx.vms)]
         self.kernels = [GuestOs(self.fmt, vm.guest_page_size,
                                 VmPhysical(vm.memory, vm.name, b.backing, ctx.host.read, ctx.host.write))
                         for vm, b in zip(ctx.vms, self.backings)]

@@ -2,20 +2,23 @@
 
 Every scheme with a hypervisor backs each VM's guest-physical pages with host pages of
 ``vms[].host_page_size``, allocated from the one host pool when the page is first
-touched (a host fault, counted in ``faults.host``). :class:`DictBacking` keeps the
-mapping in a software structure (what a shadowing hypervisor has); :class:`RadixBacking`
-keeps it in real second-level radix tables in host memory, which hardware walks under
-nested paging.
+touched (a host fault, counted in ``faults.host``); the new frames get the VM's initial
+contents. :class:`DictBacking` keeps the mapping in a software structure (what a
+shadowing hypervisor has); :class:`RadixBacking` also keeps it in real second-level radix
+tables in host memory, which hardware walks under nested paging, and supports what page
+deduplication needs: remapping one 4K page (splitting a large page around it) and
+copy-on-write breaks.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from .counters import Counters
 from .memory import PhysicalMemory
-from .paging import PAGE_SHIFT, PageTableFormat, map_page, walk
+from .paging import PAGE_SHIFT, PageTableFormat, map_page, split_leaf, walk
 
 TABLE_SIZE = 1 << PAGE_SHIFT
+SMALL = 1 << PAGE_SHIFT
 
 
 class Backing:
@@ -23,11 +26,12 @@ class Backing:
     for every host fault (a scheme counts its VM exit there)."""
 
     def __init__(self, host: PhysicalMemory, page_size: int, counters: Counters,
-                 on_fault: Callable[[int], None] | None = None) -> None:
+                 on_fault: Callable[[int], None] | None = None, contents: Any = None) -> None:
         self.host = host
         self.page_size = page_size
         self.counters = counters
         self.on_fault = on_fault
+        self.contents = contents  # slatframe.contents.VmContents, or None: zero-filled
         self.backed_pages = 0
 
     def lookup(self, gpa: int) -> int | None:
@@ -44,6 +48,10 @@ class Backing:
             self.on_fault(gpa)
         mask = self.page_size - 1
         hpa_page = self.host.alloc(self.page_size)
+        if self.contents is not None:
+            n = self.page_size >> PAGE_SHIFT
+            first = hpa_page >> PAGE_SHIFT
+            self.host.content[first:first + n] = self.contents.initial((gpa & ~mask) >> PAGE_SHIFT, n)
         self.install(gpa & ~mask, hpa_page)
         self.backed_pages += 1
         return hpa_page | (gpa & mask)
@@ -55,38 +63,67 @@ class Backing:
 
 
 class DictBacking(Backing):
-    """The mapping in a dict of guest page number -> host page base."""
+    """The mapping in a dict of guest page number -> host page base, with 4K exceptions
+    (pages remapped one by one, as deduplication does) taking precedence."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.shift = self.page_size.bit_length() - 1
         self.pages: dict[int, int] = {}
+        self.small: dict[int, int] = {}  # 4K guest frame number -> 4K host frame base
 
     def lookup(self, gpa: int) -> int | None:
+        if self.small:
+            frame = self.small.get(gpa >> PAGE_SHIFT)
+            if frame is not None:
+                return frame | (gpa & (SMALL - 1))
         page = self.pages.get(gpa >> self.shift)
         return None if page is None else page | (gpa & (self.page_size - 1))
 
     def install(self, gpa_page: int, hpa_page: int) -> None:
         self.pages[gpa_page >> self.shift] = hpa_page
 
+    def guest_frames(self) -> list[int]:
+        """Every backed 4K guest frame number, ascending."""
+        per = self.page_size >> PAGE_SHIFT
+        return sorted(g * per + i for g in self.pages for i in range(per))
+
 
 class RadixBacking(DictBacking):
-    """The mapping in second-level radix tables of format ``fmt`` in host memory, which
-    hardware walks; the hypervisor's own look-ups use a dict it keeps beside them (as
-    KVM keeps memslots), so software never walks its tables."""
+    """The mapping also in second-level radix tables of format ``fmt`` in host memory,
+    which hardware walks; the hypervisor's own look-ups use the dicts it keeps beside
+    them (as KVM keeps memslots), so software never walks its tables."""
 
     def __init__(self, fmt: PageTableFormat, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fmt = fmt
         self.root = self.host.alloc(TABLE_SIZE)
+        self.splits = 0
 
     def install(self, gpa_page: int, hpa_page: int) -> None:
         map_page(self.fmt, self.root, gpa_page, hpa_page, self.page_size, self.host,
                  lambda: self.host.alloc(TABLE_SIZE))
         super().install(gpa_page, hpa_page)
 
+    def remap_small(self, gpa: int, hpa: int, writable: bool) -> int:
+        """Map the 4K page at ``gpa`` to the 4K frame ``hpa``, splitting the large pages
+        around it first. Returns how many large pages were split."""
+        splits = 0
+        while True:
+            step = walk(self.fmt, self.root, gpa, self.host)
+            if step.level == 1 or not step.present:
+                break
+            split_leaf(self.fmt, self.host, step, self.host.alloc(TABLE_SIZE))
+            splits += 1
+        if not step.present:
+            raise AssertionError(f"gPA {gpa:#x} is not backed")
+        self.host.write(step.entry_address, self.fmt.leaf_entry(hpa, 1, writable))
+        self.small[gpa >> PAGE_SHIFT] = hpa & ~(SMALL - 1)
+        self.splits += splits
+        return splits
+
     def table_lookup(self, gpa: int) -> int | None:
-        """The hPA of ``gpa`` read from the second-level tables (to check the dict)."""
+        """The hPA of ``gpa`` read from the second-level tables (to check the dicts)."""
         step = walk(self.fmt, self.root, gpa, self.host)
         if not step.present:
             return None

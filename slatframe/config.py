@@ -87,6 +87,24 @@ class TlbConfig:
                             choices=("non-inclusive", "inclusive", "exclusive"))
 
 
+def _fraction_sum(value: "ContentConfig") -> None:
+    if value.zero_fraction + value.pool_fraction > 1:
+        raise ValueError("zero_fraction + pool_fraction must be at most 1")
+
+
+@attrs.frozen
+class ContentConfig:
+    """``vms[].content``: the synthetic content model of a VM's memory (without an image)."""
+
+    zero_fraction: float = option(1.0, "fraction of pages that are zero-filled", min=0.0, max=1.0)
+    pool_fraction: float = option(0.0, "fraction of pages drawn from a pool shared by every VM "
+                                  "(a common OS image)", min=0.0, max=1.0)
+    pool_pages: int = option(4096, "distinct pages in the shared pool", min=1)
+
+    def __attrs_post_init__(self) -> None:
+        _fraction_sum(self)
+
+
 @attrs.frozen
 class VmConfig:
     """``[[vms]]``: one virtual machine (under ``native``: one OS on bare metal)."""
@@ -97,6 +115,9 @@ class VmConfig:
                                   check=_power_of_two_page)
     host_page_size: int = option(PAGE_4K, "page size the hypervisor backs guest memory with",
                                  size=True, check=_power_of_two_page)
+    image: str | None = option(None, "a memory image: page i of the file is guest-physical page i "
+                               "(a short last page is zero-filled, the rest of memory is zero)", path=True)
+    content: ContentConfig = option(ContentConfig(), "synthetic content model (when there is no image)")
 
 
 @attrs.frozen(kw_only=True)
@@ -111,6 +132,8 @@ class Config:
         plugin="walk caches", name_key="type")
     vms: tuple[VmConfig, ...] = option([], "virtual machines; one named vm0 if absent")
     workload: PluginChoice = option(help="trace source", plugin="workloads", name_key="source")
+    dedup: PluginChoice | None = option(None, "page deduplication strategy (none if absent)",
+                                        plugin="dedup strategies", name_key="strategy")
     cost: PluginChoice = option("fixed", "cost model", plugin="cost models", name_key="model")
 
     def to_dict(self) -> dict[str, Any]:

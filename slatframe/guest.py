@@ -32,13 +32,15 @@ class VmPhysical:
     backing the page on first touch)."""
 
     def __init__(self, size: int, name: str, backing: Callable[[int], int],
-                 host_read: Callable[[int], int], host_write: Callable[[int, int], None]) -> None:
+                 host_read: Callable[[int], int], host_write: Callable[[int, int], None],
+                 on_write: Callable[[int], None] | None = None) -> None:
         self.size = size
         self.name = name
         self.next_free = 0
         self._backing = backing
         self._host_read = host_read
         self._host_write = host_write
+        self._on_write = on_write  # the hypervisor's view of a guest store (content, COW)
 
     def alloc(self, size: int) -> int:
         base = (self.next_free + size - 1) & ~(size - 1)
@@ -53,6 +55,8 @@ class VmPhysical:
         return self._host_read(self._backing(addr))
 
     def write(self, addr: int, value: int) -> None:
+        if self._on_write is not None:
+            self._on_write(addr)
         self._host_write(self._backing(addr), value)
 
 

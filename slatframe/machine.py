@@ -10,7 +10,9 @@ import attrs
 import numpy as np
 
 from .config import Config, VmConfig, resolved_format
+from .contents import ContentStore, VmContents
 from .counters import Counters
+from .dedup import DedupHost
 from .memory import PhysicalMemory
 from .paging import PageTableFormat
 from .tlb import TlbHierarchy, TlbLevel
@@ -46,6 +48,8 @@ class MachineContext:
     counters: Counters
     rng: np.random.Generator
     registry: Any = None
+    store: ContentStore | None = None
+    contents: tuple[VmContents, ...] = ()  #: initial page contents of each VM (for backings)
 
     def make_policy(self, choice: Any, sets: int, ways: int, structure: str) -> Any:
         """Build the TLB-policy object ``choice`` (a resolved plugin reference) for the
@@ -68,6 +72,8 @@ class Machine:
     tlb: TlbHierarchy
     walk_caches: list[Any]
     walker: Walker
+    dedup: Any = None  #: the dedup strategy object, if the config names one
+    dedup_host: DedupHost | None = None
 
     def translate(self, vm: int, asid: int, va: int, op: int) -> Translation:
         """Walk until a translation comes back, letting the scheme's software handle faults."""
@@ -88,6 +94,12 @@ class Machine:
 def build_machine(config: Config, registry: Any, counters: Counters | None = None) -> Machine:
     """Instantiate every plugin of ``config``."""
     counters = counters or Counters()
+    store = ContentStore()
+    contents = tuple(
+        VmContents(i, vm.memory >> 12, config.experiment.seed, vm.content.zero_fraction,
+                   vm.content.pool_fraction, vm.content.pool_pages,
+                   store.image_ids(vm.image, f"vms[{i}].image") if vm.image else None)
+        for i, vm in enumerate(config.vms))
     ctx = MachineContext(
         config=config,
         host=PhysicalMemory(config.machine.host_memory),
@@ -97,6 +109,8 @@ def build_machine(config: Config, registry: Any, counters: Counters | None = Non
         counters=counters,
         rng=np.random.default_rng(config.experiment.seed),
         registry=registry,
+        store=store,
+        contents=contents,
     )
     scheme = registry.get("SLAT schemes", config.machine.slat.name)
     translator = scheme.factory(config.machine.slat.options, ctx)
@@ -104,4 +118,10 @@ def build_machine(config: Config, registry: Any, counters: Counters | None = Non
               for lv in config.tlb.levels]
     caches = [registry.get("walk caches", c.name).factory(c.options, ctx) for c in config.walk_caches]
     walker = Walker(translator.hw, ctx.host, counters, caches)
-    return Machine(ctx, translator, TlbHierarchy(levels, config.tlb.inclusion), caches, walker)
+    machine = Machine(ctx, translator, TlbHierarchy(levels, config.tlb.inclusion), caches, walker)
+    if config.dedup is not None:
+        machine.dedup_host = DedupHost(translator, ctx.host, counters, store)
+        translator.dedup = machine.dedup_host
+        record = registry.get("dedup strategies", config.dedup.name)
+        machine.dedup = record.factory(config.dedup.options, machine.dedup_host)
+    return machine

@@ -21,6 +21,9 @@ class PhysicalMemory:
         self.name = name
         self.next_free = 0  # bump pointer, bytes
         self.allocated = 0  # bytes handed out
+        self.freed = 0  # bytes given back (frames are not reused: addresses stay unique)
+        #: content id of every frame (see slatframe.contents); 0 is the zero page
+        self.content = np.zeros(1024, dtype=np.int64)
         self._slot_of = np.full(1024, -1, dtype=np.int64)  # frame -> row of _words
         self._words = np.zeros((64, ENTRIES_PER_TABLE), dtype=np.uint64)
         self._rows = 0
@@ -36,7 +39,21 @@ class PhysicalMemory:
                 "raise machine.host_memory or lower the footprint.")
         self.next_free = base + size
         self.allocated += size
+        frames = self.next_free >> PAGE_SHIFT
+        if frames > len(self.content):
+            grown = np.zeros(max(frames, 2 * len(self.content)), dtype=np.int64)
+            grown[: len(self.content)] = self.content
+            self.content = grown
         return base
+
+    def free(self, addr: int, size: int) -> None:
+        """Give back ``size`` bytes at ``addr`` (counted; the frames are not reused)."""
+        self.freed += size
+
+    @property
+    def in_use(self) -> int:
+        """Bytes allocated and not given back."""
+        return self.allocated - self.freed
 
     # -- contents -------------------------------------------------------------------
     def read(self, addr: int) -> int:

@@ -181,3 +181,15 @@ def map_page(fmt: PageTableFormat, root: int, va: int, page: int, size: int, mem
     mem.write(addr, fmt.leaf_entry(page, leaf_level, writable))
     written.append(addr)
     return written
+
+
+def split_leaf(fmt: PageTableFormat, mem: Memory, step: WalkStep, new_table: int) -> None:
+    """Replace the large leaf ``step`` (level > 1) by a table of 512 leaves one level down
+    that map the same memory with the same permissions (a large-page split)."""
+    level = step.level
+    page = fmt.frame(step.entry, level)
+    writable = fmt.is_writable(step.entry)
+    small = fmt.page_size(level - 1)
+    for i in range(ENTRIES_PER_TABLE):
+        mem.write(new_table + i * ENTRY_SIZE, fmt.leaf_entry(page + i * small, level - 1, writable))
+    mem.write(step.entry_address, fmt.table_entry(new_table))

@@ -100,7 +100,12 @@ class WalkCacheRecord(Registration):
 
 @attrs.frozen(kw_only=True)
 class DedupStrategyRecord(Registration):
-    """A way of finding and merging identical pages."""
+    """A way of finding and merging identical pages.
+
+    ``factory(options, host: slatframe.dedup.DedupHost)`` returns an object with
+    ``interval`` (trace records between wake-ups), ``run() -> list[Invalidation]`` (one
+    wake-up: merge through ``host``) and ``stats() -> dict`` (its own ``dedup.*`` figures).
+    """
 
     kind = "dedup strategy"
 

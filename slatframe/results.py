@@ -23,6 +23,7 @@ class Result:
     version: str
     wall_time_s: float
     compile_time_s: float = 0.0  #: part of the wall time spent compiling (or loading) the engine
+    series: dict[str, Any] = attrs.Factory(dict)  #: figures over time (e.g. dedup per scan interval)
 
     def to_json(self) -> str:
         return json.dumps(attrs.asdict(self), indent=2, sort_keys=False) + "\n"

@@ -19,7 +19,7 @@ ENGINE_TIERS = ("reference", "compiled")
 #: Counters present in every result, zero when nothing happened.
 ALWAYS_REPORTED = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.refs_host",
                    "walk.refs_max", "walk.aborted", "walk.refs_aborted", "walk.ad_writes",
-                   "walk.on_hit", "faults.guest", "faults.host", "vm_exits")
+                   "walk.on_hit", "tlb.splintered_fills", "faults.guest", "faults.host", "vm_exits")
 
 
 def choose_engine(config: Config, registry: Any, requested: str | None = None) -> tuple[str, str]:
@@ -59,13 +59,26 @@ def workload_chunks(config: Config, registry: Any):
         yield chunk
 
 
-def compute_metrics(config: Config, registry: Any, counters: Counters) -> dict[str, Any]:
+def dedup_figures(machine: Any, strategy: Any) -> dict[str, int]:
+    """The dedup state now: sharing counts, the strategy's own figures, host memory in use."""
+    return {**machine.dedup_host.stats(), **strategy.stats(),
+            "dedup.host_bytes_in_use": machine.context.host.in_use}
+
+
+DEDUP_COUNTED = ("dedup.large_pages_split", "dedup.cow_breaks", "dedup.merges")
+
+
+def compute_metrics(config: Config, registry: Any, counters: Counters,
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Counters plus the cost model's cycle figures, with every TLB level's counters
     present even when zero."""
     metrics: dict[str, Any] = dict.fromkeys(ALWAYS_REPORTED, 0)
     for level in config.tlb.levels:
         metrics[f"tlb.{level.name}.hits"] = 0
         metrics[f"tlb.{level.name}.misses"] = 0
+    if extra:
+        metrics.update(dict.fromkeys(DEDUP_COUNTED, 0))
+        metrics.update(extra)
     metrics.update(counters.as_dict())
     cost = registry.get("cost models", config.cost.name).factory(config.cost.options)
     metrics.update(cost.cycles(metrics, config))
@@ -75,6 +88,12 @@ def compute_metrics(config: Config, registry: Any, counters: Counters) -> dict[s
 def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
                    observers: list[Any] | None = None) -> Result:
     """Run one experiment to completion and return its :class:`Result`."""
+    return run_machine(config, registry, engine=engine, observers=observers)[0]
+
+
+def run_machine(config: Config, registry: Any, *, engine: str | None = None,
+                observers: list[Any] | None = None) -> tuple[Result, Any]:
+    """Run one experiment; return its :class:`Result` and the machine it ran on."""
     tier, reason = choose_engine(config, registry, engine)
     start = time.perf_counter()
     counters = Counters()
@@ -90,11 +109,25 @@ def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
         for choice in config.experiment.observers]
     _notify(observers, "started", config)
     done = 0
+    strategy = machine.dedup
+    series: dict[str, Any] = {}
+    next_run = strategy.interval if strategy is not None else None
     for chunk in workload_chunks(config, registry):
-        runner.run_chunk(chunk)
-        done += len(chunk)
+        pos = 0
+        while next_run is not None and next_run - done < len(chunk) - pos:
+            step = next_run - done
+            runner.run_chunk(chunk[pos:pos + step])
+            pos += step
+            done += step
+            for inv in strategy.run():  # the strategy's wake-up, between records
+                runner.invalidate(inv)
+            series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
+            next_run += strategy.interval
+        runner.run_chunk(chunk[pos:])
+        done += len(chunk) - pos
         _notify(observers, "chunk", config, done, len(chunk))
-    metrics = compute_metrics(config, registry, counters)
+    extra = dedup_figures(machine, strategy) if strategy is not None else {}
+    metrics = compute_metrics(config, registry, counters, extra)
     result = Result(
         name=config.experiment.name,
         metrics=metrics,
@@ -105,9 +138,10 @@ def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
         version=__version__,
         wall_time_s=round(time.perf_counter() - start, 6),
         compile_time_s=round(compile_time, 6),
+        series=series,
     )
     _notify(observers, "finished", config, result)
-    return result
+    return result, machine
 
 
 def _notify(observers: list[Any], method: str, *args: Any) -> None:

@@ -120,6 +120,8 @@ class CompiledEngine:
         for cache in machine.walk_caches:
             self.names += [cache.hits, cache.misses]
         self.cnt = np.zeros(len(self.names), dtype=np.int64)
+        self.written = np.zeros(1, dtype=np.int64)  # next content id of a written page
+        self.track_writes = machine.dedup is not None
         self.paths = np.zeros((2, L), dtype=np.int64)
         self.npaths = np.zeros(2, dtype=np.int64)
         for level, lv in enumerate(levels):
@@ -192,13 +194,17 @@ class CompiledEngine:
         fmts, hwcfg, host_roots = self.fmts, self.hwcfg, self.host_roots
         tcfg, ttag, tval, inclusion = self.tlb
         wcfg, wtag, wval, wprobe, wlists, wcount = self.wc
+        store = self.machine.context.store
         i, resume = 0, False
         while True:
             roots = translator.hw.guest_roots.array  # re-read: the software side may grow these
+            self.written[0] = store.next_written  # software may have written pages since
             status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record, software.current_asid,
                               software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
                               host_roots, tcfg, ttag, tval, inclusion, wcfg, wtag, wval, wprobe, wlists, wcount,
-                              self.pstate, self.cnt, self.out, self.paths, self.npaths)
+                              self.pstate, self.cnt, self.out, self.paths, self.npaths,
+                              host.content, self.written, self.track_writes)
+            store.next_written = int(self.written[0])
             resume = False
             if status == k.DONE:
                 break

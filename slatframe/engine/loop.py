@@ -558,11 +558,13 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
 @njit(cache=True, _nrt=False)
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, tval, inclusion,
-        wcfg, wtag, wval, wprobe, wlists, wcount, pstate, cnt, out, paths, npaths):
+        wcfg, wtag, wval, wprobe, wlists, wcount, pstate, cnt, out, paths, npaths, content, written,
+        track_writes):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
-    instruction fetch / a data access looks up. Compiled without
+    instruction fetch / a data access looks up. With ``track_writes`` a write gives its
+    host frame the next content id (``written[0]``). Compiled without
     numba's reference counting (``_nrt=False``): nothing here allocates."""
     n = op_col.shape[0]
     nlevels = tcfg.shape[0]
@@ -605,8 +607,12 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                     break
                 cnt[C_FIXED + 2 * level + 1] += 1
             if found and not (op == WRITE and (wr == 0 or di == 0)):
+                hpa = page + (va & ((1 << shift) - 1))
                 if record_hpa:
-                    hpa_out[i] = page + (va & ((1 << shift) - 1))
+                    hpa_out[i] = hpa
+                if track_writes and op == WRITE:
+                    content[hpa >> 12] = written[0]
+                    written[0] += 1
                 i += 1
                 continue
             if found:
@@ -619,7 +625,11 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
         shift = out[3]
         tlb_fill_from_walk(tcfg, ttag, tval, inclusion, pstate, path, npath, vm, asid, va, out[2], shift, out[4],
                            out[5])
+        hpa = out[2] + (va & ((1 << shift) - 1))
         if record_hpa:
-            hpa_out[i] = out[2] + (va & ((1 << shift) - 1))
+            hpa_out[i] = hpa
+        if track_writes and op == WRITE:
+            content[hpa >> 12] = written[0]
+            written[0] += 1
         i += 1
     return DONE, i

@@ -30,6 +30,8 @@ class ReferenceEngine:
         ctx = machine.context
         self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),
                                      ctx.config.tlb.tagged, machine.invalidate)
+        self.invalidate = machine.invalidate
+        self.track_writes = machine.dedup is not None  # contents matter only to dedup
         levels = machine.tlb.levels
         self._hit_names = [f"tlb.{lv.name}.hits" for lv in levels]
         self._miss_names = [f"tlb.{lv.name}.misses" for lv in levels]
@@ -43,7 +45,9 @@ class ReferenceEngine:
         levels = tlb.levels
         hit_names, miss_names = self._hit_names, self._miss_names
         vms, asids, ops, vaddrs = (chunk[f].tolist() for f in ("vm", "asid", "op", "vaddr"))
+        track, store = self.track_writes, machine.context.store
         for i in range(len(ops)):
+            content = machine.context.host.content  # may grow while faults are handled
             vm, asid, op, va = vms[i], asids[i], ops[i], vaddrs[i]
             if software.record(vm, asid, op, va):
                 if hpa_out is not None:
@@ -65,8 +69,12 @@ class ReferenceEngine:
                     values["walk.on_hit"] += 1
                 found = machine.translate(vm, asid, va, op)
                 tlb.fill_from_walk(path, vm, asid, va, found)
-            if hpa_out is not None:
-                hpa_out[i] = found.page + (va & (found.size - 1))
+            if hpa_out is not None or (track and op == WRITE):
+                hpa = found.page + (va & (found.size - 1))
+                if hpa_out is not None:
+                    hpa_out[i] = hpa
+                if track and op == WRITE:  # the page now holds new content
+                    content[hpa >> 12] = store.written()
 
     def run(self, chunks: Iterable[np.ndarray]) -> None:
         for chunk in chunks:
