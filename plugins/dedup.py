@@ -74,6 +74,7 @@ class Ksm:
                     break
             vm, gfn = page = self.order[self.cursor]
             self.cursor += 1
+            host.counters.add("dedup.pages_scanned")
             if host.is_shared(vm, gfn):
                 continue
             content = host.content(vm, gfn)
@@ -125,6 +126,7 @@ class Ideal:
         groups: dict[int, list[tuple[int, int]]] = {}
         for vm, gfn in host.pages():
             groups.setdefault(host.content(vm, gfn), []).append((vm, gfn))
+            host.counters.add("dedup.pages_scanned")
         for content, pages in groups.items():
             if self.zero_only and content != 0:
                 continue

@@ -27,6 +27,10 @@ class FixedCostOptions:
                               "~3.2k cycles [BLOG-PF], ~1 us [PERFBOOK])", min=0)
     host_fault: int = option(3200, "cycles per host fault (EPT violation / nested page fault) "
                              "besides its VM exit: a host minor fault, as guest_fault", min=0)
+    cow_copy: int = option(228, "cycles to copy the 4 KiB page of a copy-on-write break, besides its "
+                           "host fault and VM exit (hot 4 KiB memcpy [BTRFS-XXH])", min=0)
+    scan_page: int = option(860, "cycles of the dedup scanner per page visited: one xxhash64 of 4 KiB "
+                            "[BTRFS-XXH]; tree comparisons are not charged", min=0)
 
 
 class FixedCost:
@@ -43,12 +47,16 @@ class FixedCost:
         vm_exit = m.get("vm_exits", 0) * o.vm_exit
         fault = m.get("faults.guest", 0) * o.guest_fault + m.get("faults.host", 0) * o.host_fault
         translation = tlb + walk + vm_exit + fault
-        total = translation + m["accesses"] * o.access
+        cow = m.get("dedup.cow_breaks", 0) * o.cow_copy
+        scan = m.get("dedup.pages_scanned", 0) * o.scan_page
+        total = translation + cow + scan + m["accesses"] * o.access
         return {
             "cycles.tlb": tlb,
             "cycles.walk": walk,
             "cycles.vm_exit": vm_exit,
             "cycles.fault": fault,
+            "cycles.cow": cow,
+            "cycles.dedup_scan": scan,
             "cycles.translation": translation,
             "cycles.total": total,
             "cycles.per_access": total / m["accesses"] if m["accesses"] else 0.0,

@@ -73,3 +73,26 @@ def test_console_script_runs(tmp_path):
                            "--out", str(out), "--json", *SMALL], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["metrics"]["accesses"] == 3000
+
+
+def test_fixed_cost_recomputes_from_the_result(tmp_path):
+    """Every cycle figure of the fixed model recomputed from the result file alone."""
+    out = tmp_path / "r.json"
+    example = Path(__file__).resolve().parents[1] / "examples" / "ksm-vs-large-pages.toml"
+    assert main(["run", str(example), "--out", str(out), "--quiet", "--set", "workload.accesses=30000",
+                 "--set", "dedup.sleep=3000"]) == 0
+    result = json.loads(out.read_text())
+    m, cfg = result["metrics"], result["config"]
+    cost = cfg["cost"]
+    tlb = sum((m[f"tlb.{lv['name']}.hits"] + m[f"tlb.{lv['name']}.misses"]) * lv["latency"]
+              for lv in cfg["tlb"]["levels"])
+    walk = (m["walk.refs"] + m["walk.refs_aborted"]) * cost["walk_ref"]
+    exits = m["vm_exits"] * cost["vm_exit"]
+    faults = m["faults.guest"] * cost["guest_fault"] + m["faults.host"] * cost["host_fault"]
+    cow = m["dedup.cow_breaks"] * cost["cow_copy"]
+    scan = m["dedup.pages_scanned"] * cost["scan_page"]
+    assert m["dedup.pages_scanned"] > 0
+    assert (m["cycles.tlb"], m["cycles.walk"], m["cycles.vm_exit"], m["cycles.fault"]) == (tlb, walk, exits, faults)
+    assert (m["cycles.cow"], m["cycles.dedup_scan"]) == (cow, scan)
+    assert m["cycles.translation"] == tlb + walk + exits + faults
+    assert m["cycles.total"] == tlb + walk + exits + faults + cow + scan + m["accesses"] * cost["access"]

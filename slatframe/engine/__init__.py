@@ -65,7 +65,7 @@ def dedup_figures(machine: Any, strategy: Any) -> dict[str, int]:
             "dedup.host_bytes_in_use": machine.context.host.in_use}
 
 
-DEDUP_COUNTED = ("dedup.large_pages_split", "dedup.cow_breaks", "dedup.merges")
+DEDUP_COUNTED = ("dedup.large_pages_split", "dedup.cow_breaks", "dedup.merges", "dedup.pages_scanned")
 
 
 def compute_metrics(config: Config, registry: Any, counters: Counters,
