@@ -13,7 +13,6 @@ bytes up to a digest collision); [2^40, 2^41) the synthetic model's unique pages
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import attrs
 
 from .config import Config
-from .options import PluginChoice
 from .registry import Registry
 from .units import format_size
 

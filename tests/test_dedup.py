@@ -13,7 +13,7 @@ import pytest
 from slatframe.engine import run_machine
 from slatframe.paging import walk
 from slatframe.testing import build, tiny_config
-from slatframe.trace import READ, TRACE_DTYPE, WRITE
+from slatframe.trace import TRACE_DTYPE, WRITE
 
 PAGE = 4096
 VM_MEMORY = 4 << 20  # two 2M host pages

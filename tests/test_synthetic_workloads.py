@@ -6,7 +6,6 @@ import pytest
 
 from slatframe.testing import build, tiny_config
 from slatframe.trace import CONTEXT_SWITCH, MAP, READ, UNMAP, WRITE
-from slatframe.workload import WorkloadContext
 from slatframe_plugins.synthetic import SessionsOptions, SyntheticOptions, generate, sessions
 
 

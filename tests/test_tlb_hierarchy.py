@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from slatframe.testing import build, run_trace, tiny_config
-from slatframe.trace import CONTEXT_SWITCH, IFETCH, READ, TRACE_DTYPE, make_trace
+from slatframe.trace import IFETCH, READ, TRACE_DTYPE, make_trace
 
 from test_tlb_policies import lru_misses
 

@@ -12,7 +12,6 @@ State is in int64 arrays passed one by one (numba copies a tuple argument on eve
 call, which cost more than the work of a TLB hit); their layout is documented in
 :mod:`slatframe.engine.compiled`. Small helpers are inlined into their callers.
 """
-import numpy as np
 from numba import njit
 
 from slatframe.engine._policy_stub import policy_fill, policy_hit, policy_invalidate, policy_victim  # STUB
