@@ -26,7 +26,7 @@ class DedupHost:
         backings = getattr(translator, "backings", None)
         if not backings or not all(hasattr(b, "remap_small") for b in backings):
             raise ConfigError("dedup needs a SLAT scheme whose hypervisor keeps second-level tables "
-                              "(intel-ept or amd-npt); this scheme has none.")
+                              "(a nested-paging scheme); this run's scheme has none.")
         self.backings = backings
         self.host = host
         self.counters = counters

@@ -575,6 +575,7 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
         row = 0 if op == IFETCH else 1
         path = paths[row]
         npath = npaths[row]
+        translated = False  # a TLB hit that needs no walk
         if not resume_walk:
             if vm != last_vm[0] or op >= CONTEXT_SWITCH:
                 return EVENT, i
@@ -606,25 +607,19 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                     break
                 cnt[C_FIXED + 2 * level + 1] += 1
             if found and not (op == WRITE and (wr == 0 or di == 0)):
-                hpa = page + (va & ((1 << shift) - 1))
-                if record_hpa:
-                    hpa_out[i] = hpa
-                if track_writes and op == WRITE:
-                    content[hpa >> 12] = written[0]
-                    written[0] += 1
-                i += 1
-                continue
-            if found:
+                translated = True
+            elif found:
                 cnt[C_ON_HIT] += 1
-        resume_walk = False
-        walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate,
-             base, cnt, hitbase, vm, asid, va, op, out)
-        if out[0] != 0:
-            return FAULT, i
-        shift = out[3]
-        tlb_fill_from_walk(tcfg, ttag, tval, inclusion, pstate, path, npath, vm, asid, va, out[2], shift, out[4],
-                           out[5])
-        hpa = out[2] + (va & ((1 << shift) - 1))
+        if not translated:
+            resume_walk = False
+            walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate,
+                 base, cnt, hitbase, vm, asid, va, op, out)
+            if out[0] != 0:
+                return FAULT, i
+            page, shift = out[2], out[3]
+            tlb_fill_from_walk(tcfg, ttag, tval, inclusion, pstate, path, npath, vm, asid, va, page, shift, out[4],
+                               out[5])
+        hpa = page + (va & ((1 << shift) - 1))
         if record_hpa:
             hpa_out[i] = hpa
         if track_writes and op == WRITE:
