@@ -148,10 +148,6 @@ def _champsim_chunks(recs: np.ndarray, chunk_size: int, vm: int, asid: int) -> I
         yield out[start:start + chunk_size]
 
 
-def write_champsim(path: str | Path, instructions: np.ndarray) -> None:
-    """Write CHAMPSIM_DTYPE records (for tests and conversions)."""
-    Path(path).write_bytes(np.ascontiguousarray(instructions, dtype=CHAMPSIM_DTYPE).tobytes())
-
 
 @hookimpl
 def slatframe_workloads():

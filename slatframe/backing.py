@@ -32,7 +32,6 @@ class Backing:
         self.counters = counters
         self.on_fault = on_fault
         self.contents = contents  # slatframe.contents.VmContents, or None: zero-filled
-        self.backed_pages = 0
 
     def lookup(self, gpa: int) -> int | None:
         """The hPA of ``gpa`` if backed (a software look-up, not a hardware reference)."""
@@ -53,7 +52,6 @@ class Backing:
             first = hpa_page >> PAGE_SHIFT
             self.host.content[first:first + n] = self.contents.initial((gpa & ~mask) >> PAGE_SHIFT, n)
         self.install(gpa & ~mask, hpa_page)
-        self.backed_pages += 1
         return hpa_page | (gpa & mask)
 
     def backing(self, gpa: int) -> int:
@@ -98,7 +96,6 @@ class RadixBacking(DictBacking):
         super().__init__(*args, **kwargs)
         self.fmt = fmt
         self.root = self.host.alloc(TABLE_SIZE)
-        self.splits = 0
 
     def install(self, gpa_page: int, hpa_page: int) -> None:
         map_page(self.fmt, self.root, gpa_page, hpa_page, self.page_size, self.host,
@@ -119,7 +116,6 @@ class RadixBacking(DictBacking):
             raise AssertionError(f"gPA {gpa:#x} is not backed")
         self.host.write(step.entry_address, self.fmt.leaf_entry(hpa, 1, writable))
         self.small[gpa >> PAGE_SHIFT] = hpa & ~(SMALL - 1)
-        self.splits += splits
         return splits
 
     def table_lookup(self, gpa: int) -> int | None:

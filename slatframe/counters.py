@@ -14,9 +14,6 @@ class Counters:
     def add(self, name: str, n: int = 1) -> None:
         self.values[name] += n
 
-    def maximum(self, name: str, value: int) -> None:
-        if value > self.values[name]:
-            self.values[name] = value
 
     def walk_done(self, refs_guest: int, refs_host: int = 0, ad_writes: int = 0) -> None:
         """A hardware walk that produced a translation."""

@@ -82,10 +82,6 @@ class GuestOs:
         """A software walk of the kernel's own tables (not a hardware reference)."""
         return walk(self.fmt, self.root(asid), va, self.phys)
 
-    @property
-    def mapped_pages(self) -> int:
-        return len(self.leaves)
-
     def map(self, asid: int, va: int, writable: bool = True) -> list[int]:
         """Map a fresh page at ``va`` unless mapped; returns the entry addresses written.
         (The kernel remembers its leaves, as Linux finds them through its VMAs, so its own

@@ -90,8 +90,3 @@ class PhysicalMemory:
     def words(self) -> np.ndarray:
         """The stored words, one row per frame that holds any (grows; re-read it)."""
         return self._words
-
-    @property
-    def table_pages(self) -> int:
-        """Frames that hold written words (page-table pages)."""
-        return self._rows

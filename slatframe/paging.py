@@ -39,10 +39,6 @@ class PageTableFormat:
     leaf_bits: int = 0
 
     @property
-    def va_bits(self) -> int:
-        return PAGE_SHIFT + INDEX_BITS * self.levels
-
-    @property
     def leaf_sizes(self) -> tuple[int, ...]:
         return tuple(sorted(self.page_size(level) for level in self.leaf_levels))
 

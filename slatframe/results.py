@@ -46,7 +46,3 @@ def write_atomic(path: str | Path, text: str) -> None:
             os.unlink(tmp)
         raise
 
-
-def load_result(path: str | Path) -> dict[str, Any]:
-    with open(path) as fh:
-        return json.load(fh)

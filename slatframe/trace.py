@@ -23,7 +23,6 @@ UNMAP = 18  #: the guest kernel unmaps the page holding ``vaddr`` (and invalidat
 PROTECT = 19  #: the guest kernel write-protects the page holding ``vaddr`` (and invalidates it)
 INVLPG = 20  #: the guest invalidates the TLB entry of ``vaddr``
 FLUSH = 21  #: the guest flushes its whole TLB (non-global entries of its current asid)
-CONTROL_OPS = (CONTEXT_SWITCH, MAP, UNMAP, PROTECT, INVLPG, FLUSH)
 
 OP_NAMES = {READ: "read", WRITE: "write", IFETCH: "ifetch", CONTEXT_SWITCH: "context_switch",
             MAP: "map", UNMAP: "unmap", PROTECT: "protect", INVLPG: "invlpg", FLUSH: "flush"}
@@ -40,8 +39,3 @@ def make_trace(vaddr, op=READ, vm=0, asid=0) -> np.ndarray:
     out["asid"] = asid
     return out
 
-
-def chunked(trace: np.ndarray, chunk_size: int):
-    """Yield consecutive views of at most ``chunk_size`` records."""
-    for start in range(0, len(trace), chunk_size):
-        yield trace[start:start + chunk_size]

@@ -59,7 +59,7 @@ class _Member:
             version = np.lib.format.read_magic(self.fh)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(self.fh)
+            shape, _, dtype = read_header(self.fh)
         except ValueError as exc:
             raise TraceError(f"{where}: array {name!r} is not a valid .npy member ({exc}).") from None
         if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
@@ -169,7 +169,7 @@ class NpzWriter:
     def __enter__(self) -> "NpzWriter":
         return self
 
-    def __exit__(self, kind, value, tb) -> None:
+    def __exit__(self, kind, *_) -> None:
         if kind is None:
             self.close()
         else:

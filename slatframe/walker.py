@@ -24,9 +24,6 @@ GUEST_NOT_PRESENT = 2
 GUEST_PROTECTION = 3  #: a write met a read-only guest (or 1D) leaf
 HOST_NOT_PRESENT = 4
 HOST_PROTECTION = 5
-FAULT_NAMES = {NO_ROOT: "no_root", GUEST_NOT_PRESENT: "guest_not_present",
-               GUEST_PROTECTION: "guest_protection", HOST_NOT_PRESENT: "host_not_present",
-               HOST_PROTECTION: "host_protection"}
 
 
 @attrs.frozen

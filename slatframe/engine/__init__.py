@@ -14,8 +14,6 @@ from ..workload import WorkloadContext, check_chunk
 from .compiled import CompiledEngine, missing_kernels
 from .reference import ReferenceEngine
 
-ENGINE_TIERS = ("reference", "compiled")
-
 #: Counters present in every result, zero when nothing happened.
 ALWAYS_REPORTED = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.refs_host",
                    "walk.refs_max", "walk.aborted", "walk.refs_aborted", "walk.ad_writes",

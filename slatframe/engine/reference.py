@@ -9,8 +9,6 @@ compiled tier.
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import numpy as np
 
 from ..machine import Machine
@@ -45,9 +43,8 @@ class ReferenceEngine:
         levels = tlb.levels
         hit_names, miss_names = self._hit_names, self._miss_names
         vms, asids, ops, vaddrs = (chunk[f].tolist() for f in ("vm", "asid", "op", "vaddr"))
-        track, store = self.track_writes, machine.context.store
+        track, store, host = self.track_writes, machine.context.store, machine.context.host
         for i in range(len(ops)):
-            content = machine.context.host.content  # may grow while faults are handled
             vm, asid, op, va = vms[i], asids[i], ops[i], vaddrs[i]
             if software.record(vm, asid, op, va):
                 if hpa_out is not None:
@@ -74,8 +71,5 @@ class ReferenceEngine:
                 if hpa_out is not None:
                     hpa_out[i] = hpa
                 if track and op == WRITE:  # the page now holds new content
-                    content[hpa >> 12] = store.written()
+                    host.content[hpa >> 12] = store.written()
 
-    def run(self, chunks: Iterable[np.ndarray]) -> None:
-        for chunk in chunks:
-            self.run_chunk(chunk)
