@@ -17,6 +17,8 @@ RUNS = {
     "no dedup": ["dedup.pages_to_scan=1", "dedup.sleep=1000000000"],
     "ksm": [],
     "ideal": ["dedup={strategy='ideal', interval=10000}"],
+    "no dedup, shadow": ["machine.slat=shadow", "dedup.pages_to_scan=1", "dedup.sleep=1000000000"],
+    "ksm, shadow": ["machine.slat=shadow"],
 }
 
 
@@ -30,9 +32,9 @@ def main(argv=None):
         m = run_experiment(config, registry).metrics
         rows.append((label, m["dedup.bytes_saved"] >> 20, m["dedup.pages_shared"], m["dedup.pages_sharing"],
                      m["dedup.large_pages_split"], m["dedup.cow_breaks"], m["tlb.l2.misses"],
-                     m["tlb.splintered_fills"], m["walks"], m["walk.refs"] / max(1, m["walks"])))
+                     m["tlb.splintered_fills"], m["walks"], m["walk.refs"] / max(1, m["walks"]), m["vm_exits"]))
     print(table(rows, ("run", "MiB saved", "pages_shared", "pages_sharing", "2M pages split", "COW breaks",
-                       "L2 TLB misses", "splintered fills", "walks", "refs/walk")))
+                       "L2 TLB misses", "splintered fills", "walks", "refs/walk", "VM exits")))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,17 @@ way KVM's shadow MMU does:
 - an unmap or protect writes a guest entry (``pt_write``, which zaps the shadow entry)
   and is followed by the guest's INVLPG (``invlpg``); a full flush reloads CR3.
 
+Deduplication: a shadow leaf maps a merged page read-only, so a write to it exits
+(``page_fault``) and the hypervisor breaks the copy-on-write before filling a writable
+leaf. The translator keeps a reverse map from gPA pages to the shadow leaves filled from
+them (KVM's rmap); when dedup remaps a page it updates those leaves in place, as the
+nested schemes' backing updates its second-level entries: a large shadow leaf is split,
+then the 4K leaf points at the new frame, read-only when merged. Shadow leaves filled
+inside a split host large page are 4K.
+
 Simplifications: shadow tables are never reclaimed (KVM's shadow page cache is
-bounded), and hypervisor work is counted as exits, not as memory references.
+bounded), hypervisor work is counted as exits, not as memory references, and a split 1G
+host page is shadowed 4K by 4K.
 """
 from __future__ import annotations
 
@@ -25,12 +34,12 @@ from slatframe import hookimpl
 from slatframe.backing import DictBacking
 from slatframe.guest import GuestOs, VmPhysical, guest_control
 from slatframe.machine import Invalidation, MachineContext
-from slatframe.paging import PAGE_SHIFT, map_page, walk
+from slatframe.paging import PAGE_SHIFT, map_page, split_leaf, walk
 from slatframe.records import SlatSchemeRecord
 from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, PROTECT, UNMAP, WRITE
 from slatframe.walker import NO_ROOT, Fault, HardwareView, RootTable
 
-TABLE_SIZE = 1 << PAGE_SHIFT
+TABLE_SIZE = SMALL = 1 << PAGE_SHIFT
 
 
 class ShadowTranslator:
@@ -41,13 +50,19 @@ class ShadowTranslator:
         self.host = ctx.host
         self.counters = ctx.counters
         self.host_page_sizes = [vm.host_page_size for vm in ctx.vms]
+        self.dedup = None  # set by the machine when a dedup strategy runs
         self.backings = [DictBacking(ctx.host, vm.host_page_size, ctx.counters,
-                                     contents=ctx.contents[i] if ctx.contents else None)
+                                     contents=ctx.contents[i] if ctx.contents else None,
+                                     on_remap=lambda gpa, i=i: self._remapped(i, gpa))
                          for i, vm in enumerate(ctx.vms)]
         self.kernels = [GuestOs(self.fmt, vm.guest_page_size,
-                                VmPhysical(vm.memory, vm.name, b.backing, ctx.host.read, ctx.host.write))
-                        for vm, b in zip(ctx.vms, self.backings)]
+                                VmPhysical(vm.memory, vm.name, b.backing, ctx.host.read, ctx.host.write,
+                                           on_write=lambda gpa, i=i: self._kernel_store(i, gpa)))
+                        for i, (vm, b) in enumerate(zip(ctx.vms, self.backings))]
         self.hw = HardwareView(self.fmt, RootTable(len(ctx.vms)))  # hardware walks the shadows
+        # per VM: (leaf size, gPA base) -> shadow leaves filled from it: (root, va base, hPA base)
+        self.rmaps: list[dict[tuple[int, int], set[tuple[int, int, int]]]] = [{} for _ in ctx.vms]
+        self.leaf_sizes = self.fmt.leaf_sizes
 
     def _root(self, vm: int, asid: int) -> int:
         root = self.hw.guest_roots.get(vm, asid)
@@ -56,34 +71,85 @@ class ShadowTranslator:
             self.hw.guest_roots.set(vm, asid, root)
         return root
 
+    def _kernel_store(self, vm: int, gpa: int) -> None:
+        """The guest kernel stores to its memory: a merged page is copied first."""
+        if self.dedup is not None:
+            self.dedup.store(vm, gpa)
+
+    def _pending(self) -> list[Invalidation]:
+        return self.dedup.take_pending() if self.dedup is not None else []
+
     def handle_fault(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:
         root = self._root(vm, asid)
+        invalidations: list[Invalidation] = []
         if fault.kind != NO_ROOT:
             self.counters.vm_exit("page_fault")
-            self._handle_fault(vm, asid, va, op == WRITE, root)
-        return []
+            invalidations = self._handle_fault(vm, asid, va, op == WRITE, root)
+        return invalidations + self._pending()
 
-    def _handle_fault(self, vm: int, asid: int, va: int, write: bool, root: int) -> None:
+    def _handle_fault(self, vm: int, asid: int, va: int, write: bool, root: int) -> list[Invalidation]:
         fmt, kernel = self.fmt, self.kernels[vm]
         guest = kernel.lookup(asid, va)
         if not guest.present or (write and not fmt.is_writable(guest.entry)):
             self.counters.add("faults.guest")  # injected: the guest kernel handles it
             written = kernel.protect(asid, va, writable=True) if guest.present else kernel.map(asid, va)
             self._trap_writes(vm, asid, va, written)
-            return
+            return []
         # hidden fault: the guest maps it; set the guest's A/D flags and fill the shadow
         guest = walk(fmt, kernel.root(asid), va, kernel.phys, accessed=True, dirty=write)
         gsize = fmt.page_size(guest.level)
         gpa = fmt.frame(guest.entry, guest.level) | (va & (gsize - 1))
-        hpa = self.backings[vm].backing(gpa)
-        size = min(gsize, self.host_page_sizes[vm])
-        writable = fmt.is_writable(guest.entry) and bool(guest.entry & fmt.dirty_flag or not fmt.dirty_flag)
+        backing = self.backings[vm]
+        hpa, host_size, host_writable = backing.mapping(gpa)
+        invalidations: list[Invalidation] = []
+        if write and not host_writable:  # a write to a merged page: copy-on-write
+            self.counters.add("faults.host")
+            invalidations = self.dedup.cow_break(vm, gpa)
+            hpa, host_size, host_writable = backing.mapping(gpa)
+        size = min(gsize, host_size)
+        writable = (fmt.is_writable(guest.entry) and host_writable
+                    and bool(guest.entry & fmt.dirty_flag or not fmt.dirty_flag))
         self._zap(root, va, size)
-        map_page(fmt, root, va & ~(size - 1), hpa & ~(size - 1), size, self.host,
-                 lambda: self.host.alloc(TABLE_SIZE), writable)
+        va_base, hpa_base = va & ~(size - 1), hpa & ~(size - 1)
+        map_page(fmt, root, va_base, hpa_base, size, self.host, lambda: self.host.alloc(TABLE_SIZE), writable)
+        self.rmaps[vm].setdefault((size, gpa & ~(size - 1)), set()).add((root, va_base, hpa_base))
         self.counters.add("shadow.fills")
         if size < gsize:
             self.counters.add("tlb.splintered_fills")
+        return invalidations
+
+    def _remapped(self, vm: int, gpa: int) -> None:
+        """Dedup remapped the 4K page at ``gpa``: update the shadow leaves filled from it
+        in place, as the backing updates second-level tables: a large leaf is split
+        (down to 4K), then the 4K leaf points at the new frame, read-only if the page is."""
+        rmap = self.rmaps[vm]
+        for size in reversed(self.leaf_sizes[1:]):
+            for root, va_base, hpa_base in rmap.pop((size, gpa & ~(size - 1)), ()):
+                step = self._leaf(root, va_base, size, hpa_base)
+                if step is None:
+                    continue
+                piece = self.fmt.page_size(step.level - 1)
+                split_leaf(self.fmt, self.host, step, self.host.alloc(TABLE_SIZE))
+                gpa_base = gpa & ~(size - 1)
+                for i in range(size // piece):
+                    rmap.setdefault((piece, gpa_base + i * piece), set()).add(
+                        (root, va_base + i * piece, hpa_base + i * piece))
+        hpa = self.backings[vm].lookup(gpa) & ~(SMALL - 1)
+        writable = (gpa >> PAGE_SHIFT) not in self.backings[vm].read_only
+        entries = rmap.pop((SMALL, gpa & ~(SMALL - 1)), ())
+        for root, va_base, hpa_base in entries:
+            step = self._leaf(root, va_base, SMALL, hpa_base)
+            if step is not None:
+                self.host.write(step.entry_address, self.fmt.leaf_entry(
+                    hpa, 1, writable and self.fmt.is_writable(step.entry)))
+        rmap[(SMALL, gpa & ~(SMALL - 1))] = {(root, va, hpa) for root, va, _ in entries}
+
+    def _leaf(self, root: int, va: int, size: int, hpa: int):
+        """The shadow leaf at ``va`` if it still maps ``hpa`` with a ``size`` page."""
+        step = walk(self.fmt, root, va, self.host)
+        if step.present and self.fmt.page_size(step.level) == size and self.fmt.frame(step.entry, step.level) == hpa:
+            return step
+        return None
 
     def _zap(self, root: int, va: int, size: int) -> None:
         """Drop the shadow leaf entries that map ``va``'s page of ``size`` bytes."""
@@ -111,7 +177,7 @@ class ShadowTranslator:
         elif op in (UNMAP, PROTECT, INVLPG):
             self.counters.vm_exit("invlpg")
             self._zap(self._root(vm, asid), arg, self.kernels[vm].page_size)
-        return invalidations
+        return invalidations + self._pending()
 
 
 @hookimpl

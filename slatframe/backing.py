@@ -62,13 +62,20 @@ class Backing:
 
 class DictBacking(Backing):
     """The mapping in a dict of guest page number -> host page base, with 4K exceptions
-    (pages remapped one by one, as deduplication does) taking precedence."""
+    (pages remapped one by one, as deduplication does) taking precedence.
 
-    def __init__(self, *args, **kwargs) -> None:
+    ``on_remap(gpa)`` is called after a 4K page is remapped, so a scheme that caches
+    translations derived from this mapping (shadow tables) can drop them, as KVM's MMU
+    notifiers do when KSM replaces a page."""
+
+    def __init__(self, *args, on_remap: Callable[[int], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.shift = self.page_size.bit_length() - 1
         self.pages: dict[int, int] = {}
         self.small: dict[int, int] = {}  # 4K guest frame number -> 4K host frame base
+        self.read_only: set[int] = set()  # 4K guest frame numbers mapped read-only
+        self.split: set[int] = set()  # host large pages (guest page numbers) mapped 4K by 4K
+        self.on_remap = on_remap
 
     def lookup(self, gpa: int) -> int | None:
         if self.small:
@@ -86,6 +93,34 @@ class DictBacking(Backing):
         per = self.page_size >> PAGE_SHIFT
         return sorted(g * per + i for g in self.pages for i in range(per))
 
+    def remap_small(self, gpa: int, hpa: int, writable: bool) -> int:
+        """Map the 4K page at ``gpa`` to the 4K frame ``hpa``, splitting the large page
+        around it first. Returns how many large pages were split."""
+        splits = self._remap_entry(gpa, hpa, writable)
+        large = gpa >> self.shift
+        if self.page_size > SMALL and large not in self.split:
+            self.split.add(large)
+            splits = splits or 1
+        self.small[gpa >> PAGE_SHIFT] = hpa & ~(SMALL - 1)
+        if writable:
+            self.read_only.discard(gpa >> PAGE_SHIFT)
+        else:
+            self.read_only.add(gpa >> PAGE_SHIFT)
+        if self.on_remap is not None:
+            self.on_remap(gpa)
+        return splits
+
+    def _remap_entry(self, gpa: int, hpa: int, writable: bool) -> int:
+        """Change the stored mapping beyond the dicts (none here); return large pages split."""
+        return 0
+
+    def mapping(self, gpa: int) -> tuple[int, int, bool]:
+        """(hPA, size of the host mapping that holds ``gpa``, writable), backing the page
+        first if this is its first touch: 4K inside a split large page."""
+        hpa = self.backing(gpa)
+        size = SMALL if (gpa >> self.shift) in self.split else self.page_size
+        return hpa, size, (gpa >> PAGE_SHIFT) not in self.read_only
+
 
 class RadixBacking(DictBacking):
     """The mapping also in second-level radix tables of format ``fmt`` in host memory,
@@ -102,9 +137,8 @@ class RadixBacking(DictBacking):
                  lambda: self.host.alloc(TABLE_SIZE))
         super().install(gpa_page, hpa_page)
 
-    def remap_small(self, gpa: int, hpa: int, writable: bool) -> int:
-        """Map the 4K page at ``gpa`` to the 4K frame ``hpa``, splitting the large pages
-        around it first. Returns how many large pages were split."""
+    def _remap_entry(self, gpa: int, hpa: int, writable: bool) -> int:
+        """Rewrite the second-level leaf of ``gpa``, splitting the large pages above it."""
         splits = 0
         while True:
             step = walk(self.fmt, self.root, gpa, self.host)
@@ -115,7 +149,6 @@ class RadixBacking(DictBacking):
         if not step.present:
             raise AssertionError(f"gPA {gpa:#x} is not backed")
         self.host.write(step.entry_address, self.fmt.leaf_entry(hpa, 1, writable))
-        self.small[gpa >> PAGE_SHIFT] = hpa & ~(SMALL - 1)
         return splits
 
     def table_lookup(self, gpa: int) -> int | None:

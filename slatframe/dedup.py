@@ -6,7 +6,9 @@ copy-on-write break), and keeps the sharing counts the kernel reports (KSM's nam
 ``pages_shared`` frames in use by several mappings, ``pages_sharing`` the extra mappings,
 so ``pages_sharing`` x 4K is the memory saved). Merging a page that lies in a host large
 page splits that page first (``dedup.large_pages_split``). Every change of a VM's
-second-level mappings invalidates that VM's TLB and walk-cache entries (INVEPT).
+gPA -> hPA mappings invalidates that VM's TLB and walk-cache entries (INVEPT); a scheme
+that derives tables from the mappings (shadow paging) hears of each change through its
+backing's ``on_remap``.
 """
 from __future__ import annotations
 
@@ -20,13 +22,13 @@ SMALL = 1 << PAGE_SHIFT
 
 
 class DedupHost:
-    """Sharing state over the radix backings of a nested-paging translator."""
+    """Sharing state over the backings (``translator.backings``) of a hypervisor's VMs."""
 
     def __init__(self, translator: Any, host: Any, counters: Any, store: Any) -> None:
         backings = getattr(translator, "backings", None)
-        if not backings or not all(hasattr(b, "remap_small") for b in backings):
-            raise ConfigError("dedup needs a SLAT scheme whose hypervisor keeps second-level tables "
-                              "(a nested-paging scheme); this run's scheme has none.")
+        if not backings:
+            raise ConfigError("dedup needs a SLAT scheme with a hypervisor that backs guest memory "
+                              "(nested or shadow paging); this run's scheme has none.")
         self.backings = backings
         self.host = host
         self.counters = counters

@@ -95,13 +95,13 @@ def touch_trace(n_vms, touched=900, rereads=3000, writes=(), seed=0):
     return np.concatenate(parts + [again])
 
 
-def dedup_config(tmp_path, images, trace, strategy, engine="reference", host_page="2M", **tlb):
+def dedup_config(tmp_path, images, trace, strategy, engine="reference", host_page="2M", slat="intel-ept", **tlb):
     trace_path = tmp_path / "t.npz"
     np.savez(trace_path, **{k: trace[k] for k in ("vm", "asid", "op", "vaddr")})
     vms = [{"name": vm, "memory": VM_MEMORY, "host_page_size": host_page, "image": str(p)}
            for vm, p in images.items()]
     raw = tiny_config(experiment={"name": "dedup", "engine": engine, "chunk_size": 1000},
-                      machine={"slat": "intel-ept", "host_memory": "1G"}, vms=vms,
+                      machine={"slat": slat, "host_memory": "1G"}, vms=vms,
                       tlb={"levels": [{"name": "l1", "sets": 16, "ways": 4, "page_sizes": ["4K", "2M"]}], **tlb},
                       workload={"source": "npz", "path": str(trace_path)}, dedup=strategy)
     return build(raw)
@@ -111,11 +111,12 @@ def backed(machine):
     return [backing.guest_frames() for backing in machine.translator.backings]
 
 
-@pytest.mark.parametrize("engine", ["reference", "compiled"])
-def test_ideal_matches_an_independent_hashlib_count(tmp_path, engine):
+@pytest.mark.parametrize("engine,slat", [("reference", "intel-ept"), ("compiled", "intel-ept"),
+                                         ("reference", "shadow"), ("compiled", "amd-npt")])
+def test_ideal_matches_an_independent_hashlib_count(tmp_path, engine, slat):
     images = make_images(tmp_path)
     config, reg = dedup_config(tmp_path, images, touch_trace(3), {"strategy": "ideal", "interval": 1000},
-                               engine=engine)
+                               engine=engine, slat=slat)
     result, machine = run_machine(config, reg)
     pages = backed(machine)
     assert all(len(p) == VM_MEMORY // PAGE for p in pages)  # both host pages of every VM backed
@@ -184,8 +185,55 @@ def test_writes_to_merged_pages_break_cow(tmp_path):
             assert backing.fmt.is_writable(step.entry) == (not machine.dedup_host.is_shared(vm, gfn))
 
 
-@pytest.mark.parametrize("strategy", ["ideal", "ksm", "zero-pages"])
-def test_engines_agree_with_dedup(tmp_path, strategy):
+def shadow_leaves(host, root):
+    """(va, hPA frame, writable) of every present leaf of a shadow table tree, decoded by
+    hand (bit 0 present, bit 1 writable, bit 7 a large leaf, bits 51:12 the frame)."""
+    todo, found = [(root, 4, 0)], []
+    while todo:
+        table, level, base = todo.pop()
+        for i in range(512):
+            entry = host.read(table + 8 * i)
+            if not entry & 1:
+                continue
+            va = base | (i << (12 + 9 * (level - 1)))
+            if level == 1 or entry & 0x80:
+                size = 1 << (12 + 9 * (level - 1))
+                found.append((va, entry & 0xFFFFFFFFFF000 & ~(size - 1), size, bool(entry & 2)))
+            else:
+                todo.append((entry & 0xFFFFFFFFFF000, level - 1, va))
+    return found
+
+
+def test_shadow_leaves_follow_merges_and_cow_breaks(tmp_path):
+    """Under shadow paging every shadow leaf left after merges and COW breaks maps what
+    the guest's tables and the hypervisor's backing say now, and is read-only exactly
+    when it maps a shared frame."""
+    images = make_images(tmp_path)
+    trace = touch_trace(3, rereads=6000, writes=[(1, p) for p in range(5)])
+    result, machine = run_machine(*dedup_config(tmp_path, images, trace, {"strategy": "ideal", "interval": 1000},
+                                                slat="shadow"))
+    m, host, dedup = result.metrics, machine.context.host, machine.dedup_host
+    assert m["dedup.cow_breaks"] > 0 and m["dedup.pages_sharing"] > 0
+    translator, checked = machine.translator, 0
+    for (vm, asid), root in np.ndenumerate(translator.hw.guest_roots.array):
+        if root < 0:
+            continue
+        kernel, backing = translator.kernels[vm], translator.backings[vm]
+        for va, frame, size, writable in shadow_leaves(host, int(root)):
+            for offset in range(0, size, 64 * PAGE):
+                guest = kernel.lookup(asid, va + offset)
+                gsize = 1 << (12 + 9 * (guest.level - 1))
+                gpa = (guest.entry & 0xFFFFFFFFFF000 & ~(gsize - 1)) | ((va + offset) & (gsize - 1))
+                assert frame + offset == backing.lookup(gpa)
+                shared = dedup.is_shared(vm, gpa >> 12)
+                assert not (shared and writable)
+                checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("strategy,slat", [("ideal", "intel-ept"), ("ksm", "intel-ept"),
+                                           ("zero-pages", "intel-ept"), ("ksm", "shadow")])
+def test_engines_agree_with_dedup(tmp_path, strategy, slat):
     images = make_images(tmp_path)
     trace = touch_trace(3, rereads=8000, writes=[(2, 7), (0, 3)])
     options = {"strategy": strategy}
@@ -193,7 +241,7 @@ def test_engines_agree_with_dedup(tmp_path, strategy):
         options.update(pages_to_scan=700, sleep=900, use_zero_pages=True)
     else:
         options["interval"] = 900
-    results = [run_machine(*dedup_config(tmp_path, images, trace, options, engine=e))[0]
+    results = [run_machine(*dedup_config(tmp_path, images, trace, options, engine=e, slat=slat))[0]
                for e in ("reference", "compiled")]
     assert results[0].engine == "reference" and results[1].engine == "compiled"
     strip = lambda m: {k: v for k, v in m.items() if v}  # noqa: E731
@@ -233,8 +281,8 @@ def test_zero_pages_merges_exactly_the_zero_filled_pages(tmp_path):
     assert result.metrics["dedup.pages_shared"] == 0
 
 
-def test_dedup_needs_second_level_tables(registry):
+def test_dedup_needs_a_hypervisor(registry):
     from slatframe.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="dedup needs a SLAT scheme"):
-        run_machine(*build(tiny_config(machine={"slat": "shadow"}, dedup={"strategy": "ideal"}), registry))
+    with pytest.raises(ConfigError, match="dedup needs a SLAT scheme with a hypervisor"):
+        run_machine(*build(tiny_config(machine={"slat": "native"}, dedup={"strategy": "ideal"}), registry))
