@@ -39,6 +39,8 @@ class ExperimentConfig:
                          choices=("auto", "reference", "compiled"))
     plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
     chunk_size: int = option(65536, "trace records per chunk handed to the engine", min=1)
+    warmup: int = option(0, "trace records run before the statistics start: TLBs, caches, page "
+                         "tables and dedup state stay warm, every counter restarts from zero", min=0)
     observers: tuple[PluginChoice, ...] = option([], "run observers to attach", plugin="run observers")
 
 
@@ -121,6 +123,22 @@ class VmConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ConsolidationConfig:
+    """``[consolidation]``: how many sessions a host fits, from the run's cycles per access
+    (see docs/cost-models.md)."""
+
+    cores: int = option(help="host cores that run sessions", min=1)
+    core_ghz: float = option(help="core clock in GHz (cycles per nanosecond)", min=0.001)
+    memory: int = option(help="host memory for sessions and the hypervisor", size=True, min=PAGE_4K)
+    reserved_memory: int = option(0, "host memory the hypervisor and management OS keep", size=True, min=0)
+    cpu_target: float = option(1.0, "fraction of each core sessions may use", min=0.01, max=1.0)
+    session_accesses_per_s: float = option(help="memory accesses per second one session issues", min=1.0)
+    work_per_access: float = option(help="cycles of work per access besides the memory access and "
+                                    "its translation (the session's own computation)", min=0.0)
+    session_memory: int = option(help="resident memory of one session before dedup", size=True, min=PAGE_4K)
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A whole experiment."""
 
@@ -135,6 +153,8 @@ class Config:
     dedup: PluginChoice | None = option(None, "page deduplication strategy (none if absent)",
                                         plugin="dedup strategies", name_key="strategy")
     cost: PluginChoice = option("fixed", "cost model", plugin="cost models", name_key="model")
+    consolidation: ConsolidationConfig | None = option(None, "sessions per host from the run's costs "
+                                                       "(none if absent)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that loads back to an equal config (stored in every result)."""

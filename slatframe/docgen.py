@@ -41,7 +41,7 @@ def _default(field: attrs.Attribute) -> str:
     if isinstance(d, tuple):
         return "`[]`" if not d else f"`{list(d)}`"
     if d is None:
-        return "scheme's default"
+        return "scheme's default" if field.metadata.get("plugin") == "page-table formats" else "absent"
     return f"`{d!r}`" if isinstance(d, str) else f"`{d}`"
 
 
@@ -74,12 +74,14 @@ def table_doc(cls: type, title: str) -> list[str]:
 
 
 def config_reference(registry: Registry) -> str:
-    from .config import ExperimentConfig, MachineConfig, TlbConfig, TlbLevelConfig, VmConfig
+    from .config import (ConsolidationConfig, ContentConfig, ExperimentConfig, MachineConfig, TlbConfig,
+                         TlbLevelConfig, VmConfig)
 
     lines = [HEADER, "## Core tables", ""]
     for cls, title in [(Config, "top level"), (ExperimentConfig, "[experiment]"),
                        (MachineConfig, "[machine]"), (TlbConfig, "[tlb]"),
-                       (TlbLevelConfig, "[[tlb.levels]]"), (VmConfig, "[[vms]]")]:
+                       (TlbLevelConfig, "[[tlb.levels]]"), (VmConfig, "[[vms]]"),
+                       (ContentConfig, "vms[].content"), (ConsolidationConfig, "[consolidation]")]:
         lines += table_doc(cls, title)
     lines += ["## Plugin options", "",
               "Options of each registered plugin, by hook point (plugins without options are listed bare).", ""]

@@ -12,6 +12,7 @@ import numpy as np
 from .config import Config, VmConfig, resolved_format
 from .contents import ContentStore, VmContents
 from .counters import Counters
+from .datacache import DataCaches
 from .dedup import DedupHost
 from .memory import PhysicalMemory
 from .paging import PageTableFormat
@@ -72,6 +73,7 @@ class Machine:
     tlb: TlbHierarchy
     walk_caches: list[Any]
     walker: Walker
+    data_caches: DataCaches | None = None  #: what walk references go through, if the cost model asks
     dedup: Any = None  #: the dedup strategy object, if the config names one
     dedup_host: DedupHost | None = None
 
@@ -117,8 +119,11 @@ def build_machine(config: Config, registry: Any, counters: Counters | None = Non
     levels = [TlbLevel(lv, ctx.make_policy(lv.policy, lv.sets, lv.ways, f"tlb.{lv.name}"))
               for lv in config.tlb.levels]
     caches = [registry.get("walk caches", c.name).factory(c.options, ctx) for c in config.walk_caches]
-    walker = Walker(translator.hw, ctx.host, counters, caches)
-    machine = Machine(ctx, translator, TlbHierarchy(levels, config.tlb.inclusion), caches, walker)
+    cost = registry.get("cost models", config.cost.name)
+    spec = cost.data_caches(config.cost.options) if cost.data_caches is not None else None
+    data_caches = DataCaches(spec, counters) if spec is not None and spec.levels else None
+    walker = Walker(translator.hw, ctx.host, counters, caches, data_caches)
+    machine = Machine(ctx, translator, TlbHierarchy(levels, config.tlb.inclusion), caches, walker, data_caches)
     if config.dedup is not None:
         machine.dedup_host = DedupHost(translator, ctx.host, counters, store)
         translator.dedup = machine.dedup_host

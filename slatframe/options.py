@@ -203,8 +203,20 @@ def resolve_plugin(point: str, name_key: str, value: Any, path: str, ctx: BuildC
         ctx.fail(name_path, f"= {name!r} is not allowed: registered {point} are "
                             f"{', '.join(names) or 'none'}.")
     record = ctx.registry.get(point, name)
-    options = build(record.options, rest, path if isinstance(value, dict) else _join(path, "<options>"), ctx)
-    return PluginChoice(name, options)
+    where = path if isinstance(value, dict) else _join(path, "<options>")
+    rest = _with_preset(record, rest, where, ctx)
+    return PluginChoice(name, build(record.options, rest, where, ctx))
+
+
+def _with_preset(record: Any, table: dict[str, Any], path: str, ctx: BuildContext) -> dict[str, Any]:
+    """``table`` over the values of the preset it names (``preset = "NAME"``), if any."""
+    preset = table.get("preset")
+    if not preset or not record.presets:
+        return table
+    if preset not in record.presets:
+        ctx.fail(_join(path, "preset"), f"= {preset!r} is not allowed: {record.kind} {record.name!r} "
+                                        f"has presets {', '.join(record.presets)}.")
+    return {**record.presets[preset], **table}
 
 
 def to_plain(obj: Any, name_key: str = "name") -> Any:

@@ -8,7 +8,7 @@ documented on each record class.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import attrs
 
@@ -26,6 +26,9 @@ class Registration:
     summary: str
     factory: Callable[..., Any]
     options: type = NoOptions
+    #: Named sets of option values (``preset = "NAME"`` in the plugin's table selects one;
+    #: keys written beside it override the preset's, key by key).
+    presets: Mapping[str, Mapping[str, Any]] = attrs.Factory(dict)
 
     #: Which hook point the record belongs to; set by each subclass.
     kind = "plugin"
@@ -118,8 +121,14 @@ class CostModelRecord(Registration):
     machine: slatframe.config.Config) -> dict[str, int | float]`` returning the ``cycles.*``
     metrics. The resolved options are stored in the result so every figure can be
     recomputed from the result file alone.
+
+    ``data_caches(options) -> slatframe.datacache.DataCacheSpec | None``, when given, asks
+    the engines to pass every page-walk reference (and, if the spec says so, every data
+    access) through that cache hierarchy during the run and count the level that served
+    it (``dcache.walk.<level>``, ``dcache.data.<level>``), for ``cycles`` to charge.
     """
 
+    data_caches: Callable[[Any], Any] | None = None
     kind = "cost model"
 
 

@@ -44,8 +44,9 @@ def summary(result: Any) -> str:
     walks = m["walks"]
     per_walk = m["walk.refs"] / walks if walks else 0.0
     shown = [("walks", walks), ("walk refs per walk", per_walk), ("walk refs max", m["walk.refs_max"])]
-    shown += [(k, m[k]) for k in sorted(m) if k.startswith(("faults.", "vm_exits", "dedup."))]
-    shown += [(k, m[k]) for k in sorted(m) if k.startswith("cycles.") or k == "translation_overhead"]
+    shown += [(k, m[k]) for k in sorted(m) if k.startswith(("faults.", "vm_exits", "dedup.", "dcache."))]
+    shown += [(k, m[k]) for k in sorted(m) if k.startswith(("cycles.", "consolidation."))
+              or k == "translation_overhead"]
     lines.append("")
     lines.append(table(shown, ("metric", "value")))
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from .counters import Counters
+from .datacache import WALK as WALK_REF
 from .paging import ENTRY_SIZE, PAGE_SHIFT, PageTableFormat
 from .trace import WRITE
 from .translation import Translation
@@ -72,8 +73,10 @@ class HardwareView:
 class Walker:
     """Walks for one machine: hardware view, memory, counters and walk caches."""
 
-    def __init__(self, hw: HardwareView, memory: Any, counters: Counters, caches: list[Any]) -> None:
+    def __init__(self, hw: HardwareView, memory: Any, counters: Counters, caches: list[Any],
+                 data_caches: Any = None) -> None:
         self.hw = hw
+        self.data_caches = data_caches  # slatframe.datacache.DataCaches: where each reference is served
         self.memory = memory
         self.counters = counters
         self.prefix = {d: [c for c in caches if isinstance(c, PrefixCache) and c.covers(d)] for d in (GUEST, HOST)}
@@ -108,6 +111,8 @@ class Walker:
                     return entry, True
                 values[cache.misses] += 1
         self._refs[dim] += 1
+        if self.data_caches is not None:
+            self.data_caches.access(pa, WALK_REF)
         return self.memory.read(pa), False
 
     def _fill_entry(self, dim: int, vm: int, asid: int, level: int, pa: int, entry: int) -> None:

@@ -14,7 +14,8 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.tom
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(path, tmp_path):
     out = tmp_path / "r.json"
-    assert main(["run", str(path), "--out", str(out), "--quiet", "--set", "workload.accesses=2000"]) == 0
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--set", "workload.accesses=2000",
+                 "--set", "experiment.warmup=0"]) == 0
     assert json.loads(out.read_text())["metrics"]["accesses"] > 0
 
 
@@ -44,3 +45,25 @@ def test_walk_caches_script_runs(capsys):
     refs = {label: float(row[-2]) for label, row in rows.items()}
     assert refs["none"] == 24.0
     assert all(value < 24 for label, value in refs.items() if label != "none")
+
+
+def test_rds_consolidation_script_ratios_and_recomputed_costs(capsys):
+    """The script's ratio is its sessions' ratio, and its post-run recomputation with another
+    VM-exit cost gives what a run configured with that cost reports."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rds", EXAMPLES[0].parent / "rds_consolidation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.CHURN, module.SWITCH = (0.00002, 0.002), (2500,)
+    assert module.main(["--scale", "0.01"]) == 0
+    out = capsys.readouterr().out
+    ratios = [line.split() for line in out.splitlines() if line.startswith(("intel-server ", "amd-server "))
+              and len(line.split()) == 5]
+    assert {r[0] for r in ratios} == {"intel-server", "amd-server"}
+    for _, nested, shadow, ratio, _cpu in ratios:
+        assert float(ratio) == pytest.approx(int(nested) / int(shadow), abs=5e-4)
+    run = module.Runner(0.01)
+    config, registry, result = run("machine.slat=shadow")
+    direct = run("machine.slat=shadow", "cost.vm_exit=15000")[2].metrics["consolidation.sessions"]
+    assert module.sessions(config, registry, result, vm_exit=15000) == direct

@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config
+from ..consolidation import consolidation_metrics
 from ..counters import Counters
 from ..errors import ConfigError
 from ..machine import build_machine
@@ -68,8 +69,8 @@ DEDUP_COUNTED = ("dedup.large_pages_split", "dedup.cow_breaks", "dedup.merges", 
 
 def compute_metrics(config: Config, registry: Any, counters: Counters,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Counters plus the cost model's cycle figures, with every TLB level's counters
-    present even when zero."""
+    """Counters plus the cost model's cycle figures (and the consolidation figures, if
+    configured), with every TLB level's counters present even when zero."""
     metrics: dict[str, Any] = dict.fromkeys(ALWAYS_REPORTED, 0)
     for level in config.tlb.levels:
         metrics[f"tlb.{level.name}.hits"] = 0
@@ -80,6 +81,8 @@ def compute_metrics(config: Config, registry: Any, counters: Counters,
     metrics.update(counters.as_dict())
     cost = registry.get("cost models", config.cost.name).factory(config.cost.options)
     metrics.update(cost.cycles(metrics, config))
+    if config.consolidation is not None:
+        metrics.update(consolidation_metrics(metrics, config.consolidation))
     return metrics
 
 
@@ -110,20 +113,32 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     strategy = machine.dedup
     series: dict[str, Any] = {}
     next_run = strategy.interval if strategy is not None else None
+    warmup = config.experiment.warmup or None  # where the counters start
     for chunk in workload_chunks(config, registry):
         pos = 0
-        while next_run is not None and next_run - done < len(chunk) - pos:
-            step = next_run - done
+        while True:
+            stop = min((at for at in (next_run, warmup) if at is not None), default=None)
+            if stop is None or stop - done >= len(chunk) - pos:
+                break
+            step = stop - done
             runner.run_chunk(chunk[pos:pos + step])
             pos += step
             done += step
-            for inv in strategy.run():  # the strategy's wake-up, between records
-                runner.invalidate(inv)
-            series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
-            next_run += strategy.interval
+            if done == warmup:
+                counters.values.clear()  # state stays warm; statistics start here
+                series.clear()
+                warmup = None
+            if done == next_run:
+                for inv in strategy.run():  # the strategy's wake-up, between records
+                    runner.invalidate(inv)
+                series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
+                next_run += strategy.interval
         runner.run_chunk(chunk[pos:])
         done += len(chunk) - pos
         _notify(observers, "chunk", config, done, len(chunk))
+    if warmup is not None:
+        raise ConfigError(f"experiment.warmup = {warmup} is not allowed: the workload ends at record {done}, "
+                          "and the warmup must end before it.")
     extra = dedup_figures(machine, strategy) if strategy is not None else {}
     metrics = compute_metrics(config, registry, counters, extra)
     result = Result(

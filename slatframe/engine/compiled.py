@@ -21,6 +21,7 @@ State layout (``loop.py`` names the columns):
 - hardware view: ``fmts[2, 8]`` (guest, host format: levels, present mask, leaf flag,
   frame mask, write, accessed, dirty flags), ``hwcfg[4]`` (2D?, host A/D, table accesses
   dirty), ``roots[V, A]`` and ``host_roots[V]``; memory: ``slot_of`` and ``words``.
+- data caches: ``dcfg``, ``dctl``, ``dtag``, ``dage`` (:meth:`slatframe.datacache.DataCaches.arrays`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..datacache import no_data_caches
 from ..errors import ConfigError
 from ..machine import Machine
 from ..translation import Invalidation
@@ -119,6 +121,12 @@ class CompiledEngine:
             self.names += [f"tlb.{lv.name}.hits", f"tlb.{lv.name}.misses"]
         for cache in machine.walk_caches:
             self.names += [cache.hits, cache.misses]
+        if machine.data_caches is not None:
+            self.dc = machine.data_caches.arrays()
+            self.dc[1][2] = len(self.names)
+            self.names += machine.data_caches.spec.counter_names()
+        else:
+            self.dc = no_data_caches()
         self.cnt = np.zeros(len(self.names), dtype=np.int64)
         self.written = np.zeros(1, dtype=np.int64)  # next content id of a written page
         self.track_writes = machine.dedup is not None
@@ -203,7 +211,7 @@ class CompiledEngine:
                               software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
                               host_roots, tcfg, ttag, tval, inclusion, wcfg, wtag, wval, wprobe, wlists, wcount,
                               self.pstate, self.cnt, self.out, self.paths, self.npaths,
-                              host.content, self.written, self.track_writes)
+                              host.content, self.written, self.track_writes, *self.dc)
             store.next_written = int(self.written[0])
             resume = False
             if status == k.DONE:

@@ -103,6 +103,44 @@ def mem_write(slot_of, words, addr, value):
     words[slot_of[addr >> 12], (addr >> 3) & 511] = value
 
 
+# -- the data-cache hierarchy (slatframe/datacache.py) ------------------------------------
+# dcfg[k] = (sets, ways) of level k; dctl = (levels, data accesses?, first counter, clock);
+# dtag/dage[k, s, w] = line (-1 empty) and last use.
+
+@njit(cache=True, _nrt=False)
+def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
+    """Look ``pa``'s line up level by level; fill the levels that missed (LRU victim);
+    count the serving level (``nlevels`` = memory) for ``kind`` (0 walk, 1 data)."""
+    nlevels = dctl[0]
+    if nlevels == 0:
+        return
+    line = pa >> 6
+    clock = dctl[3] + 1
+    dctl[3] = clock
+    served = nlevels
+    for k in range(nlevels):
+        s = line % dcfg[k, 0]
+        for w in range(dcfg[k, 1]):
+            if dtag[k, s, w] == line:
+                dage[k, s, w] = clock
+                served = k
+                break
+        if served == k:
+            break
+    for k in range(served):
+        s = line % dcfg[k, 0]
+        victim = 0
+        for w in range(dcfg[k, 1]):
+            if dtag[k, s, w] == -1:
+                victim = w
+                break
+            if dage[k, s, w] < dage[k, s, victim]:
+                victim = w
+        dtag[k, s, victim] = line
+        dage[k, s, victim] = clock
+    cnt[dctl[2] + kind * (nlevels + 1) + served] += 1
+
+
 # -- set-associative arrays (slatframe/setassoc.py) --------------------------------------
 # tag[i, s, w] = (ctx, key), ctx -1 for an invalid way; the policy state of array i is
 # pstate[si].
@@ -386,7 +424,7 @@ def entry_pa(table, address, level):
 
 @njit(cache=True, _nrt=False)
 def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate, base,
-         cnt, hitbase, vm, asid, va, op, out):
+         cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
 
     The guest loop reads one guest entry per turn; in a 2D walk every table address it
@@ -453,6 +491,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                                                 hitbase, HOST, vm, 0, hlevel, hpa_entry)
                     if not cached:
                         h_refs += 1
+                        dc_access(dcfg, dctl, dtag, dage, cnt, hpa_entry, 0)
                     if (hentry & fmts[HOST, F_PRESENT]) == 0:
                         status = HOST_NOT_PRESENT
                         break
@@ -494,6 +533,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                                    GUEST, vm, asid, glevel, pa)
         if not cached:
             g_refs += 1
+            dc_access(dcfg, dctl, dtag, dage, cnt, pa, 0)
         if (entry & fmts[GUEST, F_PRESENT]) == 0:
             status, fault_at = GUEST_NOT_PRESENT, va
             break
@@ -558,12 +598,13 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, tval, inclusion,
         wcfg, wtag, wval, wprobe, wlists, wcount, pstate, cnt, out, paths, npaths, content, written,
-        track_writes):
+        track_writes, dcfg, dctl, dtag, dage):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
     instruction fetch / a data access looks up. With ``track_writes`` a write gives its
-    host frame the next content id (``written[0]``). Compiled without
+    host frame the next content id (``written[0]``); with ``dctl[1]`` the access goes
+    through the data caches (after its walk's references). Compiled without
     numba's reference counting (``_nrt=False``): nothing here allocates."""
     n = op_col.shape[0]
     nlevels = tcfg.shape[0]
@@ -613,7 +654,7 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
         if not translated:
             resume_walk = False
             walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate,
-                 base, cnt, hitbase, vm, asid, va, op, out)
+                 base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
             if out[0] != 0:
                 return FAULT, i
             page, shift = out[2], out[3]
@@ -622,6 +663,8 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
         hpa = page + (va & ((1 << shift) - 1))
         if record_hpa:
             hpa_out[i] = hpa
+        if dctl[1] != 0:
+            dc_access(dcfg, dctl, dtag, dage, cnt, hpa, 1)
         if track_writes and op == WRITE:
             content[hpa >> 12] = written[0]
             written[0] += 1

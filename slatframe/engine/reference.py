@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..datacache import DATA
 from ..machine import Machine
 from ..trace import WRITE
 from .software import SoftwareSide
@@ -30,6 +31,8 @@ class ReferenceEngine:
                                      ctx.config.tlb.tagged, machine.invalidate)
         self.invalidate = machine.invalidate
         self.track_writes = machine.dedup is not None  # contents matter only to dedup
+        caches = machine.data_caches
+        self.data_caches = caches if caches is not None and caches.spec.data_accesses else None
         levels = machine.tlb.levels
         self._hit_names = [f"tlb.{lv.name}.hits" for lv in levels]
         self._miss_names = [f"tlb.{lv.name}.misses" for lv in levels]
@@ -44,6 +47,7 @@ class ReferenceEngine:
         hit_names, miss_names = self._hit_names, self._miss_names
         vms, asids, ops, vaddrs = (chunk[f].tolist() for f in ("vm", "asid", "op", "vaddr"))
         track, store, host = self.track_writes, machine.context.store, machine.context.host
+        data_caches = self.data_caches
         for i in range(len(ops)):
             vm, asid, op, va = vms[i], asids[i], ops[i], vaddrs[i]
             if software.record(vm, asid, op, va):
@@ -66,8 +70,10 @@ class ReferenceEngine:
                     values["walk.on_hit"] += 1
                 found = machine.translate(vm, asid, va, op)
                 tlb.fill_from_walk(path, vm, asid, va, found)
-            if hpa_out is not None or (track and op == WRITE):
+            if hpa_out is not None or (track and op == WRITE) or data_caches is not None:
                 hpa = found.page + (va & (found.size - 1))
+                if data_caches is not None:
+                    data_caches.access(hpa, DATA)
                 if hpa_out is not None:
                     hpa_out[i] = hpa
                 if track and op == WRITE:  # the page now holds new content

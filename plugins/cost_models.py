@@ -1,0 +1,170 @@
+"""Cost models: ``fixed`` (a constant number of cycles per counted event) and
+``cache-aware`` (page-walk references charged at the cache level that served them).
+
+Every figure is a sum of (count x constant) over the run's counters, the model's
+options and each TLB level's ``latency``; all of them are stored in the result, so a
+reader can recompute every ``cycles.*`` metric by hand. Sources of the defaults and of
+the ``intel-server`` / ``amd-server`` presets are in docs/cost-models.md (source keys
+refer to docs/latency-sources.md).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from slatframe import hookimpl
+from slatframe.datacache import CacheLevelSpec, DataCacheSpec
+from slatframe.options import option
+from slatframe.records import CostModelRecord
+
+PRESETS = ("", "intel-server", "amd-server")
+
+
+@attrs.frozen
+class FixedCostOptions:
+    preset: str = option("", "named machine whose values the keys not written take: intel-server "
+                         "(Skylake-SP) or amd-server (Zen 2 / Rome); empty for the defaults below",
+                         choices=PRESETS)
+    access: int = option(4, "cycles of the access itself, excluding translation: L1D load-to-use "
+                         "[ANA-SKX, ANA-ROME]", min=0)
+    vm_exit: int = option(1100, "cycles per VM exit round trip through KVM (cpuid exit, "
+                          "1018-1098 cycles [KVM-SEAN-24])", min=0)
+    guest_fault: int = option(3200, "cycles per guest page fault (Linux minor fault, median "
+                              "~3.2k cycles [BLOG-PF], ~1 us [PERFBOOK])", min=0)
+    host_fault: int = option(3200, "cycles per host fault (EPT violation / nested page fault) "
+                             "besides its VM exit: a host minor fault, as guest_fault", min=0)
+    cow_copy: int = option(228, "cycles to copy the 4 KiB page of a copy-on-write break, besides its "
+                           "host fault and VM exit (hot 4 KiB memcpy [BTRFS-XXH])", min=0)
+    scan_page: int = option(860, "cycles of the dedup scanner per page visited: one xxhash64 of 4 KiB "
+                            "[BTRFS-XXH]; tree comparisons are not charged", min=0)
+    walk_ref: int = option(14, "cycles per page-walk memory reference, taking the PTE line to hit "
+                           "in L2 [ANA-SPEPYC]; the cache-aware model replaces this guess", min=0)
+
+
+@attrs.frozen
+class CacheAwareOptions:
+    preset: str = option("", "named machine whose values the keys not written take: intel-server "
+                         "(Skylake-SP) or amd-server (Zen 2 / Rome); empty for the defaults below "
+                         "(Skylake-SP's)", choices=PRESETS)
+    access: int = option(4, "cycles of an access when data accesses do not go through the caches "
+                         "(data_accesses = false): L1D load-to-use [ANA-SKX, ANA-ROME]", min=0)
+    vm_exit: int = option(1100, "cycles per VM exit round trip through KVM [KVM-SEAN-24]", min=0)
+    guest_fault: int = option(3200, "cycles per guest page fault [BLOG-PF, PERFBOOK]", min=0)
+    host_fault: int = option(3200, "cycles per host fault besides its VM exit, as guest_fault", min=0)
+    cow_copy: int = option(228, "cycles to copy a 4 KiB page [BTRFS-XXH]", min=0)
+    scan_page: int = option(860, "cycles of the dedup scanner per page visited [BTRFS-XXH]", min=0)
+    data_accesses: bool = option(True, "data accesses go through the caches too (they compete with "
+                                 "page-table lines, and are charged at their level)")
+    l1d_size: int = option(32 << 10, "L1 data cache capacity [ANA-SKX]", size=True, min=64)
+    l1d_ways: int = option(8, "L1 data cache associativity [ANA-SKX]", min=1)
+    l1d_latency: int = option(4, "L1 data cache load-to-use cycles [ANA-SKX, ANA-SPEPYC]", min=0)
+    l2_size: int = option(1 << 20, "L2 capacity [ANA-SKX]; 0 for none", size=True, min=0)
+    l2_ways: int = option(16, "L2 associativity [ANA-SKX]", min=1)
+    l2_latency: int = option(14, "L2 load-to-use cycles [ANA-SPEPYC, ANA-ROME]", min=0)
+    llc_size: int = option(1408 << 10, "last-level cache capacity: one core's share (1.375 MiB per "
+                           "core on Skylake-SP [ANA-SKX]); 0 for none", size=True, min=0)
+    llc_ways: int = option(11, "last-level cache associativity [ANA-SKX]", min=1)
+    llc_latency: int = option(56, "last-level cache load-to-use cycles [ANA-SPEPYC]", min=0)
+    memory_latency: int = option(189, "cycles of a reference served by DRAM: 90 ns [ANA-SPEPYC] at "
+                                 "2.1 GHz", min=0)
+
+    def spec(self) -> DataCacheSpec:
+        levels = [CacheLevelSpec("l1d", self.l1d_size, self.l1d_ways)]
+        if self.l2_size:
+            levels.append(CacheLevelSpec("l2", self.l2_size, self.l2_ways))
+        if self.llc_size:
+            levels.append(CacheLevelSpec("llc", self.llc_size, self.llc_ways))
+        return DataCacheSpec(tuple(levels), self.data_accesses)
+
+    def latencies(self) -> dict[str, int]:
+        """Cycles per reference served by each counted level, memory included."""
+        return {"l1d": self.l1d_latency, "l2": self.l2_latency, "llc": self.llc_latency,
+                "memory": self.memory_latency}
+
+
+# Presets: values per named machine; docs/cost-models.md gives each one's source.
+COMMON_PRESETS = {
+    "intel-server": {"vm_exit": 1529},  # vmcall round trip on Skylake-SP [KVM-WLI-PMU]
+    "amd-server": {"vm_exit": 1360},  # VMRUN -> guest -> #VMEXIT on Zen [KVM-ROTH]
+}
+FIXED_PRESETS = {
+    "intel-server": {**COMMON_PRESETS["intel-server"], "walk_ref": 14},  # L2 [ANA-SPEPYC]
+    "amd-server": {**COMMON_PRESETS["amd-server"], "walk_ref": 13},  # L2 [ANA-ROME]
+}
+CACHE_AWARE_PRESETS = {
+    "intel-server": {**COMMON_PRESETS["intel-server"],
+                     "l1d_size": "32K", "l1d_ways": 8, "l1d_latency": 4,
+                     "l2_size": "1M", "l2_ways": 16, "l2_latency": 14,
+                     "llc_size": "1408K", "llc_ways": 11, "llc_latency": 56,
+                     "memory_latency": 189},
+    "amd-server": {**COMMON_PRESETS["amd-server"],
+                   "l1d_size": "32K", "l1d_ways": 8, "l1d_latency": 4,
+                   "l2_size": "512K", "l2_ways": 8, "l2_latency": 13,
+                   "llc_size": "4M", "llc_ways": 16, "llc_latency": 34,
+                   "memory_latency": 415},
+}
+
+
+def event_cycles(m: dict, config: Any, o: Any, walk: int, access: int) -> dict:
+    """The breakdown shared by both models, given their walk and access cycles."""
+    tlb = sum((m[f"tlb.{lv.name}.hits"] + m[f"tlb.{lv.name}.misses"]) * lv.latency
+              for lv in config.tlb.levels)
+    vm_exit = m.get("vm_exits", 0) * o.vm_exit
+    fault = m.get("faults.guest", 0) * o.guest_fault + m.get("faults.host", 0) * o.host_fault
+    translation = tlb + walk + vm_exit + fault
+    cow = m.get("dedup.cow_breaks", 0) * o.cow_copy
+    scan = m.get("dedup.pages_scanned", 0) * o.scan_page
+    total = translation + cow + scan + access
+    return {
+        "cycles.access": access,
+        "cycles.tlb": tlb,
+        "cycles.walk": walk,
+        "cycles.vm_exit": vm_exit,
+        "cycles.fault": fault,
+        "cycles.cow": cow,
+        "cycles.dedup_scan": scan,
+        "cycles.translation": translation,
+        "cycles.total": total,
+        "cycles.per_access": total / m["accesses"] if m["accesses"] else 0.0,
+        "translation_overhead": translation / total if total else 0.0,
+    }
+
+
+class FixedCost:
+    """Cycles = sum over event kinds of count x constant."""
+
+    def __init__(self, options: FixedCostOptions) -> None:
+        self.o = options
+
+    def cycles(self, m: dict, config: Any) -> dict:
+        walk = (m.get("walk.refs", 0) + m.get("walk.refs_aborted", 0)) * self.o.walk_ref
+        return event_cycles(m, config, self.o, walk, m["accesses"] * self.o.access)
+
+
+class CacheAwareCost:
+    """Walk references (and data accesses) at the latency of the level that served them."""
+
+    def __init__(self, options: CacheAwareOptions) -> None:
+        self.o = options
+
+    def cycles(self, m: dict, config: Any) -> dict:
+        latency = self.o.latencies()
+
+        def served(kind: str) -> int:
+            return sum(m.get(f"dcache.{kind}.{level}", 0) * cycles for level, cycles in latency.items())
+
+        access = served("data") if self.o.data_accesses else m["accesses"] * self.o.access
+        return event_cycles(m, config, self.o, served("walk"), access)
+
+
+@hookimpl
+def slatframe_cost_models():
+    return [
+        CostModelRecord(name="fixed", summary="constant cycles per event kind, all from TOML",
+                        factory=FixedCost, options=FixedCostOptions, presets=FIXED_PRESETS),
+        CostModelRecord(name="cache-aware",
+                        summary="walk references cost the L1/L2/LLC/DRAM level that holds the PTE line",
+                        factory=CacheAwareCost, options=CacheAwareOptions, presets=CACHE_AWARE_PRESETS,
+                        data_caches=CacheAwareOptions.spec),
+    ]

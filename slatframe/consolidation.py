@@ -1,0 +1,44 @@
+"""The consolidation model: how many sessions one host fits, by CPU and by memory.
+
+A session issues ``session_accesses_per_s`` memory accesses per second, each costing
+``work_per_access`` cycles of its own computation plus the run's ``cycles.per_access``
+(the access, its translation, exits, faults, dedup), so it needs
+
+    cpu_per_session = session_accesses_per_s x (work_per_access + cycles.per_access) / (core_ghz x 1e9)
+
+cores; ``cpu_limit = floor(cores x cpu_target / cpu_per_session)``. Dedup shrinks a
+session's memory by the fraction the run saved, ``saved = dedup.bytes_saved /
+(dedup.bytes_saved + dedup.host_bytes_in_use)``, so ``memory_limit = floor((memory -
+reserved_memory) / (session_memory x (1 - saved)))``. ``sessions`` is the smaller limit
+and ``binding`` names it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import ConfigError
+
+
+def consolidation_metrics(m: dict[str, Any], c: Any) -> dict[str, Any]:
+    """The ``consolidation.*`` metrics of a run with metrics ``m`` under config ``c``."""
+    if "cycles.per_access" not in m:
+        raise ConfigError("[consolidation] needs a cost model that reports cycles.per_access.")
+    cycles = c.work_per_access + m["cycles.per_access"]
+    cpu_per_session = c.session_accesses_per_s * cycles / (c.core_ghz * 1e9)
+    saved_bytes = m.get("dedup.bytes_saved", 0)
+    used = saved_bytes + m.get("dedup.host_bytes_in_use", 0)
+    saved = saved_bytes / used if used else 0.0
+    memory_per_session = c.session_memory * (1.0 - saved)
+    cpu_limit = math.floor(c.cores * c.cpu_target / cpu_per_session)
+    memory_limit = math.floor(max(0, c.memory - c.reserved_memory) / memory_per_session)
+    return {
+        "consolidation.cycles_per_access": cycles,
+        "consolidation.cpu_per_session": cpu_per_session,
+        "consolidation.memory_saved_fraction": saved,
+        "consolidation.memory_per_session": memory_per_session,
+        "consolidation.cpu_limit": cpu_limit,
+        "consolidation.memory_limit": memory_limit,
+        "consolidation.sessions": min(cpu_limit, memory_limit),
+        "consolidation.binding": "cpu" if cpu_limit <= memory_limit else "memory",
+    }

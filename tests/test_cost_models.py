@@ -1,0 +1,188 @@
+"""Cost models: the cache-aware model's hit levels against a brute-force cache model fed
+with the addresses the walker really read, presets, and every cycle figure recomputed
+from a result file without the cost-model code."""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slatframe.cli import main
+from slatframe.counters import Counters
+from slatframe.engine.reference import NO_HPA, ReferenceEngine
+from slatframe.errors import ConfigError
+from slatframe.machine import build_machine
+from slatframe.testing import assert_engines_agree, build, tiny_config
+from slatframe.trace import TRACE_DTYPE, WRITE
+
+SMALL_CACHES = {"l1d_size": "1K", "l1d_ways": 2, "l2_size": "4K", "l2_ways": 4, "llc_size": "16K", "llc_ways": 4}
+
+
+class LoggingMemory:
+    """Host memory whose reads (the walker's page-table references) are logged."""
+
+    def __init__(self, memory):
+        self.memory, self.log = memory, []
+
+    def read(self, pa):
+        self.log.append(pa)
+        return self.memory.read(pa)
+
+    def write(self, pa, value):
+        self.memory.write(pa, value)
+
+
+class BruteForceCaches:
+    """Each level a list of per-set OrderedDicts in LRU order; look up L1 first, fill every
+    level that missed, evict the least recently used line of the set."""
+
+    def __init__(self, levels):
+        self.levels = [(size // (ways * 64), ways) for size, ways in levels]
+        self.sets = [[OrderedDict() for _ in range(sets)] for sets, _ in self.levels]
+
+    def access(self, pa):
+        line = pa // 64
+        served = len(self.levels)
+        for k, (sets, _) in enumerate(self.levels):
+            found = self.sets[k][line % sets]
+            if line in found:
+                found.move_to_end(line)
+                served = k
+                break
+        for k in range(served):
+            sets, ways = self.levels[k]
+            found = self.sets[k][line % sets]
+            if len(found) == ways:
+                found.popitem(last=False)
+            found[line] = True
+        return served
+
+
+def trace_of(n, pages, seed, writes=0.2):
+    rng = np.random.default_rng(seed)
+    t = np.zeros(n, dtype=TRACE_DTYPE)
+    t["vaddr"] = (rng.zipf(1.3, n) % pages).astype(np.uint64) * np.uint64(4096) + \
+        rng.integers(0, 64, n).astype(np.uint64) * np.uint64(64) + np.uint64(1 << 32)
+    t["op"][rng.random(n) < writes] = WRITE
+    return t
+
+
+def cache_config(slat, data_accesses, walk_caches=()):
+    return build(tiny_config(machine={"slat": slat, "host_memory": "4G"},
+                             walk_caches=list(walk_caches),
+                             cost={"model": "cache-aware", "data_accesses": data_accesses, **SMALL_CACHES}))
+
+
+@pytest.mark.parametrize("slat,data_accesses,walk_caches", [
+    ("native", True, []), ("intel-ept", False, []), ("amd-npt", True, [{"type": "pwc"}]),
+    ("shadow", True, [])])
+def test_hit_levels_match_a_brute_force_cache_model(slat, data_accesses, walk_caches):
+    """Run record by record, log the addresses the walker read (and each access's hPA);
+    a brute-force LRU hierarchy over that stream gives the counts the engines report."""
+    config, registry = cache_config(slat, data_accesses, walk_caches)
+    trace = trace_of(3000, 3000, seed=len(slat))
+    counters = Counters()
+    machine = build_machine(config, registry, counters)
+    logged = machine.walker.memory = LoggingMemory(machine.walker.memory)
+    engine = ReferenceEngine(machine)
+    brute = BruteForceCaches([(1024, 2), (4096, 4), (16384, 4)])
+    expected = {f"dcache.{kind}.{level}": 0 for kind in ("walk", "data") for level in ("l1d", "l2", "llc", "memory")}
+    names = ("l1d", "l2", "llc", "memory")
+    hpa = np.zeros(1, dtype=np.uint64)
+    for i in range(len(trace)):
+        logged.log.clear()
+        engine.run_chunk(trace[i:i + 1], hpa)
+        for pa in logged.log:
+            expected[f"dcache.walk.{names[brute.access(pa)]}"] += 1
+        if data_accesses and hpa[0] != NO_HPA:
+            expected[f"dcache.data.{names[brute.access(int(hpa[0]))]}"] += 1
+    got = {k: counters.values.get(k, 0) for k in expected}
+    assert got == expected
+    assert sum(expected[f"dcache.walk.{n}"] for n in names) == \
+        counters.values["walk.refs"] + counters.values["walk.refs_aborted"]
+    assert all(expected[f"dcache.walk.{n}"] > 0 for n in names)  # every level serves some
+    compiled = assert_engines_agree(config, registry, trace, chunk_size=700)
+    assert {k: compiled.get(k, 0) for k in expected} == expected
+
+
+def test_presets_fill_unwritten_keys_and_written_keys_win():
+    config, _ = build(tiny_config(cost={"model": "cache-aware", "preset": "amd-server", "l2_latency": 20}))
+    o = config.cost.options
+    assert (o.preset, o.l2_latency, o.l2_size, o.llc_size, o.vm_exit) == ("amd-server", 20, 512 << 10, 4 << 20, 1360)
+    fixed, _ = build(tiny_config(cost={"model": "fixed", "preset": "intel-server"}))
+    assert (fixed.cost.options.vm_exit, fixed.cost.options.walk_ref) == (1529, 14)
+    with pytest.raises(ConfigError, match=r"cost.preset = 'arm' is not allowed"):
+        build(tiny_config(cost={"model": "fixed", "preset": "arm"}))
+
+
+def test_cache_aware_cycles_recompute_from_the_result(tmp_path):
+    """Every cycle figure of the cache-aware model recomputed from the result file alone."""
+    out = tmp_path / "r.json"
+    example = Path(__file__).resolve().parents[1] / "examples" / "quickstart.toml"
+    assert main(["run", str(example), "--out", str(out), "--quiet", "--set", "workload.accesses=20000",
+                 "--set", "machine.slat=intel-ept", "--set", "cost={model='cache-aware', preset='amd-server'}"]) == 0
+    result = json.loads(out.read_text())
+    m, cfg = result["metrics"], result["config"]
+    cost = cfg["cost"]
+    latency = {"l1d": cost["l1d_latency"], "l2": cost["l2_latency"], "llc": cost["llc_latency"],
+               "memory": cost["memory_latency"]}
+    walk = sum(m[f"dcache.walk.{k}"] * v for k, v in latency.items())
+    access = sum(m[f"dcache.data.{k}"] * v for k, v in latency.items())
+    tlb = sum((m[f"tlb.{lv['name']}.hits"] + m[f"tlb.{lv['name']}.misses"]) * lv["latency"]
+              for lv in cfg["tlb"]["levels"])
+    exits = m["vm_exits"] * cost["vm_exit"]
+    faults = m["faults.guest"] * cost["guest_fault"] + m["faults.host"] * cost["host_fault"]
+    assert m["dcache.walk.memory"] > 0 and m["dcache.walk.l2"] > 0 and exits > 0
+    assert (m["cycles.walk"], m["cycles.access"], m["cycles.tlb"], m["cycles.vm_exit"], m["cycles.fault"]) == \
+        (walk, access, tlb, exits, faults)
+    assert m["cycles.translation"] == tlb + walk + exits + faults
+    assert m["cycles.total"] == tlb + walk + exits + faults + access
+    assert m["translation_overhead"] == pytest.approx((tlb + walk + exits + faults) / m["cycles.total"])
+
+
+def test_consolidation_recomputes_from_the_result(tmp_path):
+    """Sessions by CPU and by memory recomputed by hand from the result file."""
+    out = tmp_path / "r.json"
+    example = Path(__file__).resolve().parents[1] / "examples" / "rds-consolidation.toml"
+    assert main(["run", str(example), "--out", str(out), "--quiet", "--set", "machine.slat=shadow",
+                 "--set", "experiment.warmup=20000", "--set", "workload.accesses=60000",
+                 "--set", "workload.switch_every=1000", "--set", "consolidation.session_memory='2G'"]) == 0
+    result = json.loads(out.read_text())
+    m, c = result["metrics"], result["config"]["consolidation"]
+    per_access = m["cycles.total"] / m["accesses"] + c["work_per_access"]
+    cores = c["session_accesses_per_s"] * per_access / (c["core_ghz"] * 1e9)
+    by_cpu = int(c["cores"] * c["cpu_target"] // cores)
+    by_memory = (c["memory"] - c["reserved_memory"]) // c["session_memory"]
+    assert m["consolidation.cpu_per_session"] == pytest.approx(cores)
+    assert (m["consolidation.cpu_limit"], m["consolidation.memory_limit"]) == (by_cpu, by_memory)
+    assert m["consolidation.sessions"] == min(by_cpu, by_memory)
+    assert m["consolidation.binding"] == ("cpu" if by_cpu <= by_memory else "memory")
+    assert m["vm_exits.cr3_write"] > 0  # shadow paging's switches were counted
+
+
+@pytest.mark.parametrize("engine", ["reference", "compiled"])
+def test_warmup_counts_only_the_records_after_it(engine):
+    """The counters of a run with a warmup equal the difference of the counters of one
+    machine before and after the warmup's records."""
+    from slatframe.engine import make_engine, run_experiment
+
+    raw = tiny_config(experiment={"name": "w", "seed": 3, "engine": engine, "chunk_size": 1000, "warmup": 2500},
+                      machine={"slat": "intel-ept"},
+                      workload={"source": "sessions", "processes": 4, "working_set": "512K", "accesses": 8000,
+                                "switch_every": 700, "churn_rate": 0.01})
+    config, registry = build(raw)
+    result = run_experiment(config, registry)
+    counters = Counters()
+    runner = make_engine(engine, build_machine(config, registry, counters), registry)
+    from slatframe.engine import workload_chunks
+    trace = np.concatenate(list(workload_chunks(config, registry)))
+    runner.run_chunk(trace[:2500])
+    before = dict(counters.values)
+    runner.run_chunk(trace[2500:])
+    after = {k: v - before.get(k, 0) for k, v in counters.values.items() if k != "walk.refs_max"}
+    assert after["faults.guest"] < before["faults.guest"]  # the warmup took the first touches
+    assert {k: v for k, v in after.items() if v} == \
+        {k: result.metrics[k] for k in after if after[k]}
