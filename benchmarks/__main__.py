@@ -2,6 +2,8 @@
 bare numba set-associative LRU loop (the yardstick of the machine's limit).
 
     python -m benchmarks [--accesses N] [--reference-accesses N]
+    python -m benchmarks --profile [--accesses N]      (where the time goes)
+    python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
 process's maximum resident set size (getrusage) at the end of each row.
@@ -125,13 +127,59 @@ def streaming(counts: list[int]) -> None:
     print(table(rows, ("accesses", "peak RSS MiB", "seconds", "M accesses/s (incl. start-up)")))
 
 
+ONE_LEVEL = {"levels": [{"name": "l2", "sets": 128, "ways": 12, "latency": 9}]}
+CACHE_AWARE = {"model": "cache-aware"}
+PROFILE = [  # (label, workload, scheme, TLB, walk caches, cost, chunk): one change per step
+    ("bare LRU loop, one 128x12 array", "hit-heavy", None, None, None, None, None),
+    ("engine, one TLB level 128x12", "hit-heavy", "native", ONE_LEVEL, [], None, 65536),
+    ("engine, two TLB levels (L1 64, L2 1536)", "hit-heavy", "native", TLB, [], None, 65536),
+    ("  + chunks of 1024 records", "hit-heavy", "native", TLB, [], None, 1024),
+    ("  + data caches (cache-aware cost)", "hit-heavy", "native", TLB, [], CACHE_AWARE, 65536),
+    ("native walks, no walk cache", "walk-heavy", "native", TLB, [], None, 65536),
+    ("  + paging-structure caches", "walk-heavy", "native", TLB, PSC[:3], None, 65536),
+    ("2D walks, no walk cache", "walk-heavy", "intel-ept", TLB, [], None, 65536),
+    ("  + paging-structure caches (both dimensions)", "walk-heavy", "intel-ept", TLB, PSC, None, 65536),
+    ("  + data caches (cache-aware cost)", "walk-heavy", "intel-ept", TLB, PSC, CACHE_AWARE, 65536),
+]
+
+
+def profile(accesses: int) -> None:
+    """Warm nanoseconds per access, adding one piece of work per row: where the time goes."""
+    traces = {"hit-heavy": workload("hit-heavy", accesses), "walk-heavy": workload("walk-heavy", accesses // 4)}
+    rows = []
+    for label, kind, slat, tlb, caches, cost, chunk in PROFILE:
+        trace = traces[kind]
+        if slat is None:
+            pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
+            bare_lru(pages[:1000], 128, 12)
+            t = time.perf_counter()
+            bare_lru(pages, 128, 12)
+            rate = len(pages) / (time.perf_counter() - t)
+        else:
+            raw = tiny_config(machine={"slat": slat, "host_memory": "64G"}, tlb=tlb, walk_caches=caches,
+                              vms=[{"name": "vm0", "memory": "8G"}])
+            if cost:
+                raw["cost"] = cost
+            config, registry = build(raw)
+            run_engine("compiled", config, registry, trace[:20_000])  # compile / load the cache
+            rate = run_engine("compiled", config, registry, trace, chunk)[1]
+        rows.append((label, kind, f"{1e9 / rate:.1f}", f"{rate / 1e6:.2f}"))
+    print(f"warm pass, {accesses:,} hit-heavy and {accesses // 4:,} walk-heavy accesses")
+    print(table(rows, ("what runs", "workload", "ns per access", "M accesses/s")))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accesses", type=int, default=5_000_000)
     ap.add_argument("--reference-accesses", type=int, default=100_000)
     ap.add_argument("--streaming", type=int, nargs="*", metavar="N",
                     help="instead: peak RSS of slatframe run at these trace lengths (e.g. 1000000 100000000)")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead: nanoseconds per access as pieces of work are added, one per row")
     args = ap.parse_args(argv)
+    if args.profile:
+        profile(args.accesses)
+        return
     if args.streaming:
         streaming(args.streaming)
         return

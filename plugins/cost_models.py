@@ -22,12 +22,14 @@ PRESETS = ("", "intel-server", "amd-server")
 
 
 @attrs.frozen
-class FixedCostOptions:
+class EventCostOptions:
+    """The options both models share: a preset and the cycles of each event kind."""
+
     preset: str = option("", "named machine whose values the keys not written take: intel-server "
-                         "(Skylake-SP) or amd-server (Zen 2 / Rome); empty for the defaults below",
-                         choices=PRESETS)
-    access: int = option(4, "cycles of the access itself, excluding translation: L1D load-to-use "
-                         "[ANA-SKX, ANA-ROME]", min=0)
+                         "(Skylake-SP) or amd-server (Zen 2 / Rome); empty for the defaults below "
+                         "(Skylake-SP's, with a generic KVM exit)", choices=PRESETS)
+    access: int = option(4, "cycles of the access itself, excluding translation (cache-aware: only "
+                         "with data_accesses = false): L1D load-to-use [ANA-SKX, ANA-ROME]", min=0)
     vm_exit: int = option(1100, "cycles per VM exit round trip through KVM (cpuid exit, "
                           "1018-1098 cycles [KVM-SEAN-24])", min=0)
     guest_fault: int = option(3200, "cycles per guest page fault (Linux minor fault, median "
@@ -38,22 +40,16 @@ class FixedCostOptions:
                            "host fault and VM exit (hot 4 KiB memcpy [BTRFS-XXH])", min=0)
     scan_page: int = option(860, "cycles of the dedup scanner per page visited: one xxhash64 of 4 KiB "
                             "[BTRFS-XXH]; tree comparisons are not charged", min=0)
+
+
+@attrs.frozen
+class FixedCostOptions(EventCostOptions):
     walk_ref: int = option(14, "cycles per page-walk memory reference, taking the PTE line to hit "
                            "in L2 [ANA-SPEPYC]; the cache-aware model replaces this guess", min=0)
 
 
 @attrs.frozen
-class CacheAwareOptions:
-    preset: str = option("", "named machine whose values the keys not written take: intel-server "
-                         "(Skylake-SP) or amd-server (Zen 2 / Rome); empty for the defaults below "
-                         "(Skylake-SP's)", choices=PRESETS)
-    access: int = option(4, "cycles of an access when data accesses do not go through the caches "
-                         "(data_accesses = false): L1D load-to-use [ANA-SKX, ANA-ROME]", min=0)
-    vm_exit: int = option(1100, "cycles per VM exit round trip through KVM [KVM-SEAN-24]", min=0)
-    guest_fault: int = option(3200, "cycles per guest page fault [BLOG-PF, PERFBOOK]", min=0)
-    host_fault: int = option(3200, "cycles per host fault besides its VM exit, as guest_fault", min=0)
-    cow_copy: int = option(228, "cycles to copy a 4 KiB page [BTRFS-XXH]", min=0)
-    scan_page: int = option(860, "cycles of the dedup scanner per page visited [BTRFS-XXH]", min=0)
+class CacheAwareOptions(EventCostOptions):
     data_accesses: bool = option(True, "data accesses go through the caches too (they compete with "
                                  "page-table lines, and are charged at their level)")
     l1d_size: int = option(32 << 10, "L1 data cache capacity [ANA-SKX]", size=True, min=64)

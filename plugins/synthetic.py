@@ -50,7 +50,7 @@ class SyntheticOptions:
     footprint: int = option(64 << 20, "bytes of virtual memory touched", size=True, min=4096)
     page: int = option(4096, "granularity of page choices (uniform, zipf, pointer-chase)", size=True, min=64)
     zipf_exponent: float = option(1.0, "zipf exponent s (probability of rank r ~ 1/r^s)", min=0.0)
-    stride: int = option(64, "bytes between consecutive sequential accesses", size=True, min=1)
+    stride: int = option(64, "bytes between consecutive sequential accesses; the stream wraps around at footprint", size=True, min=1)
     write_fraction: float = option(0.0, "probability that an access is a write", min=0.0, max=1.0)
     base: int = option(1 << 32, "first virtual address of the footprint", min=0)
 

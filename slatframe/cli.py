@@ -1,4 +1,4 @@
-"""The ``slatframe`` command: run, validate, plugins."""
+"""The ``slatframe`` command: run, sweep, validate, plugins, trace."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import load_config
 from .errors import SlatframeError
 from .registry import HOOK_POINTS, Registry
 from .report import summary, table
 from .results import write_atomic
+from .sweep import has_sweep, load_base, plan_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,12 +29,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the result JSON instead of the summary")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
 
+    sw = sub.add_parser("sweep", help="run every point of a [sweep] table and gather one table")
+    sw.add_argument("config", help="experiment TOML file with a [sweep] table")
+    sw.add_argument("--out", required=True, help="output folder: points/<hash>.json, results.csv")
+    sw.add_argument("--jobs", type=int, default=1, help="points run at once (1: in this process)")
+    sw.add_argument("--executor", choices=("local", "dask"), help="local processes (default) or dask")
+    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use a running dask scheduler")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key in every point (after the axis values)")
+    sw.add_argument("--json", action="store_true", help="print the gathered rows as JSON")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
     val = sub.add_parser("validate", help="check a config without running it")
     val.add_argument("config")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     plugins = sub.add_parser("plugins", help="list the registered plugins by hook point")
     plugins.add_argument("--config", help="also load the plugin files this config names")
+
+    plot = sub.add_parser("plot", help="plot a metric against a config key (needs matplotlib)")
+    plot.add_argument("results", nargs="+", help="a sweep folder, its results.csv, or result JSON files")
+    plot.add_argument("--x", help="config key path on the x axis, e.g. tlb.levels[1].sets")
+    plot.add_argument("--y", help="metric on the y axis, e.g. walk.refs")
+    plot.add_argument("--hue", help="config key path: one line (or bar group) per value")
+    plot.add_argument("--dedup", action="store_true", help="memory over time of one run's dedup series")
+    plot.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg)")
 
     trace = sub.add_parser("trace", help="record, convert and summarize traces")
     tsub = trace.add_subparsers(dest="trace_command", required=True)
@@ -56,9 +75,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import run_experiment
+    from .progress import RunProgress
 
-    config, registry = load_config(args.config, args.overrides)
-    result = run_experiment(config, registry, engine=args.engine)
+    config, registry = load_base(args.config, args.overrides)
+    progress = RunProgress(enabled=False if args.quiet else None)
+    try:
+        result = run_experiment(config, registry, engine=args.engine, observers=[progress])
+    finally:
+        progress.finished(config, None)
     out = Path(args.out) if args.out else Path("results") / f"{config.experiment.name}.json"
     text = result.to_json()
     write_atomic(out, text)
@@ -70,16 +94,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .gather import rows_json, summary_table
+    from .progress import Progress
+    from .sweep import run_sweep
+
+    plan = plan_sweep(args.config, args.overrides)
+    executor = args.executor or ("dask" if args.scheduler else "local")
+    bar = Progress("sweep", unit="points", enabled=False if args.quiet else None)
+    try:
+        outcome = run_sweep(plan, args.out, executor=executor, jobs=args.jobs, scheduler=args.scheduler,
+                            progress=bar)
+    except KeyboardInterrupt:
+        print(f"slatframe: sweep interrupted; the finished points are kept in {args.out}, "
+              "and the same command resumes it.", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(rows_json(list(outcome.rows)), indent=2))
+    elif not args.quiet:
+        print(summary_table(list(outcome.rows)))
+        print(f"\n{len(outcome.rows)} points: {outcome.ran} run, {outcome.skipped} already done, "
+              f"{outcome.failed} failed; table in {Path(args.out) / 'results.csv'}")
+    return 1 if outcome.failed else 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    config, _ = load_config(args.config, args.overrides)
+    config, _ = load_base(args.config, args.overrides)
+    note = ""
+    if has_sweep(args.config):
+        points = plan_sweep(args.config, args.overrides).points
+        errors = [p.error for p in points if p.error]
+        for error in errors:
+            print(f"slatframe: error: {error}", file=sys.stderr)
+        if errors:
+            return 2
+        note = f"; so are its {len(points)} sweep points"
     print(f"{args.config}: valid ({config.machine.slat.name}, {len(config.tlb.levels)} TLB level(s), "
-          f"{len(config.vms)} VM(s), workload {config.workload.name}).")
+          f"{len(config.vms)} VM(s), workload {config.workload.name}){note}.")
     return 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     if args.config:
-        _, registry = load_config(args.config)
+        _, registry = load_base(args.config)
     else:
         registry = Registry()
     for point in HOOK_POINTS.values():
@@ -115,9 +172,26 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from . import plot
+
+    if args.dedup:
+        if len(args.results) != 1:
+            raise SlatframeError("slatframe plot --dedup takes one result file.")
+        plot.plot_dedup(args.results[0], args.out)
+    else:
+        if not args.x or not args.y:
+            raise SlatframeError("slatframe plot needs --x KEY and --y METRIC (or --dedup).")
+        plot.plot_xy(plot.load_rows(args.results), args.x, args.y, args.hue, args.out,
+                     where=" ".join(args.results))
+    print(f"{args.out} written")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins, "trace": cmd_trace}[args.command]
+    handler = {"run": cmd_run, "sweep": cmd_sweep, "validate": cmd_validate, "plugins": cmd_plugins,
+               "trace": cmd_trace, "plot": cmd_plot}[args.command]
     try:
         return handler(args)
     except SlatframeError as exc:

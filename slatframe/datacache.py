@@ -14,6 +14,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from .setassoc import set_mask
+
 LINE_SHIFT = 6  #: 64-byte lines
 WALK, DATA = 0, 1
 KIND_NAMES = ("walk", "data")
@@ -83,20 +85,20 @@ class DataCaches:
         return served
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The compiled tier's state: ``dcfg[D, 2]`` (sets, ways), ``dctl[4]`` (levels,
+        """The compiled tier's state: ``dcfg[D, 3]`` (sets, ways, set mask or -1), ``dctl[4]`` (levels,
         data accesses?, first counter index (set by the engine), clock), ``dtag`` and
         ``dage[D, S, W]``."""
         D = max(1, len(self.levels))
         S = max([lv.sets for lv in self.levels] + [1])
         W = max([lv.ways for lv in self.levels] + [1])
-        dcfg = np.ones((D, 2), dtype=np.int64)
+        dcfg = np.ones((D, 3), dtype=np.int64)
         for k, lv in enumerate(self.levels):
-            dcfg[k] = (lv.sets, lv.ways)
+            dcfg[k] = (lv.sets, lv.ways, set_mask(lv.sets))
         dctl = np.array([len(self.levels), 1 if self.spec.data_accesses else 0, 0, 0], dtype=np.int64)
         return dcfg, dctl, np.full((D, S, W), -1, dtype=np.int64), np.zeros((D, S, W), dtype=np.int64)
 
 
 def no_data_caches() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The compiled tier's state when the run has no data-cache hierarchy."""
-    return (np.ones((1, 2), dtype=np.int64), np.zeros(4, dtype=np.int64),
+    return (np.ones((1, 3), dtype=np.int64), np.zeros(4, dtype=np.int64),
             np.full((1, 1, 1), -1, dtype=np.int64), np.zeros((1, 1, 1), dtype=np.int64))

@@ -69,3 +69,9 @@ class SetAssoc:
                         self._on_invalidate(s, w)
                     dropped += 1
         return dropped
+
+
+def set_mask(sets: int) -> int:
+    """``sets - 1`` when ``sets`` is a power of two (the compiled loop then masks a key
+    instead of dividing it), else -1 (it takes the key modulo ``sets``)."""
+    return sets - 1 if sets & (sets - 1) == 0 else -1

@@ -81,6 +81,23 @@ def test_hierarchy_options(registry, inclusion, tagged):
     assert_engines_agree(config, reg, trace("churn", seed=4))
 
 
+@pytest.mark.parametrize("inclusion", ["non-inclusive", "inclusive", "exclusive"])
+def test_set_counts_that_are_not_powers_of_two(registry, inclusion):
+    """The compiled loop masks power-of-two set counts and divides the others: both index
+    sets as the reference tier does (TLBs, walk caches and data caches)."""
+    levels = [{"name": "l1", "sets": 3, "ways": 2, "page_sizes": ["4K", "2M"]},
+              {"name": "l2", "sets": 12, "ways": 5, "page_sizes": ["4K", "2M"]}]
+    caches = [{"type": "pwc", "sets": 3, "ways": 4}, {"type": "nested-tlb", "sets": 5, "ways": 2},
+              {"type": "psc", "level": 2, "sets": 6, "ways": 2}]
+    cost = {"model": "cache-aware", "l1d_size": "1536", "l1d_ways": 2, "l2_size": "6K", "l2_ways": 4,
+            "llc_size": "20K", "llc_ways": 4}
+    raw = tiny_config(machine={"slat": "amd-npt"}, tlb={"levels": levels, "inclusion": inclusion},
+                      walk_caches=caches, cost=cost, vms=[{"name": "a"}, {"name": "b", "guest_page_size": "2M"}])
+    config, reg = build(raw, registry)
+    counts = assert_engines_agree(config, reg, trace("zipf", seed=5))
+    assert counts["dcache.walk.llc"] > 0 and counts["tlb.l2.hits"] > 0
+
+
 def test_auto_takes_compiled_only_with_kernels(registry):
     config, reg = config_for(registry, "native")
     assert choose_engine(config, reg)[0] == "compiled"

@@ -8,11 +8,12 @@ out in int64 arrays and drives the jitted loop, which stops for the software sid
 State layout (``loop.py`` names the columns):
 
 - TLB: ``tcfg[L, 10]`` (sets, ways, side: 1 instruction / 2 data / 3 both, policy id,
-  number of page sizes, up to 4 page-size shifts), ``ttag[L, S, W, 2]`` (ctx = vm<<24 |
+  number of page sizes, up to 4 page-size shifts, set mask: sets - 1 or -1 when sets is
+  not a power of two), ``ttag[L, S, W, 2]`` (ctx = vm<<24 |
   asid<<8 | shift, -1 when invalid; virtual page number), ``tval[L, S, W, 4]`` (page,
   shift, writable, dirty), ``inclusion`` (0 non-inclusive, 1 inclusive, 2 exclusive).
 - walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation, level mask,
-  dimension mask, sets, ways, policy id, tables-only), ``wtag[n, S, W, 2]`` (ctx = dim<<40
+  dimension mask, sets, ways, policy id, tables-only, set mask), ``wtag[n, S, W, 2]`` (ctx = dim<<40
   | vm<<24 | asid<<8 | level; key), ``wval[n, S, W, 4]``, ``wprobe[2, P, 2]`` (prefix
   probe order per dimension: cache, level), ``wlists[7, n]`` and ``wcount[7]`` (rows:
   probe guest/host (unused), prefix caches guest/host, entry caches guest/host, nested TLBs).
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..datacache import no_data_caches
+from ..setassoc import set_mask
 from ..errors import ConfigError
 from ..machine import Machine
 from ..translation import Invalidation
@@ -107,6 +109,7 @@ class CompiledEngine:
                                   f"tlb.levels[{i}] has {len(sizes)}.")
             tcfg[i, :5] = (lv.sets, lv.ways, SIDES[lv.side], ids[lv.policy.name], len(sizes))
             tcfg[i, 5:5 + len(sizes)] = [size.bit_length() - 1 for size in sizes]
+            tcfg[i, 9] = set_mask(lv.sets)
             record = registry.get("TLB policies", lv.policy.name)
             states.append(record.kernels.init(lv.policy.options, lv.sets, lv.ways,
                                               ctx.structure_rng(f"tlb.{lv.name}")))
@@ -151,8 +154,9 @@ class CompiledEngine:
         ctx = self.machine.context
         wcfg = np.zeros((n, 8), dtype=np.int64)
         for j, c in enumerate(caches):
-            wcfg[j, :7] = (KINDS[type(c)], sum(1 << lv for lv in c.levels), sum(1 << d for d in c.dimensions),
-                           c.sets, c.ways, ids[c.policy.name], 1 if getattr(c, "tables_only", False) else 0)
+            wcfg[j] = (KINDS[type(c)], sum(1 << lv for lv in c.levels), sum(1 << d for d in c.dimensions),
+                       c.sets, c.ways, ids[c.policy.name], 1 if getattr(c, "tables_only", False) else 0,
+                       set_mask(c.sets))
             record = registry.get("TLB policies", c.policy.name)
             states.append(record.kernels.init(c.policy.options, c.sets, c.ways,
                                               ctx.structure_rng(f"walk_cache.{c.name}")))

@@ -41,7 +41,8 @@ T_WAYS = 1
 T_SIDE = 2
 T_PID = 3
 T_NSHIFTS = 4
-T_SHIFT0 = 5
+T_SHIFT0 = 5  # .. 8
+T_MASK = 9  # sets - 1 when sets is a power of two, else -1
 
 # wcfg columns and kinds
 W_KIND = 0
@@ -51,6 +52,7 @@ W_SETS = 3
 W_WAYS = 4
 W_PID = 5
 W_TABLES_ONLY = 6
+W_MASK = 7  # as T_MASK
 PREFIX = 1
 ENTRY = 2
 TRANSLATION = 3
@@ -103,8 +105,16 @@ def mem_write(slot_of, words, addr, value):
     words[slot_of[addr >> 12], (addr >> 3) & 511] = value
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def set_of(key, sets, mask):
+    """The set of ``key``: a mask when ``sets`` is a power of two (no division), else modulo."""
+    if mask >= 0:
+        return key & mask
+    return key % sets
+
+
 # -- the data-cache hierarchy (slatframe/datacache.py) ------------------------------------
-# dcfg[k] = (sets, ways) of level k; dctl = (levels, data accesses?, first counter, clock);
+# dcfg[k] = (sets, ways, mask) of level k; dctl = (levels, data accesses?, first counter, clock);
 # dtag/dage[k, s, w] = line (-1 empty) and last use.
 
 @njit(cache=True, _nrt=False)
@@ -119,7 +129,7 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
     dctl[3] = clock
     served = nlevels
     for k in range(nlevels):
-        s = line % dcfg[k, 0]
+        s = set_of(line, dcfg[k, 0], dcfg[k, 2])
         for w in range(dcfg[k, 1]):
             if dtag[k, s, w] == line:
                 dage[k, s, w] = clock
@@ -128,7 +138,7 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
         if served == k:
             break
     for k in range(served):
-        s = line % dcfg[k, 0]
+        s = set_of(line, dcfg[k, 0], dcfg[k, 2])
         victim = 0
         for w in range(dcfg[k, 1]):
             if dtag[k, s, w] == -1:
@@ -147,8 +157,8 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
 
 @njit(cache=True, inline="always", _nrt=False)
 def sa_find(tag, i, s, c, k, ways):
-    for w in range(ways):
-        if tag[i, s, w, 0] == c and tag[i, s, w, 1] == k:
+    for w in range(ways):  # the key first: it is what usually differs
+        if tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
             return w
     return -1
 
@@ -167,14 +177,16 @@ def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
     """The way ``(c, k)`` goes to: its own, the first invalid one, or the policy's victim.
     Returns (way, evicted?, evicted ctx, evicted key); the caller writes the values and
     then calls policy_fill."""
-    w = sa_find(tag, i, s, c, k, ways)
-    if w >= 0:
-        return w, False, -1, 0
-    for x in range(ways):
-        if tag[i, s, x, 0] == -1:
-            tag[i, s, x, 0] = c
-            tag[i, s, x, 1] = k
+    free = -1
+    for x in range(ways):  # one pass: the key's own way, else remember the first invalid one
+        if tag[i, s, x, 1] == k and tag[i, s, x, 0] == c:
             return x, False, -1, 0
+        if free < 0 and tag[i, s, x, 0] == -1:
+            free = x
+    if free >= 0:
+        tag[i, s, free, 0] = c
+        tag[i, s, free, 1] = k
+        return free, False, -1, 0
     w = policy_victim(pid, pstate, si, s)
     ev_c, ev_k = tag[i, s, w, 0], tag[i, s, w, 1]
     tag[i, s, w, 0] = c
@@ -216,7 +228,7 @@ def tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page
     """Insert into level path[pos]; handle the victim as the inclusion policy says."""
     while True:
         level = path[pos]
-        s = k & (tcfg[level, T_SETS] - 1)
+        s = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
         pid = tcfg[level, T_PID]
         w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pid, level, level, s, c, k, tcfg[level, T_WAYS])
         ev_page, ev_wr, ev_di = tval[level, s, w, 0], tval[level, s, w, 2], tval[level, s, w, 3]
@@ -230,7 +242,8 @@ def tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page
         if inclusion == 1:  # inclusive: back-invalidate the levels before this one
             for j in range(pos):
                 lj = path[j]
-                sa_remove(ttag, pstate, tcfg[lj, T_PID], lj, lj, ev_k % tcfg[lj, T_SETS], ev_c, ev_k,
+                sj = set_of(ev_k, tcfg[lj, T_SETS], tcfg[lj, T_MASK])
+                sa_remove(ttag, pstate, tcfg[lj, T_PID], lj, lj, sj, ev_c, ev_k,
                           tcfg[lj, T_WAYS])
             return
         ev_shift = ev_c & 0xFF  # exclusive: the victim moves to the next level holding its size
@@ -264,7 +277,8 @@ def tlb_fill_from_hit(tcfg, ttag, tval, inclusion, pstate, path, npath, depth, c
                 break
         if first != depth:
             level = path[depth]
-            sa_remove(ttag, pstate, tcfg[level, T_PID], level, level, k % tcfg[level, T_SETS], c, k,
+            sl = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
+            sa_remove(ttag, pstate, tcfg[level, T_PID], level, level, sl, c, k,
                       tcfg[level, T_WAYS])
             tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, first, c, k, page, shift, wr, di)
         return
@@ -282,7 +296,8 @@ def tlb_invalidate(tcfg, ttag, pstate, scope, vm, asid, va):
             for j in range(tcfg[level, T_NSHIFTS]):
                 shift = tcfg[level, T_SHIFT0 + j]
                 vpn = va >> shift
-                sa_remove(ttag, pstate, pid, level, level, vpn % sets, tlb_ctx(vm, asid, shift), vpn, ways)
+                s = set_of(vpn, sets, tcfg[level, T_MASK])
+                sa_remove(ttag, pstate, pid, level, level, s, tlb_ctx(vm, asid, shift), vpn, ways)
             continue
         for s in range(sets):
             for w in range(ways):
@@ -343,7 +358,7 @@ def wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase
         if level > levels:
             continue
         pre = address >> (12 + 9 * (level - 1))
-        s = pre % wcfg[j, W_SETS]
+        s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
         w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, level), pre,
                       wcfg[j, W_WAYS])
         if w >= 0:
@@ -359,8 +374,8 @@ def wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid
         j = wlists[L_PREFIX + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             pre = address >> (12 + 9 * (level - 1))
-            wc_fill(wcfg, wtag, wval, pstate, base, j, pre % wcfg[j, W_SETS], wc_ctx(dim, vm, asid, level), pre,
-                    table, 0, 0, 0)
+            s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
+            wc_fill(wcfg, wtag, wval, pstate, base, j, s, wc_ctx(dim, vm, asid, level), pre, table, 0, 0, 0)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -371,7 +386,7 @@ def read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, c
         j = wlists[L_ENTRY + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             line = pa >> 3
-            s = line % wcfg[j, W_SETS]
+            s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
             w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, 0), line,
                           wcfg[j, W_WAYS])
             if w >= 0:
@@ -387,8 +402,8 @@ def fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid, le
         j = wlists[L_ENTRY + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             line = pa >> 3
-            wc_fill(wcfg, wtag, wval, pstate, base, j, line % wcfg[j, W_SETS], wc_ctx(dim, vm, asid, 0), line,
-                    entry, 0, 0, 0)
+            s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
+            wc_fill(wcfg, wtag, wval, pstate, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry, 0, 0, 0)
 
 
 # -- walks (slatframe/walker.py) ---------------------------------------------------------
@@ -466,7 +481,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                 j = wlists[L_NTLB, p]
                 if wcfg[j, W_TABLES_ONLY] and not table_access:
                     continue
-                s = page % wcfg[j, W_SETS]
+                s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
                 w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
                 if w >= 0 and (not hwrite or wval[j, s, w, 1] != 0) and (not need_dirty or wval[j, s, w, 2] != 0):
                     cnt[hitbase + 2 * j] += 1
@@ -520,7 +535,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                 for p in range(wcount[L_NTLB]):
                     j = wlists[L_NTLB, p]
                     if not wcfg[j, W_TABLES_ONLY] or table_access:
-                        wc_fill(wcfg, wtag, wval, pstate, base, j, page % wcfg[j, W_SETS], c, page, pa & ~PAGE_MASK,
+                        s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
+                        wc_fill(wcfg, wtag, wval, pstate, base, j, s, c, page, pa & ~PAGE_MASK,
                                 host_writable, host_dirty, hsize)
         if final:
             hpa = pa
@@ -633,7 +649,7 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                 for j in range(tcfg[level, T_NSHIFTS]):
                     shift = tcfg[level, T_SHIFT0 + j]
                     vpn = va >> shift
-                    s = vpn % tcfg[level, T_SETS]
+                    s = set_of(vpn, tcfg[level, T_SETS], tcfg[level, T_MASK])
                     c = tlb_ctx(vm, asid, shift)
                     w = sa_lookup(ttag, pstate, tcfg[level, T_PID], level, level, s, c, vpn, tcfg[level, T_WAYS])
                     if w >= 0:
