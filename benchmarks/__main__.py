@@ -80,18 +80,31 @@ def bare_lru(pages, sets, ways):
     return misses
 
 
-def run_engine(tier: str, config, registry, trace: np.ndarray, chunk: int = 65536) -> tuple[float, float]:
+def bare_rate(pages: np.ndarray, passes: int = 3) -> float:
+    """Accesses per second of the bare loop over ``pages``, best of ``passes``."""
+    bare_lru(pages[:1000], 128, 12)  # compile or load
+    best = 0.0
+    for _ in range(passes):
+        t = time.perf_counter()
+        bare_lru(pages, 128, 12)
+        best = max(best, len(pages) / (time.perf_counter() - t))
+    return best
+
+
+def run_engine(tier: str, config, registry, trace: np.ndarray, chunk: int = 65536,
+               warm_passes: int = 3) -> tuple[float, float]:
     """Accesses per second of ``tier`` on ``trace``: a cold pass (every page touched for the
-    first time faults into the software side) and a warm second pass over the same trace
-    on the same machine (tables built, TLBs and walk caches warm)."""
+    first time faults into the software side) and the best of ``warm_passes`` further
+    passes over the same trace on the same machine (tables built, TLBs and walk caches
+    warm; the best, because other tenants of a shared host only ever slow a pass down)."""
     engine = make_engine(tier, build_machine(config, registry, Counters()), registry)
     rates = []
-    for _ in range(2):
+    for _ in range(1 + warm_passes):
         start = time.perf_counter()
         for i in range(0, len(trace), chunk):
             engine.run_chunk(trace[i:i + chunk])
         rates.append(len(trace) / (time.perf_counter() - start))
-    return rates[0], rates[1]
+    return rates[0], max(rates[1:])
 
 
 def peak_rss_mib() -> float:
@@ -151,10 +164,7 @@ def profile(accesses: int) -> None:
         trace = traces[kind]
         if slat is None:
             pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
-            bare_lru(pages[:1000], 128, 12)
-            t = time.perf_counter()
-            bare_lru(pages, 128, 12)
-            rate = len(pages) / (time.perf_counter() - t)
+            rate = bare_rate(pages)
         else:
             raw = tiny_config(machine={"slat": slat, "host_memory": "64G"}, tlb=tlb, walk_caches=caches,
                               vms=[{"name": "vm0", "memory": "8G"}])
@@ -187,15 +197,13 @@ def main(argv=None) -> None:
     for kind in ("hit-heavy", "walk-heavy"):
         trace = workload(kind, args.accesses)
         pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
-        bare_lru(pages[:1000], 128, 12)  # compile
-        t = time.perf_counter()
-        bare_lru(pages, 128, 12)
-        bare = len(pages) / (time.perf_counter() - t)
+        bare = bare_rate(pages)
         for label, sections in CONFIGS.items():
             config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}], **sections))
             run_engine("compiled", config, registry, trace[:20_000])  # compile / load the cache
             cold, warm = run_engine("compiled", config, registry, trace)
-            ref_cold, ref_warm = run_engine("reference", config, registry, trace[: args.reference_accesses])
+            ref_cold, ref_warm = run_engine("reference", config, registry, trace[: args.reference_accesses],
+                                            warm_passes=1)
             rows.append((kind, label, f"{cold / 1e6:.2f}", f"{warm / 1e6:.2f}", f"{bare / 1e6:.1f}",
                          f"{bare / warm:.1f}x", f"{ref_warm / 1e3:.1f}", f"{warm / ref_warm:.0f}x",
                          f"{cold / ref_cold:.0f}x", f"{peak_rss_mib():.0f}"))

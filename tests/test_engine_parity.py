@@ -98,6 +98,20 @@ def test_set_counts_that_are_not_powers_of_two(registry, inclusion):
     assert counts["dcache.walk.llc"] > 0 and counts["tlb.l2.hits"] > 0
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+def test_wide_sets_with_way_hints(registry, policy):
+    """Sets wider than 8 ways are searched from a hinted way first (compiled tier): the
+    same ways are found and evicted as by a full scan."""
+    levels = [{"name": "l1", "sets": 1, "ways": 16, "policy": policy},
+              {"name": "l2", "sets": 8, "ways": 12, "policy": policy, "page_sizes": ["4K", "2M"]}]
+    caches = [{"type": "psc", "level": 2, "ways": 24, "policy": policy}, {"type": "nested-tlb", "ways": 12}]
+    raw = tiny_config(machine={"slat": "intel-ept"}, tlb={"levels": levels, "inclusion": "inclusive"},
+                      walk_caches=caches, vms=[{"name": "a"}, {"name": "b", "guest_page_size": "2M"}])
+    config, reg = build(raw, registry)
+    counts = assert_engines_agree(config, reg, trace("zipf", n=4000, seed=6))
+    assert counts["tlb.l1.hits"] > 0 and counts["tlb.l2.hits"] > 0
+
+
 def test_auto_takes_compiled_only_with_kernels(registry):
     config, reg = config_for(registry, "native")
     assert choose_engine(config, reg)[0] == "compiled"

@@ -195,6 +195,31 @@ def test_resume_runs_only_the_missing_points(tmp_path):
     assert csv_text(gather(out)) == table  # the gather alone gives the same table
 
 
+def test_a_killed_sweep_resumes_with_only_the_missing_points(tmp_path):
+    """Kill a real `slatframe sweep` process once some points are written, rerun it: the
+    rerun runs exactly the points that had no result, and the table is the one an
+    uninterrupted sweep gives."""
+    import subprocess
+    import time
+
+    path = sweep_file(tmp_path, '[sweep.axes]\n"tlb.levels[0].sets" = [1, 2, 4, 8, 16, 32]\n'
+                                '"workload.accesses" = [20000, 20001]\n')
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "slatframe.cli", "sweep", str(path), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(command)
+    deadline = time.monotonic() + 300
+    while len(list((out / "points").glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done = {f.name for f in (out / "points").glob("*.json")}
+    assert 3 <= len(done) < 12, "the sweep finished before it could be killed"
+    again = run_sweep(plan_sweep(path), out)
+    assert (again.ran, again.skipped, again.failed) == (12 - len(done), len(done), 0)
+    whole = run_sweep(plan_sweep(path), tmp_path / "whole")
+    assert (out / "results.csv").read_text() == (tmp_path / "whole" / "results.csv").read_text()
+
+
 def test_failing_points_are_reported_and_the_others_finish(tmp_path, capsys):
     path = sweep_file(tmp_path, '[sweep.axes]\n"machine.host_memory" = ["4G", "64K"]\n'
                                 '"tlb.levels[0].policy" = ["lru", "no-such-policy"]\n')

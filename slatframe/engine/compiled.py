@@ -10,7 +10,8 @@ State layout (``loop.py`` names the columns):
 - TLB: ``tcfg[L, 10]`` (sets, ways, side: 1 instruction / 2 data / 3 both, policy id,
   number of page sizes, up to 4 page-size shifts, set mask: sets - 1 or -1 when sets is
   not a power of two), ``ttag[L, S, W, 2]`` (ctx = vm<<24 |
-  asid<<8 | shift, -1 when invalid; virtual page number), ``tval[L, S, W, 4]`` (page,
+  asid<<8 | shift, -1 when invalid; virtual page number; then ``HINTS`` slots per set
+  holding a way to try first, see ``loop.hint_slot``), ``tval[L, S, W, 4]`` (page,
   shift, writable, dirty), ``inclusion`` (0 non-inclusive, 1 inclusive, 2 exclusive).
 - walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation, level mask,
   dimension mask, sets, ways, policy id, tables-only, set mask), ``wtag[n, S, W, 2]`` (ctx = dim<<40
@@ -113,7 +114,7 @@ class CompiledEngine:
             record = registry.get("TLB policies", lv.policy.name)
             states.append(record.kernels.init(lv.policy.options, lv.sets, lv.ways,
                                               ctx.structure_rng(f"tlb.{lv.name}")))
-        ttag = np.full((L, S, W, 2), -1, dtype=np.int64)
+        ttag = np.full((L, S, W + self.k.HINTS, 2), -1, dtype=np.int64)
         ttag[..., 1] = 0
         self.tlb = (tcfg, ttag, np.zeros((L, S, W, 4), dtype=np.int64), INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)
@@ -176,7 +177,7 @@ class CompiledEngine:
         for cache in walker.ntlb:
             wlists[6, wcount[6]] = caches.index(cache)
             wcount[6] += 1
-        wtag = np.full((n, S, W, 2), -1, dtype=np.int64)
+        wtag = np.full((n, S, W + self.k.HINTS, 2), -1, dtype=np.int64)
         wtag[..., 1] = 0
         return wcfg, wtag, np.zeros((n, S, W, 4), dtype=np.int64), wprobe, wlists, wcount
 

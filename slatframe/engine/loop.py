@@ -153,10 +153,31 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
 
 # -- set-associative arrays (slatframe/setassoc.py) --------------------------------------
 # tag[i, s, w] = (ctx, key), ctx -1 for an invalid way; the policy state of array i is
-# pstate[si].
+# pstate[si]. Each set's row ends with HINTS slots whose ctx column holds a way (or -1).
+
+HINTS = 16
+HINT_MIN_WAYS = 8
+
+@njit(cache=True, inline="always", _nrt=False)
+def hint_slot(tag, k):
+    """Where set s keeps the way last found or placed for keys hashing like ``k``: one of
+    the HINTS extra slots at the end of each set's row (a guess, always verified, so the
+    way found is the one a full scan finds)."""
+    return tag.shape[2] - HINTS + ((k ^ (k >> 7) ^ (k >> 13)) & (HINTS - 1))
+
 
 @njit(cache=True, inline="always", _nrt=False)
 def sa_find(tag, i, s, c, k, ways):
+    if ways > HINT_MIN_WAYS:  # wide sets: try the hinted way before scanning
+        slot = hint_slot(tag, k)
+        w = tag[i, s, slot, 0]
+        if w >= 0 and tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
+            return w
+        for w in range(ways):
+            if tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
+                tag[i, s, slot, 0] = w
+                return w
+        return -1
     for w in range(ways):  # the key first: it is what usually differs
         if tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
             return w
@@ -183,14 +204,14 @@ def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
             return x, False, -1, 0
         if free < 0 and tag[i, s, x, 0] == -1:
             free = x
-    if free >= 0:
-        tag[i, s, free, 0] = c
-        tag[i, s, free, 1] = k
-        return free, False, -1, 0
-    w = policy_victim(pid, pstate, si, s)
+    w = free if free >= 0 else policy_victim(pid, pstate, si, s)
+    if ways > HINT_MIN_WAYS:
+        tag[i, s, hint_slot(tag, k), 0] = w
     ev_c, ev_k = tag[i, s, w, 0], tag[i, s, w, 1]
     tag[i, s, w, 0] = c
     tag[i, s, w, 1] = k
+    if free >= 0:
+        return w, False, -1, 0
     return w, True, ev_c, ev_k
 
 
