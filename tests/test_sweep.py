@@ -284,20 +284,21 @@ def test_run_and_validate_accept_a_sweep_file(tmp_path, capsys):
 
 
 def test_dask_gives_the_same_table(tmp_path):
+    """The 24-point sweep on a Dask LocalCluster (started by the command, and one started
+    here and named by --scheduler) gives the table of two local processes."""
     distributed = pytest.importorskip("distributed")
-    path = sweep_file(tmp_path, '[sweep.axes]\n"machine.slat" = ["native", "amd-npt", "shadow"]\n'
-                                '"tlb.levels[0].sets" = [1, 4]\n')
-    assert main(["sweep", str(path), "--out", str(tmp_path / "serial"), "--quiet"]) == 0
-    serial = (tmp_path / "serial" / "results.csv").read_text()
+    path = sweep_file(tmp_path, AXES_24)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "processes"), "--jobs", "2", "--quiet"]) == 0
+    processes = (tmp_path / "processes" / "results.csv").read_text()
     assert main(["sweep", str(path), "--out", str(tmp_path / "local"), "--executor", "dask",
                  "--jobs", "2", "--quiet"]) == 0
-    assert (tmp_path / "local" / "results.csv").read_text() == serial
+    assert (tmp_path / "local" / "results.csv").read_text() == processes
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         assert main(["sweep", str(path), "--out", str(tmp_path / "remote"),
                      "--scheduler", cluster.scheduler_address, "--quiet"]) == 0
-    assert (tmp_path / "remote" / "results.csv").read_text() == serial
+    assert (tmp_path / "remote" / "results.csv").read_text() == processes
 
 
 def test_missing_dask_is_one_sentence(tmp_path, capsys, monkeypatch):
