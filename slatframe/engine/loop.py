@@ -245,27 +245,31 @@ def tlb_holds(tcfg, level, shift):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page, shift, wr, di):
-    """Insert into level path[pos]; handle the victim as the inclusion policy says."""
+def tlb_place(tcfg, ttag, tval, pstate, level, c, k, page, shift, wr, di):
+    """Write one entry into ``level``: (evicted?, and the evicted ctx, key, page, writable,
+    dirty)."""
+    s = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
+    pid = tcfg[level, T_PID]
+    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pid, level, level, s, c, k, tcfg[level, T_WAYS])
+    ev_page, ev_wr, ev_di = tval[level, s, w, 0], tval[level, s, w, 2], tval[level, s, w, 3]
+    tval[level, s, w, 0] = page
+    tval[level, s, w, 1] = shift
+    tval[level, s, w, 2] = wr
+    tval[level, s, w, 3] = di
+    policy_fill(pid, pstate, level, s, w)
+    return evicted, ev_c, ev_k, ev_page, ev_wr, ev_di
+
+
+@njit(cache=True, _nrt=False)
+def tlb_victim(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_page, ev_wr, ev_di):
+    """What an inclusive or exclusive hierarchy does with the entry an insert into
+    path[pos] evicted (not inlined: non-inclusive hierarchies never come here)."""
     while True:
-        level = path[pos]
-        s = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
-        pid = tcfg[level, T_PID]
-        w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pid, level, level, s, c, k, tcfg[level, T_WAYS])
-        ev_page, ev_wr, ev_di = tval[level, s, w, 0], tval[level, s, w, 2], tval[level, s, w, 3]
-        tval[level, s, w, 0] = page
-        tval[level, s, w, 1] = shift
-        tval[level, s, w, 2] = wr
-        tval[level, s, w, 3] = di
-        policy_fill(pid, pstate, level, s, w)
-        if not evicted or inclusion == 0:
-            return
         if inclusion == 1:  # inclusive: back-invalidate the levels before this one
             for j in range(pos):
                 lj = path[j]
                 sj = set_of(ev_k, tcfg[lj, T_SETS], tcfg[lj, T_MASK])
-                sa_remove(ttag, pstate, tcfg[lj, T_PID], lj, lj, sj, ev_c, ev_k,
-                          tcfg[lj, T_WAYS])
+                sa_remove(ttag, pstate, tcfg[lj, T_PID], lj, lj, sj, ev_c, ev_k, tcfg[lj, T_WAYS])
             return
         ev_shift = ev_c & 0xFF  # exclusive: the victim moves to the next level holding its size
         nxt = -1
@@ -275,7 +279,20 @@ def tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page
                 break
         if nxt < 0:
             return
-        pos, c, k, page, shift, wr, di = nxt, ev_c, ev_k, ev_page, ev_shift, ev_wr, ev_di
+        evicted, ev_c, ev_k, ev_page, ev_wr, ev_di = tlb_place(tcfg, ttag, tval, pstate, path[nxt], ev_c, ev_k,
+                                                                ev_page, ev_shift, ev_wr, ev_di)
+        if not evicted:
+            return
+        pos = nxt
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page, shift, wr, di):
+    """Insert into level path[pos]; handle the victim as the inclusion policy says."""
+    evicted, ev_c, ev_k, ev_page, ev_wr, ev_di = tlb_place(tcfg, ttag, tval, pstate, path[pos], c, k, page,
+                                                            shift, wr, di)
+    if evicted and inclusion != 0:
+        tlb_victim(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_page, ev_wr, ev_di)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -359,7 +376,7 @@ def wc_invalidate(wcfg, wtag, pstate, base, scope, vm, asid):
                     sa_drop(wtag, pstate, wcfg[j, W_PID], j, base + j, s, w)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def wc_fill(wcfg, wtag, wval, pstate, base, j, s, c, k, v0, v1, v2, v3):
     pid = wcfg[j, W_PID]
     w, _, _, _ = sa_place(wtag, pstate, pid, j, base + j, s, c, k, wcfg[j, W_WAYS])
@@ -458,7 +475,7 @@ def entry_pa(table, address, level):
     return table + ((address >> (12 + 9 * (level - 1))) & 511) * 8
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate, base,
          cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
@@ -527,7 +544,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                                                 hitbase, HOST, vm, 0, hlevel, hpa_entry)
                     if not cached:
                         h_refs += 1
-                        dc_access(dcfg, dctl, dtag, dage, cnt, hpa_entry, 0)
+                        if dctl[0] != 0:  # no call (and its argument marshalling) without caches
+                            dc_access(dcfg, dctl, dtag, dage, cnt, hpa_entry, 0)
                     if (hentry & fmts[HOST, F_PRESENT]) == 0:
                         status = HOST_NOT_PRESENT
                         break
@@ -570,7 +588,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                                    GUEST, vm, asid, glevel, pa)
         if not cached:
             g_refs += 1
-            dc_access(dcfg, dctl, dtag, dage, cnt, pa, 0)
+            if dctl[0] != 0:
+                dc_access(dcfg, dctl, dtag, dage, cnt, pa, 0)
         if (entry & fmts[GUEST, F_PRESENT]) == 0:
             status, fault_at = GUEST_NOT_PRESENT, va
             break
