@@ -117,7 +117,7 @@ def set_of(key, sets, mask):
 # dcfg[k] = (sets, ways, mask) of level k; dctl = (levels, data accesses?, first counter, clock);
 # dtag/dage[k, s, w] = line (-1 empty) and last use.
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
     """Look ``pa``'s line up level by level; fill the levels that missed (LRU victim);
     count the serving level (``nlevels`` = memory) for ``kind`` (0 walk, 1 data)."""
