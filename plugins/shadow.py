@@ -22,11 +22,10 @@ leaf. The translator keeps a reverse map from gPA pages to the shadow leaves fil
 them (KVM's rmap); when dedup remaps a page it updates those leaves in place, as the
 nested schemes' backing updates its second-level entries: a large shadow leaf is split,
 then the 4K leaf points at the new frame, read-only when merged. Shadow leaves filled
-inside a split host large page are 4K.
+inside a split host large page are one size down (as the split radix tables are).
 
 Simplifications: shadow tables are never reclaimed (KVM's shadow page cache is
-bounded), hypervisor work is counted as exits, not as memory references, and a split 1G
-host page is shadowed 4K by 4K.
+bounded), and hypervisor work is counted as exits, not as memory references.
 """
 from __future__ import annotations
 
@@ -136,13 +135,15 @@ class ShadowTranslator:
                         (root, va_base + i * piece, hpa_base + i * piece))
         hpa = self.backings[vm].lookup(gpa) & ~(SMALL - 1)
         writable = (gpa >> PAGE_SHIFT) not in self.backings[vm].read_only
-        entries = rmap.pop((SMALL, gpa & ~(SMALL - 1)), ())
-        for root, va_base, hpa_base in entries:
+        updated = set()
+        for root, va_base, hpa_base in rmap.pop((SMALL, gpa & ~(SMALL - 1)), ()):
             step = self._leaf(root, va_base, SMALL, hpa_base)
-            if step is not None:
+            if step is not None:  # still filled from this page (not zapped or refilled since)
                 self.host.write(step.entry_address, self.fmt.leaf_entry(
                     hpa, 1, writable and self.fmt.is_writable(step.entry)))
-        rmap[(SMALL, gpa & ~(SMALL - 1))] = {(root, va, hpa) for root, va, _ in entries}
+                updated.add((root, va_base, hpa))
+        if updated:
+            rmap[(SMALL, gpa & ~(SMALL - 1))] = updated
 
     def _leaf(self, root: int, va: int, size: int, hpa: int):
         """The shadow leaf at ``va`` if it still maps ``hpa`` with a ``size`` page."""

@@ -74,7 +74,7 @@ class DictBacking(Backing):
         self.pages: dict[int, int] = {}
         self.small: dict[int, int] = {}  # 4K guest frame number -> 4K host frame base
         self.read_only: set[int] = set()  # 4K guest frame numbers mapped read-only
-        self.split: set[int] = set()  # host large pages (guest page numbers) mapped 4K by 4K
+        self.split: set[tuple[int, int]] = set()  # (size, gPA // size) of split host large pages
         self.on_remap = on_remap
 
     def lookup(self, gpa: int) -> int | None:
@@ -96,11 +96,16 @@ class DictBacking(Backing):
     def remap_small(self, gpa: int, hpa: int, writable: bool) -> int:
         """Map the 4K page at ``gpa`` to the 4K frame ``hpa``, splitting the large page
         around it first. Returns how many large pages were split."""
-        splits = self._remap_entry(gpa, hpa, writable)
-        large = gpa >> self.shift
-        if self.page_size > SMALL and large not in self.split:
-            self.split.add(large)
-            splits = splits or 1
+        splits = 0  # a large page splits into 512 pages one size down, as a radix table does
+        size = self.page_size
+        while size > SMALL:
+            if (size, gpa // size) not in self.split:
+                self.split.add((size, gpa // size))
+                splits += 1
+            size >>= 9
+        table_splits = self._remap_entry(gpa, hpa, writable)
+        if table_splits is not None and table_splits != splits:
+            raise AssertionError(f"gPA {gpa:#x}: {table_splits} table splits, {splits} in the backing's record")
         self.small[gpa >> PAGE_SHIFT] = hpa & ~(SMALL - 1)
         if writable:
             self.read_only.discard(gpa >> PAGE_SHIFT)
@@ -110,15 +115,18 @@ class DictBacking(Backing):
             self.on_remap(gpa)
         return splits
 
-    def _remap_entry(self, gpa: int, hpa: int, writable: bool) -> int:
-        """Change the stored mapping beyond the dicts (none here); return large pages split."""
-        return 0
+    def _remap_entry(self, gpa: int, hpa: int, writable: bool) -> int | None:
+        """Change the mapping kept beyond the dicts (none here); return the large pages it split."""
+        return None
 
     def mapping(self, gpa: int) -> tuple[int, int, bool]:
         """(hPA, size of the host mapping that holds ``gpa``, writable), backing the page
-        first if this is its first touch: 4K inside a split large page."""
+        first if this is its first touch: inside a split large page, the size one level
+        down (down to 4K), as in split radix tables."""
         hpa = self.backing(gpa)
-        size = SMALL if (gpa >> self.shift) in self.split else self.page_size
+        size = self.page_size
+        while size > SMALL and (size, gpa // size) in self.split:
+            size >>= 9
         return hpa, size, (gpa >> PAGE_SHIFT) not in self.read_only
 
 

@@ -185,14 +185,26 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     return keys, value
 
 
+def _name_key(keys: list[str | int]) -> str:
+    """The key naming the plugin a (sub)table of ``keys[0]`` refers to: ``model`` for
+    ``cost``, ``type`` for ``walk_caches[i]``, ... and ``name`` below the top level."""
+    field = next((f for f in attrs.fields(Config) if f.name == keys[0]), None)
+    return field.metadata.get("name_key", "name") if field is not None else "name"
+
+
 def apply_override(raw: dict[str, Any], keys: list[str | int], value: Any, text: str) -> None:
-    """Set ``value`` at ``keys`` inside the raw TOML data, creating tables as needed."""
+    """Set ``value`` at ``keys`` inside the raw TOML data, creating tables as needed. A
+    plugin written as its name becomes a table when a key below it is set:
+    ``cost = "cache-aware"`` with ``cost.preset=amd-server`` -> ``{model = ..., preset = ...}``."""
     node: Any = raw
     for i, key in enumerate(keys[:-1]):
         nxt = keys[i + 1]
+        top = i == 0 or (i == 1 and isinstance(key, int))  # cost, walk_caches[0]: their own name key
         if isinstance(key, int):
             if not isinstance(node, list) or key >= len(node):
                 raise ConfigError(f"--set {text}: index [{key}] does not exist in the config.")
+            if isinstance(node[key], str) and not isinstance(nxt, int):
+                node[key] = {_name_key(keys) if top else "name": node[key]}
             node = node[key]
             continue
         if not isinstance(node, dict):
@@ -200,7 +212,7 @@ def apply_override(raw: dict[str, Any], keys: list[str | int], value: Any, text:
         if key not in node:
             node[key] = [] if isinstance(nxt, int) else {}
         elif isinstance(node[key], str) and not isinstance(nxt, int):
-            node[key] = {"name": node[key]}  # "lru" -> {name = "lru", ...}
+            node[key] = {_name_key(keys) if top else "name": node[key]}  # "lru" -> {name = "lru", ...}
         node = node[key]
     last = keys[-1]
     if isinstance(last, int):
@@ -297,6 +309,14 @@ def check_config(config: Config, ctx: BuildContext) -> None:
                 ctx.fail(f"vms[{i}].{key}", f"= {format_size(size)!r} is not allowed: format {fmt.name!r} maps {allowed}.")
         if vm.memory % max(vm.guest_page_size, vm.host_page_size):
             ctx.fail(f"vms[{i}].memory", f"= {format_size(vm.memory)!r} is not allowed: it must be a multiple of the page sizes.")
+    c = config.consolidation
+    if c is not None and c.reserved_memory >= c.memory:
+        ctx.fail("consolidation.reserved_memory", f"= {format_size(c.reserved_memory)!r} is not allowed: it must be "
+                                                  f"less than consolidation.memory ({format_size(c.memory)}).")
+    accesses = getattr(config.workload.options, "accesses", None)
+    if config.experiment.warmup and isinstance(accesses, int) and config.experiment.warmup >= accesses:
+        ctx.fail("experiment.warmup", f"= {config.experiment.warmup} is not allowed: the workload has "
+                                      f"{accesses} accesses (workload.accesses); the warmup must end before them.")
 
 
 def resolved_format(config: Config, which: str, registry: Any):

@@ -25,6 +25,9 @@ def consolidation_metrics(m: dict[str, Any], c: Any) -> dict[str, Any]:
     if "cycles.per_access" not in m:
         raise ConfigError("[consolidation] needs a cost model that reports cycles.per_access.")
     cycles = c.work_per_access + m["cycles.per_access"]
+    if cycles <= 0:
+        raise ConfigError("[consolidation] needs a cost per access: work_per_access + cycles.per_access is 0 "
+                          "(no accesses after the warmup, or every cost set to zero).")
     cpu_per_session = c.session_accesses_per_s * cycles / (c.core_ghz * 1e9)
     saved_bytes = m.get("dedup.bytes_saved", 0)
     used = saved_bytes + m.get("dedup.host_bytes_in_use", 0)

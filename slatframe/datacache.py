@@ -48,7 +48,8 @@ class DataCacheSpec:
 
 
 class DataCaches:
-    """The reference tier's hierarchy: per level, per set, a list of (age, line)."""
+    """The reference tier's hierarchy: per level, per set, a list of lines (-1 empty) and
+    a list of their last-use clocks."""
 
     def __init__(self, spec: DataCacheSpec, counters) -> None:
         self.spec = spec

@@ -209,12 +209,13 @@ def resolve_plugin(point: str, name_key: str, value: Any, path: str, ctx: BuildC
 
 
 def _with_preset(record: Any, table: dict[str, Any], path: str, ctx: BuildContext) -> dict[str, Any]:
-    """``table`` over the values of the preset it names (``preset = "NAME"``), if any."""
+    """``table`` over the values of the preset it names (``preset = "NAME"``), if any.
+    (The registry checks that every preset's keys are fields of the record's options.)"""
     preset = table.get("preset")
     if not preset or not record.presets:
         return table
-    if preset not in record.presets:
-        ctx.fail(_join(path, "preset"), f"= {preset!r} is not allowed: {record.kind} {record.name!r} "
+    if not isinstance(preset, str) or preset not in record.presets:
+        ctx.fail(_join(path, "preset"), f"= {_describe(preset)} is not allowed: {record.kind} {record.name!r} "
                                         f"has presets {', '.join(record.presets)}.")
     return {**record.presets[preset], **table}
 

@@ -121,9 +121,12 @@ def plot_xy(rows: list[dict[str, Any]], x: str, y: str, hue: str | None, out: st
 
 
 def plot_dedup(result_path: str | Path, out: str | Path):
-    """Memory saved and host memory in use (MiB) and pages sharing, per dedup wake-up."""
+    """Memory saved and host memory in use (MiB), per dedup wake-up."""
     plt = _pyplot()
-    result = json.loads(Path(result_path).read_text())
+    try:
+        result = json.loads(Path(result_path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SlatframeError(f"{result_path}: not a readable slatframe result file ({exc}).") from None
     points = result.get("series", {}).get("dedup")
     if not points:
         raise SlatframeError(f"{result_path}: the result has no dedup series (run with a [dedup] table).")

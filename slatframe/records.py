@@ -107,7 +107,9 @@ class DedupStrategyRecord(Registration):
 
     ``factory(options, host: slatframe.dedup.DedupHost)`` returns an object with
     ``interval`` (trace records between wake-ups), ``run() -> list[Invalidation]`` (one
-    wake-up: merge through ``host``) and ``stats() -> dict`` (its own ``dedup.*`` figures).
+    wake-up: merge through ``host``) and ``stats() -> dict`` (its own ``dedup.*`` state
+    figures, such as pages waiting in a tree). Events it counts go to ``host.counters``
+    (``dedup.full_scans``, ``dedup.pages_scanned``), so a warmup restarts them.
     """
 
     kind = "dedup strategy"

@@ -37,6 +37,22 @@ class Provided:
     source: str
 
 
+def _check_presets(record: Registration, plugin_name: str) -> None:
+    """A record's presets may only set fields of its options class, which must have a
+    ``preset`` field (so the preset chosen is stored with the resolved options)."""
+    if not record.presets:
+        return
+    fields = {f.name for f in attrs.fields(record.options)}
+    if "preset" not in fields:
+        raise PluginError(f"plugin {plugin_name}: {record.kind} {record.name!r} has presets, so its options "
+                          "class needs a 'preset' field.")
+    for preset, values in record.presets.items():
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise PluginError(f"plugin {plugin_name}: preset {preset!r} of {record.kind} {record.name!r} sets "
+                              f"{unknown[0]!r}, which is not one of its options.")
+
+
 def load_plugin_file(path: Path) -> ModuleType:
     """Import a Python file as a module named after its path."""
     if not path.is_file():
@@ -108,6 +124,7 @@ class Registry:
                         f"plugin {plugin_name}: {hook_name} returned {record!r}, "
                         "which is not a registration record from slatframe.records."
                     )
+                _check_presets(record, plugin_name)
                 if record.name in found:
                     other = found[record.name]
                     raise PluginError(

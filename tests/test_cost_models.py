@@ -116,6 +116,38 @@ def test_presets_fill_unwritten_keys_and_written_keys_win():
     assert (fixed.cost.options.vm_exit, fixed.cost.options.walk_ref) == (1529, 14)
     with pytest.raises(ConfigError, match=r"cost.preset = 'arm' is not allowed"):
         build(tiny_config(cost={"model": "fixed", "preset": "arm"}))
+    with pytest.raises(ConfigError, match=r"cost.preset = a list is not allowed: cost model 'fixed' has presets"):
+        build(tiny_config(cost={"model": "fixed", "preset": ["amd-server"]}))
+
+
+def test_overrides_below_a_plugin_named_by_a_string_use_its_name_key(tmp_path):
+    """``cost = "cache-aware"`` plus ``--set cost.preset=...`` keeps the model (its table's
+    name key is ``model``), as ``walk_caches = ["pwc"]`` plus ``walk_caches[0].ways`` keeps
+    the type."""
+    from slatframe.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('walk_caches = ["pwc"]\ncost = "cache-aware"\n'
+                    '[[tlb.levels]]\nname = "l1"\nsets = 4\nways = 2\n[workload]\nsource = "synthetic"\n')
+    config, _ = load_config(path, ["cost.preset=amd-server", "cost.l2_latency=16", "walk_caches[0].ways=8"])
+    assert (config.cost.name, config.cost.options.preset, config.cost.options.l2_latency) == \
+        ("cache-aware", "amd-server", 16)
+    assert (config.walk_caches[0].name, config.walk_caches[0].options.ways) == ("pwc", 8)
+
+
+def test_presets_are_checked_when_a_plugin_registers(tmp_path):
+    from slatframe.errors import PluginError
+    from slatframe.testing import build as build_raw
+
+    plugin = tmp_path / "p.py"
+    plugin.write_text(
+        "import attrs\nfrom slatframe import hookimpl\nfrom slatframe.options import option\n"
+        "from slatframe.records import CostModelRecord\n"
+        "@attrs.frozen\nclass O:\n    preset: str = option('')\n    a: int = option(1)\n"
+        "@hookimpl\ndef slatframe_cost_models():\n"
+        "    return [CostModelRecord(name='odd', summary='s', factory=None, options=O, presets={'x': {'b': 2}})]\n")
+    with pytest.raises(PluginError, match=r"preset 'x' of cost model 'odd' sets 'b', which is not one of its options"):
+        build_raw(tiny_config(experiment={"name": "t", "plugins": ["p.py"]}), base_dir=tmp_path)
 
 
 def test_cache_aware_cycles_recompute_from_the_result(tmp_path):
@@ -186,3 +218,13 @@ def test_warmup_counts_only_the_records_after_it(engine):
     assert after["faults.guest"] < before["faults.guest"]  # the warmup took the first touches
     assert {k: v for k, v in after.items() if v} == \
         {k: result.metrics[k] for k in after if after[k]}
+
+
+def test_consolidation_and_warmup_inputs_are_checked_before_the_run():
+    consolidation = {"cores": 4, "core_ghz": 2.0, "memory": "8G", "reserved_memory": "8G",
+                     "session_accesses_per_s": 1e6, "work_per_access": 1.0, "session_memory": "1G"}
+    with pytest.raises(ConfigError, match=r"consolidation.reserved_memory = '8G' is not allowed: it must be less"):
+        build(tiny_config(consolidation=consolidation))
+    with pytest.raises(ConfigError, match=r"experiment.warmup = 500 is not allowed: the workload has 500 accesses"):
+        build(tiny_config(experiment={"name": "w", "warmup": 500},
+                          workload={"source": "synthetic", "accesses": 500}))

@@ -231,6 +231,25 @@ def test_shadow_leaves_follow_merges_and_cow_breaks(tmp_path):
     assert checked > 1000
 
 
+@pytest.mark.parametrize("host_page", ["2M", "1G"])
+def test_shadow_and_nested_split_the_same_large_pages(registry, host_page):
+    """The same merges split the same host large pages, level by level (1G -> 2M -> 4K),
+    whether the second level is a radix table (EPT) or the shadowing hypervisor's record."""
+    vms = [{"name": f"vm{i}", "memory": "1G", "host_page_size": host_page,
+            "content": {"zero_fraction": 0.3, "pool_fraction": 0.5, "pool_pages": 300}} for i in range(2)]
+    results = {}
+    for slat in ("intel-ept", "shadow"):
+        raw = tiny_config(machine={"slat": slat, "host_memory": "8G"}, vms=vms,
+                          tlb={"levels": [{"name": "l1", "sets": 16, "ways": 4, "page_sizes": ["4K", "2M", "1G"]}]},
+                          workload={"source": "synthetic", "distribution": "uniform", "accesses": 6000,
+                                    "footprint": "64M", "write_fraction": 0.05},
+                          dedup={"strategy": "ideal", "interval": 2000})
+        results[slat] = run_machine(*build(raw, registry))[0].metrics
+    ept, shadow = results["intel-ept"], results["shadow"]
+    assert ept["dedup.merges"] == shadow["dedup.merges"] > 0
+    assert ept["dedup.large_pages_split"] == shadow["dedup.large_pages_split"] > 0
+
+
 @pytest.mark.parametrize("strategy,slat", [("ideal", "intel-ept"), ("ksm", "intel-ept"),
                                            ("zero-pages", "intel-ept"), ("ksm", "shadow")])
 def test_engines_agree_with_dedup(tmp_path, strategy, slat):
@@ -286,3 +305,22 @@ def test_dedup_needs_a_hypervisor(registry):
 
     with pytest.raises(ConfigError, match="dedup needs a SLAT scheme with a hypervisor"):
         run_machine(*build(tiny_config(machine={"slat": "native"}, dedup={"strategy": "ideal"}), registry))
+
+
+def test_a_warmup_restarts_the_dedup_counts(tmp_path):
+    """With a warmup, KSM's counted figures (full scans, pages scanned, merges) are those
+    after it: the run without a warmup, minus its figures at the last wake-up before the
+    warmup ends (a wake-up falling on the boundary counts after it)."""
+    images = make_images(tmp_path)
+    trace = touch_trace(3, rereads=30_000)
+    options = {"strategy": "ksm", "pages_to_scan": 1000, "sleep": 1000}
+    whole, _ = run_machine(*dedup_config(tmp_path, images, trace, options))
+    config, reg = dedup_config(tmp_path, images, trace, options)
+    import attrs
+    warm, _ = run_machine(attrs.evolve(config, experiment=attrs.evolve(config.experiment, warmup=20_000)), reg)
+    at = [p for p in whole.series["dedup"] if p["records"] < 20_000][-1]
+    assert warm.series["dedup"][0]["records"] == 20_000
+    for name in ("dedup.full_scans", "dedup.pages_scanned", "dedup.merges"):
+        assert warm.metrics[name] == whole.metrics[name] - at[name], name
+    assert whole.metrics["dedup.full_scans"] > at["dedup.full_scans"] > 0
+    assert warm.metrics["dedup.pages_sharing"] == whole.metrics["dedup.pages_sharing"]  # state, not a count

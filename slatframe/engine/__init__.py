@@ -58,29 +58,36 @@ def workload_chunks(config: Config, registry: Any):
         yield chunk
 
 
+#: Dedup events counted since the statistics started (in the counters, so a warmup resets them).
+DEDUP_COUNTED = ("dedup.large_pages_split", "dedup.cow_breaks", "dedup.merges", "dedup.pages_scanned",
+                 "dedup.full_scans")
+
+
 def dedup_figures(machine: Any, strategy: Any) -> dict[str, int]:
-    """The dedup state now: sharing counts, the strategy's own figures, host memory in use."""
-    return {**machine.dedup_host.stats(), **strategy.stats(),
-            "dedup.host_bytes_in_use": machine.context.host.in_use}
-
-
-DEDUP_COUNTED = ("dedup.large_pages_split", "dedup.cow_breaks", "dedup.merges", "dedup.pages_scanned")
+    """The dedup figures now: the counts so far, the sharing state, the strategy's own
+    state figures, host memory in use."""
+    values = machine.context.counters.values
+    return {**{name: values.get(name, 0) for name in DEDUP_COUNTED}, **machine.dedup_host.stats(),
+            **strategy.stats(), "dedup.host_bytes_in_use": machine.context.host.in_use}
 
 
 def compute_metrics(config: Config, registry: Any, counters: Counters,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Counters plus the cost model's cycle figures (and the consolidation figures, if
-    configured), with every TLB level's counters present even when zero."""
+    configured), with every TLB level's and data-cache level's counters present even
+    when zero."""
     metrics: dict[str, Any] = dict.fromkeys(ALWAYS_REPORTED, 0)
     for level in config.tlb.levels:
         metrics[f"tlb.{level.name}.hits"] = 0
         metrics[f"tlb.{level.name}.misses"] = 0
     if extra:
-        metrics.update(dict.fromkeys(DEDUP_COUNTED, 0))
         metrics.update(extra)
+    record = registry.get("cost models", config.cost.name)
+    spec = record.data_caches(config.cost.options) if record.data_caches is not None else None
+    if spec is not None:
+        metrics.update(dict.fromkeys(spec.counter_names(), 0))
     metrics.update(counters.as_dict())
-    cost = registry.get("cost models", config.cost.name).factory(config.cost.options)
-    metrics.update(cost.cycles(metrics, config))
+    metrics.update(record.factory(config.cost.options).cycles(metrics, config))
     if config.consolidation is not None:
         metrics.update(consolidation_metrics(metrics, config.consolidation))
     return metrics
@@ -101,9 +108,9 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     machine = build_machine(config, registry, counters)
     runner = make_engine(tier, machine, registry)
     compiling = time.perf_counter()
-    warm_up = getattr(runner, "warm_up", None)
-    if warm_up is not None:
-        warm_up()
+    load_engine = getattr(runner, "warm_up", None)  # compile the loop, or load it from the cache
+    if load_engine is not None:
+        load_engine()
     compile_time = time.perf_counter() - compiling
     observers = list(observers or []) + [
         registry.get("run observers", choice.name).factory(choice.options)

@@ -14,8 +14,8 @@ State layout (``loop.py`` names the columns):
   holding a way to try first, see ``loop.hint_slot``), ``tval[L, S, W, 4]`` (page,
   shift, writable, dirty), ``inclusion`` (0 non-inclusive, 1 inclusive, 2 exclusive).
 - walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation, level mask,
-  dimension mask, sets, ways, policy id, tables-only, set mask), ``wtag[n, S, W, 2]`` (ctx = dim<<40
-  | vm<<24 | asid<<8 | level; key), ``wval[n, S, W, 4]``, ``wprobe[2, P, 2]`` (prefix
+  dimension mask, sets, ways, policy id, tables-only, set mask), ``wtag[n, S, W + HINTS, 2]``
+  (ctx = dim<<40 | vm<<24 | asid<<8 | level; key; then the hint slots, as for ``ttag``), ``wval[n, S, W, 4]``, ``wprobe[2, P, 2]`` (prefix
   probe order per dimension: cache, level), ``wlists[7, n]`` and ``wcount[7]`` (rows:
   probe guest/host (unused), prefix caches guest/host, entry caches guest/host, nested TLBs).
 - ``pstate[n, R, C]``: every structure's policy state, padded: TLB level l is structure
