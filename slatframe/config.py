@@ -195,7 +195,7 @@ def _name_key(keys: list[str | int]) -> str:
 def apply_override(raw: dict[str, Any], keys: list[str | int], value: Any, text: str) -> None:
     """Set ``value`` at ``keys`` inside the raw TOML data, creating tables as needed. A
     plugin written as its name becomes a table when a key below it is set:
-    ``cost = "cache-aware"`` with ``cost.preset=amd-server`` -> ``{model = ..., preset = ...}``."""
+    ``cost = "cache-aware"`` with ``cost.preset=NAME`` -> ``{model = "cache-aware", preset = NAME}``."""
     node: Any = raw
     for i, key in enumerate(keys[:-1]):
         nxt = keys[i + 1]

@@ -6,7 +6,7 @@ copy-on-write break), and keeps the sharing counts the kernel reports (KSM's nam
 ``pages_shared`` frames in use by several mappings, ``pages_sharing`` the extra mappings,
 so ``pages_sharing`` x 4K is the memory saved). Merging a page that lies in a host large
 page splits that page first (``dedup.large_pages_split``). Every change of a VM's
-gPA -> hPA mappings invalidates that VM's TLB and walk-cache entries (INVEPT); a scheme
+gPA -> hPA mappings invalidates that VM's TLB and walk-cache entries; a scheme
 that derives tables from the mappings (shadow paging) hears of each change through its
 backing's ``on_remap``.
 """
@@ -120,7 +120,7 @@ class DedupHost:
     def store(self, vm: int, gpa: int) -> None:
         """Software (the guest kernel) stores to (vm, gpa): copy a merged page first, and
         give the page new content. Invalidations wait in :meth:`take_pending`."""
-        self.backings[vm].backing(gpa)  # a first store backs the page, as its EPT fault would
+        self.backings[vm].backing(gpa)  # a first store backs the page, as its second-level fault would
         gfn = gpa >> PAGE_SHIFT
         if self.is_shared(vm, gfn):
             self.counters.add("faults.host")
