@@ -166,18 +166,26 @@ class Config:
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)((?:\[\d+\])*)$")
 
 
+def key_path(key: str) -> list[str | int] | None:
+    """``"tlb.levels[1].ways"`` -> ``["tlb", "levels", 1, "ways"]``; None if it is not a key path."""
+    keys: list[str | int] = []
+    for part in key.strip().split("."):
+        m = _SEGMENT.match(part.strip())
+        if not m:
+            return None
+        keys.append(m.group(1))
+        keys.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return keys
+
+
 def parse_override(text: str) -> tuple[list[str | int], Any]:
     """Split ``"tlb.levels[1].ways=8"`` into a key path and a TOML value."""
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected KEY.PATH=VALUE, for example tlb.levels[0].ways=8.")
     key, raw = text.split("=", 1)
-    keys: list[str | int] = []
-    for part in key.strip().split("."):
-        m = _SEGMENT.match(part)
-        if not m:
-            raise ConfigError(f"--set {text}: {key!r} is not a key path such as tlb.levels[0].ways.")
-        keys.append(m.group(1))
-        keys.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    keys = key_path(key)
+    if keys is None:
+        raise ConfigError(f"--set {text}: {key!r} is not a key path such as tlb.levels[0].ways.")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:

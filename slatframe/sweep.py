@@ -21,14 +21,14 @@ import copy
 import hashlib
 import itertools
 import json
-import re
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import attrs
 
-from .config import apply_override, config_from_dict, load_config, parse_override, plugin_files, read_toml
+from .config import (apply_override, config_from_dict, key_path, load_config, parse_override, plugin_files,
+                     read_toml)
 from .errors import ConfigError, SlatframeError
 from .executors import Task, execute
 from .gather import Row, gather, write_manifest, write_tables
@@ -36,7 +36,6 @@ from .progress import Progress
 from .results import write_atomic
 
 MODES = ("product", "zip")
-_SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)((?:\[\d+\])*)$")
 
 
 @attrs.frozen
@@ -106,14 +105,10 @@ class SweepOutcome:
 
 def parse_key_path(key: str, where: str) -> tuple[str | int, ...]:
     """``"tlb.levels[1].ways"`` -> ``("tlb", "levels", 1, "ways")``."""
-    out: list[str | int] = []
-    for part in key.split("."):
-        m = _SEGMENT.match(part.strip())
-        if not m:
-            raise ConfigError(f"{where}: sweep.axes key {key!r} is not a key path such as tlb.levels[0].ways.")
-        out.append(m.group(1))
-        out.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
-    return tuple(out)
+    keys = key_path(key)
+    if keys is None:
+        raise ConfigError(f"{where}: sweep.axes key {key!r} is not a key path such as tlb.levels[0].ways.")
+    return tuple(keys)
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
