@@ -26,11 +26,22 @@ WRITTEN_BASE = 1 << 41
 ZERO_PAGE = bytes(PAGE)
 
 
+MASK64 = (1 << 64) - 1
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer, vectorized over uint64."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+def _mix_int(x: int) -> int:
+    """:func:`_mix` of one value, in Python integers (a backing's 4K faults call it one
+    page at a time, where numpy's per-call cost would dominate)."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
 
 
 class ContentStore:
@@ -85,6 +96,8 @@ class VmContents:
 
     def initial(self, gfn: int, count: int = 1) -> np.ndarray:
         """Ids of guest pages gfn .. gfn+count-1 before anything is written."""
+        if count == 1 and self.image is None:
+            return np.array([self._one(gfn)], dtype=np.int64)
         g = np.arange(gfn, gfn + count, dtype=np.uint64)
         if self.image is not None:
             out = np.zeros(count, dtype=np.int64)
@@ -97,3 +110,13 @@ class VmContents:
         unique = UNIQUE_BASE + (np.int64(self.vm) << 32) + g.astype(np.int64)
         return np.where(u < self.zero_fraction, 0,
                         np.where(u < self.zero_fraction + self.pool_fraction, pool, unique)).astype(np.int64)
+
+    def _one(self, gfn: int) -> int:
+        """:meth:`initial` of one page of the content model, in Python integers."""
+        h = _mix_int(gfn ^ ((self.seed & 0xFFFFFFFF) << 20) ^ (self.vm << 52))
+        u = (h >> 11) / float(1 << 53)
+        if u < self.zero_fraction:
+            return 0
+        if u < self.zero_fraction + self.pool_fraction:
+            return 1 + _mix_int(h) % max(1, self.pool_pages)
+        return UNIQUE_BASE + (self.vm << 32) + gfn

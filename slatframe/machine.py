@@ -97,11 +97,11 @@ def build_machine(config: Config, registry: Any, counters: Counters | None = Non
     """Instantiate every plugin of ``config``."""
     counters = counters or Counters()
     store = ContentStore()
-    contents = tuple(
+    contents = tuple(  # page contents matter only to dedup: without it, backings skip them
         VmContents(i, vm.memory >> 12, config.experiment.seed, vm.content.zero_fraction,
                    vm.content.pool_fraction, vm.content.pool_pages,
                    store.image_ids(vm.image, f"vms[{i}].image") if vm.image else None)
-        for i, vm in enumerate(config.vms))
+        for i, vm in enumerate(config.vms)) if config.dedup is not None else ()
     ctx = MachineContext(
         config=config,
         host=PhysicalMemory(config.machine.host_memory),

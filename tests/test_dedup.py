@@ -324,3 +324,16 @@ def test_a_warmup_restarts_the_dedup_counts(tmp_path):
         assert warm.metrics[name] == whole.metrics[name] - at[name], name
     assert whole.metrics["dedup.full_scans"] > at["dedup.full_scans"] > 0
     assert warm.metrics["dedup.pages_sharing"] == whole.metrics["dedup.pages_sharing"]  # state, not a count
+
+
+def test_one_page_content_ids_equal_the_vectorized_ones():
+    """A 4K backing asks for one page's content at a time (Python integers); a 2M backing
+    for 512 at once (numpy): the ids must be the same."""
+    from slatframe.contents import VmContents
+
+    for vm, seed in ((0, 1), (3, 123456789)):
+        contents = VmContents(vm, 1 << 20, seed, 0.2, 0.5, 777)
+        together = contents.initial(4096, 2048)
+        one_by_one = [int(contents.initial(4096 + i)[0]) for i in range(2048)]
+        assert together.tolist() == one_by_one
+        assert len(set(one_by_one)) > 700  # zero, pool and unique pages all occur
