@@ -118,7 +118,8 @@ class VmConfig:
     host_page_size: int = option(PAGE_4K, "page size the hypervisor backs guest memory with",
                                  size=True, check=_power_of_two_page)
     image: str | None = option(None, "a memory image: page i of the file is guest-physical page i "
-                               "(a short last page is zero-filled, the rest of memory is zero)", path=True)
+                               "(a short last page is zero-filled, the rest of memory is zero); "
+                               "contents are read only when a dedup strategy runs", path=True)
     content: ContentConfig = option(ContentConfig(), "synthetic content model (when there is no image)")
 
 
