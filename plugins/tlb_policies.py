@@ -144,28 +144,66 @@ def no_op(state, i, s, w):
     pass
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def smallest_stamp(state, i, s):
-    """The way whose stamp (columns 2..) is smallest; the lowest way on a tie."""
-    ways = state[i, s, 0]
-    way = 0
-    for w in range(1, ways):
-        if state[i, s, w + 2] < state[i, s, way + 2]:
-            way = w
-    return way
+# Recency (lru: fills and hits; fifo: fills only). Sets of up to LIST_MIN_WAYS - 1 ways
+# keep a stamp per way and scan for the smallest; wider sets keep the order as a doubly
+# linked list, so a victim is read, not searched for. Both give the reference objects'
+# victim: it is asked for only when every way has been filled, so stamps are distinct.
+LIST_MIN_WAYS = 17
 
 
-def stamp_init(options, sets, ways, rng):
-    """Column 0: ways, column 1: the set's clock, columns 2..: stamps."""
-    state = np.zeros((sets, ways + 2), dtype=np.int64)
+def recency_init(options, sets, ways, rng):
+    """Column 0: ways. Stamps: column 1 the set's clock, columns 2.. the stamps. List:
+    column 1 the most recent way, column 2 the least recent, then each way's previous
+    (more recent) and next (less recent) way, -1 at the ends."""
+    if ways < LIST_MIN_WAYS:
+        state = np.zeros((sets, ways + 2), dtype=np.int64)
+    else:
+        state = np.zeros((sets, 3 + 2 * ways), dtype=np.int64)
+        state[:, 1], state[:, 2] = 0, ways - 1
+        state[:, 3:3 + ways] = np.arange(-1, ways - 1)
+        state[:, 3 + ways:] = np.arange(1, ways + 1)
+        state[:, 3 + 2 * ways - 1] = -1
     state[:, 0] = ways
     return state
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def stamp(state, i, s, w):
-    state[i, s, 1] += 1
-    state[i, s, w + 2] = state[i, s, 1]
+def touch(state, i, s, w):
+    """Make way w the most recent."""
+    ways = state[i, s, 0]
+    if ways < LIST_MIN_WAYS:
+        state[i, s, 1] += 1
+        state[i, s, w + 2] = state[i, s, 1]
+        return
+    first = state[i, s, 1]
+    if first == w:
+        return
+    prev, nxt = state[i, s, 3 + w], state[i, s, 3 + ways + w]  # w is not first: prev >= 0
+    state[i, s, 3 + ways + prev] = nxt
+    if nxt < 0:
+        state[i, s, 2] = prev
+    else:
+        state[i, s, 3 + nxt] = prev
+    state[i, s, 3 + w] = -1
+    state[i, s, 3 + ways + w] = first
+    state[i, s, 3 + first] = w
+    state[i, s, 1] = w
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def least_recent(state, i, s):
+    """The least recent way (the smallest stamp, kept in a register: a conditional move)."""
+    ways = state[i, s, 0]
+    if ways >= LIST_MIN_WAYS:
+        return state[i, s, 2]
+    way = 0
+    best = state[i, s, 2]
+    for w in range(1, ways):
+        v = state[i, s, w + 2]
+        if v < best:
+            best = v
+            way = w
+    return way
 
 
 def random_init(options, sets, ways, rng):
@@ -260,8 +298,8 @@ def srrip_victim(state, i, s):
     return 0
 
 
-LRU_KERNELS = PolicyKernels(init=stamp_init, hit=stamp, fill=stamp, victim=smallest_stamp, invalidate=no_op)
-FIFO_KERNELS = PolicyKernels(init=stamp_init, hit=no_op, fill=stamp, victim=smallest_stamp, invalidate=no_op)
+LRU_KERNELS = PolicyKernels(init=recency_init, hit=touch, fill=touch, victim=least_recent, invalidate=no_op)
+FIFO_KERNELS = PolicyKernels(init=recency_init, hit=no_op, fill=touch, victim=least_recent, invalidate=no_op)
 RANDOM_KERNELS = PolicyKernels(init=random_init, hit=no_op, fill=no_op, victim=random_victim, invalidate=no_op)
 PLRU_KERNELS = PolicyKernels(init=plru_init, hit=plru_touch, fill=plru_touch, victim=plru_victim, invalidate=no_op)
 SRRIP_KERNELS = PolicyKernels(init=srrip_init, hit=srrip_hit, fill=srrip_fill, victim=srrip_victim,

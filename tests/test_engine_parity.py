@@ -98,18 +98,69 @@ def test_set_counts_that_are_not_powers_of_two(registry, inclusion):
     assert counts["dcache.walk.llc"] > 0 and counts["tlb.l2.hits"] > 0
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-def test_wide_sets_with_way_hints(registry, policy):
-    """Sets wider than 8 ways are searched from a hinted way first (compiled tier): the
-    same ways are found and evicted as by a full scan."""
-    levels = [{"name": "l1", "sets": 1, "ways": 16, "policy": policy},
-              {"name": "l2", "sets": 8, "ways": 12, "policy": policy, "page_sizes": ["4K", "2M"]}]
-    caches = [{"type": "psc", "level": 2, "ways": 24, "policy": policy}, {"type": "nested-tlb", "ways": 12}]
-    raw = tiny_config(machine={"slat": "intel-ept"}, tlb={"levels": levels, "inclusion": "inclusive"},
+WIDE_LEVELS = [{"name": "l1", "sets": 1, "ways": 20}, {"name": "l2", "sets": 8, "ways": 12, "page_sizes": ["4K", "2M"]}]
+WIDE_CACHES = [{"type": "psc", "level": 2, "ways": 24}, {"type": "nested-tlb", "ways": 12}]
+
+
+def wide_config(registry, policy, inclusion="inclusive"):
+    levels = [dict(lv, policy=policy) for lv in WIDE_LEVELS]
+    caches = [dict(WIDE_CACHES[0], policy=policy), WIDE_CACHES[1]]
+    raw = tiny_config(machine={"slat": "intel-ept"}, tlb={"levels": levels, "inclusion": inclusion},
                       walk_caches=caches, vms=[{"name": "a"}, {"name": "b", "guest_page_size": "2M"}])
-    config, reg = build(raw, registry)
-    counts = assert_engines_agree(config, reg, trace("zipf", n=4000, seed=6))
+    return build(raw, registry)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("kind", ["zipf", "churn"])
+def test_wide_sets_with_an_index(registry, policy, kind):
+    """Sets wider than 8 ways are looked up through an index (compiled tier): the same ways
+    are found, filled, dropped and evicted as by the reference tier's full scans."""
+    config, reg = wide_config(registry, policy)
+    counts = assert_engines_agree(config, reg, trace(kind, n=4000, seed=6))
     assert counts["tlb.l1.hits"] > 0 and counts["tlb.l2.hits"] > 0
+
+
+def index_problems(k, tag, ways_of):
+    """Every way a wide set's chains reach, checked against a scan of its tags."""
+    problems = []
+    for i, ways in enumerate(ways_of):
+        if ways <= k.INDEX_MIN_WAYS:
+            continue
+        for s in range(tag.shape[1]):
+            valid = {w for w in range(ways) if tag[i, s, w, 0] != -1}
+            reached = []
+            for b in range(k.BUCKETS):
+                r, q = tag.shape[2] - 1 - k.BUCKETS // 4 + b // 4, b % 4
+                w = tag[i, s, r, q]
+                while w >= 0 and len(reached) <= ways:
+                    if k.bucket(tag, tag[i, s, w, 1]) != (r, q):
+                        problems.append(f"array {i} set {s}: way {w} in the wrong chain")
+                    reached.append(int(w))
+                    w = tag[i, s, w, 2]
+            if sorted(reached) != sorted(valid) or tag[i, s, -1, 0] != len(valid):
+                problems.append(f"array {i} set {s}: chains reach {sorted(reached)}, valid ways {sorted(valid)}, "
+                                f"count {tag[i, s, -1, 0]}")
+    return problems
+
+
+def test_wide_set_index_matches_a_scan_of_the_tags(registry):
+    """After fills, evictions, back-invalidations and flushes (churn trace, inclusive
+    hierarchy), each wide set's index chains hold exactly its valid ways, each in its key's
+    chain, and its count is their number."""
+    from slatframe.counters import Counters
+    from slatframe.engine import make_engine
+    from slatframe.machine import build_machine
+
+    config, reg = wide_config(registry, "lru")
+    engine = make_engine("compiled", build_machine(config, reg, Counters()), reg)
+    tcfg, ttag = engine.tlb[0], engine.tlb[1]
+    wcfg, wtag = engine.wc[0], engine.wc[1]
+    problems = []
+    for kind in ("zipf", "churn"):
+        engine.run_chunk(trace(kind, n=4000, seed=6))
+        assert (ttag[:, :, :20, 0] != -1).sum() > 8 and (wtag[:, :, :24, 0] != -1).sum() > 8
+        problems += index_problems(engine.k, ttag, tcfg[:, 1]) + index_problems(engine.k, wtag, wcfg[:, 4])
+    assert not problems, problems[:5]
 
 
 def test_auto_takes_compiled_only_with_kernels(registry):

@@ -9,15 +9,16 @@ State layout (``loop.py`` names the columns):
 
 - TLB: ``tcfg[L, 10]`` (sets, ways, side: 1 instruction / 2 data / 3 both, policy id,
   number of page sizes, up to 4 page-size shifts, set mask: sets - 1 or -1 when sets is
-  not a power of two), ``ttag[L, S, W, 2]`` (ctx = vm<<24 |
-  asid<<8 | shift, -1 when invalid; virtual page number; then ``HINTS`` slots per set
-  holding a way to try first, see ``loop.hint_slot``), ``tval[L, S, W, 4]`` (page,
+  not a power of two), ``ttag[L, S, W + index rows, 4]`` (ctx = vm<<24 | asid<<8 | shift,
+  -1 when invalid; virtual page number; next way of its index chain; then the index of
+  sets wider than 8 ways, see ``loop.sa_find``), ``tval[L, S, W, 4]`` (page,
   shift, writable, dirty), ``inclusion`` (0 non-inclusive, 1 inclusive, 2 exclusive).
 - walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation, level mask,
-  dimension mask, sets, ways, policy id, tables-only, set mask), ``wtag[n, S, W + HINTS, 2]``
-  (ctx = dim<<40 | vm<<24 | asid<<8 | level; key; then the hint slots, as for ``ttag``), ``wval[n, S, W, 4]``, ``wprobe[2, P, 2]`` (prefix
-  probe order per dimension: cache, level), ``wlists[7, n]`` and ``wcount[7]`` (rows:
-  probe guest/host (unused), prefix caches guest/host, entry caches guest/host, nested TLBs).
+  dimension mask, sets, ways, policy id, tables-only, set mask), ``wtag``
+  (as ``ttag``, ctx = dim<<40 | vm<<24 | asid<<8 | level), ``wval[n, S, W, 4]``,
+  ``wprobe[2, P, 2]`` (prefix probe order per dimension: cache, level), ``wlists[7, n]``
+  and ``wcount[7]`` (rows: probe guest/host (unused), prefix caches guest/host, entry
+  caches guest/host, nested TLBs).
 - ``pstate[n, R, C]``: every structure's policy state, padded: TLB level l is structure
   l, walk cache j is structure L + j.
 - hardware view: ``fmts[2, 8]`` (guest, host format: levels, present mask, leaf flag,
@@ -72,6 +73,15 @@ def format_array(fmt: Any) -> np.ndarray:
                      fmt.accessed_flag, fmt.dirty_flag, 0], dtype=np.int64)
 
 
+def tag_array(k: Any, n: int, sets: int, ways: int) -> np.ndarray:
+    """Tags of ``n`` arrays of up to ``sets`` x ``ways``, all invalid, with the index rows
+    of wide sets (empty chains, no valid way); layout in ``loop.py``."""
+    tag = np.full((n, sets, ways + k.BUCKETS // 4 + 1, 4), -1, dtype=np.int64)
+    tag[:, :, :ways, 1:] = 0
+    tag[:, :, -1, :] = 0
+    return tag
+
+
 def _pad(states: list[np.ndarray]) -> np.ndarray:
     rows = max([s.shape[0] for s in states] + [1])
     cols = max([s.shape[1] for s in states] + [1])
@@ -114,8 +124,7 @@ class CompiledEngine:
             record = registry.get("TLB policies", lv.policy.name)
             states.append(record.kernels.init(lv.policy.options, lv.sets, lv.ways,
                                               ctx.structure_rng(f"tlb.{lv.name}")))
-        ttag = np.full((L, S, W + self.k.HINTS, 2), -1, dtype=np.int64)
-        ttag[..., 1] = 0
+        ttag = tag_array(self.k, L, S, W)
         self.tlb = (tcfg, ttag, np.zeros((L, S, W, 4), dtype=np.int64), INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)
         self.pstate = _pad(states)
@@ -177,8 +186,7 @@ class CompiledEngine:
         for cache in walker.ntlb:
             wlists[6, wcount[6]] = caches.index(cache)
             wcount[6] += 1
-        wtag = np.full((n, S, W + self.k.HINTS, 2), -1, dtype=np.int64)
-        wtag[..., 1] = 0
+        wtag = tag_array(self.k, n, S, W)
         return wcfg, wtag, np.zeros((n, S, W, 4), dtype=np.int64), wprobe, wlists, wcount
 
     def invalidate(self, inv: Invalidation) -> None:

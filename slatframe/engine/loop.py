@@ -152,31 +152,56 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
 
 
 # -- set-associative arrays (slatframe/setassoc.py) --------------------------------------
-# tag[i, s, w] = (ctx, key), ctx -1 for an invalid way; the policy state of array i is
-# pstate[si]. Each set's row ends with HINTS slots whose ctx column holds a way (or -1).
+# tag[i, s, r] is a row of 4: rows [0, W) are the ways, (ctx, key, next way in the same
+# index chain, unused), ctx -1 for an invalid way; the policy state of array i is
+# pstate[si]. Sets wider than INDEX_MIN_WAYS ways keep an exact index over their valid
+# ways, so a lookup or a miss reads a chain instead of scanning every way: after the ways,
+# BUCKETS // 4 rows hold the first way of each bucket's chain (-1: empty), 4 per row, and
+# the last row holds the number of valid ways (column 0).
 
-HINTS = 16
-HINT_MIN_WAYS = 8
+BUCKETS = 32
+INDEX_MIN_WAYS = 8
+HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 (Fibonacci hashing) as an int64
+
 
 @njit(cache=True, inline="always", _nrt=False)
-def hint_slot(tag, k):
-    """Where set s keeps the way last found or placed for keys hashing like ``k``: one of
-    the HINTS extra slots at the end of each set's row (a guess, always verified, so the
-    way found is the one a full scan finds)."""
-    return tag.shape[2] - HINTS + ((k ^ (k >> 7) ^ (k >> 13)) & (HINTS - 1))
+def bucket(tag, k):
+    """(row, column) of the chain head for key ``k`` in a wide set's index."""
+    h = ((k * HASH_MUL) >> 40) & (BUCKETS - 1)
+    return tag.shape[2] - 1 - BUCKETS // 4 + (h >> 2), h & 3
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def index_link(tag, i, s, w, k):
+    r, q = bucket(tag, k)
+    tag[i, s, w, 2] = tag[i, s, r, q]
+    tag[i, s, r, q] = w
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def index_unlink(tag, i, s, w, k):
+    r, q = bucket(tag, k)
+    x = tag[i, s, r, q]
+    if x == w:
+        tag[i, s, r, q] = tag[i, s, w, 2]
+        return
+    while True:
+        nxt = tag[i, s, x, 2]
+        if nxt == w:
+            tag[i, s, x, 2] = tag[i, s, w, 2]
+            return
+        x = nxt
 
 
 @njit(cache=True, inline="always", _nrt=False)
 def sa_find(tag, i, s, c, k, ways):
-    if ways > HINT_MIN_WAYS:  # wide sets: try the hinted way before scanning
-        slot = hint_slot(tag, k)
-        w = tag[i, s, slot, 0]
-        if w >= 0 and tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
-            return w
-        for w in range(ways):
+    if ways > INDEX_MIN_WAYS:  # wide sets: follow the key's chain
+        r, q = bucket(tag, k)
+        w = tag[i, s, r, q]
+        while w >= 0:
             if tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
-                tag[i, s, slot, 0] = w
                 return w
+            w = tag[i, s, w, 2]
         return -1
     for w in range(ways):  # the key first: it is what usually differs
         if tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
@@ -199,14 +224,29 @@ def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
     Returns (way, evicted?, evicted ctx, evicted key); the caller writes the values and
     then calls policy_fill."""
     free = -1
-    for x in range(ways):  # one pass: the key's own way, else remember the first invalid one
-        if tag[i, s, x, 1] == k and tag[i, s, x, 0] == c:
-            return x, False, -1, 0
-        if free < 0 and tag[i, s, x, 0] == -1:
-            free = x
-    w = free if free >= 0 else policy_victim(pid, pstate, si, s)
-    if ways > HINT_MIN_WAYS:
-        tag[i, s, hint_slot(tag, k), 0] = w
+    if ways > INDEX_MIN_WAYS:
+        own = sa_find(tag, i, s, c, k, ways)
+        if own >= 0:
+            return own, False, -1, 0
+        last = tag.shape[2] - 1
+        if tag[i, s, last, 0] < ways:  # the set has an invalid way: the first one
+            for x in range(ways):
+                if tag[i, s, x, 0] == -1:
+                    free = x
+                    break
+            tag[i, s, last, 0] += 1
+            w = free
+        else:
+            w = policy_victim(pid, pstate, si, s)
+            index_unlink(tag, i, s, w, tag[i, s, w, 1])
+        index_link(tag, i, s, w, k)
+    else:
+        for x in range(ways):  # one pass: the key's own way, else remember the first invalid one
+            if tag[i, s, x, 1] == k and tag[i, s, x, 0] == c:
+                return x, False, -1, 0
+            if free < 0 and tag[i, s, x, 0] == -1:
+                free = x
+        w = free if free >= 0 else policy_victim(pid, pstate, si, s)
     ev_c, ev_k = tag[i, s, w, 0], tag[i, s, w, 1]
     tag[i, s, w, 0] = c
     tag[i, s, w, 1] = k
@@ -216,7 +256,10 @@ def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_drop(tag, pstate, pid, i, si, s, w):
+def sa_drop(tag, pstate, pid, i, si, s, w, ways):
+    if ways > INDEX_MIN_WAYS:
+        index_unlink(tag, i, s, w, tag[i, s, w, 1])
+        tag[i, s, tag.shape[2] - 1, 0] -= 1
     tag[i, s, w, 0] = -1
     tag[i, s, w, 1] = 0
     policy_invalidate(pid, pstate, si, s, w)
@@ -226,7 +269,7 @@ def sa_drop(tag, pstate, pid, i, si, s, w):
 def sa_remove(tag, pstate, pid, i, si, s, c, k, ways):
     w = sa_find(tag, i, s, c, k, ways)
     if w >= 0:
-        sa_drop(tag, pstate, pid, i, si, s, w)
+        sa_drop(tag, pstate, pid, i, si, s, w, ways)
 
 
 # -- TLB hierarchy (slatframe/tlb.py) ------------------------------------------------------
@@ -343,7 +386,7 @@ def tlb_invalidate(tcfg, ttag, pstate, scope, vm, asid, va):
                 if c == -1:
                     continue
                 if scope == 3 or (c >> 24) == vm and (scope == 2 or ((c >> 8) & 0xFFFF) == asid):
-                    sa_drop(ttag, pstate, pid, level, level, s, w)
+                    sa_drop(ttag, pstate, pid, level, level, s, w, ways)
 
 
 # -- walk caches (slatframe/walkcache.py) ------------------------------------------------
@@ -373,7 +416,7 @@ def wc_invalidate(wcfg, wtag, pstate, base, scope, vm, asid):
                 else:
                     drop = True
                 if drop:
-                    sa_drop(wtag, pstate, wcfg[j, W_PID], j, base + j, s, w)
+                    sa_drop(wtag, pstate, wcfg[j, W_PID], j, base + j, s, w, wcfg[j, W_WAYS])
 
 
 @njit(cache=True, _nrt=False)
