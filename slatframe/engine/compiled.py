@@ -10,12 +10,14 @@ State layout (``loop.py`` names the columns):
 - TLB: ``tcfg[L, 10]`` (sets, ways, side: 1 instruction / 2 data / 3 both, policy id,
   number of page sizes, up to 4 page-size shifts, set mask: sets - 1 or -1 when sets is
   not a power of two), ``ttag[L, S, W + index rows, 4]`` (ctx = vm<<24 | asid<<8 | shift,
-  -1 when invalid; virtual page number; next way of its index chain; then the index of
-  sets wider than 8 ways, see ``loop.sa_find``), ``tval[L, S, W, 4]`` (page,
-  shift, writable, dirty), ``inclusion`` (0 non-inclusive, 1 inclusive, 2 exclusive).
+  -1 when invalid; virtual page number; next way of its index chain; value: the page frame
+  packed with its shift, writable and dirty bits, see ``loop.pack``; then the index of sets
+  wider than 8 ways, see ``loop.sa_find``), ``inclusion`` (0 non-inclusive, 1 inclusive,
+  2 exclusive).
 - walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation, level mask,
   dimension mask, sets, ways, policy id, tables-only, set mask), ``wtag``
-  (as ``ttag``, ctx = dim<<40 | vm<<24 | asid<<8 | level), ``wval[n, S, W, 4]``,
+  (as ``ttag``, ctx = dim<<40 | vm<<24 | asid<<8 | level; value: a table address, an
+  entry, or a nested TLB's packed frame),
   ``wprobe[2, P, 2]`` (prefix probe order per dimension: cache, level), ``wlists[7, n]``
   and ``wcount[7]`` (rows: probe guest/host (unused), prefix caches guest/host, entry
   caches guest/host, nested TLBs).
@@ -125,7 +127,7 @@ class CompiledEngine:
             states.append(record.kernels.init(lv.policy.options, lv.sets, lv.ways,
                                               ctx.structure_rng(f"tlb.{lv.name}")))
         ttag = tag_array(self.k, L, S, W)
-        self.tlb = (tcfg, ttag, np.zeros((L, S, W, 4), dtype=np.int64), INCLUSION[config.tlb.inclusion])
+        self.tlb = (tcfg, ttag, INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)
         self.pstate = _pad(states)
         hw = machine.translator.hw
@@ -187,7 +189,7 @@ class CompiledEngine:
             wlists[6, wcount[6]] = caches.index(cache)
             wcount[6] += 1
         wtag = tag_array(self.k, n, S, W)
-        return wcfg, wtag, np.zeros((n, S, W, 4), dtype=np.int64), wprobe, wlists, wcount
+        return wcfg, wtag, wprobe, wlists, wcount
 
     def invalidate(self, inv: Invalidation) -> None:
         scope = SCOPES[inv.scope]
@@ -213,8 +215,8 @@ class CompiledEngine:
         record = hpa_out is not None
         hpa = hpa_out.view(np.int64) if record else np.zeros(1, dtype=np.int64)
         fmts, hwcfg, host_roots = self.fmts, self.hwcfg, self.host_roots
-        tcfg, ttag, tval, inclusion = self.tlb
-        wcfg, wtag, wval, wprobe, wlists, wcount = self.wc
+        tcfg, ttag, inclusion = self.tlb
+        wcfg, wtag, wprobe, wlists, wcount = self.wc
         store = self.machine.context.store
         i, resume = 0, False
         while True:
@@ -222,7 +224,7 @@ class CompiledEngine:
             self.written[0] = store.next_written  # software may have written pages since
             status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record, software.current_asid,
                               software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
-                              host_roots, tcfg, ttag, tval, inclusion, wcfg, wtag, wval, wprobe, wlists, wcount,
+                              host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe, wlists, wcount,
                               self.pstate, self.cnt, self.out, self.paths, self.npaths,
                               host.content, self.written, self.track_writes, *self.dc)
             store.next_written = int(self.written[0])

@@ -113,6 +113,18 @@ def set_of(key, sets, mask):
     return key % sets
 
 
+# A TLB or nested-TLB value packs a page frame (low 12 bits zero) with the page-size shift
+# and the writable and dirty bits.
+V_SHIFT = 63
+V_WRITABLE = 6
+V_DIRTY = 7
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def pack(page, shift, writable, dirty):
+    return page | shift | (writable << V_WRITABLE) | (dirty << V_DIRTY)
+
+
 # -- the data-cache hierarchy (slatframe/datacache.py) ------------------------------------
 # dcfg[k] = (sets, ways, mask) of level k; dctl = (levels, data accesses?, first counter, clock);
 # dtag/dage[k, s, w] = line (-1 empty) and last use.
@@ -153,8 +165,8 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
 
 # -- set-associative arrays (slatframe/setassoc.py) --------------------------------------
 # tag[i, s, r] is a row of 4: rows [0, W) are the ways, (ctx, key, next way in the same
-# index chain, unused), ctx -1 for an invalid way; the policy state of array i is
-# pstate[si]. Sets wider than INDEX_MIN_WAYS ways keep an exact index over their valid
+# index chain, value), ctx -1 for an invalid way; the policy state of array i is
+# pstate[si]. A way's value sits next to its tag, so a hit reads one cache line. Sets wider than INDEX_MIN_WAYS ways keep an exact index over their valid
 # ways, so a lookup or a miss reads a chain instead of scanning every way: after the ways,
 # BUCKETS // 4 rows hold the first way of each bucket's chain (-1: empty), 4 per row, and
 # the last row holds the number of valid ways (column 0).
@@ -288,23 +300,19 @@ def tlb_holds(tcfg, level, shift):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_place(tcfg, ttag, tval, pstate, level, c, k, page, shift, wr, di):
-    """Write one entry into ``level``: (evicted?, and the evicted ctx, key, page, writable,
-    dirty)."""
+def tlb_place(tcfg, ttag, pstate, level, c, k, value):
+    """Write one entry into ``level``: (evicted?, and the evicted ctx, key, value)."""
     s = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
     pid = tcfg[level, T_PID]
     w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pid, level, level, s, c, k, tcfg[level, T_WAYS])
-    ev_page, ev_wr, ev_di = tval[level, s, w, 0], tval[level, s, w, 2], tval[level, s, w, 3]
-    tval[level, s, w, 0] = page
-    tval[level, s, w, 1] = shift
-    tval[level, s, w, 2] = wr
-    tval[level, s, w, 3] = di
+    ev_value = ttag[level, s, w, 3]
+    ttag[level, s, w, 3] = value
     policy_fill(pid, pstate, level, s, w)
-    return evicted, ev_c, ev_k, ev_page, ev_wr, ev_di
+    return evicted, ev_c, ev_k, ev_value
 
 
 @njit(cache=True, _nrt=False)
-def tlb_victim(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_page, ev_wr, ev_di):
+def tlb_victim(tcfg, ttag, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_value):
     """What an inclusive or exclusive hierarchy does with the entry an insert into
     path[pos] evicted (not inlined: non-inclusive hierarchies never come here)."""
     while True:
@@ -322,34 +330,32 @@ def tlb_victim(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, ev_c, ev_k
                 break
         if nxt < 0:
             return
-        evicted, ev_c, ev_k, ev_page, ev_wr, ev_di = tlb_place(tcfg, ttag, tval, pstate, path[nxt], ev_c, ev_k,
-                                                                ev_page, ev_shift, ev_wr, ev_di)
+        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, path[nxt], ev_c, ev_k, ev_value)
         if not evicted:
             return
         pos = nxt
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page, shift, wr, di):
+def tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, pos, c, k, value):
     """Insert into level path[pos]; handle the victim as the inclusion policy says."""
-    evicted, ev_c, ev_k, ev_page, ev_wr, ev_di = tlb_place(tcfg, ttag, tval, pstate, path[pos], c, k, page,
-                                                            shift, wr, di)
+    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, path[pos], c, k, value)
     if evicted and inclusion != 0:
-        tlb_victim(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_page, ev_wr, ev_di)
+        tlb_victim(tcfg, ttag, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_value)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_walk(tcfg, ttag, tval, inclusion, pstate, path, npath, vm, asid, va, page, shift, wr, di):
+def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, path, npath, vm, asid, va, value, shift):
     c, k = tlb_ctx(vm, asid, shift), va >> shift
     for pos in range(npath):
         if tlb_holds(tcfg, path[pos], shift):
-            tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page, shift, wr, di)
+            tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, pos, c, k, value)
             if inclusion == 2:
                 return
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_hit(tcfg, ttag, tval, inclusion, pstate, path, npath, depth, c, k, page, shift, wr, di):
+def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, k, value, shift):
     if inclusion == 2:  # exclusive: move the entry to the first level holding its size
         first = -1
         for pos in range(npath):
@@ -361,11 +367,11 @@ def tlb_fill_from_hit(tcfg, ttag, tval, inclusion, pstate, path, npath, depth, c
             sl = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
             sa_remove(ttag, pstate, tcfg[level, T_PID], level, level, sl, c, k,
                       tcfg[level, T_WAYS])
-            tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, first, c, k, page, shift, wr, di)
+            tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, first, c, k, value)
         return
     for pos in range(depth):
         if tlb_holds(tcfg, path[pos], shift):
-            tlb_insert(tcfg, ttag, tval, inclusion, pstate, path, npath, pos, c, k, page, shift, wr, di)
+            tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, pos, c, k, value)
 
 
 @njit(cache=True, _nrt=False)
@@ -420,18 +426,15 @@ def wc_invalidate(wcfg, wtag, pstate, base, scope, vm, asid):
 
 
 @njit(cache=True, _nrt=False)
-def wc_fill(wcfg, wtag, wval, pstate, base, j, s, c, k, v0, v1, v2, v3):
+def wc_fill(wcfg, wtag, pstate, base, j, s, c, k, value):
     pid = wcfg[j, W_PID]
     w, _, _, _ = sa_place(wtag, pstate, pid, j, base + j, s, c, k, wcfg[j, W_WAYS])
-    wval[j, s, w, 0] = v0
-    wval[j, s, w, 1] = v1
-    wval[j, s, w, 2] = v2
-    wval[j, s, w, 3] = v3
+    wtag[j, s, w, 3] = value
     policy_fill(pid, pstate, base + j, s, w)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase, dim, vm, asid, address,
+def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, base, cnt, hitbase, dim, vm, asid, address,
                     levels):
     """Deepest prefix-cache hit: (level to read next, table address) or (-1, 0)."""
     for p in range(wcount[L_PROBE + dim]):
@@ -444,23 +447,23 @@ def wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase
                       wcfg[j, W_WAYS])
         if w >= 0:
             cnt[hitbase + 2 * j] += 1
-            return level - 1, wval[j, s, w, 0]
+            return level - 1, wtag[j, s, w, 3]
         cnt[hitbase + 2 * j + 1] += 1
     return -1, 0
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid, address, level, table):
+def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, base, dim, vm, asid, address, level, table):
     for p in range(wcount[L_PREFIX + dim]):
         j = wlists[L_PREFIX + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             pre = address >> (12 + 9 * (level - 1))
             s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
-            wc_fill(wcfg, wtag, wval, pstate, base, j, s, wc_ctx(dim, vm, asid, level), pre, table, 0, 0, 0)
+            wc_fill(wcfg, wtag, pstate, base, j, s, wc_ctx(dim, vm, asid, level), pre, table)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt, hitbase, dim, vm, asid,
+def read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, base, cnt, hitbase, dim, vm, asid,
                level, pa):
     """(entry, from an entry cache?); reads memory (one reference) on a miss."""
     for p in range(wcount[L_ENTRY + dim]):
@@ -472,19 +475,19 @@ def read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, c
                           wcfg[j, W_WAYS])
             if w >= 0:
                 cnt[hitbase + 2 * j] += 1
-                return wval[j, s, w, 0], True
+                return wtag[j, s, w, 3], True
             cnt[hitbase + 2 * j + 1] += 1
     return mem_read(slot_of, words, pa), False
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, dim, vm, asid, level, pa, entry):
+def fill_entry(wcfg, wtag, wlists, wcount, pstate, base, dim, vm, asid, level, pa, entry):
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             line = pa >> 3
             s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
-            wc_fill(wcfg, wtag, wval, pstate, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry, 0, 0, 0)
+            wc_fill(wcfg, wtag, pstate, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
 
 
 # -- walks (slatframe/walker.py) ---------------------------------------------------------
@@ -519,7 +522,7 @@ def entry_pa(table, address, level):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate, base,
+def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, base,
          cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
 
@@ -538,7 +541,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
     g_refs = h_refs = ad_writes = 0
     status = fault_at = 0
     levels = fmts[GUEST, F_LEVELS]
-    glevel, gtable = wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase, GUEST, vm,
+    glevel, gtable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, base, cnt, hitbase, GUEST, vm,
                                      asid, va, levels)
     physical = glevel >= 0 or not two_d
     if glevel < 0:
@@ -564,16 +567,18 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                     continue
                 s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
                 w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
-                if w >= 0 and (not hwrite or wval[j, s, w, 1] != 0) and (not need_dirty or wval[j, s, w, 2] != 0):
+                value = wtag[j, s, w, 3] if w >= 0 else 0
+                host_writable, host_dirty = (value >> V_WRITABLE) & 1, (value >> V_DIRTY) & 1
+                if w >= 0 and (not hwrite or host_writable != 0) and (not need_dirty or host_dirty != 0):
                     cnt[hitbase + 2 * j] += 1
-                    pa = wval[j, s, w, 0] | (addr & PAGE_MASK)
-                    hsize, host_writable, host_dirty = wval[j, s, w, 3], wval[j, s, w, 1], wval[j, s, w, 2]
+                    pa = (value & ~PAGE_MASK) | (addr & PAGE_MASK)
+                    hsize = 1 << (value & V_SHIFT)
                     hit = True
                     break
                 cnt[hitbase + 2 * j + 1] += 1
             if not hit:
                 hlevels = fmts[HOST, F_LEVELS]
-                hlevel, htable = wc_probe_prefix(wcfg, wtag, wval, wprobe, wcount, pstate, base, cnt, hitbase,
+                hlevel, htable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, base, cnt, hitbase,
                                                  HOST, vm, 0, addr, hlevels)
                 if hlevel < 0:
                     hlevel, htable = hlevels, host_roots[vm]
@@ -581,9 +586,9 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                 while True:
                     hpa_entry = entry_pa(htable, addr, hlevel)
                     if hpending:
-                        wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, HOST, vm, 0, addr, hpending,
+                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, base, HOST, vm, 0, addr, hpending,
                                        hpa_entry & ~PAGE_MASK)
-                    hentry, cached = read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt,
+                    hentry, cached = read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, base, cnt,
                                                 hitbase, HOST, vm, 0, hlevel, hpa_entry)
                     if not cached:
                         h_refs += 1
@@ -601,7 +606,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                             status = HOST_PROTECTION
                         break
                     if not cached:
-                        fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, HOST, vm, 0, hlevel, hpa_entry,
+                        fill_entry(wcfg, wtag, wlists, wcount, pstate, base, HOST, vm, 0, hlevel, hpa_entry,
                                    hentry)
                     hpending = hlevel
                     htable = frame_of(fmts, HOST, hentry, hlevel)
@@ -609,7 +614,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                 if status != 0:
                     fault_at = addr
                     break
-                hsize = 1 << (12 + 9 * (hlevel - 1))
+                hshift = 12 + 9 * (hlevel - 1)
+                hsize = 1 << hshift
                 pa = frame_of(fmts, HOST, hentry, hlevel) | (addr & (hsize - 1))
                 host_writable = 1 if (hentry & fmts[HOST, F_WRITE]) != 0 else 0
                 host_dirty = 1 if not host_ad or fmts[HOST, F_DIRTY] == 0 or (hentry & fmts[HOST, F_DIRTY]) != 0 \
@@ -618,16 +624,16 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
                     j = wlists[L_NTLB, p]
                     if not wcfg[j, W_TABLES_ONLY] or table_access:
                         s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
-                        wc_fill(wcfg, wtag, wval, pstate, base, j, s, c, page, pa & ~PAGE_MASK,
-                                host_writable, host_dirty, hsize)
+                        wc_fill(wcfg, wtag, pstate, base, j, s, c, page,
+                                pack(pa & ~PAGE_MASK, hshift, host_writable, host_dirty))
         if final:
             hpa = pa
             break
         # -- one guest entry, at physical address pa ----------------------------------------
         if gpending:
-            wc_fill_prefix(wcfg, wtag, wval, wlists, wcount, pstate, base, GUEST, vm, asid, va, gpending,
+            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, base, GUEST, vm, asid, va, gpending,
                            pa & ~PAGE_MASK)
-        entry, cached = read_entry(slot_of, words, wcfg, wtag, wval, wlists, wcount, pstate, base, cnt, hitbase,
+        entry, cached = read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, base, cnt, hitbase,
                                    GUEST, vm, asid, glevel, pa)
         if not cached:
             g_refs += 1
@@ -653,7 +659,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
             physical = False
             continue
         if not cached:
-            fill_entry(wcfg, wtag, wval, wlists, wcount, pstate, base, GUEST, vm, asid, glevel, pa, entry)
+            fill_entry(wcfg, wtag, wlists, wcount, pstate, base, GUEST, vm, asid, glevel, pa, entry)
         gpending = glevel
         gtable = frame_of(fmts, GUEST, entry, glevel)
         physical = not two_d
@@ -695,8 +701,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprob
 
 @njit(cache=True, _nrt=False)
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
-        slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, tval, inclusion,
-        wcfg, wtag, wval, wprobe, wlists, wcount, pstate, cnt, out, paths, npaths, content, written,
+        slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
+        wcfg, wtag, wprobe, wlists, wcount, pstate, cnt, out, paths, npaths, content, written,
         track_writes, dcfg, dctl, dtag, dage):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
@@ -726,7 +732,7 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                 current_asid[vm] = asid
             cnt[C_ACCESSES] += 1
             found = False
-            s = w = c = vpn = shift = page = wr = di = 0
+            s = w = c = vpn = shift = value = 0
             for depth in range(npath):
                 level = path[depth]
                 for j in range(tcfg[level, T_NSHIFTS]):
@@ -740,26 +746,26 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                         break
                 if found:
                     cnt[C_FIXED + 2 * level] += 1
-                    page, wr, di = tval[level, s, w, 0], tval[level, s, w, 2], tval[level, s, w, 3]
+                    value = ttag[level, s, w, 3]
                     if depth > 0:
-                        tlb_fill_from_hit(tcfg, ttag, tval, inclusion, pstate, path, npath, depth, c, vpn, page,
-                                          shift, wr, di)
+                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, vpn, value, shift)
                     break
                 cnt[C_FIXED + 2 * level + 1] += 1
-            if found and not (op == WRITE and (wr == 0 or di == 0)):
+            writable_dirty = (1 << V_WRITABLE) | (1 << V_DIRTY)
+            if found and not (op == WRITE and (value & writable_dirty) != writable_dirty):
                 translated = True
             elif found:
                 cnt[C_ON_HIT] += 1
         if not translated:
             resume_walk = False
-            walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wval, wprobe, wlists, wcount, pstate,
+            walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
                  base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
             if out[0] != 0:
                 return FAULT, i
-            page, shift = out[2], out[3]
-            tlb_fill_from_walk(tcfg, ttag, tval, inclusion, pstate, path, npath, vm, asid, va, page, shift, out[4],
-                               out[5])
-        hpa = page + (va & ((1 << shift) - 1))
+            shift = out[3]
+            value = pack(out[2], shift, out[4], out[5])
+            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, path, npath, vm, asid, va, value, shift)
+        hpa = (value & ~PAGE_MASK) + (va & ((1 << shift) - 1))
         if record_hpa:
             hpa_out[i] = hpa
         if dctl[1] != 0:
