@@ -197,7 +197,7 @@ def index_unlink(tag, i, s, w, k):
     if x == w:
         tag[i, s, r, q] = tag[i, s, w, 2]
         return
-    while True:
+    while x >= 0:  # (a way missing from its chain ends the search rather than looping)
         nxt = tag[i, s, x, 2]
         if nxt == w:
             tag[i, s, x, 2] = tag[i, s, w, 2]
