@@ -165,11 +165,12 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
 
 # -- set-associative arrays (slatframe/setassoc.py) --------------------------------------
 # tag[i, s, r] is a row of 4: rows [0, W) are the ways, (ctx, key, next way in the same
-# index chain, value), ctx -1 for an invalid way; the policy state of array i is
-# pstate[si]. A way's value sits next to its tag, so a hit reads one cache line. Sets wider than INDEX_MIN_WAYS ways keep an exact index over their valid
-# ways, so a lookup or a miss reads a chain instead of scanning every way: after the ways,
-# BUCKETS // 4 rows hold the first way of each bucket's chain (-1: empty), 4 per row, and
-# the last row holds the number of valid ways (column 0).
+# index chain, value), ctx -1 for an invalid way; a way's value sits next to its tag, so a
+# hit reads one cache line. The policy state of array i is pstate[si]. Sets wider than
+# INDEX_MIN_WAYS ways keep an exact index over their valid ways, so a lookup or a miss
+# reads a chain instead of scanning every way: after the ways, BUCKETS // 4 rows hold the
+# first way of each bucket's chain (-1: empty), 4 per row, and the last row holds the
+# number of valid ways (column 0).
 
 BUCKETS = 32
 INDEX_MIN_WAYS = 8
@@ -233,7 +234,7 @@ def sa_lookup(tag, pstate, pid, i, si, s, c, k, ways):
 @njit(cache=True, inline="always", _nrt=False)
 def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
     """The way ``(c, k)`` goes to: its own, the first invalid one, or the policy's victim.
-    Returns (way, evicted?, evicted ctx, evicted key); the caller writes the values and
+    Returns (way, evicted?, evicted ctx, evicted key); the caller writes the value and
     then calls policy_fill."""
     free = -1
     if ways > INDEX_MIN_WAYS:
