@@ -152,11 +152,14 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
     for k in range(served):
         s = set_of(line, dcfg[k, 0], dcfg[k, 2])
         victim = 0
+        oldest = dage[k, s, 0]
         for w in range(dcfg[k, 1]):
             if dtag[k, s, w] == -1:
                 victim = w
                 break
-            if dage[k, s, w] < dage[k, s, victim]:
+            age = dage[k, s, w]
+            if age < oldest:  # the oldest so far in a register (as the TLB policies)
+                oldest = age
                 victim = w
         dtag[k, s, victim] = line
         dage[k, s, victim] = clock
