@@ -240,29 +240,31 @@ def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
     Returns (way, evicted?, evicted ctx, evicted key); the caller writes the value and
     then calls policy_fill."""
     free = -1
-    if ways > INDEX_MIN_WAYS:
+    wide = ways > INDEX_MIN_WAYS
+    last = tag.shape[2] - 1
+    if wide:
         own = sa_find(tag, i, s, c, k, ways)
         if own >= 0:
             return own, False, -1, 0
-        last = tag.shape[2] - 1
         if tag[i, s, last, 0] < ways:  # the set has an invalid way: the first one
             for x in range(ways):
                 if tag[i, s, x, 0] == -1:
                     free = x
                     break
-            tag[i, s, last, 0] += 1
-            w = free
-        else:
-            w = policy_victim(pid, pstate, si, s)
-            index_unlink(tag, i, s, w, tag[i, s, w, 1])
-        index_link(tag, i, s, w, k)
     else:
         for x in range(ways):  # one pass: the key's own way, else remember the first invalid one
             if tag[i, s, x, 1] == k and tag[i, s, x, 0] == c:
                 return x, False, -1, 0
             if free < 0 and tag[i, s, x, 0] == -1:
                 free = x
-        w = free if free >= 0 else policy_victim(pid, pstate, si, s)
+    # one call site for the victim: each inlined copy of the policy dispatch costs compile time
+    w = free if free >= 0 else policy_victim(pid, pstate, si, s)
+    if wide:
+        if free >= 0:
+            tag[i, s, last, 0] += 1
+        else:
+            index_unlink(tag, i, s, w, tag[i, s, w, 1])
+        index_link(tag, i, s, w, k)
     ev_c, ev_k = tag[i, s, w, 0], tag[i, s, w, 1]
     tag[i, s, w, 0] = c
     tag[i, s, w, 1] = k
@@ -358,20 +360,26 @@ def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, path, npath, vm, asid, va,
                 return
 
 
+@njit(cache=True, _nrt=False)
+def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, k, value, shift):
+    """An exclusive hierarchy moves a hit below the first level holding its size to that
+    level (not inlined: other hierarchies never come here)."""
+    first = -1
+    for pos in range(npath):
+        if tlb_holds(tcfg, path[pos], shift):
+            first = pos
+            break
+    if first != depth:
+        level = path[depth]
+        sl = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
+        sa_remove(ttag, pstate, tcfg[level, T_PID], level, level, sl, c, k, tcfg[level, T_WAYS])
+        tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, first, c, k, value)
+
+
 @njit(cache=True, inline="always", _nrt=False)
 def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, k, value, shift):
-    if inclusion == 2:  # exclusive: move the entry to the first level holding its size
-        first = -1
-        for pos in range(npath):
-            if tlb_holds(tcfg, path[pos], shift):
-                first = pos
-                break
-        if first != depth:
-            level = path[depth]
-            sl = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
-            sa_remove(ttag, pstate, tcfg[level, T_PID], level, level, sl, c, k,
-                      tcfg[level, T_WAYS])
-            tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, first, c, k, value)
+    if inclusion == 2:
+        tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, k, value, shift)
         return
     for pos in range(depth):
         if tlb_holds(tcfg, path[pos], shift):
