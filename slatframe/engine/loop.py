@@ -579,14 +579,15 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                     continue
                 s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
                 w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
-                value = wtag[j, s, w, 3] if w >= 0 else 0
-                host_writable, host_dirty = (value >> V_WRITABLE) & 1, (value >> V_DIRTY) & 1
-                if w >= 0 and (not hwrite or host_writable != 0) and (not need_dirty or host_dirty != 0):
-                    cnt[hitbase + 2 * j] += 1
-                    pa = (value & ~PAGE_MASK) | (addr & PAGE_MASK)
-                    hsize = 1 << (value & V_SHIFT)
-                    hit = True
-                    break
+                if w >= 0:
+                    value = wtag[j, s, w, 3]
+                    nt_writable, nt_dirty = (value >> V_WRITABLE) & 1, (value >> V_DIRTY) & 1
+                    if (not hwrite or nt_writable != 0) and (not need_dirty or nt_dirty != 0):
+                        cnt[hitbase + 2 * j] += 1
+                        pa = (value & ~PAGE_MASK) | (addr & PAGE_MASK)
+                        hsize, host_writable, host_dirty = 1 << (value & V_SHIFT), nt_writable, nt_dirty
+                        hit = True
+                        break
                 cnt[hitbase + 2 * j + 1] += 1
             if not hit:
                 hlevels = fmts[HOST, F_LEVELS]
