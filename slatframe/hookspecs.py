@@ -30,6 +30,7 @@ from .records import (
     SlatSchemeRecord,
     TlbPolicyRecord,
     WalkCacheRecord,
+    WalkRecord,
     WorkloadRecord,
 )
 
@@ -70,6 +71,18 @@ def slatframe_tlb_policies() -> Iterable[TlbPolicyRecord]:
 @hookspec
 def slatframe_walk_caches() -> Iterable[WalkCacheRecord]:
     """Return the walk caches (paging-structure caches, nested TLBs) this plugin provides."""
+
+
+@hookspec
+def slatframe_walks() -> Iterable[WalkRecord]:
+    """Return the hardware page walks this plugin provides.
+
+    A walk is chosen by the SLAT scheme, not by the config: the scheme's hardware view
+    names it (``translator.hw.walk``, default ``"radix"``). Its factory receives a
+    :class:`slatframe.walker.WalkContext` and returns an object whose
+    ``walk(vm, asid, va, op)`` gives a :class:`slatframe.translation.Translation` or
+    stops at a :class:`slatframe.walker.Fault` for the scheme's software to handle.
+    """
 
 
 # -------------------------------------------------------------------------

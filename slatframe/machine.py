@@ -18,7 +18,8 @@ from .memory import PhysicalMemory
 from .paging import PageTableFormat
 from .tlb import TlbHierarchy, TlbLevel
 from .translation import Invalidation, Translation
-from .walker import Fault, HardwareView, Walker
+from .errors import PluginError
+from .walker import Fault, HardwareView, WalkContext
 
 __all__ = ["Invalidation", "Machine", "MachineContext", "Translation", "Translator", "build_machine"]
 
@@ -72,7 +73,7 @@ class Machine:
     translator: Any
     tlb: TlbHierarchy
     walk_caches: list[Any]
-    walker: Walker
+    walker: Any  #: the walk plugin's object; :class:`Walker` for the builtin radix walk
     data_caches: DataCaches | None = None  #: what walk references go through, if the cost model asks
     dedup: Any = None  #: the dedup strategy object, if the config names one
     dedup_host: DedupHost | None = None
@@ -91,6 +92,16 @@ class Machine:
         self.tlb.invalidate(*inv)
         for cache in self.walk_caches:
             cache.invalidate(inv.scope, inv.vm, inv.asid)
+
+
+def _walk_plugin(config: Config, registry: Any, hw: HardwareView) -> Any:
+    """The walk record the scheme's hardware view names."""
+    walks = registry.records.get("walks", {})
+    name = getattr(hw, "walk", None)
+    if name not in walks:
+        raise PluginError(f"SLAT scheme {config.machine.slat.name!r} asks for walk {name!r}, which no plugin "
+                          f"registers (registered walks: {', '.join(sorted(walks)) or 'none'}).")
+    return walks[name].record
 
 
 def build_machine(config: Config, registry: Any, counters: Counters | None = None) -> Machine:
@@ -122,7 +133,8 @@ def build_machine(config: Config, registry: Any, counters: Counters | None = Non
     cost = registry.get("cost models", config.cost.name)
     spec = cost.data_caches(config.cost.options) if cost.data_caches is not None else None
     data_caches = DataCaches(spec, counters) if spec is not None and spec.levels else None
-    walker = Walker(translator.hw, ctx.host, counters, caches, data_caches)
+    walker = _walk_plugin(config, registry, translator.hw).factory(
+        WalkContext(translator.hw, ctx.host, counters, tuple(caches), data_caches))
     machine = Machine(ctx, translator, TlbHierarchy(levels, config.tlb.inclusion), caches, walker, data_caches)
     if config.dedup is not None:
         machine.dedup_host = DedupHost(translator, ctx.host, counters, store)

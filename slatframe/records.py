@@ -59,6 +59,21 @@ class SlatSchemeRecord(Registration):
 
 
 @attrs.frozen(kw_only=True)
+class WalkRecord(Registration):
+    """A hardware page walk, named by a SLAT scheme's hardware view (``hw.walk``).
+
+    ``factory(context: slatframe.walker.WalkContext)`` returns an object with
+    ``walk(vm, asid, va, op) -> Translation | Fault`` that reads tables in simulated
+    memory, counts its references (``counters.walk_done`` / ``walk_aborted``) and
+    consults the run's walk caches, as :class:`slatframe.walker.Walker` (the builtin
+    ``radix`` walk) does. The compiled tier runs only the builtin walk; a run with
+    another walk takes the reference tier.
+    """
+
+    kind = "walk"
+
+
+@attrs.frozen(kw_only=True)
 class PolicyKernels:
     """A TLB policy's compiled-tier form: top-level ``@njit`` functions over int64 state.
 

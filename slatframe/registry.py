@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
+import operator
 import sys
+import traceback
+import typing
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import attrs
 import pluggy
 
 from . import PROJECT_NAME, hookspecs
 from .errors import PluginError
-from .records import Registration
+from .records import PolicyKernels, Registration
 
 #: Hook name -> the key used in :attr:`Registry.records` and in messages.
 HOOK_POINTS: dict[str, str] = {
@@ -21,6 +26,7 @@ HOOK_POINTS: dict[str, str] = {
     "slatframe_slat_schemes": "SLAT schemes",
     "slatframe_tlb_policies": "TLB policies",
     "slatframe_walk_caches": "walk caches",
+    "slatframe_walks": "walks",
     "slatframe_dedup_strategies": "dedup strategies",
     "slatframe_cost_models": "cost models",
     "slatframe_workloads": "workloads",
@@ -59,19 +65,74 @@ def load_plugin_file(path: Path) -> ModuleType:
         raise PluginError(f"{path}: plugin file does not exist.")
     # a name stable across processes, so compiled kernels that import it can be cached
     name = f"slatframe_plugin_file_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
-    if name in sys.modules:
-        return sys.modules[name]
+    content = hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__slatframe_content__", None) == content:
+        return loaded  # an edited file is imported again, so its new code runs
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"{path}: cannot be imported as a Python module.")
     module = importlib.util.module_from_spec(spec)
+    module.__slatframe_content__ = content
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # a user's file: report, do not crash
+    except (Exception, SystemExit) as exc:  # a user's file: report, do not crash (nor exit 0)
         del sys.modules[name]
-        raise PluginError(f"{path}: importing the plugin file failed: {exc!r}.") from exc
+        raise PluginError(f"plugin file {path}: importing it failed: {exception_text(exc, path)}.") from None
     return module
+
+
+def exception_text(exc: BaseException, file: str | Path | None = None) -> str:
+    """An exception in a few words for a one-sentence message: its type, the first line of
+    its text, and the line of ``file`` it was raised from (when ``file`` is in the traceback)."""
+    if isinstance(exc, SystemExit):
+        head = f"SystemExit({exc.code!r}) was raised"
+    else:
+        lines = str(exc).strip().splitlines()
+        head = f"{type(exc).__name__}: {lines[0].rstrip('.')}" if lines else type(exc).__name__
+    line = None
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        line = exc.lineno
+    elif file is not None:
+        wanted = str(Path(file).resolve())
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if str(Path(frame.filename).resolve()) == wanted:
+                line = frame.lineno
+    return f"{head} (line {line})" if line else head
+
+
+def _expected_record(hook_name: str) -> type:
+    """The record class a hook returns, from its hookspec's ``Iterable[...]`` annotation."""
+    hints = typing.get_type_hints(getattr(hookspecs, hook_name))
+    args = typing.get_args(hints.get("return"))
+    return args[0] if args and isinstance(args[0], type) else Registration
+
+
+def _impl_file(function: Any) -> str | None:
+    """The file that defines a hook implementation, if it has one."""
+    try:
+        return inspect.getsourcefile(function)
+    except TypeError:
+        return None
+
+
+def check_victim(policy: object, s: int, way: object, ways: int) -> int:
+    """The way a replacement policy's ``victim(s)`` returned, as an int; a
+    :class:`PluginError` naming the policy and its file when it is not a way of the set."""
+    try:
+        index = operator.index(way)  # type: ignore[arg-type]
+    except TypeError:
+        index = None
+    if index is not None and 0 <= index < ways:
+        return index
+    cls = type(policy)
+    module = sys.modules.get(cls.__module__)
+    origin = getattr(module, "__file__", None)
+    where = f"plugin file {origin}" if origin and cls.__module__.startswith("slatframe_plugin_file_") \
+        else f"module {cls.__module__}"
+    raise PluginError(f"{where} (hook slatframe_tlb_policies): replacement policy {cls.__qualname__}'s "
+                      f"victim({s}) returned {way!r}, which is not a way of the set: allowed 0 to {ways - 1}.")
 
 
 class Registry:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .counters import Counters
 from .datacache import WALK as WALK_REF
+from .errors import ConfigError
 from .paging import ENTRY_SIZE, PAGE_SHIFT, PageTableFormat
 from .trace import WRITE
 from .translation import Translation
@@ -59,7 +60,9 @@ class HardwareView:
 
     ``guest_roots`` are the roots of the first dimension (a guest's tables, or a
     hypervisor's shadow tables); with a ``host_format`` the walk is 2D and
-    ``host_roots[vm]`` is the root of VM ``vm``'s second-level tables.
+    ``host_roots[vm]`` is the root of VM ``vm``'s second-level tables. ``walk`` names the
+    walk plugin (``slatframe_walks``) the hardware runs over this view; a scheme with a
+    walk of its own names it here and may subclass this view to expose what it walks.
     """
 
     guest_format: PageTableFormat
@@ -68,13 +71,39 @@ class HardwareView:
     host_roots: Any = None
     host_ad: bool = False
     table_access_dirties: bool = False
+    walk: str = "radix"
+
+
+@attrs.frozen
+class WalkContext:
+    """What a walk plugin's factory receives: the scheme's hardware view, host memory,
+    the counters, the run's walk caches and the data caches walk references go through
+    (None when the cost model asks for none)."""
+
+    hw: HardwareView
+    memory: Any
+    counters: Counters
+    walk_caches: tuple[Any, ...] = ()
+    data_caches: Any = None
+
+
+#: The walk-cache kinds :class:`Walker` consults.
+RADIX_CACHE_KINDS = (PrefixCache, EntryCache, TranslationCache)
 
 
 class Walker:
-    """Walks for one machine: hardware view, memory, counters and walk caches."""
+    """The radix walk (1D, or 2D with a host format) for one machine: hardware view,
+    memory, counters and walk caches."""
 
     def __init__(self, hw: HardwareView, memory: Any, counters: Counters, caches: list[Any],
                  data_caches: Any = None) -> None:
+        for cache in caches:
+            if not isinstance(cache, RADIX_CACHE_KINDS):
+                raise ConfigError(
+                    f"walk cache {getattr(cache, 'name', '?')!r} is a {type(cache).__name__}, which the "
+                    f"{hw.walk!r} walk cannot consult: it consults only the kinds of slatframe.walkcache "
+                    "(PrefixCache, EntryCache, TranslationCache and their subclasses); a cache of a new "
+                    "kind needs a walk plugin that uses it.")
         self.hw = hw
         self.data_caches = data_caches  # slatframe.datacache.DataCaches: where each reference is served
         self.memory = memory
@@ -229,3 +258,8 @@ class Walker:
                 size = hsize
         counters.walk_done(refs[0], refs[1], refs[2])
         return Translation(address & ~(size - 1), size, writable, dirty)
+
+
+def radix_walk(ctx: WalkContext) -> Walker:
+    """Factory of the builtin ``radix`` walk plugin."""
+    return Walker(ctx.hw, ctx.memory, ctx.counters, list(ctx.walk_caches), ctx.data_caches)

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..machine import build_machine
 from ..results import Result
 from ..workload import WorkloadContext, check_chunk
-from .compiled import CompiledEngine, missing_kernels
+from .compiled import CompiledEngine, compiled_refusals
 from .reference import ReferenceEngine
 
 #: Counters present in every result, zero when nothing happened.
@@ -21,21 +21,25 @@ ALWAYS_REPORTED = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.re
                    "walk.on_hit", "tlb.splintered_fills", "faults.guest", "faults.host", "vm_exits")
 
 
-def choose_engine(config: Config, registry: Any, requested: str | None = None) -> tuple[str, str]:
-    """Return the tier to run and why. ``auto`` takes the compiled tier when every plugin
-    of the run that takes part in the per-access loop provides a kernel."""
+def choose_engine(config: Config, registry: Any, requested: str | None = None,
+                  machine: Any = None) -> tuple[str, str]:
+    """Return the tier to run and why. The compiled tier runs a config only when it
+    honours every plugin on the per-access path exactly (:func:`compiled_refusals`):
+    ``auto`` then takes it, and otherwise the reference tier with the first reason;
+    ``compiled`` refuses in one sentence. ``machine`` is the built machine (built here
+    when not given)."""
     wanted = requested or config.experiment.engine
-    missing = missing_kernels(config, registry)
-    if wanted == "compiled":
-        if missing:
-            raise ConfigError(f"experiment.engine = 'compiled' is not available: {'; '.join(missing)}; "
-                              "use 'auto' or 'reference'.")
-        return "compiled", "requested"
     if wanted == "reference":
         return "reference", "requested"
-    if missing:
-        return "reference", f"auto: {missing[0]}"
-    return "compiled", "auto: every plugin of the run has a kernel"
+    refusals = compiled_refusals(machine if machine is not None else build_machine(config, registry), registry)
+    if wanted == "compiled":
+        if refusals:
+            raise ConfigError(f"experiment.engine = 'compiled' cannot run this config: {'; '.join(refusals)}; "
+                              "use 'auto' or 'reference'.")
+        return "compiled", "requested"
+    if refusals:
+        return "reference", f"auto: {refusals[0]}"
+    return "compiled", "auto: the compiled tier honours every plugin of the run"
 
 
 def make_engine(tier: str, machine: Any, registry: Any) -> Any:
@@ -102,10 +106,10 @@ def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
 def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                 observers: list[Any] | None = None) -> tuple[Result, Any]:
     """Run one experiment; return its :class:`Result` and the machine it ran on."""
-    tier, reason = choose_engine(config, registry, engine)
     start = time.perf_counter()
     counters = Counters()
     machine = build_machine(config, registry, counters)
+    tier, reason = choose_engine(config, registry, engine, machine)
     runner = make_engine(tier, machine, registry)
     compiling = time.perf_counter()
     load_engine = getattr(runner, "warm_up", None)  # compile the loop, or load it from the cache

@@ -40,7 +40,8 @@ from ..errors import ConfigError
 from ..machine import Machine
 from ..translation import Invalidation
 from ..walkcache import GUEST, HOST, EntryCache, PrefixCache, TranslationCache
-from ..walker import Fault
+from ..paging import PageTableFormat
+from ..walker import Fault, RootTable, Walker
 from .codegen import load_kernels, policy_ids
 from .reference import NO_HPA
 from .software import SoftwareSide
@@ -54,17 +55,60 @@ FIXED_COUNTERS = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.ref
                   "walk.on_hit", "tlb.splintered_fills")
 
 
-def missing_kernels(config: Any, registry: Any) -> list[str]:
-    """Why the compiled tier cannot run ``config`` (empty when it can)."""
-    why = []
+def _plugin(registry: Any, point: str, name: str) -> str:
+    provided = registry.records.get(point, {}).get(name)
+    return f" (from {provided.plugin})" if provided is not None else ""
+
+
+def _policy_refusals(machine: Machine, registry: Any) -> list[str]:
+    config = machine.context.config
     policies = [(f"tlb.levels[{i}]", lv.policy.name) for i, lv in enumerate(config.tlb.levels)]
     for i, choice in enumerate(config.walk_caches):
         policy = getattr(choice.options, "policy", None)
         if policy is not None:
             policies.append((f"walk_caches[{i}]", policy.name))
-    for where, name in policies:
-        if registry.get("TLB policies", name).kernels is None:
-            why.append(f"TLB policy {name!r} ({where}) has no compiled kernel")
+    return [f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)} ({where}) has no compiled kernel"
+            for where, name in policies if registry.get("TLB policies", name).kernels is None]
+
+
+def _format_refusal(fmt: Any, role: str) -> str | None:
+    """Why the loop cannot decode ``fmt`` exactly (it knows :class:`PageTableFormat`'s
+    geometry and mask codec, with masks below bit 63), or None."""
+    if fmt is None:
+        return None
+    if type(fmt) is not PageTableFormat:
+        return (f"{role} page-table format {getattr(fmt, 'name', '?')!r} is a {type(fmt).__name__}, not a "
+                "PageTableFormat: the compiled walk decodes only PageTableFormat's own geometry and masks")
+    masks = (fmt.present_mask, fmt.leaf_flag, fmt.frame_mask, fmt.write_flag, fmt.accessed_flag, fmt.dirty_flag)
+    if any(not 0 <= m < 1 << 63 for m in masks) or not 1 <= fmt.levels <= 5:
+        return (f"{role} page-table format {fmt.name!r} has {fmt.levels} levels or a mask outside bits 0-62, "
+                "which the compiled walk does not hold")
+    return None
+
+
+def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
+    """Why the compiled tier cannot run ``machine`` exactly as the reference tier would
+    (empty when it can). The loop implements the core's radix walk over
+    :class:`PageTableFormat` tables, the core walk-cache kinds and TLB policies that have
+    kernels; anything else on the per-access path is refused here, never approximated."""
+    why = _policy_refusals(machine, registry)
+    hw = machine.translator.hw
+    if type(machine.walker) is not Walker:
+        name = getattr(hw, "walk", "?")
+        why.append(f"walk {name!r}{_plugin(registry, 'walks', name)} has no compiled form "
+                   "(the compiled tier runs only the builtin radix walk)")
+    elif type(hw.guest_roots) is not RootTable:
+        why.append(f"the SLAT scheme's hardware view keeps its roots in a {type(hw.guest_roots).__name__}, "
+                   "not a slatframe.walker.RootTable")
+    for fmt, role in ((hw.guest_format, "first-dimension"), (hw.host_format, "second-level")):
+        refusal = _format_refusal(fmt, role)
+        if refusal:
+            why.append(refusal)
+    for cache in machine.walk_caches:
+        if type(cache) not in KINDS:
+            why.append(f"walk cache {getattr(cache, 'name', '?')!r} is a {type(cache).__name__}; the compiled "
+                       "tier runs only the core kinds PrefixCache, EntryCache and TranslationCache, "
+                       "not subclasses or new kinds")
     return why
 
 
@@ -99,7 +143,7 @@ class CompiledEngine:
     name = "compiled"
 
     def __init__(self, machine: Machine, registry: Any) -> None:
-        why = missing_kernels(machine.context.config, registry)
+        why = compiled_refusals(machine, registry)
         if why:
             raise ConfigError(f"the compiled engine cannot run this config: {'; '.join(why)}.")
         self.machine = machine

@@ -1,0 +1,258 @@
+"""A tier runs a config only when it honours every plugin on the per-access path, and
+compiled code follows every edit of a kernel. Each plugin here is an outside plugin
+file, written as a researcher would write one."""
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slatframe.engine import choose_engine, run_experiment
+from slatframe.errors import ConfigError
+from slatframe.testing import assert_engines_agree, build, run_trace, tiny_config
+from slatframe.trace import make_trace
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def zipf_trace(n: int = 3000, pages: int = 400, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = rng.permutation(pages)[rng.zipf(1.3, n) % pages].astype(np.uint64)
+    return make_trace(p << np.uint64(12))
+
+
+def plugin_file(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def lfu_or_mfu_misses(pages: list[int], sets: int, ways: int, most: bool) -> int:
+    """Per set, ways in fill order with hit counts; the victim has the fewest (``most``:
+    the most) hits since its fill, ties to the lowest way."""
+    cache: list[list[list[int]]] = [[] for _ in range(sets)]
+    misses = 0
+    for p in pages:
+        s = cache[p % sets]
+        slot = next((slot for slot in s if slot[0] == p), None)
+        if slot is not None:
+            slot[1] += 1
+            continue
+        misses += 1
+        if len(s) < ways:
+            s.append([p, 0])
+        else:
+            victim = min(range(ways), key=lambda w: ((-1 if most else 1) * s[w][1], w))
+            s[victim] = [p, 0]
+    return misses
+
+
+def test_an_edited_plugin_kernel_is_recompiled_in_both_tiers(tmp_path):
+    """LFU edited into MFU between two runs in one process: both tiers give the MFU
+    counts of a naive model (before the fix, the compiled tier kept the LFU code)."""
+    plugin = tmp_path / "lfu_policy_compiled.py"
+    shutil.copy(EXAMPLES / "plugins" / "lfu_policy_compiled.py", plugin)
+    level = {"name": "l1", "sets": 4, "ways": 4, "policy": "lfu"}
+    raw = tiny_config(experiment={"name": "lfu", "plugins": [str(plugin)]}, tlb={"levels": [level]})
+    rng = np.random.default_rng(5)
+    pages = (rng.permutation(200)[rng.zipf(1.2, 3000) % 200]).tolist()
+    trace = make_trace(np.array(pages, dtype=np.uint64) << np.uint64(12))
+    seen = []
+    for most in (False, True):
+        if most:
+            text = plugin.read_text()
+            edited = (text.replace("row.index(min(row))", "row.index(max(row))")
+                      .replace("if state[i, s, w + 1] < state[i, s, way + 1]:",
+                               "if state[i, s, w + 1] > state[i, s, way + 1]:"))
+            assert edited.count("max(row)") == 1 and edited.count("] > state[") == 1
+            plugin.write_text(edited)
+        config, reg = build(raw)
+        assert choose_engine(config, reg)[0] == "compiled"
+        counts = assert_engines_agree(config, reg, trace)
+        assert counts["tlb.l1.misses"] == lfu_or_mfu_misses(pages, 4, 4, most)
+        seen.append(counts["tlb.l1.misses"])
+    assert seen[0] != seen[1]
+
+
+SUBCLASSES = '''
+import attrs
+
+from slatframe import hookimpl
+from slatframe.records import PageTableFormatRecord, WalkCacheRecord
+from slatframe.paging import PageTableFormat
+from slatframe.walkcache import DIMENSIONS, PrefixCache
+from slatframe_plugins.formats import long_mode
+from slatframe_plugins.walk_caches import PscOptions, make_psc
+
+
+class CheckedFormat(PageTableFormat):
+    """x86-64 with the present test written out, as an ARM-like codec would override it."""
+
+    def is_present(self, entry):
+        return (entry & self.present_mask) == self.present_mask
+
+
+class CountingPsc(PrefixCache):
+    """A PSC that also counts its fills (a researcher's instrumented copy)."""
+
+    fills = 0
+
+    def fill(self, *args):
+        type(self).fills += 1
+        super().fill(*args)
+
+
+def make_format(options):
+    fields = attrs.asdict(long_mode("x86-64", 4), recurse=False)
+    return CheckedFormat(**{**fields, "name": "checked-x86-64"})
+
+
+def make_counting_psc(o, ctx):
+    plain = make_psc(o, ctx)
+    return CountingPsc(plain.name, DIMENSIONS[o.dimension], (o.level,), plain.sets, plain.ways, o.policy, ctx)
+
+
+@hookimpl
+def slatframe_page_table_formats():
+    return [PageTableFormatRecord(name="checked-x86-64", summary="x86-64, subclassed", factory=make_format)]
+
+
+@hookimpl
+def slatframe_walk_caches():
+    return [WalkCacheRecord(name="counting-psc", summary="PSC subclass", factory=make_counting_psc,
+                            options=PscOptions)]
+'''
+
+
+@pytest.mark.parametrize("change", ["format", "walk cache"])
+def test_a_subclassed_format_or_walk_cache_takes_the_reference_tier(tmp_path, change):
+    """The compiled loop knows only the core classes' behaviour: a subclass makes ``auto``
+    take the reference tier (saying why) and ``compiled`` refuse; the reference tier
+    runs the subclass, here with the behaviour of the builtin it extends."""
+    plugin = plugin_file(tmp_path, "subclasses", SUBCLASSES)
+    plain_caches = [{"type": "psc", "level": 2}, {"type": "psc", "level": 3}]
+    raw = tiny_config(experiment={"name": "sub", "plugins": [str(plugin)]}, walk_caches=plain_caches)
+    if change == "format":
+        raw["machine"]["guest_format"] = "checked-x86-64"
+        expected_words = ("'checked-x86-64'", "CheckedFormat")
+    else:
+        raw["walk_caches"] = [{"type": "counting-psc", "level": 2}, {"type": "psc", "level": 3}]
+        expected_words = ("'psc-guest-l2'", "CountingPsc")
+    config, reg = build(raw)
+    tier, why = choose_engine(config, reg)
+    assert tier == "reference" and all(word in why for word in expected_words), why
+    with pytest.raises(ConfigError, match="cannot run this config") as err:
+        choose_engine(config, reg, "compiled")
+    assert all(word in str(err.value) for word in expected_words)
+    trace = zipf_trace()
+    got, _ = run_trace(config, reg, trace)
+    builtin, _ = run_trace(*build(tiny_config(experiment={"name": "plain"}, walk_caches=plain_caches)), trace)
+    assert got == builtin and got["walk.refs"] > 0 and got["walk_cache.psc-guest-l2.hits"] > 0
+    result = run_experiment(config, reg)
+    assert result.engine == "reference" and result.engine_reason.startswith("auto: ")
+
+
+NEW_KIND = '''
+from slatframe import hookimpl
+from slatframe.records import WalkCacheRecord
+
+
+class LevelSkipCache:
+    """A new kind of walk cache: no core class."""
+
+    def __init__(self, options, ctx):
+        self.name = "skip"
+
+    def invalidate(self, scope, vm, asid):
+        pass
+
+
+@hookimpl
+def slatframe_walk_caches():
+    return [WalkCacheRecord(name="level-skip", summary="a new kind", factory=LevelSkipCache)]
+'''
+
+
+def test_a_walk_cache_of_a_new_kind_is_an_error_not_a_no_op(tmp_path):
+    plugin = plugin_file(tmp_path, "newkind", NEW_KIND)
+    raw = tiny_config(experiment={"name": "k", "plugins": [str(plugin)]}, walk_caches=[{"type": "level-skip"}])
+    config, reg = build(raw)
+    for engine in ("reference", "auto", "compiled"):
+        with pytest.raises(ConfigError, match=r"walk cache 'skip' is a LevelSkipCache, which the 'radix' walk "
+                                              r"cannot consult"):
+            run_experiment(config, reg, engine=engine)
+
+
+OWN_WALK = '''
+from slatframe import hookimpl
+from slatframe.records import SlatSchemeRecord, WalkRecord
+from slatframe.walker import HardwareView, Walker
+from slatframe_plugins.native import NativeTranslator
+
+
+class RootLoadWalker(Walker):
+    """A walk that first loads the root pointer from memory (one more reference a walk)."""
+
+    def walk(self, vm, asid, va, op):
+        if self.hw.guest_roots.get(vm, asid) < 0:  # no address space yet: nothing to load
+            return super().walk(vm, asid, va, op)
+        self.counters.add("walk.root_loads")
+        got = super().walk(vm, asid, va, op)
+        self.counters.add("walk.refs")
+        return got
+
+
+def make_walk(ctx):
+    return RootLoadWalker(ctx.hw, ctx.memory, ctx.counters, list(ctx.walk_caches), ctx.data_caches)
+
+
+class RootLoadTranslator(NativeTranslator):
+    def __init__(self, options, ctx):
+        super().__init__(ctx)
+        self.hw = HardwareView(ctx.guest_format, self.hw.guest_roots, walk="root-load")
+
+
+@hookimpl
+def slatframe_walks():
+    return [WalkRecord(name="root-load", summary="radix walk after a root-pointer load", factory=make_walk)]
+
+
+@hookimpl
+def slatframe_slat_schemes():
+    return [SlatSchemeRecord(name="root-load-native", summary="native with a root-pointer load",
+                             factory=RootLoadTranslator, guest_format="x86-64")]
+'''
+
+
+def test_a_scheme_with_its_own_walk_runs_it_in_the_reference_tier_only(tmp_path):
+    """The scheme's walk runs (one more reference per walk than the radix walk, counted
+    from the builtin native run), ``auto`` says why it took the reference tier, and
+    ``compiled`` refuses instead of running the builtin walk."""
+    plugin = plugin_file(tmp_path, "own_walk", OWN_WALK)
+    raw = tiny_config(experiment={"name": "w", "plugins": [str(plugin)]})
+    raw["machine"]["slat"] = "root-load-native"
+    config, reg = build(raw)
+    tier, why = choose_engine(config, reg)
+    assert tier == "reference" and "walk 'root-load'" in why and "own_walk.py" in why, why
+    with pytest.raises(ConfigError, match="walk 'root-load'"):
+        choose_engine(config, reg, "compiled")
+    trace = zipf_trace()
+    got, _ = run_trace(config, reg, trace)
+    native, _ = run_trace(*build(tiny_config(experiment={"name": "n"})), trace)
+    attempts = native["walks"] + native.get("walk.aborted", 0)
+    assert got["walk.root_loads"] == attempts
+    assert got["walk.refs"] == native["walk.refs"] + attempts
+
+
+def test_a_scheme_naming_an_unknown_walk_is_one_sentence(tmp_path):
+    plugin = plugin_file(tmp_path, "bad_walk", OWN_WALK.replace('walk="root-load"', 'walk="nope"'))
+    raw = tiny_config(experiment={"name": "w", "plugins": [str(plugin)]})
+    raw["machine"]["slat"] = "root-load-native"
+    config, reg = build(raw)
+    from slatframe.errors import PluginError
+    with pytest.raises(PluginError, match=r"asks for walk 'nope', which no plugin registers \(registered walks: "
+                                          r"radix, root-load\)"):
+        run_experiment(config, reg, engine="reference")

@@ -1,0 +1,83 @@
+"""The compiled engine's cache key follows the content of every kernel it calls: a
+kernel's fingerprint changes with its code, with any function it calls (directly or
+through a module) and with the global constants numba would freeze into it."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import textwrap
+from pathlib import Path
+
+from slatframe.engine.fingerprint import fingerprint
+
+KERNELS = '''
+from numba import njit
+import numpy as np
+import {helper_module} as helpers
+
+LIMIT = 3
+
+
+@njit(cache=True)
+def step(x):
+    return x + 1
+
+
+@njit(cache=True)
+def kernel(x):
+    if x > LIMIT:
+        return step(x)
+    return helpers.scale(x)
+'''
+
+HELPERS = '''
+from numba import njit
+
+
+@njit(cache=True)
+def scale(x):
+    return x * 2
+'''
+
+
+def load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def kernel_fingerprint(tmp_path: Path, kernels: str = KERNELS, helpers: str = HELPERS) -> str:
+    """Write both files (under the same module names each time) and fingerprint ``kernel``."""
+    (tmp_path / "fp_helpers.py").write_text(textwrap.dedent(helpers))
+    load(tmp_path / "fp_helpers.py", "fp_helpers")
+    path = tmp_path / "fp_kernels.py"
+    path.write_text(textwrap.dedent(kernels.replace("{helper_module}", "fp_helpers")))
+    return fingerprint(load(path, "fp_kernels").kernel)
+
+
+def test_same_code_same_fingerprint(tmp_path):
+    assert kernel_fingerprint(tmp_path) == kernel_fingerprint(tmp_path)
+
+
+def test_every_kind_of_edit_changes_the_fingerprint(tmp_path):
+    base = kernel_fingerprint(tmp_path)
+    edits = {
+        "kernel body": (KERNELS.replace("if x > LIMIT", "if x >= LIMIT"), HELPERS),
+        "called function": (KERNELS.replace("return x + 1", "return x + 2"), HELPERS),
+        "global constant": (KERNELS.replace("LIMIT = 3", "LIMIT = 4"), HELPERS),
+        "function in another module": (KERNELS, HELPERS.replace("x * 2", "x * 3")),
+    }
+    prints = {what: kernel_fingerprint(tmp_path, k, h) for what, (k, h) in edits.items()}
+    assert all(fp != base for fp in prints.values()), prints
+    assert len(set(prints.values())) == len(edits)
+
+
+def test_builtin_policies_each_have_their_own_fingerprint(registry):
+    prints = set()
+    for name in registry.names("TLB policies"):
+        kernels = registry.get("TLB policies", name).kernels
+        if kernels is not None:
+            prints.add(fingerprint(kernels.hit, kernels.fill, kernels.victim, kernels.invalidate))
+    assert len(prints) == 5
