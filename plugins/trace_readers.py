@@ -16,8 +16,7 @@ line or record number.
 """
 from __future__ import annotations
 
-import lzma
-import zlib
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +28,7 @@ from slatframe.errors import TraceError
 from slatframe.options import option
 from slatframe.records import WorkloadRecord
 from slatframe.trace import IFETCH, READ, TRACE_DTYPE, WRITE
-from slatframe.tracefile import open_trace
+from slatframe.tracefile import DECOMPRESS_ERRORS, open_trace
 
 CHAMPSIM_DTYPE = np.dtype([
     ("ip", "<u8"), ("is_branch", "u1"), ("branch_taken", "u1"),
@@ -47,89 +46,147 @@ class ReaderOptions:
 
 
 class _Chunker:
-    """Collects (op, vaddr) pairs into TRACE_DTYPE chunks."""
+    """Collects record arrays into TRACE_DTYPE chunks of exactly ``chunk_size`` (the last
+    one shorter)."""
 
     def __init__(self, chunk_size: int, vm: int, asid: int) -> None:
         self.size = chunk_size
         self.vm, self.asid = vm, asid
-        self.ops: list[int] = []
-        self.vaddrs: list[int] = []
+        self.pending = np.zeros(0, dtype=TRACE_DTYPE)
+        self.total = 0
 
-    def add(self, op: int, vaddr: int) -> bool:
-        self.ops.append(op)
-        self.vaddrs.append(vaddr)
-        return len(self.ops) >= self.size
+    def add(self, ops: np.ndarray, vaddrs: np.ndarray) -> Iterator[np.ndarray]:
+        """Append records; yield every full chunk."""
+        new = np.zeros(len(ops), dtype=TRACE_DTYPE)
+        new["op"] = ops
+        new["vaddr"] = vaddrs
+        new["vm"] = self.vm
+        new["asid"] = self.asid
+        self.total += len(new)
+        joined = np.concatenate([self.pending, new]) if len(self.pending) else new
+        whole = len(joined) - len(joined) % self.size
+        for start in range(0, whole, self.size):
+            yield joined[start:start + self.size]
+        self.pending = joined[whole:]
 
-    def take(self) -> np.ndarray:
-        n = min(len(self.ops), self.size)
-        chunk = np.zeros(n, dtype=TRACE_DTYPE)
-        chunk["op"] = self.ops[:n]
-        chunk["vaddr"] = self.vaddrs[:n]
-        chunk["vm"] = self.vm
-        chunk["asid"] = self.asid
-        del self.ops[:n], self.vaddrs[:n]
-        return chunk
+    def rest(self) -> Iterator[np.ndarray]:
+        if len(self.pending):
+            yield self.pending
+            self.pending = self.pending[:0]
 
 
 LACKEY_OPS = {"I": (IFETCH,), "L": (READ,), "S": (WRITE,), "M": (READ, WRITE)}
+#: Longest line the lackey reader takes (bytes, without the newline).
+LINE_LIMIT = 1 << 16
+_BLOCK = 1 << 20
+# A lackey access line: optional blanks, kind, blanks, hex address (leading zeros, then at
+# most 16 digits, so below 2**64), a comma, a decimal size, optional blanks (or a CR).
+_ACCESS = re.compile(rb"^[ \t]*([ILSM])[ \t]+0*([0-9a-fA-F]{1,16}),[0-9]+[ \t\r]*$", re.M)
+# A skipped line: valgrind's ``==pid==`` messages and blank lines.
+_SKIP = re.compile(rb"^(?:==[^\n]*|[ \t\r\v\f]*)$", re.M)
+_KIND_FIRST_OP = np.zeros(256, dtype=np.uint8)
+_KIND_RECORDS = np.zeros(256, dtype=np.int64)
+for _kind, _ops in LACKEY_OPS.items():
+    _KIND_FIRST_OP[ord(_kind)] = _ops[0]
+    _KIND_RECORDS[ord(_kind)] = len(_ops)
+
+
+def _bad_lackey_line(path: str | Path, number: int, raw: bytes) -> TraceError:
+    shown = raw[:60].decode("ascii", "replace")
+    return TraceError(f"{path}: line {number} is {shown!r}; expected a lackey line such as "
+                      "'I  0401ab70,3', ' L 1fff000778,8', ' S ...' or ' M ...' "
+                      "(hex address below 2**64, decimal size), a '==' line or a blank line.")
+
+
+def _lackey_block(path: str | Path, text: bytes, first_line: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parse complete lines (``text`` without its last newline); return (ops, vaddrs).
+
+    The regular expressions run over the whole block; only a block that holds a bad line
+    is looked at line by line (to name it)."""
+    found = _ACCESS.findall(text)
+    lines = text.count(b"\n") + 1
+    if len(found) + len(_SKIP.findall(text)) != lines:
+        for i, line in enumerate(text.split(b"\n")):
+            if not (_ACCESS.fullmatch(line) or _SKIP.fullmatch(line)):
+                raise _bad_lackey_line(path, first_line + i, line)
+    if not found:
+        return np.zeros(0, np.uint8), np.zeros(0, np.uint64)
+    kinds, addresses = zip(*found)
+    codes = np.frombuffer(b"".join(kinds), dtype=np.uint8)
+    vaddrs = np.fromiter((int(a, 16) for a in addresses), dtype=np.uint64, count=len(addresses))
+    per_line = _KIND_RECORDS[codes]
+    ops = np.repeat(_KIND_FIRST_OP[codes], per_line)
+    ops[np.cumsum(per_line)[per_line == 2] - 1] = WRITE  # 'M': a read, then a write
+    return ops, np.repeat(vaddrs, per_line)
 
 
 def read_lackey(path: str | Path, chunk_size: int, vm: int = 0, asid: int = 0) -> Iterator[np.ndarray]:
-    """Yield TRACE_DTYPE chunks of a lackey trace."""
+    """Yield TRACE_DTYPE chunks of a lackey trace, read a block of lines at a time."""
     out = _Chunker(chunk_size, vm, asid)
+    line = 1  # number of the first line of ``tail``
+    tail = b""
     with open_trace(path) as fh:
-        lines = iter(fh)
-        number = 0
         while True:
-            number += 1
             try:
-                raw = next(lines)
-            except StopIteration:
+                data = fh.read(_BLOCK)
+            except DECOMPRESS_ERRORS as exc:
+                raise TraceError(f"{path}: the compressed file is damaged near line {line}: {exc}.") from None
+            if not data:
                 break
-            except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
-                raise TraceError(f"{path}: the compressed file is damaged near line {number}: {exc}.") from None
-            if raw.startswith(b"==") or not raw.strip():
-                continue
-            try:
-                line = raw.decode("ascii")
-                kind, rest = line.split(None, 1)
-                address, size = rest.strip().split(",")
-                ops = LACKEY_OPS[kind]
-                vaddr = int(address, 16)
-                int(size)
-                if vaddr >= 1 << 64:
-                    raise ValueError
-            except (UnicodeDecodeError, ValueError, KeyError):
-                shown = raw[:60].decode("ascii", "replace").rstrip("\n")
-                raise TraceError(f"{path}: line {number} is {shown!r}; expected a lackey line such as "
-                                 f"'I  0401ab70,3', ' L 1fff000778,8', ' S ...' or ' M ...' "
-                                 "(hex address, decimal size).") from None
-            for op in ops:
-                if out.add(op, vaddr):
-                    yield out.take()
-    while out.ops:
-        yield out.take()
+            data = tail + data
+            end = data.rfind(b"\n")
+            if end < 0:
+                tail = data
+            else:
+                text, tail = data[:end], data[end + 1:]
+                starts = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+                edges = np.concatenate(([-1], starts, [len(text)]))
+                longest = int(np.diff(edges).max()) - 1
+                if longest > LINE_LIMIT:
+                    at = int(np.argmax(np.diff(edges)))
+                    raise _too_long(path, line + at)
+                yield from out.add(*_lackey_block(path, text, line))
+                line += len(starts) + 1
+            if len(tail) > LINE_LIMIT:
+                raise _too_long(path, line)
+    if tail:
+        yield from out.add(*_lackey_block(path, tail, line))
+    if not out.total:
+        raise TraceError(f"{path}: holds no trace records (the file is empty or has only '==' and blank lines).")
+    yield from out.rest()
+
+
+def _too_long(path: str | Path, number: int) -> TraceError:
+    return TraceError(f"{path}: line {number} is longer than {LINE_LIMIT} bytes; lackey lines are "
+                      "short ('I  0401ab70,3'): is this a lackey trace?")
 
 
 def read_champsim(path: str | Path, chunk_size: int, vm: int = 0, asid: int = 0) -> Iterator[np.ndarray]:
     """Yield TRACE_DTYPE chunks of a ChampSim binary trace."""
+    size = CHAMPSIM_DTYPE.itemsize
     block = max(1, chunk_size // 7)  # an instruction yields at most 7 records
     first = 0
+    rest = b""
     with open_trace(path) as fh:
         while True:
             try:
-                raw = fh.read(block * CHAMPSIM_DTYPE.itemsize)
-            except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
+                raw = fh.read(block * size)
+            except DECOMPRESS_ERRORS as exc:
                 raise TraceError(f"{path}: the compressed file is damaged near record {first}: {exc}.") from None
             if not raw:
-                return
-            whole = len(raw) // CHAMPSIM_DTYPE.itemsize
-            if len(raw) % CHAMPSIM_DTYPE.itemsize:
-                raise TraceError(f"{path}: record {first + whole} is truncated: {len(raw) % 64} of its 64 "
-                                 "bytes are present (a ChampSim input_instr record is 64 bytes).")
-            recs = np.frombuffer(raw, dtype=CHAMPSIM_DTYPE)
-            yield from _champsim_chunks(recs, chunk_size, vm, asid)
-            first += whole
+                break
+            raw = rest + raw
+            whole = len(raw) // size
+            rest = raw[whole * size:]
+            if whole:
+                recs = np.frombuffer(raw, dtype=CHAMPSIM_DTYPE, count=whole)
+                yield from _champsim_chunks(recs, chunk_size, vm, asid)
+                first += whole
+    if rest:
+        raise TraceError(f"{path}: record {first} is truncated: {len(rest)} of its {size} bytes are present "
+                         f"(a ChampSim input_instr record is {size} bytes; the file must be a multiple of {size} bytes).")
+    if not first:
+        raise TraceError(f"{path}: holds no trace records (the file is empty).")
 
 
 def _champsim_chunks(recs: np.ndarray, chunk_size: int, vm: int, asid: int) -> Iterator[np.ndarray]:

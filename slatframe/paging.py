@@ -39,6 +39,11 @@ class PageTableFormat:
     leaf_bits: int = 0
 
     @property
+    def va_bits(self) -> int:
+        """Width of the addresses a walk translates: 12 + 9 per level (48 for 4 levels, 57 for 5)."""
+        return PAGE_SHIFT + INDEX_BITS * self.levels
+
+    @property
     def leaf_sizes(self) -> tuple[int, ...]:
         return tuple(sorted(self.page_size(level) for level in self.leaf_levels))
 

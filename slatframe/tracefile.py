@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -27,21 +27,50 @@ GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
-def open_trace(path: str | Path) -> BinaryIO:
-    """Open a trace file for binary reading, decompressing gzip or xz by magic bytes."""
+#: What reading a damaged compressed stream raises (gzip: EOFError, BadGzipFile, zlib.error).
+DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
+
+
+def open_error(path: str | Path, exc: OSError) -> TraceError:
+    """The one-sentence error for a trace file that cannot be opened or read."""
+    if isinstance(exc, FileNotFoundError):
+        return TraceError(f"{path}: trace file does not exist.")
+    if isinstance(exc, IsADirectoryError):
+        return TraceError(f"{path}: is a directory; a trace is a file.")
+    if isinstance(exc, PermissionError):
+        return TraceError(f"{path}: trace file cannot be read (permission denied).")
+    return TraceError(f"{path}: trace file cannot be read: {exc.strerror or exc}.")
+
+
+def open_raw(path: str | Path) -> BinaryIO:
+    """Open ``path`` for binary reading; an unreadable file is a :class:`TraceError`."""
     try:
         fh = open(path, "rb")
-    except FileNotFoundError:
-        raise TraceError(f"{path}: trace file does not exist.") from None
     except OSError as exc:
-        raise TraceError(f"{path}: cannot be opened: {exc.strerror}.") from None
-    head = fh.read(6)
-    fh.seek(0)
-    if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=fh)  # type: ignore[return-value]
-    if head.startswith(XZ_MAGIC):
-        return lzma.LZMAFile(fh)  # type: ignore[return-value]
+        raise open_error(path, exc) from None
     return fh
+
+
+def open_trace(path: str | Path) -> BinaryIO:
+    """Open a trace file for binary reading, decompressing gzip or xz by magic bytes.
+
+    Damage inside a compressed stream surfaces on read as one of :data:`DECOMPRESS_ERRORS`."""
+    fh = open_raw(path)
+    try:
+        head = fh.read(6)
+        fh.seek(0)
+    except OSError as exc:
+        fh.close()
+        raise open_error(path, exc) from None
+    if not head.startswith((GZIP_MAGIC, XZ_MAGIC)):
+        return fh
+    fh.close()  # reopened by name, so that closing the decompressor closes the file
+    try:
+        if head.startswith(GZIP_MAGIC):
+            return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
+        return lzma.LZMAFile(path)  # type: ignore[return-value]
+    except OSError as exc:
+        raise open_error(path, exc) from None
 
 
 COLUMNS = {"vaddr": np.uint64, "op": np.uint8, "vm": np.uint16, "asid": np.uint16}
@@ -49,30 +78,46 @@ REQUIRED = ("vaddr", "op")
 
 
 
+#: zip compression methods Python reads: stored, deflate (numpy.savez, savez_compressed), bzip2, lzma.
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+               zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+_NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
+
+
 class _Member:
     """A streaming reader of one ``.npy`` member of an npz."""
 
-    def __init__(self, zf: zipfile.ZipFile, name: str, where: str) -> None:
-        self.name = name
-        self.fh = zf.open(name + ".npy")
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> None:
+        name = self.name = info.filename[:-4]
+        self.where = where
+        if info.flag_bits & 0x1:
+            raise TraceError(f"{where}: array {name!r} is encrypted; an npz trace is an unencrypted zip "
+                             "(as numpy.savez writes).")
+        if info.compress_type not in ZIP_METHODS:
+            method = zipfile.compressor_names.get(info.compress_type, "unknown")
+            raise TraceError(f"{where}: array {name!r} uses zip compression method {info.compress_type} "
+                             f"({method}); allowed are {', '.join(ZIP_METHODS.values())}.")
+        self.fh = zf.open(info)
         try:
             version = np.lib.format.read_magic(self.fh)
+            if version not in _NPY_VERSIONS:
+                raise ValueError(f"unknown .npy version {version[0]}.{version[1]}")
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, _, dtype = read_header(self.fh)
-        except ValueError as exc:
+        except (ValueError, SyntaxError, TypeError) as exc:
             raise TraceError(f"{where}: array {name!r} is not a valid .npy member ({exc}).") from None
         if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
             raise TraceError(f"{where}: array {name!r} has shape {shape} and dtype {dtype}; "
                              f"expected a 1-D integer array ({np.dtype(COLUMNS[name]).name}).")
         self.length = shape[0]
         self.dtype = dtype
-        self.where = where
 
     def read(self, n: int, first: int) -> np.ndarray:
         raw = self.fh.read(n * self.dtype.itemsize)
         if len(raw) != n * self.dtype.itemsize:
-            raise TraceError(f"{self.where}: array {self.name!r} ends early at record {first + len(raw) // self.dtype.itemsize}.")
+            raise TraceError(f"{self.where}: array {self.name!r} ends early at record "
+                             f"{first + len(raw) // self.dtype.itemsize}.")
         values = np.frombuffer(raw, dtype=self.dtype)
         target = np.dtype(COLUMNS[self.name])
         if values.size and (values.min() < 0 or (target.itemsize < 8 and values.max() > np.iinfo(target).max)):
@@ -81,11 +126,18 @@ class _Member:
                              f"{values[bad]}, outside the range of {target.name}.")
         return values.astype(target, copy=False)
 
+    def finish(self) -> None:
+        """Check that the member ends where its header says (this also checks its CRC)."""
+        if self.fh.read(1):
+            raise TraceError(f"{self.where}: array {self.name!r} holds more data than its "
+                             f"{self.length} records.")
 
-_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
+
+_DAMAGE = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError, KeyError,
+           RuntimeError, NotImplementedError)
 
 
-def read_npz(path: str | Path, chunk_size: int):
+def read_npz(path: str | Path, chunk_size: int) -> Iterator[np.ndarray]:
     """Yield :data:`TRACE_DTYPE` chunks of an npz trace."""
     where = str(path)
     done = 0
@@ -99,34 +151,41 @@ def read_npz(path: str | Path, chunk_size: int):
         raise TraceError(f"{where}: the npz file is damaged near record {done}: {exc}.") from None
 
 
-def _read_npz(path: str | Path, chunk_size: int, where: str):
-    try:
-        zf = zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise TraceError(f"{where}: trace file does not exist.") from None
-    except _DAMAGE as exc:
-        raise TraceError(f"{where}: not an npz (zip) file: {exc}.") from None
-    with zf:
-        names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-        for name in REQUIRED:
-            if name not in names:
-                raise TraceError(f"{where}: array {name!r} is missing; an npz trace needs "
-                                 f"'vaddr' and 'op', and may have 'vm' and 'asid'.")
-        unknown = sorted(names - set(COLUMNS))
-        if unknown:
-            raise TraceError(f"{where}: array {unknown[0]!r} is not part of the format; "
-                             f"allowed arrays are {', '.join(COLUMNS)}.")
-        members = {n: _Member(zf, n, where) for n in COLUMNS if n in names}
-        length = members["vaddr"].length
-        for m in members.values():
-            if m.length != length:
-                raise TraceError(f"{where}: array {m.name!r} has {m.length} records but 'vaddr' has {length}.")
-        for start in range(0, length, chunk_size):
-            n = min(chunk_size, length - start)
-            chunk = np.zeros(n, dtype=TRACE_DTYPE)
-            for name, member in members.items():
-                chunk[name] = member.read(n, start)
-            yield chunk
+def _read_npz(path: str | Path, chunk_size: int, where: str) -> Iterator[np.ndarray]:
+    with open_raw(path) as fh:
+        try:
+            zf = zipfile.ZipFile(fh)
+        except _DAMAGE as exc:
+            raise TraceError(f"{where}: not an npz (zip) file: {exc}.") from None
+        with zf:
+            infos = {}
+            for info in zf.infolist():
+                name = info.filename[:-4]
+                if not info.filename.endswith(".npy") or name not in COLUMNS:
+                    what = f"array {name!r}" if info.filename.endswith(".npy") else f"member {info.filename!r}"
+                    raise TraceError(f"{where}: {what} is not part of the format; "
+                                     f"allowed arrays are {', '.join(COLUMNS)} (.npy members).")
+                infos[name] = info
+            for name in REQUIRED:
+                if name not in infos:
+                    raise TraceError(f"{where}: array {name!r} is missing; an npz trace needs "
+                                     f"'vaddr' and 'op', and may have 'vm' and 'asid'.")
+            members = {n: _Member(zf, infos[n], where) for n in COLUMNS if n in infos}
+            length = members["vaddr"].length
+            for m in members.values():
+                if m.length != length:
+                    raise TraceError(f"{where}: array {m.name!r} has {m.length} records but 'vaddr' has {length}.")
+            if length == 0:
+                raise TraceError(f"{where}: holds no trace records (its arrays are empty).")
+            for start in range(0, length, chunk_size):
+                n = min(chunk_size, length - start)
+                chunk = np.zeros(n, dtype=TRACE_DTYPE)
+                for name, member in members.items():
+                    chunk[name] = member.read(n, start)
+                if start + n == length:
+                    for member in members.values():
+                        member.finish()
+                yield chunk
 
 
 class NpzWriter:

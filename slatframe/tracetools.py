@@ -13,44 +13,62 @@ import numpy as np
 from .analysis import lru_hit_rate, reuse_distances
 from .errors import SlatframeError, TraceError
 from .options import BuildContext, build
-from .trace import ACCESS_OPS, OP_NAMES, TRACE_DTYPE
-from .tracefile import NpzWriter, open_trace
+from .trace import ACCESS_OPS, OP_NAMES
+from .tracefile import DECOMPRESS_ERRORS, NpzWriter, open_error, open_raw, open_trace
 from .units import format_size
 
 ZIP_MAGIC = b"PK"
 
 
 def detect_format(path: str | Path) -> str:
-    """``npz``, ``lackey`` or ``champsim``, from the (decompressed) first bytes."""
-    with open(path, "rb") as fh:
-        if fh.read(2) == ZIP_MAGIC:
-            return "npz"
+    """``npz``, ``lackey`` or ``champsim``, from the first bytes (decompressed for gz, xz):
+    a zip is npz; text that starts like lackey output, or that has no zero byte in its
+    first 4 KiB, is lackey (whose reader names a bad line); anything else is ChampSim."""
+    with open_raw(path) as fh:
+        try:
+            magic = fh.read(2)
+        except OSError as exc:
+            raise open_error(path, exc) from None
+    if magic == ZIP_MAGIC:
+        return "npz"
     with open_trace(path) as fh:
-        head = fh.read(4096)
+        try:
+            head = fh.read(4096)
+        except DECOMPRESS_ERRORS as exc:
+            raise TraceError(f"{path}: the compressed file is damaged or truncated near its start: {exc}.") from None
+    if not head:
+        raise TraceError(f"{path}: is empty; a trace holds records.")
     text = head.lstrip(b"\n")
-    if text.startswith((b"==", b"I ", b" L ", b" S ", b" M ")):
+    if text.startswith((b"==", b"I ", b" L ", b" S ", b" M ")) or b"\0" not in head:
         return "lackey"
     return "champsim"
 
 
 def read_trace(path: str | Path, fmt: str | None, registry: Any, chunk_size: int = 1 << 16) -> Iterator[np.ndarray]:
-    """Chunks of a trace file read by the workload plugin of its format."""
+    """Checked chunks of a trace file read by the workload plugin of its format (ops
+    known, context switches to valid asids; VMs and address widths are not checked here,
+    since no machine is configured)."""
     fmt = fmt or detect_format(path)
     if fmt not in registry.names("workloads"):
         raise SlatframeError(f"--format {fmt!r} is not a registered workload; choose one of "
                              f"{', '.join(registry.names('workloads'))}.")
     record = registry.get("workloads", fmt)
     options = build(record.options, {"path": str(path)}, "", BuildContext(where=f"--format {fmt}", registry=registry))
-    from .workload import WorkloadContext
+    from .workload import WorkloadContext, checked_chunks
 
-    return record.factory(options, WorkloadContext(chunk_size=chunk_size, seed=0, vm_names=("vm0",)))
+    chunks = record.factory(options, WorkloadContext(chunk_size=chunk_size, seed=0, vm_names=("vm0",)))
+    return checked_chunks(chunks, f"{path} (read as {fmt})", None)
 
 
 def convert(src: str | Path, dst: str | Path, fmt: str | None, registry: Any) -> int:
     """Convert a trace to the npz format in bounded memory; returns the record count."""
-    with NpzWriter(dst) as writer:
-        for chunk in read_trace(src, fmt, registry):
-            writer.append(chunk)
+    chunks = read_trace(src, fmt, registry)
+    try:
+        with NpzWriter(dst) as writer:
+            for chunk in chunks:
+                writer.append(chunk)
+    except OSError as exc:
+        raise SlatframeError(f"{dst}: cannot be written: {exc.strerror or exc}.") from None
     return writer.count
 
 
@@ -87,8 +105,6 @@ def info(path: str | Path, fmt: str | None, registry: Any, limit: int = 1_000_00
     taken = 0
     vms, asids = set(), set()
     for chunk in read_trace(path, fmt, registry):
-        if chunk.dtype != TRACE_DTYPE:
-            raise TraceError(f"{path}: the reader yielded dtype {chunk.dtype}.")
         counts += np.bincount(chunk["op"], minlength=256)
         access = chunk[np.isin(chunk["op"], ACCESS_OPS)]
         page = access["vaddr"] >> np.uint64(12)

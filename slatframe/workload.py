@@ -1,13 +1,13 @@
 """What a workload factory receives, and the checks every chunk passes before the engine."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import attrs
 import numpy as np
 
-from .errors import TraceError
-from .trace import TRACE_DTYPE, VALID_OPS
+from .errors import PluginError, TraceError
+from .trace import ACCESS_OPS, CONTEXT_SWITCH, INVLPG, MAP, OP_NAMES, PROTECT, TRACE_DTYPE, UNMAP, VALID_OPS
 
 
 @attrs.frozen
@@ -22,19 +22,76 @@ class WorkloadContext:
 
 _VALID_OP_TABLE = np.zeros(256, dtype=bool)
 _VALID_OP_TABLE[list(VALID_OPS)] = True
+#: Ops whose ``vaddr`` is a guest virtual address (accesses, and the page of map,
+#: unmap, protect, invlpg). A context switch's ``vaddr`` is the new asid; a flush's is unused.
+ADDRESS_OPS = (*ACCESS_OPS, MAP, UNMAP, PROTECT, INVLPG)
+_ADDRESS_OP_TABLE = np.zeros(256, dtype=bool)
+_ADDRESS_OP_TABLE[list(ADDRESS_OPS)] = True
+ASID_LIMIT = 1 << 16  #: asids are uint16 (the record's ``asid`` field)
 
 
-def check_chunk(chunk: np.ndarray, where: str, n_vms: int, first_record: int) -> None:
-    """Raise :class:`TraceError` naming the first bad record of ``chunk``."""
+def check_chunk(chunk: Any, where: str, n_vms: int | None, first_record: int,
+                va_bits: int | None = None) -> None:
+    """Raise :class:`TraceError` naming the first bad record of ``chunk``.
+
+    A chunk is a 1-D array of :data:`TRACE_DTYPE`; every record names a VM below
+    ``n_vms`` (unchecked when None) and a known op; a context switch names an asid below
+    2**16; with ``va_bits``, the address of every access, map, unmap, protect and invlpg
+    is below ``2**va_bits`` (wider addresses are refused, not truncated or sign-extended).
+    """
+    if not isinstance(chunk, np.ndarray):
+        raise PluginError(f"{where}: yielded a {type(chunk).__name__} after record {first_record}; "
+                          f"a workload yields numpy arrays of dtype {TRACE_DTYPE}.")
     if chunk.dtype != TRACE_DTYPE:
         raise TraceError(f"{where}: yielded records of dtype {chunk.dtype}, expected {TRACE_DTYPE}.")
-    bad_vm = np.flatnonzero(chunk["vm"] >= n_vms)
-    if bad_vm.size:
-        i = int(bad_vm[0])
-        raise TraceError(f"{where}: record {first_record + i} names vm {int(chunk['vm'][i])}, "
-                         f"but the config has {n_vms} VM(s) (indices 0..{n_vms - 1}).")
-    bad_op = np.flatnonzero(~_VALID_OP_TABLE[chunk["op"]])
+    if chunk.ndim != 1:
+        raise TraceError(f"{where}: yielded an array of shape {chunk.shape} after record {first_record}; "
+                         "chunks are 1-D.")
+    if n_vms is not None:
+        bad_vm = np.flatnonzero(chunk["vm"] >= n_vms)
+        if bad_vm.size:
+            i = int(bad_vm[0])
+            raise TraceError(f"{where}: record {first_record + i} names vm {int(chunk['vm'][i])}, "
+                             f"but the config has {n_vms} VM(s) (indices 0..{n_vms - 1}).")
+    ops = chunk["op"]
+    bad_op = np.flatnonzero(~_VALID_OP_TABLE[ops])
     if bad_op.size:
         i = int(bad_op[0])
-        raise TraceError(f"{where}: record {first_record + i} has op {int(chunk['op'][i])}; "
+        raise TraceError(f"{where}: record {first_record + i} has op {int(ops[i])}; "
                          f"allowed ops are {sorted(VALID_OPS)}.")
+    vaddr = chunk["vaddr"]
+    bad_asid = np.flatnonzero((ops == CONTEXT_SWITCH) & (vaddr >= np.uint64(ASID_LIMIT)))
+    if bad_asid.size:
+        i = int(bad_asid[0])
+        raise TraceError(f"{where}: record {first_record + i} is a context switch to asid {int(vaddr[i])}; "
+                         f"asids are 0..{ASID_LIMIT - 1}.")
+    if va_bits is not None and va_bits < 64:
+        bad_va = np.flatnonzero(_ADDRESS_OP_TABLE[ops] & ((vaddr >> np.uint64(va_bits)) != 0))
+        if bad_va.size:
+            i = int(bad_va[0])
+            raise TraceError(f"{where}: record {first_record + i} ({OP_NAMES[int(ops[i])]}) has address "
+                             f"{int(vaddr[i]):#x}, wider than the {va_bits}-bit virtual addresses of the guest "
+                             f"page-table format; allowed are 0..{(1 << va_bits) - 1:#x} "
+                             "(higher addresses are refused, not sign-extended).")
+
+
+def checked_chunks(chunks: Any, where: str, n_vms: int | None, va_bits: int | None = None) -> Iterator[np.ndarray]:
+    """Yield the chunks a workload factory returned, each passed through :func:`check_chunk`.
+
+    A factory result that is not an iterable of arrays (None, a single array, a number)
+    is a :class:`PluginError` naming ``where``."""
+    if chunks is None or isinstance(chunks, (np.ndarray, str, bytes)) or not hasattr(chunks, "__iter__"):
+        what = "None" if chunks is None else f"a {type(chunks).__name__}"
+        raise PluginError(f"{where}: the workload factory returned {what}; it must return an iterable "
+                          f"(a list or a generator) of numpy arrays of dtype {TRACE_DTYPE}.")
+    done = 0
+    for chunk in chunks:
+        check_chunk(chunk, where, n_vms, done, va_bits)
+        done += len(chunk)
+        yield chunk
+
+
+def workload_where(name: str, options: Any) -> str:
+    """How errors name a workload: ``workload 'lackey' (file t.lackey)``."""
+    path = getattr(options, "path", None)
+    return f"workload {name!r}" + (f" (file {path})" if isinstance(path, str) else "")

@@ -5,13 +5,13 @@ import time
 from typing import Any
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, resolved_format
 from ..consolidation import consolidation_metrics
 from ..counters import Counters
 from ..errors import ConfigError
 from ..machine import build_machine
 from ..results import Result
-from ..workload import WorkloadContext, check_chunk
+from ..workload import WorkloadContext, checked_chunks, workload_where
 from .compiled import CompiledEngine, compiled_refusals
 from .reference import ReferenceEngine
 
@@ -54,12 +54,10 @@ def workload_chunks(config: Config, registry: Any):
     record = registry.get("workloads", config.workload.name)
     ctx = WorkloadContext(chunk_size=config.experiment.chunk_size, seed=config.experiment.seed,
                           vm_names=tuple(vm.name for vm in config.vms), registry=registry)
-    where = f"workload {config.workload.name!r}"
-    done = 0
-    for chunk in record.factory(config.workload.options, ctx):
-        check_chunk(chunk, where, len(config.vms), done)
-        done += len(chunk)
-        yield chunk
+    where = workload_where(config.workload.name, config.workload.options)
+    guest = resolved_format(config, "guest", registry)
+    va_bits = getattr(guest, "va_bits", None)  # wider trace addresses are refused, not aliased
+    yield from checked_chunks(record.factory(config.workload.options, ctx), where, len(config.vms), va_bits)
 
 
 #: Dedup events counted since the statistics started (in the counters, so a warmup resets them).
