@@ -1,0 +1,440 @@
+"""Fuzzing every trace format slatframe reads: lackey text and ChampSim binary (plain, gz,
+xz) and npz. Each case builds a small trace, damages it (flipped, inserted, deleted bytes;
+truncation; fields replaced by huge or negative numbers; garbage lines) and reads it the
+way ``slatframe trace info`` does (format detected, :func:`slatframe.tracetools.read_trace`)
+and the way ``slatframe run`` does (:func:`slatframe.engine.workload_chunks` of a config
+naming the file). Either the records are exactly what the small parsers below compute
+from the same bytes, or the error is a :class:`SlatframeError` -- never another exception.
+
+The parsers here are written from docs/trace-format.md, not from the readers: lackey
+lines are taken apart with ``bytes`` methods, ChampSim records with ``struct``, npz files
+with ``numpy.load``.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from slatframe.errors import SlatframeError
+from slatframe.testing import build, tiny_config
+from slatframe.trace import TRACE_DTYPE
+
+VA_BITS = 48  # the default guest format of tiny_config ('native': x86-64, 4 levels)
+LINE_LIMIT = 1 << 16
+CI = settings(max_examples=90, deadline=None, suppress_health_check=list(HealthCheck))
+SLOW = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+
+# -- the independent parsers ---------------------------------------------------------------
+
+HEX = set(b"0123456789abcdefABCDEF")
+BLANK = b" \t"
+LACKEY_KINDS = {ord("I"): (2,), ord("L"): (0,), ord("S"): (1,), ord("M"): (0, 1)}
+
+
+def parse_lackey_line(line: bytes) -> list[tuple[int, int]] | None:
+    """The records of one lackey line; None when the line is not valid."""
+    if line.startswith(b"==") or all(c in b" \t\r\x0b\x0c" for c in line):
+        return []
+    i = 0
+    while i < len(line) and line[i] in BLANK:
+        i += 1
+    if i >= len(line) or line[i] not in LACKEY_KINDS:
+        return None
+    kind = line[i]
+    i += 1
+    if i >= len(line) or line[i] not in BLANK:
+        return None
+    while i < len(line) and line[i] in BLANK:
+        i += 1
+    fields = line[i:].rstrip(b" \t\r").split(b",")
+    if len(fields) != 2:
+        return None
+    address, size = fields
+    if not address or not all(c in HEX for c in address) or not size or not size.isdigit():
+        return None
+    value = int(address.decode(), 16)
+    if value >= 1 << 64:
+        return None
+    return [(op, value) for op in LACKEY_KINDS[kind]]
+
+
+def parse_lackey(text: bytes) -> list[tuple[int, int]] | None:
+    """The records of a whole lackey text, or None when it must be refused."""
+    lines = text.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline ending the last line
+    out: list[tuple[int, int]] = []
+    for line in lines:
+        if len(line) > LINE_LIMIT:
+            return None
+        got = parse_lackey_line(line)
+        if got is None:
+            return None
+        out += got
+    return out or None
+
+
+def parse_champsim(data: bytes) -> list[tuple[int, int]] | None:
+    """The records of a ChampSim file, or None when it must be refused."""
+    if not data or len(data) % 64:
+        return None
+    out = []
+    for start in range(0, len(data), 64):
+        fields = struct.unpack_from("<QBB2B4B2Q4Q", data, start)
+        ip, destinations, sources = fields[0], fields[9:11], fields[11:15]
+        out.append((2, ip))
+        out += [(0, a) for a in sources if a]
+        out += [(1, a) for a in destinations if a]
+    return out
+
+
+def decompress(raw: bytes) -> bytes | None:
+    """The bytes a trace file holds (gzip and xz recognized by their magic), None if damaged."""
+    try:
+        if raw.startswith(b"\x1f\x8b"):
+            return gzip.decompress(raw)
+        if raw.startswith(b"\xfd7zXZ\x00"):
+            return lzma.decompress(raw)
+    except Exception:  # the oracle only needs to know that the stream is damaged
+        return None
+    return raw
+
+
+def detected(raw: bytes, data: bytes) -> str:
+    """The format docs/trace-format.md says a file is read as."""
+    if raw.startswith(b"PK"):
+        return "npz"
+    head = data[:4096]
+    if head.lstrip(b"\n").startswith((b"==", b"I ", b" L ", b" S ", b" M ")) or b"\0" not in head:
+        return "lackey"
+    return "champsim"
+
+
+# -- reading through the tools' paths ----------------------------------------------------------
+
+_WORKDIR = Path(tempfile.mkdtemp(prefix="slatframe-fuzz-"))
+_CONFIGS: dict[str, tuple] = {}
+
+
+def trace_file(fmt: str, raw: bytes) -> Path:
+    path = _WORKDIR / f"t.{fmt}"
+    path.write_bytes(raw)
+    return path
+
+
+def run_path_records(fmt: str, path: Path, registry) -> np.ndarray:
+    """What ``slatframe run`` feeds the engine for a config whose workload is ``path``."""
+    from slatframe.engine import workload_chunks
+
+    if fmt not in _CONFIGS:
+        _CONFIGS[fmt] = build(tiny_config(workload={"source": fmt, "path": str(path)}), registry)
+    config, reg = _CONFIGS[fmt]
+    return concat(workload_chunks(config, reg))
+
+
+def info_path_records(path: Path, registry) -> np.ndarray:
+    """What ``slatframe trace info`` reads (format detected)."""
+    from slatframe.tracetools import read_trace
+
+    return concat(read_trace(path, None, registry, chunk_size=5))
+
+
+def concat(chunks) -> np.ndarray:
+    parts = list(chunks)
+    for part in parts:
+        assert part.dtype == TRACE_DTYPE and part.ndim == 1
+    return np.concatenate(parts) if parts else np.zeros(0, TRACE_DTYPE)
+
+
+def pairs(records: np.ndarray) -> list[tuple[int, int]]:
+    return list(zip(records["op"].tolist(), records["vaddr"].tolist()))
+
+
+def outcome(read, *args):
+    """The records read, or the SlatframeError raised (any other exception fails the test)."""
+    try:
+        return read(*args)
+    except SlatframeError as exc:
+        assert str(exc).strip() and "\n" not in str(exc)
+        return exc
+
+
+def check_text_or_binary(fmt: str, raw: bytes, registry) -> None:
+    """Read ``raw`` as a file of ``fmt`` through both paths and compare with the parsers."""
+    path = trace_file(fmt, raw)
+    data = decompress(raw)
+    parse = parse_lackey if fmt == "lackey" else parse_champsim
+    expected = parse(data) if data is not None else None
+    got = outcome(run_path_records, fmt, path, registry)
+    if expected is None or any(va >> VA_BITS for _, va in expected):
+        assert isinstance(got, SlatframeError), (expected, got)
+    else:
+        assert not isinstance(got, SlatframeError), got
+        assert pairs(got) == expected
+        assert (got["vm"] == 0).all() and (got["asid"] == 0).all()
+
+    got = outcome(info_path_records, path, registry)
+    if data is None or not data or raw.startswith(b"PK"):
+        assert isinstance(got, SlatframeError)
+        return
+    as_read = detected(raw, data)
+    expected = (parse_lackey if as_read == "lackey" else parse_champsim)(data)
+    if expected is None:
+        assert isinstance(got, SlatframeError), (as_read, got)
+    else:
+        assert not isinstance(got, SlatframeError), got
+        assert pairs(got) == expected
+
+
+# -- strategies ----------------------------------------------------------------------------------
+
+addresses = st.one_of(st.integers(0, 1 << 20), st.integers((1 << VA_BITS) - 2, (1 << VA_BITS) + 1),
+                      st.integers(0, (1 << 64) - 1), st.sampled_from([0, (1 << 64) - 1, 1 << 64, 1 << 70]),
+                      st.integers(-(1 << 20), -1))
+
+
+small_addresses = st.integers(0, (1 << VA_BITS) - 1)
+
+
+def rarely(n: int = 8) -> st.SearchStrategy[bool]:
+    """True about once in ``n`` draws."""
+    return st.sampled_from([False] * (n - 1) + [True])
+
+
+@st.composite
+def lackey_line(draw, clean: bool = False) -> bytes:
+    kinds = ["valid"] * 6 + ["message", "blank"] + ([] if clean else ["garbage"])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "message":
+        return b"==" + draw(st.binary(max_size=20)).replace(b"\n", b"") + b"== note"
+    if kind == "blank":
+        return draw(st.sampled_from([b"", b" ", b"\t \r", b"\x0b"]))
+    if kind == "garbage":
+        return draw(st.one_of(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+                              st.sampled_from([b"I  0x401,3", b" L 401", b" X 401,8", b"I 401,3,9", b" L -10,8",
+                                               b" S 401,-1", b"I  \xff\xfe,3", b" M 4_01,4", b" L ,8",
+                                               b"I  " + b"a" * 17 + b",3", b" L 401,8 junk"])))
+    address = draw(small_addresses if clean else addresses)
+    digits = f"{address:x}" if address >= 0 else f"-{-address:x}"
+    digits = "0" * draw(st.integers(0, 10)) + (digits.upper() if draw(st.booleans()) else digits)
+    lead = draw(st.sampled_from(["", " ", "  ", "\t"]))
+    gap = draw(st.sampled_from([" ", "  ", "\t"]))
+    end = draw(st.sampled_from(["", "", " ", "\r"]))
+    size = draw(st.integers(0, 4096))
+    return f"{lead}{draw(st.sampled_from('ILSM'))}{gap}{digits},{size}{end}".encode()
+
+
+@st.composite
+def mutated(draw, data: bytes) -> bytes:
+    """``data`` with a few bytes flipped, inserted or deleted, or cut short."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(0, 3))):
+        what = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        at = draw(st.integers(0, max(0, len(out))))
+        if what == "flip" and at < len(out):
+            out[at] ^= draw(st.integers(1, 255))
+        elif what == "insert":
+            out[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif what == "delete":
+            del out[at:at + draw(st.integers(1, 8))]
+        elif what == "truncate":
+            del out[at:]
+    return bytes(out)
+
+
+def compressed(data: bytes, how: str) -> bytes:
+    return {"gz": gzip.compress, "xz": lzma.compress}.get(how, lambda b: b)(data)
+
+
+@st.composite
+def lackey_files(draw) -> bytes:
+    clean = draw(st.booleans())  # half the files hold only valid lines, left intact
+    lines = draw(st.lists(lackey_line(clean), max_size=12))
+    text = b"\n".join(lines) + draw(st.sampled_from([b"\n", b""]))
+    if not clean and draw(rarely(20)):  # a line longer than the limit
+        text += b" L " + b"0" * LINE_LIMIT + b"1,8\n"
+    if not clean and draw(st.booleans()):
+        text = draw(mutated(text))
+    raw = compressed(text, draw(st.sampled_from(["plain", "gz", "xz"])))
+    if not clean and draw(rarely(4)):
+        raw = draw(mutated(raw))
+    return raw
+
+
+def champsim_record(ip: int, sources: list[int], destinations: list[int]) -> bytes:
+    src = (sources + [0] * 4)[:4]
+    dst = (destinations + [0] * 2)[:2]
+    return struct.pack("<QBB2B4B2Q4Q", ip, 0, 1, 2, 3, 4, 5, 6, 7, *dst, *src)
+
+
+field = st.one_of(st.just(0), st.just(0), st.integers(1, 1 << 47), st.integers((1 << VA_BITS) - 1, 1 << VA_BITS),
+                  st.integers(0, (1 << 64) - 1))
+
+
+@st.composite
+def champsim_files(draw) -> bytes:
+    clean = draw(st.booleans())  # half the files hold only addresses the run accepts, intact
+    value = st.one_of(st.just(0), small_addresses) if clean else field
+    records = draw(st.lists(st.tuples(value, st.lists(value, max_size=4), st.lists(value, max_size=2)),
+                            min_size=0, max_size=6))
+    data = b"".join(champsim_record(*r) for r in records)
+    if not clean and draw(st.booleans()):
+        data = draw(mutated(data))
+    raw = compressed(data, draw(st.sampled_from(["plain", "gz", "xz"])))
+    if not clean and draw(rarely(4)):
+        raw = draw(mutated(raw))
+    return raw
+
+
+# -- npz -----------------------------------------------------------------------------------------------
+
+NPZ_COLUMNS = {"vaddr": np.uint64, "op": np.uint8, "vm": np.uint16, "asid": np.uint16}
+VALID_OPS = {0, 1, 2, 16, 17, 18, 19, 20, 21}
+ADDRESS_OPS = {0, 1, 2, 17, 18, 19, 20}
+
+dtypes = st.sampled_from(["<u8", ">u8", "<i8", "<u4", "<i4", "u1", "i1", "<u2", "<f8", "?"])
+
+
+@st.composite
+def npz_files(draw) -> bytes:
+    clean = draw(st.booleans())  # half the files are valid traces (the run path takes most of them)
+    n = draw(st.integers(0 if not clean else 1, 6))
+    arrays = {}
+    extra = ["vm", "asid"] if clean else ["vm", "asid", "size"]
+    names = ["vaddr", "op"] + draw(st.lists(st.sampled_from(extra), max_size=2, unique=True))
+    if not clean and draw(rarely(4)):
+        names.remove(draw(st.sampled_from(["vaddr", "op"])))
+    for name in names:
+        good = clean or not draw(rarely(3))
+        dtype = np.dtype(NPZ_COLUMNS.get(name, np.uint8)) if good else np.dtype(draw(dtypes))
+        length = n if clean or not draw(rarely(4)) else draw(st.integers(0, 7))
+        if name == "op" and good:
+            ops = sorted(VALID_OPS) + ([] if clean else [3, 99, 255])
+            values = draw(st.lists(st.sampled_from(ops), min_size=length, max_size=length))
+        elif name == "vaddr":
+            wide = st.one_of(st.integers((1 << VA_BITS) - 1, 1 << VA_BITS), st.integers(0, (1 << 64) - 1),
+                             st.integers(-5, -1))
+            values = draw(st.lists(st.integers(0, 1 << 20) if clean else st.one_of(st.integers(0, 1 << 20), wide),
+                                   min_size=length, max_size=length))
+        elif clean:
+            values = draw(st.lists(st.integers(0, 0 if name == "vm" else 9), min_size=length, max_size=length))
+        else:
+            values = draw(st.lists(st.one_of(st.just(0), st.integers(-3, 70000)), min_size=length, max_size=length))
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            values = [min(max(v, info.min), info.max) for v in values]
+        array = np.array(values, dtype=dtype)
+        if not clean and draw(rarely(10)):
+            array = array.reshape(-1, 1) if draw(st.booleans()) else np.array(values[0] if values else 0, dtype=dtype)
+        arrays[name] = array
+    buf = io.BytesIO()
+    (np.savez_compressed if draw(st.booleans()) else np.savez)(buf, **arrays)
+    raw = buf.getvalue()
+    if not clean and draw(rarely(3)):
+        raw = draw(mutated(raw))
+    return raw
+
+
+def expected_npz(path: Path, n_vms: int | None, va_bits: int | None) -> np.ndarray | None:
+    """The records of an npz trace as numpy.load reads it, or None when it must be refused."""
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except Exception:  # any damage numpy notices
+        return None
+    if not set(arrays) <= set(NPZ_COLUMNS) or not {"vaddr", "op"} <= set(arrays):
+        return None
+    lengths = set()
+    for a in arrays.values():
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            return None
+        lengths.add(len(a))
+    if len(lengths) != 1 or lengths == {0}:
+        return None
+    out = np.zeros(lengths.pop(), TRACE_DTYPE)
+    for name, a in arrays.items():
+        values = [int(v) for v in a]
+        if any(v < 0 or v > np.iinfo(NPZ_COLUMNS[name]).max for v in values):
+            return None
+        out[name] = values
+    for op, va, vm in zip(out["op"].tolist(), out["vaddr"].tolist(), out["vm"].tolist()):
+        if op not in VALID_OPS or (op == 16 and va >= 1 << 16):
+            return None
+        if n_vms is not None and vm >= n_vms:
+            return None
+        if va_bits is not None and op in ADDRESS_OPS and va >> va_bits:
+            return None
+    return out
+
+
+def check_npz(raw: bytes, registry) -> None:
+    path = trace_file("npz", raw)
+    for read, expected in ((lambda: run_path_records("npz", path, registry), expected_npz(path, 1, VA_BITS)),
+                           (lambda: info_path_records(path, registry), expected_npz(path, None, None))):
+        got = outcome(read)
+        if expected is None:
+            assert isinstance(got, SlatframeError), got
+        else:
+            assert not isinstance(got, SlatframeError), got
+            assert np.array_equal(got, expected)
+
+
+# -- the tests --------------------------------------------------------------------------------------
+
+
+@CI
+@given(raw=lackey_files())
+def test_fuzz_lackey(registry, raw):
+    check_text_or_binary("lackey", raw, registry)
+
+
+@CI
+@given(raw=champsim_files())
+def test_fuzz_champsim(registry, raw):
+    check_text_or_binary("champsim", raw, registry)
+
+
+@CI
+@given(raw=npz_files())
+def test_fuzz_npz(registry, raw):
+    check_npz(raw, registry)
+
+
+@pytest.mark.slow
+@SLOW
+@given(raw=lackey_files())
+def test_fuzz_lackey_many(registry, raw):
+    check_text_or_binary("lackey", raw, registry)
+
+
+@pytest.mark.slow
+@SLOW
+@given(raw=champsim_files())
+def test_fuzz_champsim_many(registry, raw):
+    check_text_or_binary("champsim", raw, registry)
+
+
+@pytest.mark.slow
+@SLOW
+@given(raw=npz_files())
+def test_fuzz_npz_many(registry, raw):
+    check_npz(raw, registry)
+
+
+def test_the_fuzz_parsers_agree_with_the_documented_examples():
+    """The parsers above, on the examples docs/trace-format.md gives."""
+    assert parse_lackey(b"==1== x\nI  0401ab70,3\n M 0421e8f0,4\n") == [(2, 0x0401ab70), (0, 0x0421e8f0),
+                                                                       (1, 0x0421e8f0)]
+    assert parse_lackey(b" L -10,8\n") is None and parse_lackey(b"") is None and parse_lackey(b"==\n") is None
+    assert parse_lackey(b"I  " + b"0" * 20 + b"ffffffffffffffff,1") == [(2, (1 << 64) - 1)]
+    assert parse_lackey(b"I  1" + b"0" * 16 + b",1") is None
+    assert parse_champsim(champsim_record(5, [0, 6], [7])) == [(2, 5), (0, 6), (1, 7)]
+    assert parse_champsim(champsim_record(5, [], [])[:63]) is None
