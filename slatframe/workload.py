@@ -81,7 +81,8 @@ def checked_chunks(chunks: Any, where: str, n_vms: int | None, va_bits: int | No
     A factory result that is not an iterable of arrays (None, a single array, a number)
     is a :class:`PluginError` naming ``where``."""
     if chunks is None or isinstance(chunks, (np.ndarray, str, bytes)) or not hasattr(chunks, "__iter__"):
-        what = "None" if chunks is None else f"a {type(chunks).__name__}"
+        what = ("None" if chunks is None else "a single array" if isinstance(chunks, np.ndarray)
+                else f"an object of type {type(chunks).__name__}")
         raise PluginError(f"{where}: the workload factory returned {what}; it must return an iterable "
                           f"(a list or a generator) of numpy arrays of dtype {TRACE_DTYPE}.")
     done = 0

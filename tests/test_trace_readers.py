@@ -198,3 +198,165 @@ path = "{trace.name}"
     m = json.loads(out.read_text())["metrics"]
     assert m["accesses"] == len(t["vaddr"]) and m["walk.refs_max"] == 24
     assert m["faults.guest"] == len(np.unique(t["vaddr"] >> np.uint64(12)))
+
+
+# -- inputs that are refused (docs/trace-format.md) -------------------------------------------
+
+
+def read_any(path, fmt=None):
+    """The records ``slatframe trace info`` reads from ``path``."""
+    from slatframe.registry import Registry
+    from slatframe.tracetools import read_trace
+
+    return list(read_trace(path, fmt, Registry()))
+
+
+def refused(path, fmt=None) -> str:
+    with pytest.raises(TraceError) as info:
+        read_any(path, fmt)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("fmt", [None, "lackey"])
+def test_negative_lackey_address_is_a_line_error(tmp_path, fmt):
+    path = tmp_path / "neg.lackey"
+    path.write_bytes(b"I  0401ab70,3\n L -10,8\n")
+    assert "line 2 is ' L -10,8'" in refused(path, fmt)
+
+
+def test_lackey_address_of_more_than_64_bits_is_refused(tmp_path):
+    path = tmp_path / "wide.lackey"
+    path.write_bytes(b"I  0000ffffffffffffffff,3\nI  10000000000000000,3\n")  # 2**64 - 1, then 2**64
+    assert "line 2 is 'I  10000000000000000,3'" in refused(path)
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, lzma.compress])
+def test_damaged_compressed_lackey_is_one_sentence(tmp_path, compress):
+    whole = compress(LACKEY * 50)
+    damaged = bytearray(whole)
+    damaged[len(whole) // 2] ^= 0xFF
+    for name, data in (("truncated", whole[: len(whole) // 2]), ("flipped", bytes(damaged))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        for fmt in (None, "lackey"):
+            assert "compressed file is damaged" in refused(path, fmt)
+
+
+@pytest.mark.parametrize("fmt", [None, "lackey", "champsim", "npz"])
+def test_missing_file_and_directory(tmp_path, fmt):
+    assert refused(tmp_path / "nope.lackey", fmt).endswith("trace file does not exist.")
+    assert refused(tmp_path, fmt).endswith("is a directory; a trace is a file.")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root reads any file")
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "t.lackey"
+    path.write_bytes(LACKEY)
+    path.chmod(0)
+    assert "permission denied" in refused(path)
+
+
+def test_trace_commands_on_a_missing_file_exit_2(tmp_path, capsys):
+    for argv in (["trace", "info", str(tmp_path / "nope")], ["trace", "convert", str(tmp_path / "nope"),
+                                                               str(tmp_path / "o.npz")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "does not exist" in err
+    assert not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.parametrize("fmt", [None, "lackey", "champsim"])
+@pytest.mark.parametrize("compress", [None, gzip.compress, lzma.compress])
+def test_empty_trace_is_refused(tmp_path, fmt, compress):
+    path = tmp_path / "empty"
+    path.write_bytes(compress(b"") if compress else b"")
+    assert "empty" in refused(path, fmt)
+
+
+def test_lackey_of_only_messages_is_refused(tmp_path):
+    path = tmp_path / "t.lackey"
+    path.write_bytes(b"==1== Lackey\n\n==1== done\n")
+    assert "holds no trace records" in refused(path)
+
+
+def test_binary_garbage_without_zero_bytes_is_a_lackey_line_error(tmp_path):
+    path = tmp_path / "junk"
+    path.write_bytes(bytes(range(1, 256)) * 3)
+    assert "line 1 is" in refused(path)
+
+
+def test_lackey_line_too_long(tmp_path):
+    from slatframe_plugins.trace_readers import LINE_LIMIT
+
+    path = tmp_path / "long.lackey"
+    path.write_bytes(b"I  0401ab70,3\n" + b"==" + b"x" * LINE_LIMIT + b"\nI  0401ab70,3\n")
+    assert f"line 2 is longer than {LINE_LIMIT} bytes" in refused(path)
+    path.write_bytes(b"I  0401ab70,3\n" * 3 + b"I" * (3 * LINE_LIMIT))  # no newline: not read whole
+    assert f"line 4 is longer than {LINE_LIMIT} bytes" in refused(path, "lackey")
+    path.write_bytes(b"==" + b"x" * (LINE_LIMIT - 2) + b"\nI  0401ab70,3")  # the longest allowed line
+    assert records(read_lackey(path, 10)) == [(IFETCH, 0x0401ab70)]
+
+
+def test_non_utf8_bytes(tmp_path):
+    path = tmp_path / "t.lackey"
+    path.write_bytes(b"==1== caf\xe9 \xff\n I 0401ab70,3\n")  # skipped in a '==' line
+    assert records(read_lackey(path, 10)) == [(IFETCH, 0x0401ab70)]
+    path.write_bytes(b"I  0401ab70,3\n L 04\xe9ab70,3\n")
+    assert "line 2 is ' L 04\ufffdab70,3'" in refused(path)
+
+
+def test_lackey_line_numbers_across_blocks(tmp_path, monkeypatch):
+    """A bad line is named by its number however the file is cut into blocks."""
+    from slatframe_plugins import trace_readers
+
+    monkeypatch.setattr(trace_readers, "_BLOCK", 7)
+    path = tmp_path / "t.lackey"
+    path.write_bytes(LACKEY + b"I  0401ab70,3\r\n" * 5 + b" L zz,8\n")
+    assert "line 14 is ' L zz,8'" in refused(path, "lackey")
+    path.write_bytes(LACKEY * 3)
+    assert records(read_lackey(path, 4)) == LACKEY_RECORDS * 3
+
+
+@pytest.mark.parametrize("extra", [1, 63, 65])
+def test_champsim_size_not_a_multiple_of_64(tmp_path, extra):
+    path = tmp_path / "t.champsim"
+    path.write_bytes(champsim_record(1) * 2 + b"\x00" * extra)
+    whole, rest = divmod(128 + extra, 64)
+    assert f"record {whole} is truncated: {rest} of its 64 bytes" in refused(path, "champsim")
+
+
+def test_champsim_read_in_short_pieces(tmp_path, monkeypatch):
+    """A reader whose reads return less than asked still yields whole records."""
+    import io
+    from slatframe_plugins import trace_readers
+
+    blob = b"".join(champsim_record(i + 1, [100 + i], [200 + i]) for i in range(20))
+
+    class Dribble(io.RawIOBase):
+        def __init__(self):
+            self.data = io.BytesIO(blob)
+
+        def read(self, n=-1):
+            return self.data.read(min(n, 10) if n >= 0 else 10)
+
+    monkeypatch.setattr(trace_readers, "open_trace", lambda path: Dribble())
+    expected = [r for i in range(20) for r in ((IFETCH, i + 1), (READ, 100 + i), (WRITE, 200 + i))]
+    assert records(read_champsim("x", 5)) == expected
+
+
+def test_bad_op_in_npz_is_refused_by_info(tmp_path):
+    path = tmp_path / "t.npz"
+    np.savez(path, vaddr=np.arange(3, dtype=np.uint64), op=np.array([0, 7, 0], np.uint8))
+    assert "record 1 has op 7" in refused(path)
+
+
+def test_convert_to_an_unwritable_place_is_one_sentence(tmp_path, capsys):
+    src = tmp_path / "t.lackey"
+    src.write_bytes(LACKEY)
+    (tmp_path / "file").write_bytes(b"")
+    assert main(["trace", "convert", str(src), str(tmp_path / "file" / "out.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be written" in err

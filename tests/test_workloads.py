@@ -129,3 +129,181 @@ def test_zipf_rank_frequencies_follow_the_law():
     expected = n / np.arange(1, pages + 1) ** s / np.sum(1 / np.arange(1, pages + 1) ** s)
     for r in range(5):
         assert abs(counts[r] - expected[r]) < 5 * np.sqrt(expected[r]), (r, counts[r], expected[r])
+
+
+# -- inputs that are refused (docs/trace-format.md) -------------------------------------------
+
+
+def patched_zip(path, local_offset, central_offset, value, mask=False):
+    """Rewrite a 2-byte field of every local and central zip header."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", local_offset), (b"PK\x01\x02", central_offset)):
+        at = raw.find(signature)
+        while at >= 0:
+            old = struct.unpack_from("<H", raw, at + offset)[0]
+            struct.pack_into("<H", raw, at + offset, old | value if mask else value)
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
+
+
+def small_npz(path, compressed=False):
+    (np.savez_compressed if compressed else np.savez)(
+        path, vaddr=np.arange(4, dtype=np.uint64), op=np.zeros(4, np.uint8))
+
+
+def npz_refused(path) -> str:
+    with pytest.raises(TraceError) as info:
+        list(read_npz(path, 3))
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_npz_encrypted_member(tmp_path):
+    path = tmp_path / "t.npz"
+    small_npz(path)
+    patched_zip(path, 6, 8, 0x1, mask=True)  # general-purpose flag bit 0: encrypted
+    assert "array 'vaddr' is encrypted" in npz_refused(path)
+
+
+@pytest.mark.parametrize("method,name", [(9, "deflate64"), (98, "ppmd"), (77, "unknown")])
+def test_npz_unsupported_compression(tmp_path, method, name):
+    path = tmp_path / "t.npz"
+    small_npz(path, compressed=True)
+    patched_zip(path, 8, 10, method)
+    assert f"uses zip compression method {method} ({name}); allowed are stored, deflate" in npz_refused(path)
+
+
+def test_npz_member_that_is_not_npy(tmp_path):
+    import zipfile
+
+    path = tmp_path / "t.npz"
+    small_npz(path)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("vm", b"not an array")
+    assert "member 'vm' is not part of the format" in npz_refused(path)
+
+
+def test_npz_member_longer_than_its_header(tmp_path):
+    import zipfile
+
+    path = tmp_path / "t.npz"
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.arange(4, dtype=np.uint64))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("vaddr.npy", buf.getvalue() + b"\0" * 8)
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.zeros(4, np.uint8))
+        zf.writestr("op.npy", buf.getvalue())
+    assert "array 'vaddr' holds more data than its 4 records" in npz_refused(path)
+
+
+def test_npz_damaged_data_fails_its_crc(tmp_path):
+    path = tmp_path / "t.npz"
+    np.savez(path, vaddr=np.full(4, 0x1000, dtype=np.uint64), op=np.zeros(4, np.uint8))
+    raw = bytearray(path.read_bytes())
+    at = raw.find(np.full(4, 0x1000, dtype=np.uint64).tobytes())
+    raw[at + 1] ^= 0x01  # 0x1000 -> 0x1100: still a valid .npy, only the CRC tells
+    path.write_bytes(bytes(raw))
+    assert "Bad CRC-32" in npz_refused(path)
+
+
+@pytest.mark.parametrize("arrays,needle", [
+    ({"vaddr": np.zeros(0, np.uint64), "op": np.zeros(0, np.uint8)}, "holds no trace records"),
+    ({"vaddr": np.zeros(3, np.uint64), "op": np.zeros(3, bool)}, "'op' has shape (3,) and dtype bool"),
+    ({"vaddr": np.uint64(5), "op": np.zeros(1, np.uint8)}, "'vaddr' has shape () and dtype uint64"),
+    ({"vaddr": np.zeros(3, np.uint64), "op": np.zeros(3, np.uint8), "vm": np.array([0, 70000, 0])},
+     "record 1 of array 'vm' is 70000, outside the range of uint16"),
+])
+def test_npz_more_bad_input(tmp_path, arrays, needle):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    assert needle in npz_refused(path)
+
+
+def trace_of(ops, vaddrs):
+    t = np.zeros(len(ops), dtype=TRACE_DTYPE)
+    t["op"], t["vaddr"] = ops, vaddrs
+    return t
+
+
+def test_check_chunk_refuses_addresses_wider_than_the_format():
+    from slatframe.trace import CONTEXT_SWITCH, FLUSH, IFETCH, INVLPG, MAP, PROTECT, READ, UNMAP, WRITE
+
+    top = (1 << 48) - 1
+    ok = trace_of([READ, WRITE, IFETCH, MAP, UNMAP, PROTECT, INVLPG, FLUSH, CONTEXT_SWITCH],
+                  [top, top, 0, top, top, top, top, (1 << 64) - 1, 65535])
+    check_chunk(ok, "w", 1, 0, va_bits=48)  # a flush's vaddr is unused; a context switch's is an asid
+    for i, op in enumerate([READ, WRITE, IFETCH, MAP, UNMAP, PROTECT, INVLPG]):
+        bad = ok.copy()
+        bad["vaddr"][i] = top + 1
+        with pytest.raises(TraceError, match=rf"record {10 + i} \(\w+\) has address 0x1000000000000, wider than "
+                                             r"the 48-bit .* allowed are 0\.\.0xffffffffffff"):
+            check_chunk(bad, "w", 1, 10, va_bits=48)
+        check_chunk(bad, "w", 1, 10, va_bits=57)
+        check_chunk(bad, "w", 1, 10)  # no width given: not checked
+    bad = ok.copy()
+    bad["vaddr"][8] = 65536
+    with pytest.raises(TraceError, match="record 8 is a context switch to asid 65536; asids are 0..65535"):
+        check_chunk(bad, "w", 1, 0)
+
+
+def test_format_widths(registry):
+    widths = {}
+    for name in ("x86-64", "x86-64-la57", "ept", "npt"):
+        record = registry.get("page-table formats", name)
+        widths[name] = record.factory(record.options() if record.options else None).va_bits
+    assert widths == {"x86-64": 48, "x86-64-la57": 57, "ept": 48, "npt": 48}
+
+
+def test_run_refuses_a_wide_address_and_names_the_file(tmp_path, capsys):
+    from slatframe.cli import main
+
+    trace = tmp_path / "wide.lackey"
+    trace.write_bytes(b"I  0401ab70,3\n L 1000000000000,8\n")
+    config = tmp_path / "exp.toml"
+    config.write_text('[experiment]\nname = "w"\nengine = "reference"\n[machine]\nslat = "native"\n'
+                      '[[tlb.levels]]\nname = "l1"\nsets = 4\nways = 2\n'
+                      '[workload]\nsource = "lackey"\npath = "wide.lackey"\n')
+    out = tmp_path / "r.json"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"(file {trace})" in err and "record 1 (read) has address 0x1000000000000" in err
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--set", "machine.guest_format=x86-64-la57"]) == 0
+    trace.unlink()
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    assert "wide.lackey: trace file does not exist." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("result,needle,error", [
+    (None, "returned None", "PluginError"),
+    (np.zeros(3, dtype=TRACE_DTYPE), "returned a single array; it must return an iterable", "PluginError"),
+    (7, "returned an object of type int", "PluginError"),
+    ([[1, 2]], "yielded a list after record 0", "PluginError"),
+    ([np.zeros(2, dtype=TRACE_DTYPE), "x"], "yielded a str after record 2", "PluginError"),
+    ([np.zeros(2, dtype=np.uint64)], "yielded records of dtype uint64", "TraceError"),
+    ([np.zeros((2, 2), dtype=TRACE_DTYPE)], "yielded an array of shape (2, 2)", "TraceError"),
+])
+def test_bad_workload_plugins_are_one_sentence(registry, result, needle, error):
+    """A workload plugin whose factory returns the wrong thing is named in one sentence."""
+    import attrs
+
+    from slatframe import errors
+    from slatframe.engine import workload_chunks
+    from slatframe.records import WorkloadRecord
+    from slatframe.testing import build, tiny_config
+
+    @attrs.frozen
+    class NoOptions:
+        pass
+
+    config, reg = build(tiny_config(workload={"source": "synthetic", "accesses": 10}), registry)
+    bad = WorkloadRecord(name="broken", summary="returns the wrong thing", factory=lambda o, ctx: result,
+                         options=NoOptions)
+    patched = type("R", (), {"get": lambda self, kind, name: bad if kind == "workloads" else reg.get(kind, name)})()
+    config = attrs.evolve(config, workload=attrs.evolve(config.workload, name="broken", options=NoOptions()))
+    with pytest.raises(errors.SlatframeError) as info:
+        list(workload_chunks(config, patched))
+    assert type(info.value).__name__ == error
+    assert str(info.value).startswith("workload 'broken'") and needle in str(info.value)
