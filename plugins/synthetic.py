@@ -28,19 +28,33 @@ on; a part that ends drops out.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import attrs
 import numpy as np
 
 from slatframe import hookimpl
 from slatframe.errors import ConfigError
-from slatframe.options import PluginChoice, option
+from slatframe.options import ConfigFacts, PluginChoice, option
 from slatframe.records import WorkloadRecord
 from slatframe.trace import CONTEXT_SWITCH, MAP, READ, TRACE_DTYPE, UNMAP, WRITE
 
 LINE = 64
 DISTRIBUTIONS = ("uniform", "zipf", "sequential", "gups", "pointer-chase")
+SAMPLER_BYTES = 40  #: bytes per page of a zipf sampler's arrays (weights, cdf, permutation, temporaries)
+INT64_LIMIT = 1 << 63
+
+
+def _address_problem(base: int, extent: int, key: str, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+    """Addresses [base, base + extent) must fit the guest format's virtual addresses."""
+    top = 1 << facts.va_bits
+    if extent > top:
+        yield key, (f"= {extent} is not allowed: the guest format {facts.guest_format.name!r} has "
+                    f"{facts.va_bits}-bit virtual addresses, so at most 2^{facts.va_bits} bytes.")
+    elif base + extent > top:
+        yield "base", (f"= {base:#x} is not allowed: the accesses would reach {base + extent:#x}, beyond the "
+                       f"{facts.va_bits}-bit virtual addresses of the guest format {facts.guest_format.name!r} "
+                       f"(base + {key} must be at most {top:#x}).")
 
 
 @attrs.frozen
@@ -53,6 +67,25 @@ class SyntheticOptions:
     stride: int = option(64, "bytes between consecutive sequential accesses; the stream wraps around at footprint", size=True, min=1)
     write_fraction: float = option(0.0, "probability that an access is a write", min=0.0, max=1.0)
     base: int = option(1 << 32, "first virtual address of the footprint", min=0)
+
+    def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+        extent_key = "page" if self.page > self.footprint else "footprint"
+        yield from _address_problem(self.base, max(self.footprint, self.page), extent_key, facts)
+        if self.distribution == "sequential" and self.accesses * self.stride >= INT64_LIMIT:
+            yield "stride", (f"= {self.stride} is not allowed: accesses x stride must stay below 2^63 "
+                             f"(the stream's offsets are 64-bit integers); here workload.accesses = {self.accesses}.")
+
+    def touched_bytes(self) -> int:
+        """At most this many bytes of virtual memory are touched."""
+        return max(self.footprint, self.page)
+
+    def memory_items(self) -> Iterable[tuple[str, int]]:
+        """(key, bytes) of the generator's own arrays."""
+        pages = max(1, self.footprint // self.page)
+        if self.distribution == "zipf":
+            yield "footprint", pages * SAMPLER_BYTES
+        elif self.distribution == "pointer-chase":
+            yield "footprint", pages * 16
 
 
 def page_sampler(distribution: str, pages: int, exponent: float, rng: np.random.Generator):
@@ -123,6 +156,17 @@ class SessionsOptions:
     vm: int = option(0, "VM index of every record", min=0)
     base: int = option(0x5555_0000_0000, "first virtual address of each working set", min=0)
 
+    def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+        yield from _address_problem(self.base, self.working_set, "working_set", facts)
+
+    def touched_bytes(self) -> int:
+        """Bytes of memory touched at most: each process's working set, and a fresh page per churn."""
+        return self.processes * self.working_set + int(self.accesses * self.churn_rate + 1) * 4096
+
+    def memory_items(self) -> Iterable[tuple[str, int]]:
+        yield "working_set", max(1, self.working_set // 4096) * SAMPLER_BYTES
+        yield "switch_every", min(self.switch_every, self.accesses) * 160
+
 
 def sessions(o: SessionsOptions, chunk_size: int, seed: int, n_vms: int) -> Iterator[np.ndarray]:
     """Yield the chunks of a ``sessions`` trace."""
@@ -181,10 +225,35 @@ class MixPart:
     vm: int = option(0, "VM index given to the part's records", min=0)
 
 
+def _some_parts(parts: tuple) -> None:
+    if not parts:
+        raise ValueError("list at least one part")
+
+
 @attrs.frozen
 class MixOptions:
-    parts: tuple[MixPart, ...] = option(help="the workloads to interleave")
+    parts: tuple[MixPart, ...] = option(help="the workloads to interleave", check_all=_some_parts)
     slice: int = option(10_000, "records per time slice of the heaviest part", min=1)
+
+    def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+        for i, part in enumerate(self.parts):
+            if part.vm >= facts.vms:
+                yield f"parts[{i}].vm", (f"= {part.vm} is not allowed: VM indices go from 0 to {facts.vms - 1} "
+                                         f"(the config has {facts.vms} VM(s)).")
+            inner = getattr(part.workload.options, "problems", None)
+            for key, message in (inner(facts) if callable(inner) else ()):
+                yield f"parts[{i}].workload.{key}", message
+
+    def touched_bytes(self) -> int | None:
+        sizes = [getattr(p.workload.options, "touched_bytes", lambda: None)() for p in self.parts]
+        return None if None in sizes else sum(sizes)
+
+    def memory_items(self) -> Iterable[tuple[str, int]]:
+        yield "slice", self.slice * 64 * len(self.parts)
+        for i, part in enumerate(self.parts):
+            inner = getattr(part.workload.options, "memory_items", None)
+            for key, nbytes in (inner() if callable(inner) else ()):
+                yield f"parts[{i}].workload.{key}", nbytes
 
 
 class _Stream:

@@ -16,10 +16,12 @@ defaults are ChampSim's (PML4 4 entries, PDPT 8, PD 32; see docs/latency-sources
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import attrs
 
 from slatframe import hookimpl
-from slatframe.options import PluginChoice, option
+from slatframe.options import ConfigFacts, PluginChoice, nonempty_name, option
 from slatframe.records import WalkCacheRecord
 from slatframe.walkcache import DIMENSIONS, EntryCache, PrefixCache, TranslationCache
 
@@ -29,9 +31,21 @@ _CHAMPSIM_PSC_WAYS = {4: 4, 3: 8, 2: 32, 5: 2}
 NAME_HELP = "name used in metrics: walk_cache.<name>.hits / .misses"
 
 
-def _levels(value):
-    if not value or any(level < 2 or level > 5 for level in value):
-        raise ValueError("levels are non-leaf table levels from 2 (PDE) to 5 (PML5E)")
+def _levels(value: tuple[int, ...]) -> None:
+    if not value:
+        raise ValueError("list at least one non-leaf table level, from 2 (PDE) to 5 (PML5E)")
+    if len(set(value)) != len(value):
+        raise ValueError("each level may appear once")
+
+
+def _level_problem(level: int, dimension: str, facts: ConfigFacts) -> str | None:
+    """Why a cache of ``level`` entries in ``dimension`` can never hit, or None. (A
+    dimension the scheme does not have is allowed, so one config can sweep machine.slat.)"""
+    have = facts.levels(dimension)
+    if have and level > have:
+        return (f"= {level} is not allowed: the {dimension} format has {have} levels, so its non-leaf "
+                f"levels are 2 to {have}")
+    return None
 
 
 @attrs.frozen
@@ -44,20 +58,37 @@ class PscOptions:
     dimension: str = option("guest", "walk dimension: guest (or 1D) or host (second level)",
                             choices=("guest", "host"))
 
+    def cache_name(self) -> str:
+        return self.name or f"psc-{self.dimension}-l{self.level}"
+
+    def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+        why = _level_problem(self.level, self.dimension, facts)
+        if why:
+            yield "level", why + "."
+
 
 @attrs.frozen
 class PwcOptions:
-    name: str = option("pwc", NAME_HELP)
+    name: str = option("pwc", NAME_HELP, check=nonempty_name)
     sets: int = option(1, "number of sets (1 = fully associative)", min=1)
     ways: int = option(16, "entries per set", min=1)
     policy: PluginChoice = option("lru", "replacement policy", plugin="TLB policies")
-    levels: tuple[int, ...] = option([2, 3, 4], "levels whose entries are cached", check=_levels)
+    levels: tuple[int, ...] = option([2, 3, 4], "levels whose entries are cached", min=2, max=5,
+                                     check_all=_levels)
     dimension: str = option("both", "walk dimensions cached", choices=("guest", "host", "both"))
+
+    def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+        dims = ("guest", "host") if self.dimension == "both" else (self.dimension,)
+        for i, level in enumerate(self.levels):
+            deepest = max(facts.levels(d) for d in dims)
+            if deepest and level > deepest:
+                yield f"levels[{i}]", (f"= {level} is not allowed: the formats of the cached dimensions have "
+                                       f"at most {deepest} levels, so their non-leaf levels are 2 to {deepest}.")
 
 
 @attrs.frozen
 class NestedTlbOptions:
-    name: str = option("ntlb", NAME_HELP)
+    name: str = option("ntlb", NAME_HELP, check=nonempty_name)
     sets: int = option(1, "number of sets (1 = fully associative)", min=1)
     ways: int = option(16, "entries per set", min=1)
     policy: PluginChoice = option("lru", "replacement policy", plugin="TLB policies")
@@ -67,8 +98,7 @@ class NestedTlbOptions:
 
 def make_psc(o: PscOptions, ctx):
     ways = o.ways or _CHAMPSIM_PSC_WAYS[o.level]
-    name = o.name or f"psc-{o.dimension}-l{o.level}"
-    return PrefixCache(name, DIMENSIONS[o.dimension], (o.level,), o.sets, ways, o.policy, ctx)
+    return PrefixCache(o.cache_name(), DIMENSIONS[o.dimension], (o.level,), o.sets, ways, o.policy, ctx)
 
 
 def make_pwc(o: PwcOptions, ctx):

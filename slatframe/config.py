@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import attrs
 
 from .errors import ConfigError
-from .options import BuildContext, PluginChoice, build, option, to_plain
+from .options import BuildContext, ConfigFacts, PluginChoice, build, nonempty_name, option, to_plain
 from .units import format_size
 
 if sys.version_info >= (3, 11):
@@ -24,9 +24,19 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 PAGE_4K = 1 << 12
 
 
+PHYS_LIMIT = 1 << 52  #: physical addresses of the formats' entries: 52 bits
+
+
 def _power_of_two_page(value: int) -> None:
     if value < PAGE_4K or value & (value - 1):
         raise ValueError("a page size is a power of two of at least 4K")
+
+
+def _distinct_sizes(values: tuple) -> None:
+    if not values:
+        raise ValueError("list at least one page size")
+    if len(set(values)) != len(values):
+        raise ValueError("each page size may appear once")
 
 
 @attrs.frozen
@@ -34,7 +44,7 @@ class ExperimentConfig:
     """``[experiment]``: naming, seeding and how the run is executed."""
 
     name: str = option("experiment", "name of the experiment, copied into the result")
-    seed: int = option(1, "seed of every random choice in the run (workloads, random policies)")
+    seed: int = option(1, "seed of every random choice in the run (workloads, random policies)", min=0)
     engine: str = option("auto", "engine tier: auto takes compiled when every plugin has a kernel",
                          choices=("auto", "reference", "compiled"))
     plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
@@ -56,19 +66,19 @@ class MachineConfig:
         None, "page-table format of the second level (the scheme's default if absent; "
         "ignored by schemes without one, so one config can sweep machine.slat)",
         plugin="page-table formats")
-    host_memory: int = option(64 << 30, "host physical memory", size=True, min=PAGE_4K)
+    host_memory: int = option(64 << 30, "host physical memory", size=True, min=PAGE_4K, max=PHYS_LIMIT)
 
 
 @attrs.frozen
 class TlbLevelConfig:
     """``[[tlb.levels]]``: one set-associative TLB array."""
 
-    name: str = option(help="name used in metrics: tlb.<name>.hits")
+    name: str = option(help="name used in metrics: tlb.<name>.hits", check=nonempty_name)
     sets: int = option(help="number of sets (1 = fully associative)", min=1)
     ways: int = option(help="entries per set", min=1)
     policy: PluginChoice = option("lru", "replacement policy", plugin="TLB policies")
     page_sizes: tuple[int, ...] = option([PAGE_4K], "page sizes this array holds", size=True,
-                                         check=_power_of_two_page)
+                                         check=_power_of_two_page, check_all=_distinct_sizes)
     latency: int = option(1, "cycles of a lookup in this level, used by cost models", min=0)
     side: str = option("unified", "accesses this level serves: data (read, write), instruction "
                        "(ifetch) or both", choices=("data", "instruction", "unified"))
@@ -111,8 +121,8 @@ class ContentConfig:
 class VmConfig:
     """``[[vms]]``: one virtual machine (under ``native``: one OS on bare metal)."""
 
-    name: str = option(help="name used in messages and per-VM metrics")
-    memory: int = option(1 << 30, "guest physical memory", size=True, min=PAGE_4K)
+    name: str = option(help="name used in messages and per-VM metrics", check=nonempty_name)
+    memory: int = option(1 << 30, "guest physical memory", size=True, min=PAGE_4K, max=PHYS_LIMIT)
     guest_page_size: int = option(PAGE_4K, "page size the guest OS maps data with", size=True,
                                   check=_power_of_two_page)
     host_page_size: int = option(PAGE_4K, "page size the hypervisor backs guest memory with",
@@ -128,14 +138,15 @@ class ConsolidationConfig:
     """``[consolidation]``: how many sessions a host fits, from the run's cycles per access
     (see docs/cost-models.md)."""
 
-    cores: int = option(help="host cores that run sessions", min=1)
-    core_ghz: float = option(help="core clock in GHz (cycles per nanosecond)", min=0.001)
+    cores: int = option(help="host cores that run sessions", min=1, max=1 << 20)
+    core_ghz: float = option(help="core clock in GHz (cycles per nanosecond)", min=0.001, max=1000.0)
     memory: int = option(help="host memory for sessions and the hypervisor", size=True, min=PAGE_4K)
     reserved_memory: int = option(0, "host memory the hypervisor and management OS keep", size=True, min=0)
     cpu_target: float = option(1.0, "fraction of each core sessions may use", min=0.01, max=1.0)
-    session_accesses_per_s: float = option(help="memory accesses per second one session issues", min=1.0)
+    session_accesses_per_s: float = option(help="memory accesses per second one session issues", min=1.0,
+                                           max=1e15)
     work_per_access: float = option(help="cycles of work per access besides the memory access and "
-                                    "its translation (the session's own computation)", min=0.0)
+                                    "its translation (the session's own computation)", min=0.0, max=1e15)
     session_memory: int = option(help="resident memory of one session before dedup", size=True, min=PAGE_4K)
 
 
@@ -161,6 +172,40 @@ class Config:
         """Plain data that loads back to an equal config (stored in every result)."""
         return to_plain(self)
 
+
+REFUSED_INPUTS = """## Inputs that are refused
+
+`slatframe validate`, `run` and `sweep` resolve the whole config before anything runs, and
+refuse a bad input with one sentence (`slatframe: error: FILE: KEY.PATH = VALUE is not
+allowed: ...`, exit status 2) naming the key path and what is allowed; whatever `run`
+would refuse, `validate` refuses too. Refused:
+
+- a key that is not known here, a required key that is missing, a value of the wrong
+  type: a string, a boolean or a table where a number is expected (booleans are not
+  numbers), a float where an integer is expected;
+- a float that is NaN or infinite (no option here allows them), so every number in a
+  result is finite and the result is strict JSON;
+- an integer or size outside a key's range, and always outside int64 (-2^63 to 2^63-1):
+  for example a negative `experiment.seed`, `machine.host_memory` or `vms[].memory` above
+  4096T (52-bit physical addresses), `[consolidation]` values beyond what a host can be
+  (`cores` > 2^20, `core_ghz` > 1000, `session_accesses_per_s` or `work_per_access` > 1e15);
+- workload addresses beyond the guest format's virtual address width (48 bits for
+  `x86-64`, 57 for `x86-64-la57`): `base` + `footprint` (or + `working_set`), and a
+  `sequential` stream whose `accesses` x `stride` reaches 2^63;
+- a workload or mix part whose `vm` index is not a configured VM, a `mix` with no parts;
+- an empty or duplicate `tlb.levels[].name` or `vms[].name`, two walk caches with the
+  same name (their counters would merge), an empty walk-cache name (`pwc`, `nested-tlb`);
+- TLB `page_sizes` that are empty, repeated, or not a leaf size of the configured
+  formats (`4K`, `2M`, `1G` on every built-in format); the message lists the sizes;
+- a walk cache of a level its dimension's format does not have (`psc` `level = 5` or
+  `pwc` `levels = [5]` on a 4-level format; a dimension the scheme lacks is allowed, so
+  one config can sweep `machine.slat`);
+- a config whose estimated memory (TLB and walk-cache arrays, the cost model's data
+  caches, simulated-memory bookkeeping, the workload's arrays, records in flight; see
+  `slatframe/footprint.py`) exceeds the memory available on this machine
+  (`MemAvailable`); the message names the key that dominates. The environment variable
+  `SLATFRAME_MEMORY_LIMIT` (a size such as `"8G"`) sets another limit.
+"""
 
 # -- overrides -------------------------------------------------------------------
 
@@ -254,7 +299,11 @@ def plugin_files(raw: dict[str, Any], base_dir: Path, where: str) -> list[Path]:
     out = []
     for f in files:
         p = Path(f) if Path(f).is_absolute() else base_dir / f
-        if not p.is_file():
+        try:
+            found = p.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
             raise ConfigError(f"{where}: experiment.plugins names {f!r}, which does not exist (looked in {base_dir}).")
         out.append(p)
     return out
@@ -318,6 +367,17 @@ def check_config(config: Config, ctx: BuildContext) -> None:
                 ctx.fail(f"vms[{i}].{key}", f"= {format_size(size)!r} is not allowed: format {fmt.name!r} maps {allowed}.")
         if vm.memory % max(vm.guest_page_size, vm.host_page_size):
             ctx.fail(f"vms[{i}].memory", f"= {format_size(vm.memory)!r} is not allowed: it must be a multiple of the page sizes.")
+    _check_page_sizes(config, ctx, guest_fmt, host_fmt)
+    _check_walk_cache_names(config, ctx)
+    facts = ConfigFacts(vms=len(config.vms), guest_format=guest_fmt, host_format=host_fmt)
+    for path, choice in _plugin_choices(config):
+        problems = getattr(choice.options, "problems", None)
+        for key, message in (problems(facts) if callable(problems) else ()):
+            ctx.fail(f"{path}.{key}" if key else path, message)
+    vm = getattr(config.workload.options, "vm", None)
+    if isinstance(vm, int) and vm >= len(config.vms):
+        ctx.fail("workload.vm", f"= {vm} is not allowed: VM indices go from 0 to {len(config.vms) - 1} "
+                                f"(the config has {len(config.vms)} VM(s)).")
     c = config.consolidation
     if c is not None and c.reserved_memory >= c.memory:
         ctx.fail("consolidation.reserved_memory", f"= {format_size(c.reserved_memory)!r} is not allowed: it must be "
@@ -326,6 +386,48 @@ def check_config(config: Config, ctx: BuildContext) -> None:
     if config.experiment.warmup and isinstance(accesses, int) and config.experiment.warmup >= accesses:
         ctx.fail("experiment.warmup", f"= {config.experiment.warmup} is not allowed: the workload has "
                                       f"{accesses} accesses (workload.accesses); the warmup must end before them.")
+    from .footprint import check_footprint
+
+    check_footprint(config, ctx)
+
+
+def _plugin_choices(config: Config) -> list[tuple[str, PluginChoice]]:
+    """Every resolved plugin reference of ``config`` with its key path."""
+    out = [("machine.slat", config.machine.slat), ("workload", config.workload), ("cost", config.cost)]
+    out += [(f"walk_caches[{i}]", c) for i, c in enumerate(config.walk_caches)]
+    if config.dedup is not None:
+        out.append(("dedup", config.dedup))
+    return out
+
+
+def _check_page_sizes(config: Config, ctx: BuildContext, *formats: Any) -> None:
+    """Every TLB page size is a leaf size of a configured format."""
+    supported = sorted({size for fmt in formats if fmt is not None for size in fmt.leaf_sizes})
+    names = " and ".join(repr(fmt.name) for fmt in formats if fmt is not None)
+    for i, level in enumerate(config.tlb.levels):
+        for j, size in enumerate(level.page_sizes):
+            if size not in supported:
+                ctx.fail(f"tlb.levels[{i}].page_sizes[{j}]",
+                         f"= {format_size(size)!r} is not allowed: the configured formats ({names}) map "
+                         f"{', '.join(format_size(s) for s in supported)}.")
+
+
+def cache_name(options: Any) -> str | None:
+    """The name a walk cache's counters carry (``options.cache_name()`` or ``options.name``)."""
+    named = getattr(options, "cache_name", None)
+    return named() if callable(named) else getattr(options, "name", None)
+
+
+def _check_walk_cache_names(config: Config, ctx: BuildContext) -> None:
+    seen: dict[str, int] = {}
+    for i, choice in enumerate(config.walk_caches):
+        name = cache_name(choice.options)
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            ctx.fail(f"walk_caches[{i}].name", f"= {name!r} is not allowed: walk_caches[{seen[name]}] has that "
+                                               "name already, and each walk cache needs its own counters.")
+        seen[name] = i
 
 
 def resolved_format(config: Config, which: str, registry: Any):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, SimulationError
+
+LIMIT = 1 << 63  #: sessions are stored in int64 columns
 
 
 def consolidation_metrics(m: dict[str, Any], c: Any) -> dict[str, Any]:
@@ -33,8 +35,16 @@ def consolidation_metrics(m: dict[str, Any], c: Any) -> dict[str, Any]:
     used = saved_bytes + m.get("dedup.host_bytes_in_use", 0)
     saved = saved_bytes / used if used else 0.0
     memory_per_session = c.session_memory * (1.0 - saved)
-    cpu_limit = math.floor(c.cores * c.cpu_target / cpu_per_session)
-    memory_limit = math.floor(max(0, c.memory - c.reserved_memory) / memory_per_session)
+    if memory_per_session <= 0:
+        raise SimulationError("[consolidation] needs memory per session: dedup saved every byte "
+                              "(dedup.host_bytes_in_use is 0), so sessions per host are unbounded.")
+    cpu_sessions = c.cores * c.cpu_target / cpu_per_session
+    memory_sessions = max(0, c.memory - c.reserved_memory) / memory_per_session
+    if not cpu_sessions < LIMIT or not memory_sessions < LIMIT:
+        raise ConfigError(f"[consolidation] gives more than 2^63 sessions per host (cycles per access "
+                          f"{cycles:g}); raise consolidation.work_per_access or session_accesses_per_s.")
+    cpu_limit = math.floor(cpu_sessions)
+    memory_limit = math.floor(memory_sessions)
     return {
         "consolidation.cycles_per_access": cycles,
         "consolidation.cpu_per_session": cpu_per_session,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import attrs
 
-from .config import Config
+from .config import REFUSED_INPUTS, Config
 from .registry import Registry
 from .units import format_size
 
@@ -83,6 +83,7 @@ def config_reference(registry: Registry) -> str:
                        (TlbLevelConfig, "[[tlb.levels]]"), (VmConfig, "[[vms]]"),
                        (ContentConfig, "vms[].content"), (ConsolidationConfig, "[consolidation]")]:
         lines += table_doc(cls, title)
+    lines += [REFUSED_INPUTS]
     lines += ["## Plugin options", "",
               "Options of each registered plugin, by hook point (plugins without options are listed bare).", ""]
     for point, provided in registry.records.items():

@@ -6,6 +6,7 @@ values and unknown keys, and resolves plugin references against the registry.
 """
 from __future__ import annotations
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,8 @@ from .errors import ConfigError
 from .units import SIZE_HELP, format_size, parse_size
 
 _MISSING = attrs.NOTHING
+INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)
 
 
 def option(
@@ -28,25 +31,35 @@ def option(
     min: float | None = None,
     max: float | None = None,
     check: Callable[[Any], None] | None = None,
+    check_all: Callable[[tuple], None] | None = None,
     plugin: str | None = None,
     name_key: str = "name",
     path: bool = False,
+    nonfinite: bool = False,
 ) -> Any:
     """Declare a config field.
 
     ``size`` accepts sizes with units; ``choices`` lists the allowed strings; ``min``/``max``
-    bound numbers; ``check(value)`` raises ValueError with what is allowed; ``plugin``
-    names a hook point (``"TLB policies"``) whose registered name the value must be,
-    given as a string or a table with ``name_key`` plus the plugin's own options;
-    ``path`` resolves a relative path against the config file's folder.
+    bound numbers (integers and sizes are always within int64); ``check(value)`` raises
+    ValueError with what is allowed (for a list field: for each item, and ``check_all``
+    for the whole list); ``plugin`` names a hook point (``"TLB policies"``) whose
+    registered name the value must be, given as a string or a table with ``name_key``
+    plus the plugin's own options; ``path`` resolves a relative path against the config
+    file's folder. A float field takes finite numbers only, unless ``nonfinite``.
     """
     meta = {"help": help, "size": size, "choices": tuple(choices) if choices else None,
-            "min": min, "max": max, "check": check, "plugin": plugin,
-            "name_key": name_key, "path": path}
+            "min": min, "max": max, "check": check, "check_all": check_all, "plugin": plugin,
+            "name_key": name_key, "path": path, "nonfinite": nonfinite}
     if isinstance(default, (list, dict)):
         frozen = tuple(default) if isinstance(default, list) else dict(default)
         return attrs.field(factory=lambda: frozen, metadata=meta)
     return attrs.field(default=default, metadata=meta)
+
+
+def nonempty_name(value: str) -> None:
+    """A ``check`` for names used in metrics and messages: not empty, not only spaces."""
+    if not value.strip():
+        raise ValueError("a name must not be empty")
 
 
 @attrs.frozen
@@ -55,6 +68,30 @@ class PluginChoice:
 
     name: str
     options: Any
+
+
+@attrs.frozen
+class ConfigFacts:
+    """What an options class's ``problems(facts)`` may check its values against.
+
+    ``problems`` (optional on any plugin's options class) yields ``(key, message)``
+    pairs: a key path relative to the options' table and the rest of the sentence
+    (``"= 5 is not allowed: ..."``). Config resolution reports the first one.
+    """
+
+    vms: int  #: number of configured VMs
+    guest_format: Any  #: the guest side's PageTableFormat
+    host_format: Any = None  #: the host side's PageTableFormat (None without a second level)
+
+    @property
+    def va_bits(self) -> int:
+        """Width of a guest virtual address: 12 bits of page offset and 9 per level."""
+        return 12 + 9 * self.guest_format.levels
+
+    def levels(self, dimension: str) -> int:
+        """Table levels of the ``guest`` or ``host`` dimension (0 if there is none)."""
+        fmt = self.guest_format if dimension == "guest" else self.host_format
+        return fmt.levels if fmt is not None else 0
 
 
 @attrs.frozen
@@ -141,7 +178,13 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
         item_tp = typing.get_args(tp)[0]
         if not isinstance(value, list):
             ctx.fail(path, f"= {_describe(value)} is not allowed: expected a list.")
-        return tuple(convert(item_tp, meta, v, _join(path, i), ctx) for i, v in enumerate(value))
+        items = tuple(convert(item_tp, meta, v, _join(path, i), ctx) for i, v in enumerate(value))
+        if meta.get("check_all"):
+            try:
+                meta["check_all"](items)
+            except ValueError as exc:
+                ctx.fail(path, f"= {_describe_list(items, meta)} is not allowed: {exc}.")
+        return items
     if meta.get("plugin"):
         return resolve_plugin(meta["plugin"], meta.get("name_key", "name"), value, path, ctx)
     if attrs.has(tp):
@@ -151,8 +194,8 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
             out = parse_size(value)
         except ValueError:
             ctx.fail(path, f"= {_describe(value)} is not allowed: expected {SIZE_HELP}.")
-    elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        out = float(value)
+    elif tp is float:
+        out = _to_float(value, meta, path, ctx)
     elif tp in (int, bool, str):
         if type(value) is not tp:
             ctx.fail(path, f"= {_describe(value)} is not allowed: expected {_type_name(tp)}.")
@@ -166,6 +209,25 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
     return out
 
 
+def _to_float(value: Any, meta: Any, path: str, ctx: BuildContext) -> float:
+    """A TOML number as a float: ints and floats, not booleans; finite unless allowed."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        ctx.fail(path, f"= {_describe(value)} is not allowed: expected a number.")
+    try:
+        out = float(value)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out) and not meta.get("nonfinite"):
+        ctx.fail(path, f"= {_describe(value)} is not allowed: expected a finite number.")
+    return out
+
+
+def _describe_list(items: tuple, meta: Any) -> str:
+    if meta.get("size"):
+        return "[" + ", ".join(repr(format_size(v)) if isinstance(v, int) else repr(v) for v in items) + "]"
+    return repr(list(items))
+
+
 def _check(meta: Any, out: Any, raw: Any, path: str, ctx: BuildContext) -> None:
     shown = _describe(raw)
     choices = meta.get("choices")
@@ -173,6 +235,13 @@ def _check(meta: Any, out: Any, raw: Any, path: str, ctx: BuildContext) -> None:
         ctx.fail(path, f"= {shown} is not allowed: choose one of {', '.join(choices)}.")
     lo, hi = meta.get("min"), meta.get("max")
     fmt = format_size if meta.get("size") else str
+    if isinstance(out, int) and not isinstance(out, bool):
+        if lo is None or lo < INT64_MIN:
+            lo = INT64_MIN
+        if hi is None or hi > INT64_MAX:
+            hi = INT64_MAX
+    elif (lo is not None or hi is not None) and (isinstance(out, bool) or not isinstance(out, (int, float))):
+        ctx.fail(path, f"= {shown} is not allowed: expected a number.")
     if lo is not None and out < lo:
         ctx.fail(path, f"= {shown} is not allowed: the minimum is {fmt(lo)}.")
     if hi is not None and out > hi:

@@ -139,3 +139,234 @@ def test_plugin_error_is_not_config_error(tmp_path):
     bad.write_text("raise RuntimeError('boom')\n")
     with pytest.raises(PluginError, match="bad.py"):
         build(tiny_config(experiment={"name": "x", "plugins": ["bad.py"]}), base_dir=tmp_path)
+
+
+# -- "no silent wrong result, no traceback": every bad input is one sentence ----------------
+
+import json  # noqa: E402
+
+import attrs  # noqa: E402
+import math  # noqa: E402
+
+from slatframe.cli import main  # noqa: E402
+
+SYN = {"source": "synthetic", "accesses": 100, "footprint": "1M"}
+SESSIONS = {"source": "sessions", "accesses": 100, "processes": 2, "working_set": "64K"}
+CONSOLIDATION = {"cores": 4, "core_ghz": 2.0, "memory": "64G", "session_accesses_per_s": 1e7,
+                 "work_per_access": 10.0, "session_memory": "1G"}
+
+
+def refused(raw, registry, *needles) -> str:
+    """The one-sentence message refusing ``raw``; fails unless it holds every needle."""
+    with pytest.raises(ConfigError) as info:
+        build(raw, registry)
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message
+
+
+FLOAT_KEYS = [  # (where in the config, key path in messages)
+    (lambda v: tiny_config(workload={**SYN, "write_fraction": v}), "workload.write_fraction"),
+    (lambda v: tiny_config(workload={**SYN, "zipf_exponent": v}), "workload.zipf_exponent"),
+    (lambda v: tiny_config(workload={**SESSIONS, "churn_rate": v}), "workload.churn_rate"),
+    (lambda v: tiny_config(vms=[{"name": "a", "content": {"zero_fraction": v}}]), "vms[0].content.zero_fraction"),
+    (lambda v: tiny_config(vms=[{"name": "a", "content": {"zero_fraction": 0, "pool_fraction": v}}]),
+     "vms[0].content.pool_fraction"),
+    (lambda v: tiny_config(consolidation={**CONSOLIDATION, "core_ghz": v}), "consolidation.core_ghz"),
+    (lambda v: tiny_config(consolidation={**CONSOLIDATION, "cpu_target": v}), "consolidation.cpu_target"),
+    (lambda v: tiny_config(consolidation={**CONSOLIDATION, "work_per_access": v}), "consolidation.work_per_access"),
+    (lambda v: tiny_config(workload={"source": "mix", "parts": [{"workload": SYN, "weight": v}]}),
+     "workload.parts[0].weight"),
+]
+
+
+@pytest.mark.parametrize("make,key", FLOAT_KEYS, ids=[k for _, k in FLOAT_KEYS])
+@pytest.mark.parametrize("bad,expected", [
+    ("0.5", "expected a number"), (True, "expected a number"), ([0.5], "expected a number"),
+    ({}, "expected a number"), (math.nan, "finite"), (math.inf, "finite"), (-math.inf, "finite"),
+])
+def test_float_options_take_finite_numbers_only(registry, make, key, bad, expected):
+    refused(make(bad), registry, f"{key} = ", expected)
+
+
+@pytest.mark.parametrize("make,key", FLOAT_KEYS, ids=[k for _, k in FLOAT_KEYS])
+def test_float_options_take_ints(registry, make, key):
+    config, _ = build(make(1), registry)
+    assert json.loads(json.dumps(config.to_dict(), allow_nan=False)) == config.to_dict()
+
+
+@pytest.mark.parametrize("raw,needles", [
+    (tiny_config(tlb={"levels": [{"name": "l1", "sets": True, "ways": 2}]}), ["tlb.levels[0].sets = True", "integer"]),
+    (tiny_config(tlb={"levels": [{"name": "l1", "sets": 4, "ways": 2.0}]}), ["tlb.levels[0].ways = 2.0", "integer"]),
+    (tiny_config(experiment={"seed": False}), ["experiment.seed = False", "integer"]),
+    (tiny_config(workload={**SYN, "footprint": True}), ["workload.footprint = True", "size"]),
+    (tiny_config(workload={**SYN, "footprint": 1048576.0}), ["workload.footprint = 1048576.0", "size"]),
+    (tiny_config(experiment={"seed": 1 << 64}), ["experiment.seed", str(1 << 64), f"maximum is {(1 << 63) - 1}"]),
+])
+def test_int_options_refuse_bools_floats_and_beyond_int64(registry, raw, needles):
+    refused(raw, registry, *needles)
+
+
+def test_pwc_takes_explicit_levels(registry):
+    config, _ = build(tiny_config(machine={"slat": "intel-ept"},
+                                  walk_caches=[{"type": "pwc", "levels": [3, 2]}]), registry)
+    assert config.walk_caches[0].options.levels == (3, 2)
+
+
+@pytest.mark.parametrize("levels,needles", [
+    ([], ["walk_caches[0].levels = []", "at least one"]),
+    ([2, 2], ["walk_caches[0].levels = [2, 2]", "once"]),
+    ([6], ["walk_caches[0].levels[0] = 6", "maximum is 5"]),
+    ([2, 5], ["walk_caches[0].levels[1] = 5", "2 to 4"]),  # the formats have 4 levels
+])
+def test_pwc_levels_refused(registry, levels, needles):
+    refused(tiny_config(machine={"slat": "intel-ept"}, walk_caches=[{"type": "pwc", "levels": levels}]),
+            registry, *needles)
+
+
+def test_validate_refuses_what_run_would_crash_on(registry):
+    refused(tiny_config(experiment={"seed": -1}), registry, "experiment.seed = -1", "minimum is 0")
+    refused(tiny_config(workload={"source": "mix", "parts": []}), registry, "workload.parts = []", "at least one part")
+    refused(tiny_config(workload={"source": "mix", "parts": [{"workload": SYN, "weight": math.nan}]}), registry,
+            "workload.parts[0].weight = nan", "finite")
+    refused(tiny_config(workload={**SYN, "base": 1 << 63}), registry, "workload.base", f"maximum is {(1 << 63) - 1}")
+    refused(tiny_config(workload={**SYN, "distribution": "sequential", "stride": 10 ** 21}), registry,
+            "workload.stride")
+    refused(tiny_config(workload={**SYN, "distribution": "sequential", "accesses": 1 << 40, "stride": "8M"}),
+            registry, "workload.stride", "2^63")
+    refused(tiny_config(consolidation={**CONSOLIDATION, "core_ghz": math.inf}), registry, "consolidation.core_ghz")
+    refused(tiny_config(workload={"source": "mix", "parts": [{"workload": SYN, "vm": 1}]}), registry,
+            "workload.parts[0].vm = 1", "1 VM(s)")
+
+
+def test_addresses_must_fit_the_guest_format(registry):
+    top48 = 1 << 48  # x86-64: 4 levels x 9 bits + 12 bits of offset
+    fits = tiny_config(workload={**SYN, "base": top48 - (1 << 20)})
+    assert build(fits, registry)[0].workload.options.base == top48 - (1 << 20)
+    refused(tiny_config(workload={**SYN, "base": top48 - (1 << 20) + 4096}), registry,
+            "workload.base", "48-bit", hex(top48))
+    la57 = tiny_config(machine={"slat": "native", "guest_format": "x86-64-la57"},
+                       workload={**SYN, "base": top48})
+    assert build(la57, registry)[0].workload.options.base == top48
+    refused(tiny_config(workload={**SESSIONS, "base": top48 - 4096}), registry, "workload.base", "working_set")
+
+
+@pytest.mark.parametrize("sizes,needles", [
+    (["8K"], ["tlb.levels[0].page_sizes[0] = '8K'", "4K, 2M, 1G"]),
+    (["4K", "512G"], ["tlb.levels[0].page_sizes[1] = '512G'", "4K, 2M, 1G"]),
+    ([], ["tlb.levels[0].page_sizes = []", "at least one"]),
+    (["4K", "2M", "4096"], ["tlb.levels[0].page_sizes = ['4K', '2M', '4K']", "once"]),
+])
+def test_tlb_page_sizes_must_be_the_formats(registry, sizes, needles):
+    refused(tiny_config(tlb={"levels": [{"name": "l1", "sets": 4, "ways": 2, "page_sizes": sizes}]}),
+            registry, *needles)
+
+
+@pytest.mark.parametrize("caches,key", [
+    ([{"type": "pwc"}, {"type": "pwc"}], "walk_caches[1].name = 'pwc'"),
+    ([{"type": "psc", "level": 3}, {"type": "nested-tlb", "name": "psc-guest-l3"}], "walk_caches[1].name = 'psc-guest-l3'"),
+    ([{"type": "psc"}, {"type": "psc", "ways": 4}], "walk_caches[1].name = 'psc-guest-l2'"),
+])
+def test_walk_cache_names_are_unique(registry, caches, key):
+    refused(tiny_config(machine={"slat": "intel-ept"}, walk_caches=caches), registry, key, "walk_caches[0]")
+
+
+def test_psc_level_must_exist_in_its_format(registry):
+    refused(tiny_config(walk_caches=[{"type": "psc", "level": 5}]), registry,
+            "walk_caches[0].level = 5", "4 levels")
+    refused(tiny_config(machine={"slat": "intel-ept"}, walk_caches=[{"type": "psc", "level": 5, "dimension": "host"}]),
+            registry, "walk_caches[0].level = 5", "host format has 4 levels")
+    five, _ = build(tiny_config(machine={"slat": "native", "guest_format": "x86-64-la57"},
+                                walk_caches=[{"type": "psc", "level": 5}]), registry)
+    assert five.walk_caches[0].options.level == 5
+    # a dimension the scheme lacks is allowed (one config sweeps machine.slat)
+    native, _ = build(tiny_config(walk_caches=[{"type": "psc", "level": 5, "dimension": "host"}]), registry)
+    assert native.walk_caches[0].options.dimension == "host"
+
+
+@pytest.mark.parametrize("raw,key", [
+    (tiny_config(vms=[{"name": ""}]), "vms[0].name = ''"),
+    (tiny_config(vms=[{"name": "a"}, {"name": "  "}]), "vms[1].name = '  '"),
+    (tiny_config(tlb={"levels": [{"name": "", "sets": 4, "ways": 2}]}), "tlb.levels[0].name = ''"),
+    (tiny_config(walk_caches=[{"type": "pwc", "name": ""}]), "walk_caches[0].name = ''"),
+    (tiny_config(vms=[{"name": "a"}, {"name": "a"}]), "vms[1].name = 'a'"),
+])
+def test_names_are_not_empty_or_repeated(registry, raw, key):
+    refused(raw, registry, key)
+
+
+@pytest.mark.parametrize("raw,key", [
+    (tiny_config(tlb={"levels": [{"name": "l1", "sets": 10 ** 9, "ways": 4}]}), "tlb.levels[0] (sets = 1000000000"),
+    (tiny_config(cost={"model": "cache-aware", "llc_size": "1T"}), "cost.llc_size = '1T'"),
+    (tiny_config(workload={**SYN, "distribution": "zipf", "footprint": "1T"}), "workload.footprint = 1T"),
+    (tiny_config(walk_caches=[{"type": "pwc", "sets": 1 << 26}]), "walk_caches[0] (sets = 67108864"),
+    (tiny_config(experiment={"chunk_size": 1 << 30}, workload={**SYN, "accesses": 1 << 40}), "experiment.chunk_size"),
+])
+def test_absurd_sizes_refused_before_anything_is_built(registry, monkeypatch, raw, key):
+    monkeypatch.setenv("SLATFRAME_MEMORY_LIMIT", "2G")
+    message = refused(raw, registry, key, "SLATFRAME_MEMORY_LIMIT=2G")
+    assert "GiB of memory" in message
+
+
+def test_memory_limit_comes_from_the_environment_or_the_machine(registry, monkeypatch):
+    from slatframe.footprint import memory_limit
+
+    monkeypatch.setenv("SLATFRAME_MEMORY_LIMIT", "3G")
+    assert memory_limit()[0] == 3 << 30
+    monkeypatch.setenv("SLATFRAME_MEMORY_LIMIT", "lots")
+    with pytest.raises(ConfigError, match="SLATFRAME_MEMORY_LIMIT"):
+        build(tiny_config(), registry)
+    monkeypatch.delenv("SLATFRAME_MEMORY_LIMIT")
+    meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024
+               for line in open("/proc/meminfo") if line.split(":")[0] in ("MemAvailable", "MemTotal")}
+    limit = memory_limit()[0]
+    assert 0 < limit <= meminfo["MemTotal"]
+    assert abs(limit - meminfo["MemAvailable"]) < meminfo["MemTotal"] // 4
+
+
+def test_memory_estimate_bounds_a_built_tlb(registry):
+    """The estimate of a big TLB is above what building it takes, within a small factor."""
+    import tracemalloc
+
+    from slatframe.config import resolved_format
+    from slatframe.footprint import estimate
+    from slatframe.machine import build_machine
+
+    raw = tiny_config(experiment={"name": "t", "engine": "reference"},
+                      tlb={"levels": [{"name": "big", "sets": 1 << 15, "ways": 8}]})
+    config, reg = build(raw, registry)
+    small, _ = build(tiny_config(experiment={"name": "t", "engine": "reference"}), registry)
+    used = []
+    for c in (config, small):
+        tracemalloc.start()
+        machine = build_machine(c, reg)
+        used.append(tracemalloc.get_traced_memory()[0])
+        tracemalloc.stop()
+        del machine
+    measured = used[0] - used[1]
+    item = next(i for i in estimate(config, reg, resolved_format(config, "guest", reg), None)
+                if i.key == "tlb.levels[0]")
+    assert measured <= item.nbytes <= 4 * measured, (measured, item.nbytes)
+
+
+def test_validate_prints_one_sentence_and_exits_2(tmp_path, config_file, capsys):
+    for override, key in [("workload.write_fraction=nan", "workload.write_fraction = nan"),
+                          ("tlb.levels[0].page_sizes=['8K']", "tlb.levels[0].page_sizes[0] = '8K'"),
+                          ("experiment.seed=-3", "experiment.seed = -3")]:
+        assert main(["validate", str(config_file), "--set", override]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and key in err and "Traceback" not in err, err
+
+
+def test_consolidation_refuses_more_sessions_than_int64():
+    from slatframe.config import ConsolidationConfig
+    from slatframe.consolidation import consolidation_metrics
+
+    c = ConsolidationConfig(cores=1 << 20, core_ghz=1000.0, memory=1 << 40, session_accesses_per_s=1.0,
+                            work_per_access=1e-300, session_memory=4096)
+    with pytest.raises(ConfigError, match="2\\^63 sessions"):
+        consolidation_metrics({"cycles.per_access": 0.0}, c)
+    ok = consolidation_metrics({"cycles.per_access": 100.0}, attrs.evolve(c, work_per_access=0.0))
+    assert ok["consolidation.cpu_limit"] == math.floor((1 << 20) / (100.0 / 1e12))

@@ -85,6 +85,6 @@ def test_mix_part_vm_out_of_range(registry):
 
     raw = tiny_config(workload={"source": "mix", "parts": [
         {"vm": 3, "workload": {"source": "synthetic", "accesses": 10}}]})
-    config, reg = build(raw, registry)
-    with pytest.raises(ConfigError, match=r"workload.parts\[0\].vm = 3"):
+    with pytest.raises(ConfigError, match=r"workload.parts\[0\].vm = 3"):  # validate refuses it, as run does
+        config, reg = build(raw, registry)
         list(workload_chunks(config, reg))
