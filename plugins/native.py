@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 from slatframe import hookimpl
+from slatframe.contents import image_pages
 from slatframe.guest import GuestOs, guest_control
 from slatframe.machine import Invalidation, MachineContext
+from slatframe.paging import PAGE_SHIFT
 from slatframe.records import SlatSchemeRecord
 from slatframe.walker import GUEST_PROTECTION, NO_ROOT, Fault, HardwareView, RootTable
 
 
 class NativeTranslator:
-    """Each ``[[vms]]`` entry is one OS on bare metal; all share the host's memory.
+    """Each ``[[vms]]`` entry is one OS on bare metal; all share the host's memory. A VM's
+    image is resident from the start (host frames reserved for it, counted in use); the
+    kernel's own allocations come after it. Contents play no part without a hypervisor.
 
     A walk that meets a non-present entry, or a write that meets a read-only leaf, is a
     page fault: the kernel maps the page (or makes it writable again) and the walk restarts.
@@ -17,6 +21,8 @@ class NativeTranslator:
 
     def __init__(self, ctx: MachineContext) -> None:
         self.counters = ctx.counters
+        for i, vm in enumerate(ctx.vms):  # an OS's image is resident; its kernel allocates elsewhere
+            ctx.host.reserve(image_pages(vm.image, vm.memory, f"vms[{i}].image") << PAGE_SHIFT)
         self.kernels = [GuestOs(ctx.guest_format, vm.guest_page_size, ctx.host) for vm in ctx.vms]
         self.hw = HardwareView(ctx.guest_format, RootTable(len(ctx.vms)))
 

@@ -17,7 +17,7 @@ import attrs
 import numpy as np
 
 from slatframe import hookimpl
-from slatframe.backing import RadixBacking
+from slatframe.backing import RadixBacking, back_image
 from slatframe.errors import SimulationError
 from slatframe.guest import GuestOs, VmPhysical, guest_control
 from slatframe.machine import Invalidation, MachineContext
@@ -45,12 +45,13 @@ class NestedTranslator:
         self.dedup = None  # set by the machine when a dedup strategy runs
         self.backings: list[RadixBacking] = []
         self.kernels: list[GuestOs] = []
-        for vm in ctx.vms:
+        for i, vm in enumerate(ctx.vms):
             backing = RadixBacking(ctx.host_format, ctx.host, vm.host_page_size, ctx.counters,
                                    on_fault=lambda gpa: ctx.counters.vm_exit(exit_reason),
-                                   contents=ctx.contents[len(self.backings)] if ctx.contents else None)
+                                   contents=ctx.contents[i] if ctx.contents else None)
             phys = VmPhysical(vm.memory, vm.name, backing.backing, ctx.host.read, ctx.host.write,
-                              on_write=lambda gpa, i=len(self.backings): self._kernel_store(i, gpa))
+                              on_write=lambda gpa, i=i: self._kernel_store(i, gpa),
+                              start=back_image(backing, vm, i))
             self.backings.append(backing)
             self.kernels.append(GuestOs(ctx.guest_format, vm.guest_page_size, phys))
         self.hw = HardwareView(ctx.guest_format, RootTable(len(ctx.vms)), ctx.host_format,
@@ -59,9 +60,9 @@ class NestedTranslator:
 
     def _kernel_store(self, vm: int, gpa: int) -> None:
         """The guest kernel stores to its memory (a page-table entry): the page's content
-        changes, and a merged page is copied first (as its EPT write fault would)."""
-        if self.dedup is not None:
-            self.dedup.store(vm, gpa)
+        changes, and a merged page is copied first, after its EPT write fault's exit."""
+        if self.dedup is not None and self.dedup.store(vm, gpa):
+            self.counters.vm_exit(self.exit_reason)
 
     def handle_fault(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:
         return self._handle(vm, asid, va, op, fault) + (self.dedup.take_pending() if self.dedup else [])

@@ -30,7 +30,7 @@ bounded), and hypervisor work is counted as exits, not as memory references.
 from __future__ import annotations
 
 from slatframe import hookimpl
-from slatframe.backing import DictBacking
+from slatframe.backing import DictBacking, back_image
 from slatframe.guest import GuestOs, VmPhysical, guest_control
 from slatframe.machine import Invalidation, MachineContext
 from slatframe.paging import PAGE_SHIFT, map_page, split_leaf, walk
@@ -56,7 +56,8 @@ class ShadowTranslator:
                          for i, vm in enumerate(ctx.vms)]
         self.kernels = [GuestOs(self.fmt, vm.guest_page_size,
                                 VmPhysical(vm.memory, vm.name, b.backing, ctx.host.read, ctx.host.write,
-                                           on_write=lambda gpa, i=i: self._kernel_store(i, gpa)))
+                                           on_write=lambda gpa, i=i: self._kernel_store(i, gpa),
+                                           start=back_image(b, vm, i)))
                         for i, (vm, b) in enumerate(zip(ctx.vms, self.backings))]
         self.hw = HardwareView(self.fmt, RootTable(len(ctx.vms)))  # hardware walks the shadows
         # per VM: (leaf size, gPA base) -> shadow leaves filled from it: (root, va base, hPA base)
@@ -71,9 +72,10 @@ class ShadowTranslator:
         return root
 
     def _kernel_store(self, vm: int, gpa: int) -> None:
-        """The guest kernel stores to its memory: a merged page is copied first."""
-        if self.dedup is not None:
-            self.dedup.store(vm, gpa)
+        """The guest kernel stores to its memory: a merged page (mapped read-only) is
+        copied first, after the exit its write fault takes."""
+        if self.dedup is not None and self.dedup.store(vm, gpa):
+            self.counters.vm_exit("page_fault")
 
     def _pending(self) -> list[Invalidation]:
         return self.dedup.take_pending() if self.dedup is not None else []

@@ -2,8 +2,8 @@
 
 Every scheme with a hypervisor backs each VM's guest-physical pages with host pages of
 ``vms[].host_page_size``, allocated from the one host pool when the page is first
-touched (a host fault, counted in ``faults.host``); the new frames get the VM's initial
-contents. :class:`DictBacking` keeps the mapping in a software structure (what a
+touched (a host fault, counted in ``faults.host``), or at the start for the pages of a
+VM image (:meth:`Backing.populate`, no fault); the new frames get the VM's initial contents. :class:`DictBacking` keeps the mapping in a software structure (what a
 shadowing hypervisor has); :class:`RadixBacking` also keeps it in real second-level radix
 tables in host memory, which hardware walks under nested paging, and supports what page
 deduplication needs: remapping one 4K page (splitting a large page around it) and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .contents import image_pages
 from .counters import Counters
 from .memory import PhysicalMemory
 from .paging import PAGE_SHIFT, PageTableFormat, map_page, split_leaf, walk
@@ -45,6 +46,17 @@ class Backing:
         self.counters.add("faults.host")
         if self.on_fault is not None:
             self.on_fault(gpa)
+        return self._back(gpa)
+
+    def populate(self, pages: int) -> None:
+        """Back guest pages [0, ``pages``) now, without host faults: a VM image resident
+        from the start, as after restoring a snapshot. Whole host pages are backed, so the
+        last one may reach past the image (those pages hold zeros, free guest memory)."""
+        for gpa in range(0, pages << PAGE_SHIFT, self.page_size):
+            self._back(gpa)
+
+    def _back(self, gpa: int) -> int:
+        """Allocate and map the host page of ``gpa``, with its initial contents; return the hPA."""
         mask = self.page_size - 1
         hpa_page = self.host.alloc(self.page_size)
         if self.contents is not None:
@@ -166,3 +178,11 @@ class RadixBacking(DictBacking):
             return None
         size = self.fmt.page_size(step.level)
         return self.fmt.frame(step.entry, step.level) | (gpa & (size - 1))
+
+
+def back_image(backing: Backing, vm: Any, index: int) -> int:
+    """Make the image of ``vms[index]`` resident in ``backing`` (no faults); return the
+    first guest-physical address above it, where the guest kernel's allocations start."""
+    pages = image_pages(vm.image, vm.memory, f"vms[{index}].image")
+    backing.populate(pages)
+    return pages << PAGE_SHIFT

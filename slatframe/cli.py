@@ -86,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / f"{config.experiment.name}.json"
     text = result.to_json()
     write_atomic(out, text)
+    for warning in result.warnings:
+        print(f"slatframe: warning: {warning}", file=sys.stderr)
     if args.json:
         sys.stdout.write(text)
     elif not args.quiet:

@@ -13,6 +13,7 @@ bytes up to a digest collision); [2^40, 2^41) the synthetic model's unique pages
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 
@@ -27,6 +28,22 @@ ZERO_PAGE = bytes(PAGE)
 
 
 MASK64 = (1 << 64) - 1
+
+
+def image_pages(path: str | None, memory: int, where: str) -> int:
+    """4K pages of a VM image (0 without one; a short last page counts), refusing an image
+    that leaves no guest-physical memory above it for the guest kernel's own allocations."""
+    if path is None:
+        return 0
+    try:
+        pages = -(-os.path.getsize(path) // PAGE)
+    except OSError as exc:
+        raise ConfigError(f"{where} = {path!r} cannot be read: {exc.strerror}.") from None
+    if pages >= memory // PAGE:
+        raise ConfigError(f"{where} = {path!r} has {pages} pages, and the VM's memory only {memory // PAGE}: "
+                          "the guest kernel allocates its page tables and the pages it maps above the "
+                          "image, so vms[].memory must be larger than the image.")
+    return pages
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

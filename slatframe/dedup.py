@@ -38,13 +38,32 @@ class DedupHost:
         self.zero_frame = -1
         self.zero_mappings = 0
         self.pending: list[Invalidation] = []  # from stores made while software ran
+        self._frames: dict[int, tuple[int, list[int]]] = {}  # vm -> (host pages backed, frames)
 
     # -- what strategies read ---------------------------------------------------------
     def pages(self) -> Iterator[tuple[int, int]]:
         """(vm, 4K guest frame number) of every backed page, VM by VM, ascending."""
-        for vm, backing in enumerate(self.backings):
-            for gfn in backing.guest_frames():
+        for vm in range(len(self.backings)):
+            for gfn in self.frames(vm):
                 yield vm, gfn
+
+    def frames(self, vm: int) -> list[int]:
+        """The backed 4K guest frame numbers of ``vm``, ascending (pages are never unbacked,
+        so the list is rebuilt only when the backing has grown)."""
+        backing = self.backings[vm]
+        size, frames = self._frames.get(vm, (-1, []))
+        if size != len(backing.pages):
+            frames = backing.guest_frames()
+            self._frames[vm] = (len(backing.pages), frames)
+        return frames
+
+    def maps_zero(self, vm: int, gfn: int) -> bool:
+        """Whether (vm, gfn) is mapped to the shared zero page."""
+        return self.zero_frame >= 0 and self.frame(vm, gfn) == self.zero_frame
+
+    def is_live(self, frame: int) -> bool:
+        """Whether the shared frame ``frame`` is still mapped (else it was freed)."""
+        return frame in self.refs
 
     def frame(self, vm: int, gfn: int) -> int:
         return self.backings[vm].lookup(gfn << PAGE_SHIFT) & ~(SMALL - 1)
@@ -117,15 +136,18 @@ class DedupHost:
         self.counters.add("dedup.cow_breaks")
         return [Invalidation("vm", vm)]
 
-    def store(self, vm: int, gpa: int) -> None:
+    def store(self, vm: int, gpa: int) -> bool:
         """Software (the guest kernel) stores to (vm, gpa): copy a merged page first, and
-        give the page new content. Invalidations wait in :meth:`take_pending`."""
+        give the page new content. Invalidations wait in :meth:`take_pending`. Returns
+        whether a copy-on-write break happened (the caller counts its VM exit)."""
         self.backings[vm].backing(gpa)  # a first store backs the page, as its second-level fault would
         gfn = gpa >> PAGE_SHIFT
-        if self.is_shared(vm, gfn):
+        broke = self.is_shared(vm, gfn)
+        if broke:
             self.counters.add("faults.host")
             self.pending += self.cow_break(vm, gpa)
         self.host.content[self.frame(vm, gfn) >> PAGE_SHIFT] = self.store_ids.written()
+        return broke
 
     def take_pending(self) -> list[Invalidation]:
         pending, self.pending = self.pending, []

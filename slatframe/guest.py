@@ -27,16 +27,18 @@ class Physical(Protocol):
 
 
 class VmPhysical:
-    """A VM's guest-physical address space: a bump allocator over ``[0, size)`` whose words
-    are stored at the host address ``backing(gpa)`` returns (the hypervisor's mapping,
-    backing the page on first touch)."""
+    """A VM's guest-physical address space: a bump allocator over ``[start, size)`` whose
+    words are stored at the host address ``backing(gpa)`` returns (the hypervisor's mapping,
+    backing the page on first touch). ``start`` is the end of the VM's image: the guest
+    kernel takes its page tables and the pages it maps from above the image, so the image's
+    pages keep their contents until something writes them."""
 
     def __init__(self, size: int, name: str, backing: Callable[[int], int],
                  host_read: Callable[[int], int], host_write: Callable[[int, int], None],
-                 on_write: Callable[[int], None] | None = None) -> None:
+                 on_write: Callable[[int], None] | None = None, start: int = 0) -> None:
         self.size = size
         self.name = name
-        self.next_free = 0
+        self.next_free = start
         self._backing = backing
         self._host_read = host_read
         self._host_write = host_write

@@ -31,7 +31,15 @@ class PhysicalMemory:
     # -- allocation ---------------------------------------------------------------
     def alloc(self, size: int) -> int:
         """Allocate ``size`` bytes aligned to ``size``; returns the base address."""
-        base = (self.next_free + size - 1) & ~(size - 1)
+        return self._take((self.next_free + size - 1) & ~(size - 1), size)
+
+    def reserve(self, size: int) -> int:
+        """Allocate ``size`` bytes rounded up to 4K pages, aligned to 4K only (a VM image
+        made resident in one piece); returns the base address."""
+        page = 1 << PAGE_SHIFT
+        return self._take((self.next_free + page - 1) & ~(page - 1), (size + page - 1) & ~(page - 1))
+
+    def _take(self, base: int, size: int) -> int:
         if base + size > self.size:
             raise SimulationError(
                 f"{self.name} is exhausted: allocating {format_size(size)} at "

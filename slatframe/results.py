@@ -24,6 +24,7 @@ class Result:
     wall_time_s: float
     compile_time_s: float = 0.0  #: part of the wall time spent compiling (or loading) the engine
     series: dict[str, Any] = attrs.Factory(dict)  #: figures over time (e.g. dedup per scan interval)
+    warnings: list[str] = attrs.Factory(list)  #: what a reader must know (e.g. dedup never woke up)
 
     def to_json(self) -> str:
         return json.dumps(attrs.asdict(self), indent=2, sort_keys=False) + "\n"

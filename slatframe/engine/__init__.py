@@ -62,7 +62,7 @@ def workload_chunks(config: Config, registry: Any):
 
 #: Dedup events counted since the statistics started (in the counters, so a warmup resets them).
 DEDUP_COUNTED = ("dedup.large_pages_split", "dedup.cow_breaks", "dedup.merges", "dedup.pages_scanned",
-                 "dedup.full_scans")
+                 "dedup.full_scans", "dedup.wakeups")
 
 
 def dedup_figures(machine: Any, strategy: Any) -> dict[str, int]:
@@ -138,6 +138,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                 series.clear()
                 warmup = None
             if done == next_run:
+                counters.add("dedup.wakeups")
                 for inv in strategy.run():  # the strategy's wake-up, between records
                     runner.invalidate(inv)
                 series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
@@ -149,6 +150,10 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         raise ConfigError(f"experiment.warmup = {warmup} is not allowed: the workload ends at record {done}, "
                           "and the warmup must end before it.")
     extra = dedup_figures(machine, strategy) if strategy is not None else {}
+    warnings = [] if strategy is None or next_run > strategy.interval else [  # next_run moves on at each wake-up
+        f"the dedup strategy {config.dedup.name!r} never woke up: it wakes up between records, first after "
+        f"record {strategy.interval:,}, and the workload has {done:,}, so no page was scanned "
+        "(dedup.wakeups = 0); shorten its interval or lengthen the trace."]
     metrics = compute_metrics(config, registry, counters, extra)
     result = Result(
         name=config.experiment.name,
@@ -161,6 +166,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         wall_time_s=round(time.perf_counter() - start, 6),
         compile_time_s=round(compile_time, 6),
         series=series,
+        warnings=warnings,
     )
     _notify(observers, "finished", config, result)
     return result, machine
