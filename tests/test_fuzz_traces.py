@@ -30,7 +30,7 @@ from slatframe.trace import TRACE_DTYPE
 VA_BITS = 48  # the default guest format of tiny_config ('native': x86-64, 4 levels)
 LINE_LIMIT = 1 << 16
 CI = settings(max_examples=90, deadline=None, suppress_health_check=list(HealthCheck))
-SLOW = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+SLOW = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 
 # -- the independent parsers ---------------------------------------------------------------
 
