@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import SlatframeError
+from .errors import ConfigError, SlatframeError
 from .registry import HOOK_POINTS, Registry
 from .report import summary, table
-from .results import write_atomic
+from .results import (NAME_RULE, check_output_dir, check_output_file, describe_os_error, file_name_problem,
+                      short_repr, write_atomic)
 from .sweep import has_sweep, load_base, plan_sweep
 
 
@@ -73,17 +75,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def default_result_path(config_file: str, name: object) -> Path:
+    """``results/<experiment.name>.json``, once the name is checked to be a plain file name."""
+    problem = file_name_problem(name)
+    if problem:
+        raise ConfigError(f"{config_file}: experiment.name = {short_repr(name)} cannot name the result file "
+                          f"results/<name>.json, because {problem}: use {NAME_RULE}, or give --out FILE.")
+    return Path("results") / f"{name}.json"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import run_experiment
     from .progress import RunProgress
 
     config, registry = load_base(args.config, args.overrides)
+    if args.out is not None:
+        out = check_output_file(args.out, "--out")
+    else:
+        out = check_output_file(default_result_path(args.config, config.experiment.name), "the result file")
     progress = RunProgress(enabled=False if args.quiet else None)
     try:
-        result = run_experiment(config, registry, engine=args.engine, observers=[progress])
-    finally:
-        progress.finished(config, None)
-    out = Path(args.out) if args.out else Path("results") / f"{config.experiment.name}.json"
+        try:
+            result = run_experiment(config, registry, engine=args.engine, observers=[progress])
+        finally:
+            progress.finished(config, None)
+    except KeyboardInterrupt:
+        print(f"slatframe: run interrupted; no result was written ({out} is as it was).", file=sys.stderr)
+        return 130
     text = result.to_json()
     write_atomic(out, text)
     for warning in result.warnings:
@@ -102,6 +120,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
     plan = plan_sweep(args.config, args.overrides)
+    check_output_dir(args.out, "--out")
     executor = args.executor or ("dask" if args.scheduler else "local")
     bar = Progress("sweep", unit="points", enabled=False if args.quiet else None)
     try:
@@ -157,6 +176,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from . import tracetools
 
     registry = Registry()
+    if args.trace_command in ("record", "convert"):
+        check_output_file(args.out if args.trace_command == "record" else args.output,
+                          "--out" if args.trace_command == "record" else "the output file")
     if args.trace_command == "record":
         command = args.program[1:] if args.program[:1] == ["--"] else args.program
         count, code = tracetools.record(args.out, command, registry, args.keep_lackey)
@@ -177,6 +199,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from . import plot
 
+    check_output_file(args.out, "--out")
     if args.dedup:
         if len(args.results) != 1:
             raise SlatframeError("slatframe plot --dedup takes one result file.")
@@ -197,8 +220,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except SlatframeError as exc:
-        print(f"slatframe: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        print("slatframe: interrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (| head): stop quietly, as a shell tool does
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except OSError as exc:  # a file the command reads or writes: one sentence, not a traceback
+        return _error(describe_os_error(exc))
+
+
+def _error(message: str) -> int:
+    """Print ``message`` as one line on stderr; the exit code of a user error."""
+    print(f"slatframe: error: {message.replace(chr(10), ' ')}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

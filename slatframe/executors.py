@@ -3,10 +3,19 @@
 Every executor runs the same task, :func:`run_point`, a plain top-level function of
 plain data, so it pickles to a process pool or a Dask worker; each yields
 ``(task, exception or None)`` as points finish, in completion order.
+
+Local worker processes die with the sweep: each asks the kernel for a signal when its
+parent dies (Linux) and watches its parent's pid (everywhere), and ignores Ctrl-C, which
+the parent handles by stopping them.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -56,14 +65,7 @@ def execute(tasks: Iterable[Task], *, executor: str = "local", jobs: int = 1,
     LocalCluster of ``jobs`` single-threaded worker processes, or connects to
     ``scheduler`` (``tcp://host:port``).
     """
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor {executor} is not allowed: choose one of {', '.join(EXECUTORS)}.")
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs} is not allowed: the minimum is 1.")
-    if scheduler and executor != "dask":
-        raise ConfigError("--scheduler is not allowed with --executor local: it names a Dask scheduler.")
-    if executor == "dask":
-        _require_dask()
+    check_executor(executor, jobs, scheduler)
     tasks = list(tasks)
     if not tasks:
         return iter(())
@@ -72,6 +74,48 @@ def execute(tasks: Iterable[Task], *, executor: str = "local", jobs: int = 1,
     if jobs == 1:
         return _serial(tasks)
     return _processes(tasks, jobs)
+
+
+def check_executor(executor: str, jobs: int, scheduler: str | None) -> None:
+    """Reject executor options before anything runs (:class:`ConfigError`, one sentence)."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor} is not allowed: choose one of {', '.join(EXECUTORS)}.")
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} is not allowed: the minimum is 1.")
+    if scheduler and executor != "dask":
+        raise ConfigError("--scheduler is not allowed with --executor local: it names a Dask scheduler.")
+    if executor == "dask":
+        _require_dask()
+
+
+PR_SET_PDEATHSIG = 1  #: from <linux/prctl.h>
+WATCH_INTERVAL = 0.5  #: seconds between a worker's checks of its parent's pid
+
+
+def _worker_init(parent: int) -> None:
+    """Initializer of a local worker process: ignore Ctrl-C (the parent stops the pool) and
+    exit when the parent process dies, so no worker outlives a killed sweep."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watchdog below still works
+            pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="slatframe-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit this process as soon as its parent is no longer ``parent`` (it died and the
+    process was re-parented)."""
+    while True:
+        time.sleep(WATCH_INTERVAL)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _serial(tasks: list[Task]) -> Iterator[Completion]:
@@ -88,12 +132,18 @@ def _processes(tasks: list[Task], jobs: int) -> Iterator[Completion]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
-                               mp_context=multiprocessing.get_context("spawn"))
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    finished = False
     try:
         futures = {pool.submit(run_point, *task.args()): task for task in tasks}
         for future in as_completed(futures):
             yield futures[future], future.exception()
+        finished = True
     finally:
+        if not finished:  # Ctrl-C, an error, or the caller stopped early: do not wait for running points
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
 
 

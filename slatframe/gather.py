@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import attrs
 
 from .errors import SlatframeError
 from .report import table
-from .results import write_atomic
+from .results import replacing, write_atomic
 
 MANIFEST = "sweep.json"
 
@@ -53,13 +51,19 @@ def gather(out_dir: str | Path) -> list[Row]:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except FileNotFoundError:
         raise SlatframeError(f"{out_dir}: has no {MANIFEST}, so it is not the output folder of a sweep.") from None
+    except ValueError:
+        raise SlatframeError(f"{out_dir / MANIFEST}: is not valid JSON; delete the folder and run the sweep again.") from None
     rows = []
     for entry in manifest["points"]:
         h = entry["point"]
         result_file = out_dir / "points" / f"{h}.json"
         error_file = out_dir / "points" / f"{h}.error.txt"
         if result_file.exists():
-            result = json.loads(result_file.read_text())
+            try:
+                result = json.loads(result_file.read_text())
+            except ValueError:
+                raise SlatframeError(f"{result_file}: is not valid JSON; delete it and run the sweep again "
+                                     "to redo that point.") from None
             levels = result["config"]["tlb"]["levels"]
             rows.append(Row(entry["index"], h, entry["values"], result["metrics"],
                             last_tlb=levels[-1]["name"] if levels else None))
@@ -130,15 +134,8 @@ def _write_parquet(path: Path, rows: list[Row]) -> None:
         if any(isinstance(v, float) for v in values):
             values = [float(v) if v is not None else None for v in values]
         data[name] = pa.array(values)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         pq.write_table(pa.table(data), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:

@@ -89,7 +89,8 @@ def exception_text(exc: BaseException, file: str | Path | None = None) -> str:
     if isinstance(exc, SystemExit):
         head = f"SystemExit({exc.code!r}) was raised"
     else:
-        lines = str(exc).strip().splitlines()
+        text = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
+        lines = text.strip().splitlines()
         head = f"{type(exc).__name__}: {lines[0].rstrip('.')}" if lines else type(exc).__name__
     line = None
     if isinstance(exc, SyntaxError) and exc.lineno:
@@ -135,6 +136,47 @@ def check_victim(policy: object, s: int, way: object, ways: int) -> int:
                       f"victim({s}) returned {way!r}, which is not a way of the set: allowed 0 to {ways - 1}.")
 
 
+class _NotAList(Exception):
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _record_problem(record: object, expected: type) -> str | None:
+    """Why ``record`` is not a valid record of the class ``expected`` (None if it is)."""
+    if not isinstance(record, Registration):
+        return f"{_short(record)}, which is not a registration record from slatframe.records"
+    if not isinstance(record, expected):
+        return (f"a {type(record).__name__} ({record.kind} {_short(record.name)}), but this hook returns "
+                f"{expected.__name__} records")
+    what = f"a {record.kind}"
+    if not isinstance(record.name, str) or not record.name.strip() or record.name != record.name.strip():
+        return f"{what} named {_short(record.name)}: a name must be a non-empty string without surrounding spaces"
+    what = f"{record.kind} {record.name!r}"
+    if not isinstance(record.summary, str):
+        return f"{what} whose summary is {_short(record.summary)}, not a string"
+    if not callable(record.factory):
+        return f"{what} whose factory {_short(record.factory)} is not callable"
+    if not (isinstance(record.options, type) and attrs.has(record.options)):
+        shown = f"class {record.options.__qualname__}" if isinstance(record.options, type) else _short(record.options)
+        return (f"{what} whose options ({shown}) are not an attrs class "
+                "(declare it with @attrs.frozen and slatframe.options.option fields)")
+    if not isinstance(record.presets, Mapping) or not all(isinstance(v, Mapping) for v in record.presets.values()):
+        return f"{what} whose presets {_short(record.presets)} are not a table of tables"
+    kernels = getattr(record, "kernels", None)
+    if kernels is not None and not isinstance(kernels, PolicyKernels):
+        return f"{what} whose kernels {_short(kernels)} are not a slatframe.records.PolicyKernels"
+    for field in ("data_caches",):
+        value = getattr(record, field, None)
+        if value is not None and not callable(value):
+            return f"{what} whose {field} {_short(value)} is not callable"
+    return None
+
+
 class Registry:
     """Every registered plugin record, by hook point and name.
 
@@ -152,39 +194,96 @@ class Registry:
     ) -> None:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
+        self._where: dict[int, str] = {}  # id(plugin) -> how messages name it
+        self._source: dict[int, str] = {}  # id(plugin) -> "distribution version"
         if entry_points:
-            self.pm.load_setuptools_entrypoints(PROJECT_NAME)
+            self._load_entry_points()
         for plugin in plugins:
             label = getattr(plugin, "__name__", None) or type(plugin).__qualname__
-            self.pm.register(plugin, name=f"{label}@{id(plugin):x}" if self.pm.has_plugin(label) else label)
+            where = (f"plugin module {label}" if isinstance(plugin, ModuleType)
+                     else f"plugin {label} (module {type(plugin).__module__})")
+            self._register(plugin, f"{label}@{id(plugin):x}" if self.pm.has_plugin(label) else label, where)
         for path in files:
             module = load_plugin_file(Path(path))
             if not self.pm.is_registered(module):
-                self.pm.register(module, name=f"file:{path}")
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(f"{exc.plugin!r}: {exc}.") from exc
+                self._register(module, f"file:{path}", f"plugin file {path}")
+        self._check_pending()
         self.records: dict[str, dict[str, Provided]] = {
             point: self._collect(hook) for hook, point in HOOK_POINTS.items()
         }
 
-    def _sources(self) -> dict[int, str]:
-        return {id(plugin): f"{dist.project_name} {dist.version}"
-                for plugin, dist in self.pm.list_plugin_distinfo()}
+    def _load_entry_points(self) -> None:
+        """Register the modules of the ``slatframe`` entry-point group (as pluggy's
+        ``load_setuptools_entrypoints`` does), naming the entry point whose import fails."""
+        for dist in list(metadata.distributions()):
+            project = None
+            for ep in dist.entry_points:
+                if ep.group != PROJECT_NAME or self.pm.get_plugin(ep.name) is not None \
+                        or self.pm.is_blocked(ep.name):
+                    continue
+                if project is None:  # read once per distribution: parsing its metadata is slow
+                    meta = dist.metadata
+                    project = f"{meta['name']} {meta['version']}"
+                where = f"plugin module {ep.value} (entry point {ep.name} of {project})"
+                try:
+                    plugin = ep.load()
+                except (Exception, SystemExit) as exc:
+                    raise PluginError(f"{where}: importing it failed: {exception_text(exc)}.") from None
+                self._register(plugin, ep.name, where)
+                self._source[id(plugin)] = project
+
+    def _register(self, plugin: object, name: str, where: str) -> None:
+        """Register ``plugin``; a hook implementation that takes arguments (every hook takes
+        none) or that pluggy rejects is a :class:`PluginError` naming ``where`` and the hook."""
+        self._where[id(plugin)] = where
+        for hook_name in HOOK_POINTS:
+            function = getattr(plugin, hook_name, None)
+            if function is None or not hasattr(function, f"{PROJECT_NAME}_impl"):
+                continue
+            try:
+                params = list(inspect.signature(function).parameters)
+            except (TypeError, ValueError):
+                continue
+            if params:
+                raise PluginError(f"{where}: hook {hook_name} takes {', '.join(params)}, but slatframe hooks "
+                                  f"take no arguments: define it as def {hook_name}().")
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"{where}: {' '.join(str(exc).split()).rstrip('.')}.") from None
+        except ValueError as exc:  # registered twice under another name
+            raise PluginError(f"{where}: cannot be registered: {exc}.") from None
+
+    def _check_pending(self) -> None:
+        """A hook implementation whose name is no hook is an error naming it (pluggy's
+        ``check_pending``, one sentence)."""
+        import difflib
+
+        for name in list(vars(self.pm.hook)):
+            if name.startswith("_"):
+                continue
+            hook = getattr(self.pm.hook, name)
+            if hook.has_spec():
+                continue
+            for impl in hook.get_hookimpls():
+                if impl.optionalhook:
+                    continue
+                where = self._where.get(id(impl.plugin), f"plugin {self.pm.get_name(impl.plugin)}")
+                near = difflib.get_close_matches(name, list(HOOK_POINTS), n=1)
+                hint = f"did you mean {near[0]}?" if near else f"the hooks are {', '.join(HOOK_POINTS)}."
+                raise PluginError(f"{where}: {name} is not a slatframe hook; {hint}")
 
     def _collect(self, hook_name: str) -> dict[str, Provided]:
-        sources = self._sources()
+        expected = _expected_record(hook_name)
         found: dict[str, Provided] = {}
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
-            source = sources.get(id(impl.plugin), plugin_name)
-            for record in impl.function() or ():
-                if not isinstance(record, Registration):
-                    raise PluginError(
-                        f"plugin {plugin_name}: {hook_name} returned {record!r}, "
-                        "which is not a registration record from slatframe.records."
-                    )
+            source = self._source.get(id(impl.plugin), plugin_name)
+            where = f"{self._where.get(id(impl.plugin), f'plugin {plugin_name}')}: hook {hook_name}"
+            for record in self._call(impl, where):
+                problem = _record_problem(record, expected)
+                if problem:
+                    raise PluginError(f"{where} returned {problem}.")
                 _check_presets(record, plugin_name)
                 if record.name in found:
                     other = found[record.name]
@@ -194,6 +293,28 @@ class Registry:
                     )
                 found[record.name] = Provided(record, plugin_name, source)
         return dict(sorted(found.items()))
+
+    @staticmethod
+    def _call(impl: Any, where: str) -> list[Any]:
+        """Call one hook implementation and return its records as a list; an exception, or
+        a value that is not a list of records, is a :class:`PluginError` naming ``where``."""
+        file = _impl_file(impl.function)
+        try:
+            returned = impl.function()
+            if returned is None:
+                return []
+            if isinstance(returned, (str, bytes, Mapping, Registration)):
+                raise _NotAList(returned)
+            try:
+                iterator = iter(returned)
+            except TypeError:
+                raise _NotAList(returned) from None
+            return list(iterator)
+        except _NotAList as bad:
+            raise PluginError(f"{where} returned {_short(bad.value)}, which is not a list of records: "
+                              "return a list such as [TlbPolicyRecord(...)].") from None
+        except (Exception, SystemExit) as exc:
+            raise PluginError(f"{where} raised {exception_text(exc, file)}.") from None
 
     def names(self, point: str) -> list[str]:
         """Registered names at one hook point, sorted."""

@@ -38,6 +38,9 @@ class SetAssoc:
                 way = row.index(None)
             except ValueError:
                 way = self.policy.victim(s)
+                if type(way) is not int or not 0 <= way < self.ways:  # a plugin's answer: check it
+                    from .registry import check_victim
+                    way = check_victim(self.policy, s, way, self.ways)
                 evicted = (row[way], self.values[s][way])
                 del self.where[row[way]]
             row[way] = key

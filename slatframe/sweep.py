@@ -17,23 +17,30 @@ the resolved config: identical points share a file and a rerun skips finished po
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
 import json
+import os
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
 from .config import (apply_override, config_from_dict, key_path, load_config, parse_override, plugin_files,
                      read_toml)
 from .errors import ConfigError, SlatframeError
-from .executors import Task, execute
+from .executors import Task, check_executor, execute
 from .gather import Row, gather, write_manifest, write_tables
 from .progress import Progress
-from .results import write_atomic
+from .results import OutputError, check_output_dir, describe_os_error, make_dirs, write_atomic
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: folders are not locked
+    fcntl = None  # type: ignore[assignment]
 
 MODES = ("product", "zip")
 
@@ -251,6 +258,53 @@ def points_dir(out_dir: Path) -> Path:
     return out_dir / "points"
 
 
+LOCK_FILE = "sweep.lock"
+
+
+class FolderBusy(SlatframeError):
+    """Another sweep is writing to the output folder."""
+
+
+@contextlib.contextmanager
+def locked_folder(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``out_dir/sweep.lock`` (which records the holder's
+    pid) for the duration; :class:`FolderBusy` at once if another process holds it. The
+    kernel releases the lock when its holder exits, however it exits."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = out_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, "cannot create the sweep's lock file")) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f"pid {holder}" if holder.isdigit() else "a process whose pid is not yet recorded"
+            raise FolderBusy(f"{out_dir}: another sweep ({who}) is writing to this folder; wait for it to "
+                             "finish, or give another --out.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files a killed writer left behind (``.<name>.<random>.tmp``); only
+    called under the folder's lock, so no writer is using them."""
+    for tmp in folder.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def run_sweep(plan: SweepPlan, out_dir: str | Path, *, executor: str = "local", jobs: int = 1,
               scheduler: str | None = None, progress: Progress | None = None,
               report: Callable[[str], None] | None = None) -> SweepOutcome:
@@ -258,10 +312,22 @@ def run_sweep(plan: SweepPlan, out_dir: str | Path, *, executor: str = "local", 
 
     A point that fails (invalid config, or an error while it runs) is written to
     ``points/<hash>.error.txt`` and reported through ``report`` while the others go on.
+    The folder is locked for the duration (:func:`locked_folder`): a second sweep into it
+    fails at once with :class:`FolderBusy`.
     """
-    out_dir = Path(out_dir).resolve()
+    check_executor(executor, jobs, scheduler)
+    out_dir = check_output_dir(out_dir, "--out").resolve()
+    make_dirs(out_dir)
+    with locked_folder(out_dir):
+        return _run_locked(plan, out_dir, executor, jobs, scheduler, progress, report)
+
+
+def _run_locked(plan: SweepPlan, out_dir: Path, executor: str, jobs: int, scheduler: str | None,
+                progress: Progress | None, report: Callable[[str], None] | None) -> SweepOutcome:
     pdir = points_dir(out_dir)
-    pdir.mkdir(parents=True, exist_ok=True)
+    make_dirs(pdir)
+    _remove_stale_temporaries(out_dir)
+    _remove_stale_temporaries(pdir)
     progress = progress or Progress("sweep", unit="points", enabled=False)
     say = report or progress.write
     write_manifest(out_dir, plan)
@@ -276,8 +342,9 @@ def run_sweep(plan: SweepPlan, out_dir: str | Path, *, executor: str = "local", 
     tasks = [Task(p.hash, p.raw, str(plan.base_dir), str(pdir / f"{p.hash}.json")) for p in todo]
     progress.total = len(tasks)
     progress.update(0, force=True)
+    completions = execute(tasks, executor=executor, jobs=jobs, scheduler=scheduler)
     try:
-        for task, exc in execute(tasks, executor=executor, jobs=jobs, scheduler=scheduler):
+        for task, exc in completions:
             error_file = pdir / f"{task.key}.error.txt"
             if exc is None:
                 error_file.unlink(missing_ok=True)
@@ -288,6 +355,9 @@ def run_sweep(plan: SweepPlan, out_dir: str | Path, *, executor: str = "local", 
                     f"{_first_line(exc)} (details in {error_file})")
             progress.advance()
     finally:
+        close = getattr(completions, "close", None)
+        if close is not None:
+            close()  # stops the workers at once if the loop ends early (Ctrl-C, a write error)
         progress.close()
     rows = gather(out_dir)
     write_tables(out_dir, rows)
