@@ -111,7 +111,13 @@ class Walker:
         self.prefix = {d: [c for c in caches if isinstance(c, PrefixCache) and c.covers(d)] for d in (GUEST, HOST)}
         self.entry = {d: [c for c in caches if isinstance(c, EntryCache) and c.covers(d)] for d in (GUEST, HOST)}
         self.ntlb = [c for c in caches if isinstance(c, TranslationCache)]
-        self._refs = [0, 0, 0]
+        for dim, fmt in ((GUEST, hw.guest_format), (HOST, hw.host_format)):
+            if self.prefix[dim] and fmt is not None and _own_geometry(fmt):
+                raise ConfigError(
+                    f"walk cache {self.prefix[dim][0].name!r} keys entries by the radix geometry of "
+                    f"slatframe.paging (9 index bits a level above 4K pages), but page-table format "
+                    f"{fmt.name!r} defines its own index or page_size, so its prefixes would be wrong.")
+        self.refs = [0, 0, 0]  #: the current walk's references: guest (or 1D), host, A/D writes
 
     # -- one dimension -------------------------------------------------------------
     def _skip(self, dim: int, vm: int, asid: int, address: int, levels: int) -> tuple[int, int] | None:
@@ -129,7 +135,7 @@ class Walker:
                 values[cache.misses] += 1
         return None
 
-    def _read(self, dim: int, vm: int, asid: int, level: int, pa: int) -> tuple[int, bool]:
+    def read_entry(self, dim: int, vm: int, asid: int, level: int, pa: int) -> tuple[int, bool]:
         """(entry, came from an entry cache)."""
         values = self.counters.values
         for cache in self.entry[dim]:
@@ -139,7 +145,7 @@ class Walker:
                     values[cache.hits] += 1
                     return entry, True
                 values[cache.misses] += 1
-        self._refs[dim] += 1
+        self.refs[dim] += 1
         if self.data_caches is not None:
             self.data_caches.access(pa, WALK_REF)
         return self.memory.read(pa), False
@@ -149,14 +155,16 @@ class Walker:
             if level in cache.levels:
                 cache.fill(dim, vm, asid, pa, entry)
 
-    def _dimension(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, root: int, address: int,
-                   accessed: bool, dirty: bool, write: bool, resolve) -> tuple[int, int] | Fault:
-        """Walk one dimension: (leaf entry, level) or a Fault. ``resolve(table_address,
-        entry_address)`` turns an entry address into the physical address read (a 2D walk
-        passes its host translation; it returns a Fault to abort)."""
-        level, table = fmt.levels, root
+    def walk_dimension(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, root: int, address: int,
+                       accessed: bool, dirty: bool, write: bool, resolve, top: int | None = None
+                       ) -> tuple[int, int] | Fault:
+        """Walk one dimension: (leaf entry, level) or a Fault. ``resolve(entry_address)``
+        turns an entry address into the physical address read (a 2D walk passes its host
+        translation; it returns a Fault to abort). ``top`` starts the walk at that level's
+        table ``root`` instead of the format's root (prefix caches are then not probed)."""
+        level, table = top or fmt.levels, root
         table_is_physical = resolve is None
-        hit = self._skip(dim, vm, asid, address, fmt.levels)
+        hit = self._skip(dim, vm, asid, address, fmt.levels) if top is None else None
         if hit is not None:
             level, table = hit
             table_is_physical = True
@@ -173,7 +181,7 @@ class Walker:
                 for cache in self.prefix[dim]:
                     if pending in cache.levels:
                         cache.fill(dim, vm, asid, address, pending, pa & ~((1 << PAGE_SHIFT) - 1))
-            entry, cached = self._read(dim, vm, asid, level, pa)
+            entry, cached = self.read_entry(dim, vm, asid, level, pa)
             if not fmt.is_present(entry):
                 return Fault(GUEST_NOT_PRESENT if dim == GUEST else HOST_NOT_PRESENT, address)
             leaf = fmt.is_leaf(entry, level)
@@ -182,7 +190,7 @@ class Walker:
                 updated = entry | fmt.accessed_flag | (fmt.dirty_flag if set_dirty else 0)
                 if updated != entry:
                     self.memory.write(pa, updated)
-                    self._refs[2] += 1
+                    self.refs[2] += 1
                     entry = updated
             if leaf:
                 if write and not fmt.is_writable(entry):
@@ -196,7 +204,7 @@ class Walker:
             level -= 1
 
     # -- the host dimension of a 2D walk ------------------------------------------------
-    def _host(self, vm: int, gpa: int, write: bool, table_access: bool) -> tuple[int, int, bool, bool] | Fault:
+    def host_translation(self, vm: int, gpa: int, write: bool, table_access: bool) -> tuple[int, int, bool, bool] | Fault:
         """gPA -> (hPA, host page size, writable, dirty), through the nested TLB if any."""
         hw = self.hw
         need_dirty = hw.host_ad and (write or (table_access and hw.table_access_dirties))
@@ -210,7 +218,7 @@ class Walker:
                 return found[0] | (gpa & ((1 << PAGE_SHIFT) - 1)), found[3], found[1], found[2]
             values[cache.misses] += 1
         fmt = hw.host_format
-        got = self._dimension(HOST, fmt, vm, 0, int(hw.host_roots[vm]), gpa, hw.host_ad, need_dirty, write, None)
+        got = self.walk_dimension(HOST, fmt, vm, 0, int(hw.host_roots[vm]), gpa, hw.host_ad, need_dirty, write, None)
         if isinstance(got, Fault):
             return got
         entry, level = got
@@ -225,29 +233,42 @@ class Walker:
     # -- a whole walk -----------------------------------------------------------------
     def walk(self, vm: int, asid: int, va: int, op: int) -> Translation | Fault:
         """One hardware walk for ``va``; counts it as done or aborted."""
-        hw, counters = self.hw, self.counters
-        refs = self._refs = [0, 0, 0]
-        root = hw.guest_roots.get(vm, asid)
+        self.refs = [0, 0, 0]
+        root = self.hw.guest_roots.get(vm, asid)
         if root < 0:
             return Fault(NO_ROOT, va)
         write = op == WRITE
-        gfmt = hw.guest_format
-        resolve = None
-        if hw.host_format is not None:
-            def resolve(gpa: int):
-                got = self._host(vm, gpa, False, True)
-                return got if isinstance(got, Fault) else got[0]
-        got = self._dimension(GUEST, gfmt, vm, asid, root, va, True, write, write, resolve)
+        got = self.walk_dimension(GUEST, self.hw.guest_format, vm, asid, root, va, True, write, write,
+                                  self.resolver(vm))
+        return self.complete(vm, va, write, got)
+
+    def resolver(self, vm: int):
+        """The ``resolve`` of a guest dimension: each gPA of a table entry through the
+        second level (None for a 1D walk)."""
+        if self.hw.host_format is None:
+            return None
+
+        def resolve(gpa: int):
+            got = self.host_translation(vm, gpa, False, True)
+            return got if isinstance(got, Fault) else got[0]
+        return resolve
+
+    def complete(self, vm: int, va: int, write: bool, got: tuple[int, int] | Fault) -> Translation | Fault:
+        """Finish a walk whose first dimension ended in ``got`` (the guest leaf entry and
+        its level, or a Fault): translate the data's gPA through the second level, and
+        count the walk as done or aborted with the references in :attr:`refs`."""
+        hw, counters, refs = self.hw, self.counters, self.refs
         if isinstance(got, Fault):
             counters.walk_aborted(refs[0] + refs[1], refs[2])
             return got
         entry, level = got
+        gfmt = hw.guest_format
         gsize = gfmt.page_size(level)
         address = gfmt.frame(entry, level) | (va & (gsize - 1))
         writable, dirty = gfmt.is_writable(entry), gfmt.is_dirty(entry)
         size = gsize
         if hw.host_format is not None:
-            host = self._host(vm, address, write, False)
+            host = self.host_translation(vm, address, write, False)
             if isinstance(host, Fault):
                 counters.walk_aborted(refs[0] + refs[1], refs[2])
                 return host
@@ -258,6 +279,11 @@ class Walker:
                 size = hsize
         counters.walk_done(refs[0], refs[1], refs[2])
         return Translation(address & ~(size - 1), size, writable, dirty)
+
+
+def _own_geometry(fmt: PageTableFormat) -> bool:
+    """True when ``fmt``'s class replaces the core radix geometry."""
+    return any(getattr(type(fmt), name) is not getattr(PageTableFormat, name) for name in ("index", "page_size"))
 
 
 def radix_walk(ctx: WalkContext) -> Walker:
