@@ -153,7 +153,7 @@ class SessionsOptions:
     churn_rate: float = option(0.001, "probability that an access is preceded by an unmap and a map "
                                "of a working-set page (free and reallocate)", min=0.0, max=1.0)
     write_fraction: float = option(0.3, "probability that an access is a write", min=0.0, max=1.0)
-    vm: int = option(0, "VM index of every record", min=0)
+    vm: int = option(0, "VM index of every record", min=0, max=65535)
     base: int = option(0x5555_0000_0000, "first virtual address of each working set", min=0)
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
@@ -222,7 +222,7 @@ class MixPart:
     workload: PluginChoice = option(help="the part's workload table (with its 'source')",
                                     plugin="workloads", name_key="source")
     weight: float = option(1.0, "share of each time slice", min=0.0)
-    vm: int = option(0, "VM index given to the part's records", min=0)
+    vm: int = option(0, "VM index given to the part's records", min=0, max=65535)
 
 
 def _some_parts(parts: tuple) -> None:

@@ -24,6 +24,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 PAGE_4K = 1 << 12
 
 
+MAX_VMS = 1 << 16  #: trace records' VM index is a uint16
 PHYS_LIMIT = 1 << 52  #: physical addresses of the formats' entries: 52 bits
 
 
@@ -192,7 +193,8 @@ would refuse, `validate` refuses too. Refused:
 - workload addresses beyond the guest format's virtual address width (48 bits for
   `x86-64`, 57 for `x86-64-la57`): `base` + `footprint` (or + `working_set`), and a
   `sequential` stream whose `accesses` x `stride` reaches 2^63;
-- a workload or mix part whose `vm` index is not a configured VM, a `mix` with no parts;
+- a workload or mix part whose `vm` index is not a configured VM, a `mix` with no parts,
+  more than 65536 VMs (trace records carry a 16-bit VM index);
 - an empty or duplicate `tlb.levels[].name` or `vms[].name`, two walk caches with the
   same name (their counters would merge), an empty walk-cache name (`pwc`, `nested-tlb`);
 - TLB `page_sizes` that are empty, repeated, or not a leaf size of the configured
@@ -350,6 +352,9 @@ def check_config(config: Config, ctx: BuildContext) -> None:
         seen[level.name] = i
     if not config.vms:
         ctx.fail("vms", "is empty: configure at least one [[vms]] table.")
+    if len(config.vms) > MAX_VMS:
+        ctx.fail("vms", f"has {len(config.vms)} VMs, which is not allowed: trace records carry a 16-bit VM index, "
+                        f"so at most {MAX_VMS}.")
     names: dict[str, int] = {}
     for i, vm in enumerate(config.vms):
         if vm.name in names:

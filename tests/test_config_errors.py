@@ -239,6 +239,8 @@ def test_validate_refuses_what_run_would_crash_on(registry):
     refused(tiny_config(consolidation={**CONSOLIDATION, "core_ghz": math.inf}), registry, "consolidation.core_ghz")
     refused(tiny_config(workload={"source": "mix", "parts": [{"workload": SYN, "vm": 1}]}), registry,
             "workload.parts[0].vm = 1", "1 VM(s)")
+    many = [{"name": f"v{i}", "memory": "4K"} for i in range((1 << 16) + 1)]
+    refused(tiny_config(vms=many), registry, "vms has 65537 VMs", "16-bit")
 
 
 def test_addresses_must_fit_the_guest_format(registry):
