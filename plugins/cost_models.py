@@ -19,6 +19,7 @@ from slatframe.options import option
 from slatframe.records import CostModelRecord
 
 PRESETS = ("", "intel-server", "amd-server")
+CYCLES_MAX = 1 << 32  #: cycles of one event at most, so cycle totals stay within int64
 
 
 @attrs.frozen
@@ -29,23 +30,23 @@ class EventCostOptions:
                          "(Skylake-SP) or amd-server (Zen 2 / Rome); empty for the defaults below "
                          "(Skylake-SP's, with a generic KVM exit)", choices=PRESETS)
     access: int = option(4, "cycles of the access itself, excluding translation (cache-aware: only "
-                         "with data_accesses = false): L1D load-to-use [ANA-SKX, ANA-ROME]", min=0)
+                         "with data_accesses = false): L1D load-to-use [ANA-SKX, ANA-ROME]", min=0, max=CYCLES_MAX)
     vm_exit: int = option(1100, "cycles per VM exit round trip through KVM (cpuid exit, "
-                          "1018-1098 cycles [KVM-SEAN-24])", min=0)
+                          "1018-1098 cycles [KVM-SEAN-24])", min=0, max=CYCLES_MAX)
     guest_fault: int = option(3200, "cycles per guest page fault (Linux minor fault, median "
-                              "~3.2k cycles [BLOG-PF], ~1 us [PERFBOOK])", min=0)
+                              "~3.2k cycles [BLOG-PF], ~1 us [PERFBOOK])", min=0, max=CYCLES_MAX)
     host_fault: int = option(3200, "cycles per host fault (EPT violation / nested page fault) "
-                             "besides its VM exit: a host minor fault, as guest_fault", min=0)
+                             "besides its VM exit: a host minor fault, as guest_fault", min=0, max=CYCLES_MAX)
     cow_copy: int = option(228, "cycles to copy the 4 KiB page of a copy-on-write break, besides its "
-                           "host fault and VM exit (hot 4 KiB memcpy [BTRFS-XXH])", min=0)
+                           "host fault and VM exit (hot 4 KiB memcpy [BTRFS-XXH])", min=0, max=CYCLES_MAX)
     scan_page: int = option(860, "cycles of the dedup scanner per page visited: one xxhash64 of 4 KiB "
-                            "[BTRFS-XXH]; tree comparisons are not charged", min=0)
+                            "[BTRFS-XXH]; tree comparisons are not charged", min=0, max=CYCLES_MAX)
 
 
 @attrs.frozen
 class FixedCostOptions(EventCostOptions):
     walk_ref: int = option(14, "cycles per page-walk memory reference, taking the PTE line to hit "
-                           "in L2 [ANA-SPEPYC]; the cache-aware model replaces this guess", min=0)
+                           "in L2 [ANA-SPEPYC]; the cache-aware model replaces this guess", min=0, max=CYCLES_MAX)
 
 
 @attrs.frozen
@@ -54,16 +55,16 @@ class CacheAwareOptions(EventCostOptions):
                                  "page-table lines, and are charged at their level)")
     l1d_size: int = option(32 << 10, "L1 data cache capacity [ANA-SKX]", size=True, min=64)
     l1d_ways: int = option(8, "L1 data cache associativity [ANA-SKX]", min=1)
-    l1d_latency: int = option(4, "L1 data cache load-to-use cycles [ANA-SKX, ANA-SPEPYC]", min=0)
+    l1d_latency: int = option(4, "L1 data cache load-to-use cycles [ANA-SKX, ANA-SPEPYC]", min=0, max=CYCLES_MAX)
     l2_size: int = option(1 << 20, "L2 capacity [ANA-SKX]; 0 for none", size=True, min=0)
     l2_ways: int = option(16, "L2 associativity [ANA-SKX]", min=1)
-    l2_latency: int = option(14, "L2 load-to-use cycles [ANA-SPEPYC, ANA-ROME]", min=0)
+    l2_latency: int = option(14, "L2 load-to-use cycles [ANA-SPEPYC, ANA-ROME]", min=0, max=CYCLES_MAX)
     llc_size: int = option(1408 << 10, "last-level cache capacity: one core's share (1.375 MiB per "
                            "core on Skylake-SP [ANA-SKX]); 0 for none", size=True, min=0)
     llc_ways: int = option(11, "last-level cache associativity [ANA-SKX]", min=1)
-    llc_latency: int = option(56, "last-level cache load-to-use cycles [ANA-SPEPYC]", min=0)
+    llc_latency: int = option(56, "last-level cache load-to-use cycles [ANA-SPEPYC]", min=0, max=CYCLES_MAX)
     memory_latency: int = option(189, "cycles of a reference served by DRAM: 90 ns [ANA-SPEPYC] at "
-                                 "2.1 GHz", min=0)
+                                 "2.1 GHz", min=0, max=CYCLES_MAX)
 
     def spec(self) -> DataCacheSpec:
         levels = [CacheLevelSpec("l1d", self.l1d_size, self.l1d_ways)]

@@ -80,7 +80,7 @@ class TlbLevelConfig:
     policy: PluginChoice = option("lru", "replacement policy", plugin="TLB policies")
     page_sizes: tuple[int, ...] = option([PAGE_4K], "page sizes this array holds", size=True,
                                          check=_power_of_two_page, check_all=_distinct_sizes)
-    latency: int = option(1, "cycles of a lookup in this level, used by cost models", min=0)
+    latency: int = option(1, "cycles of a lookup in this level, used by cost models", min=0, max=1 << 32)
     side: str = option("unified", "accesses this level serves: data (read, write), instruction "
                        "(ifetch) or both", choices=("data", "instruction", "unified"))
 

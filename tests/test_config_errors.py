@@ -372,3 +372,13 @@ def test_consolidation_refuses_more_sessions_than_int64():
         consolidation_metrics({"cycles.per_access": 0.0}, c)
     ok = consolidation_metrics({"cycles.per_access": 100.0}, attrs.evolve(c, work_per_access=0.0))
     assert ok["consolidation.cpu_limit"] == math.floor((1 << 20) / (100.0 / 1e12))
+
+
+@pytest.mark.parametrize("raw,key", [
+    (tiny_config(cost={"model": "fixed", "vm_exit": (1 << 32) + 1}), "cost.vm_exit = 4294967297"),
+    (tiny_config(cost={"model": "cache-aware", "memory_latency": 1 << 40}), "cost.memory_latency"),
+    (tiny_config(tlb={"levels": [{"name": "l1", "sets": 4, "ways": 2, "latency": 1 << 33}]}),
+     "tlb.levels[0].latency"),
+])
+def test_cycle_costs_keep_totals_within_int64(registry, raw, key):
+    refused(raw, registry, key, f"maximum is {1 << 32}")
