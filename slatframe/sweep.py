@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -297,12 +298,19 @@ def locked_folder(out_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+#: Temporary files of :func:`slatframe.results.replacing` for the files a sweep writes.
+_STALE = re.compile(r"\.(sweep\.json|results\.csv|results\.parquet|[0-9a-f]{16}(\.error\.txt|\.json))"
+                    r"\.[A-Za-z0-9_]+\.tmp")
+
+
 def _remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files a killed writer left behind (``.<name>.<random>.tmp``); only
-    called under the folder's lock, so no writer is using them."""
+    """Delete temporary files a killed writer left behind (``.<name>.<random>.tmp`` of the
+    files a sweep writes, nothing else); only called under the folder's lock, so no
+    writer is using them."""
     for tmp in folder.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if _STALE.fullmatch(tmp.name):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def run_sweep(plan: SweepPlan, out_dir: str | Path, *, executor: str = "local", jobs: int = 1,

@@ -268,3 +268,27 @@ def test_a_second_sweep_into_a_busy_folder_is_refused(tmp_path):
     assert main(["sweep", str(cfg), "--out", str(out), "--quiet", "--set", "workload.accesses=500"]) == 0
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
     assert [(r["tlb.levels[0].sets"], r["accesses"]) for r in rows] == [("1", "500"), ("2", "500")]
+
+
+def test_a_sweep_removes_only_its_own_stale_temporary_files(tmp_path):
+    """Temporaries a killed sweep left (``.<file>.<random>.tmp``) go; a user's files stay."""
+    cfg = write_config(tmp_path, "s.toml", sweep='[sweep.axes]\n"tlb.levels[0].sets" = [1, 2]\n')
+    out = tmp_path / "out"
+    (out / "points").mkdir(parents=True)
+    stale = [out / ".results.csv.k2j_x9aa.tmp", out / "points" / ".0123456789abcdef.json.abcd1234.tmp"]
+    mine = [out / ".notes.tmp", out / "points" / ".draft.json.tmp", out / "notes.txt"]
+    for f in stale + mine:
+        f.write_text("x")
+    assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert not any(f.exists() for f in stale) and all(f.read_text() == "x" for f in mine)
+    assert sorted(p.name for p in out.glob(".*")) == [".notes.tmp"]
+
+
+def test_bad_executor_options_touch_no_folder(tmp_path, capsys):
+    cfg = write_config(tmp_path, "s.toml", sweep='[sweep.axes]\n"tlb.levels[0].sets" = [1, 2]\n')
+    for extra, flag in ((["--jobs", "0"], "--jobs 0"), (["--executor", "local", "--scheduler", "tcp://h:1"],
+                                                          "--scheduler")):
+        assert main(["sweep", str(cfg), "--out", str(tmp_path / "out"), *extra]) == 2
+        err = one_line_error(capsys.readouterr().err)
+        assert flag in err, err
+    assert not (tmp_path / "out").exists()
