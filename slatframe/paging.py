@@ -19,11 +19,14 @@ class PageTableFormat:
     """Geometry and entry codec of one radix page-table format.
 
     Levels are numbered from 1 (the last table, mapping 4K pages) to ``levels`` (the
-    root). A leaf above level 1 is marked by ``leaf_flag`` (the PS bit). An entry is
-    present when ``entry & present_mask`` is non-zero. ``table_bits`` / ``leaf_bits`` are
-    set in every non-leaf / leaf entry the OS writes (for example present, user,
-    memory type); ``write_flag`` grants writes; ``accessed_flag`` and ``dirty_flag`` are
-    0 where the format has none.
+    root). Every present entry of level 1 is a leaf; above it an entry is a leaf (a large
+    page, or block) when ``entry & leaf_mask == leaf_flag``: x86's PS bit set
+    (``leaf_mask = leaf_flag = PS``, the default), or ARM's table bit clear
+    (``leaf_mask = 0b10``, ``leaf_flag = 0``). An entry is present when
+    ``entry & present_mask`` is non-zero. ``table_bits`` / ``leaf_bits`` are set in every
+    non-leaf / leaf entry the OS writes (for example present, user, memory type), and
+    ``page_flag`` in leaves of level 1 only (ARM's page descriptors); ``write_flag`` grants
+    writes; ``accessed_flag`` and ``dirty_flag`` are 0 where the format has none.
     """
 
     name: str
@@ -37,6 +40,12 @@ class PageTableFormat:
     dirty_flag: int = 0
     table_bits: int = 0
     leaf_bits: int = 0
+    leaf_mask: int = attrs.field(default=attrs.Factory(lambda self: self.leaf_flag, takes_self=True))
+    page_flag: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not self.leaf_mask or self.leaf_flag & ~self.leaf_mask:
+            raise ValueError(f"page-table format {self.name!r}: leaf_mask must be non-zero and hold leaf_flag's bits")
 
     @property
     def va_bits(self) -> int:
@@ -69,11 +78,11 @@ class PageTableFormat:
         return bool(entry & self.present_mask)
 
     def is_leaf(self, entry: int, level: int) -> bool:
-        return level == 1 or bool(entry & self.leaf_flag)
+        return level == 1 or (entry & self.leaf_mask) == self.leaf_flag
 
     def frame(self, entry: int, level: int) -> int:
         """Physical address the entry points at (table, or page base for a leaf)."""
-        if level > 1 and entry & self.leaf_flag:
+        if level > 1 and (entry & self.leaf_mask) == self.leaf_flag:
             return entry & self.frame_mask & ~(self.page_size(level) - 1)
         return entry & self.frame_mask
 
@@ -84,8 +93,7 @@ class PageTableFormat:
         e = (page & self.frame_mask) | self.leaf_bits
         if writable:
             e |= self.write_flag
-        if level > 1:
-            e |= self.leaf_flag
+        e |= self.leaf_flag if level > 1 else self.page_flag
         return e
 
     def is_writable(self, entry: int) -> bool:

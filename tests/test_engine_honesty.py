@@ -256,3 +256,96 @@ def test_a_scheme_naming_an_unknown_walk_is_one_sentence(tmp_path):
     with pytest.raises(PluginError, match=r"asks for walk 'nope', which no plugin registers \(registered walks: "
                                           r"radix, root-load\)"):
         run_experiment(config, reg, engine="reference")
+
+
+GEOMETRY = '''
+import attrs
+
+from slatframe import hookimpl
+from slatframe.records import PageTableFormatRecord
+from slatframe.paging import PageTableFormat
+from slatframe_plugins.formats import long_mode
+
+
+class TenBitFormat(PageTableFormat):
+    """A format with its own index width, which the core prefix caches cannot key."""
+
+    @staticmethod
+    def index(va, level):
+        return (va >> (12 + 10 * (level - 1))) & 1023
+
+
+@hookimpl
+def slatframe_page_table_formats():
+    fields = attrs.asdict(long_mode("ten-bit", 4), recurse=False)
+    return [PageTableFormatRecord(name="ten-bit", summary="own geometry",
+                                  factory=lambda options: TenBitFormat(**fields))]
+'''
+
+
+def test_prefix_caches_refuse_a_format_with_its_own_geometry(tmp_path):
+    plugin = plugin_file(tmp_path, "geometry", GEOMETRY)
+    raw = tiny_config(experiment={"name": "g", "plugins": [str(plugin)]}, walk_caches=[{"type": "psc", "level": 2}])
+    raw["machine"]["guest_format"] = "ten-bit"
+    config, reg = build(raw)
+    with pytest.raises(ConfigError, match="walk cache 'psc-guest-l2' keys entries by the radix geometry .* "
+                                          "format 'ten-bit' defines its own index or page_size"):
+        run_experiment(config, reg, engine="reference")
+
+
+BAD_VICTIM = '''
+import numpy as np
+from numba import njit
+
+from slatframe import hookimpl
+from slatframe.records import PolicyKernels, TlbPolicyRecord
+
+
+class Last:
+    def __init__(self, options, sets, ways, rng):
+        self.ways = ways
+
+    def hit(self, s, way):
+        pass
+
+    def fill(self, s, way):
+        pass
+
+    def victim(self, s):
+        return self.ways - 1
+
+
+def init(options, sets, ways, rng):
+    return np.full((1, 1), ways, dtype=np.int64)
+
+
+@njit(cache=True, _nrt=False)
+def nothing(state, i, s, w):
+    pass
+
+
+@njit(cache=True, _nrt=False)
+def victim(state, i, s):
+    return state[i, 0, 0]  # one past the last way: a bug
+
+
+@hookimpl
+def slatframe_tlb_policies():
+    kernels = PolicyKernels(init=init, hit=nothing, fill=nothing, victim=victim, invalidate=nothing)
+    return [TlbPolicyRecord(name="off-by-one", summary="buggy kernel", factory=Last, kernels=kernels)]
+'''
+
+
+def test_a_victim_kernel_outside_its_set_is_a_plugin_error(tmp_path):
+    """The compiled loop checks every victim way: a buggy kernel stops the run with one
+    sentence naming the policy instead of writing outside the set."""
+    from slatframe.errors import PluginError
+
+    plugin = plugin_file(tmp_path, "off_by_one", BAD_VICTIM)
+    raw = tiny_config(experiment={"name": "v", "plugins": [str(plugin)]},
+                      tlb={"levels": [{"name": "l1", "sets": 2, "ways": 2, "policy": "off-by-one"}]})
+    config, reg = build(raw)
+    run_trace(config, reg, zipf_trace(n=500))  # the reference object is right
+    with pytest.raises(PluginError, match=r"victim kernel returned a way outside its set .*'off-by-one' "
+                                          r"\(from file:.*off_by_one.py\)"):
+        run_experiment(config, reg, engine="compiled")

@@ -24,7 +24,7 @@ State layout (``loop.py`` names the columns):
 - ``pstate[n, R, C]``: every structure's policy state, padded: TLB level l is structure
   l, walk cache j is structure L + j.
 - hardware view: ``fmts[2, 8]`` (guest, host format: levels, present mask, leaf flag,
-  frame mask, write, accessed, dirty flags), ``hwcfg[4]`` (2D?, host A/D, table accesses
+  frame mask, write, accessed, dirty flags, leaf mask), ``hwcfg[4]`` (2D?, host A/D, table accesses
   dirty), ``roots[V, A]`` and ``host_roots[V]``; memory: ``slot_of`` and ``words``.
 - data caches: ``dcfg``, ``dctl``, ``dtag``, ``dage`` (:meth:`slatframe.datacache.DataCaches.arrays`).
 """
@@ -36,7 +36,7 @@ import numpy as np
 
 from ..datacache import no_data_caches
 from ..setassoc import set_mask
-from ..errors import ConfigError
+from ..errors import ConfigError, PluginError
 from ..machine import Machine
 from ..translation import Invalidation
 from ..walkcache import GUEST, HOST, EntryCache, PrefixCache, TranslationCache
@@ -79,7 +79,8 @@ def _format_refusal(fmt: Any, role: str) -> str | None:
     if type(fmt) is not PageTableFormat:
         return (f"{role} page-table format {getattr(fmt, 'name', '?')!r} is a {type(fmt).__name__}, not a "
                 "PageTableFormat: the compiled walk decodes only PageTableFormat's own geometry and masks")
-    masks = (fmt.present_mask, fmt.leaf_flag, fmt.frame_mask, fmt.write_flag, fmt.accessed_flag, fmt.dirty_flag)
+    masks = (fmt.present_mask, fmt.leaf_flag, fmt.frame_mask, fmt.write_flag, fmt.accessed_flag, fmt.dirty_flag,
+             fmt.leaf_mask)
     if any(not 0 <= m < 1 << 63 for m in masks) or not 1 <= fmt.levels <= 5:
         return (f"{role} page-table format {fmt.name!r} has {fmt.levels} levels or a mask outside bits 0-62, "
                 "which the compiled walk does not hold")
@@ -116,7 +117,7 @@ def format_array(fmt: Any) -> np.ndarray:
     if fmt is None:
         return np.zeros(8, dtype=np.int64)
     return np.array([fmt.levels, fmt.present_mask, fmt.leaf_flag, fmt.frame_mask, fmt.write_flag,
-                     fmt.accessed_flag, fmt.dirty_flag, 0], dtype=np.int64)
+                     fmt.accessed_flag, fmt.dirty_flag, fmt.leaf_mask], dtype=np.int64)
 
 
 def tag_array(k: Any, n: int, sets: int, ways: int) -> np.ndarray:
@@ -266,11 +267,15 @@ class CompiledEngine:
         while True:
             roots = translator.hw.guest_roots.array  # re-read: the software side may grow these
             self.written[0] = store.next_written  # software may have written pages since
-            status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record, software.current_asid,
-                              software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
-                              host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe, wlists, wcount,
-                              self.pstate, self.cnt, self.out, self.paths, self.npaths,
-                              host.content, self.written, self.track_writes, *self.dc)
+            try:
+                status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record,
+                                  software.current_asid, software.last_vm, host.slot_of,
+                                  host.words.view(np.int64), fmts, hwcfg, roots, host_roots, tcfg, ttag,
+                                  inclusion, wcfg, wtag, wprobe, wlists, wcount, self.pstate, self.cnt,
+                                  self.out, self.paths, self.npaths, host.content, self.written,
+                                  self.track_writes, *self.dc)
+            except IndexError as exc:
+                raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             store.next_written = int(self.written[0])
             resume = False
             if status == k.DONE:
@@ -286,6 +291,12 @@ class CompiledEngine:
                     hpa_out[i] = NO_HPA
                 i += 1
         self._merge()
+
+    def _policy_names(self) -> str:
+        config, registry = self.machine.context.config, self.machine.context.registry
+        names = {lv.policy.name for lv in config.tlb.levels} | {
+            c.policy.name for c in self.machine.walk_caches if getattr(c, "policy", None) is not None}
+        return ", ".join(f"{name!r}{_plugin(registry, 'TLB policies', name)}" for name in sorted(names))
 
     def _merge(self) -> None:
         values = self.machine.context.counters.values

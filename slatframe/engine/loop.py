@@ -71,6 +71,7 @@ F_FRAME = 3
 F_WRITE = 4
 F_ACCESSED = 5
 F_DIRTY = 6
+F_LEAF_MASK = 7  # a leaf above level 1: entry & F_LEAF_MASK == F_LEAF
 
 # fault kinds (as slatframe.walker)
 NO_ROOT = 1
@@ -259,6 +260,8 @@ def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
                 free = x
     # one call site for the victim: each inlined copy of the policy dispatch costs compile time
     w = free if free >= 0 else policy_victim(pid, pstate, si, s)
+    if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
+        raise IndexError("a TLB policy's victim kernel returned a way outside its set")
     if wide:
         if free >= 0:
             tag[i, s, last, 0] += 1
@@ -507,7 +510,7 @@ def fill_entry(wcfg, wtag, wlists, wcount, pstate, base, dim, vm, asid, level, p
 @njit(cache=True, inline="always", _nrt=False)
 def entry_step(slot_of, words, fmts, f, pa, entry, level, accessed, dirty, write):
     """A/D update of a present entry of format row f: (entry, leaf?, protection?, wrote?)."""
-    leaf = level == 1 or (entry & fmts[f, F_LEAF]) != 0
+    leaf = level == 1 or (entry & fmts[f, F_LEAF_MASK]) == fmts[f, F_LEAF]
     wrote = False
     if accessed:
         updated = entry | fmts[f, F_ACCESSED]
@@ -523,7 +526,7 @@ def entry_step(slot_of, words, fmts, f, pa, entry, level, accessed, dirty, write
 
 @njit(cache=True, inline="always", _nrt=False)
 def frame_of(fmts, f, entry, level):
-    if level > 1 and (entry & fmts[f, F_LEAF]) != 0:
+    if level > 1 and (entry & fmts[f, F_LEAF_MASK]) == fmts[f, F_LEAF]:
         return entry & fmts[f, F_FRAME] & ~((1 << (12 + 9 * (level - 1))) - 1)
     return entry & fmts[f, F_FRAME]
 
