@@ -38,6 +38,7 @@ from slatframe.errors import ConfigError
 from slatframe.options import ConfigFacts, PluginChoice, option
 from slatframe.records import WorkloadRecord
 from slatframe.trace import CONTEXT_SWITCH, MAP, READ, TRACE_DTYPE, UNMAP, WRITE
+from slatframe.workload import checked_chunks, workload_where
 
 LINE = 64
 DISTRIBUTIONS = ("uniform", "zipf", "sequential", "gups", "pointer-chase")
@@ -288,7 +289,9 @@ def mix(o: MixOptions, ctx, registry) -> Iterator[np.ndarray]:
         if part.vm >= n_vms:
             raise ConfigError(f"workload.parts[{i}].vm = {part.vm} is not allowed: the config has {n_vms} VM(s).")
         record = registry.get("workloads", part.workload.name)
-        streams.append((_Stream(iter(record.factory(part.workload.options, ctx))),
+        where = f"workload.parts[{i}]: " + workload_where(part.workload.name, part.workload.options)
+        chunks = checked_chunks(record.factory(part.workload.options, ctx), where, None)
+        streams.append((_Stream(chunks),
                         max(1, round(o.slice * part.weight / top)), part.vm))
     pending: list[np.ndarray] = []
     held = 0

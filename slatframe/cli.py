@@ -10,7 +10,7 @@ from typing import Sequence
 
 from . import __version__
 from .errors import ConfigError, SlatframeError
-from .registry import HOOK_POINTS, Registry
+from .registry import HOOK_POINTS, Registry, plugin_file_raised
 from .report import summary, table
 from .results import (NAME_RULE, check_output_dir, check_output_file, describe_os_error, file_name_problem,
                       short_repr, write_atomic)
@@ -140,7 +140,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config, _ = load_base(args.config, args.overrides)
+    config, registry = load_base(args.config, args.overrides)
+    default_result_path(args.config, config.experiment.name)  # what `run` without --out would refuse
+    if config.experiment.engine == "compiled":  # refused by `run` when the compiled tier cannot honour a plugin
+        from .engine import choose_engine
+
+        choose_engine(config, registry, "compiled")
     note = ""
     if has_sweep(args.config):
         points = plan_sweep(args.config, args.overrides).points
@@ -232,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except OSError as exc:  # a file the command reads or writes: one sentence, not a traceback
         return _error(describe_os_error(exc))
+    except Exception as exc:  # a bug in a researcher's plugin file: one sentence naming it
+        where = plugin_file_raised(exc)
+        if where is None or os.environ.get("SLATFRAME_TRACEBACK"):
+            raise  # slatframe's own bug: the traceback is what fixes it
+        return _error(f"{where}; set SLATFRAME_TRACEBACK=1 to see the traceback.")
 
 
 def _error(message: str) -> int:

@@ -12,8 +12,9 @@ from typing import Any, Iterable
 
 import attrs
 
-from .errors import ConfigError
+from .errors import ConfigError, PluginError, SlatframeError
 from .options import BuildContext, ConfigFacts, PluginChoice, build, nonempty_name, option, to_plain
+from .paging import PageTableFormat
 from .units import format_size
 
 if sys.version_info >= (3, 11):
@@ -46,7 +47,8 @@ class ExperimentConfig:
 
     name: str = option("experiment", "name of the experiment, copied into the result")
     seed: int = option(1, "seed of every random choice in the run (workloads, random policies)", min=0)
-    engine: str = option("auto", "engine tier: auto takes compiled when every plugin has a kernel",
+    engine: str = option("auto", "engine tier: auto takes compiled when it honours every plugin on the "
+                                 "per-access path, else reference (the result says why); compiled refuses otherwise",
                          choices=("auto", "reference", "compiled"))
     plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
     chunk_size: int = option(65536, "trace records per chunk handed to the engine", min=1)
@@ -128,9 +130,10 @@ class VmConfig:
                                   check=_power_of_two_page)
     host_page_size: int = option(PAGE_4K, "page size the hypervisor backs guest memory with",
                                  size=True, check=_power_of_two_page)
-    image: str | None = option(None, "a memory image: page i of the file is guest-physical page i "
-                               "(a short last page is zero-filled, the rest of memory is zero); "
-                               "contents are read only when a dedup strategy runs", path=True)
+    image: str | None = option(None, "a memory image, resident from the start (as after a snapshot restore): "
+                                     "page i of the file is guest-physical page i (a short last page is "
+                                     "zero-filled); the guest kernel allocates above it, so vms[].memory must "
+                                     "be larger; contents are read only when a dedup strategy runs", path=True)
     content: ContentConfig = option(ContentConfig(), "synthetic content model (when there is no image)")
 
 
@@ -372,6 +375,12 @@ def check_config(config: Config, ctx: BuildContext) -> None:
                 ctx.fail(f"vms[{i}].{key}", f"= {format_size(size)!r} is not allowed: format {fmt.name!r} maps {allowed}.")
         if vm.memory % max(vm.guest_page_size, vm.host_page_size):
             ctx.fail(f"vms[{i}].memory", f"= {format_size(vm.memory)!r} is not allowed: it must be a multiple of the page sizes.")
+    if host_fmt is not None:
+        for i, vm in enumerate(config.vms):
+            if vm.memory > 1 << host_fmt.va_bits:
+                ctx.fail(f"vms[{i}].memory", f"= {format_size(vm.memory)!r} is not allowed: the second-level format "
+                                             f"{host_fmt.name!r} translates {host_fmt.va_bits}-bit guest-physical "
+                                             f"addresses, so a VM has at most {format_size(1 << host_fmt.va_bits)}.")
     _check_page_sizes(config, ctx, guest_fmt, host_fmt)
     _check_walk_cache_names(config, ctx)
     facts = ConfigFacts(vms=len(config.vms), guest_format=guest_fmt, host_format=host_fmt)
@@ -446,5 +455,19 @@ def resolved_format(config: Config, which: str, registry: Any):
             return None
         record = registry.get("page-table formats", default)
         choice = PluginChoice(default, record.options())
-    record = registry.get("page-table formats", choice.name)
-    return record.factory(choice.options)
+    try:
+        record = registry.get("page-table formats", choice.name)
+    except KeyError:
+        raise PluginError(f"SLAT scheme {config.machine.slat.name!r} uses the {which} format {choice.name!r}, "
+                          "which no plugin registers.") from None
+    try:
+        fmt = record.factory(choice.options)
+    except (SlatframeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise PluginError(f"page-table format {choice.name!r}: its factory raised {type(exc).__name__}: "
+                          f"{exc}.") from None
+    if not isinstance(fmt, PageTableFormat):
+        raise PluginError(f"page-table format {choice.name!r}: its factory returned a {type(fmt).__name__}, "
+                          "not a slatframe.paging.PageTableFormat.")
+    return fmt

@@ -205,6 +205,9 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
     if meta.get("path") and isinstance(out, str) and ctx.base_dir is not None:
         p = Path(out)
         out = str(p if p.is_absolute() else (ctx.base_dir / p))
+        if not Path(out).is_file():  # an input file: refused now, not after the run has started
+            problem = "it is a folder" if Path(out).is_dir() else "there is no such file"
+            ctx.fail(path, f"= {_describe(value)} is not allowed: {problem} ({out}).")
     _check(meta, out, value, path, ctx)
     return out
 

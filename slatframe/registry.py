@@ -43,6 +43,8 @@ class Provided:
     source: str
 
 
+PLUGIN_FILE_MODULE = "slatframe_plugin_file_"  #: prefix of the module names of plugin files
+
 def _check_presets(record: Registration, plugin_name: str) -> None:
     """A record's presets may only set fields of its options class, which must have a
     ``preset`` field (so the preset chosen is stored with the resolved options)."""
@@ -64,7 +66,7 @@ def load_plugin_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise PluginError(f"{path}: plugin file does not exist.")
     # a name stable across processes, so compiled kernels that import it can be cached
-    name = f"slatframe_plugin_file_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
+    name = f"{PLUGIN_FILE_MODULE}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
     content = hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = sys.modules.get(name)
     if loaded is not None and getattr(loaded, "__slatframe_content__", None) == content:
@@ -103,6 +105,22 @@ def exception_text(exc: BaseException, file: str | Path | None = None) -> str:
     return f"{head} (line {line})" if line else head
 
 
+def plugin_file_raised(exc: BaseException) -> str | None:
+    """When ``exc`` was raised in a plugin file named by a config (the innermost such
+    frame of its traceback), a sentence naming the file, line and function; else None."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith(PLUGIN_FILE_MODULE):
+            found = tb
+        tb = tb.tb_next
+    if found is None:
+        return None
+    code = found.tb_frame.f_code
+    return (f"plugin file {code.co_filename} raised {exception_text(exc)} at line {found.tb_lineno} "
+            f"(in {code.co_name}) during the run")
+
+
 def _expected_record(hook_name: str) -> type:
     """The record class a hook returns, from its hookspec's ``Iterable[...]`` annotation."""
     hints = typing.get_type_hints(getattr(hookspecs, hook_name))
@@ -130,7 +148,7 @@ def check_victim(policy: object, s: int, way: object, ways: int) -> int:
     cls = type(policy)
     module = sys.modules.get(cls.__module__)
     origin = getattr(module, "__file__", None)
-    where = f"plugin file {origin}" if origin and cls.__module__.startswith("slatframe_plugin_file_") \
+    where = f"plugin file {origin}" if origin and cls.__module__.startswith(PLUGIN_FILE_MODULE) \
         else f"module {cls.__module__}"
     raise PluginError(f"{where} (hook slatframe_tlb_policies): replacement policy {cls.__qualname__}'s "
                       f"victim({s}) returned {way!r}, which is not a way of the set: allowed 0 to {ways - 1}.")

@@ -182,3 +182,20 @@ def test_an_entry_point_module_registers_with_its_distribution(tmp_path, monkeyp
     monkeypatch.setattr(metadata, "distributions", lambda: [_FakeDist("good_ep_module")])
     provided = Registry().records["TLB policies"]
     assert list(provided) == ["ep-policy"] and provided["ep-policy"].source == "broken-dist 9.9"
+
+
+def test_an_exception_in_plugin_code_during_the_run_names_file_and_line(tmp_path, capsys, monkeypatch):
+    """A policy method that raises mid-run: one sentence naming the plugin file, the line
+    and the function, exit 2; SLATFRAME_TRACEBACK=1 lets the traceback through."""
+    body = HEAD + POLICY.replace("VICTIM", "0").replace("    def fill(self, s, w):\n        pass",
+                                                       "    def fill(self, s, w):\n        1 // 0") + (
+        "@hookimpl\ndef slatframe_tlb_policies():\n"
+        "    return [TlbPolicyRecord(name='crash', summary='s', factory=Policy)]\n")
+    line = body.splitlines().index("        1 // 0") + 1
+    code, err, out = run_with_plugin(tmp_path, body, capsys, policy="crash")
+    assert code == 2 and not out.exists() and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(rf"plugin file \S*broken_plugin\.py raised ZeroDivisionError: integer division or modulo by "
+                     rf"zero at line {line} \(in fill\) during the run", err), err
+    monkeypatch.setenv("SLATFRAME_TRACEBACK", "1")
+    with pytest.raises(ZeroDivisionError):
+        run_with_plugin(tmp_path, body, capsys, policy="crash")

@@ -273,7 +273,7 @@ def test_run_refuses_a_wide_address_and_names_the_file(tmp_path, capsys):
     assert main(["run", str(config), "--out", str(out), "--quiet", "--set", "machine.guest_format=x86-64-la57"]) == 0
     trace.unlink()
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
-    assert "wide.lackey: trace file does not exist." in capsys.readouterr().err
+    assert "workload.path = 'wide.lackey' is not allowed: there is no such file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("result,needle,error", [
