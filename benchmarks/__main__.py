@@ -3,6 +3,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
 
     python -m benchmarks [--accesses N] [--reference-accesses N]
     python -m benchmarks --profile [--accesses N]      (where the time goes)
+    python -m benchmarks --kernels [--accesses N]      (inline kernels against kernels compiled apart)
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
@@ -19,7 +20,9 @@ from numba import njit
 
 from slatframe.counters import Counters
 from slatframe.engine import make_engine
+from slatframe import hookimpl
 from slatframe.machine import build_machine
+from slatframe.registry import Registry
 from slatframe.report import table
 from slatframe.testing import build, tiny_config
 from slatframe.trace import READ, TRACE_DTYPE
@@ -178,6 +181,48 @@ def profile(accesses: int) -> None:
     print(table(rows, ("what runs", "workload", "ns per access", "M accesses/s")))
 
 
+class ApartLru:
+    """The builtin LRU registered again with ``inline=False``: the same kernels, called
+    through the loop's function tables instead of compiled into it."""
+
+    @staticmethod
+    @hookimpl
+    def slatframe_tlb_policies():
+        import attrs
+
+        lru = Registry().get("TLB policies", "lru")
+        return [attrs.evolve(lru, name="lru-apart", kernels=attrs.evolve(lru.kernels, inline=False))]
+
+
+def kernels(accesses: int, rounds: int = 5) -> None:
+    """Warm nanoseconds per access of the builtin LRU compiled into the loop against the
+    same kernels compiled apart, passes alternating in this process (best of ``rounds``)."""
+    registry = Registry(plugins=[ApartLru])
+    rows = []
+    for kind, slat, caches in (("hit-heavy", "native", []), ("walk-heavy", "intel-ept", PSC)):
+        trace = workload(kind, accesses if kind == "hit-heavy" else accesses // 4)
+        engines = {}
+        for policy in ("lru", "lru-apart"):
+            levels = [dict(level, policy=policy) for level in TLB["levels"]]
+            raw = tiny_config(machine={"slat": slat, "host_memory": "64G"}, tlb={"levels": levels},
+                              walk_caches=[dict(c, policy=policy) for c in caches], vms=[{"name": "vm0", "memory": "8G"}])
+            config, _ = build(raw, registry)
+            engines[policy] = make_engine("compiled", build_machine(config, registry, Counters()), registry)
+            for i in range(0, len(trace), 65536):  # the cold pass: tables built, structures warm
+                engines[policy].run_chunk(trace[i:i + 65536])
+        best = dict.fromkeys(engines, 0.0)
+        for _ in range(rounds):
+            for policy, engine in engines.items():
+                start = time.perf_counter()
+                for i in range(0, len(trace), 65536):
+                    engine.run_chunk(trace[i:i + 65536])
+                best[policy] = max(best[policy], len(trace) / (time.perf_counter() - start))
+        rows.append((kind, slat, f"{1e9 / best['lru']:.1f}", f"{1e9 / best['lru-apart']:.1f}",
+                     f"{best['lru'] / best['lru-apart']:.2f}x"))
+    print(f"warm passes, best of {rounds}, alternating in one process")
+    print(table(rows, ("workload", "scheme", "inline LRU ns/access", "LRU apart ns/access", "apart cost")))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accesses", type=int, default=5_000_000)
@@ -186,9 +231,14 @@ def main(argv=None) -> None:
                     help="instead: peak RSS of slatframe run at these trace lengths (e.g. 1000000 100000000)")
     ap.add_argument("--profile", action="store_true",
                     help="instead: nanoseconds per access as pieces of work are added, one per row")
+    ap.add_argument("--kernels", action="store_true",
+                    help="instead: the builtin LRU compiled into the loop against the same kernels compiled apart")
     args = ap.parse_args(argv)
     if args.profile:
         profile(args.accesses)
+        return
+    if args.kernels:
+        kernels(args.accesses)
         return
     if args.streaming:
         streaming(args.streaming)

@@ -298,12 +298,17 @@ def srrip_victim(state, i, s):
     return 0
 
 
-LRU_KERNELS = PolicyKernels(init=recency_init, hit=touch, fill=touch, victim=least_recent, invalidate=no_op)
-FIFO_KERNELS = PolicyKernels(init=recency_init, hit=no_op, fill=touch, victim=least_recent, invalidate=no_op)
-RANDOM_KERNELS = PolicyKernels(init=random_init, hit=no_op, fill=no_op, victim=random_victim, invalidate=no_op)
-PLRU_KERNELS = PolicyKernels(init=plru_init, hit=plru_touch, fill=plru_touch, victim=plru_victim, invalidate=no_op)
+# inline: compiled into the loop (they change only with slatframe itself)
+LRU_KERNELS = PolicyKernels(init=recency_init, hit=touch, fill=touch, victim=least_recent, invalidate=no_op,
+                            inline=True)
+FIFO_KERNELS = PolicyKernels(init=recency_init, hit=no_op, fill=touch, victim=least_recent, invalidate=no_op,
+                             inline=True)
+RANDOM_KERNELS = PolicyKernels(init=random_init, hit=no_op, fill=no_op, victim=random_victim, invalidate=no_op,
+                               inline=True)
+PLRU_KERNELS = PolicyKernels(init=plru_init, hit=plru_touch, fill=plru_touch, victim=plru_victim, invalidate=no_op,
+                             inline=True)
 SRRIP_KERNELS = PolicyKernels(init=srrip_init, hit=srrip_hit, fill=srrip_fill, victim=srrip_victim,
-                              invalidate=srrip_invalidate)
+                              invalidate=srrip_invalidate, inline=True)
 
 
 @hookimpl

@@ -85,8 +85,8 @@ class ConfigFacts:
 
     @property
     def va_bits(self) -> int:
-        """Width of a guest virtual address: 12 bits of page offset and 9 per level."""
-        return 12 + 9 * self.guest_format.levels
+        """Width of a guest virtual address (the guest format's ``va_bits``)."""
+        return self.guest_format.va_bits
 
     def levels(self, dimension: str) -> int:
         """Table levels of the ``guest`` or ``host`` dimension (0 if there is none)."""
@@ -205,11 +205,21 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
     if meta.get("path") and isinstance(out, str) and ctx.base_dir is not None:
         p = Path(out)
         out = str(p if p.is_absolute() else (ctx.base_dir / p))
-        if not Path(out).is_file():  # an input file: refused now, not after the run has started
-            problem = "it is a folder" if Path(out).is_dir() else "there is no such file"
+        problem = _input_file_problem(Path(out))  # refused now, not after the run has started
+        if problem:
             ctx.fail(path, f"= {_describe(value)} is not allowed: {problem} ({out}).")
     _check(meta, out, value, path, ctx)
     return out
+
+
+def _input_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an input file, or None."""
+    try:
+        if path.is_file():
+            return None
+        return "it is a folder" if path.is_dir() else "there is no such file"
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        return f"it cannot be a file name ({exc.__class__.__name__})"
 
 
 def _to_float(value: Any, meta: Any, path: str, ctx: BuildContext) -> float:

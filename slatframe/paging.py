@@ -20,13 +20,14 @@ class PageTableFormat:
 
     Levels are numbered from 1 (the last table, mapping 4K pages) to ``levels`` (the
     root). Every present entry of level 1 is a leaf; above it an entry is a leaf (a large
-    page, or block) when ``entry & leaf_mask == leaf_flag``: x86's PS bit set
-    (``leaf_mask = leaf_flag = PS``, the default), or ARM's table bit clear
-    (``leaf_mask = 0b10``, ``leaf_flag = 0``). An entry is present when
+    page, or block) when ``entry & leaf_mask == leaf_flag``: a size bit set
+    (``leaf_mask = leaf_flag = that bit``, the default), or a table bit clear
+    (``leaf_mask = that bit``, ``leaf_flag = 0``). An entry is present when
     ``entry & present_mask`` is non-zero. ``table_bits`` / ``leaf_bits`` are set in every
     non-leaf / leaf entry the OS writes (for example present, user, memory type), and
-    ``page_flag`` in leaves of level 1 only (ARM's page descriptors); ``write_flag`` grants
-    writes; ``accessed_flag`` and ``dirty_flag`` are 0 where the format has none.
+    ``page_flag`` in leaves of level 1 only (where a format marks pages apart from larger
+    leaves); ``write_flag`` grants writes; ``accessed_flag`` and ``dirty_flag`` are 0
+    where the format has none.
     """
 
     name: str

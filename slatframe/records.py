@@ -85,6 +85,11 @@ class PolicyKernels:
     ``hit(state, i, s, w)``, ``fill(state, i, s, w)``, ``invalidate(state, i, s, w)`` and
     ``victim(state, i, s) -> way`` mirror the reference object's methods (``invalidate``
     a no-op where the object has none).
+
+    ``inline``: False (the default) compiles the kernels apart, in about a second, and the
+    loop calls them through function pointers, so adding or editing a plugin never
+    recompiles the loop; True compiles them into the loop itself (a few ns faster a call,
+    but every change recompiles the whole loop, about a minute): the builtins do that.
     """
 
     init: Callable[..., Any]
@@ -92,6 +97,7 @@ class PolicyKernels:
     fill: Callable[..., Any]
     victim: Callable[..., Any]
     invalidate: Callable[..., Any]
+    inline: bool = False
 
 
 @attrs.frozen(kw_only=True)

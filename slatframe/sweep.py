@@ -230,8 +230,26 @@ def plan_sweep(path: str | Path, overrides: Iterable[str] = ()) -> SweepPlan:
         except SlatframeError as exc:
             points.append(Point(index, cells, point_raw, config_hash(point_raw), str(exc)))
             continue
-        points.append(Point(index, cells, point_raw, config_hash(config.to_dict())))
+        points.append(Point(index, cells, point_raw, config_hash({**config.to_dict(),
+                                                                   "inputs": input_stamps(files, config)})))
     return SweepPlan(path, spec, tuple(points))
+
+
+def input_stamps(plugin_paths: Iterable[Path], config: Any) -> dict[str, str]:
+    """What a point's result depends on besides its config: the content of its plugin
+    files, the size and modification time of its input files (traces, images), and the
+    slatframe version, so a resumed sweep reruns a point whose inputs changed."""
+    from . import __version__
+
+    stamps = {"slatframe": __version__}
+    for plugin in plugin_paths:
+        stamps[str(plugin)] = hashlib.sha256(Path(plugin).read_bytes()).hexdigest()
+    inputs = [getattr(config.workload.options, "path", None)] + [vm.image for vm in config.vms]
+    for name in inputs:
+        if isinstance(name, str) and Path(name).is_file():
+            stat = Path(name).stat()
+            stamps[name] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    return stamps
 
 
 def load_base(path: str | Path, overrides: Iterable[str] = ()) -> tuple[Any, Any]:

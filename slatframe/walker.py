@@ -162,7 +162,7 @@ class Walker:
         turns an entry address into the physical address read (a 2D walk passes its host
         translation; it returns a Fault to abort). ``top`` starts the walk at that level's
         table ``root`` instead of the format's root (prefix caches are then not probed)."""
-        level, table = top or fmt.levels, root
+        level, table = fmt.levels if top is None else top, root
         table_is_physical = resolve is None
         hit = self._skip(dim, vm, asid, address, fmt.levels) if top is None else None
         if hit is not None:

@@ -145,7 +145,7 @@ def test_presets_are_checked_when_a_plugin_registers(tmp_path):
         "from slatframe.records import CostModelRecord\n"
         "@attrs.frozen\nclass O:\n    preset: str = option('')\n    a: int = option(1)\n"
         "@hookimpl\ndef slatframe_cost_models():\n"
-        "    return [CostModelRecord(name='odd', summary='s', factory=None, options=O, presets={'x': {'b': 2}})]\n")
+        "    return [CostModelRecord(name='odd', summary='s', factory=O, options=O, presets={'x': {'b': 2}})]\n")
     with pytest.raises(PluginError, match=r"preset 'x' of cost model 'odd' sets 'b', which is not one of its options"):
         build_raw(tiny_config(experiment={"name": "t", "plugins": ["p.py"]}), base_dir=tmp_path)
 

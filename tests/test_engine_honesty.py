@@ -293,15 +293,18 @@ def test_prefix_caches_refuse_a_format_with_its_own_geometry(tmp_path):
         run_experiment(config, reg, engine="reference")
 
 
-BAD_VICTIM = '''
+def policy_plugin(name: str, reference_victim: str, kernel_victim: str, imports: str = "") -> str:
+    """A plugin file with one TLB policy whose state is one cell per set holding the number
+    of ways; only its victim (reference object and kernel) is given."""
+    return f'''
 import numpy as np
 from numba import njit
-
+{imports}
 from slatframe import hookimpl
 from slatframe.records import PolicyKernels, TlbPolicyRecord
 
 
-class Last:
+class Policy:
     def __init__(self, options, sets, ways, rng):
         self.ways = ways
 
@@ -312,11 +315,11 @@ class Last:
         pass
 
     def victim(self, s):
-        return self.ways - 1
+        return {reference_victim}
 
 
 def init(options, sets, ways, rng):
-    return np.full((1, 1), ways, dtype=np.int64)
+    return np.full((sets, 1), ways, dtype=np.int64)
 
 
 @njit(cache=True, _nrt=False)
@@ -326,14 +329,17 @@ def nothing(state, i, s, w):
 
 @njit(cache=True, _nrt=False)
 def victim(state, i, s):
-    return state[i, 0, 0]  # one past the last way: a bug
+    return {kernel_victim}
 
 
 @hookimpl
 def slatframe_tlb_policies():
     kernels = PolicyKernels(init=init, hit=nothing, fill=nothing, victim=victim, invalidate=nothing)
-    return [TlbPolicyRecord(name="off-by-one", summary="buggy kernel", factory=Last, kernels=kernels)]
+    return [TlbPolicyRecord(name="{name}", summary="a test policy", factory=Policy, kernels=kernels)]
 '''
+
+
+BAD_VICTIM = policy_plugin("off-by-one", "self.ways - 1", "state[i, s, 0]  # one past the last way: a bug")
 
 
 def test_a_victim_kernel_outside_its_set_is_a_plugin_error(tmp_path):
@@ -349,3 +355,40 @@ def test_a_victim_kernel_outside_its_set_is_a_plugin_error(tmp_path):
     with pytest.raises(PluginError, match=r"victim kernel returned a way outside its set .*'off-by-one' "
                                           r"\(from file:.*off_by_one.py\)"):
         run_experiment(config, reg, engine="compiled")
+
+
+HELPER_POLICY = policy_plugin("picked", "helpers.pick.py_func(self.ways)", "helpers.pick(state[i, s, 0])",
+                              imports="import pick_helpers as helpers")
+
+
+def test_an_edited_helper_in_another_file_reaches_the_compiled_tier(tmp_path):
+    """The kernel's helper lives in another file, with numba's disk cache on: after the
+    helper is edited, a new process's compiled run agrees with its reference run and
+    differs from before (numba's own cache would have kept the old helper)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    plugin_file(tmp_path, "picked_policy", HELPER_POLICY)
+    helper = tmp_path / "pick_helpers.py"
+    config = tmp_path / "exp.toml"
+    config.write_text('[experiment]\nname = "picked"\nplugins = ["picked_policy.py"]\n'
+                      '[machine]\nslat = "native"\nhost_memory = "4G"\n'
+                      '[[tlb.levels]]\nname = "l1"\nsets = 4\nways = 4\npolicy = "picked"\n'
+                      '[[vms]]\nname = "vm0"\nmemory = "1G"\n'
+                      '[workload]\nsource = "synthetic"\ndistribution = "zipf"\naccesses = 20000\nfootprint = "4M"\n')
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    misses = {}
+    for body in ("return 0", "return ways - 1"):
+        helper.write_text(f"from numba import njit\n\n\n@njit(cache=True)\ndef pick(ways):\n    {body}\n")
+        for engine in ("compiled", "reference"):
+            out = tmp_path / f"{engine}.json"
+            proc = subprocess.run([sys.executable, "-m", "slatframe.cli", "run", str(config), "--out", str(out),
+                                   "--quiet", "--engine", engine], env=env, capture_output=True, text=True,
+                                  timeout=900)
+            assert proc.returncode == 0, proc.stderr
+            misses[body, engine] = json.loads(out.read_text())["metrics"]["tlb.l1.misses"]
+    assert misses["return 0", "compiled"] == misses["return 0", "reference"]
+    assert misses["return ways - 1", "compiled"] == misses["return ways - 1", "reference"]
+    assert misses["return 0", "reference"] != misses["return ways - 1", "reference"]

@@ -75,9 +75,55 @@ def test_every_kind_of_edit_changes_the_fingerprint(tmp_path):
 
 
 def test_builtin_policies_each_have_their_own_fingerprint(registry):
-    prints = set()
-    for name in registry.names("TLB policies"):
-        kernels = registry.get("TLB policies", name).kernels
-        if kernels is not None:
-            prints.add(fingerprint(kernels.hit, kernels.fill, kernels.victim, kernels.invalidate))
-    assert len(prints) == 5
+    """Every builtin policy's kernels (in role order) print differently, even where two
+    policies share kernels in other roles (LRU and FIFO)."""
+    kernel_sets = [registry.get("TLB policies", name).kernels for name in registry.names("TLB policies")]
+    kernel_sets = [k for k in kernel_sets if k is not None]
+    prints = {fingerprint(k.hit, k.fill, k.victim, k.invalidate) for k in kernel_sets}
+    assert len(kernel_sets) >= 5 and len(prints) == len(kernel_sets)
+
+
+MORE = '''
+import enum
+import numpy as np
+from numba import njit
+import {helper_module} as helpers
+
+
+class Mode(enum.IntEnum):
+    A = 1
+
+
+MASK = np.int64(3)
+
+
+@njit(cache=True)
+def kernel(x, b=1):
+    return (x & MASK) + b + Mode.A + helpers.sub.twice(x)
+'''
+
+
+def test_defaults_numpy_scalars_enums_and_submodules_change_the_fingerprint(tmp_path):
+    package = tmp_path / "fp_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from . import sub\n")
+    sub = package / "sub.py"
+    sys.path.insert(0, str(tmp_path))
+
+    def print_of(kernels: str, twice: str = "x * 2") -> str:
+        sub.write_text(f"from numba import njit\n\n@njit\ndef twice(x):\n    return {twice}\n")
+        for name in [m for m in sys.modules if m == "fp_pkg" or m.startswith("fp_pkg.")]:
+            del sys.modules[name]
+        path = tmp_path / "fp_more.py"
+        path.write_text(textwrap.dedent(kernels.replace("{helper_module}", "fp_pkg")))
+        return fingerprint(load(path, "fp_more").kernel)
+
+    try:
+        base = print_of(MORE)
+        edits = [print_of(MORE.replace("b=1", "b=2")), print_of(MORE.replace("np.int64(3)", "np.int64(7)")),
+                 print_of(MORE.replace("A = 1", "A = 2")), print_of(MORE, twice="x * 3")]
+        again = print_of(MORE)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert again == base
+    assert all(fp != base for fp in edits) and len(set(edits)) == len(edits)

@@ -16,7 +16,7 @@ from slatframe.engine import run_experiment
 from slatframe.errors import ConfigError
 from slatframe.gather import csv_text, gather
 from slatframe.progress import Progress, RunProgress, render
-from slatframe.sweep import config_hash, plan_sweep, run_sweep
+from slatframe.sweep import config_hash, input_stamps, plan_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,21 @@ def test_zip_pairs_values_and_identical_configs_share_a_hash(tmp_path):
     # "1M" and 1048576 resolve to the same config: one result file for both
     assert plan.points[0].hash == plan.points[1].hash != plan.points[2].hash
     config, _ = config_from_dict(plan.points[2].raw)
-    assert plan.points[2].hash == config_hash(config.to_dict())
+    assert plan.points[2].hash == config_hash({**config.to_dict(), "inputs": input_stamps([], config)})
+
+
+def test_an_edited_plugin_file_changes_every_point_hash(tmp_path):
+    """A resumed sweep must not reuse results computed with the plugin's old code."""
+    plugin = tmp_path / "lfu.py"
+    plugin.write_text((Path(__file__).resolve().parents[1] / "examples/plugins/lfu_policy.py").read_text())
+    path = sweep_file(tmp_path, '[sweep.axes]\n"tlb.levels[0].ways" = [2, 4]\n')
+    text = path.read_text().replace('[experiment]\n', '[experiment]\nplugins = ["lfu.py"]\n', 1)
+    assert text != path.read_text()
+    path.write_text(text)
+    before = [p.hash for p in plan_sweep(path).points]
+    plugin.write_text(plugin.read_text() + "\n# edited\n")
+    after = [p.hash for p in plan_sweep(path).points]
+    assert len(set(before)) == 2 and not set(before) & set(after)
 
 
 def test_zip_with_unequal_lengths_is_one_sentence_naming_file_and_axes(tmp_path, capsys):

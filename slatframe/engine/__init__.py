@@ -108,8 +108,8 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     counters = Counters()
     machine = build_machine(config, registry, counters)
     tier, reason = choose_engine(config, registry, engine, machine)
+    compiling = time.perf_counter()  # the compiled tier compiles plugin kernels as it is made
     runner = make_engine(tier, machine, registry)
-    compiling = time.perf_counter()
     load_engine = getattr(runner, "warm_up", None)  # compile the loop, or load it from the cache
     if load_engine is not None:
         load_engine()

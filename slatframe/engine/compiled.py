@@ -42,7 +42,9 @@ from ..translation import Invalidation
 from ..walkcache import GUEST, HOST, EntryCache, PrefixCache, TranslationCache
 from ..paging import PageTableFormat
 from ..walker import Fault, RootTable, Walker
-from .codegen import load_kernels, policy_ids
+from . import kernel_slots
+from .codegen import load_kernels, policy_ids, slot_ids
+from .kernel_slots import SLOTS
 from .reference import NO_HPA
 from .software import SoftwareSide
 
@@ -67,8 +69,13 @@ def _policy_refusals(machine: Machine, registry: Any) -> list[str]:
         policy = getattr(choice.options, "policy", None)
         if policy is not None:
             policies.append((f"walk_caches[{i}]", policy.name))
-    return [f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)} ({where}) has no compiled kernel"
-            for where, name in policies if registry.get("TLB policies", name).kernels is None]
+    why = [f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)} ({where}) has no compiled kernel"
+           for where, name in policies if registry.get("TLB policies", name).kernels is None]
+    apart = slot_ids(registry, [name for _, name in policies])
+    if len(apart) > SLOTS:
+        why.append(f"the run uses {len(apart)} separately compiled TLB policies ({', '.join(map(repr, apart))}), "
+                   f"and the compiled tier holds at most {SLOTS}")
+    return why
 
 
 def _format_refusal(fmt: Any, role: str) -> str | None:
@@ -93,7 +100,7 @@ def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
     :class:`PageTableFormat` tables, the core walk-cache kinds and TLB policies that have
     kernels; anything else on the per-access path is refused here, never approximated."""
     why = _policy_refusals(machine, registry)
-    hw = machine.translator.hw
+    hw = machine.walker.hw if type(machine.walker) is Walker else machine.translator.hw
     if type(machine.walker) is not Walker:
         name = getattr(hw, "walk", "?")
         why.append(f"walk {name!r}{_plugin(registry, 'walks', name)} has no compiled form "
@@ -105,6 +112,9 @@ def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
         refusal = _format_refusal(fmt, role)
         if refusal:
             why.append(refusal)
+    for i, lv in enumerate(machine.context.config.tlb.levels):
+        if len(lv.page_sizes) > 4:
+            why.append(f"tlb.levels[{i}] holds {len(lv.page_sizes)} page sizes, and a compiled TLB level at most 4")
     for cache in machine.walk_caches:
         if type(cache) not in KINDS:
             why.append(f"walk cache {getattr(cache, 'name', '?')!r} is a {type(cache).__name__}; the compiled "
@@ -151,7 +161,11 @@ class CompiledEngine:
         self.k = load_kernels(registry)
         ctx = machine.context
         config = ctx.config
-        ids = policy_ids(registry)
+        used = [lv.policy.name for lv in config.tlb.levels] + [c.policy.name for c in machine.walk_caches]
+        apart = slot_ids(registry, used)
+        ids = {**policy_ids(registry), **apart}
+        self.pk = kernel_slots.tables([(f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)}",
+                                        registry.get("TLB policies", name).kernels) for name in apart])
         self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),
                                      config.tlb.tagged, self.invalidate)
         states = []
@@ -162,9 +176,6 @@ class CompiledEngine:
         tcfg = np.zeros((L, 10), dtype=np.int64)
         for i, lv in enumerate(levels):
             sizes = sorted(lv.page_sizes)
-            if len(sizes) > 4:
-                raise ConfigError(f"the compiled engine holds at most 4 page sizes per TLB level; "
-                                  f"tlb.levels[{i}] has {len(sizes)}.")
             tcfg[i, :5] = (lv.sets, lv.ways, SIDES[lv.side], ids[lv.policy.name], len(sizes))
             tcfg[i, 5:5 + len(sizes)] = [size.bit_length() - 1 for size in sizes]
             tcfg[i, 9] = set_mask(lv.sets)
@@ -175,7 +186,7 @@ class CompiledEngine:
         self.tlb = (tcfg, ttag, INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)
         self.pstate = _pad(states)
-        hw = machine.translator.hw
+        hw = self.hw = machine.walker.hw  # what the radix walk walks
         self.names = list(FIXED_COUNTERS)
         for lv in levels:
             self.names += [f"tlb.{lv.name}.hits", f"tlb.{lv.name}.misses"]
@@ -201,8 +212,7 @@ class CompiledEngine:
         self.fmts = np.stack([format_array(hw.guest_format), format_array(hw.host_format)])
         self.hwcfg = np.array([1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0,
                                1 if hw.table_access_dirties else 0, 0], dtype=np.int64)
-        self.host_roots = (np.asarray(hw.host_roots, dtype=np.int64) if hw.host_roots is not None
-                           else np.zeros(1, dtype=np.int64))
+        self.no_host_roots = np.zeros(1, dtype=np.int64)
 
     def _walk_caches(self, caches: list, registry: Any, ids: dict, states: list) -> tuple:
         n = max(1, len(caches))
@@ -239,9 +249,9 @@ class CompiledEngine:
     def invalidate(self, inv: Invalidation) -> None:
         scope = SCOPES[inv.scope]
         tcfg, ttag = self.tlb[0], self.tlb[1]
-        self.k.tlb_invalidate(tcfg, ttag, self.pstate, scope, inv.vm, inv.asid, inv.va)
+        self.k.tlb_invalidate(tcfg, ttag, self.pstate, self.pk, scope, inv.vm, inv.asid, inv.va)
         if self.machine.walk_caches:
-            self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, len(tcfg), scope, inv.vm, inv.asid)
+            self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, self.pk, len(tcfg), scope, inv.vm, inv.asid)
 
     def warm_up(self) -> None:
         """Compile the loop (or load it from numba's cache) before the first chunk."""
@@ -258,22 +268,24 @@ class CompiledEngine:
         op_col = chunk["op"].astype(np.int64)
         va_col = np.ascontiguousarray(chunk["vaddr"]).view(np.int64)
         record = hpa_out is not None
+        if record and not hpa_out.flags.c_contiguous:
+            raise ValueError("hpa_out must be a C-contiguous array")
         hpa = hpa_out.view(np.int64) if record else np.zeros(1, dtype=np.int64)
-        fmts, hwcfg, host_roots = self.fmts, self.hwcfg, self.host_roots
+        fmts, hwcfg, hw = self.fmts, self.hwcfg, self.hw
         tcfg, ttag, inclusion = self.tlb
         wcfg, wtag, wprobe, wlists, wcount = self.wc
         store = self.machine.context.store
         i, resume = 0, False
         while True:
-            roots = translator.hw.guest_roots.array  # re-read: the software side may grow these
+            roots = hw.guest_roots.array  # re-read: the software side may grow or replace these
+            host_roots = self.no_host_roots if hw.host_roots is None else np.asarray(hw.host_roots, dtype=np.int64)
             self.written[0] = store.next_written  # software may have written pages since
             try:
-                status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record,
-                                  software.current_asid, software.last_vm, host.slot_of,
-                                  host.words.view(np.int64), fmts, hwcfg, roots, host_roots, tcfg, ttag,
-                                  inclusion, wcfg, wtag, wprobe, wlists, wcount, self.pstate, self.cnt,
-                                  self.out, self.paths, self.npaths, host.content, self.written,
-                                  self.track_writes, *self.dc)
+                status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record, software.current_asid,
+                                  software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
+                                  host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe, wlists, wcount,
+                                  self.pstate, self.pk, self.cnt, self.out, self.paths, self.npaths,
+                                  host.content, self.written, self.track_writes, *self.dc)
             except IndexError as exc:
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             store.next_written = int(self.written[0])

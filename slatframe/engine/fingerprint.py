@@ -7,13 +7,17 @@ kernel would load its old machine code after the kernel was edited. The generate
 module therefore carries the fingerprint of every kernel it calls, and the module's
 name (its cache key) is the hash of its whole text.
 
-A fingerprint covers a function's bytecode and constants (nested code objects
-included), and, recursively, every global it reads that numba would compile in: other
-functions and dispatchers, attributes of modules read through a global module name, and
-the values of global constants (numba freezes those at compile time).
+A fingerprint covers a function's bytecode, constants (nested code objects included) and
+default arguments, and, recursively, every global it reads that numba would compile in:
+other functions and dispatchers, attributes of modules (and their submodules) read
+through a global module name, and the values of global constants (numbers, numpy scalars
+and arrays, enums, tuples of these: numba freezes them at compile time). Functions numba
+compiles through ``@overload`` or ``@intrinsic`` are not followed: the builtin kernels,
+the only ones compiled into the loop, use none.
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import types
 from typing import Any
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 
 #: Modules whose contents are the installed libraries', not a plugin's.
-_LIBRARY_ROOTS = ("numba", "numpy", "math", "cmath", "builtins", "llvmlite")
+LIBRARY_ROOTS = ("numba", "numpy", "math", "cmath", "builtins", "llvmlite")
 
 
 def _python_function(obj: Any) -> types.FunctionType | None:
@@ -29,8 +33,10 @@ def _python_function(obj: Any) -> types.FunctionType | None:
     return fn if isinstance(fn, types.FunctionType) else None
 
 
-def _is_library(module: types.ModuleType) -> bool:
-    return (module.__name__ or "").split(".")[0] in _LIBRARY_ROOTS
+def is_library(obj: Any) -> bool:
+    """True for a module, or a function of a module, of the installed libraries."""
+    name = (obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)) or ""
+    return name.split(".")[0] in LIBRARY_ROOTS
 
 
 def _code_parts(code: types.CodeType, out: list[bytes]) -> None:
@@ -44,13 +50,36 @@ def _code_parts(code: types.CodeType, out: list[bytes]) -> None:
 
 def _value_parts(value: Any) -> bytes | None:
     """The bytes of a global constant numba would freeze; None for anything else."""
+    if isinstance(value, enum.Enum):
+        return repr([(m.name, m.value) for m in type(value)]).encode() + repr(value).encode()
+    if isinstance(value, type) and issubclass(value, enum.Enum):
+        return repr([(m.name, m.value) for m in value]).encode()
     if isinstance(value, (bool, int, float, complex, str, bytes, type(None))):
         return repr(value).encode()
-    if isinstance(value, tuple) and all(_value_parts(v) is not None for v in value):
-        return repr(value).encode()
-    if isinstance(value, np.ndarray):
-        return value.dtype.str.encode() + repr(value.shape).encode() + value.tobytes()
+    if isinstance(value, tuple):
+        inner = [_value_parts(v) for v in value]
+        return None if None in inner else b"(" + b",".join(inner) + b")"
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.dtype.str.encode() + repr(np.shape(value)).encode() + np.asarray(value).tobytes()
     return None
+
+
+def _module_parts(prefix: str, module: types.ModuleType, names: set[str], parts: list[bytes],
+                  todo: list[types.FunctionType], seen: set[int]) -> None:
+    """What a function reads through a plugin's helper module (and its submodules)."""
+    if id(module) in seen:
+        return
+    seen.add(id(module))
+    for attr in sorted(names & set(vars(module))):
+        member = getattr(module, attr)
+        called = _python_function(member)
+        if called is not None:
+            todo.append(called)
+        elif isinstance(member, types.ModuleType):
+            if not is_library(member):
+                _module_parts(f"{prefix}.{attr}", member, names, parts, todo, seen)
+        elif (frozen := _value_parts(member)) is not None:
+            parts.append(f"{prefix}.{attr}=".encode() + frozen)
 
 
 def fingerprint(*functions: Any) -> str:
@@ -72,29 +101,24 @@ def _closure_digest(root: Any) -> str:
         if id(fn) in seen:
             continue
         seen.add(id(fn))
-        parts: list[bytes] = [f"{fn.__module__}.{fn.__qualname__}".encode()]
+        parts: list[bytes] = [f"{fn.__module__}.{fn.__qualname__}".encode(),
+                              repr(fn.__defaults__).encode(), repr(fn.__kwdefaults__).encode()]
         _code_parts(fn.__code__, parts)
         scope = dict(fn.__globals__)
         if fn.__closure__:
             scope.update(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__)))
-        names = set(_all_names(fn.__code__))
+        names = set(code_names(fn.__code__))
         for name in sorted(names):
             if name not in scope:
                 continue
             value = scope[name]
             if isinstance(value, types.ModuleType):
-                if not _is_library(value):  # a plugin's helper module: what it is asked for
-                    for attr in sorted(names & set(vars(value))):
-                        member = getattr(value, attr)
-                        called = _python_function(member)
-                        if called is not None:
-                            todo.append(called)
-                        elif (frozen := _value_parts(member)) is not None:
-                            parts.append(f"{name}.{attr}=".encode() + frozen)
+                if not is_library(value):  # a plugin's helper module: what it is asked for
+                    _module_parts(name, value, names, parts, todo, set())
                 continue
             called = _python_function(value)
             if called is not None:
-                if not _is_library_function(called):
+                if not is_library(called):
                     todo.append(called)
                 continue
             frozen = _value_parts(value)
@@ -106,13 +130,9 @@ def _closure_digest(root: Any) -> str:
     return digest.hexdigest()
 
 
-def _is_library_function(fn: types.FunctionType) -> bool:
-    return (fn.__module__ or "").split(".")[0] in _LIBRARY_ROOTS
-
-
-def _all_names(code: types.CodeType) -> list[str]:
+def code_names(code: types.CodeType) -> list[str]:
     names = list(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names += _all_names(const)
+            names += code_names(const)
     return names

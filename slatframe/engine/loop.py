@@ -5,8 +5,11 @@ and VM switches) stop the loop and are handled in Python by the same code both t
 share; the loop then resumes.
 
 This file is not imported to run: :mod:`slatframe.engine.codegen` copies it below a
-generated header that defines the policy dispatch (``policy_hit`` ...) over every
-registered policy kernel, and numba compiles and caches that module.
+generated header that defines the policy dispatch (``policy_hit`` ...): the kernels of
+inline policies (the builtins) are compiled in, and every other policy is called by the
+address of its separately compiled kernel, from ``pk`` (:mod:`slatframe.engine.kernel_slots`),
+which travels beside the policy states ``pstate``. numba compiles and caches that module
+once.
 
 State is in int64 arrays passed one by one (numba copies a tuple argument on every
 call, which cost more than the work of a TLB hit); their layout is documented in
@@ -227,16 +230,16 @@ def sa_find(tag, i, s, c, k, ways):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_lookup(tag, pstate, pid, i, si, s, c, k, ways):
+def sa_lookup(tag, pstate, pk, pid, i, si, s, c, k, ways):
     """Way of (c, k) in set s of array i, or -1; a hit tells the policy."""
     w = sa_find(tag, i, s, c, k, ways)
     if w >= 0:
-        policy_hit(pid, pstate, si, s, w)
+        policy_hit(pid, pstate, pk, si, s, w)
     return w
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
+def sa_place(tag, pstate, pk, pid, i, si, s, c, k, ways):
     """The way ``(c, k)`` goes to: its own, the first invalid one, or the policy's victim.
     Returns (way, evicted?, evicted ctx, evicted key); the caller writes the value and
     then calls policy_fill."""
@@ -259,7 +262,7 @@ def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
             if free < 0 and tag[i, s, x, 0] == -1:
                 free = x
     # one call site for the victim: each inlined copy of the policy dispatch costs compile time
-    w = free if free >= 0 else policy_victim(pid, pstate, si, s)
+    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)
     if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
         raise IndexError("a TLB policy's victim kernel returned a way outside its set")
     if wide:
@@ -277,20 +280,20 @@ def sa_place(tag, pstate, pid, i, si, s, c, k, ways):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_drop(tag, pstate, pid, i, si, s, w, ways):
+def sa_drop(tag, pstate, pk, pid, i, si, s, w, ways):
     if ways > INDEX_MIN_WAYS:
         index_unlink(tag, i, s, w, tag[i, s, w, 1])
         tag[i, s, tag.shape[2] - 1, 0] -= 1
     tag[i, s, w, 0] = -1
     tag[i, s, w, 1] = 0
-    policy_invalidate(pid, pstate, si, s, w)
+    policy_invalidate(pid, pstate, pk, si, s, w)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_remove(tag, pstate, pid, i, si, s, c, k, ways):
+def sa_remove(tag, pstate, pk, pid, i, si, s, c, k, ways):
     w = sa_find(tag, i, s, c, k, ways)
     if w >= 0:
-        sa_drop(tag, pstate, pid, i, si, s, w, ways)
+        sa_drop(tag, pstate, pk, pid, i, si, s, w, ways)
 
 
 # -- TLB hierarchy (slatframe/tlb.py) ------------------------------------------------------
@@ -309,19 +312,19 @@ def tlb_holds(tcfg, level, shift):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_place(tcfg, ttag, pstate, level, c, k, value):
+def tlb_place(tcfg, ttag, pstate, pk, level, c, k, value):
     """Write one entry into ``level``: (evicted?, and the evicted ctx, key, value)."""
     s = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
     pid = tcfg[level, T_PID]
-    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pid, level, level, s, c, k, tcfg[level, T_WAYS])
+    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, pid, level, level, s, c, k, tcfg[level, T_WAYS])
     ev_value = ttag[level, s, w, 3]
     ttag[level, s, w, 3] = value
-    policy_fill(pid, pstate, level, s, w)
+    policy_fill(pid, pstate, pk, level, s, w)
     return evicted, ev_c, ev_k, ev_value
 
 
 @njit(cache=True, _nrt=False)
-def tlb_victim(tcfg, ttag, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_value):
+def tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, ev_value):
     """What an inclusive or exclusive hierarchy does with the entry an insert into
     path[pos] evicted (not inlined: non-inclusive hierarchies never come here)."""
     while True:
@@ -329,7 +332,7 @@ def tlb_victim(tcfg, ttag, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_v
             for j in range(pos):
                 lj = path[j]
                 sj = set_of(ev_k, tcfg[lj, T_SETS], tcfg[lj, T_MASK])
-                sa_remove(ttag, pstate, tcfg[lj, T_PID], lj, lj, sj, ev_c, ev_k, tcfg[lj, T_WAYS])
+                sa_remove(ttag, pstate, pk, tcfg[lj, T_PID], lj, lj, sj, ev_c, ev_k, tcfg[lj, T_WAYS])
             return
         ev_shift = ev_c & 0xFF  # exclusive: the victim moves to the next level holding its size
         nxt = -1
@@ -339,32 +342,32 @@ def tlb_victim(tcfg, ttag, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_v
                 break
         if nxt < 0:
             return
-        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, path[nxt], ev_c, ev_k, ev_value)
+        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path[nxt], ev_c, ev_k, ev_value)
         if not evicted:
             return
         pos = nxt
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, pos, c, k, value):
+def tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value):
     """Insert into level path[pos]; handle the victim as the inclusion policy says."""
-    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, path[pos], c, k, value)
+    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path[pos], c, k, value)
     if evicted and inclusion != 0:
-        tlb_victim(tcfg, ttag, inclusion, pstate, path, npath, pos, ev_c, ev_k, ev_value)
+        tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, ev_value)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, path, npath, vm, asid, va, value, shift):
+def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift):
     c, k = tlb_ctx(vm, asid, shift), va >> shift
     for pos in range(npath):
         if tlb_holds(tcfg, path[pos], shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, pos, c, k, value)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value)
             if inclusion == 2:
                 return
 
 
 @njit(cache=True, _nrt=False)
-def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, k, value, shift):
+def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift):
     """An exclusive hierarchy moves a hit below the first level holding its size to that
     level (not inlined: other hierarchies never come here)."""
     first = -1
@@ -375,22 +378,22 @@ def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, k, v
     if first != depth:
         level = path[depth]
         sl = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
-        sa_remove(ttag, pstate, tcfg[level, T_PID], level, level, sl, c, k, tcfg[level, T_WAYS])
-        tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, first, c, k, value)
+        sa_remove(ttag, pstate, pk, tcfg[level, T_PID], level, level, sl, c, k, tcfg[level, T_WAYS])
+        tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, first, c, k, value)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, k, value, shift):
+def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift):
     if inclusion == 2:
-        tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, k, value, shift)
+        tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift)
         return
     for pos in range(depth):
         if tlb_holds(tcfg, path[pos], shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, path, npath, pos, c, k, value)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value)
 
 
 @njit(cache=True, _nrt=False)
-def tlb_invalidate(tcfg, ttag, pstate, scope, vm, asid, va):
+def tlb_invalidate(tcfg, ttag, pstate, pk, scope, vm, asid, va):
     """scope: 0 page, 1 asid, 2 vm, 3 all (slatframe.tlb.TlbHierarchy.invalidate)."""
     for level in range(tcfg.shape[0]):
         sets, ways, pid = tcfg[level, T_SETS], tcfg[level, T_WAYS], tcfg[level, T_PID]
@@ -399,7 +402,7 @@ def tlb_invalidate(tcfg, ttag, pstate, scope, vm, asid, va):
                 shift = tcfg[level, T_SHIFT0 + j]
                 vpn = va >> shift
                 s = set_of(vpn, sets, tcfg[level, T_MASK])
-                sa_remove(ttag, pstate, pid, level, level, s, tlb_ctx(vm, asid, shift), vpn, ways)
+                sa_remove(ttag, pstate, pk, pid, level, level, s, tlb_ctx(vm, asid, shift), vpn, ways)
             continue
         for s in range(sets):
             for w in range(ways):
@@ -407,7 +410,7 @@ def tlb_invalidate(tcfg, ttag, pstate, scope, vm, asid, va):
                 if c == -1:
                     continue
                 if scope == 3 or (c >> 24) == vm and (scope == 2 or ((c >> 8) & 0xFFFF) == asid):
-                    sa_drop(ttag, pstate, pid, level, level, s, w, ways)
+                    sa_drop(ttag, pstate, pk, pid, level, level, s, w, ways)
 
 
 # -- walk caches (slatframe/walkcache.py) ------------------------------------------------
@@ -418,7 +421,7 @@ def wc_ctx(dim, vm, asid, level):
 
 
 @njit(cache=True, _nrt=False)
-def wc_invalidate(wcfg, wtag, pstate, base, scope, vm, asid):
+def wc_invalidate(wcfg, wtag, pstate, pk, base, scope, vm, asid):
     """scope as tlb_invalidate; each kind drops what its reference class drops."""
     for j in range(wcfg.shape[0]):
         kind = wcfg[j, W_KIND]
@@ -437,19 +440,19 @@ def wc_invalidate(wcfg, wtag, pstate, base, scope, vm, asid):
                 else:
                     drop = True
                 if drop:
-                    sa_drop(wtag, pstate, wcfg[j, W_PID], j, base + j, s, w, wcfg[j, W_WAYS])
+                    sa_drop(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, w, wcfg[j, W_WAYS])
 
 
 @njit(cache=True, _nrt=False)
-def wc_fill(wcfg, wtag, pstate, base, j, s, c, k, value):
+def wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, k, value):
     pid = wcfg[j, W_PID]
-    w, _, _, _ = sa_place(wtag, pstate, pid, j, base + j, s, c, k, wcfg[j, W_WAYS])
+    w, _, _, _ = sa_place(wtag, pstate, pk, pid, j, base + j, s, c, k, wcfg[j, W_WAYS])
     wtag[j, s, w, 3] = value
-    policy_fill(pid, pstate, base + j, s, w)
+    policy_fill(pid, pstate, pk, base + j, s, w)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, base, cnt, hitbase, dim, vm, asid, address,
+def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, dim, vm, asid, address,
                     levels):
     """Deepest prefix-cache hit: (level to read next, table address) or (-1, 0)."""
     for p in range(wcount[L_PROBE + dim]):
@@ -458,7 +461,7 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, base, cnt, hitbase, dim,
             continue
         pre = address >> (12 + 9 * (level - 1))
         s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
-        w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, level), pre,
+        w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, level), pre,
                       wcfg[j, W_WAYS])
         if w >= 0:
             cnt[hitbase + 2 * j] += 1
@@ -468,17 +471,17 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, base, cnt, hitbase, dim,
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, base, dim, vm, asid, address, level, table):
+def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, dim, vm, asid, address, level, table):
     for p in range(wcount[L_PREFIX + dim]):
         j = wlists[L_PREFIX + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             pre = address >> (12 + 9 * (level - 1))
             s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
-            wc_fill(wcfg, wtag, pstate, base, j, s, wc_ctx(dim, vm, asid, level), pre, table)
+            wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, level), pre, table)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, base, cnt, hitbase, dim, vm, asid,
+def read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt, hitbase, dim, vm, asid,
                level, pa):
     """(entry, from an entry cache?); reads memory (one reference) on a miss."""
     for p in range(wcount[L_ENTRY + dim]):
@@ -486,7 +489,7 @@ def read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, base, cnt, hi
         if wcfg[j, W_LEVELS] >> level & 1:
             line = pa >> 3
             s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
-            w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, 0), line,
+            w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, 0), line,
                           wcfg[j, W_WAYS])
             if w >= 0:
                 cnt[hitbase + 2 * j] += 1
@@ -496,13 +499,13 @@ def read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, base, cnt, hi
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def fill_entry(wcfg, wtag, wlists, wcount, pstate, base, dim, vm, asid, level, pa, entry):
+def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, dim, vm, asid, level, pa, entry):
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             line = pa >> 3
             s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
-            wc_fill(wcfg, wtag, pstate, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
+            wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
 
 
 # -- walks (slatframe/walker.py) ---------------------------------------------------------
@@ -537,7 +540,7 @@ def entry_pa(table, address, level):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, base,
+def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, base,
          cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
 
@@ -556,7 +559,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
     g_refs = h_refs = ad_writes = 0
     status = fault_at = 0
     levels = fmts[GUEST, F_LEVELS]
-    glevel, gtable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, base, cnt, hitbase, GUEST, vm,
+    glevel, gtable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, GUEST, vm,
                                      asid, va, levels)
     physical = glevel >= 0 or not two_d
     if glevel < 0:
@@ -581,7 +584,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 if wcfg[j, W_TABLES_ONLY] and not table_access:
                     continue
                 s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
-                w = sa_lookup(wtag, pstate, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
+                w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
                 if w >= 0:
                     value = wtag[j, s, w, 3]
                     nt_writable, nt_dirty = (value >> V_WRITABLE) & 1, (value >> V_DIRTY) & 1
@@ -594,7 +597,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 cnt[hitbase + 2 * j + 1] += 1
             if not hit:
                 hlevels = fmts[HOST, F_LEVELS]
-                hlevel, htable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, base, cnt, hitbase,
+                hlevel, htable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase,
                                                  HOST, vm, 0, addr, hlevels)
                 if hlevel < 0:
                     hlevel, htable = hlevels, host_roots[vm]
@@ -602,9 +605,9 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 while True:
                     hpa_entry = entry_pa(htable, addr, hlevel)
                     if hpending:
-                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, base, HOST, vm, 0, addr, hpending,
+                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, HOST, vm, 0, addr, hpending,
                                        hpa_entry & ~PAGE_MASK)
-                    hentry, cached = read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, base, cnt,
+                    hentry, cached = read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt,
                                                 hitbase, HOST, vm, 0, hlevel, hpa_entry)
                     if not cached:
                         h_refs += 1
@@ -622,7 +625,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                             status = HOST_PROTECTION
                         break
                     if not cached:
-                        fill_entry(wcfg, wtag, wlists, wcount, pstate, base, HOST, vm, 0, hlevel, hpa_entry,
+                        fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, HOST, vm, 0, hlevel, hpa_entry,
                                    hentry)
                     hpending = hlevel
                     htable = frame_of(fmts, HOST, hentry, hlevel)
@@ -640,16 +643,16 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                     j = wlists[L_NTLB, p]
                     if not wcfg[j, W_TABLES_ONLY] or table_access:
                         s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
-                        wc_fill(wcfg, wtag, pstate, base, j, s, c, page,
+                        wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, page,
                                 pack(pa & ~PAGE_MASK, hshift, host_writable, host_dirty))
         if final:
             hpa = pa
             break
         # -- one guest entry, at physical address pa ----------------------------------------
         if gpending:
-            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, base, GUEST, vm, asid, va, gpending,
+            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, GUEST, vm, asid, va, gpending,
                            pa & ~PAGE_MASK)
-        entry, cached = read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, base, cnt, hitbase,
+        entry, cached = read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt, hitbase,
                                    GUEST, vm, asid, glevel, pa)
         if not cached:
             g_refs += 1
@@ -675,7 +678,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             physical = False
             continue
         if not cached:
-            fill_entry(wcfg, wtag, wlists, wcount, pstate, base, GUEST, vm, asid, glevel, pa, entry)
+            fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, GUEST, vm, asid, glevel, pa, entry)
         gpending = glevel
         gtable = frame_of(fmts, GUEST, entry, glevel)
         physical = not two_d
@@ -718,7 +721,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
 @njit(cache=True, _nrt=False)
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
-        wcfg, wtag, wprobe, wlists, wcount, pstate, cnt, out, paths, npaths, content, written,
+        wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
         track_writes, dcfg, dctl, dtag, dage):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
@@ -756,7 +759,7 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                     vpn = va >> shift
                     s = set_of(vpn, tcfg[level, T_SETS], tcfg[level, T_MASK])
                     c = tlb_ctx(vm, asid, shift)
-                    w = sa_lookup(ttag, pstate, tcfg[level, T_PID], level, level, s, c, vpn, tcfg[level, T_WAYS])
+                    w = sa_lookup(ttag, pstate, pk, tcfg[level, T_PID], level, level, s, c, vpn, tcfg[level, T_WAYS])
                     if w >= 0:
                         found = True
                         break
@@ -764,7 +767,7 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                     cnt[C_FIXED + 2 * level] += 1
                     value = ttag[level, s, w, 3]
                     if depth > 0:
-                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, path, npath, depth, c, vpn, value, shift)
+                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, vpn, value, shift)
                     break
                 cnt[C_FIXED + 2 * level + 1] += 1
             writable_dirty = (1 << V_WRITABLE) | (1 << V_DIRTY)
@@ -774,13 +777,13 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                 cnt[C_ON_HIT] += 1
         if not translated:
             resume_walk = False
-            walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
+            walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk,
                  base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
             if out[0] != 0:
                 return FAULT, i
             shift = out[3]
             value = pack(out[2], shift, out[4], out[5])
-            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, path, npath, vm, asid, va, value, shift)
+            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift)
         hpa = (value & ~PAGE_MASK) + (va & ((1 << shift) - 1))
         if record_hpa:
             hpa_out[i] = hpa

@@ -1,0 +1,140 @@
+"""Separately compiled policy kernels, called by the compiled loop through their
+addresses.
+
+A policy whose kernels are not ``inline`` (:class:`slatframe.records.PolicyKernels`) is
+compiled apart, from the current code of its Python functions and of every function
+they call (nothing comes from numba's on-disk cache, which would not see an edited
+helper in another file), in about a second. The loop receives the machine-code
+addresses of the compiled kernels in ``pk``, an int64 array of one row per role (hit,
+fill, invalidate, victim) and :data:`SLOTS` columns, and calls column ``pid - inline
+policies`` with numba's own calling convention (:func:`call_update`,
+:func:`call_victim`). Because ``pk`` is an ordinary array, the loop is compiled once per
+installation and loaded from numba's cache for any set of plugins, and a call costs what
+a call of a non-inlined numba function costs.
+"""
+from __future__ import annotations
+
+import types as pytypes
+from typing import Any
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+from ..errors import PluginError
+from .fingerprint import code_names, is_library
+
+#: Separately compiled policies one run can use (a run may use fewer).
+SLOTS = 4
+
+STATE = types.int64[:, :, ::1]
+UPDATE_ARGS = (STATE, types.int64, types.int64, types.int64)  #: hit, fill, invalidate: (state, i, s, w)
+VICTIM_ARGS = (STATE, types.int64, types.int64)  #: victim: (state, i, s) -> way
+ROLES = ("hit", "fill", "invalidate", "victim")
+SIGNATURES = tuple(types.none(*UPDATE_ARGS) if role != "victim" else types.int64(*VICTIM_ARGS) for role in ROLES)
+
+
+def _call_address(context, builder, restype, argtypes, address, args):
+    """Call the numba-compiled function at ``address`` (numba's calling convention),
+    propagating an exception it raises."""
+    fnty = context.call_conv.get_function_type(restype, argtypes)
+    status, result = context.call_conv.call_function(builder, builder.inttoptr(address, fnty.as_pointer()),
+                                                     restype, argtypes, args)
+    with builder.if_then(status.is_error, likely=False):
+        context.call_conv.return_status_propagate(builder, status)
+    return result
+
+
+@intrinsic
+def call_update(typingctx, address, state, i, s, w):
+    """``kernel(state, i, s, w)`` for the hit, fill or invalidate kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        _call_address(context, builder, types.none, UPDATE_ARGS, args[0], args[1:])
+        return context.get_dummy_value()
+    return types.none(types.int64, *UPDATE_ARGS), codegen
+
+
+@intrinsic
+def call_victim(typingctx, address, state, i, s):
+    """``kernel(state, i, s)`` for the victim kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        return _call_address(context, builder, types.int64, VICTIM_ARGS, args[0], args[1:])
+    return types.int64(types.int64, *VICTIM_ARGS), codegen
+
+
+def _python(fn: Any) -> pytypes.FunctionType | None:
+    fn = getattr(fn, "py_func", fn)
+    return fn if isinstance(fn, pytypes.FunctionType) else None
+
+
+def fresh(fn: Any, made: dict[int, Any] | None = None) -> Any:
+    """A new, uncached numba dispatcher of ``fn``'s current code, whose calls to other
+    plugin functions (globals, closure cells, attributes of plugin modules) go to fresh
+    dispatchers of theirs too."""
+    made = {} if made is None else made
+    py = _python(fn)
+    if py is None:
+        raise TypeError(f"{fn!r} is not a Python or numba function")
+    if id(py) in made:
+        return made[id(py)]
+    scope = dict(py.__globals__)
+    copy = pytypes.FunctionType(py.__code__, scope, py.__name__, py.__defaults__, py.__closure__)
+    copy.__kwdefaults__ = py.__kwdefaults__
+    dispatcher = njit(_nrt=False)(copy)
+    made[id(py)] = dispatcher
+    names = set(code_names(py.__code__))
+    for name in names & set(scope):
+        value = scope[name]
+        if isinstance(value, pytypes.ModuleType):
+            if not is_library(value):
+                scope[name] = _fresh_module(value, names, made)
+        elif _python(value) is not None and not is_library(value) and hasattr(value, "py_func"):
+            scope[name] = fresh(value, made)
+    return dispatcher
+
+
+def _fresh_module(module: pytypes.ModuleType, names: set[str], made: dict[int, Any]) -> pytypes.ModuleType:
+    """A stand-in for a plugin's helper module whose numba functions are fresh."""
+    stand_in = pytypes.ModuleType(module.__name__)
+    stand_in.__dict__.update(vars(module))
+    for attr in names & set(vars(module)):
+        value = getattr(module, attr)
+        if hasattr(value, "py_func") and _python(value) is not None:
+            setattr(stand_in, attr, fresh(value, made))
+        elif isinstance(value, pytypes.ModuleType) and not is_library(value):
+            setattr(stand_in, attr, _fresh_module(value, names, made))
+    return stand_in
+
+
+_compiled: dict[tuple[str, Any], tuple[int, Any]] = {}  # (role, Python function) -> (address, code)
+
+
+def kernel_address(fn: Any, role: str, label: str) -> int:
+    """The address of ``fn`` compiled for ``role``'s signature from its current code, once
+    per function object in a process (an edited plugin file is imported again: new
+    function objects). The compiled code is kept alive here. A kernel that does not
+    compile for the signature is a :class:`PluginError` naming ``label``."""
+    key = (role, _python(fn))
+    found = _compiled.get(key)
+    if found is None:
+        sig = SIGNATURES[ROLES.index(role)]
+        try:
+            compiled = fresh(fn).get_compile_result(sig)
+        except Exception as exc:  # numba's typing and lowering errors are many classes
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PluginError(f"{label}: its {role} kernel {getattr(_python(fn), '__qualname__', fn)!r} does not "
+                              f"compile as {role}{sig.args} -> {sig.return_type}: {first}") from None
+        found = _compiled[key] = (compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), compiled)
+    return found[0]
+
+
+def tables(kernels: list[tuple[str, Any]]) -> np.ndarray:
+    """``pk`` for the separately compiled policies ``kernels`` ((label, PolicyKernels), at
+    most :data:`SLOTS`, in slot order): their kernels' addresses, 0 in unused slots."""
+    if len(kernels) > SLOTS:
+        raise ValueError(f"at most {SLOTS} separately compiled policies")
+    pk = np.zeros((len(ROLES), SLOTS), dtype=np.int64)
+    for row, role in enumerate(ROLES):
+        for slot, (label, k) in enumerate(kernels):
+            pk[row, slot] = kernel_address(getattr(k, role), role, label)
+    return pk
