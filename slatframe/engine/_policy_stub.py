@@ -2,7 +2,7 @@
 
 The compiled loop (``loop.py``) calls ``policy_hit/fill/victim/invalidate(pid, state,
 pk, i, s, w)``; the generated module defines them over the inline policies' kernels and
-the function tables ``pk``. These stubs only make ``loop.py`` importable for reading and
+the kernel addresses ``pk``. These stubs only make ``loop.py`` importable for reading and
 linting.
 """
 from numba import njit

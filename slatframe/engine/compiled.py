@@ -158,12 +158,12 @@ class CompiledEngine:
         if why:
             raise ConfigError(f"the compiled engine cannot run this config: {'; '.join(why)}.")
         self.machine = machine
-        self.k = load_kernels(registry)
         ctx = machine.context
         config = ctx.config
         used = [lv.policy.name for lv in config.tlb.levels] + [c.policy.name for c in machine.walk_caches]
         apart = slot_ids(registry, used)
         ids = {**policy_ids(registry), **apart}
+        self.k = load_kernels(registry, apart=bool(apart))
         self.pk = kernel_slots.tables([(f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)}",
                                         registry.get("TLB policies", name).kernels) for name in apart])
         self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),
