@@ -121,11 +121,22 @@ def _read_only_fs(path: Path) -> bool:
         return False
 
 
+def _check_characters(path: str | Path, what: str) -> None:
+    """A path with a NUL, or with characters the file system's encoding cannot store
+    (a lone surrogate), is an :class:`OutputError`."""
+    if "\0" in str(path):
+        raise OutputError(f"{what} {short_repr(str(path))}: a path cannot contain a NUL character.")
+    try:
+        os.fsencode(str(path))
+    except UnicodeError:
+        raise OutputError(f"{what} {short_repr(str(path))}: the path has characters this file system's "
+                          "encoding cannot store.") from None
+
+
 def check_output_file(path: str | Path, what: str = "--out") -> Path:
     """Check, before a run, that ``path`` can be written: it is not a folder and its folder
     exists (or can be created) and is writable. Raises :class:`OutputError`."""
-    if "\0" in str(path):
-        raise OutputError(f"{what} {short_repr(str(path))}: a path cannot contain a NUL character.")
+    _check_characters(path, what)
     path = Path(path)
     if str(path) == "" or path.name in ("", ".", ".."):
         raise OutputError(f"{what} {str(path)!r}: is not a file name; give a path such as results/run.json.")
@@ -149,8 +160,7 @@ def check_output_dir(path: str | Path, what: str = "--out") -> Path:
     path = Path(path)
     if str(path) == "":
         raise OutputError(f"{what}: an empty path is not a folder; give a path such as results/my-sweep.")
-    if "\0" in str(path):
-        raise OutputError(f"{what} {short_repr(str(path))}: a path cannot contain a NUL character.")
+    _check_characters(path, what)
     if any(len(os.fsencode(part)) > 255 for part in path.parts):
         raise OutputError(f"{what} {short_repr(str(path))}: a folder name is longer than 255 bytes.")
     try:

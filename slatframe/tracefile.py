@@ -153,6 +153,9 @@ def read_npz(path: str | Path, chunk_size: int) -> Iterator[np.ndarray]:
 
 def _read_npz(path: str | Path, chunk_size: int, where: str) -> Iterator[np.ndarray]:
     with open_raw(path) as fh:
+        if fh.read(4) != b"PK\x03\x04":  # as numpy.load: a zip with bytes before it is not an npz
+            raise TraceError(f"{where}: not an npz file: it does not start with a zip member header (PK\\x03\\x04).")
+        fh.seek(0)
         try:
             zf = zipfile.ZipFile(fh)
         except _DAMAGE as exc:

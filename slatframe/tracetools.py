@@ -21,15 +21,16 @@ ZIP_MAGIC = b"PK"
 
 
 def detect_format(path: str | Path) -> str:
-    """``npz``, ``lackey`` or ``champsim``, from the first bytes (decompressed for gz, xz):
-    a zip is npz; text that starts like lackey output, or that has no zero byte in its
+    """``npz``, ``lackey`` or ``champsim``, from the name and the first bytes (decompressed
+    for gz, xz): a zip, or a file named ``*.npz``, is npz (whose reader refuses a file that
+    is not one); text that starts like lackey output, or that has no zero byte in its
     first 4 KiB, is lackey (whose reader names a bad line); anything else is ChampSim."""
     with open_raw(path) as fh:
         try:
             magic = fh.read(2)
         except OSError as exc:
             raise open_error(path, exc) from None
-    if magic == ZIP_MAGIC:
+    if magic == ZIP_MAGIC or str(path).endswith(".npz"):
         return "npz"
     with open_trace(path) as fh:
         try:
