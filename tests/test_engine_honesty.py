@@ -392,3 +392,15 @@ def test_an_edited_helper_in_another_file_reaches_the_compiled_tier(tmp_path):
     assert misses["return 0", "compiled"] == misses["return 0", "reference"]
     assert misses["return ways - 1", "compiled"] == misses["return ways - 1", "reference"]
     assert misses["return 0", "reference"] != misses["return ways - 1", "reference"]
+
+
+def test_an_exception_in_a_kernel_compiled_apart_is_a_plugin_error(tmp_path):
+    from slatframe.errors import PluginError
+
+    plugin = plugin_file(tmp_path, "divides", policy_plugin("divides", "0", "s // (state[i, s, 0] - state[i, s, 0])"))
+    raw = tiny_config(experiment={"name": "d", "plugins": [str(plugin)]},
+                      tlb={"levels": [{"name": "l1", "sets": 2, "ways": 2, "policy": "divides"}]})
+    config, reg = build(raw)
+    with pytest.raises(PluginError, match=r"a TLB policy kernel raised ZeroDivisionError: .* 'divides' "
+                                          r"\(from file:.*divides.py\)"):
+        run_experiment(config, reg, engine="compiled")

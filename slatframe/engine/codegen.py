@@ -9,8 +9,8 @@ and every plugin of an installation: a second process, a second configuration, o
 or edited plugin starts from numba's on-disk cache.
 
 The module's name is the hash of its text, and its text carries the content fingerprint
-(:mod:`slatframe.engine.fingerprint`) of every kernel it calls, so editing a kernel, or
-anything a kernel calls, gives a new module that numba compiles afresh.
+(:mod:`slatframe.engine.fingerprint`) of every inline kernel, so editing one, or anything
+it calls, gives a new module that numba compiles afresh.
 """
 from __future__ import annotations
 

@@ -286,8 +286,11 @@ class CompiledEngine:
                                   host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe, wlists, wcount,
                                   self.pstate, self.pk, self.cnt, self.out, self.paths, self.npaths,
                                   host.content, self.written, self.track_writes, *self.dc)
-            except IndexError as exc:
+            except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
+            except Exception as exc:  # raised in a policy kernel: the loop raises nothing else
+                raise PluginError(f"a TLB policy kernel raised {type(exc).__name__}: {exc} (compiled tier; the "
+                                  f"run's TLB policies: {self._policy_names()}).") from None
             store.next_written = int(self.written[0])
             resume = False
             if status == k.DONE:
