@@ -1,6 +1,8 @@
 """Independent brute-force models used by the tests (no slatframe code)."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 P, PS = 1 << 0, 1 << 7
 EPT_RWX = 0b111
 FRAME = ((1 << 52) - 1) & ~0xFFF
@@ -50,3 +52,43 @@ class GuestTablesModel:
             self.mapped[page] = False
             return 1
         return 0
+
+
+class LoggingMemory:
+    """Host memory whose reads (the walker's page-table references) are logged."""
+
+    def __init__(self, memory):
+        self.memory, self.log = memory, []
+
+    def read(self, pa):
+        self.log.append(pa)
+        return self.memory.read(pa)
+
+    def write(self, pa, value):
+        self.memory.write(pa, value)
+
+
+class BruteForceCaches:
+    """Each level a list of per-set OrderedDicts in LRU order; look up L1 first, fill every
+    level that missed, evict the least recently used line of the set."""
+
+    def __init__(self, levels):
+        self.levels = [(size // (ways * 64), ways) for size, ways in levels]
+        self.sets = [[OrderedDict() for _ in range(sets)] for sets, _ in self.levels]
+
+    def access(self, pa):
+        line = pa // 64
+        served = len(self.levels)
+        for k, (sets, _) in enumerate(self.levels):
+            found = self.sets[k][line % sets]
+            if line in found:
+                found.move_to_end(line)
+                served = k
+                break
+        for k in range(served):
+            sets, ways = self.levels[k]
+            found = self.sets[k][line % sets]
+            if len(found) == ways:
+                found.popitem(last=False)
+            found[line] = True
+        return served

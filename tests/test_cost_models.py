@@ -4,7 +4,6 @@ from a result file without the cost-model code."""
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -18,47 +17,9 @@ from slatframe.machine import build_machine
 from slatframe.testing import assert_engines_agree, build, tiny_config
 from slatframe.trace import TRACE_DTYPE, WRITE
 
+from naive import BruteForceCaches, LoggingMemory
+
 SMALL_CACHES = {"l1d_size": "1K", "l1d_ways": 2, "l2_size": "4K", "l2_ways": 4, "llc_size": "16K", "llc_ways": 4}
-
-
-class LoggingMemory:
-    """Host memory whose reads (the walker's page-table references) are logged."""
-
-    def __init__(self, memory):
-        self.memory, self.log = memory, []
-
-    def read(self, pa):
-        self.log.append(pa)
-        return self.memory.read(pa)
-
-    def write(self, pa, value):
-        self.memory.write(pa, value)
-
-
-class BruteForceCaches:
-    """Each level a list of per-set OrderedDicts in LRU order; look up L1 first, fill every
-    level that missed, evict the least recently used line of the set."""
-
-    def __init__(self, levels):
-        self.levels = [(size // (ways * 64), ways) for size, ways in levels]
-        self.sets = [[OrderedDict() for _ in range(sets)] for sets, _ in self.levels]
-
-    def access(self, pa):
-        line = pa // 64
-        served = len(self.levels)
-        for k, (sets, _) in enumerate(self.levels):
-            found = self.sets[k][line % sets]
-            if line in found:
-                found.move_to_end(line)
-                served = k
-                break
-        for k in range(served):
-            sets, ways = self.levels[k]
-            found = self.sets[k][line % sets]
-            if len(found) == ways:
-                found.popitem(last=False)
-            found[line] = True
-        return served
 
 
 def trace_of(n, pages, seed, writes=0.2):

@@ -5,7 +5,6 @@ hand, where its references go in the data caches, and the tier it runs in."""
 from __future__ import annotations
 
 import importlib.util
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from slatframe.engine.reference import NO_HPA, ReferenceEngine
 from slatframe.errors import ConfigError
 from slatframe.machine import build_machine
 from slatframe.testing import build, run_trace, tiny_config
+from naive import BruteForceCaches, LoggingMemory
 from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, MAP, PROTECT, READ, TRACE_DTYPE, UNMAP, WRITE, make_trace
 
 PLUGIN = str(Path(__file__).resolve().parents[1] / "examples" / "plugins" / "hashed_paging.py")
@@ -277,44 +277,6 @@ def test_refuses_large_pages_walk_caches_and_bad_sizes():
 
 
 # -- 6. references through the data caches ------------------------------------------------
-class BruteForceCaches:
-    """Each level a list of per-set OrderedDicts in LRU order (as in test_cost_models)."""
-
-    def __init__(self, levels):
-        self.levels = [(size // (ways * 64), ways) for size, ways in levels]
-        self.sets = [[OrderedDict() for _ in range(sets)] for sets, _ in self.levels]
-
-    def access(self, pa):
-        line = pa // 64
-        served = len(self.levels)
-        for k, (sets, _) in enumerate(self.levels):
-            if line in self.sets[k][line % sets]:
-                self.sets[k][line % sets].move_to_end(line)
-                served = k
-                break
-        for k in range(served):
-            sets, ways = self.levels[k]
-            found = self.sets[k][line % sets]
-            if len(found) == ways:
-                found.popitem(last=False)
-            found[line] = True
-        return served
-
-
-class LoggingMemory:
-    """Host memory whose reads by the walk are logged, with a marker at each walk's start."""
-
-    def __init__(self, memory):
-        self.memory, self.log = memory, []
-
-    def read(self, pa):
-        self.log.append(pa)
-        return self.memory.read(pa)
-
-    def write(self, pa, value):
-        self.memory.write(pa, value)
-
-
 @pytest.mark.parametrize("d", [2, 4])
 def test_walk_references_go_through_the_data_caches_one_line_per_way(d):
     """Log the words each walk reads: they fall in exactly d lines, one per way (a tag and
