@@ -363,6 +363,10 @@ def check_config(config: Config, ctx: BuildContext) -> None:
         if vm.name in names:
             ctx.fail(f"vms[{i}].name", f"= {vm.name!r} is not allowed: vms[{names[vm.name]}] has that name already.")
         names[vm.name] = i
+    scheme = ctx.registry.get("SLAT schemes", config.machine.slat.name)
+    if scheme.host_format is None and config.machine.host_format is not None:
+        ctx.fail("machine.host_format", f"= {config.machine.host_format.name!r} is not allowed: SLAT scheme "
+                                        f"{config.machine.slat.name!r} has no second-level tables; remove the key.")
     guest_fmt = resolved_format(config, "guest", ctx.registry)
     host_fmt = resolved_format(config, "host", ctx.registry)
     for i, vm in enumerate(config.vms):

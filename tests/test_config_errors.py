@@ -396,3 +396,11 @@ def test_memory_estimate_holds_the_compiled_tag_arrays(registry):
     engine = make_engine("compiled", build_machine(config, reg, Counters()), reg)
     ttag = engine.tlb[1]
     assert ttag.nbytes == 2 * 128 * (12 + COMPILED_EXTRA_SLOTS) * COMPILED_SLOT_BYTES
+
+
+@pytest.mark.parametrize("slat", ["native", "shadow"])
+def test_a_host_format_under_a_scheme_without_second_level_tables_is_refused(registry, slat):
+    """It would be ignored: the scheme's walks have one dimension."""
+    with pytest.raises(ConfigError, match=rf"machine.host_format = 'ept' is not allowed: SLAT scheme '{slat}' has "
+                                          "no second-level tables"):
+        build(tiny_config(machine={"slat": slat, "host_format": "ept"}), registry)
