@@ -205,6 +205,14 @@ would refuse, `validate` refuses too. Refused:
 - a walk cache of a level its dimension's format does not have (`psc` `level = 5` or
   `pwc` `levels = [5]` on a 4-level format; a dimension the scheme lacks is allowed, so
   one config can sweep `machine.slat`);
+- an input file (`workload.path`, `vms[].image`) that does not exist or is a folder;
+- `machine.host_format` under a scheme without second-level tables (`native`, `shadow`),
+  a VM larger than the second-level format's input addresses reach (`vms[].memory` above
+  512G under a 39-bit ARM stage-2 format), a page-table format whose factory fails or
+  returns something other than a `slatframe.paging.PageTableFormat`;
+- `experiment.engine = "compiled"` for a config the compiled tier cannot run exactly
+  (docs/architecture.md, "Which tier runs a config"), and an `experiment.name` that
+  `run` could not use as a result file name (`validate` only);
 - a config whose estimated memory (TLB and walk-cache arrays, the cost model's data
   caches, simulated-memory bookkeeping, the workload's arrays, records in flight; see
   `slatframe/footprint.py`) exceeds the memory available on this machine
