@@ -45,4 +45,5 @@ class NativeTranslator:
 @hookimpl
 def slatframe_slat_schemes():
     return [SlatSchemeRecord(name="native", summary="no virtualization: 1D walks of the guest format",
-                             factory=lambda options, ctx: NativeTranslator(ctx), guest_format="x86-64")]
+                             factory=lambda options, ctx: NativeTranslator(ctx), guest_format="x86-64",
+                             backs_guest_memory=False)]

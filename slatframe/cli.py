@@ -130,6 +130,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"slatframe: sweep interrupted; the finished points are kept in {args.out}, "
               "and the same command resumes it.", file=sys.stderr)
         return 130
+    _sweep_warnings(list(outcome.rows))
     if args.json:
         print(json.dumps(rows_json(list(outcome.rows)), indent=2))
     elif not args.quiet:
@@ -137,6 +138,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"\n{len(outcome.rows)} points: {outcome.ran} run, {outcome.skipped} already done, "
               f"{outcome.failed} failed; table in {Path(args.out) / 'results.csv'}")
     return 1 if outcome.failed else 0
+
+
+def _sweep_warnings(rows: list) -> None:
+    """Each distinct warning of the sweep's points once on stderr, with the points it
+    concerns (they are in each point's result file too)."""
+    points: dict[str, list[str]] = {}
+    for row in rows:
+        for warning in row.warnings:
+            points.setdefault(warning, []).append(str(row.index + 1))
+    for warning, which in points.items():
+        print(f"slatframe: warning: sweep point(s) {', '.join(which)}: {warning}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

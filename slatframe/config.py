@@ -206,6 +206,7 @@ would refuse, `validate` refuses too. Refused:
   `pwc` `levels = [5]` on a 4-level format; a dimension the scheme lacks is allowed, so
   one config can sweep `machine.slat`);
 - an input file (`workload.path`, `vms[].image`) that does not exist or is a folder;
+- a `[dedup]` strategy under a scheme with no hypervisor backing guest memory (`native`);
 - `machine.host_format` under a scheme without second-level tables (`native`, `shadow`),
   a VM larger than the second-level format's input addresses reach (`vms[].memory` above
   512G under a 39-bit ARM stage-2 format), a page-table format whose factory fails or
@@ -372,6 +373,9 @@ def check_config(config: Config, ctx: BuildContext) -> None:
             ctx.fail(f"vms[{i}].name", f"= {vm.name!r} is not allowed: vms[{names[vm.name]}] has that name already.")
         names[vm.name] = i
     scheme = ctx.registry.get("SLAT schemes", config.machine.slat.name)
+    if config.dedup is not None and not scheme.backs_guest_memory:
+        ctx.fail("dedup", f"= {config.dedup.name!r} is not allowed: SLAT scheme {config.machine.slat.name!r} has no "
+                          "hypervisor backing guest memory, whose pages dedup merges; use a nested or shadow scheme.")
     if scheme.host_format is None and config.machine.host_format is not None:
         ctx.fail("machine.host_format", f"= {config.machine.host_format.name!r} is not allowed: SLAT scheme "
                                         f"{config.machine.slat.name!r} has no second-level tables; remove the key.")

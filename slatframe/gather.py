@@ -31,6 +31,7 @@ class Row:
     metrics: dict[str, Any] | None
     error: str | None = None
     last_tlb: str | None = None  #: name of the point's last TLB level
+    warnings: tuple[str, ...] = ()  #: the point's result warnings (e.g. dedup never woke up)
 
 
 def write_manifest(out_dir: Path, plan: Any) -> None:
@@ -66,7 +67,8 @@ def gather(out_dir: str | Path) -> list[Row]:
                                      "to redo that point.") from None
             levels = result["config"]["tlb"]["levels"]
             rows.append(Row(entry["index"], h, entry["values"], result["metrics"],
-                            last_tlb=levels[-1]["name"] if levels else None))
+                            last_tlb=levels[-1]["name"] if levels else None,
+                            warnings=tuple(result.get("warnings", ()))))
         else:
             error = error_file.read_text().strip() if error_file.exists() else "not run"
             rows.append(Row(entry["index"], h, entry["values"], None, error=error or "failed"))

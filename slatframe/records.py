@@ -55,6 +55,9 @@ class SlatSchemeRecord(Registration):
 
     guest_format: str
     host_format: str | None = None
+    #: Whether a hypervisor backs the VMs' guest memory with host pages (``translator.backings``),
+    #: which a dedup strategy merges; False for schemes without one (``native``).
+    backs_guest_memory: bool = True
     kind = "SLAT scheme"
 
 

@@ -404,3 +404,8 @@ def test_a_host_format_under_a_scheme_without_second_level_tables_is_refused(reg
     with pytest.raises(ConfigError, match=rf"machine.host_format = 'ept' is not allowed: SLAT scheme '{slat}' has "
                                           "no second-level tables"):
         build(tiny_config(machine={"slat": slat, "host_format": "ept"}), registry)
+
+
+def test_dedup_under_a_scheme_without_a_hypervisor_is_refused_before_the_run(registry):
+    with pytest.raises(ConfigError, match="dedup = 'ksm' is not allowed: SLAT scheme 'native' has no hypervisor"):
+        build(tiny_config(dedup={"strategy": "ksm"}), registry)

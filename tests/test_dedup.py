@@ -303,7 +303,7 @@ def test_zero_pages_merges_exactly_the_zero_filled_pages(tmp_path):
 def test_dedup_needs_a_hypervisor(registry):
     from slatframe.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="dedup needs a SLAT scheme with a hypervisor"):
+    with pytest.raises(ConfigError, match="dedup = 'ideal' is not allowed: SLAT scheme 'native' has no hypervisor"):
         run_machine(*build(tiny_config(machine={"slat": "native"}, dedup={"strategy": "ideal"}), registry))
 
 

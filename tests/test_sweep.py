@@ -398,3 +398,16 @@ def test_run_draws_progress_on_a_terminal_only(tmp_path, monkeypatch, capsys):
     config, registry = config_from_dict(tomllib.loads(BASE))
     run_experiment(config, registry, observers=[observer])
     assert observer.bar is not None and observer.bar.done == config.workload.options.accesses
+
+
+def test_sweep_points_warnings_reach_stderr_once_each(tmp_path, capsys):
+    """A dedup strategy that never wakes up warns in each point's result and, once, on
+    the sweep's stderr naming the points."""
+    path = sweep_file(tmp_path, '[sweep.axes]\n"tlb.levels[0].sets" = [1, 2]\n')
+    text = path.read_text().replace('slat = "native"', 'slat = "intel-ept"')
+    path.write_text(text.replace("[sweep]", '[dedup]\nstrategy = "ksm"\nsleep = 100000\n\n[sweep]'))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("slatframe: warning:") == 1 and "sweep point(s) 1, 2:" in err and "never woke up" in err
+    points = sorted((tmp_path / "out" / "points").glob("*.json"))
+    assert len(points) == 2 and all("never woke up" in json.loads(p.read_text())["warnings"][0] for p in points)

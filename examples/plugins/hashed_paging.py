@@ -344,4 +344,5 @@ def slatframe_walks():
 @hookimpl
 def slatframe_slat_schemes():
     return [SlatSchemeRecord(name="hashed", summary="native paging with a cuckoo hashed page table (ECPT-like)",
-                             factory=HashedTranslator, options=HashedOptions, guest_format="x86-64")]
+                             factory=HashedTranslator, options=HashedOptions, guest_format="x86-64",
+                             backs_guest_memory=False)]
