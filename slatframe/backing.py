@@ -3,7 +3,8 @@
 Every scheme with a hypervisor backs each VM's guest-physical pages with host pages of
 ``vms[].host_page_size``, allocated from the one host pool when the page is first
 touched (a host fault, counted in ``faults.host``), or at the start for the pages of a
-VM image (:meth:`Backing.populate`, no fault); the new frames get the VM's initial contents. :class:`DictBacking` keeps the mapping in a software structure (what a
+VM image (:meth:`Backing.populate`, no fault); the new frames get the VM's initial
+contents. :class:`DictBacking` keeps the mapping in a software structure (what a
 shadowing hypervisor has); :class:`RadixBacking` also keeps it in real second-level radix
 tables in host memory, which hardware walks under nested paging, and supports what page
 deduplication needs: remapping one 4K page (splitting a large page around it) and

@@ -418,7 +418,7 @@ def check_config(config: Config, ctx: BuildContext) -> None:
                                       f"{accesses} accesses (workload.accesses); the warmup must end before them.")
     from .footprint import check_footprint
 
-    check_footprint(config, ctx)
+    check_footprint(config, ctx, guest_fmt, host_fmt)
 
 
 def _plugin_choices(config: Config) -> list[tuple[str, PluginChoice]]:

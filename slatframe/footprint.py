@@ -128,7 +128,8 @@ def estimate(config: Any, registry: Any, guest_fmt: Any, host_fmt: Any) -> list[
     for level in (spec.levels if spec is not None else ()):
         key = f"cost.{level.name}_size" if hasattr(config.cost.options, f"{level.name}_size") else "cost"
         items.append(Item(key, f"= {format_size(level.size)!r}", level.sets * level.ways * LINE_BYTES))
-    items += _memory_items(config, guest_fmt, host_fmt)
+    hypervisor = registry.get("SLAT schemes", config.machine.slat.name).backs_guest_memory
+    items += _memory_items(config, guest_fmt, host_fmt, hypervisor)
     options = config.workload.options
     own = getattr(options, "memory_items", None)
     for key, nbytes in (own() if callable(own) else ()):
@@ -153,7 +154,7 @@ def _value(options: Any, key: str) -> str:
     return format_size(value) if isinstance(value, int) and key.endswith(("footprint", "working_set")) else repr(value)
 
 
-def _memory_items(config: Any, guest_fmt: Any, host_fmt: Any) -> list[Item]:
+def _memory_items(config: Any, guest_fmt: Any, host_fmt: Any, hypervisor: bool) -> list[Item]:
     """Simulated memory: host frames, mapped pages, page tables (and dedup's per-page state).
     A workload whose options do not say how many bytes it touches (``touched_bytes()``,
     trace files) adds nothing here."""
@@ -165,7 +166,6 @@ def _memory_items(config: Any, guest_fmt: Any, host_fmt: Any) -> list[Item]:
     key = next((k for k in ("footprint", "working_set") if hasattr(options, k)), None)
     shown = f"= {_value(options, key)}" if key else f"({config.workload.name})"
     accesses = getattr(options, "accesses", None)
-    hypervisor = host_fmt is not None or config.machine.slat.name != "native"
     host_bytes = pages = tables = 0
     for vm in config.vms:
         grain = max(vm.guest_page_size, vm.host_page_size if hypervisor else 0)
@@ -188,15 +188,13 @@ def _memory_items(config: Any, guest_fmt: Any, host_fmt: Any) -> list[Item]:
     return items
 
 
-def check_footprint(config: Any, ctx: Any) -> None:
-    """Refuse ``config`` (through ``ctx.fail``) when its estimate exceeds the memory limit."""
-    from .config import resolved_format
-
+def check_footprint(config: Any, ctx: Any, guest_fmt: Any, host_fmt: Any) -> None:
+    """Refuse ``config`` (through ``ctx.fail``) when its estimate exceeds the memory limit;
+    ``guest_fmt`` and ``host_fmt`` are its resolved formats."""
     limit = memory_limit()
     if limit is None or ctx.registry is None:
         return
-    items = estimate(config, ctx.registry, resolved_format(config, "guest", ctx.registry),
-                     resolved_format(config, "host", ctx.registry))
+    items = estimate(config, ctx.registry, guest_fmt, host_fmt)
     total = BASELINE_BYTES + sum(item.nbytes for item in items)
     if total <= limit[0]:
         return
