@@ -67,7 +67,7 @@ class ShadowTranslator:
     def _root(self, vm: int, asid: int) -> int:
         root = self.hw.guest_roots.get(vm, asid)
         if root < 0:
-            root = self.host.alloc(TABLE_SIZE)
+            root = self.host.alloc(self.fmt.table_alloc(self.fmt.levels))
             self.hw.guest_roots.set(vm, asid, root)
         return root
 
@@ -112,7 +112,7 @@ class ShadowTranslator:
                     and bool(guest.entry & fmt.dirty_flag or not fmt.dirty_flag))
         self._zap(root, va, size)
         va_base, hpa_base = va & ~(size - 1), hpa & ~(size - 1)
-        map_page(fmt, root, va_base, hpa_base, size, self.host, lambda: self.host.alloc(TABLE_SIZE), writable)
+        map_page(fmt, root, va_base, hpa_base, size, self.host, self.host.alloc, writable)
         self.rmaps[vm].setdefault((size, gpa & ~(size - 1)), set()).add((root, va_base, hpa_base))
         self.counters.add("shadow.fills")
         if size < gsize:
@@ -141,7 +141,7 @@ class ShadowTranslator:
         for root, va_base, hpa_base in rmap.pop((SMALL, gpa & ~(SMALL - 1)), ()):
             step = self._leaf(root, va_base, SMALL, hpa_base)
             if step is not None:  # still filled from this page (not zapped or refilled since)
-                self.host.write(step.entry_address, self.fmt.leaf_entry(
+                self.fmt.store(self.host, step.entry_address, self.fmt.leaf_entry(
                     hpa, 1, writable and self.fmt.is_writable(step.entry)))
                 updated.add((root, va_base, hpa))
         if updated:
@@ -161,7 +161,7 @@ class ShadowTranslator:
         while addr < end:
             step = walk(self.fmt, root, addr, self.host)
             if step.present:
-                self.host.write(step.entry_address, 0)
+                self.fmt.store(self.host, step.entry_address, 0)
             span = self.fmt.page_size(step.level)
             addr = (addr & ~(span - 1)) + span
 

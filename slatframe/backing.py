@@ -151,11 +151,11 @@ class RadixBacking(DictBacking):
     def __init__(self, fmt: PageTableFormat, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fmt = fmt
-        self.root = self.host.alloc(TABLE_SIZE)
+        self.root = self.host.alloc(self.fmt.table_alloc(self.fmt.levels))
 
     def install(self, gpa_page: int, hpa_page: int) -> None:
         map_page(self.fmt, self.root, gpa_page, hpa_page, self.page_size, self.host,
-                 lambda: self.host.alloc(TABLE_SIZE))
+                 self.host.alloc)
         super().install(gpa_page, hpa_page)
 
     def _remap_entry(self, gpa: int, hpa: int, writable: bool) -> int:
@@ -169,7 +169,7 @@ class RadixBacking(DictBacking):
             splits += 1
         if not step.present:
             raise AssertionError(f"gPA {gpa:#x} is not backed")
-        self.host.write(step.entry_address, self.fmt.leaf_entry(hpa, 1, writable))
+        self.fmt.store(self.host, step.entry_address, self.fmt.leaf_entry(hpa, 1, writable))
         return splits
 
     def table_lookup(self, gpa: int) -> int | None:

@@ -209,8 +209,11 @@ would refuse, `validate` refuses too. Refused:
 - a `[dedup]` strategy under a scheme with no hypervisor backing guest memory (`native`);
 - `machine.host_format` under a scheme without second-level tables (`native`, `shadow`),
   a VM larger than the second-level format's input addresses reach (`vms[].memory` above
-  512G under a 39-bit ARM stage-2 format), a page-table format whose factory fails or
-  returns something other than a `slatframe.paging.PageTableFormat`;
+  512G under a 39-bit ARM stage-2 format), guest or host memory wider than the physical
+  addresses its format's entries hold (above 4G under `x86-32`), a page-table format
+  whose factory fails, returns something other than a `slatframe.paging.PageTableFormat`,
+  or describes a geometry that cannot be walked (a table below the root that is not one
+  4K page, a root above 16 pages, entries other than 4 or 8 bytes);
 - `experiment.engine = "compiled"` for a config the compiled tier cannot run exactly
   (docs/architecture.md, "Which tier runs a config"), and an `experiment.name` that
   `run` could not use as a result file name (`validate` only);
@@ -397,6 +400,7 @@ def check_config(config: Config, ctx: BuildContext) -> None:
                 ctx.fail(f"vms[{i}].memory", f"= {format_size(vm.memory)!r} is not allowed: the second-level format "
                                              f"{host_fmt.name!r} translates {host_fmt.va_bits}-bit guest-physical "
                                              f"addresses, so a VM has at most {format_size(1 << host_fmt.va_bits)}.")
+    _check_physical_widths(config, ctx, guest_fmt, host_fmt)
     _check_page_sizes(config, ctx, guest_fmt, host_fmt)
     _check_walk_cache_names(config, ctx)
     facts = ConfigFacts(vms=len(config.vms), guest_format=guest_fmt, host_format=host_fmt)
@@ -428,6 +432,24 @@ def _plugin_choices(config: Config) -> list[tuple[str, PluginChoice]]:
     if config.dedup is not None:
         out.append(("dedup", config.dedup))
     return out
+
+
+def _check_physical_widths(config: Config, ctx: BuildContext, guest_fmt: Any, host_fmt: Any) -> None:
+    """Every physical address a table may hold fits its format's frame mask: guest
+    memory in the guest format's entries, host memory in the second-level format's (or,
+    without one, in the first-dimension format's: native and shadow tables map host memory)."""
+    if guest_fmt is None:
+        return
+    for i, vm in enumerate(config.vms):
+        if vm.memory > 1 << guest_fmt.pa_bits:
+            ctx.fail(f"vms[{i}].memory", f"= {format_size(vm.memory)!r} is not allowed: the guest format "
+                                         f"{guest_fmt.name!r} holds {guest_fmt.pa_bits}-bit physical addresses, so "
+                                         f"a VM has at most {format_size(1 << guest_fmt.pa_bits)}.")
+    fmt = host_fmt or guest_fmt
+    if config.machine.host_memory > 1 << fmt.pa_bits:
+        ctx.fail("machine.host_memory", f"= {format_size(config.machine.host_memory)!r} is not allowed: the format "
+                                        f"{fmt.name!r} maps host memory with {fmt.pa_bits}-bit physical addresses, so "
+                                        f"the host has at most {format_size(1 << fmt.pa_bits)}.")
 
 
 def _check_page_sizes(config: Config, ctx: BuildContext, *formats: Any) -> None:

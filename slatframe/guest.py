@@ -15,7 +15,7 @@ from .trace import FLUSH, INVLPG, MAP, PROTECT, UNMAP
 from .translation import Invalidation
 from .units import format_size
 
-TABLE_SIZE = 1 << PAGE_SHIFT
+TABLE_SIZE = 1 << PAGE_SHIFT  #: a 4K page (a table below the root)
 
 
 class Physical(Protocol):
@@ -77,7 +77,7 @@ class GuestOs:
         """Physical address of the root table of ``asid`` (created on first use)."""
         root = self.roots.get(asid)
         if root is None:
-            root = self.roots[asid] = self.phys.alloc(TABLE_SIZE)
+            root = self.roots[asid] = self.phys.alloc(self.fmt.table_alloc(self.fmt.levels))
         return root
 
     def lookup(self, asid: int, va: int) -> WalkStep:
@@ -94,7 +94,7 @@ class GuestOs:
         base = va & ~(self.page_size - 1)
         page = self.phys.alloc(self.page_size)
         written = map_page(self.fmt, self.root(asid), base, page, self.page_size, self.phys,
-                           lambda: self.phys.alloc(TABLE_SIZE), writable)
+                           self.phys.alloc, writable)
         self.leaves[key] = written[-1]
         return written
 
@@ -103,7 +103,7 @@ class GuestOs:
         address = self.leaves.pop((asid, va >> self.shift), None)
         if address is None:
             return []
-        self.phys.write(address, 0)
+        self.fmt.store(self.phys, address, 0)
         return [address]
 
     def protect(self, asid: int, va: int, writable: bool = False) -> list[int]:
@@ -112,11 +112,11 @@ class GuestOs:
         address = self.leaves.get((asid, va >> self.shift))
         if address is None:
             return []
-        entry = self.phys.read(address)
+        entry = self.fmt.load(self.phys, address)
         if self.fmt.is_writable(entry) == writable:
             return []
         flag = self.fmt.write_flag
-        self.phys.write(address, entry | flag if writable else entry & ~flag)
+        self.fmt.store(self.phys, address, entry | flag if writable else entry & ~flag)
         return [address]
 
 

@@ -19,7 +19,7 @@ from .paging import PageTableFormat
 from .tlb import TlbHierarchy, TlbLevel
 from .translation import Invalidation, Translation
 from .errors import PluginError
-from .walker import Fault, HardwareView, WalkContext
+from .walker import FAULT_LIMIT, Fault, HardwareView, WalkContext, stuck
 
 __all__ = ["Invalidation", "Machine", "MachineContext", "Translation", "Translator", "build_machine"]
 
@@ -80,10 +80,14 @@ class Machine:
 
     def translate(self, vm: int, asid: int, va: int, op: int) -> Translation:
         """Walk until a translation comes back, letting the scheme's software handle faults."""
+        faults = 0
         while True:
             result = self.walker.walk(vm, asid, va, op)
             if not isinstance(result, Fault):
                 return result
+            faults += 1
+            if faults > FAULT_LIMIT:
+                raise stuck(vm, asid, va, result, self.context.config.machine.slat.name)
             for inv in self.translator.handle_fault(vm, asid, va, op, result):
                 self.invalidate(inv)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import SimulationError
-from .paging import ENTRIES_PER_TABLE, PAGE_SHIFT
+from .paging import PAGE_SHIFT, PAGE_SIZE, WORD_BYTES
+
+WORDS_PER_FRAME = PAGE_SIZE // WORD_BYTES
 from .units import format_size
 
 
@@ -25,7 +27,7 @@ class PhysicalMemory:
         #: content id of every frame (see slatframe.contents); 0 is the zero page
         self.content = np.zeros(1024, dtype=np.int64)
         self._slot_of = np.full(1024, -1, dtype=np.int64)  # frame -> row of _words
-        self._words = np.zeros((64, ENTRIES_PER_TABLE), dtype=np.uint64)
+        self._words = np.zeros((64, WORDS_PER_FRAME), dtype=np.uint64)
         self._rows = 0
 
     # -- allocation ---------------------------------------------------------------
@@ -72,7 +74,7 @@ class PhysicalMemory:
         row = self._slot_of[frame]
         if row < 0:
             return 0
-        return int(self._words[row, (addr >> 3) & (ENTRIES_PER_TABLE - 1)])
+        return int(self._words[row, (addr >> 3) & (WORDS_PER_FRAME - 1)])
 
     def write(self, addr: int, value: int) -> None:
         """Store the 8-byte word ``value`` at ``addr``."""
@@ -87,7 +89,7 @@ class PhysicalMemory:
                 self._words = np.concatenate([self._words, np.zeros_like(self._words)])
             row = self._slot_of[frame] = self._rows
             self._rows += 1
-        self._words[row, (addr >> 3) & (ENTRIES_PER_TABLE - 1)] = value
+        self._words[row, (addr >> 3) & (WORDS_PER_FRAME - 1)] = value
 
     @property
     def slot_of(self) -> np.ndarray:

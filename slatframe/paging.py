@@ -1,25 +1,47 @@
 """Radix page tables: a format's geometry and entry codec, and the generic operations
 (walk, map, unmap) that every SLAT scheme composes. No vendor is named here: formats
-describe their bit layout through :class:`PageTableFormat`.
+describe their geometry and bit layout through :class:`PageTableFormat`.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Protocol
 
 import attrs
 
-ENTRY_SIZE = 8
 PAGE_SHIFT = 12
-INDEX_BITS = 9
-ENTRIES_PER_TABLE = 1 << INDEX_BITS
+PAGE_SIZE = 1 << PAGE_SHIFT
+INDEX_BITS = 9  #: index bits of a level by default (512 8-byte entries: one 4K table)
+ENTRY_SIZE = 8  #: bytes of an entry by default
+WORD_BYTES = 8  #: simulated memory stores 8-byte words (slatframe.memory)
+MAX_ROOT_TABLE = 16 * PAGE_SIZE  #: a root of up to 16 concatenated tables (Arm ARM D8.2.4, stage 2)
+ENTRY_BYTES = (4, 8)
+
+
+def _nine_bits(self: "PageTableFormat") -> tuple[int, ...]:
+    return (INDEX_BITS,) * self.levels
+
+
+@functools.lru_cache(maxsize=64)
+def _shifts(index_bits: tuple[int, ...]) -> tuple[int, ...]:
+    """The lowest address bit of each level's index, level 1 first."""
+    return tuple(PAGE_SHIFT + sum(index_bits[:i]) for i in range(len(index_bits)))
 
 
 @attrs.frozen(kw_only=True)
 class PageTableFormat:
     """Geometry and entry codec of one radix page-table format.
 
-    Levels are numbered from 1 (the last table, mapping 4K pages) to ``levels`` (the
-    root). Every present entry of level 1 is a leaf; above it an entry is a leaf (a large
+    Geometry: levels are numbered from 1 (the last table, mapping 4K pages) to ``levels``
+    (the root). ``index_bits[l - 1]`` address bits select an entry of level ``l``, so a
+    level-``l`` leaf maps ``2 ** (12 + sum(index_bits[:l - 1]))`` bytes and the format
+    translates ``12 + sum(index_bits)``-bit addresses. Entries are ``entry_bytes`` (8 or
+    4) wide. Every table below the root fills one 4K page
+    (``entry_bytes << index_bits[l - 1] == 4096``); the root may be smaller (x86 PAE's
+    four entries) or up to 16 pages of concatenated tables (Arm stage 2), and is
+    allocated rounded up to whole pages, aligned to its size.
+
+    Codec: every present entry of level 1 is a leaf; above it an entry is a leaf (a large
     page, or block) when ``entry & leaf_mask == leaf_flag``: a size bit set
     (``leaf_mask = leaf_flag = that bit``, the default), or a table bit clear
     (``leaf_mask = that bit``, ``leaf_flag = 0``). An entry is present when
@@ -43,23 +65,77 @@ class PageTableFormat:
     leaf_bits: int = 0
     leaf_mask: int = attrs.field(default=attrs.Factory(lambda self: self.leaf_flag, takes_self=True))
     page_flag: int = 0
+    index_bits: tuple[int, ...] = attrs.field(default=attrs.Factory(_nine_bits, takes_self=True),
+                                              converter=tuple)
+    entry_bytes: int = ENTRY_SIZE
 
     def __attrs_post_init__(self) -> None:
+        problem = self.geometry_problem()
+        if problem:
+            raise ValueError(f"page-table format {self.name!r}: {problem}")
+
+    def geometry_problem(self) -> str | None:
+        """Why this geometry or codec cannot be walked, or None."""
         if not self.leaf_mask or self.leaf_flag & ~self.leaf_mask:
-            raise ValueError(f"page-table format {self.name!r}: leaf_mask must be non-zero and hold leaf_flag's bits")
+            return "leaf_mask must be non-zero and hold leaf_flag's bits"
+        if not isinstance(self.levels, int) or self.levels < 1:
+            return f"levels = {self.levels!r}; a format has at least one level"
+        if any(not isinstance(lv, int) or not 1 <= lv <= self.levels for lv in self.leaf_levels) \
+                or 1 not in self.leaf_levels:
+            return (f"leaf_levels = {self.leaf_levels!r}; allowed are levels 1 to {self.levels}, "
+                    "and level 1 is always a leaf level")
+        if self.entry_bytes not in ENTRY_BYTES:
+            return f"entry_bytes = {self.entry_bytes!r}; allowed are 4 and 8"
+        if len(self.index_bits) != self.levels or any(not isinstance(b, int) or b < 1 for b in self.index_bits):
+            return (f"index_bits = {self.index_bits!r}; give one positive width per level, "
+                    f"{self.levels} in all, from level 1 up to the root")
+        for level, bits in enumerate(self.index_bits[:-1], start=1):
+            if self.entry_bytes << bits != PAGE_SIZE:
+                return (f"a level-{level} table holds {1 << bits} entries of {self.entry_bytes} bytes; every "
+                        f"table below the root must fill one 4K page ({PAGE_SIZE // self.entry_bytes} entries)")
+        if self.entry_bytes << self.index_bits[-1] > MAX_ROOT_TABLE:
+            return (f"the root table holds {1 << self.index_bits[-1]} entries of {self.entry_bytes} bytes; a root "
+                    f"is at most {MAX_ROOT_TABLE // PAGE_SIZE} concatenated 4K tables")
+        if PAGE_SHIFT + sum(self.index_bits) > 64:
+            return f"it translates {PAGE_SHIFT + sum(self.index_bits)}-bit addresses; at most 64 are allowed"
+        wide = [name for name in ("present_mask", "frame_mask", "leaf_flag", "leaf_mask", "write_flag",
+                                  "accessed_flag", "dirty_flag", "table_bits", "leaf_bits", "page_flag")
+                if getattr(self, name) >> (8 * self.entry_bytes)]
+        if wide:
+            return (f"its entries are {self.entry_bytes} bytes wide, so every flag and mask must lie in bits "
+                    f"0-{8 * self.entry_bytes - 1}, and {', '.join(wide)} do not (give frame_mask for 4-byte entries)")
+        return None
 
     @property
     def va_bits(self) -> int:
-        """Width of the addresses a walk translates: 12 + 9 per level (48 for 4 levels, 57 for 5)."""
-        return PAGE_SHIFT + INDEX_BITS * self.levels
+        """Width of the addresses a walk translates: 12 + the index bits of every level
+        (48 for 4 levels of 9 bits, 57 for 5, 32 for x86's 2 levels of 10)."""
+        return PAGE_SHIFT + sum(self.index_bits)
+
+    @property
+    def pa_bits(self) -> int:
+        """Width of the physical addresses an entry can hold (its frame mask's top bit + 1)."""
+        return self.frame_mask.bit_length()
 
     @property
     def leaf_sizes(self) -> tuple[int, ...]:
         return tuple(sorted(self.page_size(level) for level in self.leaf_levels))
 
-    @staticmethod
-    def page_size(level: int) -> int:
-        return 1 << (PAGE_SHIFT + INDEX_BITS * (level - 1))
+    def shift(self, level: int) -> int:
+        """The lowest address bit of ``level``'s index (12 for level 1)."""
+        return _shifts(self.index_bits)[level - 1]
+
+    def page_size(self, level: int) -> int:
+        """Bytes a leaf of ``level`` maps."""
+        return 1 << _shifts(self.index_bits)[level - 1]
+
+    def table_bytes(self, level: int) -> int:
+        """Bytes of a table of ``level`` (4K below the root)."""
+        return self.entry_bytes << self.index_bits[level - 1]
+
+    def table_alloc(self, level: int) -> int:
+        """Bytes to allocate for a table of ``level``: whole 4K pages, at least one."""
+        return max(PAGE_SIZE, self.table_bytes(level))
 
     def level_of_size(self, size: int) -> int:
         for level in self.leaf_levels:
@@ -67,12 +143,31 @@ class PageTableFormat:
                 return level
         raise ValueError(f"format {self.name} has no {size}-byte leaf")
 
-    @staticmethod
-    def index(va: int, level: int) -> int:
-        return (va >> (PAGE_SHIFT + INDEX_BITS * (level - 1))) & (ENTRIES_PER_TABLE - 1)
+    def index(self, va: int, level: int) -> int:
+        return (va >> _shifts(self.index_bits)[level - 1]) & ((1 << self.index_bits[level - 1]) - 1)
 
     def entry_address(self, table: int, va: int, level: int) -> int:
-        return table + self.index(va, level) * ENTRY_SIZE
+        return table + self.index(va, level) * self.entry_bytes
+
+    def prefix(self, va: int, level: int) -> int:
+        """The address bits that select ``va``'s entry of ``level`` and the tables above it
+        (what a paging-structure cache of that level is keyed by)."""
+        return va >> _shifts(self.index_bits)[level - 1]
+
+    # -- entries in memory ---------------------------------------------------------
+    def load(self, mem: "Memory", addr: int) -> int:
+        """The entry at ``addr`` (a 4-byte entry is half of a stored 8-byte word, little-endian)."""
+        if self.entry_bytes == WORD_BYTES:
+            return mem.read(addr)
+        return (mem.read(addr & ~7) >> ((addr & 4) * 8)) & 0xFFFFFFFF
+
+    def store(self, mem: "Memory", addr: int, entry: int) -> None:
+        """Write the entry ``entry`` at ``addr`` (a 4-byte entry keeps the other half of its word)."""
+        if self.entry_bytes == WORD_BYTES:
+            mem.write(addr, entry)
+            return
+        word, at = addr & ~7, (addr & 4) * 8
+        mem.write(word, (mem.read(word) & ~(0xFFFFFFFF << at)) | ((entry & 0xFFFFFFFF) << at))
 
     # -- codec ------------------------------------------------------------------
     def is_present(self, entry: int) -> bool:
@@ -148,7 +243,7 @@ def walk(fmt: PageTableFormat, root: int, va: int, mem: Memory,
     for level in range(fmt.levels, 0, -1):
         addr = fmt.entry_address(table, va, level)
         at = resolve(addr)
-        entry = mem.read(at)
+        entry = fmt.load(mem, at)
         refs += 1
         if not fmt.is_present(entry):
             return WalkStep(level, addr, entry, False, refs, writes)
@@ -157,7 +252,7 @@ def walk(fmt: PageTableFormat, root: int, va: int, mem: Memory,
             set_dirty = leaf and dirty and fmt.is_writable(entry)  # no D on a faulting write
             updated = entry | fmt.accessed_flag | (fmt.dirty_flag if set_dirty else 0)
             if updated != entry:
-                mem.write(at, updated)
+                fmt.store(mem, at, updated)
                 writes += 1
                 entry = updated
         if leaf:
@@ -167,8 +262,9 @@ def walk(fmt: PageTableFormat, root: int, va: int, mem: Memory,
 
 
 def map_page(fmt: PageTableFormat, root: int, va: int, page: int, size: int, mem: Memory,
-             new_table: Callable[[], int], writable: bool = True) -> list[int]:
-    """Map the ``size`` page at ``va`` to ``page``, creating missing tables.
+             new_table: Callable[[int], int], writable: bool = True) -> list[int]:
+    """Map the ``size`` page at ``va`` to ``page``, creating missing tables
+    (``new_table(bytes)`` allocates one).
 
     Returns the addresses of the entries written, in write order (the page-table writes
     a shadowing hypervisor would trap).
@@ -178,28 +274,28 @@ def map_page(fmt: PageTableFormat, root: int, va: int, page: int, size: int, mem
     table = root
     for level in range(fmt.levels, leaf_level, -1):
         addr = fmt.entry_address(table, va, level)
-        entry = mem.read(addr)
+        entry = fmt.load(mem, addr)
         if fmt.is_present(entry):
             if fmt.is_leaf(entry, level):
                 raise ValueError(f"{va:#x} is already mapped by a larger page")
             table = fmt.frame(entry, level)
             continue
-        table = new_table()
-        mem.write(addr, fmt.table_entry(table))
+        table = new_table(fmt.table_alloc(level - 1))
+        fmt.store(mem, addr, fmt.table_entry(table))
         written.append(addr)
     addr = fmt.entry_address(table, va, leaf_level)
-    mem.write(addr, fmt.leaf_entry(page, leaf_level, writable))
+    fmt.store(mem, addr, fmt.leaf_entry(page, leaf_level, writable))
     written.append(addr)
     return written
 
 
 def split_leaf(fmt: PageTableFormat, mem: Memory, step: WalkStep, new_table: int) -> None:
-    """Replace the large leaf ``step`` (level > 1) by a table of 512 leaves one level down
-    that map the same memory with the same permissions (a large-page split)."""
+    """Replace the large leaf ``step`` (level > 1) by a full table of leaves one level
+    down that map the same memory with the same permissions (a large-page split)."""
     level = step.level
     page = fmt.frame(step.entry, level)
     writable = fmt.is_writable(step.entry)
     small = fmt.page_size(level - 1)
-    for i in range(ENTRIES_PER_TABLE):
-        mem.write(new_table + i * ENTRY_SIZE, fmt.leaf_entry(page + i * small, level - 1, writable))
-    mem.write(step.entry_address, fmt.table_entry(new_table))
+    for i in range(1 << fmt.index_bits[level - 2]):
+        fmt.store(mem, new_table + i * fmt.entry_bytes, fmt.leaf_entry(page + i * small, level - 1, writable))
+    fmt.store(mem, step.entry_address, fmt.table_entry(new_table))

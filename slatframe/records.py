@@ -69,11 +69,33 @@ class WalkRecord(Registration):
     ``walk(vm, asid, va, op) -> Translation | Fault`` that reads tables in simulated
     memory, counts its references (``counters.walk_done`` / ``walk_aborted``) and
     consults the run's walk caches, as :class:`slatframe.walker.Walker` (the builtin
-    ``radix`` walk) does. The compiled tier runs only the builtin walk; a run with
-    another walk takes the reference tier.
+    ``radix`` walk) does. ``kernels`` (a :class:`WalkKernels`) lets the compiled tier run
+    it; without them a run with this walk takes the reference tier.
     """
 
+    kernels: "WalkKernels | None" = None
     kind = "walk"
+
+
+@attrs.frozen(kw_only=True)
+class WalkKernels:
+    """A walk's compiled-tier form, compiled apart (about a second) and called by the loop
+    on every TLB miss.
+
+    ``walk(slot_of, words, state, dcfg, dctl, dtag, dage, cnt, vm, asid, va, op, out)`` is
+    a top-level ``@njit`` function: it reads simulated memory (``slot_of``, ``words``) and
+    the data caches with the helpers of :mod:`slatframe.engine.walklib`, and reports the
+    fault or the translation and its references in ``out`` (columns ``walklib.O_*``); the
+    loop counts it. ``state(walk) -> numpy.ndarray`` turns the factory's walk object into
+    the int64 2D C-contiguous array the kernel receives as ``state`` (roots, table bases,
+    format rows from ``walklib.format_row``: whatever the kernel reads); the engine calls
+    it again after every fault and software event, so it sees what the software side
+    changed. The kernel consults no walk caches: a run with walk caches and this walk
+    takes the reference tier.
+    """
+
+    walk: Callable[..., Any]
+    state: Callable[[Any], Any]
 
 
 @attrs.frozen(kw_only=True)

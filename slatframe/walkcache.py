@@ -4,11 +4,13 @@ Three kinds, each a set-associative array with a TLB replacement policy; the wal
 (:mod:`slatframe.walker`) consults them at three points of a walk:
 
 - ``prefix`` (paging-structure cache, Intel SDM 4.10.3): keyed by the address bits that
-  select an entry of ``level`` (va >> (12 + 9*(level-1))) and the context; holds the
+  select an entry of ``level`` (the format's :meth:`~slatframe.paging.PageTableFormat.prefix`:
+  va >> (12 + 9*(level-1)) for 9-bit indices) and the context; holds the
   address of the table that entry points at. A hit lets the walk start below it,
   skipping the references above. Only present non-leaf entries are cached.
 - ``entry`` (page walk cache, AMD; Bhargava et al., ASPLOS 2008): keyed by the physical
-  address of a page-table entry of the covered levels; holds the entry. A hit saves
+  address of a page-table entry of the covered levels, in units of the entry's size (pa
+  // entry bytes); holds the entry. A hit saves
   that one memory reference. Only present non-leaf entries are cached.
 - ``translation`` (nested TLB): keyed by guest-physical page and VM; holds the gPA ->
   hPA translation, so a hit skips a whole second-level walk.
@@ -20,16 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .paging import INDEX_BITS, PAGE_SHIFT
+from .paging import PAGE_SHIFT
 from .setassoc import SetAssoc
 
 GUEST, HOST = 0, 1
 DIMENSIONS = {"guest": (GUEST,), "host": (HOST,), "both": (GUEST, HOST)}
-
-
-def prefix_of(address: int, level: int) -> int:
-    """The address bits that select an entry of ``level`` (levels counted from 1)."""
-    return address >> (PAGE_SHIFT + INDEX_BITS * (level - 1))
 
 
 class WalkCache:
@@ -68,25 +65,26 @@ class WalkCache:
 class PrefixCache(WalkCache):
     kind = "prefix"
 
-    def lookup(self, dim: int, vm: int, asid: int, address: int, level: int) -> int | None:
-        p = prefix_of(address, level)
-        return self.array.lookup((dim, vm, asid, level, p), p % self.sets)
+    """``prefix`` is the format's :meth:`~slatframe.paging.PageTableFormat.prefix` of the
+    address for ``level``; the value is the physical address of the next table."""
 
-    def fill(self, dim: int, vm: int, asid: int, address: int, level: int, table: int) -> None:
-        p = prefix_of(address, level)
-        self.array.fill((dim, vm, asid, level, p), p % self.sets, table)
+    def lookup(self, dim: int, vm: int, asid: int, level: int, prefix: int) -> int | None:
+        return self.array.lookup((dim, vm, asid, level, prefix), prefix % self.sets)
+
+    def fill(self, dim: int, vm: int, asid: int, level: int, prefix: int, table: int) -> None:
+        self.array.fill((dim, vm, asid, level, prefix), prefix % self.sets, table)
 
 
 class EntryCache(WalkCache):
     kind = "entry"
 
-    def lookup(self, dim: int, vm: int, asid: int, entry_pa: int) -> int | None:
-        line = entry_pa >> 3
-        return self.array.lookup((dim, vm, asid, line), line % self.sets)
+    """``slot`` is the entry's physical address in units of its size (pa // entry bytes)."""
 
-    def fill(self, dim: int, vm: int, asid: int, entry_pa: int, entry: int) -> None:
-        line = entry_pa >> 3
-        self.array.fill((dim, vm, asid, line), line % self.sets, entry)
+    def lookup(self, dim: int, vm: int, asid: int, slot: int) -> int | None:
+        return self.array.lookup((dim, vm, asid, slot), slot % self.sets)
+
+    def fill(self, dim: int, vm: int, asid: int, slot: int, entry: int) -> None:
+        self.array.fill((dim, vm, asid, slot), slot % self.sets, entry)
 
     def invalidate(self, scope: str, vm: int, asid: int) -> None:
         # physically tagged: a guest invalidation cannot tell which lines changed, so it

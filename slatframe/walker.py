@@ -14,8 +14,8 @@ import numpy as np
 
 from .counters import Counters
 from .datacache import WALK as WALK_REF
-from .errors import ConfigError
-from .paging import ENTRY_SIZE, PAGE_SHIFT, PageTableFormat
+from .errors import ConfigError, SimulationError
+from .paging import PAGE_SHIFT, PageTableFormat
 from .trace import WRITE
 from .translation import Translation
 from .walkcache import GUEST, HOST, EntryCache, PrefixCache, TranslationCache
@@ -28,12 +28,24 @@ HOST_NOT_PRESENT = 4
 HOST_PROTECTION = 5
 
 
+FAULT_LIMIT = 1000  #: faults in a row one access may take before the run stops (a scheme making no progress)
+
+
 @attrs.frozen
 class Fault:
     """Why a walk stopped; ``address`` is the gVA (guest kinds) or the gPA (host kinds)."""
 
     kind: int
     address: int
+
+
+def stuck(vm: int, asid: int, va: int, fault: Fault, scheme: str) -> SimulationError:
+    """The error of an access whose walk faulted more than :data:`FAULT_LIMIT` times in a row."""
+    return SimulationError(
+        f"the access to {va:#x} (vm {vm}, asid {asid}) faulted more than {FAULT_LIMIT} times in a row, the last a "
+        f"fault of "
+        f"kind {fault.kind} at {fault.address:#x}: SLAT scheme {scheme!r} handles it without the walk getting "
+        "past it (its fault handler does not install what the walk reads).")
 
 
 class RootTable:
@@ -111,36 +123,40 @@ class Walker:
         self.prefix = {d: [c for c in caches if isinstance(c, PrefixCache) and c.covers(d)] for d in (GUEST, HOST)}
         self.entry = {d: [c for c in caches if isinstance(c, EntryCache) and c.covers(d)] for d in (GUEST, HOST)}
         self.ntlb = [c for c in caches if isinstance(c, TranslationCache)]
+        self.formats = {GUEST: hw.guest_format, HOST: hw.host_format}
         for dim, fmt in ((GUEST, hw.guest_format), (HOST, hw.host_format)):
             if self.prefix[dim] and fmt is not None and _own_geometry(fmt):
                 raise ConfigError(
-                    f"walk cache {self.prefix[dim][0].name!r} keys entries by the radix geometry of "
-                    f"slatframe.paging (9 index bits a level above 4K pages), but page-table format "
-                    f"{fmt.name!r} defines its own index or page_size, so its prefixes would be wrong.")
+                    f"walk cache {self.prefix[dim][0].name!r} keys entries by the prefixes of "
+                    f"PageTableFormat's geometry (its index_bits), but page-table format {fmt.name!r} "
+                    "defines its own index, prefix, shift or page_size, so its prefixes would be wrong.")
         self.refs = [0, 0, 0]  #: the current walk's references: guest (or 1D), host, A/D writes
 
     # -- one dimension -------------------------------------------------------------
-    def _skip(self, dim: int, vm: int, asid: int, address: int, levels: int) -> tuple[int, int] | None:
+    def _skip(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, address: int) -> tuple[int, int] | None:
         """Deepest prefix-cache hit: (level to read next, table address). Caches are
         probed from the lowest covered level up; each probe counts a hit or a miss."""
         values = self.counters.values
         for cache in sorted(self.prefix[dim], key=lambda c: min(c.levels)):
             for level in sorted(cache.levels):
-                if level > levels:
+                if level > fmt.levels:
                     continue
-                table = cache.lookup(dim, vm, asid, address, level)
+                table = cache.lookup(dim, vm, asid, level, fmt.prefix(address, level))
                 if table is not None:
                     values[cache.hits] += 1
                     return level - 1, table
                 values[cache.misses] += 1
         return None
 
-    def read_entry(self, dim: int, vm: int, asid: int, level: int, pa: int) -> tuple[int, bool]:
-        """(entry, came from an entry cache)."""
+    def read_entry(self, dim: int, vm: int, asid: int, level: int, pa: int,
+                   fmt: PageTableFormat | None = None) -> tuple[int, bool]:
+        """(entry, came from an entry cache) for the entry of format ``fmt`` (default:
+        the dimension's format) at ``pa``."""
+        fmt = fmt or self.formats[dim]
         values = self.counters.values
         for cache in self.entry[dim]:
             if level in cache.levels:
-                entry = cache.lookup(dim, vm, asid, pa)
+                entry = cache.lookup(dim, vm, asid, pa // fmt.entry_bytes)
                 if entry is not None:
                     values[cache.hits] += 1
                     return entry, True
@@ -148,12 +164,13 @@ class Walker:
         self.refs[dim] += 1
         if self.data_caches is not None:
             self.data_caches.access(pa, WALK_REF)
-        return self.memory.read(pa), False
+        return fmt.load(self.memory, pa), False
 
-    def _fill_entry(self, dim: int, vm: int, asid: int, level: int, pa: int, entry: int) -> None:
+    def _fill_entry(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, level: int, pa: int,
+                    entry: int) -> None:
         for cache in self.entry[dim]:
             if level in cache.levels:
-                cache.fill(dim, vm, asid, pa, entry)
+                cache.fill(dim, vm, asid, pa // fmt.entry_bytes, entry)
 
     def walk_dimension(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, root: int, address: int,
                        accessed: bool, dirty: bool, write: bool, resolve, top: int | None = None
@@ -164,13 +181,13 @@ class Walker:
         table ``root`` instead of the format's root (prefix caches are then not probed)."""
         level, table = fmt.levels if top is None else top, root
         table_is_physical = resolve is None
-        hit = self._skip(dim, vm, asid, address, fmt.levels) if top is None else None
+        hit = self._skip(dim, fmt, vm, asid, address) if top is None else None
         if hit is not None:
             level, table = hit
             table_is_physical = True
         pending = None  # (level, prefix-address) whose next table's physical address we learn next
         while True:
-            addr = table + fmt.index(address, level) * ENTRY_SIZE
+            addr = fmt.entry_address(table, address, level)
             if table_is_physical:
                 pa = addr
             else:
@@ -180,8 +197,9 @@ class Walker:
             if pending is not None:  # the table we just located: fill the prefix caches
                 for cache in self.prefix[dim]:
                     if pending in cache.levels:
-                        cache.fill(dim, vm, asid, address, pending, pa & ~((1 << PAGE_SHIFT) - 1))
-            entry, cached = self.read_entry(dim, vm, asid, level, pa)
+                        cache.fill(dim, vm, asid, pending, fmt.prefix(address, pending),
+                                   pa & ~((1 << PAGE_SHIFT) - 1))  # a table below the root is one page
+            entry, cached = self.read_entry(dim, vm, asid, level, pa, fmt)
             if not fmt.is_present(entry):
                 return Fault(GUEST_NOT_PRESENT if dim == GUEST else HOST_NOT_PRESENT, address)
             leaf = fmt.is_leaf(entry, level)
@@ -189,7 +207,7 @@ class Walker:
                 set_dirty = leaf and dirty and fmt.is_writable(entry)
                 updated = entry | fmt.accessed_flag | (fmt.dirty_flag if set_dirty else 0)
                 if updated != entry:
-                    self.memory.write(pa, updated)
+                    fmt.store(self.memory, pa, updated)
                     self.refs[2] += 1
                     entry = updated
             if leaf:
@@ -197,7 +215,7 @@ class Walker:
                     return Fault(GUEST_PROTECTION if dim == GUEST else HOST_PROTECTION, address)
                 return entry, level
             if not cached:
-                self._fill_entry(dim, vm, asid, level, pa, entry)
+                self._fill_entry(dim, fmt, vm, asid, level, pa, entry)
             pending = level
             table = fmt.frame(entry, level)
             table_is_physical = resolve is None
@@ -283,7 +301,8 @@ class Walker:
 
 def _own_geometry(fmt: PageTableFormat) -> bool:
     """True when ``fmt``'s class replaces the core radix geometry."""
-    return any(getattr(type(fmt), name) is not getattr(PageTableFormat, name) for name in ("index", "page_size"))
+    return any(getattr(type(fmt), name) is not getattr(PageTableFormat, name)
+               for name in ("index", "page_size", "prefix", "shift"))
 
 
 def radix_walk(ctx: WalkContext) -> Walker:

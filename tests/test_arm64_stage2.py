@@ -49,11 +49,12 @@ def test_refs_per_2d_walk_in_both_tiers(host_page_size, refs):
 
 
 def raw_stage2_walk(read, root: int, ipa: int) -> tuple[int, int, int]:
-    """Decode stage-2 descriptors as the Arm ARM does (lookup levels 1-3 of a 39-bit
-    IPA): (output address, lookup level of the leaf, leaf descriptor)."""
+    """Decode stage-2 descriptors as the Arm ARM does (lookup levels 1-3 of the default
+    40-bit IPA, whose level-1 table is two concatenated tables, 1024 entries): (output
+    address, lookup level of the leaf, leaf descriptor)."""
     table = root
-    for arm_level, shift in ((1, 30), (2, 21), (3, 12)):
-        desc = read(table + ((ipa >> shift) & 511) * 8)
+    for arm_level, shift, entries in ((1, 30, 1024), (2, 21, 512), (3, 12, 512)):
+        desc = read(table + ((ipa >> shift) & (entries - 1)) * 8)
         kind = desc & 0b11
         assert kind & 1, f"invalid descriptor at level {arm_level}"
         address = desc & ((1 << 48) - 1) & ~((1 << 12) - 1)

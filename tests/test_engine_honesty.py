@@ -288,8 +288,9 @@ def test_prefix_caches_refuse_a_format_with_its_own_geometry(tmp_path):
     raw = tiny_config(experiment={"name": "g", "plugins": [str(plugin)]}, walk_caches=[{"type": "psc", "level": 2}])
     raw["machine"]["guest_format"] = "ten-bit"
     config, reg = build(raw)
-    with pytest.raises(ConfigError, match="walk cache 'psc-guest-l2' keys entries by the radix geometry .* "
-                                          "format 'ten-bit' defines its own index or page_size"):
+    with pytest.raises(ConfigError, match="walk cache 'psc-guest-l2' keys entries by the prefixes of "
+                                          "PageTableFormat's geometry .* format 'ten-bit' defines its own index, "
+                                          "prefix, shift or page_size"):
         run_experiment(config, reg, engine="reference")
 
 

@@ -1,7 +1,8 @@
 """The hashed page-table example plugin (examples/plugins/hashed_paging.py): references
 per walk against the design's count (d parallel probes), its cuckoo insertions against a
 naive model written here, its translations, control events against counts derived by
-hand, where its references go in the data caches, and the tier it runs in."""
+hand, where its references go in the data caches, and its compiled walk kernel against
+its reference walk."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +16,7 @@ from slatframe.engine import choose_engine
 from slatframe.engine.reference import NO_HPA, ReferenceEngine
 from slatframe.errors import ConfigError
 from slatframe.machine import build_machine
-from slatframe.testing import build, run_trace, tiny_config
+from slatframe.testing import assert_engines_agree, build, run_trace, tiny_config
 from naive import BruteForceCaches, LoggingMemory
 from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, MAP, PROTECT, READ, TRACE_DTYPE, UNMAP, WRITE, make_trace
 
@@ -253,13 +254,31 @@ def test_control_events_against_counts_by_hand(d):
     assert all(int(hpa[i]) == NO_HPA for i in (3, 6, 8, 10, 12, 14))
 
 
-# -- 5. the tier it runs in, and what it refuses -----------------------------------------
-def test_hashed_runs_in_the_reference_tier_and_says_why():
-    config, reg = hashed_config()
-    tier, why = choose_engine(config, reg)
-    assert tier == "reference" and "walk 'hashed'" in why and "hashed_paging.py" in why
-    with pytest.raises(ConfigError, match="walk 'hashed'"):
-        choose_engine(config, reg, "compiled")
+# -- 5. both tiers, and what it refuses -----------------------------------------------------
+@pytest.mark.parametrize("d,buckets,per_line,cost", [
+    (1, 64, 1, None), (2, 16, 3, None), (4, 16, 1, None),
+    (3, 64, 1, {"model": "cache-aware", "data_accesses": True, "l1d_size": "1K", "l1d_ways": 2,
+                "l2_size": "4K", "l2_ways": 4, "llc_size": "16K", "llc_ways": 4}),
+])
+def test_auto_runs_the_compiled_walk_kernel_with_the_reference_walks_counts(d, buckets, per_line, cost):
+    """The walk's kernels (walk_kernel, walk_state) against its reference object: every
+    counter, including the data caches' and the rehashes the software side makes
+    between loop passes, and every hPA, with control events in the trace."""
+    sections = {"cost": cost} if cost else {}
+    config, reg = hashed_config(ways=d, buckets=buckets, entries_per_line=per_line,
+                                tlb={"levels": [{"name": "l1", "sets": 4, "ways": 2}]}, **sections)
+    assert choose_engine(config, reg)[0] == "compiled"
+    rng = np.random.default_rng(d)
+    pages = distinct_pages(300, seed=40 + d, span_bits=32)
+    n = 4000
+    trace = np.zeros(n, dtype=TRACE_DTYPE)
+    trace["vaddr"] = pages[rng.zipf(1.2, n) % len(pages)] + rng.integers(0, 4096, n).astype(np.uint64)
+    trace["op"][rng.random(n) < 0.3] = WRITE
+    trace["asid"] = rng.integers(0, 2, n)
+    events = rng.choice(n, 120, replace=False)
+    trace["op"][events] = rng.choice([UNMAP, PROTECT, INVLPG, FLUSH], 120)
+    counts = assert_engines_agree(config, reg, trace, chunk_size=733)
+    assert counts.get("hashed.rehashes", 0) >= 1 and counts["walk.refs"] == d * counts["walks"]
 
 
 def test_refuses_large_pages_walk_caches_and_bad_sizes():

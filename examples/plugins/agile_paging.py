@@ -39,7 +39,6 @@ from slatframe import hookimpl
 from slatframe.errors import ConfigError
 from slatframe.guest import TABLE_SIZE
 from slatframe.options import option
-from slatframe.paging import ENTRY_SIZE
 from slatframe.records import SlatSchemeRecord, WalkRecord
 from slatframe.trace import CONTEXT_SWITCH, FLUSH, WRITE
 from slatframe.walker import GUEST, NO_ROOT, Fault, HardwareView, Walker
@@ -70,7 +69,7 @@ class AgileWalker(Walker):
         fmt, write = self.hw.guest_format, op == WRITE
         level = fmt.levels
         for level in range(fmt.levels, fmt.levels - self.hw.shadow_levels, -1):
-            entry, _ = self.read_entry(GUEST, vm, asid, level, table + fmt.index(va, level) * ENTRY_SIZE)
+            entry, _ = self.read_entry(GUEST, vm, asid, level, fmt.entry_address(table, va, level))
             if not fmt.is_present(entry):
                 return self.complete(vm, va, write, Fault(SHADOW_NOT_PRESENT, va))
             table = fmt.frame(entry, level)
@@ -134,21 +133,21 @@ class AgileTranslator(NestedTranslator):
         guest_table, shadow_table = kernel.root(asid), self.hw.guest_roots.get(vm, asid)
         switch_level = fmt.levels - self.hw.shadow_levels + 1
         for level in range(fmt.levels, switch_level - 1, -1):
-            offset = fmt.index(va, level) * ENTRY_SIZE
-            entry = kernel.phys.read(guest_table + offset)
+            offset = fmt.index(va, level) * fmt.entry_bytes
+            entry = fmt.load(kernel.phys, guest_table + offset)
             if not fmt.is_present(entry):
                 self.counters.add("faults.guest")
                 kernel.map(asid, va)
                 return
             self.mirrors[vm][guest_table] = shadow_table  # its entries are shadowed: write-protect it
             if level == switch_level:
-                host.write(shadow_table + offset, entry | SWITCH)
+                fmt.store(host, shadow_table + offset, entry | SWITCH)
                 return
-            shadow = host.read(shadow_table + offset)
+            shadow = fmt.load(host, shadow_table + offset)
             if not fmt.is_present(shadow):
                 child = host.alloc(TABLE_SIZE)
-                host.write(shadow_table + offset, fmt.table_entry(child))
-                shadow = host.read(shadow_table + offset)
+                fmt.store(host, shadow_table + offset, fmt.table_entry(child))
+                shadow = fmt.load(host, shadow_table + offset)
             guest_table, shadow_table = fmt.frame(entry, level), fmt.frame(shadow, level)
 
     def _kernel_store(self, vm: int, gpa: int) -> None:
@@ -156,7 +155,7 @@ class AgileTranslator(NestedTranslator):
         shadow_table = self.mirrors[vm].get(gpa & ~(TABLE_SIZE - 1))
         if shadow_table is not None:  # a write-protected, shadowed guest table
             self.counters.vm_exit("agile_pt_write")
-            self.host.write(shadow_table + (gpa & (TABLE_SIZE - 1)), 0)
+            self.fmt.store(self.host, shadow_table + (gpa & (TABLE_SIZE - 1) & ~(self.fmt.entry_bytes - 1)), 0)
 
     def control(self, vm: int, asid: int, op: int, arg: int):
         if op in (CONTEXT_SWITCH, FLUSH):

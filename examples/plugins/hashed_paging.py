@@ -48,12 +48,18 @@ the next way to kick into is the next one in order, not a random way; there are 
 cuckoo walk tables or caches (ECPT's filters of which ways to probe: every way is always
 probed), no walk caches at all, and 4K pages only (ECPT keeps one table per page size).
 The table's own frames are freed (counted) on a rehash; the OS does not free data frames
-on unmap (the core's allocator never reuses frames anyway). The walk runs in the reference
-tier only.
+on unmap (the core's allocator never reuses frames anyway).
+
+Both engine tiers run the walk: :class:`HashedWalk` is the reference, and
+:func:`walk_kernel` the same walk in numba (``WalkKernels``), which the compiled loop calls
+on every TLB miss with :func:`walk_state`'s array: per VM the table's ways, buckets, slot
+size, entries per slot and way bases, then the guest format's row.
 """
 from __future__ import annotations
 
 import attrs
+import numpy as np
+from numba import njit
 
 from slatframe import hookimpl
 from slatframe.contents import image_pages
@@ -61,7 +67,11 @@ from slatframe.datacache import WALK
 from slatframe.errors import ConfigError
 from slatframe.options import option
 from slatframe.paging import ENTRY_SIZE, PAGE_SHIFT
-from slatframe.records import SlatSchemeRecord, WalkRecord
+from slatframe.engine import walklib
+from slatframe.engine.walklib import (F_ACCESSED, F_DIRTY, F_FRAME, F_PRESENT, F_WRITE, O_AD_WRITES, O_ADDRESS,
+                                      O_DIRTY, O_FAULT, O_PAGE, O_REFS_GUEST, O_REFS_HOST, O_SHIFT, O_SPLINTERED,
+                                      O_WRITABLE)
+from slatframe.records import SlatSchemeRecord, WalkKernels, WalkRecord
 from slatframe.trace import FLUSH, INVLPG, MAP, PROTECT, UNMAP, WRITE
 from slatframe.translation import Invalidation, Translation
 from slatframe.walker import GUEST_NOT_PRESENT, GUEST_PROTECTION, Fault, HardwareView, RootTable
@@ -258,6 +268,78 @@ class HashedWalk:
         return Translation(fmt.frame(entry, 1), PAGE, fmt.is_writable(entry), fmt.is_dirty(entry))
 
 
+# -- the compiled walk ---------------------------------------------------------------------
+S_WAYS, S_BUCKETS, S_SLOT_BYTES, S_PER_LINE, S_BASE = 0, 1, 2, 3, 4  #: columns of a VM's row of the state
+U_MULTIPLIERS = np.array(MULTIPLIERS, dtype=np.uint64)
+
+
+def walk_state(walk: HashedWalk) -> np.ndarray:
+    """The kernel's state: row ``vm`` describes VM ``vm``'s table, the last row is the
+    guest format (rebuilt after every software event, so a rehash is seen)."""
+    tables = walk.hw.tables
+    state = np.zeros((len(tables) + 1, walklib.F_COLUMNS), dtype=np.int64)
+    for vm, table in enumerate(tables):
+        state[vm, :S_BASE] = (table.ways, table.buckets, table.slot_bytes, table.per_line)
+        state[vm, S_BASE:S_BASE + table.ways] = table.bases
+    state[len(tables)] = walklib.format_row(walk.hw.guest_format)
+    return state
+
+
+@njit(_nrt=False)
+def slot_index(way, key, buckets):
+    """:func:`way_hash` in numba (uint64 arithmetic wraps mod 2**64)."""
+    m = U_MULTIPLIERS[way]
+    x = np.uint64(key) * m
+    x ^= x >> np.uint64(32)
+    x = x * m
+    x ^= x >> np.uint64(29)
+    return np.int64(x & np.uint64(buckets - 1))
+
+
+@njit(_nrt=False)
+def walk_kernel(slot_of, words, state, dcfg, dctl, dtag, dage, cnt, vm, asid, va, op, out):
+    """:meth:`HashedWalk.walk`, reporting in ``out`` (slatframe.engine.walklib)."""
+    f = state.shape[0] - 1
+    ways, buckets, slot_bytes, per_line = state[vm, S_WAYS], state[vm, S_BUCKETS], state[vm, S_SLOT_BYTES], \
+        state[vm, S_PER_LINE]
+    vpn = va >> PAGE_SHIFT
+    key = (asid << ASID_SHIFT) | (vpn // per_line)
+    entry_pa = -1
+    entry = 0
+    for way in range(ways):  # every way is read
+        slot = state[vm, S_BASE + way] + slot_index(way, key, buckets) * slot_bytes
+        if dctl[0] != 0:
+            walklib.dc_access(dcfg, dctl, dtag, dage, cnt, slot, 0)
+        if walklib.mem_read(slot_of, words, slot) == key + 1:
+            entry_pa = slot + ENTRY_SIZE * (1 + vpn % per_line)
+            entry = walklib.mem_read(slot_of, words, entry_pa)
+    out[O_REFS_GUEST] = ways
+    out[O_REFS_HOST] = 0
+    out[O_AD_WRITES] = 0
+    out[O_SPLINTERED] = 0
+    if entry_pa < 0 or (entry & state[f, F_PRESENT]) == 0:
+        out[O_FAULT] = GUEST_NOT_PRESENT
+        out[O_ADDRESS] = va
+        return
+    write = op == WRITE
+    updated = entry | state[f, F_ACCESSED]
+    if write and (entry & state[f, F_WRITE]) != 0:
+        updated |= state[f, F_DIRTY]
+    if updated != entry:
+        walklib.mem_write(slot_of, words, entry_pa, updated)
+        out[O_AD_WRITES] = 1
+        entry = updated
+    if write and (entry & state[f, F_WRITE]) == 0:
+        out[O_FAULT] = GUEST_PROTECTION
+        out[O_ADDRESS] = va
+        return
+    out[O_FAULT] = 0
+    out[O_PAGE] = entry & state[f, F_FRAME]
+    out[O_SHIFT] = PAGE_SHIFT
+    out[O_WRITABLE] = 1 if (entry & state[f, F_WRITE]) != 0 else 0
+    out[O_DIRTY] = 1 if state[f, F_DIRTY] == 0 or (entry & state[f, F_DIRTY]) != 0 else 0
+
+
 def make_walk(ctx) -> HashedWalk:
     if ctx.walk_caches:
         raise ConfigError("the hashed walk of examples/plugins/hashed_paging.py models no walk caches; "
@@ -338,7 +420,7 @@ class HashedTranslator:
 @hookimpl
 def slatframe_walks():
     return [WalkRecord(name="hashed", summary="d-ary cuckoo hashed page table: d parallel probes",
-                       factory=make_walk)]
+                       factory=make_walk, kernels=WalkKernels(walk=walk_kernel, state=walk_state))]
 
 
 @hookimpl

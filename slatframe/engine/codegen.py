@@ -29,6 +29,9 @@ from .fingerprint import fingerprint
 from .kernel_slots import ROLES
 
 LOOP_SOURCE = Path(__file__).with_name("loop.py")
+#: slatframe's own modules the loop calls into: their hashes go into the module's text,
+#: because numba's cache of it checks only the module's own file
+IMPORTED_SOURCES = (Path(__file__).with_name("kernel_slots.py"), Path(__file__).with_name("walklib.py"))
 STUB_MARK = "# STUB"
 _loaded: dict[str, ModuleType] = {}
 
@@ -64,17 +67,18 @@ def _ref(fn: Any) -> tuple[str, str]:
     return py.__module__, py.__name__
 
 
-def module_source(registry: Any, apart: bool = False) -> str:
-    """The generated module: dispatch over the inline policies' kernels, then (``apart``)
-    calls of separately compiled kernels by their address in ``pk``, then loop.py.
+def module_source(registry: Any) -> str:
+    """The generated module: dispatch over the inline policies' kernels, then calls of
+    separately compiled kernels by their address in ``pk``, then loop.py.
 
-    Without ``apart`` the dispatch has no call of unknown code, so the compiler keeps the
-    loop's state in registers across policy calls as before (a call by address, even
-    one never taken, made native walks 30% slower); runs that use a separately compiled
-    policy take the other module, compiled once per installation too."""
+    One module serves every run, with or without plugin policies: the call by address goes
+    through a function that saves every register it uses (kernel_slots.py), so the builtin
+    policies' paths run as fast as in a loop without it. The text carries hashes of
+    kernel_slots.py, whose intrinsics write the calls into the compiled code, and of
+    walklib.py, whose functions the loop inlines."""
     ids = policy_ids(registry)
     imports, calls = [], {role: [] for role in ROLES}
-    stamps = []
+    stamps = [f"# {path.name}: {hashlib.sha256(path.read_bytes()).hexdigest()}" for path in IMPORTED_SOURCES]
     for name, pid in ids.items():
         kernels = registry.get("TLB policies", name).kernels
         for role in calls:
@@ -96,21 +100,18 @@ def module_source(registry: Any, apart: bool = False) -> str:
             keyword = "if" if n == 0 else "elif"
             body = f"return {alias}({call_args})" if role == "victim" else f"{alias}({call_args})"
             lines += [f"    {keyword} pid == {pid}:", f"        {body}"]
-        if apart:
-            caller = "call_victim" if role == "victim" else "call_update"
-            slot = f"{caller}(pk[{row}, pid - {len(ids)}], {call_args})"  # a policy compiled apart
-            body = f"return {slot}" if role == "victim" else slot
-            lines += ["    else:", f"        {body}"] if entries else [f"    {body}"]
-        else:
-            lines.append("    return -1" if role == "victim" else "    return")
+        caller = "call_victim" if role == "victim" else "call_update"
+        slot = f"{caller}(pk[{row}, pid - {len(ids)}], {call_args})"  # a policy compiled apart
+        body = f"return {slot}" if role == "victim" else slot
+        lines += ["    else:", f"        {body}"] if entries else [f"    {body}"]
     loop = [line for line in LOOP_SOURCE.read_text().splitlines() if not line.endswith(STUB_MARK)]
     return "\n".join(lines + ["", ""] + loop) + "\n"
 
 
-def load_kernels(registry: Any, apart: bool = False) -> ModuleType:
+def load_kernels(registry: Any) -> ModuleType:
     """The compiled engine module for this registry's policies (generated once per
     content; compiled code comes from numba's cache when present)."""
-    source = module_source(registry, apart)
+    source = module_source(registry)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     name = f"slatframe_kernels_{digest}"
     if name in _loaded:

@@ -23,8 +23,9 @@ State layout (``loop.py`` names the columns):
   caches guest/host, nested TLBs).
 - ``pstate[n, R, C]``: every structure's policy state, padded: TLB level l is structure
   l, walk cache j is structure L + j.
-- hardware view: ``fmts[2, 8]`` (guest, host format: levels, present mask, leaf flag,
-  frame mask, write, accessed, dirty flags, leaf mask), ``hwcfg[4]`` (2D?, host A/D, table accesses
+- hardware view: ``fmts[2, 21]`` (guest, host format: levels, present mask, leaf flag,
+  frame mask, write, accessed, dirty flags, leaf mask, log2 of the entry size, then the
+  index shift and index mask of each level), ``hwcfg[4]`` (2D?, host A/D, table accesses
   dirty), ``roots[V, A]`` and ``host_roots[V]``; memory: ``slot_of`` and ``words``.
 - data caches: ``dcfg``, ``dctl``, ``dtag``, ``dage`` (:meth:`slatframe.datacache.DataCaches.arrays`).
 """
@@ -38,17 +39,20 @@ from ..datacache import no_data_caches
 from ..setassoc import set_mask
 from ..errors import ConfigError, PluginError
 from ..machine import Machine
+from ..records import WalkKernels
 from ..translation import Invalidation
 from ..walkcache import GUEST, HOST, EntryCache, PrefixCache, TranslationCache
 from ..paging import PageTableFormat
-from ..walker import Fault, RootTable, Walker
+from ..walker import FAULT_LIMIT, Fault, RootTable, Walker, stuck
 from . import kernel_slots
 from .codegen import load_kernels, policy_ids, slot_ids
 from .kernel_slots import SLOTS
 from .reference import NO_HPA
+from .walklib import OUT_COLUMNS, format_row
 from .software import SoftwareSide
 
 SCOPES = {"page": 0, "asid": 1, "vm": 2, "all": 3}
+MAX_LEVELS = 6  #: levels of a format the loop's ``fmts`` rows hold
 INCLUSION = {"non-inclusive": 0, "inclusive": 1, "exclusive": 2}
 SIDES = {"instruction": 1, "data": 2, "unified": 3}
 KINDS = {PrefixCache: 1, EntryCache: 2, TranslationCache: 3}
@@ -88,10 +92,21 @@ def _format_refusal(fmt: Any, role: str) -> str | None:
                 "PageTableFormat: the compiled walk decodes only PageTableFormat's own geometry and masks")
     masks = (fmt.present_mask, fmt.leaf_flag, fmt.frame_mask, fmt.write_flag, fmt.accessed_flag, fmt.dirty_flag,
              fmt.leaf_mask)
-    if any(not 0 <= m < 1 << 63 for m in masks) or not 1 <= fmt.levels <= 5:
-        return (f"{role} page-table format {fmt.name!r} has {fmt.levels} levels or a mask outside bits 0-62, "
-                "which the compiled walk does not hold")
+    if any(not 0 <= m < 1 << 63 for m in masks) or not 1 <= fmt.levels <= MAX_LEVELS or fmt.va_bits > 63:
+        return (f"{role} page-table format {fmt.name!r} has {fmt.levels} levels, {fmt.va_bits}-bit addresses or "
+                f"a mask outside bits 0-62; the compiled walk holds at most {MAX_LEVELS} levels and 63-bit "
+                "addresses and masks")
     return None
+
+
+def walk_kernels(machine: Machine, registry: Any) -> WalkKernels | None:
+    """The kernels of the run's walk plugin, or None (the builtin radix walk, or a walk
+    without kernels)."""
+    if type(machine.walker) is Walker:
+        return None
+    name = getattr(machine.translator.hw, "walk", None)
+    record = registry.records.get("walks", {}).get(name)
+    return getattr(record.record, "kernels", None) if record is not None else None
 
 
 def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
@@ -101,10 +116,15 @@ def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
     kernels; anything else on the per-access path is refused here, never approximated."""
     why = _policy_refusals(machine, registry)
     hw = machine.walker.hw if type(machine.walker) is Walker else machine.translator.hw
+    kernels = walk_kernels(machine, registry)
     if type(machine.walker) is not Walker:
         name = getattr(hw, "walk", "?")
-        why.append(f"walk {name!r}{_plugin(registry, 'walks', name)} has no compiled form "
-                   "(the compiled tier runs only the builtin radix walk)")
+        if kernels is None:
+            why.append(f"walk {name!r}{_plugin(registry, 'walks', name)} has no compiled form (its record has "
+                       "no kernels)")
+        elif machine.walk_caches:
+            why.append(f"walk {name!r}{_plugin(registry, 'walks', name)} has kernels, which consult no walk "
+                       f"caches, and the run has {len(machine.walk_caches)}")
     elif type(hw.guest_roots) is not RootTable:
         why.append(f"the SLAT scheme's hardware view keeps its roots in a {type(hw.guest_roots).__name__}, "
                    "not a slatframe.walker.RootTable")
@@ -123,11 +143,17 @@ def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
     return why
 
 
-def format_array(fmt: Any) -> np.ndarray:
-    if fmt is None:
-        return np.zeros(8, dtype=np.int64)
-    return np.array([fmt.levels, fmt.present_mask, fmt.leaf_flag, fmt.frame_mask, fmt.write_flag,
-                     fmt.accessed_flag, fmt.dirty_flag, fmt.leaf_mask], dtype=np.int64)
+def walk_state(state: Any, walker: Any, label: str) -> np.ndarray:
+    """``state(walker)`` of a walk's kernels, checked: an int64 2D C-contiguous array."""
+    try:
+        array = state(walker)
+    except Exception as exc:
+        raise PluginError(f"{label}: its kernels' state function raised {type(exc).__name__}: {exc}.") from None
+    if not (isinstance(array, np.ndarray) and array.dtype == np.int64 and array.ndim == 2
+            and array.flags.c_contiguous):
+        raise PluginError(f"{label}: its kernels' state function returned {type(array).__name__}"
+                          f"{getattr(array, 'shape', '')}, not an int64 2D C-contiguous numpy array.")
+    return array
 
 
 def tag_array(k: Any, n: int, sets: int, ways: int) -> np.ndarray:
@@ -163,7 +189,7 @@ class CompiledEngine:
         used = [lv.policy.name for lv in config.tlb.levels] + [c.policy.name for c in machine.walk_caches]
         apart = slot_ids(registry, used)
         ids = {**policy_ids(registry), **apart}
-        self.k = load_kernels(registry, apart=bool(apart))
+        self.k = load_kernels(registry)
         self.pk = kernel_slots.tables([(f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)}",
                                         registry.get("TLB policies", name).kernels) for name in apart])
         self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),
@@ -186,7 +212,13 @@ class CompiledEngine:
         self.tlb = (tcfg, ttag, INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)
         self.pstate = _pad(states)
-        hw = self.hw = machine.walker.hw  # what the radix walk walks
+        hw = self.hw = getattr(machine.walker, "hw", machine.translator.hw)  # what the walk walks
+        kernels = walk_kernels(machine, registry)
+        self.wk, self.wstate = 0, None
+        if kernels is not None:
+            label = f"walk {hw.walk!r}{_plugin(registry, 'walks', hw.walk)}"
+            self.wk = kernel_slots.kernel_address(kernels.walk, "walk", label)
+            self.wstate = lambda: walk_state(kernels.state, machine.walker, label)
         self.names = list(FIXED_COUNTERS)
         for lv in levels:
             self.names += [f"tlb.{lv.name}.hits", f"tlb.{lv.name}.misses"]
@@ -208,11 +240,12 @@ class CompiledEngine:
                 if SIDES[lv.side] & (1 << row):
                     self.paths[row, self.npaths[row]] = level
                     self.npaths[row] += 1
-        self.out = np.zeros(8, dtype=np.int64)
-        self.fmts = np.stack([format_array(hw.guest_format), format_array(hw.host_format)])
+        self.out = np.zeros(OUT_COLUMNS, dtype=np.int64)
+        self.fmts = np.stack([format_row(hw.guest_format), format_row(hw.host_format)])
         self.hwcfg = np.array([1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0,
                                1 if hw.table_access_dirties else 0, 0], dtype=np.int64)
         self.no_host_roots = np.zeros(1, dtype=np.int64)
+        self.no_walk_state = np.zeros((1, 1), dtype=np.int64)
 
     def _walk_caches(self, caches: list, registry: Any, ids: dict, states: list) -> tuple:
         n = max(1, len(caches))
@@ -231,7 +264,7 @@ class CompiledEngine:
         wprobe = np.zeros((2, max(1, 8 * len(caches)), 2), dtype=np.int64)
         wlists = np.zeros((7, n), dtype=np.int64)
         wcount = np.zeros(7, dtype=np.int64)
-        for dim in (GUEST, HOST):
+        for dim in (GUEST, HOST) if caches else ():  # (with caches the walk is the radix Walker)
             for cache in sorted(walker.prefix[dim], key=lambda c: min(c.levels)):
                 for level in sorted(cache.levels):
                     wprobe[dim, wcount[dim]] = (caches.index(cache), level)
@@ -240,7 +273,7 @@ class CompiledEngine:
                 for cache in found:
                     wlists[row, wcount[row]] = caches.index(cache)
                     wcount[row] += 1
-        for cache in walker.ntlb:
+        for cache in walker.ntlb if caches else ():
             wlists[6, wcount[6]] = caches.index(cache)
             wcount[6] += 1
         wtag = tag_array(self.k, n, S, W)
@@ -275,9 +308,11 @@ class CompiledEngine:
         tcfg, ttag, inclusion = self.tlb
         wcfg, wtag, wprobe, wlists, wcount = self.wc
         store = self.machine.context.store
-        i, resume = 0, False
+        i, resume, faults, resume_at = 0, False, 0, -1
         while True:
-            roots = hw.guest_roots.array  # re-read: the software side may grow or replace these
+            # re-read: the software side may grow or replace these
+            roots = hw.guest_roots.array if isinstance(hw.guest_roots, RootTable) else self.no_host_roots[None]
+            wstate = self.no_walk_state if self.wstate is None else self.wstate()
             host_roots = self.no_host_roots if hw.host_roots is None else np.asarray(hw.host_roots, dtype=np.int64)
             self.written[0] = store.next_written  # software may have written pages since
             try:
@@ -285,12 +320,13 @@ class CompiledEngine:
                                   software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
                                   host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe, wlists, wcount,
                                   self.pstate, self.pk, self.cnt, self.out, self.paths, self.npaths,
-                                  host.content, self.written, self.track_writes, *self.dc)
+                                  host.content, self.written, self.track_writes, *self.dc, self.wk, wstate)
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
-            except Exception as exc:  # raised in a policy kernel: the loop raises nothing else
-                raise PluginError(f"a TLB policy kernel raised {type(exc).__name__}: {exc} (compiled tier; the "
-                                  f"run's TLB policies: {self._policy_names()}).") from None
+            except Exception as exc:  # raised in a kernel: the loop raises nothing else
+                walk = f" or walk {hw.walk!r}'s kernel" if self.wk else ""
+                raise PluginError(f"a TLB policy kernel{walk} raised {type(exc).__name__}: {exc} (compiled tier; "
+                                  f"the run's TLB policies: {self._policy_names()}).") from None
             store.next_written = int(self.written[0])
             resume = False
             if status == k.DONE:
@@ -298,6 +334,10 @@ class CompiledEngine:
             vm, asid, op, va = int(vm_col[i]), int(asid_col[i]), int(op_col[i]), int(chunk["vaddr"][i])
             if status == k.FAULT:
                 fault = Fault(int(self.out[0]), int(self.out[1]))
+                faults = faults + 1 if resume_at == i else 1
+                resume_at = i
+                if faults > FAULT_LIMIT:
+                    raise stuck(vm, asid, va, fault, self.machine.context.config.machine.slat.name)
                 for inv in translator.handle_fault(vm, asid, va, op, fault):
                     self.invalidate(inv)
                 resume = True

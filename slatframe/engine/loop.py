@@ -18,6 +18,10 @@ call, which cost more than the work of a TLB hit); their layout is documented in
 from numba import njit
 
 from slatframe.engine._policy_stub import policy_fill, policy_hit, policy_invalidate, policy_victim  # STUB
+from slatframe.engine.kernel_slots import call_walk
+from slatframe.engine.walklib import (F_DIRTY, F_ESHIFT, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, dc_access,
+                                      entry_load, entry_pa, entry_step, frame_of, O_AD_WRITES, O_FAULT,
+                                      O_REFS_GUEST, O_REFS_HOST, O_SPLINTERED, set_of)
 
 # loop status
 DONE = 0
@@ -66,16 +70,6 @@ L_PREFIX = 2  # + dim
 L_ENTRY = 4  # + dim
 L_NTLB = 6
 
-# fmts columns
-F_LEVELS = 0
-F_PRESENT = 1
-F_LEAF = 2
-F_FRAME = 3
-F_WRITE = 4
-F_ACCESSED = 5
-F_DIRTY = 6
-F_LEAF_MASK = 7  # a leaf above level 1: entry & F_LEAF_MASK == F_LEAF
-
 # fault kinds (as slatframe.walker)
 NO_ROOT = 1
 GUEST_NOT_PRESENT = 2
@@ -91,31 +85,7 @@ CONTEXT_SWITCH = 16
 PAGE_MASK = 4095
 
 
-# -- memory ----------------------------------------------------------------------------
-
-@njit(cache=True, inline="always", _nrt=False)
-def mem_read(slot_of, words, addr):
-    frame = addr >> 12
-    if frame >= slot_of.shape[0]:
-        return 0
-    row = slot_of[frame]
-    if row < 0:
-        return 0
-    return words[row, (addr >> 3) & 511]
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def mem_write(slot_of, words, addr, value):
-    words[slot_of[addr >> 12], (addr >> 3) & 511] = value
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def set_of(key, sets, mask):
-    """The set of ``key``: a mask when ``sets`` is a power of two (no division), else modulo."""
-    if mask >= 0:
-        return key & mask
-    return key % sets
-
+# memory, page-table entries and the data caches (dc_access): slatframe/engine/walklib.py
 
 # A TLB or nested-TLB value packs a page frame (low 12 bits zero) with the page-size shift
 # and the writable and dirty bits.
@@ -127,47 +97,6 @@ V_DIRTY = 7
 @njit(cache=True, inline="always", _nrt=False)
 def pack(page, shift, writable, dirty):
     return page | shift | (writable << V_WRITABLE) | (dirty << V_DIRTY)
-
-
-# -- the data-cache hierarchy (slatframe/datacache.py) ------------------------------------
-# dcfg[k] = (sets, ways, mask) of level k; dctl = (levels, data accesses?, first counter, clock);
-# dtag/dage[k, s, w] = line (-1 empty) and last use.
-
-@njit(cache=True, inline="always", _nrt=False)
-def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
-    """Look ``pa``'s line up level by level; fill the levels that missed (LRU victim);
-    count the serving level (``nlevels`` = memory) for ``kind`` (0 walk, 1 data)."""
-    nlevels = dctl[0]
-    if nlevels == 0:
-        return
-    line = pa >> 6
-    clock = dctl[3] + 1
-    dctl[3] = clock
-    served = nlevels
-    for k in range(nlevels):
-        s = set_of(line, dcfg[k, 0], dcfg[k, 2])
-        for w in range(dcfg[k, 1]):
-            if dtag[k, s, w] == line:
-                dage[k, s, w] = clock
-                served = k
-                break
-        if served == k:
-            break
-    for k in range(served):
-        s = set_of(line, dcfg[k, 0], dcfg[k, 2])
-        victim = 0
-        oldest = dage[k, s, 0]
-        for w in range(dcfg[k, 1]):
-            if dtag[k, s, w] == -1:
-                victim = w
-                break
-            age = dage[k, s, w]
-            if age < oldest:  # the oldest so far in a register (as the TLB policies)
-                oldest = age
-                victim = w
-        dtag[k, s, victim] = line
-        dage[k, s, victim] = clock
-    cnt[dctl[2] + kind * (nlevels + 1) + served] += 1
 
 
 # -- set-associative arrays (slatframe/setassoc.py) --------------------------------------
@@ -452,14 +381,14 @@ def wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, k, value):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, dim, vm, asid, address,
-                    levels):
+def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, fmts, dim, vm, asid, address):
     """Deepest prefix-cache hit: (level to read next, table address) or (-1, 0)."""
+    levels = fmts[dim, F_LEVELS]
     for p in range(wcount[L_PROBE + dim]):
         j, level = wprobe[dim, p, 0], wprobe[dim, p, 1]
         if level > levels:
             continue
-        pre = address >> (12 + 9 * (level - 1))
+        pre = address >> fmts[dim, F_SHIFT + level]
         s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
         w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, level), pre,
                       wcfg[j, W_WAYS])
@@ -471,23 +400,23 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, 
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, dim, vm, asid, address, level, table):
+def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, dim, vm, asid, address, level, table):
     for p in range(wcount[L_PREFIX + dim]):
         j = wlists[L_PREFIX + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
-            pre = address >> (12 + 9 * (level - 1))
+            pre = address >> fmts[dim, F_SHIFT + level]
             s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
             wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, level), pre, table)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt, hitbase, dim, vm, asid,
+def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt, hitbase, dim, vm, asid,
                level, pa):
     """(entry, from an entry cache?); reads memory (one reference) on a miss."""
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
-            line = pa >> 3
+            line = pa >> fmts[dim, F_ESHIFT]
             s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
             w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, 0), line,
                           wcfg[j, W_WAYS])
@@ -495,48 +424,22 @@ def read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt
                 cnt[hitbase + 2 * j] += 1
                 return wtag[j, s, w, 3], True
             cnt[hitbase + 2 * j + 1] += 1
-    return mem_read(slot_of, words, pa), False
+    return entry_load(slot_of, words, fmts, dim, pa), False
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, dim, vm, asid, level, pa, entry):
+def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, dim, vm, asid, level, pa, entry):
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
-            line = pa >> 3
+            line = pa >> fmts[dim, F_ESHIFT]
             s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
             wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
 
 
 # -- walks (slatframe/walker.py) ---------------------------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
-def entry_step(slot_of, words, fmts, f, pa, entry, level, accessed, dirty, write):
-    """A/D update of a present entry of format row f: (entry, leaf?, protection?, wrote?)."""
-    leaf = level == 1 or (entry & fmts[f, F_LEAF_MASK]) == fmts[f, F_LEAF]
-    wrote = False
-    if accessed:
-        updated = entry | fmts[f, F_ACCESSED]
-        if leaf and dirty and (entry & fmts[f, F_WRITE]) != 0:
-            updated |= fmts[f, F_DIRTY]
-        if updated != entry:
-            mem_write(slot_of, words, pa, updated)
-            wrote = True
-            entry = updated
-    protection = leaf and write and (entry & fmts[f, F_WRITE]) == 0
-    return entry, leaf, protection, wrote
 
-
-@njit(cache=True, inline="always", _nrt=False)
-def frame_of(fmts, f, entry, level):
-    if level > 1 and (entry & fmts[f, F_LEAF_MASK]) == fmts[f, F_LEAF]:
-        return entry & fmts[f, F_FRAME] & ~((1 << (12 + 9 * (level - 1))) - 1)
-    return entry & fmts[f, F_FRAME]
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def entry_pa(table, address, level):
-    return table + ((address >> (12 + 9 * (level - 1))) & 511) * 8
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -559,8 +462,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
     g_refs = h_refs = ad_writes = 0
     status = fault_at = 0
     levels = fmts[GUEST, F_LEVELS]
-    glevel, gtable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, GUEST, vm,
-                                     asid, va, levels)
+    glevel, gtable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, fmts, GUEST,
+                                     vm, asid, va)
     physical = glevel >= 0 or not two_d
     if glevel < 0:
         glevel, gtable = levels, root
@@ -569,7 +472,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
     gentry = gpa = hpa = hsize = 0
     host_writable = host_dirty = 1
     while True:
-        addr = gpa if final else entry_pa(gtable, va, glevel)
+        addr = gpa if final else entry_pa(fmts, GUEST, gtable, va, glevel)
         pa = addr
         if not physical:
             # -- gPA -> hPA: nested TLBs, else a walk of the second-level tables --------
@@ -598,17 +501,17 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             if not hit:
                 hlevels = fmts[HOST, F_LEVELS]
                 hlevel, htable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase,
-                                                 HOST, vm, 0, addr, hlevels)
+                                                 fmts, HOST, vm, 0, addr)
                 if hlevel < 0:
                     hlevel, htable = hlevels, host_roots[vm]
                 hpending = 0
                 while True:
-                    hpa_entry = entry_pa(htable, addr, hlevel)
+                    hpa_entry = entry_pa(fmts, HOST, htable, addr, hlevel)
                     if hpending:
-                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, HOST, vm, 0, addr, hpending,
-                                       hpa_entry & ~PAGE_MASK)
-                    hentry, cached = read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt,
-                                                hitbase, HOST, vm, 0, hlevel, hpa_entry)
+                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, HOST, vm, 0, addr,
+                                       hpending, hpa_entry & ~PAGE_MASK)
+                    hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, base,
+                                                cnt, hitbase, HOST, vm, 0, hlevel, hpa_entry)
                     if not cached:
                         h_refs += 1
                         if dctl[0] != 0:  # no call (and its argument marshalling) without caches
@@ -625,15 +528,15 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                             status = HOST_PROTECTION
                         break
                     if not cached:
-                        fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, HOST, vm, 0, hlevel, hpa_entry,
-                                   hentry)
+                        fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, HOST, vm, 0, hlevel,
+                                   hpa_entry, hentry)
                     hpending = hlevel
                     htable = frame_of(fmts, HOST, hentry, hlevel)
                     hlevel -= 1
                 if status != 0:
                     fault_at = addr
                     break
-                hshift = 12 + 9 * (hlevel - 1)
+                hshift = fmts[HOST, F_SHIFT + hlevel]
                 hsize = 1 << hshift
                 pa = frame_of(fmts, HOST, hentry, hlevel) | (addr & (hsize - 1))
                 host_writable = 1 if (hentry & fmts[HOST, F_WRITE]) != 0 else 0
@@ -650,10 +553,10 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             break
         # -- one guest entry, at physical address pa ----------------------------------------
         if gpending:
-            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, GUEST, vm, asid, va, gpending,
+            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, GUEST, vm, asid, va, gpending,
                            pa & ~PAGE_MASK)
-        entry, cached = read_entry(slot_of, words, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt, hitbase,
-                                   GUEST, vm, asid, glevel, pa)
+        entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt,
+                                   hitbase, GUEST, vm, asid, glevel, pa)
         if not cached:
             g_refs += 1
             if dctl[0] != 0:
@@ -670,7 +573,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 status, fault_at = GUEST_PROTECTION, va
                 break
             gentry = entry
-            gpa = frame_of(fmts, GUEST, entry, glevel) | (va & ((1 << (12 + 9 * (glevel - 1))) - 1))
+            gpa = frame_of(fmts, GUEST, entry, glevel) | (va & ((1 << fmts[GUEST, F_SHIFT + glevel]) - 1))
             if not two_d:
                 hpa = gpa
                 break
@@ -678,7 +581,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             physical = False
             continue
         if not cached:
-            fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, GUEST, vm, asid, glevel, pa, entry)
+            fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, GUEST, vm, asid, glevel, pa, entry)
         gpending = glevel
         gtable = frame_of(fmts, GUEST, entry, glevel)
         physical = not two_d
@@ -690,7 +593,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
         cnt[C_REFS_ABORTED] += g_refs + h_refs
         cnt[C_AD_WRITES] += ad_writes
         return
-    shift = 12 + 9 * (glevel - 1)
+    shift = fmts[GUEST, F_SHIFT + glevel]
     writable = 1 if (gentry & fmts[GUEST, F_WRITE]) != 0 else 0
     dirty = 1 if fmts[GUEST, F_DIRTY] == 0 or (gentry & fmts[GUEST, F_DIRTY]) != 0 else 0
     if two_d:
@@ -716,19 +619,38 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
     out[5] = dirty
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def count_walk(cnt, out):
+    """Count a walk plugin's walk from its ``out`` (as slatframe.counters.Counters does)."""
+    refs = out[O_REFS_GUEST] + out[O_REFS_HOST]
+    cnt[C_AD_WRITES] += out[O_AD_WRITES]
+    if out[O_FAULT] != 0:
+        cnt[C_ABORTED] += 1
+        cnt[C_REFS_ABORTED] += refs
+        return
+    cnt[C_WALKS] += 1
+    cnt[C_REFS] += refs
+    cnt[C_REFS_GUEST] += out[O_REFS_GUEST]
+    cnt[C_REFS_HOST] += out[O_REFS_HOST]
+    if refs > cnt[C_REFS_MAX]:
+        cnt[C_REFS_MAX] = refs
+    cnt[C_SPLINTERED] += out[O_SPLINTERED]
+
+
 # -- the loop --------------------------------------------------------------------------------
 
 @njit(cache=True, _nrt=False)
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
-        track_writes, dcfg, dctl, dtag, dage):
+        track_writes, dcfg, dctl, dtag, dage, wk, wstate):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
     instruction fetch / a data access looks up. With ``track_writes`` a write gives its
     host frame the next content id (``written[0]``); with ``dctl[1]`` the access goes
-    through the data caches (after its walk's references). Compiled without
+    through the data caches (after its walk's references). ``wk``: the address of a walk
+    plugin's kernel (0: the radix walk here), called with its ``wstate``. Compiled without
     numba's reference counting (``_nrt=False``): nothing here allocates."""
     n = op_col.shape[0]
     nlevels = tcfg.shape[0]
@@ -777,8 +699,12 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                 cnt[C_ON_HIT] += 1
         if not translated:
             resume_walk = False
-            walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk,
-                 base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+            if wk != 0:
+                call_walk(wk, slot_of, words, wstate, dcfg, dctl, dtag, dage, cnt, vm, asid, va, op, out)
+                count_walk(cnt, out)
+            else:
+                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
+                     pk, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
             if out[0] != 0:
                 return FAULT, i
             shift = out[3]

@@ -1,0 +1,179 @@
+"""What a page walk needs in numba, shared by the compiled loop (``loop.py``) and the
+kernels of walk plugins (:class:`slatframe.records.WalkKernels`): simulated memory, page
+-table entries decoded by a format's row of ``fmts`` (:func:`format_row`), and the
+data-cache hierarchy every walk reference may go through.
+
+A walk plugin's kernel ``walk(slot_of, words, state, dcfg, dctl, dtag, dage, cnt, vm,
+asid, va, op, out)`` reads memory with :func:`mem_read` / :func:`entry_load`, sends each
+reference through :func:`dc_access` when ``dctl[0]`` (the number of data-cache levels)
+is not 0, and reports in ``out`` (columns ``O_*``): a fault kind and address, or the
+translation (page base, size shift, writable, dirty), and in every case the references
+it made by dimension, the entries it wrote (accessed/dirty) and whether the fill was
+splintered. The loop counts the walk from ``out`` as the reference tier's
+:class:`slatframe.counters.Counters` does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+# fmts columns
+F_LEVELS = 0
+F_PRESENT = 1
+F_LEAF = 2
+F_FRAME = 3
+F_WRITE = 4
+F_ACCESSED = 5
+F_DIRTY = 6
+F_LEAF_MASK = 7  # a leaf above level 1: entry & F_LEAF_MASK == F_LEAF
+F_ESHIFT = 8  # log2 of the entry size (3: 8 bytes, 2: 4 bytes)
+F_SHIFT = 8  # column F_SHIFT + l: the lowest address bit of level l's index (l = 1..6)
+F_IMASK = 14  # column F_IMASK + l: level l's index mask
+F_COLUMNS = 21
+
+# out columns of a walk
+O_FAULT = 0  # 0: translated, else a fault kind (slatframe.walker)
+O_ADDRESS = 1  # the fault's address
+O_PAGE = 2  # the translation: page base (physical), its size's shift, writable, dirty
+O_SHIFT = 3
+O_WRITABLE = 4
+O_DIRTY = 5
+O_REFS_GUEST = 6  # references of the first dimension (or 1D)
+O_REFS_HOST = 7  # references of the second dimension
+O_AD_WRITES = 8  # entries written to set accessed/dirty flags
+O_SPLINTERED = 9  # 1: the translation's size is the smaller host page (tlb.splintered_fills)
+OUT_COLUMNS = 10
+
+
+def format_row(fmt: Any) -> np.ndarray:
+    """A :class:`slatframe.paging.PageTableFormat`'s row of ``fmts`` (columns ``F_*``):
+    codec masks, then the entry width and each level's index shift and mask; zeros for
+    no format."""
+    row = np.zeros(F_COLUMNS, dtype=np.int64)
+    if fmt is None:
+        return row
+    row[:F_ESHIFT + 1] = (fmt.levels, fmt.present_mask, fmt.leaf_flag, fmt.frame_mask, fmt.write_flag,
+                          fmt.accessed_flag, fmt.dirty_flag, fmt.leaf_mask, fmt.entry_bytes.bit_length() - 1)
+    for level in range(1, fmt.levels + 1):
+        row[F_SHIFT + level] = fmt.shift(level)
+        row[F_IMASK + level] = (1 << fmt.index_bits[level - 1]) - 1
+    return row
+
+
+# -- memory: the words of slatframe.memory.PhysicalMemory (slot_of, words) ------------------
+
+@njit(cache=True, inline="always", _nrt=False)
+def mem_read(slot_of, words, addr):
+    frame = addr >> 12
+    if frame >= slot_of.shape[0]:
+        return 0
+    row = slot_of[frame]
+    if row < 0:
+        return 0
+    return words[row, (addr >> 3) & 511]
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def mem_write(slot_of, words, addr, value):
+    words[slot_of[addr >> 12], (addr >> 3) & 511] = value
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def entry_load(slot_of, words, fmts, f, pa):
+    """The entry of format row f at pa (PageTableFormat.load): a word, or half of one."""
+    if fmts[f, F_ESHIFT] == 3:
+        return mem_read(slot_of, words, pa)
+    return (mem_read(slot_of, words, pa & ~7) >> ((pa & 4) << 3)) & 0xFFFFFFFF
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def entry_store(slot_of, words, fmts, f, pa, entry):
+    """PageTableFormat.store: a 4-byte entry keeps the other half of its word."""
+    if fmts[f, F_ESHIFT] == 3:
+        mem_write(slot_of, words, pa, entry)
+        return
+    at = (pa & 4) << 3
+    word = pa & ~7
+    mem_write(slot_of, words, word, (mem_read(slot_of, words, word) & ~(0xFFFFFFFF << at)) | (entry << at))
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def set_of(key, sets, mask):
+    """The set of ``key``: a mask when ``sets`` is a power of two (no division), else modulo."""
+    if mask >= 0:
+        return key & mask
+    return key % sets
+
+
+# -- the data-cache hierarchy (slatframe/datacache.py) ------------------------------------
+# dcfg[k] = (sets, ways, mask) of level k; dctl = (levels, data accesses?, first counter, clock);
+# dtag/dage[k, s, w] = line (-1 empty) and last use.
+
+@njit(cache=True, inline="always", _nrt=False)
+def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
+    """Look ``pa``'s line up level by level; fill the levels that missed (LRU victim);
+    count the serving level (``nlevels`` = memory) for ``kind`` (0 walk, 1 data)."""
+    nlevels = dctl[0]
+    if nlevels == 0:
+        return
+    line = pa >> 6
+    clock = dctl[3] + 1
+    dctl[3] = clock
+    served = nlevels
+    for k in range(nlevels):
+        s = set_of(line, dcfg[k, 0], dcfg[k, 2])
+        for w in range(dcfg[k, 1]):
+            if dtag[k, s, w] == line:
+                dage[k, s, w] = clock
+                served = k
+                break
+        if served == k:
+            break
+    for k in range(served):
+        s = set_of(line, dcfg[k, 0], dcfg[k, 2])
+        victim = 0
+        oldest = dage[k, s, 0]
+        for w in range(dcfg[k, 1]):
+            if dtag[k, s, w] == -1:
+                victim = w
+                break
+            age = dage[k, s, w]
+            if age < oldest:  # the oldest so far in a register (as the TLB policies)
+                oldest = age
+                victim = w
+        dtag[k, s, victim] = line
+        dage[k, s, victim] = clock
+    cnt[dctl[2] + kind * (nlevels + 1) + served] += 1
+
+
+# -- page-table entries of the format in row f of fmts ----------------------------------------
+
+@njit(cache=True, inline="always", _nrt=False)
+def entry_step(slot_of, words, fmts, f, pa, entry, level, accessed, dirty, write):
+    """A/D update of a present entry of format row f: (entry, leaf?, protection?, wrote?)."""
+    leaf = level == 1 or (entry & fmts[f, F_LEAF_MASK]) == fmts[f, F_LEAF]
+    wrote = False
+    if accessed:
+        updated = entry | fmts[f, F_ACCESSED]
+        if leaf and dirty and (entry & fmts[f, F_WRITE]) != 0:
+            updated |= fmts[f, F_DIRTY]
+        if updated != entry:
+            entry_store(slot_of, words, fmts, f, pa, updated)
+            wrote = True
+            entry = updated
+    protection = leaf and write and (entry & fmts[f, F_WRITE]) == 0
+    return entry, leaf, protection, wrote
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def frame_of(fmts, f, entry, level):
+    if level > 1 and (entry & fmts[f, F_LEAF_MASK]) == fmts[f, F_LEAF]:
+        return entry & fmts[f, F_FRAME] & ~((1 << fmts[f, F_SHIFT + level]) - 1)
+    return entry & fmts[f, F_FRAME]
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def entry_pa(fmts, f, table, address, level):
+    return table + (((address >> fmts[f, F_SHIFT + level]) & fmts[f, F_IMASK + level]) << fmts[f, F_ESHIFT])
