@@ -1,6 +1,6 @@
 """The agile-paging example plugin (examples/plugins/agile_paging.py): references per
 walk against the paper's count, its VM exits against a count of the guest's table
-writes, and the tier it runs in."""
+writes, and its compiled walk kernel against its reference walk."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slatframe.counters import Counters
 from slatframe.engine import choose_engine
+from slatframe.engine.compiled import compiled_refusals
+from slatframe.machine import build_machine
 from slatframe.errors import ConfigError
-from slatframe.testing import build, run_trace, tiny_config
-from slatframe.trace import make_trace
+from slatframe.testing import assert_engines_agree, build, run_trace, tiny_config
+from slatframe.trace import CONTEXT_SWITCH, INVLPG, PROTECT, UNMAP, make_trace
 
 PLUGIN = str(Path(__file__).resolve().parents[1] / "examples" / "plugins" / "agile_paging.py")
 
@@ -94,9 +97,41 @@ def test_only_writes_to_shadowed_guest_tables_exit(s):
     assert counts["vm_exits.ept_violation"] == nested["vm_exits.ept_violation"]
 
 
-def test_agile_runs_in_the_reference_tier_and_says_why():
+@pytest.mark.parametrize("s,host_page,ad_bits,cost", [
+    (1, "4K", True, None), (2, "2M", True, None), (3, "4K", False, None),
+    (2, "4K", True, {"model": "cache-aware", "data_accesses": True, "l1d_size": "1K", "l1d_ways": 2,
+                     "l2_size": "4K", "l2_ways": 4, "llc_size": "16K", "llc_ways": 4}),
+])
+def test_auto_runs_the_compiled_walk_kernel_with_the_reference_walks_counts(s, host_page, ad_bits, cost):
+    """The walk's kernels against its reference object: shadow fills, injected guest
+    faults, second-level faults, writes, context switches and unmaps; every counter and
+    every hPA agree, and auto picks the compiled tier."""
+    machine = {"slat": {"name": "agile", "shadow_levels": s, "ad_bits": ad_bits}, "host_memory": "64G"}
+    raw = tiny_config(experiment={"name": "agile", "plugins": [PLUGIN]}, machine=machine,
+                      tlb={"levels": [{"name": "l1", "sets": 2, "ways": 2}]},
+                      vms=[{"name": "vm0", "memory": "16G", "host_page_size": host_page}],
+                      **({"cost": cost} if cost else {}))
+    config, reg = build(raw)
+    assert choose_engine(config, reg)[0] == "compiled"
+    rng = np.random.default_rng(s)
+    pages = clustered_pages(seed=20 + s)
+    n = 3000
+    trace = make_trace(pages[rng.zipf(1.3, n) % len(pages)] + rng.integers(0, 4096, n).astype(np.uint64),
+                       (rng.random(n) < 0.3).astype(np.uint8))
+    trace["asid"] = rng.integers(0, 2, n)
+    events = rng.choice(n, 60, replace=False)
+    trace["op"][events] = rng.choice([UNMAP, PROTECT, INVLPG, CONTEXT_SWITCH], 60)
+    trace["vaddr"][events[trace["op"][events] == CONTEXT_SWITCH]] = 1
+    counts = assert_engines_agree(config, reg, trace, chunk_size=577)
+    assert counts["vm_exits.agile_fill"] > 0 and counts["walks"] > 0
+
+
+def test_a_walk_kernel_is_refused_beside_walk_caches():
+    """Kernels consult no walk caches, so a machine whose kernel walk has any is refused
+    by the compiled tier (the agile walk's own factory refuses them earlier)."""
     config, reg = agile_config(2)
-    tier, why = choose_engine(config, reg)
-    assert tier == "reference" and "walk 'agile'" in why and "agile_paging.py" in why
-    with pytest.raises(ConfigError, match="walk 'agile'"):
-        choose_engine(config, reg, "compiled")
+    machine = build_machine(config, reg, Counters())
+    assert compiled_refusals(machine, reg) == []
+    machine.walk_caches = [object()]
+    why = compiled_refusals(machine, reg)
+    assert any("walk 'agile'" in w and "consult no walk caches" in w for w in why)

@@ -30,18 +30,28 @@ Second-level faults are handled as under nested paging (``ept_violation``). Limi
 example: guest pages are 4K (a large guest page at a shadowed level would need shadow
 leaves with emulated dirty bits), no walk caches, and the hypervisor does not set the
 guest's accessed flags in the shadowed levels (hardware sets them in the nested ones).
+
+Both engine tiers run the walk: :class:`AgileWalker` is the reference, built from the
+radix walk's counted pieces, and :func:`walk_kernel` the same walk in numba
+(``WalkKernels``), built from :mod:`slatframe.engine.walklib`'s (``walk_read``,
+``entry_step``, ``host_translation``).
 """
 from __future__ import annotations
 
 import attrs
+import numpy as np
+from numba import njit
 
 from slatframe import hookimpl
 from slatframe.errors import ConfigError
 from slatframe.guest import TABLE_SIZE
 from slatframe.options import option
-from slatframe.records import SlatSchemeRecord, WalkRecord
+from slatframe.engine import walklib
+from slatframe.engine.walklib import (F_DIRTY, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, O_AD_WRITES, O_DIRTY,
+                                      O_PAGE, O_REFS_GUEST, O_SHIFT, O_SPLINTERED, O_WRITABLE)
+from slatframe.records import SlatSchemeRecord, WalkKernels, WalkRecord
 from slatframe.trace import CONTEXT_SWITCH, FLUSH, WRITE
-from slatframe.walker import GUEST, NO_ROOT, Fault, HardwareView, Walker
+from slatframe.walker import GUEST, GUEST_NOT_PRESENT, GUEST_PROTECTION, NO_ROOT, Fault, HardwareView, Walker
 from slatframe_plugins.nested import NestedOptions, NestedTranslator
 
 #: An available bit of x86-64 entries (bits 52-58 are ignored by hardware): this shadow
@@ -85,6 +95,89 @@ def make_walk(ctx) -> AgileWalker:
         raise ConfigError("the agile walk of examples/plugins/agile_paging.py models no walk caches; "
                           "remove [[walk_caches]].")
     return AgileWalker(ctx.hw, ctx.memory, ctx.counters, [], ctx.data_caches)
+
+
+# -- the compiled walk -----------------------------------------------------------------------
+G, H, P = 0, 1, 2  #: rows of the kernel's state: guest format, host format, parameters
+P_SHADOW_LEVELS, P_HOST_AD, P_TABLE_DIRTIES = 0, 1, 2
+FIRST_VM = 3  #: row FIRST_VM + vm: the VM's second-level root, then the shadow root of each asid
+
+
+def walk_state(walker: AgileWalker) -> np.ndarray:
+    """The kernel's state, rebuilt after every software event (roots are set lazily)."""
+    hw = walker.hw
+    roots = hw.guest_roots.array
+    n_vms, n_asids = roots.shape
+    state = np.zeros((FIRST_VM + n_vms, max(walklib.F_COLUMNS, 1 + n_asids)), dtype=np.int64)
+    state[G, :walklib.F_COLUMNS] = walklib.format_row(hw.guest_format)
+    state[H, :walklib.F_COLUMNS] = walklib.format_row(hw.host_format)
+    state[P, :3] = (hw.shadow_levels, hw.host_ad, hw.table_access_dirties)
+    state[FIRST_VM:, 0] = np.asarray(hw.host_roots, dtype=np.int64)
+    state[FIRST_VM:, 1:1 + n_asids] = roots
+    return state
+
+
+@njit(_nrt=False)
+def walk_kernel(slot_of, words, state, dcfg, dctl, dtag, dage, cnt, vm, asid, va, op, out):
+    """:meth:`AgileWalker.walk` without walk caches, reporting in ``out``."""
+    walklib.begin(out)
+    row = FIRST_VM + vm
+    table = state[row, 1 + asid] if 1 + asid < state.shape[1] else -1
+    if table < 0:
+        walklib.fault(out, NO_ROOT, va)
+        return
+    write = op == WRITE
+    host_ad, dirties, host_root = state[P, P_HOST_AD] != 0, state[P, P_TABLE_DIRTIES] != 0, state[row, 0]
+    level = state[G, F_LEVELS]
+    last_shadow = level - state[P, P_SHADOW_LEVELS] + 1
+    while True:  # the shadow levels: tables in host memory, one reference each
+        pa = walklib.entry_pa(state, G, table, va, level)
+        entry = walklib.walk_read(slot_of, words, state, G, pa, dcfg, dctl, dtag, dage, cnt, out, O_REFS_GUEST)
+        if (entry & state[G, F_PRESENT]) == 0:
+            walklib.fault(out, SHADOW_NOT_PRESENT, va)
+            return
+        table = walklib.frame_of(state, G, entry, level)
+        if (entry & SWITCH) != 0 or level == last_shadow:
+            break
+        level -= 1
+    level -= 1
+    while True:  # the nested levels: the guest's tables, each entry's gPA through the second level
+        gaddr = walklib.entry_pa(state, G, table, va, level)
+        kind, pa, _, _, _ = walklib.host_translation(slot_of, words, state, H, host_root, gaddr, False, True,
+                                                     host_ad, dirties, dcfg, dctl, dtag, dage, cnt, out)
+        if kind != 0:
+            walklib.fault(out, kind, gaddr)
+            return
+        entry = walklib.walk_read(slot_of, words, state, G, pa, dcfg, dctl, dtag, dage, cnt, out, O_REFS_GUEST)
+        if (entry & state[G, F_PRESENT]) == 0:
+            walklib.fault(out, GUEST_NOT_PRESENT, va)
+            return
+        entry, leaf, protection, wrote = walklib.entry_step(slot_of, words, state, G, pa, entry, level, True,
+                                                            write, write)
+        if wrote:
+            out[O_AD_WRITES] += 1
+        if leaf:
+            if protection:
+                walklib.fault(out, GUEST_PROTECTION, va)
+                return
+            break
+        table = walklib.frame_of(state, G, entry, level)
+        level -= 1
+    gshift = state[G, F_SHIFT + level]  # the data's gPA, through the second level last
+    gpa = walklib.frame_of(state, G, entry, level) | (va & ((1 << gshift) - 1))
+    kind, hpa, hshift, host_writable, host_dirty = walklib.host_translation(
+        slot_of, words, state, H, host_root, gpa, write, False, host_ad, dirties, dcfg, dctl, dtag, dage, cnt, out)
+    if kind != 0:
+        walklib.fault(out, kind, gpa)
+        return
+    shift = gshift
+    if hshift < gshift:
+        out[O_SPLINTERED] = 1
+        shift = hshift
+    out[O_PAGE] = hpa & ~((1 << shift) - 1)
+    out[O_SHIFT] = shift
+    out[O_WRITABLE] = (1 if (entry & state[G, F_WRITE]) != 0 else 0) & host_writable
+    out[O_DIRTY] = (1 if state[G, F_DIRTY] == 0 or (entry & state[G, F_DIRTY]) != 0 else 0) & host_dirty
 
 
 @attrs.frozen
@@ -166,7 +259,7 @@ class AgileTranslator(NestedTranslator):
 @hookimpl
 def slatframe_walks():
     return [WalkRecord(name="agile", summary="agile paging: shadow upper levels, then a nested walk",
-                       factory=make_walk)]
+                       factory=make_walk, kernels=WalkKernels(walk=walk_kernel, state=walk_state))]
 
 
 @hookimpl

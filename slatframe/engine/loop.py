@@ -622,6 +622,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
 @njit(cache=True, inline="always", _nrt=False)
 def count_walk(cnt, out):
     """Count a walk plugin's walk from its ``out`` (as slatframe.counters.Counters does)."""
+    if out[O_FAULT] == NO_ROOT:  # no root loaded: no walk started (as slatframe.walker)
+        return
     refs = out[O_REFS_GUEST] + out[O_REFS_HOST]
     cnt[C_AD_WRITES] += out[O_AD_WRITES]
     if out[O_FAULT] != 0:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from ..walker import HOST_NOT_PRESENT, HOST_PROTECTION, NO_ROOT
+
 # fmts columns
 F_LEVELS = 0
 F_PRESENT = 1
@@ -34,7 +36,7 @@ F_IMASK = 14  # column F_IMASK + l: level l's index mask
 F_COLUMNS = 21
 
 # out columns of a walk
-O_FAULT = 0  # 0: translated, else a fault kind (slatframe.walker)
+O_FAULT = 0  # 0: translated, else a fault kind (slatframe.walker); NO_ROOT is not counted as a walk
 O_ADDRESS = 1  # the fault's address
 O_PAGE = 2  # the translation: page base (physical), its size's shift, writable, dirty
 O_SHIFT = 3
@@ -177,3 +179,75 @@ def frame_of(fmts, f, entry, level):
 @njit(cache=True, inline="always", _nrt=False)
 def entry_pa(fmts, f, table, address, level):
     return table + (((address >> fmts[f, F_SHIFT + level]) & fmts[f, F_IMASK + level]) << fmts[f, F_ESHIFT])
+
+
+# -- radix walks without walk caches, for walk plugins' kernels ------------------------------
+NOT_PRESENT = 1  # statuses of physical_walk
+PROTECTION = 2
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def walk_read(slot_of, words, fmts, f, pa, dcfg, dctl, dtag, dage, cnt, out, column):
+    """One walk reference to the entry of format row f at ``pa``: counted in
+    ``out[column]`` and sent through the data caches (slatframe.walker.Walker.read_entry
+    without entry caches)."""
+    out[column] += 1
+    if dctl[0] != 0:
+        dc_access(dcfg, dctl, dtag, dage, cnt, pa, 0)
+    return entry_load(slot_of, words, fmts, f, pa)
+
+
+@njit(cache=True, _nrt=False)
+def physical_walk(slot_of, words, fmts, f, table, address, level, accessed, dirty, write, dcfg, dctl, dtag,
+                  dage, cnt, out, column):
+    """Walk format row f's tables in physical memory from ``table`` at ``level`` down, with
+    no walk caches (``Walker.walk_dimension`` with no ``resolve``): (0, leaf entry, its
+    level), or (NOT_PRESENT or PROTECTION, entry, level). References go to
+    ``out[column]``, accessed/dirty writes to ``out[O_AD_WRITES]``."""
+    while True:
+        pa = entry_pa(fmts, f, table, address, level)
+        entry = walk_read(slot_of, words, fmts, f, pa, dcfg, dctl, dtag, dage, cnt, out, column)
+        if (entry & fmts[f, F_PRESENT]) == 0:
+            return NOT_PRESENT, entry, level
+        entry, leaf, protection, wrote = entry_step(slot_of, words, fmts, f, pa, entry, level, accessed, dirty,
+                                                    write)
+        if wrote:
+            out[O_AD_WRITES] += 1
+        if leaf:
+            return (PROTECTION if protection else 0), entry, level
+        table = frame_of(fmts, f, entry, level)
+        level -= 1
+
+
+@njit(cache=True, _nrt=False)
+def host_translation(slot_of, words, fmts, f, root, gpa, write, table_access, host_ad, table_access_dirties,
+                     dcfg, dctl, dtag, dage, cnt, out):
+    """A gPA through the second-level tables of format row f from ``root``, with no nested
+    TLB (``Walker.host_translation``): (fault kind or 0, hPA, page-size shift, writable,
+    dirty); references in ``out[O_REFS_HOST]``."""
+    need_dirty = host_ad and (write or (table_access and table_access_dirties))
+    status, entry, level = physical_walk(slot_of, words, fmts, f, root, gpa, fmts[f, F_LEVELS], host_ad,
+                                         need_dirty, write, dcfg, dctl, dtag, dage, cnt, out, O_REFS_HOST)
+    if status == NOT_PRESENT:
+        return HOST_NOT_PRESENT, 0, 0, 0, 0
+    if status == PROTECTION:
+        return HOST_PROTECTION, 0, 0, 0, 0
+    shift = fmts[f, F_SHIFT + level]
+    hpa = frame_of(fmts, f, entry, level) | (gpa & ((1 << shift) - 1))
+    writable = 1 if (entry & fmts[f, F_WRITE]) != 0 else 0
+    dirty = 1 if not host_ad or fmts[f, F_DIRTY] == 0 or (entry & fmts[f, F_DIRTY]) != 0 else 0
+    return 0, hpa, shift, writable, dirty
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def fault(out, kind, address):
+    """Report a fault in ``out``."""
+    out[O_FAULT] = kind
+    out[O_ADDRESS] = address
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def begin(out):
+    """Clear ``out``'s counts before a walk."""
+    for k in range(OUT_COLUMNS):
+        out[k] = 0
