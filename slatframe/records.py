@@ -142,9 +142,39 @@ class TlbPolicyRecord(Registration):
 
 @attrs.frozen(kw_only=True)
 class WalkCacheRecord(Registration):
-    """A translation cache besides the TLB (paging-structure cache, nested TLB, ...)."""
+    """A translation cache besides the TLB (paging-structure cache, nested TLB, ...).
 
+    ``factory(options, ctx)`` returns one of the kinds of :mod:`slatframe.walkcache` (a
+    prefix, entry or translation cache, consulted by the radix walk at its three points),
+    or an object of a kind of its own whose ``point`` is ``"start"``
+    (:class:`slatframe.walkcache.StartCache`); ``kernels`` (a :class:`StartCacheKernels`)
+    let the compiled tier run such a kind.
+    """
+
+    kernels: "StartCacheKernels | None" = None
     kind = "walk cache"
+
+
+@attrs.frozen(kw_only=True)
+class StartCacheKernels:
+    """A start cache's compiled-tier form: top-level ``@njit`` functions compiled apart
+    and called by the loop's radix walk through their addresses.
+
+    ``init(cache) -> numpy.ndarray``: the int64 2D state of the reference object ``cache``
+    as built (the engine stacks every start cache's state into one 3D array, padded, and
+    passes it with the cache's index ``j``). ``probe(state, j, dim, vm, asid, address,
+    fmts) -> int``: ``table | level`` (the level to read next, in the table address's
+    zero low bits), or -1 for a miss; ``fmts`` holds the formats' rows
+    (:func:`slatframe.engine.walklib.format_row`; row ``dim`` is the dimension's).
+    ``learn(state, j, dim, vm, asid, address, level, table, fmts)`` and
+    ``invalidate(state, j, scope, vm, asid)`` (scope 0 page, 1 asid, 2 vm, 3 all) mirror
+    the reference object's methods.
+    """
+
+    init: Callable[..., Any]
+    probe: Callable[..., Any]
+    learn: Callable[..., Any]
+    invalidate: Callable[..., Any]
 
 
 @attrs.frozen(kw_only=True)

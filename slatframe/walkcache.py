@@ -17,16 +17,45 @@ Three kinds, each a set-associative array with a TLB replacement policy; the wal
 
 Entries are tagged by VM (and asid in the guest dimension), so no cache can return
 another context's entry; what a guest invalidation removes is in :meth:`invalidate`.
+
+A walk cache of a new kind attaches at the first of these points: an object whose
+``point`` is ``"start"`` (:class:`StartCache`) is probed after the prefix caches, before
+a dimension's first read, and told every table the walk locates; its compiled form is a
+:class:`slatframe.records.StartCacheKernels`.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from .paging import PAGE_SHIFT
 from .setassoc import SetAssoc
 
 GUEST, HOST = 0, 1
 DIMENSIONS = {"guest": (GUEST,), "host": (HOST,), "both": (GUEST, HOST)}
+START = "start"
+
+
+class StartCache(Protocol):
+    """A walk cache of a plugin's own kind, consulted where a dimension's walk starts.
+
+    ``probe(dim, fmt, vm, asid, address)`` returns (level to read next, physical address
+    of its table) to skip the levels above, or None; the walk counts a hit or a miss of
+    ``hits`` / ``misses`` (counter names) per probe, and probes only when no prefix
+    cache hit. ``learn(dim, fmt, vm, asid, address, level, table)`` tells it the table
+    that ``level``'s entry on ``address``'s path points at (every non-leaf entry the walk
+    reads, below a hit too). ``invalidate(scope, vm, asid)`` as :class:`WalkCache`.
+    ``dimensions`` are the dimensions it covers (GUEST, HOST); ``name`` names it.
+    """
+
+    point: str
+    name: str
+    hits: str
+    misses: str
+    dimensions: frozenset[int]
+
+    def probe(self, dim: int, fmt: Any, vm: int, asid: int, address: int) -> tuple[int, int] | None: ...
+    def learn(self, dim: int, fmt: Any, vm: int, asid: int, address: int, level: int, table: int) -> None: ...
+    def invalidate(self, scope: str, vm: int, asid: int) -> None: ...
 
 
 class WalkCache:

@@ -18,7 +18,7 @@ from .errors import ConfigError, SimulationError
 from .paging import PAGE_SHIFT, PageTableFormat
 from .trace import WRITE
 from .translation import Translation
-from .walkcache import GUEST, HOST, EntryCache, PrefixCache, TranslationCache
+from .walkcache import GUEST, HOST, START, EntryCache, PrefixCache, TranslationCache
 
 # fault kinds
 NO_ROOT = 1  #: the address space has no root table yet
@@ -110,12 +110,13 @@ class Walker:
     def __init__(self, hw: HardwareView, memory: Any, counters: Counters, caches: list[Any],
                  data_caches: Any = None) -> None:
         for cache in caches:
-            if not isinstance(cache, RADIX_CACHE_KINDS):
+            if not isinstance(cache, RADIX_CACHE_KINDS) and getattr(cache, "point", None) != START:
                 raise ConfigError(
                     f"walk cache {getattr(cache, 'name', '?')!r} is a {type(cache).__name__}, which the "
-                    f"{hw.walk!r} walk cannot consult: it consults only the kinds of slatframe.walkcache "
-                    "(PrefixCache, EntryCache, TranslationCache and their subclasses); a cache of a new "
-                    "kind needs a walk plugin that uses it.")
+                    f"{hw.walk!r} walk cannot consult: it consults the kinds of slatframe.walkcache "
+                    "(PrefixCache, EntryCache, TranslationCache and their subclasses) and caches whose "
+                    f"point is {START!r} (slatframe.walkcache.StartCache); a cache of another kind needs a "
+                    "walk plugin that uses it.")
         self.hw = hw
         self.data_caches = data_caches  # slatframe.datacache.DataCaches: where each reference is served
         self.memory = memory
@@ -123,6 +124,8 @@ class Walker:
         self.prefix = {d: [c for c in caches if isinstance(c, PrefixCache) and c.covers(d)] for d in (GUEST, HOST)}
         self.entry = {d: [c for c in caches if isinstance(c, EntryCache) and c.covers(d)] for d in (GUEST, HOST)}
         self.ntlb = [c for c in caches if isinstance(c, TranslationCache)]
+        self.start = {d: [c for c in caches if not isinstance(c, RADIX_CACHE_KINDS) and d in c.dimensions]
+                      for d in (GUEST, HOST)}
         self.formats = {GUEST: hw.guest_format, HOST: hw.host_format}
         for dim, fmt in ((GUEST, hw.guest_format), (HOST, hw.host_format)):
             if self.prefix[dim] and fmt is not None and _own_geometry(fmt):
@@ -146,6 +149,12 @@ class Walker:
                     values[cache.hits] += 1
                     return level - 1, table
                 values[cache.misses] += 1
+        for cache in self.start[dim]:  # then start caches of other kinds, in config order
+            found = cache.probe(dim, fmt, vm, asid, address)
+            if found is not None:
+                values[cache.hits] += 1
+                return found
+            values[cache.misses] += 1
         return None
 
     def read_entry(self, dim: int, vm: int, asid: int, level: int, pa: int,
@@ -199,6 +208,8 @@ class Walker:
                     if pending in cache.levels:
                         cache.fill(dim, vm, asid, pending, fmt.prefix(address, pending),
                                    pa & ~((1 << PAGE_SHIFT) - 1))  # a table below the root is one page
+                for cache in self.start[dim]:
+                    cache.learn(dim, fmt, vm, asid, address, pending, pa & ~((1 << PAGE_SHIFT) - 1))
             entry, cached = self.read_entry(dim, vm, asid, level, pa, fmt)
             if not fmt.is_present(entry):
                 return Fault(GUEST_NOT_PRESENT if dim == GUEST else HOST_NOT_PRESENT, address)

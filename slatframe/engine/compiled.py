@@ -39,9 +39,9 @@ from ..datacache import no_data_caches
 from ..setassoc import set_mask
 from ..errors import ConfigError, PluginError
 from ..machine import Machine
-from ..records import WalkKernels
+from ..records import StartCacheKernels, WalkKernels
 from ..translation import Invalidation
-from ..walkcache import GUEST, HOST, EntryCache, PrefixCache, TranslationCache
+from ..walkcache import GUEST, HOST, START as START_POINT, EntryCache, PrefixCache, TranslationCache
 from ..paging import PageTableFormat
 from ..walker import FAULT_LIMIT, Fault, RootTable, Walker, stuck
 from . import kernel_slots
@@ -56,6 +56,7 @@ MAX_LEVELS = 6  #: levels of a format the loop's ``fmts`` rows hold
 INCLUSION = {"non-inclusive": 0, "inclusive": 1, "exclusive": 2}
 SIDES = {"instruction": 1, "data": 2, "unified": 3}
 KINDS = {PrefixCache: 1, EntryCache: 2, TranslationCache: 3}
+START = 4  #: loop.START: a plugin's start cache
 FIXED_COUNTERS = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.refs_host",
                   "walk.refs_max", "walk.aborted", "walk.refs_aborted", "walk.ad_writes",
                   "walk.on_hit", "tlb.splintered_fills")
@@ -135,12 +136,28 @@ def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
     for i, lv in enumerate(machine.context.config.tlb.levels):
         if len(lv.page_sizes) > 4:
             why.append(f"tlb.levels[{i}] holds {len(lv.page_sizes)} page sizes, and a compiled TLB level at most 4")
-    for cache in machine.walk_caches:
-        if type(cache) not in KINDS:
-            why.append(f"walk cache {getattr(cache, 'name', '?')!r} is a {type(cache).__name__}; the compiled "
-                       "tier runs only the core kinds PrefixCache, EntryCache and TranslationCache, "
-                       "not subclasses or new kinds")
+    started = 0
+    for cache, choice in zip(machine.walk_caches, machine.context.config.walk_caches):
+        if type(cache) in KINDS:
+            continue
+        kernels = start_kernels(cache, choice, registry)
+        if kernels is None:
+            why.append(f"walk cache {getattr(cache, 'name', '?')!r}{_plugin(registry, 'walk caches', choice.name)} "
+                       f"is a {type(cache).__name__}; the compiled tier runs the core kinds PrefixCache, "
+                       "EntryCache and TranslationCache themselves (not subclasses), and start caches whose "
+                       "record has kernels (StartCacheKernels)")
+        started += kernels is not None
+    if started > SLOTS:
+        why.append(f"the run has {started} start caches with kernels, and the compiled tier holds at most {SLOTS}")
     return why
+
+
+def start_kernels(cache: Any, choice: Any, registry: Any) -> StartCacheKernels | None:
+    """The kernels of a walk cache of a plugin's own kind (a start cache), or None."""
+    if type(cache) in KINDS or getattr(cache, "point", None) != START_POINT:
+        return None
+    kernels = getattr(registry.get("walk caches", choice.name), "kernels", None)
+    return kernels if isinstance(kernels, StartCacheKernels) else None
 
 
 def walk_state(state: Any, walker: Any, label: str) -> np.ndarray:
@@ -153,6 +170,18 @@ def walk_state(state: Any, walker: Any, label: str) -> np.ndarray:
             and array.flags.c_contiguous):
         raise PluginError(f"{label}: its kernels' state function returned {type(array).__name__}"
                           f"{getattr(array, 'shape', '')}, not an int64 2D C-contiguous numpy array.")
+    return array
+
+
+def cache_state(kernels: StartCacheKernels, cache: Any, label: str) -> np.ndarray:
+    """A start cache's initial state from its kernels' ``init``, checked."""
+    try:
+        array = kernels.init(cache)
+    except Exception as exc:
+        raise PluginError(f"{label}: its kernels' init raised {type(exc).__name__}: {exc}.") from None
+    if not (isinstance(array, np.ndarray) and array.dtype == np.int64 and array.ndim == 2):
+        raise PluginError(f"{label}: its kernels' init returned {type(array).__name__}"
+                          f"{getattr(array, 'shape', '')}, not an int64 2D numpy array.")
     return array
 
 
@@ -186,7 +215,8 @@ class CompiledEngine:
         self.machine = machine
         ctx = machine.context
         config = ctx.config
-        used = [lv.policy.name for lv in config.tlb.levels] + [c.policy.name for c in machine.walk_caches]
+        used = [lv.policy.name for lv in config.tlb.levels] + [c.policy.name for c in machine.walk_caches
+                                                               if type(c) in KINDS]
         apart = slot_ids(registry, used)
         ids = {**policy_ids(registry), **apart}
         self.k = load_kernels(registry)
@@ -249,11 +279,25 @@ class CompiledEngine:
 
     def _walk_caches(self, caches: list, registry: Any, ids: dict, states: list) -> tuple:
         n = max(1, len(caches))
-        S = max([c.sets for c in caches] + [1])
-        W = max([c.ways for c in caches] + [1])
+        core = [c for c in caches if type(c) in KINDS]
+        S = max([c.sets for c in core] + [1])
+        W = max([c.ways for c in core] + [1])
         ctx = self.machine.context
         wcfg = np.zeros((n, 8), dtype=np.int64)
-        for j, c in enumerate(caches):
+        cstates, ck = [], np.zeros((len(kernel_slots.CACHE_ROLES), SLOTS), dtype=np.int64)
+        for j, (c, choice) in enumerate(zip(caches, ctx.config.walk_caches)):
+            kernels = start_kernels(c, choice, registry)
+            if kernels is not None:  # a plugin's start cache: its kernels by address, its own state
+                slot = int(np.count_nonzero(ck[0]))
+                label = f"walk cache {c.name!r}{_plugin(registry, 'walk caches', choice.name)}"
+                for row, role in enumerate(kernel_slots.CACHE_ROLES):
+                    fn = kernels.invalidate if role == "forget" else getattr(kernels, role)
+                    ck[row, slot] = kernel_slots.kernel_address(fn, role, label)
+                wcfg[j] = (START, 0, sum(1 << d for d in c.dimensions), 0, 0, slot, 0, 0)
+                cstates.append(cache_state(kernels, c, label))
+                states.append(np.zeros((1, 1), dtype=np.int64))
+                continue
+            cstates.append(np.zeros((1, 1), dtype=np.int64))
             wcfg[j] = (KINDS[type(c)], sum(1 << lv for lv in c.levels), sum(1 << d for d in c.dimensions),
                        c.sets, c.ways, ids[c.policy.name], 1 if getattr(c, "tables_only", False) else 0,
                        set_mask(c.sets))
@@ -262,8 +306,8 @@ class CompiledEngine:
                                               ctx.structure_rng(f"walk_cache.{c.name}")))
         walker = self.machine.walker
         wprobe = np.zeros((2, max(1, 8 * len(caches)), 2), dtype=np.int64)
-        wlists = np.zeros((7, n), dtype=np.int64)
-        wcount = np.zeros(7, dtype=np.int64)
+        wlists = np.zeros((9, n), dtype=np.int64)
+        wcount = np.zeros(9, dtype=np.int64)
         for dim in (GUEST, HOST) if caches else ():  # (with caches the walk is the radix Walker)
             for cache in sorted(walker.prefix[dim], key=lambda c: min(c.levels)):
                 for level in sorted(cache.levels):
@@ -276,7 +320,12 @@ class CompiledEngine:
         for cache in walker.ntlb if caches else ():
             wlists[6, wcount[6]] = caches.index(cache)
             wcount[6] += 1
+        for dim in (GUEST, HOST) if caches else ():
+            for cache in walker.start[dim]:
+                wlists[7 + dim, wcount[7 + dim]] = caches.index(cache)
+                wcount[7 + dim] += 1
         wtag = tag_array(self.k, n, S, W)
+        self.cstate, self.ck = _pad(cstates), ck
         return wcfg, wtag, wprobe, wlists, wcount
 
     def invalidate(self, inv: Invalidation) -> None:
@@ -284,7 +333,8 @@ class CompiledEngine:
         tcfg, ttag = self.tlb[0], self.tlb[1]
         self.k.tlb_invalidate(tcfg, ttag, self.pstate, self.pk, scope, inv.vm, inv.asid, inv.va)
         if self.machine.walk_caches:
-            self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, self.pk, len(tcfg), scope, inv.vm, inv.asid)
+            self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, self.pk, self.cstate, self.ck, len(tcfg), scope,
+                                 inv.vm, inv.asid)
 
     def warm_up(self) -> None:
         """Compile the loop (or load it from numba's cache) before the first chunk."""
@@ -320,7 +370,8 @@ class CompiledEngine:
                                   software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
                                   host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe, wlists, wcount,
                                   self.pstate, self.pk, self.cnt, self.out, self.paths, self.npaths,
-                                  host.content, self.written, self.track_writes, *self.dc, self.wk, wstate)
+                                  host.content, self.written, self.track_writes, *self.dc, self.wk, wstate,
+                                  self.cstate, self.ck)
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             except Exception as exc:  # raised in a kernel: the loop raises nothing else

@@ -44,6 +44,17 @@ WALK_ARGS = (types.int64[::1], types.int64[:, ::1], types.int64[:, ::1], types.i
              types.int64[:, :, ::1], types.int64[:, :, ::1], types.int64[::1], types.int64, types.int64,
              types.int64, types.int64, types.int64[::1])
 WALK_SIGNATURE = types.none(*WALK_ARGS)
+#: a start cache's kernels (slatframe.records.StartCacheKernels)
+CACHE_STATE = types.int64[:, :, ::1]
+FMTS = types.int64[:, ::1]
+PROBE_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64, FMTS)
+LEARN_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64,
+              types.int64, FMTS)
+FORGET_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64)
+CACHE_ROLES = ("probe", "learn", "forget")  #: rows of the start caches' address table ``ck``
+#: every role's signature
+ROLE_SIGNATURES = {**dict(zip(ROLES, SIGNATURES)), "walk": WALK_SIGNATURE, "probe": types.int64(*PROBE_ARGS),
+                   "learn": types.none(*LEARN_ARGS), "forget": types.none(*FORGET_ARGS)}
 
 
 #: Calling convention of the small function the loop calls a kernel through: the callee
@@ -116,6 +127,32 @@ def call_walk(typingctx, address, slot_of, words, state, dcfg, dctl, dtag, dage,
     return types.none(types.int64, *WALK_ARGS), codegen
 
 
+@intrinsic
+def call_probe(typingctx, address, state, j, dim, vm, asid, va, fmts):
+    """A start cache's ``probe`` kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        return _call_address(context, builder, types.int64, PROBE_ARGS, args[0], args[1:], "probe")
+    return types.int64(types.int64, *PROBE_ARGS), codegen
+
+
+@intrinsic
+def call_learn(typingctx, address, state, j, dim, vm, asid, va, level, table, fmts):
+    """A start cache's ``learn`` kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        _call_address(context, builder, types.none, LEARN_ARGS, args[0], args[1:], "learn")
+        return context.get_dummy_value()
+    return types.none(types.int64, *LEARN_ARGS), codegen
+
+
+@intrinsic
+def call_forget(typingctx, address, state, j, scope, vm, asid):
+    """A start cache's ``invalidate`` kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        _call_address(context, builder, types.none, FORGET_ARGS, args[0], args[1:], "forget")
+        return context.get_dummy_value()
+    return types.none(types.int64, *FORGET_ARGS), codegen
+
+
 def _python(fn: Any) -> pytypes.FunctionType | None:
     fn = getattr(fn, "py_func", fn)
     return fn if isinstance(fn, pytypes.FunctionType) else None
@@ -171,7 +208,7 @@ def kernel_address(fn: Any, role: str, label: str) -> int:
     key = (role, _python(fn))
     found = _compiled.get(key)
     if found is None:
-        sig = WALK_SIGNATURE if role == "walk" else SIGNATURES[ROLES.index(role)]
+        sig = ROLE_SIGNATURES[role]
         try:
             compiled = fresh(fn).get_compile_result(sig)
         except Exception as exc:  # numba's typing and lowering errors are many classes

@@ -18,7 +18,7 @@ call, which cost more than the work of a TLB hit); their layout is documented in
 from numba import njit
 
 from slatframe.engine._policy_stub import policy_fill, policy_hit, policy_invalidate, policy_victim  # STUB
-from slatframe.engine.kernel_slots import call_walk
+from slatframe.engine.kernel_slots import call_forget, call_learn, call_probe, call_walk
 from slatframe.engine.walklib import (F_DIRTY, F_ESHIFT, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, dc_access,
                                       entry_load, entry_pa, entry_step, frame_of, O_AD_WRITES, O_FAULT,
                                       O_REFS_GUEST, O_REFS_HOST, O_SPLINTERED, set_of)
@@ -63,12 +63,14 @@ W_MASK = 7  # as T_MASK
 PREFIX = 1
 ENTRY = 2
 TRANSLATION = 3
+START = 4  # a plugin's start cache (slatframe.walkcache.StartCache): W_PID is its slot in ck
 
 # wcount slots / wlists rows
 L_PROBE = 0  # + dim
 L_PREFIX = 2  # + dim
 L_ENTRY = 4  # + dim
 L_NTLB = 6
+L_START = 7  # + dim: start caches of plugin kinds, in config order
 
 # fault kinds (as slatframe.walker)
 NO_ROOT = 1
@@ -350,10 +352,13 @@ def wc_ctx(dim, vm, asid, level):
 
 
 @njit(cache=True, _nrt=False)
-def wc_invalidate(wcfg, wtag, pstate, pk, base, scope, vm, asid):
+def wc_invalidate(wcfg, wtag, pstate, pk, cstate, ck, base, scope, vm, asid):
     """scope as tlb_invalidate; each kind drops what its reference class drops."""
     for j in range(wcfg.shape[0]):
         kind = wcfg[j, W_KIND]
+        if kind == START:
+            call_forget(ck[2, wcfg[j, W_PID]], cstate, j, scope, vm, asid)
+            continue
         if kind == 0 or (kind == TRANSLATION and scope < 2):
             continue
         for s in range(wcfg[j, W_SETS]):
@@ -381,7 +386,8 @@ def wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, k, value):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, fmts, dim, vm, asid, address):
+def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, base, cnt, hitbase, fmts, dim, vm,
+                    asid, address):
     """Deepest prefix-cache hit: (level to read next, table address) or (-1, 0)."""
     levels = fmts[dim, F_LEVELS]
     for p in range(wcount[L_PROBE + dim]):
@@ -396,17 +402,28 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, 
             cnt[hitbase + 2 * j] += 1
             return level - 1, wtag[j, s, w, 3]
         cnt[hitbase + 2 * j + 1] += 1
+    for p in range(wcount[L_START + dim]):  # then the plugins' start caches
+        j = wlists[L_START + dim, p]
+        found = call_probe(ck[0, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, fmts)
+        if found >= 0:
+            cnt[hitbase + 2 * j] += 1
+            return found & PAGE_MASK, found & ~PAGE_MASK
+        cnt[hitbase + 2 * j + 1] += 1
     return -1, 0
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, dim, vm, asid, address, level, table):
+def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, dim, vm, asid, address, level,
+                   table):
     for p in range(wcount[L_PREFIX + dim]):
         j = wlists[L_PREFIX + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             pre = address >> fmts[dim, F_SHIFT + level]
             s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
             wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, level), pre, table)
+    for p in range(wcount[L_START + dim]):
+        j = wlists[L_START + dim, p]
+        call_learn(ck[1, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, level, table, fmts)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -443,8 +460,8 @@ def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, dim, vm, asid
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, base,
-         cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
+def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate,
+         ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
 
     The guest loop reads one guest entry per turn; in a 2D walk every table address it
@@ -462,8 +479,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
     g_refs = h_refs = ad_writes = 0
     status = fault_at = 0
     levels = fmts[GUEST, F_LEVELS]
-    glevel, gtable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase, fmts, GUEST,
-                                     vm, asid, va)
+    glevel, gtable = wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, base, cnt,
+                                     hitbase, fmts, GUEST, vm, asid, va)
     physical = glevel >= 0 or not two_d
     if glevel < 0:
         glevel, gtable = levels, root
@@ -500,16 +517,16 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 cnt[hitbase + 2 * j + 1] += 1
             if not hit:
                 hlevels = fmts[HOST, F_LEVELS]
-                hlevel, htable = wc_probe_prefix(wcfg, wtag, wprobe, wcount, pstate, pk, base, cnt, hitbase,
-                                                 fmts, HOST, vm, 0, addr)
+                hlevel, htable = wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, base,
+                                                 cnt, hitbase, fmts, HOST, vm, 0, addr)
                 if hlevel < 0:
                     hlevel, htable = hlevels, host_roots[vm]
                 hpending = 0
                 while True:
                     hpa_entry = entry_pa(fmts, HOST, htable, addr, hlevel)
                     if hpending:
-                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, HOST, vm, 0, addr,
-                                       hpending, hpa_entry & ~PAGE_MASK)
+                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, HOST, vm, 0,
+                                       addr, hpending, hpa_entry & ~PAGE_MASK)
                     hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, base,
                                                 cnt, hitbase, HOST, vm, 0, hlevel, hpa_entry)
                     if not cached:
@@ -553,8 +570,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             break
         # -- one guest entry, at physical address pa ----------------------------------------
         if gpending:
-            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, GUEST, vm, asid, va, gpending,
-                           pa & ~PAGE_MASK)
+            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, GUEST, vm, asid, va,
+                           gpending, pa & ~PAGE_MASK)
         entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt,
                                    hitbase, GUEST, vm, asid, glevel, pa)
         if not cached:
@@ -645,14 +662,15 @@ def count_walk(cnt, out):
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
-        track_writes, dcfg, dctl, dtag, dage, wk, wstate):
+        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
     instruction fetch / a data access looks up. With ``track_writes`` a write gives its
     host frame the next content id (``written[0]``); with ``dctl[1]`` the access goes
     through the data caches (after its walk's references). ``wk``: the address of a walk
-    plugin's kernel (0: the radix walk here), called with its ``wstate``. Compiled without
+    plugin's kernel (0: the radix walk here), called with its ``wstate``; ``cstate`` and
+    ``ck`` are the plugins' start caches' states and kernel addresses. Compiled without
     numba's reference counting (``_nrt=False``): nothing here allocates."""
     n = op_col.shape[0]
     nlevels = tcfg.shape[0]
@@ -706,7 +724,7 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                 count_walk(cnt, out)
             else:
                 walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
-                     pk, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+                     pk, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
             if out[0] != 0:
                 return FAULT, i
             shift = out[3]
