@@ -402,6 +402,6 @@ def test_an_exception_in_a_kernel_compiled_apart_is_a_plugin_error(tmp_path):
     raw = tiny_config(experiment={"name": "d", "plugins": [str(plugin)]},
                       tlb={"levels": [{"name": "l1", "sets": 2, "ways": 2, "policy": "divides"}]})
     config, reg = build(raw)
-    with pytest.raises(PluginError, match=r"a TLB policy kernel raised ZeroDivisionError: .* 'divides' "
+    with pytest.raises(PluginError, match=r"a plugin kernel raised ZeroDivisionError: .* 'divides' "
                                           r"\(from file:.*divides.py\)"):
         run_experiment(config, reg, engine="compiled")

@@ -102,3 +102,30 @@ def test_a_start_cache_without_kernels_takes_the_reference_tier(tmp_path):
     assert tier == "reference" and "walk cache 'tpc'" in why and "slow_tpc.py" in why
     counts, _ = run_trace(config, reg, round_robin([1 << 39], 8))
     assert counts["walk.refs"] == 4 + 7
+
+
+def test_a_raising_start_cache_kernel_is_one_sentence_naming_it(tmp_path):
+    from slatframe.engine import run_experiment
+    from slatframe.errors import PluginError
+
+    plugin = tmp_path / "broken_tpc.py"
+    plugin.write_text(
+        "import importlib.util\n"
+        "from numba import njit\n"
+        "from slatframe import hookimpl\n"
+        "from slatframe.records import StartCacheKernels, WalkCacheRecord\n"
+        f"spec = importlib.util.spec_from_file_location('tpc_for_broken', {PLUGIN!r})\n"
+        "tpc = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(tpc)\n"
+        "@njit(_nrt=False)\n"
+        "def probe(state, j, dim, vm, asid, address, fmts):\n"
+        "    return address // (state[j, 0, 2] - state[j, 0, 2])\n"
+        "@hookimpl\n"
+        "def slatframe_walk_caches():\n"
+        "    return [WalkCacheRecord(name='broken-tpc', summary='raises', factory=tpc.make_tpc,\n"
+        "                            options=tpc.TpcOptions, kernels=StartCacheKernels(\n"
+        "                                init=tpc.init, probe=probe, learn=tpc.learn, invalidate=tpc.invalidate))]\n")
+    config, reg = tpc_config(2, plugins=[str(plugin)], name="broken-tpc")
+    with pytest.raises(PluginError, match=r"a plugin kernel raised ZeroDivisionError: .*walk caches 'tpc' "
+                                          r"\(from file:.*broken_tpc.py\)"):
+        run_experiment(config, reg, engine="compiled")

@@ -14,13 +14,17 @@ State layout (``loop.py`` names the columns):
   packed with its shift, writable and dirty bits, see ``loop.pack``; then the index of sets
   wider than 8 ways, see ``loop.sa_find``), ``inclusion`` (0 non-inclusive, 1 inclusive,
   2 exclusive).
-- walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation, level mask,
-  dimension mask, sets, ways, policy id, tables-only, set mask), ``wtag``
+- walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation / 4 a plugin's
+  start cache, level mask, dimension mask, sets, ways, policy id (a start cache: its slot
+  in ``ck``), tables-only, set mask), ``wtag``
   (as ``ttag``, ctx = dim<<40 | vm<<24 | asid<<8 | level; value: a table address, an
   entry, or a nested TLB's packed frame),
-  ``wprobe[2, P, 2]`` (prefix probe order per dimension: cache, level), ``wlists[7, n]``
-  and ``wcount[7]`` (rows: probe guest/host (unused), prefix caches guest/host, entry
-  caches guest/host, nested TLBs).
+  ``wprobe[2, P, 2]`` (prefix probe order per dimension: cache, level), ``wlists[9, n]``
+  and ``wcount[9]`` (rows: probe guest/host (unused), prefix caches guest/host, entry
+  caches guest/host, nested TLBs, start caches guest/host); ``cstate[n, R, C]`` the start
+  caches' states (padded) and ``ck[3, 4]`` their probe, learn and invalidate kernels'
+  addresses.
+- a walk plugin's kernel: its address ``wk`` (0: the loop's radix walk) and ``wstate``.
 - ``pstate[n, R, C]``: every structure's policy state, padded: TLB level l is structure
   l, walk cache j is structure L + j.
 - hardware view: ``fmts[2, 21]`` (guest, host format: levels, present mask, leaf flag,
@@ -375,9 +379,8 @@ class CompiledEngine:
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             except Exception as exc:  # raised in a kernel: the loop raises nothing else
-                walk = f" or walk {hw.walk!r}'s kernel" if self.wk else ""
-                raise PluginError(f"a TLB policy kernel{walk} raised {type(exc).__name__}: {exc} (compiled tier; "
-                                  f"the run's TLB policies: {self._policy_names()}).") from None
+                raise PluginError(f"a plugin kernel raised {type(exc).__name__}: {exc} (compiled tier; the run's "
+                                  f"kernels: {self._kernel_names()}).") from None
             store.next_written = int(self.written[0])
             resume = False
             if status == k.DONE:
@@ -397,6 +400,19 @@ class CompiledEngine:
                     hpa_out[i] = NO_HPA
                 i += 1
         self._merge()
+
+    def _kernel_names(self) -> str:
+        """Every plugin whose kernels this run calls, with its file."""
+        registry = self.machine.context.registry
+        parts = [f"TLB policies {self._policy_names()}"]
+        if self.wk:
+            parts.append(f"walk {self.hw.walk!r}{_plugin(registry, 'walks', self.hw.walk)}")
+        started = [f"{c.name!r}{_plugin(registry, 'walk caches', choice.name)}"
+                   for c, choice in zip(self.machine.walk_caches, self.machine.context.config.walk_caches)
+                   if start_kernels(c, choice, registry) is not None]
+        if started:
+            parts.append(f"walk caches {', '.join(started)}")
+        return "; ".join(parts)
 
     def _policy_names(self) -> str:
         config, registry = self.machine.context.config, self.machine.context.registry

@@ -8,8 +8,9 @@ This file is not imported to run: :mod:`slatframe.engine.codegen` copies it belo
 generated header that defines the policy dispatch (``policy_hit`` ...): the kernels of
 inline policies (the builtins) are compiled in, and every other policy is called by the
 address of its separately compiled kernel, from ``pk`` (:mod:`slatframe.engine.kernel_slots`),
-which travels beside the policy states ``pstate``. numba compiles and caches that module
-once.
+which travels beside the policy states ``pstate``. A walk plugin's kernel (``wk``) and
+plugin start caches' kernels (``ck``) are called by address the same way. numba compiles
+and caches that module once.
 
 State is in int64 arrays passed one by one (numba copies a tuple argument on every
 call, which cost more than the work of a TLB hit); their layout is documented in

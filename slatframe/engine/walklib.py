@@ -1,6 +1,6 @@
 """What a page walk needs in numba, shared by the compiled loop (``loop.py``) and the
-kernels of walk plugins (:class:`slatframe.records.WalkKernels`): simulated memory, page
--table entries decoded by a format's row of ``fmts`` (:func:`format_row`), and the
+kernels of walk plugins (:class:`slatframe.records.WalkKernels`): simulated memory,
+page-table entries decoded by a format's row of ``fmts`` (:func:`format_row`), and the
 data-cache hierarchy every walk reference may go through.
 
 A walk plugin's kernel ``walk(slot_of, words, state, dcfg, dctl, dtag, dage, cnt, vm,
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from ..walker import HOST_NOT_PRESENT, HOST_PROTECTION, NO_ROOT
+from ..walker import HOST_NOT_PRESENT, HOST_PROTECTION
 
 # fmts columns
 F_LEVELS = 0
@@ -36,7 +36,7 @@ F_IMASK = 14  # column F_IMASK + l: level l's index mask
 F_COLUMNS = 21
 
 # out columns of a walk
-O_FAULT = 0  # 0: translated, else a fault kind (slatframe.walker); NO_ROOT is not counted as a walk
+O_FAULT = 0  # 0: translated, else a fault kind (slatframe.walker); a NO_ROOT fault is not counted as a walk
 O_ADDRESS = 1  # the fault's address
 O_PAGE = 2  # the translation: page base (physical), its size's shift, writable, dirty
 O_SHIFT = 3
