@@ -67,7 +67,8 @@ def load_plugin_file(path: Path) -> ModuleType:
         raise PluginError(f"{path}: plugin file does not exist.")
     # a name stable across processes, so compiled kernels that import it can be cached
     name = f"{PLUGIN_FILE_MODULE}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
-    content = hashlib.sha256(path.read_bytes()).hexdigest()
+    source = path.read_bytes()
+    content = hashlib.sha256(source).hexdigest()
     loaded = sys.modules.get(name)
     if loaded is not None and getattr(loaded, "__slatframe_content__", None) == content:
         return loaded  # an edited file is imported again, so its new code runs
@@ -77,8 +78,8 @@ def load_plugin_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     module.__slatframe_content__ = content
     sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
+    try:  # the text just hashed, not a .pyc: its check (mtime in seconds, size) misses quick edits
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except (Exception, SystemExit) as exc:  # a user's file: report, do not crash (nor exit 0)
         del sys.modules[name]
         raise PluginError(f"plugin file {path}: importing it failed: {exception_text(exc, path)}.") from None

@@ -8,7 +8,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from slatframe.engine.fingerprint import fingerprint
+
+
+@pytest.fixture(autouse=True)
+def from_source(monkeypatch):
+    """The tests rewrite modules within a second at the same size (``x + 1`` -> ``x + 2``),
+    which the .pyc cache's mtime-and-size check cannot tell apart: import from source."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
 
 KERNELS = '''
 from numba import njit

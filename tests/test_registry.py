@@ -94,3 +94,22 @@ def test_non_record_is_rejected():
 def test_every_hookspec_is_a_hook_point():
     specs = {name for name in dir(hookspecs) if name.startswith("slatframe_")}
     assert specs == set(HOOK_POINTS)
+
+
+def test_an_edit_of_the_same_size_in_the_same_second_is_imported(tmp_path, monkeypatch):
+    """Python's bytecode cache checks a source's mtime in whole seconds and its size: a
+    plugin file rewritten within a second at the same size (a constant 3 -> 4) would load
+    the stale .pyc. The registry runs the file's current text instead."""
+    import os
+    import sys
+
+    from slatframe.registry import load_plugin_file
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as on a machine without PYTHONDONTWRITEBYTECODE
+    path = tmp_path / "constant.py"
+    path.write_text("VALUE = 3\n")
+    stamp = path.stat().st_mtime_ns
+    assert load_plugin_file(path).VALUE == 3
+    path.write_text("VALUE = 4\n")
+    os.utime(path, ns=(stamp, stamp))  # the same second, the same size
+    assert load_plugin_file(path).VALUE == 4
