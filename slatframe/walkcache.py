@@ -58,6 +58,10 @@ class StartCache(Protocol):
     def invalidate(self, scope: str, vm: int, asid: int) -> None: ...
 
 
+#: What the radix walk uses of a start cache.
+START_MEMBERS = ("name", "hits", "misses", "dimensions", "probe", "learn", "invalidate")
+
+
 class WalkCache:
     """Common parts: a name for metrics, the dimensions and levels covered, the array."""
 

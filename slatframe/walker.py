@@ -14,11 +14,11 @@ import numpy as np
 
 from .counters import Counters
 from .datacache import WALK as WALK_REF
-from .errors import ConfigError, SimulationError
+from .errors import ConfigError, PluginError, SimulationError
 from .paging import PAGE_SHIFT, PageTableFormat
 from .trace import WRITE
 from .translation import Translation
-from .walkcache import GUEST, HOST, START, EntryCache, PrefixCache, TranslationCache
+from .walkcache import GUEST, HOST, START, START_MEMBERS, EntryCache, PrefixCache, TranslationCache
 
 # fault kinds
 NO_ROOT = 1  #: the address space has no root table yet
@@ -117,6 +117,12 @@ class Walker:
                     "(PrefixCache, EntryCache, TranslationCache and their subclasses) and caches whose "
                     f"point is {START!r} (slatframe.walkcache.StartCache); a cache of another kind needs a "
                     "walk plugin that uses it.")
+            missing = [] if isinstance(cache, RADIX_CACHE_KINDS) else \
+                [m for m in START_MEMBERS if not hasattr(cache, m)]
+            if missing:
+                raise ConfigError(
+                    f"walk cache {getattr(cache, 'name', '?')!r} is a start cache ({type(cache).__name__}) without "
+                    f"{', '.join(missing)}; slatframe.walkcache.StartCache lists what one has.")
         self.hw = hw
         self.data_caches = data_caches  # slatframe.datacache.DataCaches: where each reference is served
         self.memory = memory
@@ -152,6 +158,10 @@ class Walker:
         for cache in self.start[dim]:  # then start caches of other kinds, in config order
             found = cache.probe(dim, fmt, vm, asid, address)
             if found is not None:
+                if not (isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], int)
+                        and 1 <= found[0] < fmt.levels and isinstance(found[1], int) and found[1] >= 0):
+                    raise PluginError(f"walk cache {cache.name!r}: its probe returned {found!r}; a start cache "
+                                      f"returns None or (level to read next, 1 to {fmt.levels - 1}, table address).")
                 values[cache.hits] += 1
                 return found
             values[cache.misses] += 1

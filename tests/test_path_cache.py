@@ -129,3 +129,36 @@ def test_a_raising_start_cache_kernel_is_one_sentence_naming_it(tmp_path):
     with pytest.raises(PluginError, match=r"a plugin kernel raised ZeroDivisionError: .*walk caches 'tpc' "
                                           r"\(from file:.*broken_tpc.py\)"):
         run_experiment(config, reg, engine="compiled")
+
+
+@pytest.mark.parametrize("tier", ["reference", "compiled"])
+def test_a_probe_outside_the_formats_levels_is_one_sentence(tmp_path, tier):
+    """A start cache whose probe hands back a level the walk cannot resume at stops the
+    run with one sentence in both tiers, rather than walking off the tables."""
+    from slatframe.engine import run_experiment
+    from slatframe.errors import PluginError
+
+    plugin = tmp_path / "deep_tpc.py"
+    plugin.write_text(
+        "import importlib.util\n"
+        "from numba import njit\n"
+        "from slatframe import hookimpl\n"
+        "from slatframe.records import StartCacheKernels, WalkCacheRecord\n"
+        f"spec = importlib.util.spec_from_file_location('tpc_for_deep', {PLUGIN!r})\n"
+        "tpc = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(tpc)\n"
+        "class Deep(tpc.PathCache):\n"
+        "    def probe(self, *args):\n"
+        "        return 9, 4096\n"
+        "@njit(_nrt=False)\n"
+        "def probe(state, j, dim, vm, asid, address, fmts):\n"
+        "    return 4096 | 9\n"
+        "@hookimpl\n"
+        "def slatframe_walk_caches():\n"
+        "    return [WalkCacheRecord(name='deep-tpc', summary='too deep', options=tpc.TpcOptions,\n"
+        "                            factory=lambda o, ctx: Deep(o.name, (0,), o.entries), kernels=StartCacheKernels(\n"
+        "                                init=tpc.init, probe=probe, learn=tpc.learn, invalidate=tpc.invalidate))]\n")
+    config, reg = tpc_config(2, plugins=[str(plugin)], name="deep-tpc")
+    with pytest.raises(PluginError, match="returned .*level") as err:
+        run_experiment(config, reg, engine=tier)
+    assert "'tpc'" in str(err.value) and "\n" not in str(err.value)

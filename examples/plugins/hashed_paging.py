@@ -68,9 +68,8 @@ from slatframe.errors import ConfigError
 from slatframe.options import option
 from slatframe.paging import ENTRY_SIZE, PAGE_SHIFT
 from slatframe.engine import walklib
-from slatframe.engine.walklib import (F_ACCESSED, F_DIRTY, F_FRAME, F_PRESENT, F_WRITE, O_AD_WRITES, O_ADDRESS,
-                                      O_DIRTY, O_FAULT, O_PAGE, O_REFS_GUEST, O_REFS_HOST, O_SHIFT, O_SPLINTERED,
-                                      O_WRITABLE)
+from slatframe.engine.walklib import (F_DIRTY, F_PRESENT, F_WRITE, O_AD_WRITES, O_DIRTY, O_PAGE, O_REFS_GUEST,
+                                      O_SHIFT, O_WRITABLE)
 from slatframe.records import SlatSchemeRecord, WalkKernels, WalkRecord
 from slatframe.trace import FLUSH, INVLPG, MAP, PROTECT, UNMAP, WRITE
 from slatframe.translation import Invalidation, Translation
@@ -304,37 +303,26 @@ def walk_kernel(slot_of, words, state, dcfg, dctl, dtag, dage, cnt, vm, asid, va
         state[vm, S_PER_LINE]
     vpn = va >> PAGE_SHIFT
     key = (asid << ASID_SHIFT) | (vpn // per_line)
+    walklib.begin(out)
     entry_pa = -1
     entry = 0
-    for way in range(ways):  # every way is read
+    for way in range(ways):  # every way is read: one reference each, its tag and entry in one line
         slot = state[vm, S_BASE + way] + slot_index(way, key, buckets) * slot_bytes
-        if dctl[0] != 0:
-            walklib.dc_access(dcfg, dctl, dtag, dage, cnt, slot, 0)
-        if walklib.mem_read(slot_of, words, slot) == key + 1:
+        if walklib.walk_read(slot_of, words, state, f, slot, dcfg, dctl, dtag, dage, cnt, out, O_REFS_GUEST) \
+                == key + 1:
             entry_pa = slot + ENTRY_SIZE * (1 + vpn % per_line)
-            entry = walklib.mem_read(slot_of, words, entry_pa)
-    out[O_REFS_GUEST] = ways
-    out[O_REFS_HOST] = 0
-    out[O_AD_WRITES] = 0
-    out[O_SPLINTERED] = 0
+            entry = walklib.entry_load(slot_of, words, state, f, entry_pa)
     if entry_pa < 0 or (entry & state[f, F_PRESENT]) == 0:
-        out[O_FAULT] = GUEST_NOT_PRESENT
-        out[O_ADDRESS] = va
+        walklib.fault(out, GUEST_NOT_PRESENT, va)
         return
     write = op == WRITE
-    updated = entry | state[f, F_ACCESSED]
-    if write and (entry & state[f, F_WRITE]) != 0:
-        updated |= state[f, F_DIRTY]
-    if updated != entry:
-        walklib.mem_write(slot_of, words, entry_pa, updated)
-        out[O_AD_WRITES] = 1
-        entry = updated
-    if write and (entry & state[f, F_WRITE]) == 0:
-        out[O_FAULT] = GUEST_PROTECTION
-        out[O_ADDRESS] = va
+    entry, _, protection, wrote = walklib.entry_step(slot_of, words, state, f, entry_pa, entry, 1, True, write,
+                                                     write)
+    out[O_AD_WRITES] = 1 if wrote else 0
+    if protection:
+        walklib.fault(out, GUEST_PROTECTION, va)
         return
-    out[O_FAULT] = 0
-    out[O_PAGE] = entry & state[f, F_FRAME]
+    out[O_PAGE] = walklib.frame_of(state, f, entry, 1)
     out[O_SHIFT] = PAGE_SHIFT
     out[O_WRITABLE] = 1 if (entry & state[f, F_WRITE]) != 0 else 0
     out[O_DIRTY] = 1 if state[f, F_DIRTY] == 0 or (entry & state[f, F_DIRTY]) != 0 else 0

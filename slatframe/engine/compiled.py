@@ -164,28 +164,17 @@ def start_kernels(cache: Any, choice: Any, registry: Any) -> StartCacheKernels |
     return kernels if isinstance(kernels, StartCacheKernels) else None
 
 
-def walk_state(state: Any, walker: Any, label: str) -> np.ndarray:
-    """``state(walker)`` of a walk's kernels, checked: an int64 2D C-contiguous array."""
+def plugin_array(make: Any, arg: Any, label: str, what: str) -> np.ndarray:
+    """``make(arg)`` of a plugin's kernels (``what`` names it in errors), checked: an
+    int64 2D C-contiguous array."""
     try:
-        array = state(walker)
+        array = make(arg)
     except Exception as exc:
-        raise PluginError(f"{label}: its kernels' state function raised {type(exc).__name__}: {exc}.") from None
+        raise PluginError(f"{label}: its kernels' {what} raised {type(exc).__name__}: {exc}.") from None
     if not (isinstance(array, np.ndarray) and array.dtype == np.int64 and array.ndim == 2
             and array.flags.c_contiguous):
-        raise PluginError(f"{label}: its kernels' state function returned {type(array).__name__}"
+        raise PluginError(f"{label}: its kernels' {what} returned {type(array).__name__}"
                           f"{getattr(array, 'shape', '')}, not an int64 2D C-contiguous numpy array.")
-    return array
-
-
-def cache_state(kernels: StartCacheKernels, cache: Any, label: str) -> np.ndarray:
-    """A start cache's initial state from its kernels' ``init``, checked."""
-    try:
-        array = kernels.init(cache)
-    except Exception as exc:
-        raise PluginError(f"{label}: its kernels' init raised {type(exc).__name__}: {exc}.") from None
-    if not (isinstance(array, np.ndarray) and array.dtype == np.int64 and array.ndim == 2):
-        raise PluginError(f"{label}: its kernels' init returned {type(array).__name__}"
-                          f"{getattr(array, 'shape', '')}, not an int64 2D numpy array.")
     return array
 
 
@@ -252,7 +241,7 @@ class CompiledEngine:
         if kernels is not None:
             label = f"walk {hw.walk!r}{_plugin(registry, 'walks', hw.walk)}"
             self.wk = kernel_slots.kernel_address(kernels.walk, "walk", label)
-            self.wstate = lambda: walk_state(kernels.state, machine.walker, label)
+            self.wstate = lambda: plugin_array(kernels.state, machine.walker, label, "state function")
         self.names = list(FIXED_COUNTERS)
         for lv in levels:
             self.names += [f"tlb.{lv.name}.hits", f"tlb.{lv.name}.misses"]
@@ -298,7 +287,7 @@ class CompiledEngine:
                     fn = kernels.invalidate if role == "forget" else getattr(kernels, role)
                     ck[row, slot] = kernel_slots.kernel_address(fn, role, label)
                 wcfg[j] = (START, 0, sum(1 << d for d in c.dimensions), 0, 0, slot, 0, 0)
-                cstates.append(cache_state(kernels, c, label))
+                cstates.append(plugin_array(kernels.init, c, label, "init"))
                 states.append(np.zeros((1, 1), dtype=np.int64))
                 continue
             cstates.append(np.zeros((1, 1), dtype=np.int64))

@@ -407,6 +407,8 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, 
         j = wlists[L_START + dim, p]
         found = call_probe(ck[0, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, fmts)
         if found >= 0:
+            if (found & PAGE_MASK) < 1 or (found & PAGE_MASK) >= levels:  # a kernel's bug must not walk off the tables
+                raise ValueError("a start cache's probe kernel returned a level outside 1 to the format's levels - 1")
             cnt[hitbase + 2 * j] += 1
             return found & PAGE_MASK, found & ~PAGE_MASK
         cnt[hitbase + 2 * j + 1] += 1
