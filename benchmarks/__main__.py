@@ -4,6 +4,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks [--accesses N] [--reference-accesses N]
     python -m benchmarks --profile [--accesses N]      (where the time goes)
     python -m benchmarks --kernels [--accesses N]      (inline kernels against kernels compiled apart)
+    python -m benchmarks --builtins-apart [--accesses N]  (builtin PSCs and radix walk against plugin kernels)
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
@@ -223,6 +224,45 @@ def kernels(accesses: int, rounds: int = 5) -> None:
     print(table(rows, ("workload", "scheme", "inline LRU ns/access", "LRU apart ns/access", "apart cost")))
 
 
+def builtins_apart(accesses: int, rounds: int = 5) -> None:
+    """Warm nanoseconds per access, walk-heavy, of builtins compiled into the loop against
+    the same logic written outside the core as plugin kernels called by address: the
+    PSCs as start caches (tests/outside_walk_caches.py) and the radix walk, without walk
+    caches, as a walk kernel (tests/outside_radix_walk.py). Passes alternate in this
+    process; best of ``rounds``."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[1] / "tests"
+    plugins = [str(here / "outside_walk_caches.py"), str(here / "outside_radix_walk.py")]
+    trace = workload("walk-heavy", accesses)
+    pairs = [(f"{slat}, {len(caches)} PSCs", [dict(machine={"slat": slat, "host_memory": "64G"},
+                                                   walk_caches=[dict(c, type=kind) for c in caches])
+                                              for kind in ("psc", "outside-psc")])
+             for slat, caches in (("native", PSC[:3]), ("intel-ept", PSC[:3] + PSC[5:]))]  # (4 start caches at most)
+    pairs += [(f"{slat}, radix walk, no walk caches", [dict(machine={"slat": scheme, "host_memory": "64G"})
+                                                      for scheme in (slat, outside)])
+              for slat, outside in (("native", "native-outside"), ("intel-ept", "ept-outside"))]
+    rows = []
+    for label, sections in pairs:
+        engines = []
+        for section in sections:
+            config, registry = build(tiny_config(experiment={"name": "apart", "plugins": plugins}, tlb=TLB,
+                                                 vms=[{"name": "vm0", "memory": "8G"}], **section))
+            engines.append(make_engine("compiled", build_machine(config, registry, Counters()), registry))
+            for i in range(0, len(trace), 65536):  # the cold pass: tables built, structures warm
+                engines[-1].run_chunk(trace[i:i + 65536])
+        best = [0.0, 0.0]
+        for _ in range(rounds):
+            for k, engine in enumerate(engines):
+                start = time.perf_counter()
+                for i in range(0, len(trace), 65536):
+                    engine.run_chunk(trace[i:i + 65536])
+                best[k] = max(best[k], len(trace) / (time.perf_counter() - start))
+        rows.append((label, f"{1e9 / best[0]:.1f}", f"{1e9 / best[1]:.1f}", f"{best[0] / best[1]:.2f}x"))
+    print(f"walk-heavy, {accesses:,} accesses, warm passes, best of {rounds}, alternating in one process")
+    print(table(rows, ("builtin", "inline ns/access", "as plugin kernels ns/access", "plugin cost")))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accesses", type=int, default=5_000_000)
@@ -233,7 +273,12 @@ def main(argv=None) -> None:
                     help="instead: nanoseconds per access as pieces of work are added, one per row")
     ap.add_argument("--kernels", action="store_true",
                     help="instead: the builtin LRU compiled into the loop against the same kernels compiled apart")
+    ap.add_argument("--builtins-apart", action="store_true",
+                    help="instead: the builtin PSCs and radix walk against the same written as plugin kernels")
     args = ap.parse_args(argv)
+    if args.builtins_apart:
+        builtins_apart(args.accesses)
+        return
     if args.profile:
         profile(args.accesses)
         return

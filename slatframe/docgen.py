@@ -120,7 +120,8 @@ def hook_reference() -> str:
     lines += ["# Records", "", inspect.getdoc(records) or "", ""]
     for cls in (records.Registration, records.PageTableFormatRecord, records.SlatSchemeRecord,
                 records.TlbPolicyRecord, records.PolicyKernels, records.WalkRecord, records.WalkKernels,
-                records.WalkCacheRecord, records.StartCacheKernels, records.DedupStrategyRecord,
+                records.WalkCacheRecord, records.StartCacheKernels, records.EntryCacheKernels,
+                records.HostCacheKernels, records.DedupStrategyRecord,
                 records.CostModelRecord, records.WorkloadRecord, records.RunObserverRecord):
         fields = ", ".join(f"`{f.name}`" for f in attrs.fields(cls))
         lines += [f"## `{cls.__name__}`", "", inspect.getdoc(cls) or "", "", f"Fields: {fields}.", ""]

@@ -144,14 +144,16 @@ class TlbPolicyRecord(Registration):
 class WalkCacheRecord(Registration):
     """A translation cache besides the TLB (paging-structure cache, nested TLB, ...).
 
-    ``factory(options, ctx)`` returns one of the kinds of :mod:`slatframe.walkcache` (a
-    prefix, entry or translation cache, consulted by the radix walk at its three points),
-    or an object of a kind of its own whose ``point`` is ``"start"``
-    (:class:`slatframe.walkcache.StartCache`); ``kernels`` (a :class:`StartCacheKernels`)
-    let the compiled tier run such a kind.
+    ``factory(options, ctx)`` returns an object that attaches at one of the radix walk's
+    three points (its ``point``: ``"start"``, ``"entry"`` or ``"host"``) and has what that
+    point's protocol uses (:class:`slatframe.walkcache.StartCache`, ``EntryPointCache``,
+    ``HostPointCache``): one of the builtin kinds of :mod:`slatframe.walkcache`, or a kind
+    of its own. ``kernels`` (the point's :class:`StartCacheKernels`,
+    :class:`EntryCacheKernels` or :class:`HostCacheKernels`) let the compiled tier run a
+    kind of its own; without them it runs in the reference tier.
     """
 
-    kernels: "StartCacheKernels | None" = None
+    kernels: "StartCacheKernels | EntryCacheKernels | HostCacheKernels | None" = None
     kind = "walk cache"
 
 
@@ -174,6 +176,45 @@ class StartCacheKernels:
     init: Callable[..., Any]
     probe: Callable[..., Any]
     learn: Callable[..., Any]
+    invalidate: Callable[..., Any]
+
+
+@attrs.frozen(kw_only=True)
+class EntryCacheKernels:
+    """An entry-point cache's compiled-tier form (its reference object is a
+    :class:`slatframe.walkcache.EntryPointCache`), called as a start cache's kernels are.
+
+    ``init(cache) -> numpy.ndarray`` as :class:`StartCacheKernels`. ``probe(state, j,
+    dim, vm, asid, level, pa, fmts) -> int``: the entry at physical address ``pa`` on a
+    hit, -1 on a miss (entries of formats the compiled tier runs are below 2^63).
+    ``fill(state, j, dim, vm, asid, level, pa, entry, fmts)`` and ``invalidate(state, j,
+    scope, vm, asid)`` mirror the reference object. Which dimensions and levels it covers
+    is read once from the reference object's ``covers``.
+    """
+
+    init: Callable[..., Any]
+    probe: Callable[..., Any]
+    fill: Callable[..., Any]
+    invalidate: Callable[..., Any]
+
+
+@attrs.frozen(kw_only=True)
+class HostCacheKernels:
+    """A host-point cache's compiled-tier form (its reference object is a
+    :class:`slatframe.walkcache.HostPointCache`).
+
+    ``init(cache) -> numpy.ndarray`` as :class:`StartCacheKernels`. ``probe(state, j,
+    vm, gpa, write, need_dirty) -> int`` (``write``, ``need_dirty`` 0 or 1): on a hit the
+    host translation packed as ``hpa_page | shift | writable << 6 | dirty << 7`` (the 4K
+    page's host address, the host page size's log2, the two flags), -1 on a miss.
+    ``fill(state, j, vm, gpa, table_access, value)`` gets the same packing;
+    ``invalidate(state, j, scope, vm, asid)`` as the others. Which gPAs it serves is read
+    once from the reference object's ``serves``.
+    """
+
+    init: Callable[..., Any]
+    probe: Callable[..., Any]
+    fill: Callable[..., Any]
     invalidate: Callable[..., Any]
 
 

@@ -18,7 +18,8 @@ import pluggy
 
 from . import PROJECT_NAME, hookspecs
 from .errors import PluginError
-from .records import PolicyKernels, Registration, StartCacheKernels, WalkCacheRecord, WalkKernels, WalkRecord
+from .records import (EntryCacheKernels, HostCacheKernels, PolicyKernels, Registration, StartCacheKernels,
+                      WalkCacheRecord, WalkKernels, WalkRecord)
 
 #: Hook name -> the key used in :attr:`Registry.records` and in messages.
 HOOK_POINTS: dict[str, str] = {
@@ -187,9 +188,11 @@ def _record_problem(record: object, expected: type) -> str | None:
     if not isinstance(record.presets, Mapping) or not all(isinstance(v, Mapping) for v in record.presets.values()):
         return f"{what} whose presets {_short(record.presets)} are not a table of tables"
     kernels = getattr(record, "kernels", None)
-    kind = {WalkRecord: WalkKernels, WalkCacheRecord: StartCacheKernels}.get(type(record), PolicyKernels)
-    if kernels is not None and not isinstance(kernels, kind):
-        return f"{what} whose kernels {_short(kernels)} are not a slatframe.records.{kind.__name__}"
+    kinds = {WalkRecord: (WalkKernels,), WalkCacheRecord: (StartCacheKernels, EntryCacheKernels, HostCacheKernels)
+             }.get(type(record), (PolicyKernels,))
+    if kernels is not None and not isinstance(kernels, kinds):
+        return (f"{what} whose kernels {_short(kernels)} are not a "
+                f"{' or '.join(f'slatframe.records.{k.__name__}' for k in kinds)}")
     for field in ("data_caches",):
         value = getattr(record, field, None)
         if value is not None and not callable(value):

@@ -18,10 +18,21 @@ Three kinds, each a set-associative array with a TLB replacement policy; the wal
 Entries are tagged by VM (and asid in the guest dimension), so no cache can return
 another context's entry; what a guest invalidation removes is in :meth:`invalidate`.
 
-A walk cache of a new kind attaches at the first of these points: an object whose
-``point`` is ``"start"`` (:class:`StartCache`) is probed after the prefix caches, before
-a dimension's first read, and told every table the walk locates; its compiled form is a
-:class:`slatframe.records.StartCacheKernels`.
+Every kind, the three above included, attaches at one of three points of a walk and
+is consulted there only through that point's protocol, so a plugin's kind is an
+ordinary peer of the builtin ones:
+
+- ``"start"`` (:class:`StartCache`; PrefixCache): probed with the address before a
+  dimension's first read; a hit names the level to read next and its table.
+- ``"entry"`` (:class:`EntryPointCache`; EntryCache): probed with a table entry's
+  physical address before it is read; a hit is the entry, saving that reference.
+- ``"host"`` (:class:`HostPointCache`; TranslationCache): probed with a gPA before a
+  second-level walk; a hit is the host translation, saving the whole walk.
+
+The compiled tier runs the three builtin kinds in its loop and a plugin's kind through
+the kernels of its point (:class:`slatframe.records.StartCacheKernels`,
+``EntryCacheKernels``, ``HostCacheKernels``); a plugin's kind without them runs in the
+reference tier.
 """
 from __future__ import annotations
 
@@ -32,19 +43,23 @@ from .setassoc import SetAssoc
 
 GUEST, HOST = 0, 1
 DIMENSIONS = {"guest": (GUEST,), "host": (HOST,), "both": (GUEST, HOST)}
-START = "start"
+START, ENTRY, HOST_POINT = "start", "entry", "host"  #: the points a walk cache attaches at
+POINTS = (START, ENTRY, HOST_POINT)
 
 
 class StartCache(Protocol):
-    """A walk cache of a plugin's own kind, consulted where a dimension's walk starts.
+    """A walk cache at the start point, consulted where a dimension's walk starts.
 
     ``probe(dim, fmt, vm, asid, address)`` returns (level to read next, physical address
     of its table) to skip the levels above, or None; the walk counts a hit or a miss of
-    ``hits`` / ``misses`` (counter names) per probe, and probes only when no prefix
-    cache hit. ``learn(dim, fmt, vm, asid, address, level, table)`` tells it the table
-    that ``level``'s entry on ``address``'s path points at (every non-leaf entry the walk
-    reads, below a hit too). ``invalidate(scope, vm, asid)`` as :class:`WalkCache`.
-    ``dimensions`` are the dimensions it covers (GUEST, HOST); ``name`` names it.
+    ``hits`` / ``misses`` (counter names) per probe and stops probing at the first hit.
+    Caches with a fixed ``resumes_at`` level (a PSC of level L resumes at L - 1) are
+    probed first, the deepest first (as ChampSim takes the deepest PSC hit); the others
+    after them, in config order. ``learn(dim, fmt, vm, asid, address, level, table)``
+    tells it the table that ``level``'s entry on ``address``'s path points at (every
+    non-leaf entry the walk reads, below a hit too). ``invalidate(scope, vm, asid)`` as
+    :meth:`WalkCache.invalidate`. ``dimensions`` are the dimensions it covers (GUEST,
+    HOST); ``name`` names it.
     """
 
     point: str
@@ -58,8 +73,56 @@ class StartCache(Protocol):
     def invalidate(self, scope: str, vm: int, asid: int) -> None: ...
 
 
-#: What the radix walk uses of a start cache.
-START_MEMBERS = ("name", "hits", "misses", "dimensions", "probe", "learn", "invalidate")
+class EntryPointCache(Protocol):
+    """A walk cache at the entry point, consulted before each table entry is read.
+
+    ``covers(dim, level)``: whether it holds entries of that dimension and level (only
+    then is it probed, and a hit or a miss counted). ``probe(dim, fmt, vm, asid, level,
+    pa)`` returns the entry at physical address ``pa`` (the walk then makes no memory
+    reference for it) or None; caches are probed in config order up to the first hit.
+    ``fill(dim, fmt, vm, asid, level, pa, entry)`` follows each present non-leaf entry
+    the walk read from memory. ``invalidate`` as :class:`StartCache`.
+    """
+
+    point: str
+    name: str
+    hits: str
+    misses: str
+
+    def covers(self, dim: int, level: int = 0) -> bool: ...
+    def probe(self, dim: int, fmt: Any, vm: int, asid: int, level: int, pa: int) -> int | None: ...
+    def fill(self, dim: int, fmt: Any, vm: int, asid: int, level: int, pa: int, entry: int) -> None: ...
+    def invalidate(self, scope: str, vm: int, asid: int) -> None: ...
+
+
+class HostPointCache(Protocol):
+    """A walk cache at the host point, consulted before each second-level walk of a 2D walk.
+
+    ``serves(table_access)``: whether it is consulted for a gPA of a guest table entry
+    (True) or of the data (False). ``probe(vm, gpa, write, need_dirty)`` returns (hPA of
+    the 4K page, writable, dirty, host page size) or None; a hit must allow the access
+    (``write`` needs writable, ``need_dirty`` needs dirty). Caches are probed in config
+    order up to the first hit. ``fill(vm, gpa, table_access, value)`` follows each
+    completed second-level walk. ``invalidate`` as :class:`StartCache`.
+    """
+
+    point: str
+    name: str
+    hits: str
+    misses: str
+
+    def serves(self, table_access: bool) -> bool: ...
+    def probe(self, vm: int, gpa: int, write: bool, need_dirty: bool) -> tuple[int, bool, bool, int] | None: ...
+    def fill(self, vm: int, gpa: int, table_access: bool, value: tuple[int, bool, bool, int]) -> None: ...
+    def invalidate(self, scope: str, vm: int, asid: int) -> None: ...
+
+
+#: What the walk uses of a cache at each point (``resumes_at`` is optional).
+POINT_MEMBERS = {
+    START: ("name", "hits", "misses", "dimensions", "probe", "learn", "invalidate"),
+    ENTRY: ("name", "hits", "misses", "covers", "probe", "fill", "invalidate"),
+    HOST_POINT: ("name", "hits", "misses", "serves", "probe", "fill", "invalidate"),
+}
 
 
 class WalkCache:
@@ -96,10 +159,27 @@ class WalkCache:
 
 
 class PrefixCache(WalkCache):
-    kind = "prefix"
+    """Start point: keyed by the format's :meth:`~slatframe.paging.PageTableFormat.prefix`
+    of the address for its level; the value is the physical address of the next table.
+    Builtin caches hold one level (``resumes_at`` is the level below it)."""
 
-    """``prefix`` is the format's :meth:`~slatframe.paging.PageTableFormat.prefix` of the
-    address for ``level``; the value is the physical address of the next table."""
+    kind = "prefix"
+    point = START
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if len(self.levels) != 1:
+            raise ValueError(f"walk cache {self.name!r}: a PrefixCache holds entries of one level")
+        (self.level,) = self.levels
+        self.resumes_at = self.level - 1
+
+    def probe(self, dim: int, fmt: Any, vm: int, asid: int, address: int) -> tuple[int, int] | None:
+        table = self.lookup(dim, vm, asid, self.level, fmt.prefix(address, self.level))
+        return None if table is None else (self.level - 1, table)
+
+    def learn(self, dim: int, fmt: Any, vm: int, asid: int, address: int, level: int, table: int) -> None:
+        if level == self.level:
+            self.fill(dim, vm, asid, level, fmt.prefix(address, level), table)
 
     def lookup(self, dim: int, vm: int, asid: int, level: int, prefix: int) -> int | None:
         return self.array.lookup((dim, vm, asid, level, prefix), prefix % self.sets)
@@ -109,14 +189,18 @@ class PrefixCache(WalkCache):
 
 
 class EntryCache(WalkCache):
+    """Entry point: keyed by the entry's physical address in units of its size (pa //
+    entry bytes); the value is the entry."""
+
     kind = "entry"
+    point = ENTRY
 
-    """``slot`` is the entry's physical address in units of its size (pa // entry bytes)."""
-
-    def lookup(self, dim: int, vm: int, asid: int, slot: int) -> int | None:
+    def probe(self, dim: int, fmt: Any, vm: int, asid: int, level: int, pa: int) -> int | None:
+        slot = pa // fmt.entry_bytes
         return self.array.lookup((dim, vm, asid, slot), slot % self.sets)
 
-    def fill(self, dim: int, vm: int, asid: int, slot: int, entry: int) -> None:
+    def fill(self, dim: int, fmt: Any, vm: int, asid: int, level: int, pa: int, entry: int) -> None:
+        slot = pa // fmt.entry_bytes
         self.array.fill((dim, vm, asid, slot), slot % self.sets, entry)
 
     def invalidate(self, scope: str, vm: int, asid: int) -> None:
@@ -129,20 +213,27 @@ class EntryCache(WalkCache):
 
 
 class TranslationCache(WalkCache):
-    """gPA 4K page -> (hPA 4K page, writable, dirty, host page size) of one VM (a larger
-    host page is cached 4K at a time)."""
+    """Host point: gPA 4K page -> (hPA 4K page, writable, dirty, host page size) of one VM
+    (a larger host page is cached 4K at a time)."""
 
     kind = "translation"
+    point = HOST_POINT
 
     def __init__(self, *args: Any, tables_only: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tables_only = tables_only
 
-    def lookup(self, vm: int, gpa: int) -> tuple | None:
-        page = gpa >> PAGE_SHIFT
-        return self.array.lookup((HOST, vm, 0, page), page % self.sets)
+    def serves(self, table_access: bool) -> bool:
+        return table_access or not self.tables_only
 
-    def fill(self, vm: int, gpa: int, value: tuple) -> None:
+    def probe(self, vm: int, gpa: int, write: bool, need_dirty: bool) -> tuple[int, bool, bool, int] | None:
+        page = gpa >> PAGE_SHIFT
+        found = self.array.lookup((HOST, vm, 0, page), page % self.sets)
+        if found is None or (write and not found[1]) or (need_dirty and not found[2]):
+            return None
+        return found
+
+    def fill(self, vm: int, gpa: int, table_access: bool, value: tuple[int, bool, bool, int]) -> None:
         page = gpa >> PAGE_SHIFT
         self.array.fill((HOST, vm, 0, page), page % self.sets, value)
 

@@ -18,7 +18,7 @@ from .errors import ConfigError, PluginError, SimulationError
 from .paging import PAGE_SHIFT, PageTableFormat
 from .trace import WRITE
 from .translation import Translation
-from .walkcache import GUEST, HOST, START, START_MEMBERS, EntryCache, PrefixCache, TranslationCache
+from .walkcache import ENTRY, GUEST, HOST, HOST_POINT, POINT_MEMBERS, POINTS, START, PrefixCache
 
 # fault kinds
 NO_ROOT = 1  #: the address space has no root table yet
@@ -99,63 +99,45 @@ class WalkContext:
     data_caches: Any = None
 
 
-#: The walk-cache kinds :class:`Walker` consults.
-RADIX_CACHE_KINDS = (PrefixCache, EntryCache, TranslationCache)
-
-
 class Walker:
     """The radix walk (1D, or 2D with a host format) for one machine: hardware view,
-    memory, counters and walk caches."""
+    memory, counters and walk caches, each consulted through its point's protocol
+    (:mod:`slatframe.walkcache`)."""
 
     def __init__(self, hw: HardwareView, memory: Any, counters: Counters, caches: list[Any],
                  data_caches: Any = None) -> None:
         for cache in caches:
-            if not isinstance(cache, RADIX_CACHE_KINDS) and getattr(cache, "point", None) != START:
-                raise ConfigError(
-                    f"walk cache {getattr(cache, 'name', '?')!r} is a {type(cache).__name__}, which the "
-                    f"{hw.walk!r} walk cannot consult: it consults the kinds of slatframe.walkcache "
-                    "(PrefixCache, EntryCache, TranslationCache and their subclasses) and caches whose "
-                    f"point is {START!r} (slatframe.walkcache.StartCache); a cache of another kind needs a "
-                    "walk plugin that uses it.")
-            missing = [] if isinstance(cache, RADIX_CACHE_KINDS) else \
-                [m for m in START_MEMBERS if not hasattr(cache, m)]
-            if missing:
-                raise ConfigError(
-                    f"walk cache {getattr(cache, 'name', '?')!r} is a start cache ({type(cache).__name__}) without "
-                    f"{', '.join(missing)}; slatframe.walkcache.StartCache lists what one has.")
+            check_walk_cache(cache, hw.walk)
         self.hw = hw
         self.data_caches = data_caches  # slatframe.datacache.DataCaches: where each reference is served
         self.memory = memory
         self.counters = counters
-        self.prefix = {d: [c for c in caches if isinstance(c, PrefixCache) and c.covers(d)] for d in (GUEST, HOST)}
-        self.entry = {d: [c for c in caches if isinstance(c, EntryCache) and c.covers(d)] for d in (GUEST, HOST)}
-        self.ntlb = [c for c in caches if isinstance(c, TranslationCache)]
-        self.start = {d: [c for c in caches if not isinstance(c, RADIX_CACHE_KINDS) and d in c.dimensions]
-                      for d in (GUEST, HOST)}
+        at = {point: [c for c in caches if c.point == point] for point in POINTS}
+        fixed = sorted((c for c in at[START] if getattr(c, "resumes_at", None) is not None),
+                       key=lambda c: c.resumes_at)  # deepest first; stable, so config order within a level
+        started = fixed + [c for c in at[START] if getattr(c, "resumes_at", None) is None]
         self.formats = {GUEST: hw.guest_format, HOST: hw.host_format}
+        levels = {d: fmt.levels if fmt is not None else 0 for d, fmt in self.formats.items()}
+        self.start = {d: [c for c in started if d in c.dimensions
+                          and (getattr(c, "resumes_at", None) is None or c.resumes_at < levels[d])]
+                      for d in (GUEST, HOST)}  # (a fixed level the format lacks is never probed)
+        self.entry = {d: [c for c in at[ENTRY] if c.covers(d)] for d in (GUEST, HOST)}
+        self.ntlb = at[HOST_POINT]
         for dim, fmt in ((GUEST, hw.guest_format), (HOST, hw.host_format)):
-            if self.prefix[dim] and fmt is not None and _own_geometry(fmt):
+            prefix = [c for c in self.start[dim] if isinstance(c, PrefixCache)]
+            if prefix and fmt is not None and _own_geometry(fmt):
                 raise ConfigError(
-                    f"walk cache {self.prefix[dim][0].name!r} keys entries by the prefixes of "
+                    f"walk cache {prefix[0].name!r} keys entries by the prefixes of "
                     f"PageTableFormat's geometry (its index_bits), but page-table format {fmt.name!r} "
                     "defines its own index, prefix, shift or page_size, so its prefixes would be wrong.")
         self.refs = [0, 0, 0]  #: the current walk's references: guest (or 1D), host, A/D writes
 
     # -- one dimension -------------------------------------------------------------
     def _skip(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, address: int) -> tuple[int, int] | None:
-        """Deepest prefix-cache hit: (level to read next, table address). Caches are
-        probed from the lowest covered level up; each probe counts a hit or a miss."""
+        """The first start-cache hit: (level to read next, table address). Each probe
+        counts a hit or a miss."""
         values = self.counters.values
-        for cache in sorted(self.prefix[dim], key=lambda c: min(c.levels)):
-            for level in sorted(cache.levels):
-                if level > fmt.levels:
-                    continue
-                table = cache.lookup(dim, vm, asid, level, fmt.prefix(address, level))
-                if table is not None:
-                    values[cache.hits] += 1
-                    return level - 1, table
-                values[cache.misses] += 1
-        for cache in self.start[dim]:  # then start caches of other kinds, in config order
+        for cache in self.start[dim]:
             found = cache.probe(dim, fmt, vm, asid, address)
             if found is not None:
                 if not (isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], int)
@@ -169,13 +151,13 @@ class Walker:
 
     def read_entry(self, dim: int, vm: int, asid: int, level: int, pa: int,
                    fmt: PageTableFormat | None = None) -> tuple[int, bool]:
-        """(entry, came from an entry cache) for the entry of format ``fmt`` (default:
-        the dimension's format) at ``pa``."""
+        """(entry, came from an entry-point cache) for the entry of format ``fmt``
+        (default: the dimension's format) at ``pa``."""
         fmt = fmt or self.formats[dim]
         values = self.counters.values
         for cache in self.entry[dim]:
-            if level in cache.levels:
-                entry = cache.lookup(dim, vm, asid, pa // fmt.entry_bytes)
+            if cache.covers(dim, level):
+                entry = cache.probe(dim, fmt, vm, asid, level, pa)
                 if entry is not None:
                     values[cache.hits] += 1
                     return entry, True
@@ -188,8 +170,8 @@ class Walker:
     def _fill_entry(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, level: int, pa: int,
                     entry: int) -> None:
         for cache in self.entry[dim]:
-            if level in cache.levels:
-                cache.fill(dim, vm, asid, pa // fmt.entry_bytes, entry)
+            if cache.covers(dim, level):
+                cache.fill(dim, fmt, vm, asid, level, pa, entry)
 
     def walk_dimension(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, root: int, address: int,
                        accessed: bool, dirty: bool, write: bool, resolve, top: int | None = None
@@ -197,7 +179,7 @@ class Walker:
         """Walk one dimension: (leaf entry, level) or a Fault. ``resolve(entry_address)``
         turns an entry address into the physical address read (a 2D walk passes its host
         translation; it returns a Fault to abort). ``top`` starts the walk at that level's
-        table ``root`` instead of the format's root (prefix caches are then not probed)."""
+        table ``root`` instead of the format's root (start caches are then not probed)."""
         level, table = fmt.levels if top is None else top, root
         table_is_physical = resolve is None
         hit = self._skip(dim, fmt, vm, asid, address) if top is None else None
@@ -213,11 +195,7 @@ class Walker:
                 pa = resolve(addr)
                 if isinstance(pa, Fault):
                     return pa
-            if pending is not None:  # the table we just located: fill the prefix caches
-                for cache in self.prefix[dim]:
-                    if pending in cache.levels:
-                        cache.fill(dim, vm, asid, pending, fmt.prefix(address, pending),
-                                   pa & ~((1 << PAGE_SHIFT) - 1))  # a table below the root is one page
+            if pending is not None:  # the table we just located (below the root: one page)
                 for cache in self.start[dim]:
                     cache.learn(dim, fmt, vm, asid, address, pending, pa & ~((1 << PAGE_SHIFT) - 1))
             entry, cached = self.read_entry(dim, vm, asid, level, pa, fmt)
@@ -249,10 +227,10 @@ class Walker:
         need_dirty = hw.host_ad and (write or (table_access and hw.table_access_dirties))
         values = self.counters.values
         for cache in self.ntlb:
-            if cache.tables_only and not table_access:
+            if not cache.serves(table_access):
                 continue
-            found = cache.lookup(vm, gpa)
-            if found is not None and (not write or found[1]) and (not need_dirty or found[2]):
+            found = cache.probe(vm, gpa, write, need_dirty)
+            if found is not None:
                 values[cache.hits] += 1
                 return found[0] | (gpa & ((1 << PAGE_SHIFT) - 1)), found[3], found[1], found[2]
             values[cache.misses] += 1
@@ -265,8 +243,8 @@ class Walker:
         hpa = fmt.frame(entry, level) | (gpa & (size - 1))
         writable, dirty = fmt.is_writable(entry), (not hw.host_ad) or fmt.is_dirty(entry)
         for cache in self.ntlb:
-            if not cache.tables_only or table_access:
-                cache.fill(vm, gpa, (hpa & ~((1 << PAGE_SHIFT) - 1), writable, dirty, size))
+            if cache.serves(table_access):
+                cache.fill(vm, gpa, table_access, (hpa & ~((1 << PAGE_SHIFT) - 1), writable, dirty, size))
         return hpa, size, writable, dirty
 
     # -- a whole walk -----------------------------------------------------------------
@@ -318,6 +296,27 @@ class Walker:
                 size = hsize
         counters.walk_done(refs[0], refs[1], refs[2])
         return Translation(address & ~(size - 1), size, writable, dirty)
+
+
+def check_walk_cache(cache: Any, walk: str) -> None:
+    """Refuse, in one sentence, a walk cache that attaches at no point of the radix walk
+    or lacks what its point's protocol uses."""
+    point = getattr(cache, "point", None)
+    name = getattr(cache, "name", "?")
+    if point not in POINTS:
+        raise ConfigError(
+            f"walk cache {name!r} is a {type(cache).__name__} whose point is {point!r}; the {walk!r} walk "
+            f"consults caches at the points {', '.join(map(repr, POINTS))} (slatframe.walkcache: StartCache, "
+            "EntryPointCache, HostPointCache); a cache of another kind needs a walk plugin that uses it.")
+    missing = [m for m in POINT_MEMBERS[point] if not hasattr(cache, m)]
+    if missing:
+        raise ConfigError(
+            f"walk cache {name!r} ({type(cache).__name__}) attaches at the {point!r} point but has no "
+            f"{', '.join(missing)}; slatframe.walkcache lists what a cache at that point has.")
+    resumes = getattr(cache, "resumes_at", None)
+    if point == START and resumes is not None and (type(resumes) is not int or resumes < 1):
+        raise ConfigError(f"walk cache {name!r} ({type(cache).__name__}) has resumes_at = {resumes!r}; a start "
+                          "cache's resumes_at is None or the level its hits resume at, 1 or more.")
 
 
 def _own_geometry(fmt: PageTableFormat) -> bool:

@@ -181,8 +181,8 @@ def test_a_walk_cache_of_a_new_kind_is_an_error_not_a_no_op(tmp_path):
     raw = tiny_config(experiment={"name": "k", "plugins": [str(plugin)]}, walk_caches=[{"type": "level-skip"}])
     config, reg = build(raw)
     for engine in ("reference", "auto", "compiled"):
-        with pytest.raises(ConfigError, match=r"walk cache 'skip' is a LevelSkipCache, which the 'radix' walk "
-                                              r"cannot consult"):
+        with pytest.raises(ConfigError, match=r"walk cache 'skip' is a LevelSkipCache whose point is None; the "
+                                              r"'radix' walk consults caches at the points 'start', 'entry', 'host'"):
             run_experiment(config, reg, engine=engine)
 
 

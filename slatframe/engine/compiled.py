@@ -14,16 +14,18 @@ State layout (``loop.py`` names the columns):
   packed with its shift, writable and dirty bits, see ``loop.pack``; then the index of sets
   wider than 8 ways, see ``loop.sa_find``), ``inclusion`` (0 non-inclusive, 1 inclusive,
   2 exclusive).
-- walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation / 4 a plugin's
-  start cache, level mask, dimension mask, sets, ways, policy id (a start cache: its slot
-  in ``ck``), tables-only, set mask), ``wtag``
+- walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation / 4, 5, 6 a
+  plugin's kind at the start, entry or host point; levels (prefix: a level mask; entry
+  kinds: guest levels in bits 0-7, host levels in bits 8-15); dimension mask; sets; ways;
+  policy id (a plugin's kind: its slot in ``ck``); gPAs served (host kinds: bit 0 the
+  data's, bit 1 table entries'); set mask), ``wtag``
   (as ``ttag``, ctx = dim<<40 | vm<<24 | asid<<8 | level; value: a table address, an
   entry, or a nested TLB's packed frame),
-  ``wprobe[2, P, 2]`` (prefix probe order per dimension: cache, level), ``wlists[9, n]``
-  and ``wcount[9]`` (rows: probe guest/host (unused), prefix caches guest/host, entry
-  caches guest/host, nested TLBs, start caches guest/host); ``cstate[n, R, C]`` the start
-  caches' states (padded) and ``ck[3, 4]`` their probe, learn and invalidate kernels'
-  addresses.
+  ``wprobe[2, P, 2]`` (the start point's probe order per dimension: cache, level),
+  ``wlists[9, n]`` and ``wcount[9]`` (rows: probe guest/host, prefix caches guest/host,
+  entry-point caches guest/host, host-point caches, plugins' start caches guest/host);
+  ``cstate[n, R, C]`` the plugins' kinds' states (padded) and ``ck[3, 4]`` their probe,
+  learn or fill, and invalidate kernels' addresses.
 - a walk plugin's kernel: its address ``wk`` (0: the loop's radix walk) and ``wstate``.
 - ``pstate[n, R, C]``: every structure's policy state, padded: TLB level l is structure
   l, walk cache j is structure L + j.
@@ -43,9 +45,10 @@ from ..datacache import no_data_caches
 from ..setassoc import set_mask
 from ..errors import ConfigError, PluginError
 from ..machine import Machine
-from ..records import StartCacheKernels, WalkKernels
+from ..records import EntryCacheKernels, HostCacheKernels, StartCacheKernels, WalkKernels
 from ..translation import Invalidation
-from ..walkcache import GUEST, HOST, START as START_POINT, EntryCache, PrefixCache, TranslationCache
+from ..walkcache import (ENTRY as ENTRY_POINT, GUEST, HOST, HOST_POINT, START as START_POINT, EntryCache, PrefixCache,
+                         TranslationCache)
 from ..paging import PageTableFormat
 from ..walker import FAULT_LIMIT, Fault, RootTable, Walker, stuck
 from . import kernel_slots
@@ -60,7 +63,7 @@ MAX_LEVELS = 6  #: levels of a format the loop's ``fmts`` rows hold
 INCLUSION = {"non-inclusive": 0, "inclusive": 1, "exclusive": 2}
 SIDES = {"instruction": 1, "data": 2, "unified": 3}
 KINDS = {PrefixCache: 1, EntryCache: 2, TranslationCache: 3}
-START = 4  #: loop.START: a plugin's start cache
+START, ENTRY_PLUGIN, HOST_PLUGIN = 4, 5, 6  #: loop.START, ENTRY_PLUGIN, HOST_PLUGIN: a plugin's kind at each point
 FIXED_COUNTERS = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.refs_host",
                   "walk.refs_max", "walk.aborted", "walk.refs_aborted", "walk.ad_writes",
                   "walk.on_hit", "tlb.splintered_fills")
@@ -144,24 +147,50 @@ def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
     for cache, choice in zip(machine.walk_caches, machine.context.config.walk_caches):
         if type(cache) in KINDS:
             continue
-        kernels = start_kernels(cache, choice, registry)
+        kernels = cache_kernels(cache, choice, registry)
         if kernels is None:
             why.append(f"walk cache {getattr(cache, 'name', '?')!r}{_plugin(registry, 'walk caches', choice.name)} "
-                       f"is a {type(cache).__name__}; the compiled tier runs the core kinds PrefixCache, "
-                       "EntryCache and TranslationCache themselves (not subclasses), and start caches whose "
-                       "record has kernels (StartCacheKernels)")
+                       f"is a {type(cache).__name__} at the {getattr(cache, 'point', '?')!r} point; the compiled "
+                       "tier runs the core kinds PrefixCache, EntryCache and TranslationCache themselves (not "
+                       "subclasses) and plugins' own kinds whose record has kernels for their point "
+                       "(StartCacheKernels, EntryCacheKernels, HostCacheKernels)")
         started += kernels is not None
     if started > SLOTS:
-        why.append(f"the run has {started} start caches with kernels, and the compiled tier holds at most {SLOTS}")
+        why.append(f"the run has {started} walk caches of plugins' kinds with kernels, and the compiled tier holds "
+                   f"at most {SLOTS}")
     return why
 
 
-def start_kernels(cache: Any, choice: Any, registry: Any) -> StartCacheKernels | None:
-    """The kernels of a walk cache of a plugin's own kind (a start cache), or None."""
-    if type(cache) in KINDS or getattr(cache, "point", None) != START_POINT:
+#: each point's kernels record and its kind in the loop
+POINT_KERNELS = {START_POINT: (StartCacheKernels, START), ENTRY_POINT: (EntryCacheKernels, ENTRY_PLUGIN),
+                 HOST_POINT: (HostCacheKernels, HOST_PLUGIN)}
+
+
+def cache_kernels(cache: Any, choice: Any, registry: Any) -> Any:
+    """The kernels of a walk cache of a plugin's own kind, if its record has them for the
+    cache's point; else None."""
+    point = getattr(cache, "point", None)
+    if type(cache) in KINDS or point not in POINT_KERNELS:
         return None
     kernels = getattr(registry.get("walk caches", choice.name), "kernels", None)
-    return kernels if isinstance(kernels, StartCacheKernels) else None
+    return kernels if isinstance(kernels, POINT_KERNELS[point][0]) else None
+
+
+def _plugin_levels(cache: Any) -> int:
+    """An entry-point cache's levels covered, as the loop's W_LEVELS (guest bits 0-7, host
+    bits 8-15); 0 at other points."""
+    if cache.point != ENTRY_POINT:
+        return 0
+    return sum(1 << (level + 8 * dim) for dim in (GUEST, HOST) for level in range(1, MAX_LEVELS + 1)
+               if cache.covers(dim, level))
+
+
+def _serves(cache: Any) -> int:
+    """A host-point cache's gPAs served, as the loop's W_SERVES (bit 0 the data's, bit 1
+    the guest table entries'); 0 at other points."""
+    if getattr(cache, "point", None) != HOST_POINT:
+        return 0
+    return (1 if cache.serves(False) else 0) | (2 if cache.serves(True) else 0)
 
 
 def plugin_array(make: Any, arg: Any, label: str, what: str) -> np.ndarray:
@@ -277,22 +306,24 @@ class CompiledEngine:
         W = max([c.ways for c in core] + [1])
         ctx = self.machine.context
         wcfg = np.zeros((n, 8), dtype=np.int64)
-        cstates, ck = [], np.zeros((len(kernel_slots.CACHE_ROLES), SLOTS), dtype=np.int64)
+        cstates, ck = [], np.zeros((3, SLOTS), dtype=np.int64)
         for j, (c, choice) in enumerate(zip(caches, ctx.config.walk_caches)):
-            kernels = start_kernels(c, choice, registry)
-            if kernels is not None:  # a plugin's start cache: its kernels by address, its own state
+            kernels = cache_kernels(c, choice, registry)
+            if kernels is not None:  # a plugin's kind: its kernels by address, its own state
                 slot = int(np.count_nonzero(ck[0]))
                 label = f"walk cache {c.name!r}{_plugin(registry, 'walk caches', choice.name)}"
-                for row, role in enumerate(kernel_slots.CACHE_ROLES):
-                    fn = kernels.invalidate if role == "forget" else getattr(kernels, role)
+                roles = kernel_slots.CACHE_ROLES[c.point]
+                for row, (role, fn) in enumerate(zip(roles, (kernels.probe, getattr(kernels, "learn", None) or
+                                                             getattr(kernels, "fill", None), kernels.invalidate))):
                     ck[row, slot] = kernel_slots.kernel_address(fn, role, label)
-                wcfg[j] = (START, 0, sum(1 << d for d in c.dimensions), 0, 0, slot, 0, 0)
+                wcfg[j] = (POINT_KERNELS[c.point][1], _plugin_levels(c), 0, 0, 0, slot, _serves(c), 0)
                 cstates.append(plugin_array(kernels.init, c, label, "init"))
                 states.append(np.zeros((1, 1), dtype=np.int64))
                 continue
             cstates.append(np.zeros((1, 1), dtype=np.int64))
-            wcfg[j] = (KINDS[type(c)], sum(1 << lv for lv in c.levels), sum(1 << d for d in c.dimensions),
-                       c.sets, c.ways, ids[c.policy.name], 1 if getattr(c, "tables_only", False) else 0,
+            levels = sum(1 << lv for lv in c.levels)
+            wcfg[j] = (KINDS[type(c)], levels | levels << 8 if type(c) is EntryCache else levels,
+                       sum(1 << d for d in c.dimensions), c.sets, c.ways, ids[c.policy.name], _serves(c),
                        set_mask(c.sets))
             record = registry.get("TLB policies", c.policy.name)
             states.append(record.kernels.init(c.policy.options, c.sets, c.ways,
@@ -301,22 +332,20 @@ class CompiledEngine:
         wprobe = np.zeros((2, max(1, 8 * len(caches)), 2), dtype=np.int64)
         wlists = np.zeros((9, n), dtype=np.int64)
         wcount = np.zeros(9, dtype=np.int64)
+        def listed(row: int, cache: Any) -> None:
+            wlists[row, wcount[row]] = caches.index(cache)
+            wcount[row] += 1
+
         for dim in (GUEST, HOST) if caches else ():  # (with caches the walk is the radix Walker)
-            for cache in sorted(walker.prefix[dim], key=lambda c: min(c.levels)):
-                for level in sorted(cache.levels):
-                    wprobe[dim, wcount[dim]] = (caches.index(cache), level)
-                    wcount[dim] += 1
-            for row, found in ((2 + dim, walker.prefix[dim]), (4 + dim, walker.entry[dim])):
-                for cache in found:
-                    wlists[row, wcount[row]] = caches.index(cache)
-                    wcount[row] += 1
+            for cache in walker.start[dim]:  # probed in the walker's order; learn lists by kind
+                core = type(cache) in KINDS
+                wprobe[dim, wcount[dim]] = (caches.index(cache), cache.level if core else 0)
+                wcount[dim] += 1
+                listed(2 + dim if core else 7 + dim, cache)
+            for cache in walker.entry[dim]:
+                listed(4 + dim, cache)
         for cache in walker.ntlb if caches else ():
-            wlists[6, wcount[6]] = caches.index(cache)
-            wcount[6] += 1
-        for dim in (GUEST, HOST) if caches else ():
-            for cache in walker.start[dim]:
-                wlists[7 + dim, wcount[7 + dim]] = caches.index(cache)
-                wcount[7 + dim] += 1
+            listed(6, cache)
         wtag = tag_array(self.k, n, S, W)
         self.cstate, self.ck = _pad(cstates), ck
         return wcfg, wtag, wprobe, wlists, wcount
@@ -398,7 +427,7 @@ class CompiledEngine:
             parts.append(f"walk {self.hw.walk!r}{_plugin(registry, 'walks', self.hw.walk)}")
         started = [f"{c.name!r}{_plugin(registry, 'walk caches', choice.name)}"
                    for c, choice in zip(self.machine.walk_caches, self.machine.context.config.walk_caches)
-                   if start_kernels(c, choice, registry) is not None]
+                   if cache_kernels(c, choice, registry) is not None]
         if started:
             parts.append(f"walk caches {', '.join(started)}")
         return "; ".join(parts)

@@ -51,10 +51,22 @@ PROBE_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, t
 LEARN_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64,
               types.int64, FMTS)
 FORGET_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64)
-CACHE_ROLES = ("probe", "learn", "forget")  #: rows of the start caches' address table ``ck``
+#: a walk cache's kernels at the entry point (slatframe.records.EntryCacheKernels)
+EPROBE_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64, FMTS)
+EFILL_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64,
+              types.int64, FMTS)
+#: ... and at the host point (slatframe.records.HostCacheKernels)
+HPROBE_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64)
+HFILL_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64)
+#: rows of the plugin walk caches' address table ``ck``: each point's probe, learn or
+#: fill, and invalidate kernels
+CACHE_ROLES = {"start": ("probe", "learn", "forget"), "entry": ("eprobe", "efill", "forget"),
+               "host": ("hprobe", "hfill", "forget")}
 #: every role's signature
 ROLE_SIGNATURES = {**dict(zip(ROLES, SIGNATURES)), "walk": WALK_SIGNATURE, "probe": types.int64(*PROBE_ARGS),
-                   "learn": types.none(*LEARN_ARGS), "forget": types.none(*FORGET_ARGS)}
+                   "learn": types.none(*LEARN_ARGS), "forget": types.none(*FORGET_ARGS),
+                   "eprobe": types.int64(*EPROBE_ARGS), "efill": types.none(*EFILL_ARGS),
+                   "hprobe": types.int64(*HPROBE_ARGS), "hfill": types.none(*HFILL_ARGS)}
 
 
 #: Calling convention of the small function the loop calls a kernel through: the callee
@@ -151,6 +163,40 @@ def call_forget(typingctx, address, state, j, scope, vm, asid):
         _call_address(context, builder, types.none, FORGET_ARGS, args[0], args[1:], "forget")
         return context.get_dummy_value()
     return types.none(types.int64, *FORGET_ARGS), codegen
+
+
+@intrinsic
+def call_eprobe(typingctx, address, state, j, dim, vm, asid, level, pa, fmts):
+    """An entry-point cache's ``probe`` kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        return _call_address(context, builder, types.int64, EPROBE_ARGS, args[0], args[1:], "eprobe")
+    return types.int64(types.int64, *EPROBE_ARGS), codegen
+
+
+@intrinsic
+def call_efill(typingctx, address, state, j, dim, vm, asid, level, pa, entry, fmts):
+    """An entry-point cache's ``fill`` kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        _call_address(context, builder, types.none, EFILL_ARGS, args[0], args[1:], "efill")
+        return context.get_dummy_value()
+    return types.none(types.int64, *EFILL_ARGS), codegen
+
+
+@intrinsic
+def call_hprobe(typingctx, address, state, j, vm, gpa, write, need_dirty):
+    """A host-point cache's ``probe`` kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        return _call_address(context, builder, types.int64, HPROBE_ARGS, args[0], args[1:], "hprobe")
+    return types.int64(types.int64, *HPROBE_ARGS), codegen
+
+
+@intrinsic
+def call_hfill(typingctx, address, state, j, vm, gpa, table_access, value):
+    """A host-point cache's ``fill`` kernel at ``address``."""
+    def codegen(context, builder, signature, args):
+        _call_address(context, builder, types.none, HFILL_ARGS, args[0], args[1:], "hfill")
+        return context.get_dummy_value()
+    return types.none(types.int64, *HFILL_ARGS), codegen
 
 
 def _python(fn: Any) -> pytypes.FunctionType | None:

@@ -19,7 +19,8 @@ call, which cost more than the work of a TLB hit); their layout is documented in
 from numba import njit
 
 from slatframe.engine._policy_stub import policy_fill, policy_hit, policy_invalidate, policy_victim  # STUB
-from slatframe.engine.kernel_slots import call_forget, call_learn, call_probe, call_walk
+from slatframe.engine.kernel_slots import (call_efill, call_eprobe, call_forget, call_hfill, call_hprobe, call_learn,
+                                          call_probe, call_walk)
 from slatframe.engine.walklib import (F_DIRTY, F_ESHIFT, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, dc_access,
                                       entry_load, entry_pa, entry_step, frame_of, O_AD_WRITES, O_FAULT,
                                       O_REFS_GUEST, O_REFS_HOST, O_SPLINTERED, set_of)
@@ -54,20 +55,22 @@ T_MASK = 9  # sets - 1 when sets is a power of two, else -1
 
 # wcfg columns and kinds
 W_KIND = 0
-W_LEVELS = 1
+W_LEVELS = 1  # prefix kind: levels; entry kinds: levels covered, guest in bits 0-7, host in bits 8-15
 W_DIMS = 2
 W_SETS = 3
 W_WAYS = 4
 W_PID = 5
-W_TABLES_ONLY = 6
+W_SERVES = 6  # host kinds: bit 0 serves the data's gPA, bit 1 the gPAs of guest table entries
 W_MASK = 7  # as T_MASK
 PREFIX = 1
 ENTRY = 2
 TRANSLATION = 3
 START = 4  # a plugin's start cache (slatframe.walkcache.StartCache): W_PID is its slot in ck
+ENTRY_PLUGIN = 5  # a plugin's entry-point cache (EntryPointCache), through its kernels in ck
+HOST_PLUGIN = 6  # a plugin's host-point cache (HostPointCache), through its kernels in ck
 
 # wcount slots / wlists rows
-L_PROBE = 0  # + dim
+L_PROBE = 0  # + dim: the start point's probe order (wprobe rows: cache, level)
 L_PREFIX = 2  # + dim
 L_ENTRY = 4  # + dim
 L_NTLB = 6
@@ -357,7 +360,7 @@ def wc_invalidate(wcfg, wtag, pstate, pk, cstate, ck, base, scope, vm, asid):
     """scope as tlb_invalidate; each kind drops what its reference class drops."""
     for j in range(wcfg.shape[0]):
         kind = wcfg[j, W_KIND]
-        if kind == START:
+        if kind >= START:  # a plugin's kind
             call_forget(ck[2, wcfg[j, W_PID]], cstate, j, scope, vm, asid)
             continue
         if kind == 0 or (kind == TRANSLATION and scope < 2):
@@ -389,11 +392,20 @@ def wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, k, value):
 @njit(cache=True, inline="always", _nrt=False)
 def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, base, cnt, hitbase, fmts, dim, vm,
                     asid, address):
-    """Deepest prefix-cache hit: (level to read next, table address) or (-1, 0)."""
+    """The first start-point hit, in the reference walker's order (wprobe: builtin PSCs
+    deepest first, then plugins' start caches): (level to read next, table) or (-1, 0)."""
     levels = fmts[dim, F_LEVELS]
     for p in range(wcount[L_PROBE + dim]):
         j, level = wprobe[dim, p, 0], wprobe[dim, p, 1]
-        if level > levels:
+        if wcfg[j, W_KIND] == START:  # a plugin's start cache, through its kernel
+            found = call_probe(ck[0, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, fmts)
+            if found >= 0:
+                if (found & PAGE_MASK) < 1 or (found & PAGE_MASK) >= levels:  # a kernel's bug must not walk off
+                    raise ValueError("a start cache's probe kernel returned a level outside 1 to the format's "
+                                     "levels - 1")
+                cnt[hitbase + 2 * j] += 1
+                return found & PAGE_MASK, found & ~PAGE_MASK
+            cnt[hitbase + 2 * j + 1] += 1
             continue
         pre = address >> fmts[dim, F_SHIFT + level]
         s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
@@ -402,15 +414,6 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, 
         if w >= 0:
             cnt[hitbase + 2 * j] += 1
             return level - 1, wtag[j, s, w, 3]
-        cnt[hitbase + 2 * j + 1] += 1
-    for p in range(wcount[L_START + dim]):  # then the plugins' start caches
-        j = wlists[L_START + dim, p]
-        found = call_probe(ck[0, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, fmts)
-        if found >= 0:
-            if (found & PAGE_MASK) < 1 or (found & PAGE_MASK) >= levels:  # a kernel's bug must not walk off the tables
-                raise ValueError("a start cache's probe kernel returned a level outside 1 to the format's levels - 1")
-            cnt[hitbase + 2 * j] += 1
-            return found & PAGE_MASK, found & ~PAGE_MASK
         cnt[hitbase + 2 * j + 1] += 1
     return -1, 0
 
@@ -430,12 +433,19 @@ def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmt
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt, hitbase, dim, vm, asid,
-               level, pa):
-    """(entry, from an entry cache?); reads memory (one reference) on a miss."""
+def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, cnt, hitbase, dim,
+               vm, asid, level, pa):
+    """(entry, from an entry-point cache?); reads memory (one reference) on a miss."""
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
-        if wcfg[j, W_LEVELS] >> level & 1:
+        if wcfg[j, W_LEVELS] >> (level + 8 * dim) & 1:
+            if wcfg[j, W_KIND] == ENTRY_PLUGIN:
+                got = call_eprobe(ck[0, wcfg[j, W_PID]], cstate, j, dim, vm, asid, level, pa, fmts)
+                if got >= 0:
+                    cnt[hitbase + 2 * j] += 1
+                    return got, True
+                cnt[hitbase + 2 * j + 1] += 1
+                continue
             line = pa >> fmts[dim, F_ESHIFT]
             s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
             w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, 0), line,
@@ -448,10 +458,13 @@ def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, bas
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, dim, vm, asid, level, pa, entry):
+def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, dim, vm, asid, level, pa, entry):
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
-        if wcfg[j, W_LEVELS] >> level & 1:
+        if wcfg[j, W_LEVELS] >> (level + 8 * dim) & 1:
+            if wcfg[j, W_KIND] == ENTRY_PLUGIN:
+                call_efill(ck[1, wcfg[j, W_PID]], cstate, j, dim, vm, asid, level, pa, entry, fmts)
+                continue
             line = pa >> fmts[dim, F_ESHIFT]
             s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
             wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
@@ -498,13 +511,26 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             # -- gPA -> hPA: nested TLBs, else a walk of the second-level tables --------
             table_access = not final
             hwrite = write and final
+            served = 2 if table_access else 1  # the W_SERVES bit of this gPA
             need_dirty = host_ad and (hwrite or (table_access and hwcfg[2] != 0))
             c = wc_ctx(HOST, vm, 0, 0)
             page = addr >> 12
             hit = False
             for p in range(wcount[L_NTLB]):
                 j = wlists[L_NTLB, p]
-                if wcfg[j, W_TABLES_ONLY] and not table_access:
+                if (wcfg[j, W_SERVES] & served) == 0:
+                    continue
+                if wcfg[j, W_KIND] == HOST_PLUGIN:
+                    value = call_hprobe(ck[0, wcfg[j, W_PID]], cstate, j, vm, addr, 1 if hwrite else 0,
+                                        1 if need_dirty else 0)
+                    if value >= 0:
+                        cnt[hitbase + 2 * j] += 1
+                        pa = (value & ~PAGE_MASK) | (addr & PAGE_MASK)
+                        hsize = 1 << (value & V_SHIFT)
+                        host_writable, host_dirty = (value >> V_WRITABLE) & 1, (value >> V_DIRTY) & 1
+                        hit = True
+                        break
+                    cnt[hitbase + 2 * j + 1] += 1
                     continue
                 s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
                 w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
@@ -530,8 +556,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                     if hpending:
                         wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, HOST, vm, 0,
                                        addr, hpending, hpa_entry & ~PAGE_MASK)
-                    hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, base,
-                                                cnt, hitbase, HOST, vm, 0, hlevel, hpa_entry)
+                    hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate,
+                                                ck, base, cnt, hitbase, HOST, vm, 0, hlevel, hpa_entry)
                     if not cached:
                         h_refs += 1
                         if dctl[0] != 0:  # no call (and its argument marshalling) without caches
@@ -548,8 +574,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                             status = HOST_PROTECTION
                         break
                     if not cached:
-                        fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, HOST, vm, 0, hlevel,
-                                   hpa_entry, hentry)
+                        fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, HOST, vm, 0,
+                                   hlevel, hpa_entry, hentry)
                     hpending = hlevel
                     htable = frame_of(fmts, HOST, hentry, hlevel)
                     hlevel -= 1
@@ -564,10 +590,13 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                     else 0
                 for p in range(wcount[L_NTLB]):
                     j = wlists[L_NTLB, p]
-                    if not wcfg[j, W_TABLES_ONLY] or table_access:
+                    if wcfg[j, W_SERVES] & served:
+                        value = pack(pa & ~PAGE_MASK, hshift, host_writable, host_dirty)
+                        if wcfg[j, W_KIND] == HOST_PLUGIN:
+                            call_hfill(ck[1, wcfg[j, W_PID]], cstate, j, vm, addr, served >> 1, value)
+                            continue
                         s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
-                        wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, page,
-                                pack(pa & ~PAGE_MASK, hshift, host_writable, host_dirty))
+                        wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, page, value)
         if final:
             hpa = pa
             break
@@ -575,8 +604,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
         if gpending:
             wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, GUEST, vm, asid, va,
                            gpending, pa & ~PAGE_MASK)
-        entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, base, cnt,
-                                   hitbase, GUEST, vm, asid, glevel, pa)
+        entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base,
+                                   cnt, hitbase, GUEST, vm, asid, glevel, pa)
         if not cached:
             g_refs += 1
             if dctl[0] != 0:
@@ -601,7 +630,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             physical = False
             continue
         if not cached:
-            fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, base, fmts, GUEST, vm, asid, glevel, pa, entry)
+            fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, GUEST, vm, asid, glevel, pa,
+                       entry)
         gpending = glevel
         gtable = frame_of(fmts, GUEST, entry, glevel)
         physical = not two_d

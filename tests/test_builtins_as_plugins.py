@@ -1,0 +1,112 @@
+"""The plugin contracts carry the builtins. Walk caches: psc, pwc and nested-tlb written
+again outside the core (tests/outside_walk_caches.py, one per point: start, entry, host)
+give the builtins' counters exactly, 1D and 2D, through invalidations; the start-point
+copies' kernels agree in both tiers and ``auto`` compiles them; a kind without kernels
+takes the reference tier, saying why. Walks: the radix walk written
+again as a walk plugin's kernel from walklib alone (tests/outside_radix_walk.py) gives
+the compiled loop's own walk's counters, 1D and 2D."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slatframe.engine import choose_engine
+from slatframe.testing import assert_engines_agree, build, run_trace, tiny_config
+from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, PROTECT, TRACE_DTYPE, UNMAP, WRITE
+
+OUTSIDE = str(Path(__file__).resolve().parent / "outside_walk_caches.py")
+OUTSIDE_WALK = str(Path(__file__).resolve().parent / "outside_radix_walk.py")
+TLB = {"levels": [{"name": "l1", "sets": 2, "ways": 2}]}
+
+
+def caches(prefix: str, slat: str) -> list[dict]:
+    """Small caches (so they evict) of each kind, named alike for either spelling."""
+    psc = f"{prefix}psc"
+    out = [{"type": psc, "level": lv, "ways": 2, "name": f"g{lv}"} for lv in (4, 2, 3)]
+    out.append({"type": psc, "level": 2, "sets": 3, "ways": 2, "name": "g2b"})
+    out.append({"type": f"{prefix}pwc", "sets": 2, "ways": 3, "levels": [2, 3], "name": "pwc"})
+    if slat not in ("native", "shadow"):  # (shadow walks 1D)
+        out.append({"type": psc, "level": 3, "ways": 2, "dimension": "host", "name": "h3"})
+        out.append({"type": f"{prefix}ntlb" if prefix else "nested-tlb", "ways": 4, "covers": "tables",
+                    "name": "nt"})
+        out.append({"type": f"{prefix}ntlb" if prefix else "nested-tlb", "sets": 2, "ways": 3, "name": "nt2"})
+    return out
+
+
+def config(walk_caches: list[dict], slat: str):
+    raw = tiny_config(experiment={"name": "contract", "plugins": [OUTSIDE]}, tlb=TLB, walk_caches=walk_caches,
+                      machine={"slat": slat, "host_memory": "16G"},
+                      vms=[{"name": "vm0", "memory": "4G"}])
+    return build(raw)
+
+
+def churn_trace(seed: int, n: int = 2500) -> np.ndarray:
+    """Zipf-popular pages over a dozen 2M regions in two address spaces, writes, and
+    unmaps, protects, INVLPGs, flushes and address-space switches among them."""
+    rng = np.random.default_rng(seed)
+    regions = [(int(a) << 39) | (int(b) << 30) | (int(c) << 21) for a, b, c in rng.integers(0, 3, (12, 3))]
+    pages = np.array([r + (int(p) << 12) for r in regions for p in rng.integers(0, 512, 16)], dtype=np.uint64)
+    trace = np.zeros(n, dtype=TRACE_DTYPE)
+    trace["vaddr"] = pages[rng.zipf(1.2, n) % len(pages)] + rng.integers(0, 4096, n).astype(np.uint64)
+    trace["op"][rng.random(n) < 0.3] = WRITE
+    trace["asid"] = rng.integers(0, 2, n)
+    events = rng.choice(n, 60, replace=False)
+    trace["op"][events] = rng.choice([UNMAP, PROTECT, INVLPG, FLUSH, CONTEXT_SWITCH], 60)
+    trace["vaddr"][events[trace["op"][events] == CONTEXT_SWITCH]] = 1
+    return trace
+
+
+@pytest.mark.parametrize("slat", ["native", "intel-ept", "shadow"])
+def test_the_builtin_kinds_written_outside_give_the_builtins_counts(slat):
+    trace = churn_trace(len(slat))
+    builtin, _ = run_trace(*config(caches("", slat), slat), trace)
+    outside, _ = run_trace(*config(caches("outside-", slat), slat), trace)
+    assert outside == builtin
+    used = [k for k in builtin if k.startswith("walk_cache.") and k.endswith(".hits")]
+    assert len(used) == len(caches("", slat)) and builtin["walk.refs"] > 0  # every cache hit at least once
+
+
+@pytest.mark.parametrize("slat,names", [
+    ("native", ("g4", "g2", "g3", "pwc")),
+    ("intel-ept", ("g2", "pwc", "h3", "nt2")),
+    ("amd-npt", ("g3", "pwc", "nt", "nt2")),
+])
+def test_the_copies_kernels_compile_and_agree_with_the_builtins(slat, names):
+    """Four caches (the most plugin kinds one compiled run holds) from every point."""
+    builtin = [c for c in caches("", slat) if c["name"] in names]
+    outside = [c for c in caches("outside-", slat) if c["name"] in names]
+    plugin_config, reg = config(outside, slat)
+    assert choose_engine(plugin_config, reg)[0] == "compiled"
+    trace = churn_trace(7 + len(slat))
+    counts = assert_engines_agree(plugin_config, reg, trace, chunk_size=293)
+    assert counts == assert_engines_agree(*config(builtin, slat), trace, chunk_size=293)
+    assert all(counts[f"walk_cache.{name}.hits"] > 0 for name in names)
+
+
+def test_a_plugin_kind_without_kernels_takes_the_reference_tier():
+    plugin_config, reg = config([{"type": "outside-ntlb-uncompiled", "name": "mine"}], "amd-npt")
+    tier, why = choose_engine(plugin_config, reg)
+    assert tier == "reference" and "walk cache 'mine'" in why and "'host' point" in why, why
+
+
+@pytest.mark.parametrize("slat,outside,options", [
+    ("native", "native-outside", {}),
+    ("intel-ept", "ept-outside", {}),
+    ("intel-ept", "ept-outside", {"ad_bits": False}),
+])
+def test_the_radix_walk_as_a_plugins_kernel_gives_the_loops_counts(slat, outside, options):
+    def made(scheme: str, guest_page: str):
+        raw = tiny_config(experiment={"name": "walk", "plugins": [OUTSIDE_WALK]}, tlb=TLB,
+                          machine={"slat": {"name": scheme, **options}, "host_memory": "16G"},
+                          vms=[{"name": "vm0", "memory": "4G", "guest_page_size": guest_page}])
+        return build(raw)
+
+    for guest_page in ("4K", "2M"):
+        trace = churn_trace(len(outside) + len(guest_page))
+        plugin_config, reg = made(outside, guest_page)
+        assert choose_engine(plugin_config, reg)[0] == "compiled"
+        counts = assert_engines_agree(plugin_config, reg, trace, chunk_size=307)
+        assert counts == assert_engines_agree(*made(slat, guest_page), trace, chunk_size=307)
+        assert counts["walks"] > 100 and counts.get("walk.ad_writes", 0) > 0
