@@ -73,3 +73,23 @@ def assert_engines_agree(config: Config, registry: Any, trace: np.ndarray, chunk
         raise AssertionError(f"record {i} ({trace[i]}): reference hPA {int(ref_hpa[i]):#x}, "
                              f"compiled {int(comp_hpa[i]):#x}")
     return ref
+
+
+def churn_trace(seed: int, n: int = 3000, pages_per_region: int = 20, events: int = 80) -> np.ndarray:
+    """A trace that exercises walk caches: Zipf-popular pages in a dozen 2M regions
+    spread over a few 1G and 512G regions, two address spaces, 30% writes, and
+    ``events`` unmaps, protects, INVLPGs, flushes and address-space switches among them."""
+    from .trace import CONTEXT_SWITCH, FLUSH, INVLPG, PROTECT, TRACE_DTYPE, UNMAP, WRITE
+
+    rng = np.random.default_rng(seed)
+    regions = [(int(a) << 39) | (int(b) << 30) | (int(c) << 21) for a, b, c in rng.integers(0, 3, (12, 3))]
+    pages = np.array([r + (int(p) << 12) for r in regions for p in rng.integers(0, 512, pages_per_region)],
+                     dtype=np.uint64)
+    trace = np.zeros(n, dtype=TRACE_DTYPE)
+    trace["vaddr"] = pages[rng.zipf(1.2, n) % len(pages)] + rng.integers(0, 4096, n).astype(np.uint64)
+    trace["op"][rng.random(n) < 0.3] = WRITE
+    trace["asid"] = rng.integers(0, 2, n)
+    at = rng.choice(n, events, replace=False)
+    trace["op"][at] = rng.choice([UNMAP, PROTECT, INVLPG, FLUSH, CONTEXT_SWITCH], events)
+    trace["vaddr"][at[trace["op"][at] == CONTEXT_SWITCH]] = 1
+    return trace

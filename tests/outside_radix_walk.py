@@ -1,7 +1,8 @@
 """The builtin radix walk written again as an outside walk plugin with kernels, to show the
 walk contract expresses it and to give the compiled loop's own walk an independent route:
 walk ``outside-radix`` (the reference :class:`slatframe.walker.Walker`'s logic, and a
-kernel built from :mod:`slatframe.engine.walklib` alone), and SLAT schemes
+kernel built from :mod:`slatframe.engine.walklib`'s walk without walk caches,
+``guest_levels`` and ``translated``, which the loop does not use), and SLAT schemes
 ``native-outside`` and ``ept-outside`` that are ``native`` and ``intel-ept`` walked by it."""
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from numba import njit
 
 from slatframe import hookimpl
 from slatframe.engine import walklib
-from slatframe.engine.walklib import F_DIRTY, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, O_AD_WRITES, O_REFS_GUEST
+from slatframe.engine.walklib import F_LEVELS
 from slatframe.errors import ConfigError
 from slatframe.records import SlatSchemeRecord, WalkKernels, WalkRecord
-from slatframe.walker import GUEST_NOT_PRESENT, GUEST_PROTECTION, NO_ROOT, Walker
+from slatframe.walker import NO_ROOT, Walker
 from slatframe_plugins.native import NativeTranslator
 from slatframe_plugins.nested import NestedOptions, NestedTranslator
 
@@ -55,50 +56,12 @@ def walk_kernel(slot_of, words, state, dcfg, dctl, dtag, dage, cnt, vm, asid, va
         return
     write = op == 1
     two_d, host_ad, dirties, host_root = state[P, 0] != 0, state[P, 1] != 0, state[P, 2] != 0, state[row, 0]
-    level = state[G, F_LEVELS]
-    while True:
-        pa = walklib.entry_pa(state, G, table, va, level)
-        if two_d:  # the entry's gPA through the second level
-            gaddr = pa
-            kind, pa, _, _, _ = walklib.host_translation(slot_of, words, state, H, host_root, gaddr, False, True,
-                                                         host_ad, dirties, dcfg, dctl, dtag, dage, cnt, out)
-            if kind != 0:
-                walklib.fault(out, kind, gaddr)
-                return
-        entry = walklib.walk_read(slot_of, words, state, G, pa, dcfg, dctl, dtag, dage, cnt, out, O_REFS_GUEST)
-        if (entry & state[G, F_PRESENT]) == 0:
-            walklib.fault(out, GUEST_NOT_PRESENT, va)
-            return
-        entry, leaf, protection, wrote = walklib.entry_step(slot_of, words, state, G, pa, entry, level, True,
-                                                            write, write)
-        if wrote:
-            out[O_AD_WRITES] += 1
-        if leaf:
-            if protection:
-                walklib.fault(out, GUEST_PROTECTION, va)
-                return
-            break
-        table = walklib.frame_of(state, G, entry, level)
-        level -= 1
-    shift = state[G, F_SHIFT + level]
-    address = walklib.frame_of(state, G, entry, level) | (va & ((1 << shift) - 1))
-    writable = 1 if (entry & state[G, F_WRITE]) != 0 else 0
-    dirty = 1 if state[G, F_DIRTY] == 0 or (entry & state[G, F_DIRTY]) != 0 else 0
-    if two_d:  # the data's gPA through the second level last
-        kind, hpa, hshift, host_writable, host_dirty = walklib.host_translation(
-            slot_of, words, state, H, host_root, address, write, False, host_ad, dirties, dcfg, dctl, dtag, dage,
-            cnt, out)
-        if kind != 0:
-            walklib.fault(out, kind, address)
-            return
-        address, writable, dirty = hpa, writable & host_writable, dirty & host_dirty
-        if hshift < shift:
-            out[walklib.O_SPLINTERED] = 1
-            shift = hshift
-    out[walklib.O_PAGE] = address & ~((1 << shift) - 1)
-    out[walklib.O_SHIFT] = shift
-    out[walklib.O_WRITABLE] = writable
-    out[walklib.O_DIRTY] = dirty
+    found, entry, level = walklib.guest_levels(slot_of, words, state, G, H, two_d, host_root, table, va,
+                                               state[G, F_LEVELS], write, host_ad, dirties, dcfg, dctl, dtag, dage,
+                                               cnt, out)
+    if found:
+        walklib.translated(slot_of, words, state, G, H, two_d, host_root, entry, level, va, write, host_ad, dirties,
+                           dcfg, dctl, dtag, dage, cnt, out)
 
 
 def walked_by_outside(translator):

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from slatframe.engine import choose_engine
-from slatframe.testing import assert_engines_agree, build, run_trace, tiny_config
-from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, PROTECT, TRACE_DTYPE, UNMAP, WRITE
+from slatframe.testing import assert_engines_agree, build, churn_trace, run_trace, tiny_config
 
 OUTSIDE = str(Path(__file__).resolve().parent / "outside_walk_caches.py")
 OUTSIDE_WALK = str(Path(__file__).resolve().parent / "outside_radix_walk.py")
@@ -40,22 +38,6 @@ def config(walk_caches: list[dict], slat: str):
                       machine={"slat": slat, "host_memory": "16G"},
                       vms=[{"name": "vm0", "memory": "4G"}])
     return build(raw)
-
-
-def churn_trace(seed: int, n: int = 2500) -> np.ndarray:
-    """Zipf-popular pages over a dozen 2M regions in two address spaces, writes, and
-    unmaps, protects, INVLPGs, flushes and address-space switches among them."""
-    rng = np.random.default_rng(seed)
-    regions = [(int(a) << 39) | (int(b) << 30) | (int(c) << 21) for a, b, c in rng.integers(0, 3, (12, 3))]
-    pages = np.array([r + (int(p) << 12) for r in regions for p in rng.integers(0, 512, 16)], dtype=np.uint64)
-    trace = np.zeros(n, dtype=TRACE_DTYPE)
-    trace["vaddr"] = pages[rng.zipf(1.2, n) % len(pages)] + rng.integers(0, 4096, n).astype(np.uint64)
-    trace["op"][rng.random(n) < 0.3] = WRITE
-    trace["asid"] = rng.integers(0, 2, n)
-    events = rng.choice(n, 60, replace=False)
-    trace["op"][events] = rng.choice([UNMAP, PROTECT, INVLPG, FLUSH, CONTEXT_SWITCH], 60)
-    trace["vaddr"][events[trace["op"][events] == CONTEXT_SWITCH]] = 1
-    return trace
 
 
 @pytest.mark.parametrize("slat", ["native", "intel-ept", "shadow"])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from slatframe.engine import choose_engine
-from slatframe.testing import assert_engines_agree, build, run_trace, tiny_config
-from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, MAP, PROTECT, TRACE_DTYPE, UNMAP, WRITE, make_trace
+from slatframe.testing import assert_engines_agree, build, churn_trace, run_trace, tiny_config
+from slatframe.trace import MAP, make_trace
 
 PLUGIN = str(Path(__file__).resolve().parents[1] / "examples" / "plugins" / "path_cache.py")
 ONE_ENTRY = {"levels": [{"name": "l1", "sets": 1, "ways": 1}]}
@@ -52,20 +52,6 @@ def test_references_per_walk_by_hand(entries, regions, refs_after_first):
     assert counts["walk_cache.tpc.hits"] == n - 1 and counts["walk_cache.tpc.misses"] == 1
 
 
-def mixed_trace(seed: int, n: int = 3000) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    regions = [(int(a) << 39) | (int(b) << 30) | (int(c) << 21) for a, b, c in rng.integers(0, 3, (12, 3))]
-    pages = np.array([r + (int(p) << 12) for r in regions for p in rng.integers(0, 512, 20)], dtype=np.uint64)
-    trace = np.zeros(n, dtype=TRACE_DTYPE)
-    trace["vaddr"] = pages[rng.zipf(1.2, n) % len(pages)] + rng.integers(0, 4096, n).astype(np.uint64)
-    trace["op"][rng.random(n) < 0.3] = WRITE
-    trace["asid"] = rng.integers(0, 2, n)
-    events = rng.choice(n, 80, replace=False)
-    trace["op"][events] = rng.choice([UNMAP, PROTECT, INVLPG, FLUSH, CONTEXT_SWITCH], 80)
-    trace["vaddr"][events[trace["op"][events] == CONTEXT_SWITCH]] = 1
-    return trace
-
-
 PSC2 = {"type": "psc", "level": 2, "ways": 2}
 
 
@@ -80,7 +66,7 @@ def test_both_tiers_agree_and_auto_compiles(entries, slat, dimension, extra):
     config, reg = tpc_config(entries, slat, dimension, extra,
                              tlb={"levels": [{"name": "l1", "sets": 2, "ways": 2}]})
     assert choose_engine(config, reg)[0] == "compiled"
-    counts = assert_engines_agree(config, reg, mixed_trace(entries * 7 + len(extra)), chunk_size=389)
+    counts = assert_engines_agree(config, reg, churn_trace(entries * 7 + len(extra)), chunk_size=389)
     assert counts["walk_cache.tpc.hits"] > 0 and counts["walk_cache.tpc.misses"] > 0
 
 

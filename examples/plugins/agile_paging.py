@@ -33,8 +33,8 @@ guest's accessed flags in the shadowed levels (hardware sets them in the nested 
 
 Both engine tiers run the walk: :class:`AgileWalker` is the reference, built from the
 radix walk's counted pieces, and :func:`walk_kernel` the same walk in numba
-(``WalkKernels``), built from :mod:`slatframe.engine.walklib`'s (``walk_read``,
-``entry_step``, ``host_translation``).
+(``WalkKernels``), built from :mod:`slatframe.engine.walklib`'s (``walk_read`` for
+the shadow levels, ``guest_levels`` and ``translated`` for the nested rest).
 """
 from __future__ import annotations
 
@@ -47,11 +47,10 @@ from slatframe.errors import ConfigError
 from slatframe.guest import TABLE_SIZE
 from slatframe.options import option
 from slatframe.engine import walklib
-from slatframe.engine.walklib import (F_DIRTY, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, O_AD_WRITES, O_DIRTY,
-                                      O_PAGE, O_REFS_GUEST, O_SHIFT, O_SPLINTERED, O_WRITABLE)
+from slatframe.engine.walklib import F_LEVELS, F_PRESENT, O_REFS_GUEST
 from slatframe.records import SlatSchemeRecord, WalkKernels, WalkRecord
 from slatframe.trace import CONTEXT_SWITCH, FLUSH, WRITE
-from slatframe.walker import GUEST, GUEST_NOT_PRESENT, GUEST_PROTECTION, NO_ROOT, Fault, HardwareView, Walker
+from slatframe.walker import GUEST, NO_ROOT, Fault, HardwareView, Walker
 from slatframe_plugins.nested import NestedOptions, NestedTranslator
 
 #: An available bit of x86-64 entries (bits 52-58 are ignored by hardware): this shadow
@@ -140,44 +139,11 @@ def walk_kernel(slot_of, words, state, dcfg, dctl, dtag, dage, cnt, vm, asid, va
         if (entry & SWITCH) != 0 or level == last_shadow:
             break
         level -= 1
-    level -= 1
-    while True:  # the nested levels: the guest's tables, each entry's gPA through the second level
-        gaddr = walklib.entry_pa(state, G, table, va, level)
-        kind, pa, _, _, _ = walklib.host_translation(slot_of, words, state, H, host_root, gaddr, False, True,
-                                                     host_ad, dirties, dcfg, dctl, dtag, dage, cnt, out)
-        if kind != 0:
-            walklib.fault(out, kind, gaddr)
-            return
-        entry = walklib.walk_read(slot_of, words, state, G, pa, dcfg, dctl, dtag, dage, cnt, out, O_REFS_GUEST)
-        if (entry & state[G, F_PRESENT]) == 0:
-            walklib.fault(out, GUEST_NOT_PRESENT, va)
-            return
-        entry, leaf, protection, wrote = walklib.entry_step(slot_of, words, state, G, pa, entry, level, True,
-                                                            write, write)
-        if wrote:
-            out[O_AD_WRITES] += 1
-        if leaf:
-            if protection:
-                walklib.fault(out, GUEST_PROTECTION, va)
-                return
-            break
-        table = walklib.frame_of(state, G, entry, level)
-        level -= 1
-    gshift = state[G, F_SHIFT + level]  # the data's gPA, through the second level last
-    gpa = walklib.frame_of(state, G, entry, level) | (va & ((1 << gshift) - 1))
-    kind, hpa, hshift, host_writable, host_dirty = walklib.host_translation(
-        slot_of, words, state, H, host_root, gpa, write, False, host_ad, dirties, dcfg, dctl, dtag, dage, cnt, out)
-    if kind != 0:
-        walklib.fault(out, kind, gpa)
-        return
-    shift = gshift
-    if hshift < gshift:
-        out[O_SPLINTERED] = 1
-        shift = hshift
-    out[O_PAGE] = hpa & ~((1 << shift) - 1)
-    out[O_SHIFT] = shift
-    out[O_WRITABLE] = (1 if (entry & state[G, F_WRITE]) != 0 else 0) & host_writable
-    out[O_DIRTY] = (1 if state[G, F_DIRTY] == 0 or (entry & state[G, F_DIRTY]) != 0 else 0) & host_dirty
+    found, entry, level = walklib.guest_levels(slot_of, words, state, G, H, True, host_root, table, va, level - 1,
+                                               write, host_ad, dirties, dcfg, dctl, dtag, dage, cnt, out)
+    if found:  # the nested levels found the leaf: the data's gPA through the second level last
+        walklib.translated(slot_of, words, state, G, H, True, host_root, entry, level, va, write, host_ad, dirties,
+                           dcfg, dctl, dtag, dage, cnt, out)
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from ..walker import HOST_NOT_PRESENT, HOST_PROTECTION
+from ..walker import GUEST_NOT_PRESENT, GUEST_PROTECTION, HOST_NOT_PRESENT, HOST_PROTECTION
 
 # fmts columns
 F_LEVELS = 0
@@ -237,6 +237,65 @@ def host_translation(slot_of, words, fmts, f, root, gpa, write, table_access, ho
     writable = 1 if (entry & fmts[f, F_WRITE]) != 0 else 0
     dirty = 1 if not host_ad or fmts[f, F_DIRTY] == 0 or (entry & fmts[f, F_DIRTY]) != 0 else 0
     return 0, hpa, shift, writable, dirty
+
+
+@njit(cache=True, _nrt=False)
+def guest_levels(slot_of, words, fmts, g, h, two_d, host_root, table, va, level, write, host_ad, dirties, dcfg,
+                 dctl, dtag, dage, cnt, out):
+    """The first dimension of a radix walk without walk caches, from ``table`` at
+    ``level`` down (``Walker.walk_dimension``): in a 2D walk (``two_d``) each entry's gPA
+    goes through format row h's second level from ``host_root`` first. Returns (True,
+    leaf entry, its level), or (False, 0, 0) with the fault reported in ``out``."""
+    while True:
+        pa = entry_pa(fmts, g, table, va, level)
+        if two_d:
+            gaddr = pa
+            kind, pa, _, _, _ = host_translation(slot_of, words, fmts, h, host_root, gaddr, False, True, host_ad,
+                                                 dirties, dcfg, dctl, dtag, dage, cnt, out)
+            if kind != 0:
+                fault(out, kind, gaddr)
+                return False, 0, 0
+        entry = walk_read(slot_of, words, fmts, g, pa, dcfg, dctl, dtag, dage, cnt, out, O_REFS_GUEST)
+        if (entry & fmts[g, F_PRESENT]) == 0:
+            fault(out, GUEST_NOT_PRESENT, va)
+            return False, 0, 0
+        entry, leaf, protection, wrote = entry_step(slot_of, words, fmts, g, pa, entry, level, True, write, write)
+        if wrote:
+            out[O_AD_WRITES] += 1
+        if leaf:
+            if protection:
+                fault(out, GUEST_PROTECTION, va)
+                return False, 0, 0
+            return True, entry, level
+        table = frame_of(fmts, g, entry, level)
+        level -= 1
+
+
+@njit(cache=True, _nrt=False)
+def translated(slot_of, words, fmts, g, h, two_d, host_root, entry, level, va, write, host_ad, dirties, dcfg, dctl,
+               dtag, dage, cnt, out):
+    """Report in ``out`` the translation that format row g's leaf ``entry`` at ``level``
+    gives ``va`` (``Walker.complete``): in a 2D walk the data's gPA goes through the
+    second level last, and a fault there is reported instead."""
+    shift = fmts[g, F_SHIFT + level]
+    address = frame_of(fmts, g, entry, level) | (va & ((1 << shift) - 1))
+    writable = 1 if (entry & fmts[g, F_WRITE]) != 0 else 0
+    dirty = 1 if fmts[g, F_DIRTY] == 0 or (entry & fmts[g, F_DIRTY]) != 0 else 0
+    if two_d:
+        kind, hpa, hshift, host_writable, host_dirty = host_translation(
+            slot_of, words, fmts, h, host_root, address, write, False, host_ad, dirties, dcfg, dctl, dtag, dage,
+            cnt, out)
+        if kind != 0:
+            fault(out, kind, address)
+            return
+        address, writable, dirty = hpa, writable & host_writable, dirty & host_dirty
+        if hshift < shift:
+            out[O_SPLINTERED] = 1
+            shift = hshift
+    out[O_PAGE] = address & ~((1 << shift) - 1)
+    out[O_SHIFT] = shift
+    out[O_WRITABLE] = writable
+    out[O_DIRTY] = dirty
 
 
 @njit(cache=True, inline="always", _nrt=False)
