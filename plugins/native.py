@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from slatframe import hookimpl
 from slatframe.contents import image_pages
-from slatframe.guest import GuestOs, guest_control
+from slatframe.guest import DROPS_ROOT, GuestOs, guest_control
 from slatframe.machine import Invalidation, MachineContext
 from slatframe.paging import PAGE_SHIFT
 from slatframe.records import SlatSchemeRecord
-from slatframe.walker import GUEST_PROTECTION, NO_ROOT, Fault, HardwareView, RootTable
+from slatframe.trace import WRITE
+from slatframe.walker import NO_ROOT, Fault, HardwareView, RootTable
 
 
 class NativeTranslator:
@@ -16,30 +17,33 @@ class NativeTranslator:
     kernel's own allocations come after it. Contents play no part without a hypervisor.
 
     A walk that meets a non-present entry, or a write that meets a read-only leaf, is a
-    page fault: the kernel maps the page (or makes it writable again) and the walk restarts.
+    page fault: the kernel maps the page, breaks a copy-on-write or makes it writable
+    again (:meth:`slatframe.guest.GuestOs.fault`), and the walk restarts.
     """
+
+    process_events = True  #: handles fork, exec, exit and map_shared (slatframe.guest.GuestOs)
 
     def __init__(self, ctx: MachineContext) -> None:
         self.counters = ctx.counters
         for i, vm in enumerate(ctx.vms):  # an OS's image is resident; its kernel allocates elsewhere
             ctx.host.reserve(image_pages(vm.image, vm.memory, f"vms[{i}].image") << PAGE_SHIFT)
-        self.kernels = [GuestOs(ctx.guest_format, vm.guest_page_size, ctx.host) for vm in ctx.vms]
+        self.kernels = [GuestOs(ctx.guest_format, vm.guest_page_size, ctx.host, ctx.counters) for vm in ctx.vms]
         self.hw = HardwareView(ctx.guest_format, RootTable(len(ctx.vms)))
 
     def handle_fault(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:
         kernel = self.kernels[vm]
         if fault.kind == NO_ROOT:
             self.hw.guest_roots.set(vm, asid, kernel.root(asid))
-        elif fault.kind == GUEST_PROTECTION:
-            self.counters.add("faults.guest")
-            kernel.protect(asid, va, writable=True)
         else:
             self.counters.add("faults.guest")
-            kernel.map(asid, va)
+            kernel.fault(asid, va, op == WRITE)
         return []
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
-        return guest_control(self.kernels[vm], vm, asid, op, arg)[1]
+        invalidations = guest_control(self.kernels[vm], vm, asid, op, arg)[1]
+        if op in DROPS_ROOT:  # the next access loads the new root (exec) or starts afresh (exit)
+            self.hw.guest_roots.set(vm, asid, -1)
+        return invalidations
 
 
 @hookimpl

@@ -19,10 +19,11 @@ import numpy as np
 from slatframe import hookimpl
 from slatframe.backing import RadixBacking, back_image
 from slatframe.errors import SimulationError
-from slatframe.guest import GuestOs, VmPhysical, guest_control
+from slatframe.guest import DROPS_ROOT, GuestOs, VmPhysical, guest_control
 from slatframe.machine import Invalidation, MachineContext
 from slatframe.options import option
 from slatframe.records import SlatSchemeRecord
+from slatframe.trace import WRITE
 from slatframe.walker import (GUEST_NOT_PRESENT, GUEST_PROTECTION, HOST_NOT_PRESENT, NO_ROOT, Fault,
                               HardwareView, RootTable)
 
@@ -37,7 +38,10 @@ class NestedOptions:
 
 
 class NestedTranslator:
-    """Per VM: a guest kernel in guest-physical memory and the second-level tables."""
+    """Per VM: a guest kernel in guest-physical memory and the second-level tables. The
+    guest's page-table stores are ordinary guest memory writes (no exit)."""
+
+    process_events = True  #: handles fork, exec, exit and map_shared (slatframe.guest.GuestOs)
 
     def __init__(self, options: NestedOptions, ctx: MachineContext, exit_reason: str) -> None:
         self.counters = ctx.counters
@@ -53,7 +57,7 @@ class NestedTranslator:
                               on_write=lambda gpa, i=i: self._kernel_store(i, gpa),
                               start=back_image(backing, vm, i))
             self.backings.append(backing)
-            self.kernels.append(GuestOs(ctx.guest_format, vm.guest_page_size, phys))
+            self.kernels.append(GuestOs(ctx.guest_format, vm.guest_page_size, phys, ctx.counters))
         self.hw = HardwareView(ctx.guest_format, RootTable(len(ctx.vms)), ctx.host_format,
                                np.array([b.root for b in self.backings], dtype=np.int64),
                                options.ad_bits, options.ad_bits and options.table_access_dirties)
@@ -73,10 +77,7 @@ class NestedTranslator:
             self.hw.guest_roots.set(vm, asid, kernel.root(asid))
         elif fault.kind in (GUEST_NOT_PRESENT, GUEST_PROTECTION):
             self.counters.add("faults.guest")
-            if fault.kind == GUEST_PROTECTION:
-                kernel.protect(asid, va, writable=True)
-            else:
-                kernel.map(asid, va)
+            kernel.fault(asid, va, op == WRITE)
         elif fault.kind == HOST_NOT_PRESENT:
             self.backings[vm].fault(fault.address)
         elif self.dedup is not None:  # a write to a merged page: copy-on-write
@@ -89,6 +90,8 @@ class NestedTranslator:
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
         invalidations = guest_control(self.kernels[vm], vm, asid, op, arg)[1]
+        if op in DROPS_ROOT:  # the next access loads the new root (exec) or starts afresh (exit)
+            self.hw.guest_roots.set(vm, asid, -1)
         return invalidations + (self.dedup.take_pending() if self.dedup else [])
 
 

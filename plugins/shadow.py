@@ -15,6 +15,10 @@ way KVM's shadow MMU does:
 - a context switch (MOV to CR3) exits (``cr3_write``); shadow roots are kept per asid.
 - an unmap or protect writes a guest entry (``pt_write``, which zaps the shadow entry)
   and is followed by the guest's INVLPG (``invlpg``); a full flush reloads CR3.
+- process lifecycle (:class:`slatframe.guest.GuestOs`): every store a fork, exec or exit
+  makes to the guest's tables traps (``pt_write``; the write-protect of each private
+  parent leaf zaps its shadow), and the TLB flush that follows each is a CR3 load
+  (``cr3_write``); exec and exit drop the process's shadow root.
 
 Deduplication: a shadow leaf maps a merged page read-only, so a write to it exits
 (``page_fault``) and the hypervisor breaks the copy-on-write before filling a writable
@@ -31,11 +35,11 @@ from __future__ import annotations
 
 from slatframe import hookimpl
 from slatframe.backing import DictBacking, back_image
-from slatframe.guest import GuestOs, VmPhysical, guest_control
+from slatframe.guest import DROPS_ROOT, GuestOs, VmPhysical, guest_control
 from slatframe.machine import Invalidation, MachineContext
 from slatframe.paging import PAGE_SHIFT, map_page, split_leaf, walk
 from slatframe.records import SlatSchemeRecord
-from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, PROTECT, UNMAP, WRITE
+from slatframe.trace import CONTEXT_SWITCH, FLUSH, FORK, INVLPG, PROTECT, UNMAP, WRITE
 from slatframe.walker import NO_ROOT, Fault, HardwareView, RootTable
 
 TABLE_SIZE = SMALL = 1 << PAGE_SHIFT
@@ -43,6 +47,8 @@ TABLE_SIZE = SMALL = 1 << PAGE_SHIFT
 
 class ShadowTranslator:
     """Per VM: a guest kernel, the hypervisor's gPA backing, and shadow roots per asid."""
+
+    process_events = True  #: handles fork, exec, exit and map_shared (slatframe.guest.GuestOs)
 
     def __init__(self, ctx: MachineContext) -> None:
         self.fmt = ctx.guest_format
@@ -57,7 +63,9 @@ class ShadowTranslator:
         self.kernels = [GuestOs(self.fmt, vm.guest_page_size,
                                 VmPhysical(vm.memory, vm.name, b.backing, ctx.host.read, ctx.host.write,
                                            on_write=lambda gpa, i=i: self._kernel_store(i, gpa),
-                                           start=back_image(b, vm, i)))
+                                           start=back_image(b, vm, i)),
+                                ctx.counters, on_store=lambda asid, va, address, cause, i=i:
+                                self._guest_store(i, asid, va, cause))
                         for i, (vm, b) in enumerate(zip(ctx.vms, self.backings))]
         self.hw = HardwareView(self.fmt, RootTable(len(ctx.vms)))  # hardware walks the shadows
         # per VM: (leaf size, gPA base) -> shadow leaves filled from it: (root, va base, hPA base)
@@ -92,9 +100,8 @@ class ShadowTranslator:
         fmt, kernel = self.fmt, self.kernels[vm]
         guest = kernel.lookup(asid, va)
         if not guest.present or (write and not fmt.is_writable(guest.entry)):
-            self.counters.add("faults.guest")  # injected: the guest kernel handles it
-            written = kernel.protect(asid, va, writable=True) if guest.present else kernel.map(asid, va)
-            self._trap_writes(vm, asid, va, written)
+            self.counters.add("faults.guest")  # injected: the guest kernel handles it (its stores trap)
+            kernel.fault(asid, va, write)
             return []
         # hidden fault: the guest maps it; set the guest's A/D flags and fill the shadow
         guest = walk(fmt, kernel.root(asid), va, kernel.phys, accessed=True, dirty=write)
@@ -165,21 +172,24 @@ class ShadowTranslator:
             span = self.fmt.page_size(step.level)
             addr = (addr & ~(span - 1)) + span
 
-    def _trap_writes(self, vm: int, asid: int, va: int, written: list[int]) -> None:
-        """Each guest page-table write traps; a write to the leaf of ``va`` zaps its shadow."""
-        for _ in written:
-            self.counters.vm_exit("pt_write")
-        if written:
-            self._zap(self._root(vm, asid), va, self.kernels[vm].page_size)
+    def _guest_store(self, vm: int, asid: int, va: int, cause: str) -> None:
+        """A guest page-table store traps (the tables are write-protected) and is
+        emulated; a store on ``va``'s path zaps ``va``'s shadow leaf. (An exec's or exit's
+        stores need no zap: the whole shadow root goes with them.)"""
+        self.counters.vm_exit("pt_write")
+        root = self.hw.guest_roots.get(vm, asid)
+        if root >= 0 and cause not in ("exec", "exit"):
+            self._zap(root, va, self.kernels[vm].page_size)
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
-        written, invalidations = guest_control(self.kernels[vm], vm, asid, op, arg)
-        self._trap_writes(vm, asid, arg, written)
-        if op == CONTEXT_SWITCH or op == FLUSH:
+        invalidations = guest_control(self.kernels[vm], vm, asid, op, arg)[1]
+        if op in (CONTEXT_SWITCH, FLUSH, FORK) or op in DROPS_ROOT:  # a CR3 load (a fork, exec, exit's TLB flush)
             self.counters.vm_exit("cr3_write")
         elif op in (UNMAP, PROTECT, INVLPG):
             self.counters.vm_exit("invlpg")
             self._zap(self._root(vm, asid), arg, self.kernels[vm].page_size)
+        if op in DROPS_ROOT:  # the process's shadow tables are dropped (never reclaimed: see the module)
+            self.hw.guest_roots.set(vm, asid, -1)
         return invalidations + self._pending()
 
 

@@ -7,11 +7,11 @@ a VM's guest-physical space (:class:`VmPhysical`), whose words live in host fram
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from .errors import SimulationError
 from .paging import PAGE_SHIFT, PageTableFormat, WalkStep, map_page, walk
-from .trace import FLUSH, INVLPG, MAP, PROTECT, UNMAP
+from .trace import EXEC, EXIT, FLUSH, FORK, INVLPG, MAP, MAP_SHARED, PROTECT, UNMAP
 from .translation import Invalidation
 from .units import format_size
 
@@ -62,62 +62,219 @@ class VmPhysical:
         self._host_write(self._backing(addr), value)
 
 
-class GuestOs:
-    """Page tables of one (guest) kernel: a root per asid, demand paging of ``page_size`` pages."""
+#: Why the guest kernel stored a page-table entry (``guest.pt_writes.<cause>``).
+CAUSES = ("fault", "map", "unmap", "protect", "fork", "exec", "exit")
 
-    def __init__(self, fmt: PageTableFormat, page_size: int, phys: Physical) -> None:
+
+class GuestOs:
+    """Page tables of one (guest) kernel: a root per asid (process), demand paging of
+    ``page_size`` pages, and the process lifecycle of Linux's mm (fork, exec, exit).
+
+    - fork (``dup_mmap``/``copy_page_range``): the child gets tables of its own with a
+      copy of every parent leaf; a private page becomes copy-on-write, write-protected in
+      both (a store to the parent's leaf, one to the child's), a shared page stays shared
+      and writable. The parent's TLB entries are then flushed (``flush_tlb_mm``).
+    - a write to a copy-on-write page (``do_wp_page``) is a guest page fault
+      (``faults.guest.cow``): the last mapping of a page reuses it (made writable again),
+      any other copies it to a new page (``guest.cow_copies``); one leaf store either way.
+    - exec and exit (``exit_mmap``): every leaf is cleared, then every table below the
+      root is freed, clearing the entry that pointed at it; exec then starts an empty
+      address space. Pages whose last mapping goes, and the tables, are freed and reused.
+    - map_shared: the VM's one page for that address (a shared library's or a file's),
+      the same guest-physical page in every process that maps it; never freed.
+
+    Every entry store is counted as ``guest.pt_writes`` and ``guest.pt_writes.<cause>``
+    (``counters``, optional) and reported to ``on_store(asid, va, address, cause)``,
+    through which a shadowing hypervisor traps it.
+    """
+
+    def __init__(self, fmt: PageTableFormat, page_size: int, phys: Physical, counters: Any = None,
+                 on_store: Callable[[int, int, int, str], None] | None = None) -> None:
         self.fmt = fmt
         self.page_size = page_size
         self.phys = phys
+        self.counters = counters
+        self.on_store = on_store
         self.roots: dict[int, int] = {}
         self.shift = page_size.bit_length() - 1
-        self.leaves: dict[tuple[int, int], int] = {}  # (asid, page number) -> leaf entry address
+        self.spaces: dict[int, dict[int, int]] = {}  # asid -> {page number: leaf entry address}
+        # asid -> tables below the root: (address, bytes, the entry pointing at it)
+        self.tables: dict[int, list[tuple[int, int, int]]] = {}
+        self.mappings: dict[int, int] = {}  # a private page mapped more than once (COW) -> its mappings
+        self.cow: set[tuple[int, int]] = set()  # (asid, page number) mapped copy-on-write
+        self.shared: dict[int, int] = {}  # page number -> the VM's shared page (map_shared)
+        self.free: dict[int, list[int]] = {}  # bytes -> freed pages and tables, reused first
 
+    # -- memory ------------------------------------------------------------------------
+    def alloc(self, size: int) -> int:
+        """A page or table of ``size`` bytes: a freed one, else fresh from physical memory."""
+        pool = self.free.get(size)
+        return pool.pop() if pool else self.phys.alloc(size)
+
+    def _release(self, address: int, size: int) -> None:
+        self.free.setdefault(size, []).append(address)
+
+    def _stored(self, asid: int, va: int, addresses: list[int], cause: str) -> list[int]:
+        if addresses:
+            if self.counters is not None:
+                self.counters.add("guest.pt_writes", len(addresses))
+                self.counters.add(f"guest.pt_writes.{cause}", len(addresses))
+            if self.on_store is not None:
+                for address in addresses:
+                    self.on_store(asid, va, address, cause)
+        return addresses
+
+    def _store(self, asid: int, va: int, address: int, entry: int, cause: str) -> list[int]:
+        self.fmt.store(self.phys, address, entry)
+        return self._stored(asid, va, [address], cause)
+
+    # -- address spaces --------------------------------------------------------------------
     def root(self, asid: int) -> int:
         """Physical address of the root table of ``asid`` (created on first use)."""
         root = self.roots.get(asid)
         if root is None:
-            root = self.roots[asid] = self.phys.alloc(self.fmt.table_alloc(self.fmt.levels))
+            root = self.roots[asid] = self.alloc(self.fmt.table_alloc(self.fmt.levels))
+            self.spaces[asid], self.tables[asid] = {}, []
         return root
 
     def lookup(self, asid: int, va: int) -> WalkStep:
         """A software walk of the kernel's own tables (not a hardware reference)."""
         return walk(self.fmt, self.root(asid), va, self.phys)
 
-    def map(self, asid: int, va: int, writable: bool = True) -> list[int]:
+    def _map(self, asid: int, va: int, page: int, writable: bool, cause: str) -> list[int]:
+        tables: list[tuple[int, int]] = []
+
+        def new_table(size: int) -> int:
+            tables.append((self.alloc(size), size))
+            return tables[-1][0]
+
+        root = self.root(asid)
+        written = map_page(self.fmt, root, va & ~(self.page_size - 1), page, self.page_size, self.phys, new_table,
+                           writable)
+        self.tables[asid].extend((table, size, entry) for (table, size), entry in zip(tables, written))
+        self.spaces[asid][va >> self.shift] = written[-1]
+        return self._stored(asid, va, written, cause)
+
+    def map(self, asid: int, va: int, writable: bool = True, cause: str = "map") -> list[int]:
         """Map a fresh page at ``va`` unless mapped; returns the entry addresses written.
         (The kernel remembers its leaves, as Linux finds them through its VMAs, so its own
         bookkeeping needs no walk.)"""
-        key = (asid, va >> self.shift)
-        if key in self.leaves:
+        if va >> self.shift in self.spaces.get(asid, {}):
             return []
-        base = va & ~(self.page_size - 1)
-        page = self.phys.alloc(self.page_size)
-        written = map_page(self.fmt, self.root(asid), base, page, self.page_size, self.phys,
-                           self.phys.alloc, writable)
-        self.leaves[key] = written[-1]
-        return written
+        return self._map(asid, va, self.alloc(self.page_size), writable, cause)
+
+    def map_shared(self, asid: int, va: int) -> list[int]:
+        """Map the VM's shared page for ``va`` (allocated on its first mapping)."""
+        number = va >> self.shift
+        if number in self.spaces.get(asid, {}):
+            return []
+        page = self.shared.get(number)
+        if page is None:
+            page = self.shared[number] = self.alloc(self.page_size)
+        return self._map(asid, va, page, True, "map")
+
+    def _forget(self, asid: int, number: int) -> None:
+        """Drop one mapping of the private page at ``number`` of ``asid``; free the page
+        with its last mapping."""
+        self.cow.discard((asid, number))
+        address = self.spaces[asid].pop(number)
+        page = self.fmt.frame(self.fmt.load(self.phys, address), self.fmt.level_of_size(self.page_size))
+        if self.shared.get(number) == page:
+            return
+        left = self.mappings.pop(page, 1) - 1
+        if left > 1:
+            self.mappings[page] = left
+        elif left == 0:
+            self._release(page, self.page_size)
 
     def unmap(self, asid: int, va: int) -> list[int]:
         """Clear the leaf mapping ``va``; returns the entry addresses written."""
-        address = self.leaves.pop((asid, va >> self.shift), None)
+        number = va >> self.shift
+        address = self.spaces.get(asid, {}).get(number)
         if address is None:
             return []
-        self.fmt.store(self.phys, address, 0)
-        return [address]
+        self._forget(asid, number)
+        return self._store(asid, va, address, 0, "unmap")
 
-    def protect(self, asid: int, va: int, writable: bool = False) -> list[int]:
+    def protect(self, asid: int, va: int, writable: bool = False, cause: str = "protect") -> list[int]:
         """Make the leaf mapping ``va`` read-only (or writable again); returns the entry
         addresses written."""
-        address = self.leaves.get((asid, va >> self.shift))
+        address = self.spaces.get(asid, {}).get(va >> self.shift)
         if address is None:
             return []
         entry = self.fmt.load(self.phys, address)
         if self.fmt.is_writable(entry) == writable:
             return []
         flag = self.fmt.write_flag
-        self.fmt.store(self.phys, address, entry | flag if writable else entry & ~flag)
-        return [address]
+        return self._store(asid, va, address, entry | flag if writable else entry & ~flag, cause)
+
+    def fault(self, asid: int, va: int, write: bool) -> list[int]:
+        """The page-fault handler: map an unmapped page (demand paging), break a
+        copy-on-write, or make a protected page writable again."""
+        number = va >> self.shift
+        if number not in self.spaces.get(asid, {}):
+            return self.map(asid, va, cause="fault")
+        if write and (asid, number) in self.cow:
+            return self._break_cow(asid, va, number)
+        return self.protect(asid, va, writable=True, cause="fault") if write else []
+
+    def _break_cow(self, asid: int, va: int, number: int) -> list[int]:
+        fmt, level = self.fmt, self.fmt.level_of_size(self.page_size)
+        if self.counters is not None:
+            self.counters.add("faults.guest.cow")
+        self.cow.discard((asid, number))
+        address = self.spaces[asid][number]
+        entry = fmt.load(self.phys, address)
+        page = fmt.frame(entry, level)
+        left = self.mappings.pop(page, 1) - 1
+        if left == 0:  # the last mapping: reuse the page
+            return self._store(asid, va, address, entry | fmt.write_flag, "fault")
+        if left > 1:
+            self.mappings[page] = left
+        if self.counters is not None:
+            self.counters.add("guest.cow_copies")
+        copy = self.alloc(self.page_size)
+        return self._store(asid, va, address, fmt.leaf_entry(copy, level, True), "fault")
+
+    def fork(self, parent: int, child: int) -> list[int]:
+        """Give ``child`` a copy-on-write copy of ``parent``'s address space."""
+        if child == parent or child in self.roots:
+            raise SimulationError(f"a fork of asid {parent} names child asid {child}, which is "
+                                  f"{'the parent itself' if child == parent else 'a live process'}; "
+                                  "a fork's child is an asid with no address space (never used, or exited).")
+        fmt, level = self.fmt, self.fmt.level_of_size(self.page_size)
+        self.root(parent)
+        self.root(child)
+        written: list[int] = []
+        for number, address in sorted(self.spaces[parent].items()):
+            va = number << self.shift
+            entry = fmt.load(self.phys, address)
+            page = fmt.frame(entry, level)
+            if self.shared.get(number) != page:  # a private page: copy-on-write in both
+                self.mappings[page] = self.mappings.get(page, 1) + 1
+                self.cow.add((parent, number))
+                self.cow.add((child, number))
+                if fmt.is_writable(entry):
+                    entry &= ~fmt.write_flag
+                    written += self._store(parent, va, address, entry, "fork")
+            written += self._map(child, va, page, fmt.is_writable(entry), "fork")
+        return written
+
+    def teardown(self, asid: int, cause: str) -> list[int]:
+        """Clear every leaf of ``asid``, then free every table below its root, clearing
+        the entry that pointed at it, and the root (exit_mmap)."""
+        if asid not in self.roots:
+            return []
+        written: list[int] = []
+        for number, address in sorted(self.spaces[asid].items()):
+            self._forget(asid, number)
+            written += self._store(asid, number << self.shift, address, 0, cause)
+        for table, size, entry in reversed(self.tables.pop(asid)):
+            written += self._store(asid, 0, entry, 0, cause)
+            self._release(table, size)
+        self._release(self.roots.pop(asid), self.fmt.table_alloc(self.fmt.levels))
+        del self.spaces[asid]
+        return written
 
 
 def guest_control(kernel: GuestOs, vm: int, asid: int, op: int, arg: int) -> tuple[list[int], list[Invalidation]]:
@@ -125,8 +282,10 @@ def guest_control(kernel: GuestOs, vm: int, asid: int, op: int, arg: int) -> tup
 
     Returns the guest page-table entries written (in the kernel's physical address
     space) and the TLB invalidations the guest performs: an unmap or protect is
-    followed by the guest's INVLPG of the page, a flush drops the asid's entries. A
-    context switch writes no entry and, with asid-tagged TLBs, invalidates nothing.
+    followed by the guest's INVLPG of the page, a flush drops the asid's entries, a fork
+    flushes the parent's, exec and exit the process's. A context switch writes no entry
+    and, with asid-tagged TLBs, invalidates nothing. After an exec or an exit the
+    scheme's hardware view must drop the asid's root (:data:`DROPS_ROOT`).
     """
     if op == MAP:
         return kernel.map(asid, arg), []
@@ -138,4 +297,21 @@ def guest_control(kernel: GuestOs, vm: int, asid: int, op: int, arg: int) -> tup
         return [], [Invalidation("page", vm, asid, arg)]
     if op == FLUSH:
         return [], [Invalidation("asid", vm, asid)]
+    if op == MAP_SHARED:
+        return kernel.map_shared(asid, arg), []
+    if op == FORK:
+        if kernel.counters is not None:
+            kernel.counters.add("processes.created")
+        return kernel.fork(asid, arg), [Invalidation("asid", vm, asid)]
+    if op in DROPS_ROOT:
+        if op == EXIT and kernel.counters is not None:
+            kernel.counters.add("processes.exited")
+        written = kernel.teardown(asid, "exit" if op == EXIT else "exec")
+        if op == EXEC:
+            kernel.root(asid)
+        return written, [Invalidation("asid", vm, asid)]
     return [], []
+
+
+#: Control ops after which the process's root table is a new one (exec) or none (exit).
+DROPS_ROOT = (EXEC, EXIT)

@@ -35,7 +35,9 @@ class Translator(Protocol):
         invalidations it implies. The walk is then restarted."""
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
-        """Carry out a control event (trace op >= 16); return the invalidations it implies."""
+        """Carry out a control event (trace op >= 16); return the invalidations it implies.
+        The process ops (fork, exec, exit, map_shared) come only to a translator whose
+        ``process_events`` is True; a trace with them is refused under any other."""
 
 
 @attrs.frozen

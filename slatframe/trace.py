@@ -23,10 +23,17 @@ UNMAP = 18  #: the guest kernel unmaps the page holding ``vaddr`` (and invalidat
 PROTECT = 19  #: the guest kernel write-protects the page holding ``vaddr`` (and invalidates it)
 INVLPG = 20  #: the guest invalidates the TLB entry of ``vaddr``
 FLUSH = 21  #: the guest flushes its whole TLB (non-global entries of its current asid)
+# Process lifecycle (the guest kernel's; slatframe.guest.GuestOs)
+FORK = 22  #: process ``asid`` forks; ``vaddr`` is the child's asid (copy-on-write copy of its tables)
+EXEC = 23  #: process ``asid`` replaces its address space with an empty one
+EXIT = 24  #: process ``asid`` exits; its address space is torn down
+MAP_SHARED = 25  #: the guest kernel maps the VM's shared page for ``vaddr`` (a library, a file) in ``asid``
 
 OP_NAMES = {READ: "read", WRITE: "write", IFETCH: "ifetch", CONTEXT_SWITCH: "context_switch",
-            MAP: "map", UNMAP: "unmap", PROTECT: "protect", INVLPG: "invlpg", FLUSH: "flush"}
+            MAP: "map", UNMAP: "unmap", PROTECT: "protect", INVLPG: "invlpg", FLUSH: "flush",
+            FORK: "fork", EXEC: "exec", EXIT: "exit", MAP_SHARED: "map_shared"}
 VALID_OPS = frozenset(OP_NAMES)
+PROCESS_OPS = frozenset((FORK, EXEC, EXIT, MAP_SHARED))  #: ops a SLAT scheme handles only if it says so
 
 
 def make_trace(vaddr, op=READ, vm=0, asid=0) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 from .analysis import lru_hit_rate, reuse_distances
 from .errors import SlatframeError, TraceError
 from .options import BuildContext, build
-from .trace import ACCESS_OPS, OP_NAMES
+from .trace import ACCESS_OPS, EXIT, FORK, OP_NAMES
 from .tracefile import DECOMPRESS_ERRORS, NpzWriter, open_error, open_raw, open_trace
 from .units import format_size
 
@@ -119,6 +119,8 @@ def info(path: str | Path, fmt: str | None, registry: Any, limit: int = 1_000_00
     for op, name in OP_NAMES.items():
         if counts[op]:
             stats[f"ops.{name}"] = int(counts[op])
+    if counts[FORK] or counts[EXIT]:  # an asid is a process (docs/trace-format.md)
+        stats["processes.created"], stats["processes.exited"] = int(counts[FORK]), int(counts[EXIT])
     stats["vms"] = len(vms)
     stats["asids"] = len(asids)
     stats["pages"] = int(pages.size)

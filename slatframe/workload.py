@@ -7,7 +7,8 @@ import attrs
 import numpy as np
 
 from .errors import PluginError, TraceError
-from .trace import ACCESS_OPS, CONTEXT_SWITCH, INVLPG, MAP, OP_NAMES, PROTECT, TRACE_DTYPE, UNMAP, VALID_OPS
+from .trace import (ACCESS_OPS, CONTEXT_SWITCH, FORK, INVLPG, MAP, MAP_SHARED, OP_NAMES, PROTECT, TRACE_DTYPE, UNMAP,
+                    VALID_OPS)
 
 
 @attrs.frozen
@@ -23,8 +24,9 @@ class WorkloadContext:
 _VALID_OP_TABLE = np.zeros(256, dtype=bool)
 _VALID_OP_TABLE[list(VALID_OPS)] = True
 #: Ops whose ``vaddr`` is a guest virtual address (accesses, and the page of map,
-#: unmap, protect, invlpg). A context switch's ``vaddr`` is the new asid; a flush's is unused.
-ADDRESS_OPS = (*ACCESS_OPS, MAP, UNMAP, PROTECT, INVLPG)
+#: unmap, protect, invlpg, map_shared). A context switch's and a fork's ``vaddr`` is an
+#: asid (the new one, the child's); a flush's, an exec's and an exit's is unused.
+ADDRESS_OPS = (*ACCESS_OPS, MAP, UNMAP, PROTECT, INVLPG, MAP_SHARED)
 _ADDRESS_OP_TABLE = np.zeros(256, dtype=bool)
 _ADDRESS_OP_TABLE[list(ADDRESS_OPS)] = True
 ASID_LIMIT = 1 << 16  #: asids are uint16 (the record's ``asid`` field)
@@ -60,10 +62,11 @@ def check_chunk(chunk: Any, where: str, n_vms: int | None, first_record: int,
         raise TraceError(f"{where}: record {first_record + i} has op {int(ops[i])}; "
                          f"allowed ops are {sorted(VALID_OPS)}.")
     vaddr = chunk["vaddr"]
-    bad_asid = np.flatnonzero((ops == CONTEXT_SWITCH) & (vaddr >= np.uint64(ASID_LIMIT)))
+    bad_asid = np.flatnonzero(((ops == CONTEXT_SWITCH) | (ops == FORK)) & (vaddr >= np.uint64(ASID_LIMIT)))
     if bad_asid.size:
         i = int(bad_asid[0])
-        raise TraceError(f"{where}: record {first_record + i} is a context switch to asid {int(vaddr[i])}; "
+        what = "a context switch to" if ops[i] == CONTEXT_SWITCH else "a fork with child"
+        raise TraceError(f"{where}: record {first_record + i} is {what} asid {int(vaddr[i])}; "
                          f"asids are 0..{ASID_LIMIT - 1}.")
     if va_bits is not None and va_bits < 64:
         bad_va = np.flatnonzero(_ADDRESS_OP_TABLE[ops] & ((vaddr >> np.uint64(va_bits)) != 0))

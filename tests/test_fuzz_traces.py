@@ -297,8 +297,8 @@ def champsim_files(draw) -> bytes:
 # -- npz -----------------------------------------------------------------------------------------------
 
 NPZ_COLUMNS = {"vaddr": np.uint64, "op": np.uint8, "vm": np.uint16, "asid": np.uint16}
-VALID_OPS = {0, 1, 2, 16, 17, 18, 19, 20, 21}
-ADDRESS_OPS = {0, 1, 2, 17, 18, 19, 20}
+VALID_OPS = {0, 1, 2, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25}
+ADDRESS_OPS = {0, 1, 2, 17, 18, 19, 20, 25}
 
 dtypes = st.sampled_from(["<u8", ">u8", "<i8", "<u4", "<i4", "u1", "i1", "<u2", "<f8", "?"])
 
@@ -366,7 +366,7 @@ def expected_npz(path: Path, n_vms: int | None, va_bits: int | None) -> np.ndarr
             return None
         out[name] = values
     for op, va, vm in zip(out["op"].tolist(), out["vaddr"].tolist(), out["vm"].tolist()):
-        if op not in VALID_OPS or (op == 16 and va >= 1 << 16):
+        if op not in VALID_OPS or (op in (16, 22) and va >= 1 << 16):
             return None
         if n_vms is not None and vm >= n_vms:
             return None

@@ -98,6 +98,7 @@ def test_software_mirrors_match_the_tables(slat):
             gpa = gpage * backing.page_size + 123
             assert backing.lookup(gpa) == backing.table_lookup(gpa) == hpa + 123
     for kernel in machine.translator.kernels:
-        for (asid, page), address in kernel.leaves.items():
-            step = kernel.lookup(asid, page << kernel.shift)
-            assert step.present and step.entry_address == address
+        for asid, space in kernel.spaces.items():
+            for page, address in space.items():
+                step = kernel.lookup(asid, page << kernel.shift)
+                assert step.present and step.entry_address == address

@@ -156,6 +156,8 @@ class AgileOptions:
 class AgileTranslator(NestedTranslator):
     """Nested paging's guest kernels and second level, plus shadows of the top levels."""
 
+    process_events = False  #: fork, exec and exit would need the shadow levels rebuilt: not modelled
+
     def __init__(self, options: AgileOptions, ctx) -> None:
         super().__init__(NestedOptions(ad_bits=options.ad_bits), ctx, "ept_violation")
         fmt = ctx.guest_format

@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..trace import CONTEXT_SWITCH, OP_NAMES
+from ..errors import ConfigError
+from ..trace import CONTEXT_SWITCH, OP_NAMES, PROCESS_OPS
 from ..translation import Invalidation
 
 EVENT_NAMES = {op: f"events.{name}" for op, name in OP_NAMES.items()}
@@ -45,6 +46,11 @@ class SoftwareSide:
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> None:
         """A control record other than a context switch."""
+        if op in PROCESS_OPS and not getattr(self.translator, "process_events", False):
+            raise ConfigError(
+                f"the trace has a {OP_NAMES[op]} record (op {op}, vm {vm}, asid {asid}), and the SLAT scheme's "
+                f"translator ({type(self.translator).__name__}) does not model the guest's processes (it does not "
+                "set process_events = True); run it with a scheme that does, or without process events.")
         self.values[EVENT_NAMES[op]] += 1
         for inv in self.translator.control(vm, asid, op, arg):
             self.invalidate(inv)

@@ -1,0 +1,180 @@
+"""The guest's processes (fork, exec, exit, shared mappings; slatframe.guest.GuestOs):
+page-table stores by cause, copy-on-write faults and copies, and what shadow paging
+charges for them, against counts worked out by hand; both engine tiers agree."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slatframe.engine import run_experiment
+from slatframe.errors import ConfigError, SimulationError
+from slatframe.testing import assert_engines_agree, build, run_trace, tiny_config
+from slatframe.trace import (CONTEXT_SWITCH, EXEC, EXIT, FORK, MAP, MAP_SHARED, READ, TRACE_DTYPE, UNMAP, WRITE)
+
+BASE = 1 << 30  #: one 2M region: mapping its first page takes 3 table entries and a leaf (4-level)
+TABLE_ENTRIES = 3  #: PML4E, PDPTE, PDE written when the first page of a region is mapped
+SCHEMES = ("native", "intel-ept", "amd-npt", "shadow")
+
+
+def records(rows: list[tuple[int, int, int]]) -> np.ndarray:
+    """A trace from (asid, op, vaddr) rows."""
+    t = np.zeros(len(rows), dtype=TRACE_DTYPE)
+    for i, (asid, op, va) in enumerate(rows):
+        t[i]["asid"], t[i]["op"], t[i]["vaddr"] = asid, op, va
+    return t
+
+
+def page(i: int) -> int:
+    return BASE + i * 4096
+
+
+def config(slat: str):
+    return build(tiny_config(machine={"slat": slat, "host_memory": "16G"}, vms=[{"name": "vm0", "memory": "4G"}]))
+
+
+def parent_with(n: int, shared: int = 0) -> list[tuple[int, int, int]]:
+    """Process 0 maps ``n`` private pages and ``shared`` shared ones, in one 2M region."""
+    return [(0, MAP, page(i)) for i in range(n)] + [(0, MAP_SHARED, page(n + i)) for i in range(shared)]
+
+
+@pytest.mark.parametrize("slat", SCHEMES)
+def test_fork_write_protects_each_private_leaf_and_copies_the_tables(slat):
+    n, shared = 7, 2
+    counts, _ = run_trace(*config(slat), records(parent_with(n, shared) + [(0, FORK, 1)]))
+    assert counts["guest.pt_writes.map"] == TABLE_ENTRIES + n + shared
+    # the parent's n private leaves write-protected, then the child's tables and leaves
+    assert counts["guest.pt_writes.fork"] == n + TABLE_ENTRIES + n + shared
+    assert counts["processes.created"] == 1 and counts["events.fork"] == 1
+    if slat == "shadow":  # every guest page-table store traps; the fork's TLB flush is a CR3 load
+        assert counts["vm_exits.pt_write"] == counts["guest.pt_writes"]
+        assert counts["vm_exits.cr3_write"] == 1
+
+
+@pytest.mark.parametrize("slat", SCHEMES)
+def test_copy_on_write_copies_while_shared_and_reuses_the_last_mapping(slat):
+    n = 4
+    trace = records(parent_with(n, 1) + [
+        (0, FORK, 1),
+        (1, READ, page(2)),  # 0: the child reads the parent's frame
+        (0, READ, page(2)),  # 1
+        (1, WRITE, page(2)),  # 2: copy (the parent still maps it)
+        (0, WRITE, page(2)),  # 3: the parent's is now its last mapping: reused
+        (1, WRITE, page(2)),  # 4: no fault
+        (0, READ, page(2)),  # 5
+        (1, WRITE, page(n)),  # 6: the shared page stays writable: no fault
+        (0, READ, page(n)),  # 7
+    ])
+    counts, hpa = run_trace(*config(slat), trace)
+    data = hpa[trace["op"] < 16]
+    assert data[0] == data[1] and data[2] != data[0] and data[3] == data[0] and data[4] == data[2]
+    assert data[6] == data[7]
+    assert counts["faults.guest.cow"] == 2 and counts["guest.cow_copies"] == 1
+    assert counts["guest.pt_writes.fault"] == 2  # one leaf store per copy-on-write fault
+
+
+@pytest.mark.parametrize("slat", SCHEMES)
+def test_exit_and_exec_clear_every_leaf_and_free_every_table(slat):
+    n = 5
+    trace = records(parent_with(n) + [(0, FORK, 1), (1, EXIT, 0), (0, WRITE, page(1)), (0, EXEC, 0),
+                                      (0, READ, page(3))])
+    counts, _ = run_trace(*config(slat), trace)
+    assert counts["guest.pt_writes.exit"] == n + TABLE_ENTRIES  # the child's leaves, then its 3 tables
+    assert counts["guest.pt_writes.exec"] == n + TABLE_ENTRIES
+    assert counts["processes.exited"] == 1
+    # the parent's write after the child left: its page's last mapping, reused, no copy
+    assert counts["faults.guest.cow"] == 1 and "guest.cow_copies" not in counts
+    # after exec the address space is empty: the read maps a page and its tables again
+    assert counts["guest.pt_writes.fault"] == 1 + TABLE_ENTRIES + 1
+
+
+def test_freed_pages_and_tables_are_reused_across_process_churn():
+    """Forty fork-touch-exit cycles use no more guest memory than the first."""
+    cycle = [(0, FORK, 1), (1, WRITE, page(0)), (1, WRITE, page(600)), (1, EXIT, 0)]
+    config_, reg = config("intel-ept")
+    from slatframe.counters import Counters
+    from slatframe.engine import make_engine
+    from slatframe.machine import build_machine
+
+    machine = build_machine(config_, reg, Counters())
+    engine = make_engine("reference", machine, reg)
+    engine.run_chunk(records(parent_with(3)))
+    high = []
+    for _ in range(40):
+        engine.run_chunk(records(cycle))
+        high.append(machine.translator.kernels[0].phys.next_free)
+    assert high[0] == high[-1]
+
+
+@pytest.mark.parametrize("slat", SCHEMES)
+def test_both_tiers_agree_through_process_churn(slat):
+    rng = np.random.default_rng(len(slat))
+    rows = parent_with(6, 2)
+    live = [0]
+    for _ in range(400):
+        r = rng.random()
+        if r < 0.05 and len(live) < 6:
+            child = next(a for a in range(1, 16) if a not in live)
+            rows.append((int(rng.choice(live)), FORK, child))
+            live.append(child)
+        elif r < 0.08 and len(live) > 1:
+            gone = int(rng.choice(live[1:]))
+            rows.append((gone, EXIT if rng.random() < 0.7 else EXEC, 0))
+            if rows[-1][1] == EXIT:
+                live.remove(gone)
+        elif r < 0.1:
+            rows.append((int(rng.choice(live)), MAP_SHARED, page(int(rng.integers(40, 44)))))
+        elif r < 0.12:
+            rows.append((int(rng.choice(live)), UNMAP, page(int(rng.integers(0, 10)))))
+        else:
+            op = WRITE if rng.random() < 0.4 else READ
+            rows.append((int(rng.choice(live)), op, page(int(rng.integers(0, 48))) + int(rng.integers(0, 4096))))
+    counts = assert_engines_agree(*config(slat), records(rows), chunk_size=97)
+    assert counts["processes.created"] > 3 and counts["faults.guest.cow"] > 0
+
+
+def test_a_fork_into_a_live_process_is_one_sentence():
+    trace = records(parent_with(1) + [(1, READ, page(0)), (0, FORK, 1)])
+    with pytest.raises(SimulationError, match=r"a fork of asid 0 names child asid 1, which is a live process"):
+        run_trace(*config("native"), trace)
+
+
+def test_a_scheme_that_does_not_model_processes_refuses_process_events(tmp_path):
+    agile = str(Path(__file__).resolve().parents[1] / "examples" / "plugins" / "agile_paging.py")
+    raw = tiny_config(experiment={"name": "a", "plugins": [agile]}, machine={"slat": "agile", "host_memory": "16G"},
+                      vms=[{"name": "vm0", "memory": "4G"}])
+    trace = tmp_path / "t.npz"
+    t = records(parent_with(1) + [(0, FORK, 1)])
+    np.savez(trace, **{name: t[name] for name in t.dtype.names})
+    raw["workload"] = {"source": "npz", "path": str(trace)}
+    with pytest.raises(ConfigError, match=r"the trace has a fork record \(op 22, vm 0, asid 0\), and the SLAT "
+                                          r"scheme's translator \(AgileTranslator\) does not model the guest's "
+                                          r"processes"):
+        run_experiment(*build(raw))
+
+
+def test_shadow_rebuilds_a_process_after_exec():
+    """After exec the old shadow root is gone: the first access walks a fresh one."""
+    trace = records(parent_with(2) + [(0, READ, page(0)), (0, EXEC, 0), (0, READ, page(0)), (0, READ, page(0))])
+    counts, hpa = run_trace(*config("shadow"), trace)
+    data = hpa[trace["op"] < 16]
+    assert data[1] == data[2]
+    # exec's stores trap, and its TLB flush is a CR3 load; the first read after faults into the guest
+    assert counts["vm_exits.pt_write"] == counts["guest.pt_writes"]
+    assert counts["vm_exits.cr3_write"] == 1
+    assert counts["faults.guest"] == 1
+    assert CONTEXT_SWITCH not in trace["op"]
+
+
+def test_trace_info_counts_processes(tmp_path, capsys):
+    import json
+
+    from slatframe.cli import main
+
+    t = records(parent_with(2) + [(0, FORK, 1), (0, FORK, 2), (1, EXIT, 0), (2, EXEC, 0), (2, READ, page(0))])
+    path = tmp_path / "p.npz"
+    np.savez(path, **{name: t[name] for name in t.dtype.names})
+    assert main(["trace", "info", str(path), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["processes.created"] == 2 and stats["processes.exited"] == 1 and stats["ops.exec"] == 1
