@@ -107,7 +107,7 @@ def test_freed_pages_and_tables_are_reused_across_process_churn():
     assert high[0] == high[-1]
 
 
-@pytest.mark.parametrize("slat", SCHEMES)
+@pytest.mark.parametrize("slat", SCHEMES + ("shadow-2-roots",))
 def test_both_tiers_agree_through_process_churn(slat):
     rng = np.random.default_rng(len(slat))
     rows = parent_with(6, 2)
@@ -130,8 +130,11 @@ def test_both_tiers_agree_through_process_churn(slat):
         else:
             op = WRITE if rng.random() < 0.4 else READ
             rows.append((int(rng.choice(live)), op, page(int(rng.integers(0, 48))) + int(rng.integers(0, 4096))))
-    counts = assert_engines_agree(*config(slat), records(rows), chunk_size=97)
+    made = shadow_config(2) if slat == "shadow-2-roots" else config(slat)
+    counts = assert_engines_agree(*made, records(rows), chunk_size=97)
     assert counts["processes.created"] > 3 and counts["faults.guest.cow"] > 0
+    if slat == "shadow-2-roots":
+        assert counts["shadow.roots_evicted"] > 10
 
 
 def test_a_fork_into_a_live_process_is_one_sentence():
@@ -178,3 +181,38 @@ def test_trace_info_counts_processes(tmp_path, capsys):
     assert main(["trace", "info", str(path), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["processes.created"] == 2 and stats["processes.exited"] == 1 and stats["ops.exec"] == 1
+
+
+def shadow_config(cached_roots: int):
+    return build(tiny_config(machine={"slat": {"name": "shadow", "cached_roots": cached_roots},
+                                      "host_memory": "16G"}, vms=[{"name": "vm0", "memory": "4G"}]))
+
+
+@pytest.mark.parametrize("cached_roots", [0, 2, 3])
+def test_more_address_spaces_than_shadow_caches_rebuild_on_every_switch(cached_roots):
+    """P processes each touching k pages, run round-robin R times. With all roots kept
+    (or P of them) only the first touches exit (twice: injected guest fault, then the
+    hidden fill); with fewer, every switch after the first ``cached_roots`` drops the
+    least recently run process, whose next slice rebuilds its k leaves (one hidden
+    fault each) and its 4 shadow tables (root, PDPT, PD, PT)."""
+    P, k, R = 3, 5, 4
+    rows = []
+    for _ in range(R):
+        for p in range(P):
+            rows += [(p, READ, page(100 * p + i)) for i in range(k)]
+    counts, _ = run_trace(*shadow_config(cached_roots), records(rows))
+    first = 2 * P * k
+    kept = cached_roots == 0 or cached_roots >= P
+    evictions = 0 if kept else P * R - cached_roots
+    assert counts.get("shadow.roots_evicted", 0) == evictions
+    assert counts["vm_exits.page_fault"] == first + (0 if kept else (R - 1) * P * k)
+    assert counts.get("shadow.pages_zapped", 0) == 4 * evictions
+    live = P if kept else cached_roots
+    # (the switch drops the victim before the next slice builds anything)
+    assert counts["shadow.table_bytes"] == counts["shadow.table_bytes.peak"] == 4 * 4096 * live
+
+
+def test_exit_frees_the_shadow_tables():
+    counts, _ = run_trace(*shadow_config(0), records(parent_with(2) + [(0, READ, page(0)), (0, FORK, 1),
+                                                                        (1, READ, page(1)), (1, EXIT, 0)]))
+    assert counts["shadow.pages_zapped"] == 4 and counts["shadow.table_bytes"] == 4 * 4096
