@@ -27,7 +27,8 @@ class NativeTranslator:
         self.counters = ctx.counters
         for i, vm in enumerate(ctx.vms):  # an OS's image is resident; its kernel allocates elsewhere
             ctx.host.reserve(image_pages(vm.image, vm.memory, f"vms[{i}].image") << PAGE_SHIFT)
-        self.kernels = [GuestOs(ctx.guest_format, vm.guest_page_size, ctx.host, ctx.counters) for vm in ctx.vms]
+        self.kernels = [GuestOs(ctx.guest_format, vm.guest_page_size, ctx.host, ctx.counters, name=vm.name)
+                        for vm in ctx.vms]
         self.hw = HardwareView(ctx.guest_format, RootTable(len(ctx.vms)))
 
     def handle_fault(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:

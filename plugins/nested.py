@@ -57,7 +57,7 @@ class NestedTranslator:
                               on_write=lambda gpa, i=i: self._kernel_store(i, gpa),
                               start=back_image(backing, vm, i))
             self.backings.append(backing)
-            self.kernels.append(GuestOs(ctx.guest_format, vm.guest_page_size, phys, ctx.counters))
+            self.kernels.append(GuestOs(ctx.guest_format, vm.guest_page_size, phys, ctx.counters, name=vm.name))
         self.hw = HardwareView(ctx.guest_format, RootTable(len(ctx.vms)), ctx.host_format,
                                np.array([b.root for b in self.backings], dtype=np.int64),
                                options.ad_bits, options.ad_bits and options.table_access_dirties)

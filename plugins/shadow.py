@@ -79,7 +79,7 @@ class ShadowTranslator:
                                            on_write=lambda gpa, i=i: self._kernel_store(i, gpa),
                                            start=back_image(b, vm, i)),
                                 ctx.counters, on_store=lambda asid, va, address, cause, i=i:
-                                self._guest_store(i, asid, va, cause))
+                                self._guest_store(i, asid, va, cause), name=vm.name)
                         for i, (vm, b) in enumerate(zip(ctx.vms, self.backings))]
         self.hw = HardwareView(self.fmt, RootTable(len(ctx.vms)))  # hardware walks the shadows
         # per VM: (leaf size, gPA base) -> shadow leaves filled from it: (root, va base, hPA base)

@@ -22,6 +22,11 @@ every ``switch_every`` accesses, round robin; with probability ``churn_rate`` an
 preceded by the process freeing and reallocating a page of its working set (an unmap and
 a map record: page-table writes and an invalidation).
 
+``forkwait``: Adams and Agesen's forkwait microbenchmark (ASPLOS 2006) as a trace: one
+process forks a child that writes a few private pages (copy-on-write), runs a shared
+page and exits, and the parent returns from waitpid; its page counts come from a minimal
+C forkwait measured on this machine (the options say which are assumptions).
+
 ``mix``: several workloads time-sliced on one core: each turn takes ``slice`` x weight /
 max(weight) records from each part in order, gives them the part's VM index, and moves
 on; a part that ends drops out.
@@ -37,7 +42,7 @@ from slatframe import hookimpl
 from slatframe.errors import ConfigError
 from slatframe.options import ConfigFacts, PluginChoice, option
 from slatframe.records import WorkloadRecord
-from slatframe.trace import CONTEXT_SWITCH, MAP, READ, TRACE_DTYPE, UNMAP, WRITE
+from slatframe.trace import CONTEXT_SWITCH, EXIT, FORK, MAP, MAP_SHARED, READ, TRACE_DTYPE, UNMAP, WRITE
 from slatframe.workload import checked_chunks, workload_where
 
 LINE = 64
@@ -216,6 +221,71 @@ def sessions(o: SessionsOptions, chunk_size: int, seed: int, n_vms: int) -> Iter
         yield np.concatenate(pending)
 
 
+#: a minimal C forkwait (fork, child _exit(0), waitpid) measured on this project's build
+#: machine (x86-64 Linux, gcc -O2, glibc, dynamically linked): /proc/self/statm gives 343
+#: resident pages, 318 of them file-backed ("shared": program text, ld.so, libc).
+FORKWAIT_PRIVATE, FORKWAIT_SHARED = 343 - 318, 318
+
+
+@attrs.frozen
+class ForkwaitOptions:
+    forks: int = option(1000, "fork-wait iterations (Adams and Agesen's forkwait makes 40,000)", min=1)
+    private_pages: int = option(FORKWAIT_PRIVATE, "the parent's private resident pages (anonymous, written), "
+                                "copied copy-on-write by each fork; 25 measured for a minimal C forkwait "
+                                "(docs/experiments.md)", min=1, max=1 << 20)
+    shared_pages: int = option(FORKWAIT_SHARED, "the parent's file-backed resident pages (text, libraries), "
+                               "mapped shared and not copied by a fork; 318 measured as above", min=0, max=1 << 20)
+    child_writes: int = option(2, "private pages the child writes before it exits (its stack and a libc data "
+                               "page: an assumption)", min=0)
+    child_reads: int = option(1, "shared pages the child runs before it exits (the text of _exit: an "
+                              "assumption); each faults in, as fork copies no shared leaf", min=0)
+    parent_writes: int = option(1, "private pages the parent writes when waitpid returns (its stack: an "
+                                "assumption)", min=0)
+    vm: int = option(0, "VM index of every record", min=0, max=65535)
+    base: int = option(0x5555_0000_0000, "first virtual address of the private pages; the shared ones "
+                       "start 1G above them", min=0)
+
+    def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+        yield from _address_problem(self.base, (1 << 30) + self.shared_pages * 4096, "shared_pages", facts)
+        for key in ("child_writes", "parent_writes"):
+            if getattr(self, key) > self.private_pages:
+                yield key, f"= {getattr(self, key)} is not allowed: at most private_pages = {self.private_pages}."
+        if self.child_reads > self.shared_pages:
+            yield "child_reads", f"= {self.child_reads} is not allowed: at most shared_pages = {self.shared_pages}."
+
+    def touched_bytes(self) -> int:
+        """The parent's pages and, at most, each child's copies."""
+        return (self.private_pages + self.shared_pages + self.child_writes) * 4096
+
+
+def forkwait(o: ForkwaitOptions, chunk_size: int, n_vms: int) -> Iterator[np.ndarray]:
+    """Yield the chunks of a ``forkwait`` trace: process 0 maps and touches its pages,
+    then ``forks`` times forks process 1, which writes ``child_writes`` private pages,
+    reads ``child_reads`` shared ones and exits, after which process 0 writes
+    ``parent_writes`` private pages and reads one shared page (the return from waitpid)."""
+    if o.vm >= n_vms:
+        raise ConfigError(f"workload.vm = {o.vm} is not allowed: the config has {n_vms} VM(s).")
+    private = [o.base + i * 4096 for i in range(o.private_pages)]
+    shared = [o.base + (1 << 30) + i * 4096 for i in range(o.shared_pages)]
+    setup = [(0, MAP, va) for va in private] + [(0, MAP_SHARED, va) for va in shared] + \
+        [(0, WRITE, va) for va in private] + [(0, READ, va) for va in shared]
+    turn = [(0, FORK, 1)] + [(1, WRITE, va) for va in private[:o.child_writes]] + \
+        [(1, READ, va) for va in shared[:o.child_reads]] + [(1, EXIT, 0)] + \
+        [(0, WRITE, va) for va in private[:o.parent_writes]] + [(0, READ, va) for va in shared[:1]]
+
+    def array(rows: list[tuple[int, int, int]]) -> np.ndarray:
+        out = np.zeros(len(rows), dtype=TRACE_DTYPE)
+        out["asid"], out["op"], out["vaddr"] = zip(*rows) if rows else ((), (), ())
+        out["vm"] = o.vm
+        return out
+
+    one = array(turn)
+    per_chunk = max(1, chunk_size // len(one))
+    yield array(setup)
+    for done in range(0, o.forks, per_chunk):
+        yield np.tile(one, min(per_chunk, o.forks - done))
+
+
 @attrs.frozen
 class MixPart:
     """One workload of a mix."""
@@ -319,6 +389,9 @@ def slatframe_workloads():
             name="sessions", summary="many processes per VM: context switches and page churn (remote desktop)",
             factory=lambda o, ctx: sessions(o, ctx.chunk_size, ctx.seed, len(ctx.vm_names)),
             options=SessionsOptions),
+        WorkloadRecord(
+            name="forkwait", summary="a process forks a child that touches a few pages and exits, repeated",
+            factory=lambda o, ctx: forkwait(o, ctx.chunk_size, len(ctx.vm_names)), options=ForkwaitOptions),
         WorkloadRecord(
             name="mix", summary="several workloads time-sliced on one core, each with its VM",
             factory=lambda o, ctx: mix(o, ctx, ctx.registry), options=MixOptions),

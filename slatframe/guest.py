@@ -71,9 +71,11 @@ class GuestOs:
     ``page_size`` pages, and the process lifecycle of Linux's mm (fork, exec, exit).
 
     - fork (``dup_mmap``/``copy_page_range``): the child gets tables of its own with a
-      copy of every parent leaf; a private page becomes copy-on-write, write-protected in
-      both (a store to the parent's leaf, one to the child's), a shared page stays shared
-      and writable. The parent's TLB entries are then flushed (``flush_tlb_mm``).
+      copy of every private parent leaf, which becomes copy-on-write, write-protected in
+      both (a store to the parent's leaf, one to the child's). Shared mappings are
+      inherited but their leaves are not copied (``vma_needs_copy``: "don't copy ptes
+      where a page fault will fill them correctly"): the child faults them in. The
+      parent's TLB entries are then flushed (``flush_tlb_mm``).
     - a write to a copy-on-write page (``do_wp_page``) is a guest page fault
       (``faults.guest.cow``): the last mapping of a page reuses it (made writable again),
       any other copies it to a new page (``guest.cow_copies``); one leaf store either way.
@@ -81,15 +83,17 @@ class GuestOs:
       root is freed, clearing the entry that pointed at it; exec then starts an empty
       address space. Pages whose last mapping goes, and the tables, are freed and reused.
     - map_shared: the VM's one page for that address (a shared library's or a file's),
-      the same guest-physical page in every process that maps it; never freed.
+      the same guest-physical page in every process that maps it; never freed. The
+      mapping (the VMA) stays with the process, so a fault there maps that page again.
 
     Every entry store is counted as ``guest.pt_writes`` and ``guest.pt_writes.<cause>``
-    (``counters``, optional) and reported to ``on_store(asid, va, address, cause)``,
-    through which a shadowing hypervisor traps it.
+    (``counters``, optional; the cause one of :data:`CAUSES`) and reported to
+    ``on_store(asid, va, address, cause)``, through which a shadowing hypervisor traps it.
     """
 
     def __init__(self, fmt: PageTableFormat, page_size: int, phys: Physical, counters: Any = None,
-                 on_store: Callable[[int, int, int, str], None] | None = None) -> None:
+                 on_store: Callable[[int, int, int, str], None] | None = None, name: str = "") -> None:
+        self.name = name  #: the VM's name, for messages
         self.fmt = fmt
         self.page_size = page_size
         self.phys = phys
@@ -103,6 +107,7 @@ class GuestOs:
         self.mappings: dict[int, int] = {}  # a private page mapped more than once (COW) -> its mappings
         self.cow: set[tuple[int, int]] = set()  # (asid, page number) mapped copy-on-write
         self.shared: dict[int, int] = {}  # page number -> the VM's shared page (map_shared)
+        self.shared_vmas: dict[int, set[int]] = {}  # asid -> page numbers it maps shared (its VMAs)
         self.free: dict[int, list[int]] = {}  # bytes -> freed pages and tables, reused first
 
     # -- memory ------------------------------------------------------------------------
@@ -165,13 +170,17 @@ class GuestOs:
 
     def map_shared(self, asid: int, va: int) -> list[int]:
         """Map the VM's shared page for ``va`` (allocated on its first mapping)."""
+        return self._map_shared(asid, va, "map")
+
+    def _map_shared(self, asid: int, va: int, cause: str) -> list[int]:
         number = va >> self.shift
+        self.shared_vmas.setdefault(asid, set()).add(number)
         if number in self.spaces.get(asid, {}):
             return []
         page = self.shared.get(number)
         if page is None:
             page = self.shared[number] = self.alloc(self.page_size)
-        return self._map(asid, va, page, True, "map")
+        return self._map(asid, va, page, True, cause)
 
     def _forget(self, asid: int, number: int) -> None:
         """Drop one mapping of the private page at ``number`` of ``asid``; free the page
@@ -190,6 +199,7 @@ class GuestOs:
     def unmap(self, asid: int, va: int) -> list[int]:
         """Clear the leaf mapping ``va``; returns the entry addresses written."""
         number = va >> self.shift
+        self.shared_vmas.get(asid, set()).discard(number)
         address = self.spaces.get(asid, {}).get(number)
         if address is None:
             return []
@@ -213,6 +223,8 @@ class GuestOs:
         copy-on-write, or make a protected page writable again."""
         number = va >> self.shift
         if number not in self.spaces.get(asid, {}):
+            if number in self.shared_vmas.get(asid, ()):
+                return self._map_shared(asid, va, "fault")
             return self.map(asid, va, cause="fault")
         if write and (asid, number) in self.cow:
             return self._break_cow(asid, va, number)
@@ -239,25 +251,28 @@ class GuestOs:
     def fork(self, parent: int, child: int) -> list[int]:
         """Give ``child`` a copy-on-write copy of ``parent``'s address space."""
         if child == parent or child in self.roots:
-            raise SimulationError(f"a fork of asid {parent} names child asid {child}, which is "
+            raise SimulationError(f"{f'VM {self.name}: ' if self.name else ''}a fork of asid {parent} names "
+                                  f"child asid {child}, which is "
                                   f"{'the parent itself' if child == parent else 'a live process'}; "
                                   "a fork's child is an asid with no address space (never used, or exited).")
         fmt, level = self.fmt, self.fmt.level_of_size(self.page_size)
         self.root(parent)
         self.root(child)
+        self.shared_vmas[child] = set(self.shared_vmas.get(parent, ()))
         written: list[int] = []
         for number, address in sorted(self.spaces[parent].items()):
             va = number << self.shift
             entry = fmt.load(self.phys, address)
             page = fmt.frame(entry, level)
-            if self.shared.get(number) != page:  # a private page: copy-on-write in both
-                self.mappings[page] = self.mappings.get(page, 1) + 1
-                self.cow.add((parent, number))
-                self.cow.add((child, number))
-                if fmt.is_writable(entry):
-                    entry &= ~fmt.write_flag
-                    written += self._store(parent, va, address, entry, "fork")
-            written += self._map(child, va, page, fmt.is_writable(entry), "fork")
+            if self.shared.get(number) == page:  # a shared page: the child faults it in
+                continue
+            self.mappings[page] = self.mappings.get(page, 1) + 1  # copy-on-write in both
+            self.cow.add((parent, number))
+            self.cow.add((child, number))
+            if fmt.is_writable(entry):
+                entry &= ~fmt.write_flag
+                written += self._store(parent, va, address, entry, "fork")
+            written += self._map(child, va, page, False, "fork")
         return written
 
     def teardown(self, asid: int, cause: str) -> list[int]:
@@ -274,6 +289,7 @@ class GuestOs:
             self._release(table, size)
         self._release(self.roots.pop(asid), self.fmt.table_alloc(self.fmt.levels))
         del self.spaces[asid]
+        self.shared_vmas.pop(asid, None)
         return written
 
 

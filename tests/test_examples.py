@@ -14,7 +14,8 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.tom
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(path, tmp_path):
     out = tmp_path / "r.json"
-    assert main(["run", str(path), "--out", str(out), "--quiet", "--set", "workload.accesses=2000",
+    scale = "workload.forks=20" if 'source = "forkwait"' in path.read_text() else "workload.accesses=2000"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--set", scale,
                  "--set", "experiment.warmup=0"]) == 0
     assert json.loads(out.read_text())["metrics"]["accesses"] > 0
 

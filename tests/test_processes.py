@@ -44,8 +44,9 @@ def test_fork_write_protects_each_private_leaf_and_copies_the_tables(slat):
     n, shared = 7, 2
     counts, _ = run_trace(*config(slat), records(parent_with(n, shared) + [(0, FORK, 1)]))
     assert counts["guest.pt_writes.map"] == TABLE_ENTRIES + n + shared
-    # the parent's n private leaves write-protected, then the child's tables and leaves
-    assert counts["guest.pt_writes.fork"] == n + TABLE_ENTRIES + n + shared
+    # the parent's n private leaves write-protected, then the child's tables and private
+    # leaves (shared ones are not copied: the child faults them in)
+    assert counts["guest.pt_writes.fork"] == n + TABLE_ENTRIES + n
     assert counts["processes.created"] == 1 and counts["events.fork"] == 1
     if slat == "shadow":  # every guest page-table store traps; the fork's TLB flush is a CR3 load
         assert counts["vm_exits.pt_write"] == counts["guest.pt_writes"]
@@ -71,7 +72,8 @@ def test_copy_on_write_copies_while_shared_and_reuses_the_last_mapping(slat):
     assert data[0] == data[1] and data[2] != data[0] and data[3] == data[0] and data[4] == data[2]
     assert data[6] == data[7]
     assert counts["faults.guest.cow"] == 2 and counts["guest.cow_copies"] == 1
-    assert counts["guest.pt_writes.fault"] == 2  # one leaf store per copy-on-write fault
+    # one leaf store per copy-on-write fault, and the child's fault on the shared page
+    assert counts["guest.pt_writes.fault"] == 3
 
 
 @pytest.mark.parametrize("slat", SCHEMES)
@@ -139,7 +141,8 @@ def test_both_tiers_agree_through_process_churn(slat):
 
 def test_a_fork_into_a_live_process_is_one_sentence():
     trace = records(parent_with(1) + [(1, READ, page(0)), (0, FORK, 1)])
-    with pytest.raises(SimulationError, match=r"a fork of asid 0 names child asid 1, which is a live process"):
+    with pytest.raises(SimulationError, match=r"VM vm0: a fork of asid 0 names child asid 1, which is a live "
+                                              r"process"):
         run_trace(*config("native"), trace)
 
 
@@ -216,3 +219,27 @@ def test_exit_frees_the_shadow_tables():
     counts, _ = run_trace(*shadow_config(0), records(parent_with(2) + [(0, READ, page(0)), (0, FORK, 1),
                                                                         (1, READ, page(1)), (1, EXIT, 0)]))
     assert counts["shadow.pages_zapped"] == 4 and counts["shadow.table_bytes"] == 4 * 4096
+
+
+@pytest.mark.parametrize("slat", SCHEMES)
+def test_forkwait_counts_per_fork(slat):
+    """The forkwait generator's trace against its page-table stores worked out by hand:
+    P private and S shared parent pages (private at base, shared 1G above: 3 + 2 tables),
+    F forks; each child copies its 2 written pages, faults in 1 shared page (2 tables and
+    a leaf) and exits; the parent then reuses its 1 written page."""
+    from slatframe_plugins.synthetic import ForkwaitOptions, forkwait
+
+    P, S, F = 6, 4, 5
+    trace = np.concatenate(list(forkwait(ForkwaitOptions(forks=F, private_pages=P, shared_pages=S), 7, 1)))
+    counts, _ = run_trace(*config(slat), trace)
+    assert counts["guest.pt_writes.map"] == 5 + P + S
+    # the first fork write-protects all P parent leaves; later ones only the page the
+    # parent wrote again; each copies 3 tables and P leaves into the child
+    assert counts["guest.pt_writes.fork"] == (P + 3 + P) + (F - 1) * (1 + 3 + P)
+    assert counts["guest.pt_writes.fault"] == F * (2 + (2 + 1) + 1)
+    assert counts["guest.pt_writes.exit"] == F * ((P + 1) + 5)
+    assert counts["faults.guest.cow"] == 3 * F and counts["guest.cow_copies"] == 2 * F
+    assert counts["processes.created"] == counts["processes.exited"] == F
+    if slat == "shadow":  # per fork: the fork's and the exit's TLB flushes, a switch each way
+        assert counts["vm_exits.cr3_write"] == 4 * F
+        assert counts["vm_exits.pt_write"] == counts["guest.pt_writes"]
