@@ -146,16 +146,20 @@ class DictBacking(Backing):
 class RadixBacking(DictBacking):
     """The mapping also in second-level radix tables of format ``fmt`` in host memory,
     which hardware walks; the hypervisor's own look-ups use the dicts it keeps beside
-    them (as KVM keeps memslots), so software never walks its tables."""
+    them (as KVM keeps memslots), so software never walks its tables. The host memory
+    the tables take is counted in ``slat.table_bytes`` (they are never freed)."""
 
     def __init__(self, fmt: PageTableFormat, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fmt = fmt
-        self.root = self.host.alloc(self.fmt.table_alloc(self.fmt.levels))
+        self.root = self._table(self.fmt.table_alloc(self.fmt.levels))
+
+    def _table(self, size: int) -> int:
+        self.counters.add("slat.table_bytes", size)
+        return self.host.alloc(size)
 
     def install(self, gpa_page: int, hpa_page: int) -> None:
-        map_page(self.fmt, self.root, gpa_page, hpa_page, self.page_size, self.host,
-                 self.host.alloc)
+        map_page(self.fmt, self.root, gpa_page, hpa_page, self.page_size, self.host, self._table)
         super().install(gpa_page, hpa_page)
 
     def _remap_entry(self, gpa: int, hpa: int, writable: bool) -> int:
@@ -165,7 +169,7 @@ class RadixBacking(DictBacking):
             step = walk(self.fmt, self.root, gpa, self.host)
             if step.level == 1 or not step.present:
                 break
-            split_leaf(self.fmt, self.host, step, self.host.alloc(TABLE_SIZE))
+            split_leaf(self.fmt, self.host, step, self._table(TABLE_SIZE))
             splits += 1
         if not step.present:
             raise AssertionError(f"gPA {gpa:#x} is not backed")

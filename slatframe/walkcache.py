@@ -77,7 +77,7 @@ class EntryPointCache(Protocol):
     """A walk cache at the entry point, consulted before each table entry is read.
 
     ``covers(dim, level)``: whether it holds entries of that dimension and level (only
-    then is it probed, and a hit or a miss counted). ``probe(dim, fmt, vm, asid, level,
+    then is it probed, and a hit or a miss counted; level 0 asks about any level). ``probe(dim, fmt, vm, asid, level,
     pa)`` returns the entry at physical address ``pa`` (the walk then makes no memory
     reference for it) or None; caches are probed in config order up to the first hit.
     ``fill(dim, fmt, vm, asid, level, pa, entry)`` follows each present non-leaf entry

@@ -243,3 +243,14 @@ def test_forkwait_counts_per_fork(slat):
     if slat == "shadow":  # per fork: the fork's and the exit's TLB flushes, a switch each way
         assert counts["vm_exits.cr3_write"] == 4 * F
         assert counts["vm_exits.pt_write"] == counts["guest.pt_writes"]
+
+
+@pytest.mark.parametrize("host_page,tables", [("4K", 4), ("2M", 3)])
+def test_second_level_table_bytes(host_page, tables):
+    """One guest page touched: the guest's 4 tables and the page lie in the first 2M of
+    guest memory, so the second level needs its root and 3 tables below it with 4K host
+    pages, its root and 2 with 2M ones."""
+    raw = tiny_config(machine={"slat": "intel-ept", "host_memory": "16G"},
+                      vms=[{"name": "vm0", "memory": "4G", "host_page_size": host_page}])
+    counts, _ = run_trace(*build(raw), records([(0, READ, page(0))]))
+    assert counts["slat.table_bytes"] == tables * 4096
