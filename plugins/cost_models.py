@@ -37,8 +37,9 @@ class EventCostOptions:
                               "~3.2k cycles [BLOG-PF], ~1 us [PERFBOOK])", min=0, max=CYCLES_MAX)
     host_fault: int = option(3200, "cycles per host fault (EPT violation / nested page fault) "
                              "besides its VM exit: a host minor fault, as guest_fault", min=0, max=CYCLES_MAX)
-    cow_copy: int = option(228, "cycles to copy the 4 KiB page of a copy-on-write break, besides its "
-                           "host fault and VM exit (hot 4 KiB memcpy [BTRFS-XXH])", min=0, max=CYCLES_MAX)
+    cow_copy: int = option(228, "cycles to copy 4 KiB in a copy-on-write break (the hypervisor's after dedup, the "
+                           "guest kernel's after a fork), besides its faults and VM exits (hot 4 KiB memcpy "
+                           "[BTRFS-XXH])", min=0, max=CYCLES_MAX)
     scan_page: int = option(860, "cycles of the dedup scanner per page visited: one xxhash64 of 4 KiB "
                             "[BTRFS-XXH]; tree comparisons are not charged", min=0, max=CYCLES_MAX)
 
@@ -110,7 +111,8 @@ def event_cycles(m: dict, config: Any, o: Any, walk: int, access: int) -> dict:
     vm_exit = m.get("vm_exits", 0) * o.vm_exit
     fault = m.get("faults.guest", 0) * o.guest_fault + m.get("faults.host", 0) * o.host_fault
     translation = tlb + walk + vm_exit + fault
-    cow = m.get("dedup.cow_breaks", 0) * o.cow_copy
+    # copies of 4 KiB: the hypervisor's copy-on-write breaks, and the guest kernel's (by bytes: its pages may be large)
+    cow = (m.get("dedup.cow_breaks", 0) + m.get("guest.cow_copy_bytes", 0) // 4096) * o.cow_copy
     scan = m.get("dedup.pages_scanned", 0) * o.scan_page
     total = translation + cow + scan + access
     return {

@@ -78,7 +78,8 @@ class GuestOs:
       parent's TLB entries are then flushed (``flush_tlb_mm``).
     - a write to a copy-on-write page (``do_wp_page``) is a guest page fault
       (``faults.guest.cow``): the last mapping of a page reuses it (made writable again),
-      any other copies it to a new page (``guest.cow_copies``); one leaf store either way.
+      any other copies it to a new page (``guest.cow_copies``, ``guest.cow_copy_bytes``);
+      one leaf store either way.
     - exec and exit (``exit_mmap``): every leaf is cleared, then every table below the
       root is freed, clearing the entry that pointed at it; exec then starts an empty
       address space. Pages whose last mapping goes, and the tables, are freed and reused.
@@ -245,6 +246,7 @@ class GuestOs:
             self.mappings[page] = left
         if self.counters is not None:
             self.counters.add("guest.cow_copies")
+            self.counters.add("guest.cow_copy_bytes", self.page_size)
         copy = self.alloc(self.page_size)
         return self._store(asid, va, address, fmt.leaf_entry(copy, level, True), "fault")
 

@@ -239,6 +239,7 @@ def test_forkwait_counts_per_fork(slat):
     assert counts["guest.pt_writes.fault"] == F * (2 + (2 + 1) + 1)
     assert counts["guest.pt_writes.exit"] == F * ((P + 1) + 5)
     assert counts["faults.guest.cow"] == 3 * F and counts["guest.cow_copies"] == 2 * F
+    assert counts["guest.cow_copy_bytes"] == 2 * F * 4096
     assert counts["processes.created"] == counts["processes.exited"] == F
     if slat == "shadow":  # per fork: the fork's and the exit's TLB flushes, a switch each way
         assert counts["vm_exits.cr3_write"] == 4 * F
@@ -254,3 +255,16 @@ def test_second_level_table_bytes(host_page, tables):
                       vms=[{"name": "vm0", "memory": "4G", "host_page_size": host_page}])
     counts, _ = run_trace(*build(raw), records([(0, READ, page(0))]))
     assert counts["slat.table_bytes"] == tables * 4096
+
+
+@pytest.mark.parametrize("guest_page", ["4K", "2M"])
+def test_the_cost_model_charges_the_guests_copies(guest_page):
+    """cycles.cow = 4 KiB copies x cow_copy: per fork of the forkwait workload the child
+    writes two private pages 4K apart, two copies of 4K guest pages, or one of the 2M
+    guest page that holds both (512 copies of 4 KiB)."""
+    raw = tiny_config(machine={"slat": "intel-ept", "host_memory": "16G"},
+                      vms=[{"name": "vm0", "memory": "4G", "guest_page_size": guest_page}],
+                      workload={"source": "forkwait", "forks": 5, "private_pages": 4, "shared_pages": 2},
+                      cost={"model": "fixed", "cow_copy": 300})
+    result = run_experiment(*build(raw))
+    assert result.metrics["cycles.cow"] == 5 * (2 if guest_page == "4K" else 512) * 300
