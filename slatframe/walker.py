@@ -159,6 +159,9 @@ class Walker:
             if cache.covers(dim, level):
                 entry = cache.probe(dim, fmt, vm, asid, level, pa)
                 if entry is not None:
+                    if not _count(entry):
+                        raise PluginError(f"walk cache {cache.name!r}: its probe returned {entry!r}; an entry-point "
+                                          "cache returns None or the entry, an int of 0 or more.")
                     values[cache.hits] += 1
                     return entry, True
                 values[cache.misses] += 1
@@ -231,6 +234,12 @@ class Walker:
                 continue
             found = cache.probe(vm, gpa, write, need_dirty)
             if found is not None:
+                if not (isinstance(found, tuple) and len(found) == 4 and _count(found[0]) and _count(found[3])
+                        and found[3] >= 1 << PAGE_SHIFT and found[3] & (found[3] - 1) == 0
+                        and found[0] & ((1 << PAGE_SHIFT) - 1) == 0):
+                    raise PluginError(f"walk cache {cache.name!r}: its probe returned {found!r}; a host-point cache "
+                                      "returns None or (hPA of the 4K page, writable, dirty, host page size: a "
+                                      "power of two of 4096 or more).")
                 values[cache.hits] += 1
                 return found[0] | (gpa & ((1 << PAGE_SHIFT) - 1)), found[3], found[1], found[2]
             values[cache.misses] += 1
@@ -296,6 +305,11 @@ class Walker:
                 size = hsize
         counters.walk_done(refs[0], refs[1], refs[2])
         return Translation(address & ~(size - 1), size, writable, dirty)
+
+
+def _count(value: Any) -> bool:
+    """An int (not a bool) of 0 or more."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
 
 
 def check_walk_cache(cache: Any, walk: str) -> None:

@@ -92,3 +92,47 @@ def test_the_radix_walk_as_a_plugins_kernel_gives_the_loops_counts(slat, outside
         counts = assert_engines_agree(plugin_config, reg, trace, chunk_size=307)
         assert counts == assert_engines_agree(*made(slat, guest_page), trace, chunk_size=307)
         assert counts["walks"] > 100 and counts.get("walk.ad_writes", 0) > 0
+
+
+BROKEN = '''
+import importlib.util
+from slatframe import hookimpl
+from slatframe.records import WalkCacheRecord
+spec = importlib.util.spec_from_file_location("outside_for_broken", {outside!r})
+outside = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(outside)
+
+
+class BadPwc(outside.OutsidePwc):
+    def probe(self, *args):
+        return "entry" if super().probe(*args) is not None else None
+
+
+class BadNtlb(outside.OutsideNestedTlb):
+    def probe(self, *args):
+        found = super().probe(*args)
+        return None if found is None else (found[0], found[1], found[2], 3000)
+
+
+@hookimpl
+def slatframe_walk_caches():
+    return [WalkCacheRecord(name="bad-pwc", summary="a wrong probe", factory=BadPwc, options=outside.PwcOptions),
+            WalkCacheRecord(name="bad-ntlb", summary="a wrong probe", factory=BadNtlb,
+                            options=outside.NestedTlbOptions)]
+'''
+
+
+@pytest.mark.parametrize("kind,words", [("bad-pwc", "its probe returned 'entry'; an entry-point cache"),
+                                        ("bad-ntlb", "a host-point cache returns None or")])
+def test_a_probe_returning_the_wrong_thing_is_one_sentence(tmp_path, kind, words):
+    from slatframe.engine import run_experiment
+    from slatframe.errors import PluginError
+
+    plugin = tmp_path / "broken_caches.py"
+    plugin.write_text(BROKEN.format(outside=OUTSIDE))
+    raw = tiny_config(experiment={"name": "bad", "plugins": [str(plugin)]}, tlb=TLB,
+                      machine={"slat": "amd-npt", "host_memory": "16G"}, vms=[{"name": "vm0", "memory": "4G"}],
+                      walk_caches=[{"type": kind, "name": "mine"}],
+                      workload={"source": "synthetic", "accesses": 3000, "footprint": "1M"})
+    with pytest.raises(PluginError, match=f"walk cache 'mine': .*{words}"):
+        run_experiment(*build(raw))
