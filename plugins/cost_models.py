@@ -22,6 +22,27 @@ PRESETS = ("", "intel-server", "amd-server")
 CYCLES_MAX = 1 << 32  #: cycles of one event at most, so cycle totals stay within int64
 
 
+def _one_per_reason(items: tuple) -> None:
+    reasons = [item.reason for item in items]
+    repeated = sorted({r for r in reasons if reasons.count(r) > 1})
+    if repeated:
+        raise ValueError(f"each exit reason at most once; {repeated[0]!r} is given {reasons.count(repeated[0])} times")
+
+
+def _reason_name(value: str) -> None:
+    if not value or not value.replace("_", "").isalnum():
+        raise ValueError("an exit reason as counted in vm_exits.<reason>: letters, digits and underscores")
+
+
+@attrs.frozen
+class ExitWork:
+    """The hypervisor's cycles for one exit reason besides the round trip."""
+
+    reason: str = option(help="exit reason as in the vm_exits.<reason> metrics (pt_write, cr3_write, invlpg, "
+                              "page_fault, hypercall, ...)", check=_reason_name)
+    cycles: int = option(help="cycles of the hypervisor's handling besides vm_exit", min=0, max=CYCLES_MAX)
+
+
 @attrs.frozen
 class EventCostOptions:
     """The options both models share: a preset and the cycles of each event kind."""
@@ -33,6 +54,10 @@ class EventCostOptions:
                          "with data_accesses = false): L1D load-to-use [ANA-SKX, ANA-ROME]", min=0, max=CYCLES_MAX)
     vm_exit: int = option(1100, "cycles per VM exit round trip through KVM (cpuid exit, "
                           "1018-1098 cycles [KVM-SEAN-24])", min=0, max=CYCLES_MAX)
+    exit_work: tuple[ExitWork, ...] = option(
+        [], "cycles the hypervisor spends on exits of a reason besides the round trip, as [[cost.exit_work]] "
+            "tables of reason and cycles; a reason not listed costs only vm_exit. No published per-reason "
+            "figures were found (docs/cost-models.md), so none are charged by default", check_all=_one_per_reason)
     guest_fault: int = option(3200, "cycles per guest page fault (Linux minor fault, median "
                               "~3.2k cycles [BLOG-PF], ~1 us [PERFBOOK])", min=0, max=CYCLES_MAX)
     host_fault: int = option(3200, "cycles per host fault (EPT violation / nested page fault) "
@@ -108,7 +133,10 @@ def event_cycles(m: dict, config: Any, o: Any, walk: int, access: int) -> dict:
     """The breakdown shared by both models, given their walk and access cycles."""
     tlb = sum((m[f"tlb.{lv.name}.hits"] + m[f"tlb.{lv.name}.misses"]) * lv.latency
               for lv in config.tlb.levels)
-    vm_exit = m.get("vm_exits", 0) * o.vm_exit
+    work = {w.reason: w.cycles for w in o.exit_work}
+    by_reason = {k: v * (o.vm_exit + work.get(k[len("vm_exits."):], 0))
+                 for k, v in m.items() if k.startswith("vm_exits.")}
+    vm_exit = m.get("vm_exits", 0) * o.vm_exit + sum(m.get(f"vm_exits.{r}", 0) * c for r, c in work.items())
     fault = m.get("faults.guest", 0) * o.guest_fault + m.get("faults.host", 0) * o.host_fault
     translation = tlb + walk + vm_exit + fault
     # copies of 4 KiB: the hypervisor's copy-on-write breaks, and the guest kernel's (by bytes: its pages may be large)
@@ -127,6 +155,7 @@ def event_cycles(m: dict, config: Any, o: Any, walk: int, access: int) -> dict:
         "cycles.total": total,
         "cycles.per_access": total / m["accesses"] if m["accesses"] else 0.0,
         "translation_overhead": translation / total if total else 0.0,
+        **{"cycles.vm_exit." + k[len("vm_exits."):]: v for k, v in sorted(by_reason.items())},
     }
 
 

@@ -147,7 +147,8 @@ class RadixBacking(DictBacking):
     """The mapping also in second-level radix tables of format ``fmt`` in host memory,
     which hardware walks; the hypervisor's own look-ups use the dicts it keeps beside
     them (as KVM keeps memslots), so software never walks its tables. The host memory
-    the tables take is counted in ``slat.table_bytes`` (they are never freed)."""
+    the tables take is the gauge ``slat.table_bytes`` (they are never freed, so its
+    ``.peak`` is the same)."""
 
     def __init__(self, fmt: PageTableFormat, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -155,7 +156,7 @@ class RadixBacking(DictBacking):
         self.root = self._table(self.fmt.table_alloc(self.fmt.levels))
 
     def _table(self, size: int) -> int:
-        self.counters.add("slat.table_bytes", size)
+        self.counters.gauge_add("slat.table_bytes", size)
         return self.host.alloc(size)
 
     def install(self, gpa_page: int, hpa_page: int) -> None:

@@ -152,6 +152,9 @@ class ConsolidationConfig:
     work_per_access: float = option(help="cycles of work per access besides the memory access and "
                                     "its translation (the session's own computation)", min=0.0, max=1e15)
     session_memory: int = option(help="resident memory of one session before dedup", size=True, min=PAGE_4K)
+    run_sessions: int = option(1, "sessions the run's VMs stand for: the host memory its translation tables "
+                                  "held at their peak (every <name>.table_bytes.peak gauge: shadow tables, "
+                                  "second-level tables) is charged to them in equal shares", min=1, max=1 << 40)
 
 
 @attrs.frozen(kw_only=True)

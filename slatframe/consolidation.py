@@ -9,7 +9,10 @@ A session issues ``session_accesses_per_s`` memory accesses per second, each cos
 cores; ``cpu_limit = floor(cores x cpu_target / cpu_per_session)``. Dedup shrinks a
 session's memory by the fraction the run saved, ``saved = dedup.bytes_saved /
 (dedup.bytes_saved + dedup.host_bytes_in_use)``, so ``memory_limit = floor((memory -
-reserved_memory) / (session_memory x (1 - saved)))``. ``sessions`` is the smaller limit
+reserved_memory) / (session_memory x (1 - saved) + table_bytes / run_sessions))``, where
+``table_bytes`` sums the run's ``<name>.table_bytes.peak`` gauges: the host memory its
+translation tables held at their peak (shadow tables, second-level tables), which the
+``run_sessions`` sessions the run stands for share. ``sessions`` is the smaller limit
 and ``binding`` names it.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from .errors import ConfigError, SimulationError
 
 LIMIT = 1 << 63  #: sessions are stored in int64 columns
+TABLE_GAUGE = ".table_bytes.peak"  #: the suffix of the gauges of host memory held by translation tables
 
 
 def consolidation_metrics(m: dict[str, Any], c: Any) -> dict[str, Any]:
@@ -34,7 +38,8 @@ def consolidation_metrics(m: dict[str, Any], c: Any) -> dict[str, Any]:
     saved_bytes = m.get("dedup.bytes_saved", 0)
     used = saved_bytes + m.get("dedup.host_bytes_in_use", 0)
     saved = saved_bytes / used if used else 0.0
-    memory_per_session = c.session_memory * (1.0 - saved)
+    table_bytes = sum(v for k, v in m.items() if k.endswith(TABLE_GAUGE))
+    memory_per_session = c.session_memory * (1.0 - saved) + table_bytes / c.run_sessions
     if memory_per_session <= 0:
         raise SimulationError("[consolidation] needs memory per session: dedup saved every byte "
                               "(dedup.host_bytes_in_use is 0), so sessions per host are unbounded.")
@@ -49,6 +54,7 @@ def consolidation_metrics(m: dict[str, Any], c: Any) -> dict[str, Any]:
         "consolidation.cycles_per_access": cycles,
         "consolidation.cpu_per_session": cpu_per_session,
         "consolidation.memory_saved_fraction": saved,
+        "consolidation.table_bytes_per_session": table_bytes / c.run_sessions,
         "consolidation.memory_per_session": memory_per_session,
         "consolidation.cpu_limit": cpu_limit,
         "consolidation.memory_limit": memory_limit,

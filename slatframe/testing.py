@@ -93,3 +93,37 @@ def churn_trace(seed: int, n: int = 3000, pages_per_region: int = 20, events: in
     trace["op"][at] = rng.choice([UNMAP, PROTECT, INVLPG, FLUSH, CONTEXT_SWITCH], events)
     trace["vaddr"][at[trace["op"][at] == CONTEXT_SWITCH]] = 1
     return trace
+
+
+def process_churn(seed: int, n: int = 600, base: int = 1 << 30, exec_share: float = 0.0) -> np.ndarray:
+    """A trace of process churn in one VM: process 0 maps 6 private and 2 shared pages,
+    then ``n`` events: forks (up to 6 live processes), exits (``exec_share`` of them
+    execs instead), shared mappings, unmaps and protects, and reads and writes (40%)
+    over 3 leaf tables' first 16 pages, by random live processes."""
+    from .trace import EXEC, EXIT, FORK, MAP, MAP_SHARED, PROTECT, READ, TRACE_DTYPE, UNMAP, WRITE
+
+    rng = np.random.default_rng(seed)
+    rows = [(0, MAP, base + i * 4096) for i in range(6)] + [(0, MAP_SHARED, base + (40 + i) * 4096) for i in range(2)]
+    live = [0]
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.05 and len(live) < 6:
+            child = next(a for a in range(1, 16) if a not in live)
+            rows.append((int(rng.choice(live)), FORK, child))
+            live.append(child)
+        elif r < 0.08 and len(live) > 1:
+            gone = int(rng.choice(live[1:]))
+            rows.append((gone, EXEC if rng.random() < exec_share else EXIT, 0))
+            if rows[-1][1] == EXIT:
+                live.remove(gone)
+        elif r < 0.1:
+            rows.append((int(rng.choice(live)), MAP_SHARED, base + int(rng.integers(40, 44)) * 4096))
+        elif r < 0.13:
+            rows.append((int(rng.choice(live)), int(rng.choice([UNMAP, PROTECT])), base + int(rng.integers(0, 10)) * 4096))
+        else:
+            op = WRITE if rng.random() < 0.4 else READ
+            where = base + int(rng.integers(0, 3)) * (1 << 21) + int(rng.integers(0, 16)) * 4096
+            rows.append((int(rng.choice(live)), op, where + int(rng.integers(0, 4096))))
+    trace = np.zeros(len(rows), dtype=TRACE_DTYPE)
+    trace["asid"], trace["op"], trace["vaddr"] = zip(*rows)
+    return trace

@@ -37,12 +37,22 @@ class GuestTablesModel:
         self.mapped: dict[int, bool] = {}  # page -> writable
 
     def map(self, page: int) -> int:
+        return len(self.map_entries(page))
+
+    def map_entries(self, page: int) -> list:
+        """The (level, prefix) of each entry mapping ``page`` writes: its missing tables', then its leaf."""
         if page in self.mapped:
-            return 0
-        writes = sum(1 for p in prefixes(page, self.levels)[:-1] if p not in self.tables) + 1
-        self.tables.update(prefixes(page, self.levels)[:-1])
+            return []
+        path = prefixes(page, self.levels)
+        written = [p for p in path[:-1] if p not in self.tables] + [path[-1]]
+        self.tables.update(path[:-1])
         self.mapped[page] = True
-        return writes
+        return written
+
+    def holder(self, entry) -> object:
+        """The table holding ``entry``: "root", or the (level, prefix) of the entry pointing at it."""
+        level, prefix = entry
+        return "root" if level == self.levels else (level + 1, prefix >> 9)
 
     def unmap(self, page: int) -> int:
         return 1 if self.mapped.pop(page, None) is not None else 0

@@ -136,19 +136,53 @@ def test_cache_aware_cycles_recompute_from_the_result(tmp_path):
     assert m["translation_overhead"] == pytest.approx((tlb + walk + exits + faults) / m["cycles.total"])
 
 
+def test_exit_work_by_reason_recomputes_from_the_result(tmp_path):
+    """Each exit costs the round trip plus its reason's listed work; the per-reason
+    figures add up to cycles.vm_exit."""
+    out = tmp_path / "r.json"
+    example = Path(__file__).resolve().parents[1] / "examples" / "forkwait.toml"
+    assert main(["run", str(example), "--out", str(out), "--quiet", "--set", "workload.forks=10",
+                 "--set", "machine.slat='shadow'", "--set",
+                 "cost={model='fixed', exit_work=[{reason='pt_write', cycles=2000}, {reason='page_fault', cycles=700}]}"
+                 ]) == 0
+    result = json.loads(out.read_text())
+    m, trip = result["metrics"], result["config"]["cost"]["vm_exit"]
+    work = {"pt_write": 2000, "page_fault": 700}
+    reasons = [k[len("vm_exits."):] for k in m if k.startswith("vm_exits.")]
+    assert {"pt_write", "page_fault", "cr3_write"} <= set(reasons)
+    for reason in reasons:
+        assert m[f"cycles.vm_exit.{reason}"] == m[f"vm_exits.{reason}"] * (trip + work.get(reason, 0))
+    assert m["cycles.vm_exit"] == sum(m[f"cycles.vm_exit.{r}"] for r in reasons) == \
+        m["vm_exits"] * trip + m["vm_exits.pt_write"] * 2000 + m["vm_exits.page_fault"] * 700
+
+
+@pytest.mark.parametrize("work,sentence", [
+    ([{"reason": "pt_write", "cycles": 1}, {"reason": "pt_write", "cycles": 2}],
+     r"cost\.exit_work = .* is not allowed: each exit reason at most once; 'pt_write' is given 2 times"),
+    ([{"reason": "pt write", "cycles": 1}], r"cost\.exit_work\[0\]\.reason = 'pt write' is not allowed"),
+    ([{"reason": "pt_write", "cycles": -1}], r"cost\.exit_work\[0\]\.cycles"),
+])
+def test_exit_work_is_checked(work, sentence):
+    with pytest.raises(ConfigError, match=sentence):
+        build(tiny_config(cost={"model": "fixed", "exit_work": work}))
+
+
 def test_consolidation_recomputes_from_the_result(tmp_path):
     """Sessions by CPU and by memory recomputed by hand from the result file."""
     out = tmp_path / "r.json"
     example = Path(__file__).resolve().parents[1] / "examples" / "rds-consolidation.toml"
     assert main(["run", str(example), "--out", str(out), "--quiet", "--set", "machine.slat=shadow",
                  "--set", "experiment.warmup=20000", "--set", "workload.accesses=60000",
-                 "--set", "workload.switch_every=1000", "--set", "consolidation.session_memory='2G'"]) == 0
+                 "--set", "workload.switch_every=1000", "--set", "consolidation.session_memory='2G'",
+                 "--set", "consolidation.run_sessions=4"]) == 0
     result = json.loads(out.read_text())
     m, c = result["metrics"], result["config"]["consolidation"]
     per_access = m["cycles.total"] / m["accesses"] + c["work_per_access"]
     cores = c["session_accesses_per_s"] * per_access / (c["core_ghz"] * 1e9)
     by_cpu = int(c["cores"] * c["cpu_target"] // cores)
-    by_memory = (c["memory"] - c["reserved_memory"]) // c["session_memory"]
+    tables = m["shadow.table_bytes.peak"] / 4  # the shadow tables' peak, shared by the run's 4 sessions
+    assert tables > 0 and m["consolidation.table_bytes_per_session"] == tables
+    by_memory = int((c["memory"] - c["reserved_memory"]) // (c["session_memory"] + tables))
     assert m["consolidation.cpu_per_session"] == pytest.approx(cores)
     assert (m["consolidation.cpu_limit"], m["consolidation.memory_limit"]) == (by_cpu, by_memory)
     assert m["consolidation.sessions"] == min(by_cpu, by_memory)
@@ -159,7 +193,8 @@ def test_consolidation_recomputes_from_the_result(tmp_path):
 @pytest.mark.parametrize("engine", ["reference", "compiled"])
 def test_warmup_counts_only_the_records_after_it(engine):
     """The counters of a run with a warmup equal the difference of the counters of one
-    machine before and after the warmup's records."""
+    machine before and after the warmup's records; its gauges (the second-level tables'
+    bytes) keep their level."""
     from slatframe.engine import make_engine, run_experiment
 
     raw = tiny_config(experiment={"name": "w", "seed": 3, "engine": engine, "chunk_size": 1000, "warmup": 2500},
@@ -175,10 +210,14 @@ def test_warmup_counts_only_the_records_after_it(engine):
     runner.run_chunk(trace[:2500])
     before = dict(counters.values)
     runner.run_chunk(trace[2500:])
-    after = {k: v - before.get(k, 0) for k, v in counters.values.items() if k != "walk.refs_max"}
+    gauges = set(counters.levels) | {f"{name}.peak" for name in counters.levels}
+    assert "slat.table_bytes" in gauges
+    after = {k: v - before.get(k, 0) for k, v in counters.values.items() if k != "walk.refs_max" and k not in gauges}
     assert after["faults.guest"] < before["faults.guest"]  # the warmup took the first touches
     assert {k: v for k, v in after.items() if v} == \
         {k: result.metrics[k] for k in after if after[k]}
+    for name in gauges:  # never freed: the level at the end is the peak
+        assert result.metrics[name] == counters.values["slat.table_bytes"] > before["slat.table_bytes"]
 
 
 def test_consolidation_and_warmup_inputs_are_checked_before_the_run():

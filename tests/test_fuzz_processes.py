@@ -17,12 +17,14 @@ OPS = [READ, WRITE, READ, WRITE, FORK, EXEC, EXIT, MAP_SHARED, MAP, UNMAP, PROTE
 BASE = 1 << 30
 
 _CONFIGS: dict[str, tuple] = {}
+SHADOWS = {"shadow-2": {"cached_roots": 2},  # shadow variants: their options
+           "shadow-unsync-pool": {"writes": "unsync", "unsync_limit": 3, "pool_pages": 12, "pool_refill": 5},
+           "shadow-enlightened": {"enlightened": True, "pool_permille": 1}}
 
 
 def config(slat: str):
     if slat not in _CONFIGS:
-        machine = {"slat": {"name": "shadow", "cached_roots": 2} if slat == "shadow-2" else slat,
-                   "host_memory": "16G"}
+        machine = {"slat": {"name": "shadow", **SHADOWS[slat]} if slat in SHADOWS else slat, "host_memory": "16G"}
         _CONFIGS[slat] = build(tiny_config(machine=machine, vms=[{"name": "vm0", "memory": "4G"},
                                                                  {"name": "vm1", "memory": "4G"}]))
     return _CONFIGS[slat]
@@ -44,7 +46,7 @@ def process_traces(draw) -> np.ndarray:
     return t
 
 
-@pytest.mark.parametrize("slat", ["native", "intel-ept", "shadow", "shadow-2"])
+@pytest.mark.parametrize("slat", ["native", "intel-ept", "shadow", *SHADOWS])
 @CI
 @given(trace=process_traces())
 def test_process_events_run_or_stop_with_one_sentence(slat, trace):

@@ -7,7 +7,7 @@ import pytest
 from slatframe.testing import build, run_trace, tiny_config
 from slatframe.trace import CONTEXT_SWITCH, FLUSH, INVLPG, MAP, PROTECT, READ, TRACE_DTYPE, UNMAP
 
-from naive import GuestTablesModel
+from naive import GuestTablesModel, prefixes
 
 
 def churn_trace(n, seed):
@@ -28,21 +28,29 @@ def churn_trace(n, seed):
 
 
 def expected_exits(trace):
-    """pt_write: entries the guest kernel writes; cr3_write: switches and flushes;
-    invlpg: unmaps, protects and invlpgs; injected guest faults: first touches."""
+    """pt_write: entries the guest kernel writes into a table the shadow has a page for
+    (the root once the asid has run; a lower table once an access went through it);
+    cr3_write: switches and flushes; invlpg: unmaps, protects and invlpgs; injected guest
+    faults: first touches."""
     kernels: dict[int, GuestTablesModel] = {}
+    shadowed: dict[int, set] = {}
     pt_write = cr3 = invlpg = guest_faults = 0
     for op, asid, va in zip(trace["op"].tolist(), trace["asid"].tolist(), trace["vaddr"].tolist()):
         k = kernels.setdefault(asid, GuestTablesModel())
+        protected = shadowed.setdefault(asid, set())
         page = va >> 12
+        trapped = lambda entries: sum(1 for e in entries if k.holder(e) in protected)  # noqa: E731
         if op == READ:
+            protected.add("root")  # the first access makes the shadow root
             if page not in k.mapped:
                 guest_faults += 1
-                pt_write += k.map(page)
+                pt_write += trapped(k.map_entries(page))
+            protected.update(prefixes(page, 4)[:-1])  # the hidden fault shadows the path
         elif op == MAP:
-            pt_write += k.map(page)
+            pt_write += trapped(k.map_entries(page))
         elif op in (UNMAP, PROTECT):
-            pt_write += k.unmap(page) if op == UNMAP else k.protect(page)
+            leaf = prefixes(page, 4)[-1]
+            pt_write += trapped([leaf]) * (k.unmap(page) if op == UNMAP else k.protect(page))
             invlpg += 1
         elif op == INVLPG:
             invlpg += 1

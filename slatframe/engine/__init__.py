@@ -134,7 +134,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
             pos += step
             done += step
             if done == warmup:
-                counters.values.clear()  # state stays warm; statistics start here
+                counters.restart()  # state stays warm; statistics start here
                 series.clear()
                 warmup = None
             if done == next_run:
