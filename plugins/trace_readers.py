@@ -25,6 +25,7 @@ import numpy as np
 
 from slatframe import hookimpl
 from slatframe.errors import TraceError
+from slatframe.lackey import ACCESS_LINE, access_records
 from slatframe.options import option
 from slatframe.records import WorkloadRecord
 from slatframe.trace import IFETCH, READ, TRACE_DTYPE, WRITE
@@ -75,20 +76,11 @@ class _Chunker:
             self.pending = self.pending[:0]
 
 
-LACKEY_OPS = {"I": (IFETCH,), "L": (READ,), "S": (WRITE,), "M": (READ, WRITE)}
 #: Longest line the lackey reader takes (bytes, without the newline).
 LINE_LIMIT = 1 << 16
 _BLOCK = 1 << 20
-# A lackey access line: optional blanks, kind, blanks, hex address (leading zeros, then at
-# most 16 digits, so below 2**64), a comma, a decimal size, optional blanks (or a CR).
-_ACCESS = re.compile(rb"^[ \t]*([ILSM])[ \t]+0*([0-9a-fA-F]{1,16}),[0-9]+[ \t\r]*$", re.M)
 # A skipped line: valgrind's ``==pid==`` messages and blank lines.
 _SKIP = re.compile(rb"^(?:==[^\n]*|[ \t\r\v\f]*)$", re.M)
-_KIND_FIRST_OP = np.zeros(256, dtype=np.uint8)
-_KIND_RECORDS = np.zeros(256, dtype=np.int64)
-for _kind, _ops in LACKEY_OPS.items():
-    _KIND_FIRST_OP[ord(_kind)] = _ops[0]
-    _KIND_RECORDS[ord(_kind)] = len(_ops)
 
 
 def _bad_lackey_line(path: str | Path, number: int, raw: bytes) -> TraceError:
@@ -103,21 +95,13 @@ def _lackey_block(path: str | Path, text: bytes, first_line: int) -> tuple[np.nd
 
     The regular expressions run over the whole block; only a block that holds a bad line
     is looked at line by line (to name it)."""
-    found = _ACCESS.findall(text)
+    found = ACCESS_LINE.findall(text)
     lines = text.count(b"\n") + 1
     if len(found) + len(_SKIP.findall(text)) != lines:
         for i, line in enumerate(text.split(b"\n")):
-            if not (_ACCESS.fullmatch(line) or _SKIP.fullmatch(line)):
+            if not (ACCESS_LINE.fullmatch(line) or _SKIP.fullmatch(line)):
                 raise _bad_lackey_line(path, first_line + i, line)
-    if not found:
-        return np.zeros(0, np.uint8), np.zeros(0, np.uint64)
-    kinds, addresses = zip(*found)
-    codes = np.frombuffer(b"".join(kinds), dtype=np.uint8)
-    vaddrs = np.fromiter((int(a, 16) for a in addresses), dtype=np.uint64, count=len(addresses))
-    per_line = _KIND_RECORDS[codes]
-    ops = np.repeat(_KIND_FIRST_OP[codes], per_line)
-    ops[np.cumsum(per_line)[per_line == 2] - 1] = WRITE  # 'M': a read, then a write
-    return ops, np.repeat(vaddrs, per_line)
+    return access_records(found)
 
 
 def read_lackey(path: str | Path, chunk_size: int, vm: int = 0, asid: int = 0) -> Iterator[np.ndarray]:

@@ -61,7 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     tsub = trace.add_subparsers(dest="trace_command", required=True)
     rec = tsub.add_parser("record", help="run a program under valgrind lackey and write its trace as npz")
     rec.add_argument("--out", required=True, help="the .npz trace to write")
-    rec.add_argument("--keep-lackey", metavar="FILE", help="also keep valgrind's text trace")
+    rec.add_argument("--keep-lackey", metavar="FILE", help="also keep valgrind's text trace (with --processes: a "
+                     "directory for its per-process logs)")
+    rec.add_argument("--processes", action="store_true",
+                     help="also record every process the program starts (fork, exec, exit) into the same trace")
     rec.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND ARGS")
     conv = tsub.add_parser("convert", help="convert a trace (lackey, champsim, npz) to npz")
     conv.add_argument("input")
@@ -198,6 +201,16 @@ def cmd_trace(args: argparse.Namespace) -> int:
                           "--out" if args.trace_command == "record" else "the output file")
     if args.trace_command == "record":
         command = args.program[1:] if args.program[:1] == ["--"] else args.program
+        if args.processes:
+            rec = tracetools.record_processes(args.out, command, args.keep_lackey)
+            for warning in rec.warnings:
+                print(f"slatframe: warning: {warning}", file=sys.stderr)
+            code = rec.returncode
+            note = (f" (the program was killed by signal {-code})" if code < 0 else
+                    f" (the program exited with {code})" if code else "")
+            print(f"{args.out}: {rec.records:,} records of {rec.processes} process(es) ({rec.created} created, "
+                  f"{rec.execs} exec(s), {rec.exited} exited) from {' '.join(command)}{note}")
+            return 0
         count, code = tracetools.record(args.out, command, registry, args.keep_lackey)
         note = f" (the program exited with {code})" if code else ""
         print(f"{args.out}: {count:,} records from {' '.join(command)}{note}")

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from .options import BuildContext, build
 from .trace import ACCESS_OPS, EXIT, FORK, OP_NAMES
 from .tracefile import DECOMPRESS_ERRORS, NpzWriter, open_error, open_raw, open_trace
 from .units import format_size
+
+if TYPE_CHECKING:
+    from .process_trace import ProcessRecording
 
 ZIP_MAGIC = b"PK"
 
@@ -94,6 +97,17 @@ def record(out: str | Path, command: Sequence[str], registry: Any, keep: str | N
         if keep:
             shutil.copyfile(log, keep)
     return count, proc.returncode
+
+
+def record_processes(out: str | Path, command: Sequence[str], keep: str | None = None) -> "ProcessRecording":
+    """Run ``command`` and every process it starts (fork, exec) under valgrind lackey and
+    write them as one npz trace, their lifecycle as fork, exec and exit records and their
+    shared library pages as map_shared records (:mod:`slatframe.process_trace`). Returns
+    a :class:`~slatframe.process_trace.ProcessRecording` (records, exit status, process
+    counts, warnings). ``keep``: a directory to copy valgrind's per-process logs into."""
+    from .process_trace import record_processes as record_all
+
+    return record_all(out, command, keep)
 
 
 def info(path: str | Path, fmt: str | None, registry: Any, limit: int = 1_000_000,
