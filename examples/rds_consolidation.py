@@ -1,15 +1,18 @@
 """Sessions per host under shadow paging and under nested paging, for
-examples/rds-consolidation.toml, with the ratio and a sensitivity table.
+examples/rds-consolidation.toml, with the ratios, the hypervisor's share of the CPU and a
+sensitivity table for the parameters that are assumptions.
 
-    python examples/rds_consolidation.py [--scale 1.0]
+    python examples/rds_consolidation.py [--scale 1.0] [--set KEY=VALUE ...]
 
-Runs the example on each machine preset (intel-server: shadow vs intel-ept with
-paging-structure caches; amd-server: shadow vs amd-npt with a page walk cache and a
-nested TLB), then varies the parameters that move the ratio most, one at a time, on
-intel-server: the page-table update rate (``workload.churn_rate``), the context-switch
-interval (``workload.switch_every``; the warmup is one turn of every process), and two
-that need no new run because the cost and consolidation models work on the counters
-after the run: the cycles of a VM exit and the session's own work per access.
+Runs the example on each machine preset (intel-server: intel-ept with paging-structure
+caches; amd-server: amd-npt with a page walk cache and a nested TLB) and under two
+shadow MMUs: Hyper-V-like (every store to a shadowed table emulated, the 80 most
+recently run address spaces' shadows kept) and KVM-like (leaf tables out of sync until
+INVLPG or a CR3 load, a pool of 2% of guest memory). The warmup is one turn of every
+process (found by reading the workload's records), then ``3.2e6 x scale`` accesses are
+counted. The sensitivity table varies one assumption at a time on intel-server (the
+Hyper-V-like shadow against intel-ept); the cost and consolidation parameters need no
+new run, because those models work on the counters after the run.
 """
 from __future__ import annotations
 
@@ -18,51 +21,104 @@ import sys
 from pathlib import Path
 
 import attrs
+import numpy as np
 
 from slatframe.config import load_config
 from slatframe.consolidation import consolidation_metrics
-from slatframe.engine import compute_metrics, run_experiment
+from slatframe.engine import compute_metrics, run_experiment, workload_chunks
 from slatframe.report import table
+from slatframe.trace import ACCESS_OPS, CONTEXT_SWITCH
 
 BASE = Path(__file__).with_name("rds-consolidation.toml")
 AMD_CACHES = "walk_caches=[{type='pwc'}, {type='nested-tlb'}]"
 MACHINES = {"intel-server": ("intel-ept", []), "amd-server": ("amd-npt", [AMD_CACHES])}
-CHURN = (0.00002, 0.0002, 0.002, 0.01)
-SWITCH = (2500, 12500, 50000)
-VM_EXIT = (1529, 5000, 15000)
-WORK = (1.0, 3.0, 10.0)
+SHADOWS = {"shadow, Hyper-V-like": "{name='shadow', cached_roots=80}",
+           "shadow, KVM-like": "{name='shadow', writes='unsync', pool_permille=20}"}
+MEASURED = 3_200_000
+#: workload assumptions: (key, values); the first value of each is not the example's own
+SWEEPS = {
+    "workload.spawn_every": (0, 4_000_000, 1_000_000, 250_000),
+    "workload.shared_fraction": (0.0, 0.2, 0.5),
+    "workload.churn_rate": (0.00002, 0.0002, 0.002),
+    "workload.switch_every": (12_500, 50_000),
+    "workload.processes": (48, 96, 192),
+}
+#: cost and consolidation assumptions, recomputed after the run: (path, values)
+RECOMPUTED = {
+    "cost.vm_exit": (1529, 5000),
+    "cost.access_overlap": (1.0, 8.91, 20.0),
+    "consolidation.work_per_access": (0.0, 3.0, 10.0),
+}
+
+
+def first_turns(config, registry) -> tuple[int, int] | None:
+    """(records, accesses) before the turn after every process's first one; None when
+    the workload ends before."""
+    processes = config.workload.options.processes
+    records = accesses = switches = 0
+    for chunk in workload_chunks(config, registry):
+        at = np.flatnonzero(chunk["op"] == CONTEXT_SWITCH)
+        if switches + len(at) > processes:
+            end = int(at[processes - switches])
+            return records + end, accesses + int(np.isin(chunk["op"][:end], ACCESS_OPS).sum())
+        switches += len(at)
+        records += len(chunk)
+        accesses += int(np.isin(chunk["op"], ACCESS_OPS).sum())
+    return None
 
 
 class Runner:
-    """Runs the example with overrides, remembering each run (config, result)."""
+    """Runs the example with overrides (warmup: every process's first turn), remembering
+    each run (config, registry, result)."""
 
-    def __init__(self, scale: float) -> None:
+    def __init__(self, scale: float, base_sets: tuple[str, ...] = ()) -> None:
         self.scale = scale
+        self.base_sets = base_sets  #: overrides of every run (``--set``)
         self.done: dict[tuple[str, ...], tuple] = {}
 
-    def __call__(self, *sets: str, switch_every: int = 50000) -> tuple:
-        key = tuple(sets) + (str(switch_every),)
-        if key not in self.done:
-            processes = 16
-            warmup = int(processes * switch_every * self.scale)  # one turn of every process at scale 1
-            measured = max(switch_every, int(1_600_000 * self.scale))
-            overrides = [*sets, f"workload.switch_every={switch_every}", f"experiment.warmup={warmup}",
-                         f"workload.accesses={warmup + measured}"]
-            config, registry = load_config(BASE, overrides)
-            self.done[key] = (config, registry, run_experiment(config, registry))
-        return self.done[key]
+    def __call__(self, *sets: str) -> tuple:
+        sets = (*self.base_sets, *sets)
+        if sets not in self.done:
+            config, registry = load_config(BASE, sets)
+            found = first_turns(config, registry)
+            while found is None:  # a longer workload, until every process has had its turn
+                accesses = 2 * config.workload.options.accesses
+                config, registry = load_config(BASE, [*sets, f"workload.accesses={accesses}"])
+                found = first_turns(config, registry)
+            warmup, before = found
+            measured = max(1, int(MEASURED * self.scale))
+            config, registry = load_config(BASE, [*sets, f"experiment.warmup={warmup}",
+                                                  f"workload.accesses={before + measured}"])
+            self.done[sets] = (config, registry, run_experiment(config, registry))
+        return self.done[sets]
 
 
-def sessions(config, registry, result, vm_exit: int | None = None, work: float | None = None) -> int:
-    """Sessions per host, recomputed after the run with another exit cost or work per access."""
-    metrics = result.metrics
-    if vm_exit is not None:
-        cost = attrs.evolve(config.cost, options=attrs.evolve(config.cost.options, vm_exit=vm_exit))
-        config = attrs.evolve(config, cost=cost)
-        counters = {k: v for k, v in metrics.items() if not k.startswith(("cycles.", "consolidation."))}
-        metrics = compute_metrics(config, registry, _Counters(counters))
-    c = config.consolidation if work is None else attrs.evolve(config.consolidation, work_per_access=work)
-    return consolidation_metrics(metrics, c)["consolidation.sessions"]
+def recomputed(config, registry, result, path: str | None = None, value: float | None = None) -> dict:
+    """The run's metrics with one cost or consolidation parameter changed after the run."""
+    if path is None:
+        return result.metrics
+    section, key = path.split(".")
+    if section == "consolidation":
+        config = attrs.evolve(config, consolidation=attrs.evolve(config.consolidation, **{key: value}))
+    else:
+        config = attrs.evolve(config, cost=attrs.evolve(config.cost, options=attrs.evolve(config.cost.options,
+                                                                                            **{key: value})))
+    counters = {k: v for k, v in result.metrics.items() if not k.startswith(("cycles.", "consolidation."))}
+    metrics = compute_metrics(config, registry, _Counters(counters))
+    return {**metrics, **consolidation_metrics(metrics, config.consolidation)}
+
+
+def hypervisor_share(config, m: dict) -> float:
+    """The hypervisor's share of a session's CPU: its exits (round trip and work) and its
+    host faults, of all the cycles including the session's own work."""
+    work = config.consolidation.work_per_access * m["accesses"]
+    hypervisor = m.get("cycles.vm_exit", 0) + m.get("faults.host", 0) * config.cost.options.host_fault
+    return hypervisor / (m["cycles.total"] + work)
+
+
+def sessions(config, registry, result, path: str | None = None, value: float | None = None) -> int:
+    """Sessions per host, with one cost or consolidation parameter changed after the run."""
+    return recomputed(config, registry, result, path, value)["consolidation.sessions"]
 
 
 class _Counters:
@@ -77,53 +133,66 @@ class _Counters:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", type=float, default=1.0,
-                    help="fraction of the warmup and of the measured accesses to run (for quick checks)")
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the counted accesses (for quick checks)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override of every run, as slatframe run --set (before the script's own)")
     args = ap.parse_args(argv)
-    run = Runner(args.scale)
+    run = Runner(args.scale, tuple(args.set))
 
     rows, ratios = [], []
     for preset, (nested, extra) in MACHINES.items():
-        per, cpu = {}, {}
-        for slat in ("shadow", nested):
-            config, registry, result = run(f"machine.slat={slat}", f"cost.preset={preset}", *extra)
+        schemes = {nested: f"'{nested}'", **SHADOWS}
+        done = {label: run(f"machine.slat={slat}", f"cost.preset={preset}", *extra) for label, slat in schemes.items()}
+        for label, (config, _, result) in done.items():
             m = result.metrics
-            per[slat], cpu[slat] = m["consolidation.sessions"], m["consolidation.cpu_per_session"]
-            rows.append((preset, slat, m["walks"], m["walk.refs"] / max(1, m["walks"]), m["vm_exits"],
-                         m["cycles.vm_exit"] / m["accesses"], m["cycles.walk"] / m["accesses"],
-                         m["cycles.per_access"], m["translation_overhead"], m["consolidation.cpu_per_session"],
+            rows.append((preset, label, 1000 * m.get("vm_exits", 0) / m["accesses"], m["cycles.vm_exit"] / m["accesses"],
+                         m["cycles.walk"] / m["accesses"], m["cycles.per_access"], hypervisor_share(config, m),
+                         m["consolidation.table_bytes_per_session"] / 1024, m["consolidation.cpu_per_session"],
                          m["consolidation.sessions"]))
-        ratios.append((preset, per[nested], per["shadow"], per[nested] / per["shadow"], cpu["shadow"] / cpu[nested]))
-    print(table(rows, ("machine", "scheme", "walks", "refs/walk", "VM exits", "exit cycles/access",
-                       "walk cycles/access", "cycles/access", "translation overhead", "cores/session",
-                       "sessions")))
+        base = done[nested][2].metrics
+        for label in SHADOWS:
+            shadow = done[label][2].metrics
+            ratios.append((preset, label, base["consolidation.sessions"], shadow["consolidation.sessions"],
+                           base["consolidation.sessions"] / shadow["consolidation.sessions"],
+                           shadow["consolidation.cpu_per_session"] / base["consolidation.cpu_per_session"]))
+    print(table(rows, ("machine", "scheme", "VM exits / 1k accesses", "exit cycles/access", "walk cycles/access",
+                       "cycles/access", "hypervisor share", "table KiB/session", "cores/session", "sessions")))
     print()
-    print(table(ratios, ("machine", "sessions (nested)", "sessions (shadow)", "ratio",
+    print(table(ratios, ("machine", "shadow", "sessions (nested)", "sessions (shadow)", "ratio",
                          "cores/session shadow / nested")))
 
     sens = []
-    for churn in CHURN:
-        pair = [run(f"machine.slat={s}", f"workload.churn_rate={churn}") for s in ("intel-ept", "shadow")]
-        sens.append(("workload.churn_rate", churn, *_ratio(pair)))
-    for every in SWITCH:
-        pair = [run(f"machine.slat={s}", switch_every=every) for s in ("intel-ept", "shadow")]
-        sens.append(("workload.switch_every", every, *_ratio(pair)))
-    central = [run(f"machine.slat={s}") for s in ("intel-ept", "shadow")]
-    for cycles in VM_EXIT:
-        sens.append(("cost.vm_exit", cycles, *_ratio(central, vm_exit=cycles)))
-    for work in WORK:
-        sens.append(("consolidation.work_per_access", work, *_ratio(central, work=work)))
+    shadow_slat = SHADOWS["shadow, Hyper-V-like"]
+    for key, values in SWEEPS.items():
+        for value in values:
+            pair = [run(f"machine.slat={slat}", f"{key}={value}") for slat in ("'intel-ept'", shadow_slat)]
+            sens.append(_row(key, value, pair))
+    central = [run(f"machine.slat={slat}") for slat in ("'intel-ept'", shadow_slat)]
+    for path, values in RECOMPUTED.items():
+        for value in values:
+            sens.append(_row(path, value, central, path))
     print()
-    print(table(sens, ("parameter (intel-server)", "value", "shadow exits / 1k accesses", "sessions (intel-ept)",
+    print(table(sens, ("assumption (intel-server, Hyper-V-like shadow)", "value", "shadow exits / 1k accesses",
+                       "hypervisor share (shadow)", "hypervisor share (EPT)", "sessions (intel-ept)",
                        "sessions (shadow)", "ratio")))
     return 0
 
 
-def _ratio(pair, **recompute) -> tuple[float, int, int, float]:
-    """Shadow's VM exits per 1000 accesses, sessions under each scheme, and their ratio."""
-    m = pair[1][2].metrics
-    nested, shadow = (sessions(*run, **recompute) for run in pair)
-    return 1000 * m["vm_exits"] / m["accesses"], nested, shadow, nested / shadow if shadow else float("inf")
+def _row(key: str, value, pair, path: str | None = None) -> tuple:
+    """One sensitivity row: shadow's exits per 1000 accesses, the hypervisor's share of
+    the CPU under each scheme, sessions under each and their ratio."""
+    (n_config, n_reg, n_result), (s_config, s_reg, s_result) = pair
+    recompute = (path, value) if path else (None, None)
+    nested_m, shadow_m = recomputed(n_config, n_reg, n_result, *recompute), recomputed(s_config, s_reg, s_result,
+                                                                                       *recompute)
+    if path and path.startswith("consolidation."):
+        n_config = attrs.evolve(n_config, consolidation=attrs.evolve(n_config.consolidation,
+                                                                     **{path.split(".")[1]: value}))
+        s_config = attrs.evolve(s_config, consolidation=attrs.evolve(s_config.consolidation,
+                                                                     **{path.split(".")[1]: value}))
+    nested, shadow = nested_m["consolidation.sessions"], shadow_m["consolidation.sessions"]
+    return (key, value, 1000 * shadow_m.get("vm_exits", 0) / shadow_m["accesses"], hypervisor_share(s_config, shadow_m),
+            hypervisor_share(n_config, nested_m), nested, shadow, nested / shadow if shadow else float("inf"))
 
 
 if __name__ == "__main__":

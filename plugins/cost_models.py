@@ -54,6 +54,11 @@ class EventCostOptions:
                          "with data_accesses = false): L1D load-to-use [ANA-SKX, ANA-ROME]", min=0, max=CYCLES_MAX)
     vm_exit: int = option(1100, "cycles per VM exit round trip through KVM (cpuid exit, "
                           "1018-1098 cycles [KVM-SEAN-24])", min=0, max=CYCLES_MAX)
+    access_overlap: float = option(
+        1.0, "data accesses in flight on average: an out-of-order core overlaps their latencies, so cycles.access "
+             "is divided by this (1: every access pays its full latency, one after another). Calibrated on this "
+             "project's machine by examples/calibrate_overlap.py (docs/cost-models.md); translation is not divided",
+        min=0.01, max=1000.0)
     exit_work: tuple[ExitWork, ...] = option(
         [], "cycles the hypervisor spends on exits of a reason besides the round trip, as [[cost.exit_work]] "
             "tables of reason and cycles; a reason not listed costs only vm_exit. No published per-reason "
@@ -129,6 +134,11 @@ CACHE_AWARE_PRESETS = {
 }
 
 
+def overlapped(access: int, o: Any) -> int:
+    """The data accesses' cycles with ``access_overlap`` of them in flight, in whole cycles."""
+    return access if o.access_overlap == 1.0 else round(access / o.access_overlap)
+
+
 def event_cycles(m: dict, config: Any, o: Any, walk: int, access: int) -> dict:
     """The breakdown shared by both models, given their walk and access cycles."""
     tlb = sum((m[f"tlb.{lv.name}.hits"] + m[f"tlb.{lv.name}.misses"]) * lv.latency
@@ -167,7 +177,7 @@ class FixedCost:
 
     def cycles(self, m: dict, config: Any) -> dict:
         walk = (m.get("walk.refs", 0) + m.get("walk.refs_aborted", 0)) * self.o.walk_ref
-        return event_cycles(m, config, self.o, walk, m["accesses"] * self.o.access)
+        return event_cycles(m, config, self.o, walk, overlapped(m["accesses"] * self.o.access, self.o))
 
 
 class CacheAwareCost:
@@ -183,7 +193,7 @@ class CacheAwareCost:
             return sum(m.get(f"dcache.{kind}.{level}", 0) * cycles for level, cycles in latency.items())
 
         access = served("data") if self.o.data_accesses else m["accesses"] * self.o.access
-        return event_cycles(m, config, self.o, served("walk"), access)
+        return event_cycles(m, config, self.o, served("walk"), overlapped(access, self.o))
 
 
 @hookimpl

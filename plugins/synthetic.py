@@ -42,7 +42,7 @@ from slatframe import hookimpl
 from slatframe.errors import ConfigError
 from slatframe.options import ConfigFacts, PluginChoice, option
 from slatframe.records import WorkloadRecord
-from slatframe.trace import CONTEXT_SWITCH, EXIT, FORK, MAP, MAP_SHARED, READ, TRACE_DTYPE, UNMAP, WRITE
+from slatframe.trace import CONTEXT_SWITCH, EXEC, EXIT, FORK, MAP, MAP_SHARED, READ, TRACE_DTYPE, UNMAP, WRITE
 from slatframe.workload import checked_chunks, workload_where
 
 LINE = 64
@@ -148,77 +148,154 @@ def generate(o: SyntheticOptions, chunk_size: int, seed: int, n_vms: int) -> Ite
         yield chunk
 
 
+#: A /bin/true process after its exec, recorded on this project's build machine with
+#: ``slatframe trace record --processes -- sh -c '/bin/true; /bin/true'`` (x86-64, glibc,
+#: under valgrind): 174,875 accesses over 156 distinct pages, 69 of them library pages
+#: mapped shared (map_shared records), so 87 private.
+SPAWN_ACCESSES, SPAWN_PRIVATE, SPAWN_SHARED = 174_875, 156 - 69, 69
+
+
 @attrs.frozen
 class SessionsOptions:
-    processes: int = option(32, "address spaces (sessions' processes) in the VM", min=1, max=65535)
+    processes: int = option(32, "address spaces (sessions' processes) in the VM", min=1, max=32767)
     working_set: int = option(8 << 20, "bytes each process touches", size=True, min=4096)
-    accesses: int = option(200_000, "number of memory accesses (control records come on top)", min=1)
+    accesses: int = option(200_000, "number of memory accesses, spawned commands' included (control records "
+                                    "come on top)", min=1)
     switch_every: int = option(2000, "accesses between context switches", min=1)
     distribution: str = option("zipf", "page choice within a working set", choices=("uniform", "zipf"))
     zipf_exponent: float = option(1.0, "zipf exponent within a working set", min=0.0)
     churn_rate: float = option(0.001, "probability that an access is preceded by an unmap and a map "
                                "of a working-set page (free and reallocate)", min=0.0, max=1.0)
     write_fraction: float = option(0.3, "probability that an access is a write", min=0.0, max=1.0)
+    shared_pages: int = option(0, "library pages every process maps shared (map_shared at shared_base, one copy "
+                                  "per VM), mapped at its first turn", min=0, max=1 << 20)
+    shared_fraction: float = option(0.0, "probability that a session process's access goes to a shared page "
+                                         "(uniform) rather than its working set", min=0.0, max=1.0)
+    spawn_every: int = option(0, "accesses between commands the running process spawns (0: none), checked at "
+                                 "turn starts: it forks a child that execs, maps spawn_shared_pages library "
+                                 "pages, makes spawn_accesses accesses and exits before the parent goes on", min=0)
+    spawn_accesses: int = option(SPAWN_ACCESSES, "accesses of a spawned command (a recorded /bin/true's)", min=1)
+    spawn_private_pages: int = option(SPAWN_PRIVATE, "private pages a spawned command touches (a recorded "
+                                                     "/bin/true's)", min=1, max=1 << 20)
+    spawn_shared_pages: int = option(SPAWN_SHARED, "library pages a spawned command maps and touches, the first "
+                                                   "of the shared pages (a recorded /bin/true's)", min=0, max=1 << 20)
     vm: int = option(0, "VM index of every record", min=0, max=65535)
     base: int = option(0x5555_0000_0000, "first virtual address of each working set", min=0)
+    shared_base: int = option(0x7F00_0000_0000, "first virtual address of the shared (library) pages", min=0)
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
         yield from _address_problem(self.base, self.working_set, "working_set", facts)
+        yield from _address_problem(self.shared_base, max(1, self.shared_pages, self.spawn_shared_pages) * 4096,
+                                    "shared_pages", facts)
+        if self.spawn_every and self.spawn_shared_pages > self.shared_pages:
+            yield "spawn_shared_pages", (f"= {self.spawn_shared_pages} is not allowed: a spawned command maps "
+                                         f"the first of the shared_pages ({self.shared_pages}); at most that many.")
 
     def touched_bytes(self) -> int:
-        """Bytes of memory touched at most: each process's working set, and a fresh page per churn."""
-        return self.processes * self.working_set + int(self.accesses * self.churn_rate + 1) * 4096
+        """Bytes of memory touched at most: each process's working set, a fresh page per
+        churn, the shared pages and each spawned command's private pages."""
+        spawns = self.accesses // self.spawn_every + 1 if self.spawn_every else 0
+        return (self.processes * self.working_set + int(self.accesses * self.churn_rate + 1) * 4096
+                + self.shared_pages * 4096 + spawns * self.spawn_private_pages * 4096)
 
     def memory_items(self) -> Iterable[tuple[str, int]]:
         yield "working_set", max(1, self.working_set // 4096) * SAMPLER_BYTES
         yield "switch_every", min(self.switch_every, self.accesses) * 160
+        if self.spawn_every:
+            yield "spawn_accesses", min(self.spawn_accesses, self.accesses) * 160
 
 
 def sessions(o: SessionsOptions, chunk_size: int, seed: int, n_vms: int) -> Iterator[np.ndarray]:
-    """Yield the chunks of a ``sessions`` trace."""
+    """Yield the chunks of a ``sessions`` trace: turns of ``switch_every`` accesses of
+    each process in round robin, with churn, shared library pages and spawned commands
+    (a spawned command of process p runs as asid ``processes + p``)."""
     if o.vm >= n_vms:
         raise ConfigError(f"workload.vm = {o.vm} is not allowed: the config has {n_vms} VM(s).")
     seq = np.random.SeedSequence(seed)
-    layout_rng, page_rng, churn_rng, write_rng = (np.random.default_rng(s) for s in seq.spawn(4))
+    layout_rng, page_rng, churn_rng, write_rng, shared_rng = (np.random.default_rng(s) for s in seq.spawn(5))
     pages = max(1, o.working_set // 4096)
     sample = page_sampler(o.distribution, pages, o.zipf_exponent, layout_rng)
+    shared = np.uint64(o.shared_base) + np.arange(o.shared_pages, dtype=np.uint64) * np.uint64(4096)
+    mapped: set[int] = set()
     pending: list[np.ndarray] = []
     held = 0
     done = 0
     turn = 0
+    next_spawn = o.spawn_every or None
     while done < o.accesses:
-        n = min(o.switch_every, o.accesses - done)
         asid = turn % o.processes
-        page = sample(page_rng.random(n)).astype(np.uint64)
-        vaddr = np.uint64(o.base) + page * np.uint64(4096) + \
-            (page_rng.integers(0, 4096 // LINE, n).astype(np.uint64) * np.uint64(LINE))
-        op = np.where(write_rng.random(n) < o.write_fraction, WRITE, READ).astype(np.uint8)
-        churn = churn_rng.random(n) < o.churn_rate
-        victim = np.uint64(o.base) + sample(churn_rng.random(n)).astype(np.uint64) * np.uint64(4096)
-        # each access expands to [unmap, map, access] when it churns, else [access]
-        width = np.where(churn, 3, 1)
-        ends = np.cumsum(width)
-        out = np.zeros(1 + int(ends[-1]), dtype=TRACE_DTYPE)
-        out[0] = (o.vm, asid, CONTEXT_SWITCH, asid)
-        at = 1 + ends - 1
-        out["op"][at] = op
-        out["vaddr"][at] = vaddr
-        out["op"][at[churn] - 2] = UNMAP
-        out["op"][at[churn] - 1] = MAP
-        out["vaddr"][at[churn] - 2] = victim[churn]
-        out["vaddr"][at[churn] - 1] = victim[churn]
-        out["vm"] = o.vm
-        out["asid"] = asid
-        pending.append(out)
-        held += len(out)
-        done += n
+        blocks = []
+        if asid not in mapped and o.shared_pages:
+            mapped.add(asid)
+            blocks.append(_records(o.vm, asid, MAP_SHARED, shared))
+        if next_spawn is not None and done >= next_spawn:
+            n = min(o.spawn_accesses, o.accesses - done)
+            blocks.append(_spawn(o, asid, n, shared, page_rng, write_rng))
+            done += n
+            next_spawn += o.spawn_every
+        n = min(o.switch_every, o.accesses - done)
+        if n > 0:
+            page = sample(page_rng.random(n)).astype(np.uint64)
+            vaddr = np.uint64(o.base) + page * np.uint64(4096) + \
+                (page_rng.integers(0, 4096 // LINE, n).astype(np.uint64) * np.uint64(LINE))
+            if o.shared_pages and o.shared_fraction:
+                to_shared = shared_rng.random(n) < o.shared_fraction
+                vaddr[to_shared] = shared[shared_rng.integers(0, o.shared_pages, int(to_shared.sum()))] + \
+                    shared_rng.integers(0, 4096 // LINE, int(to_shared.sum())).astype(np.uint64) * np.uint64(LINE)
+            op = np.where(write_rng.random(n) < o.write_fraction, WRITE, READ).astype(np.uint8)
+            churn = churn_rng.random(n) < o.churn_rate
+            victim = np.uint64(o.base) + sample(churn_rng.random(n)).astype(np.uint64) * np.uint64(4096)
+            # each access expands to [unmap, map, access] when it churns, else [access]
+            width = np.where(churn, 3, 1)
+            ends = np.cumsum(width)
+            out = np.zeros(1 + int(ends[-1]), dtype=TRACE_DTYPE)
+            out[0] = (o.vm, asid, CONTEXT_SWITCH, asid)
+            at = 1 + ends - 1
+            out["op"][at] = op
+            out["vaddr"][at] = vaddr
+            out["op"][at[churn] - 2] = UNMAP
+            out["op"][at[churn] - 1] = MAP
+            out["vaddr"][at[churn] - 2] = victim[churn]
+            out["vaddr"][at[churn] - 1] = victim[churn]
+            out["vm"] = o.vm
+            out["asid"] = asid
+            blocks.append(out)
+            done += n
         turn += 1
+        for out in blocks:
+            pending.append(out)
+            held += len(out)
         while held >= chunk_size:
             joined = np.concatenate(pending)
             yield joined[:chunk_size]
             pending, held = [joined[chunk_size:]], len(joined) - chunk_size
     if held:
         yield np.concatenate(pending)
+
+
+def _records(vm: int, asid: int, op: int, vaddr: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(vaddr), dtype=TRACE_DTYPE)
+    out["vm"], out["asid"], out["op"], out["vaddr"] = vm, asid, op, vaddr
+    return out
+
+
+def _spawn(o: SessionsOptions, parent: int, n: int, shared: np.ndarray, page_rng: np.random.Generator,
+           write_rng: np.random.Generator) -> np.ndarray:
+    """A command process ``parent`` spawns: fork, exec, map its library pages, ``n``
+    accesses spread uniformly over its private and library pages, exit."""
+    child = o.processes + parent
+    libraries = shared[:o.spawn_shared_pages]
+    private = np.uint64(o.base) + np.arange(o.spawn_private_pages, dtype=np.uint64) * np.uint64(4096)
+    touched = np.concatenate([private, libraries])
+    vaddr = touched[page_rng.integers(0, len(touched), n)] + \
+        page_rng.integers(0, 4096 // LINE, n).astype(np.uint64) * np.uint64(LINE)
+    op = np.where(write_rng.random(n) < o.write_fraction, WRITE, READ).astype(np.uint8)
+    accesses = _records(o.vm, child, READ, vaddr)
+    accesses["op"] = op
+    return np.concatenate([_records(o.vm, parent, FORK, np.array([child], dtype=np.uint64)),
+                           _records(o.vm, child, EXEC, np.zeros(1, dtype=np.uint64)),
+                           _records(o.vm, child, MAP_SHARED, libraries), accesses,
+                           _records(o.vm, child, EXIT, np.zeros(1, dtype=np.uint64))])
 
 
 #: a minimal C forkwait (fork, child _exit(0), waitpid) measured on this project's build

@@ -59,7 +59,10 @@ def slatframe_slat_schemes() -> Iterable[SlatSchemeRecord]:
     A scheme's factory receives its options and the
     :class:`slatframe.machine.MachineContext` (host memory, VMs, resolved formats,
     counters) and returns a translator that walks tables, handles faults and control
-    events, and names its own VM-exit reasons.
+    events, and names its own VM-exit reasons (``counters.vm_exit(reason)``). Host
+    memory its translation structures hold is a gauge,
+    ``counters.gauge_add("<name>.table_bytes", delta)``: the consolidation model charges
+    every ``<name>.table_bytes.peak`` to the sessions a run stands for.
     """
 
 

@@ -156,6 +156,40 @@ def test_exit_work_by_reason_recomputes_from_the_result(tmp_path):
         m["vm_exits"] * trip + m["vm_exits.pt_write"] * 2000 + m["vm_exits.page_fault"] * 700
 
 
+@pytest.mark.parametrize("model", ["fixed", "cache-aware"])
+def test_access_overlap_divides_only_the_data_accesses(model, tmp_path):
+    """With access_overlap = 8.91, cycles.access is the data accesses' cycles / 8.91 in
+    whole cycles; translation is not divided."""
+    runs = {}
+    for overlap in (1.0, 8.91):
+        out = tmp_path / f"{overlap}.json"
+        example = Path(__file__).resolve().parents[1] / "examples" / "quickstart.toml"
+        assert main(["run", str(example), "--out", str(out), "--quiet", "--set", "workload.accesses=5000",
+                     "--set", f"cost={{model='{model}', access_overlap={overlap}}}"]) == 0
+        runs[overlap] = json.loads(out.read_text())["metrics"]
+    serial, overlapped = runs[1.0], runs[8.91]
+    assert overlapped["cycles.access"] == round(serial["cycles.access"] / 8.91)
+    assert overlapped["cycles.translation"] == serial["cycles.translation"] > 0
+    assert overlapped["cycles.total"] == overlapped["cycles.translation"] + overlapped["cycles.access"]
+
+
+@pytest.mark.slow
+def test_calibration_script_measures_an_overlap(capsys):
+    """examples/calibrate_overlap.py end to end (gcc, valgrind, a few timed runs)."""
+    import importlib.util
+    import shutil
+
+    if not (shutil.which("gcc") and shutil.which("valgrind")):
+        pytest.skip("needs gcc and valgrind")
+    path = Path(__file__).resolve().parents[1] / "examples" / "calibrate_overlap.py"
+    spec = importlib.util.spec_from_file_location("calibrate_overlap", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--runs", "5", "--ghz", "2.0"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert int(row[0].replace(",", "")) > 10_000_000 and float(row[-1]) > 1
+
+
 @pytest.mark.parametrize("work,sentence", [
     ([{"reason": "pt_write", "cycles": 1}, {"reason": "pt_write", "cycles": 2}],
      r"cost\.exit_work = .* is not allowed: each exit reason at most once; 'pt_write' is given 2 times"),

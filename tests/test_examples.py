@@ -9,15 +9,52 @@ import pytest
 from slatframe.cli import main
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
+RECORDED = "build-shadow-writes.toml"  #: runs a trace its script records
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """A small recorded multi-process trace: a shell running /bin/true twice."""
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    trace = tmp_path_factory.mktemp("recorded") / "two.npz"
+    assert main(["trace", "record", "--processes", "--out", str(trace), "--", "sh", "-c", "/bin/true; /bin/true"]) == 0
+    return trace
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs(path, tmp_path):
+def test_example_runs(path, tmp_path, request):
     out = tmp_path / "r.json"
-    scale = "workload.forks=20" if 'source = "forkwait"' in path.read_text() else "workload.accesses=2000"
+    text = path.read_text()
+    if path.name == RECORDED:
+        scale = f"workload.path='{request.getfixturevalue('two_processes')}'"
+    else:
+        scale = "workload.forks=20" if 'source = "forkwait"' in text else "workload.accesses=2000"
     assert main(["run", str(path), "--out", str(out), "--quiet", "--set", scale,
                  "--set", "experiment.warmup=0"]) == 0
     assert json.loads(out.read_text())["metrics"]["accesses"] > 0
+
+
+def test_build_script_compares_write_handling(two_processes, capsys):
+    """examples/build_shadow_writes.py on a small recording: every scheme sees the same
+    guest work; leaving leaf tables out of sync never takes more exits than emulating
+    every store (each unsync replaces a trapped store; a resync drops only entries an
+    emulated store would have zapped)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build", EXAMPLES[0].parent / "build_shadow_writes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--trace", str(two_processes)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line[:29].strip(): line[29:].split() for line in lines[2:7]}
+    assert list(rows) == list(module.POINTS)
+    assert len({row[2] for row in rows.values()}) == 1 and rows["native"][1] == "2"  # PT stores; 2 forks
+    exits = {label: int(row[3].replace(",", "")) for label, row in rows.items()}
+    assert exits["native"] == 0 and 0 < exits["shadow, unsync (KVM)"] <= exits["shadow, emulate"]
+    assert exits["shadow, unsync (KVM)"] <= exits["shadow, unsync <= 3 (Xen OOS)"] <= exits["shadow, emulate"]
 
 
 def test_walk_lengths_script_matches_analytic(capsys):
@@ -49,25 +86,35 @@ def test_walk_caches_script_runs(capsys):
 
 
 def test_rds_consolidation_script_ratios_and_recomputed_costs(capsys):
-    """The script's ratio is its sessions' ratio, and its post-run recomputation with another
-    VM-exit cost gives what a run configured with that cost reports."""
+    """At a small scale: the script's ratio is its sessions' ratio, and its post-run
+    recomputation with another VM-exit cost or overlap gives what a run configured with
+    it reports."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("rds", EXAMPLES[0].parent / "rds_consolidation.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.CHURN, module.SWITCH = (0.00002, 0.002), (2500,)
-    assert module.main(["--scale", "0.01"]) == 0
+    small = ("workload.processes=6", "workload.switch_every=4000", "workload.spawn_every=15000",
+             "workload.spawn_accesses=2000")
+    module.SWEEPS = {"workload.spawn_every": (0, 15000)}
+    module.RECOMPUTED = {"cost.vm_exit": (5000,)}
+    assert module.main(["--scale", "0.005", *(arg for s in small for arg in ("--set", s))]) == 0
     out = capsys.readouterr().out
     ratios = [line.split() for line in out.splitlines() if line.startswith(("intel-server ", "amd-server "))
-              and len(line.split()) == 5]
-    assert {r[0] for r in ratios} == {"intel-server", "amd-server"}
-    for _, nested, shadow, ratio, _cpu in ratios:
-        assert float(ratio) == pytest.approx(int(nested) / int(shadow), abs=5e-4)
-    run = module.Runner(0.01)
-    config, registry, result = run("machine.slat=shadow")
-    direct = run("machine.slat=shadow", "cost.vm_exit=15000")[2].metrics["consolidation.sessions"]
-    assert module.sessions(config, registry, result, vm_exit=15000) == direct
+              and "like" in line and len(line.split()) == 7]
+    assert {r[0] for r in ratios} == {"intel-server", "amd-server"} and len(ratios) == 4
+    for row in ratios:
+        nested, shadow, ratio = int(row[3]), int(row[4]), float(row[5])
+        assert ratio == pytest.approx(nested / shadow, abs=5e-4)
+    run = module.Runner(0.005, small)
+    slat = module.SHADOWS["shadow, Hyper-V-like"]
+    config, registry, result = run(f"machine.slat={slat}")
+    for path, value in (("cost.vm_exit", 15000), ("cost.access_overlap", 3.0)):
+        direct = run(f"machine.slat={slat}", f"{path}={value}")[2].metrics
+        again = module.recomputed(config, registry, result, path, value)
+        assert again["consolidation.sessions"] == direct["consolidation.sessions"]
+        assert again["cycles.total"] == direct["cycles.total"]
+    assert result.metrics["processes.created"] > 0 and result.metrics["vm_exits.cr3_write"] > 0
 
 
 def test_ksm_vs_large_pages_script(capsys):

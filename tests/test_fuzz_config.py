@@ -36,8 +36,29 @@ def base_configs() -> dict[str, dict[str, Any]]:
     for path in EXAMPLES:
         raw = read_toml(path)
         raw.pop("sweep", None)  # a sweep file's base config is the file without [sweep]
+        workload = raw.get("workload", {})
+        if workload.get("source") == "npz" and not (path.parent / workload["path"]).exists():
+            workload["path"] = str(small_recording())  # an example whose script records its trace
         out[path.name] = raw
     return out
+
+
+def small_recording() -> Path:
+    """A small npz trace (a process that forks a child, which reads and exits) standing
+    in for a trace an example's script records."""
+    import tempfile
+
+    import numpy as np
+
+    from slatframe.trace import EXIT, FORK, READ, TRACE_DTYPE, WRITE
+
+    rows = [(0, READ, 0x400000), (0, WRITE, 0x601000), (0, FORK, 1), (1, READ, 0x400000), (1, EXIT, 0),
+            (0, WRITE, 0x601008)]
+    t = np.zeros(len(rows), dtype=TRACE_DTYPE)
+    t["asid"], t["op"], t["vaddr"] = zip(*rows)
+    path = Path(tempfile.mkdtemp(prefix="slatframe-fuzz-")) / "recorded.npz"
+    np.savez(path, **{name: t[name] for name in t.dtype.names})
+    return path
 
 
 BASES = base_configs()

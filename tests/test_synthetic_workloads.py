@@ -60,6 +60,45 @@ def test_sessions_switches_and_churns():
     assert len(pages) <= 16
 
 
+def test_sessions_spawn_commands_and_map_shared_libraries():
+    """Spawns happen at turn starts once spawn_every accesses have passed since the last
+    one was due (worked out here by stepping the rule); each is fork, exec, the
+    command's library pages mapped shared, its accesses, exit, as asid processes + parent;
+    every session process maps the shared pages once, at its first turn."""
+    from slatframe.trace import EXEC, EXIT, FORK, MAP_SHARED
+
+    P, N, turn_len, every, spawn_n = 3, 20_000, 1000, 3000, 700
+    o = SessionsOptions(processes=P, accesses=N, switch_every=turn_len, churn_rate=0.0, working_set=64 << 10,
+                        shared_pages=10, shared_fraction=0.25, spawn_every=every, spawn_accesses=spawn_n,
+                        spawn_private_pages=5, spawn_shared_pages=4)
+    t = np.concatenate(list(sessions(o, 997, seed=3, n_vms=1)))
+    parents, done, due, turn = [], 0, every, 0
+    while done < N:
+        if done >= due:
+            parents.append(turn % P)
+            done += min(spawn_n, N - done)
+            due += every
+        done += min(turn_len, N - done)
+        turn += 1
+    forks = np.flatnonzero(t["op"] == FORK)
+    assert t["asid"][forks].tolist() == parents
+    assert t["vaddr"][forks].tolist() == [P + p for p in parents]
+    for at in forks:
+        child = int(t["vaddr"][at])
+        life = t[at + 1:]
+        end = int(np.flatnonzero(life["op"] == EXIT)[0])
+        assert (life["asid"][:end + 1] == child).all() and life["op"][0] == EXEC
+        assert (life["op"][1:5] == MAP_SHARED).all()
+        assert int(np.isin(life["op"][:end], (READ, WRITE)).sum()) == min(spawn_n, N)
+        pages = np.unique(life["vaddr"][5:end] >> np.uint64(12))
+        assert len(pages) <= 5 + 4
+    assert np.isin(t["op"], (READ, WRITE)).sum() == N
+    assert (t["op"] == MAP_SHARED).sum() == P * 10 + len(parents) * 4
+    session = np.isin(t["op"], (READ, WRITE)) & (t["asid"] < P)
+    in_shared = t["vaddr"][session] >= np.uint64(o.shared_base)
+    assert 0.2 < in_shared.mean() < 0.3
+
+
 def test_mix_time_slices_parts_onto_their_vms(registry):
     raw = tiny_config(vms=[{"name": "a"}, {"name": "b"}], workload={
         "source": "mix", "slice": 100, "parts": [
