@@ -48,7 +48,9 @@ class ExperimentConfig:
     name: str = option("experiment", "name of the experiment, copied into the result")
     seed: int = option(1, "seed of every random choice in the run (workloads, random policies)", min=0)
     engine: str = option("auto", "engine tier: auto takes compiled when it honours every plugin on the "
-                                 "per-access path, else reference (the result says why); compiled refuses otherwise",
+                                 "per-access path, else reference (the result says why), and reference for a run "
+                                 "of at most 10^6 accesses while the compiled engine is not compiled yet; "
+                                 "compiled refuses otherwise",
                          choices=("auto", "reference", "compiled"))
     plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
     chunk_size: int = option(65536, "trace records per chunk handed to the engine", min=1)

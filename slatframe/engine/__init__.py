@@ -1,6 +1,7 @@
 """Engine tiers and the function that runs one experiment."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -39,7 +40,25 @@ def choose_engine(config: Config, registry: Any, requested: str | None = None,
         return "compiled", "requested"
     if refusals:
         return "reference", f"auto: {refusals[0]}"
+    accesses = getattr(config.workload.options, "accesses", None)
+    if isinstance(accesses, int) and accesses <= FIRST_RUN_LIMIT and first_run(registry):
+        return "reference", (f"auto: {FIRST_RUN_REASON}; the reference tier runs these {accesses:,} accesses "
+                             "sooner, with the same counters")
     return "compiled", "auto: the compiled tier honours every plugin of the run"
+
+
+#: A run of at most this many accesses takes the reference tier while the compiled
+#: engine is not compiled yet (the reference tier runs about 10^5 accesses a second here).
+FIRST_RUN_LIMIT = 1_000_000
+FIRST_RUN_REASON = "the compiled engine is not compiled yet (a one-time compile of one to two minutes)"
+
+
+def first_run(registry: Any) -> bool:
+    """Whether the compiled engine still has to be compiled for this registry (and the
+    first-run shortcut is not turned off with ``SLATFRAME_FIRST_RUN=compiled``)."""
+    from .codegen import engine_cached
+
+    return os.environ.get("SLATFRAME_FIRST_RUN", "reference") != "compiled" and not engine_cached(registry)
 
 
 def make_engine(tier: str, machine: Any, registry: Any) -> Any:
@@ -108,6 +127,11 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     counters = Counters()
     machine = build_machine(config, registry, counters)
     tier, reason = choose_engine(config, registry, engine, machine)
+    if reason.startswith(f"auto: {FIRST_RUN_REASON}"):  # build it for the next run, meanwhile
+        from .prebuild import start_background_build
+
+        if start_background_build(config.experiment.plugins):
+            reason += "; it is being compiled in the background for the next run"
     compiling = time.perf_counter()  # the compiled tier compiles plugin kernels as it is made
     runner = make_engine(tier, machine, registry)
     load_engine = getattr(runner, "warm_up", None)  # compile the loop, or load it from the cache

@@ -108,12 +108,24 @@ def module_source(registry: Any) -> str:
     return "\n".join(lines + ["", ""] + loop) + "\n"
 
 
+def module_name(registry: Any) -> str:
+    """The compiled engine module's name for this registry (a hash of its text)."""
+    return f"slatframe_kernels_{hashlib.sha256(module_source(registry).encode()).hexdigest()[:20]}"
+
+
+def engine_cached(registry: Any) -> bool:
+    """Whether numba's cache holds the compiled loop for this registry's module (so a run
+    loads it in about a second instead of compiling it for one to two minutes)."""
+    folder = cache_dir() / "__pycache__"
+    name = module_name(registry)
+    return any(folder.glob(f"{name}.run-*.nbi")) and any(folder.glob(f"{name}.run-*.nbc"))
+
+
 def load_kernels(registry: Any) -> ModuleType:
     """The compiled engine module for this registry's policies (generated once per
     content; compiled code comes from numba's cache when present)."""
     source = module_source(registry)
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    name = f"slatframe_kernels_{digest}"
+    name = f"slatframe_kernels_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
     if name in _loaded:
         return _loaded[name]
     folder = cache_dir()
