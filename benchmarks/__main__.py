@@ -6,6 +6,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --kernels [--accesses N]      (inline kernels against kernels compiled apart)
     python -m benchmarks --builtins-apart [--accesses N]  (builtin PSCs and radix walk against plugin kernels)
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
+    python -m benchmarks --readers [--accesses N]       (trace readers: records per second)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
 process's maximum resident set size (getrusage) at the end of each row.
@@ -263,6 +264,62 @@ def builtins_apart(accesses: int, rounds: int = 5) -> None:
     print(table(rows, ("builtin", "inline ns/access", "as plugin kernels ns/access", "plugin cost")))
 
 
+def lackey_text(trace: np.ndarray) -> bytes:
+    """``trace`` written as valgrind lackey prints it (an ifetch as ``I``, a read ``L``, a
+    write ``S``), after lackey's four ``==`` header lines."""
+    kinds = np.array(["I  ", " L ", " S "])[np.select([trace["op"] == 2, trace["op"] == 0], [0, 1], 2)]
+    body = "\n".join(f"{k}{a:08x},{s}" for k, a, s in zip(kinds, trace["vaddr"].tolist(),
+                                                            (trace["vaddr"] % np.uint64(8) + np.uint64(1)).tolist()))
+    return ("==1== Lackey, an example Valgrind tool\n==1== Command: ./a.out\n==1== Parent PID: 0\n==1==\n"
+            + body + "\n").encode()
+
+
+def readers(accesses: int, rounds: int = 3) -> None:
+    """Records per second of each trace reader, whole file to chunks, best of ``rounds``;
+    the lackey reader also with its vectorized parser turned off (the regular
+    expressions alone, as before), in the same process."""
+    import tempfile
+    from pathlib import Path
+
+    import slatframe_plugins.trace_readers as readers_module
+    from slatframe.trace import IFETCH, WRITE
+
+    rng = np.random.default_rng(1)
+    trace = np.zeros(accesses, dtype=TRACE_DTYPE)
+    trace["vaddr"] = rng.integers(0x400000, 0x7FFF_FFFF_F000, accesses, dtype=np.uint64)
+    trace["op"] = rng.choice([IFETCH, IFETCH, READ, WRITE], accesses)
+    with tempfile.TemporaryDirectory() as tmp:
+        lackey = Path(tmp) / "t.lackey"
+        lackey.write_bytes(lackey_text(trace))
+        champsim = Path(tmp) / "t.champsim"
+        instr = np.zeros(accesses // 2, dtype=readers_module.CHAMPSIM_DTYPE)
+        instr["ip"] = trace["vaddr"][: len(instr)]
+        instr["source_memory"][:, 0] = trace["vaddr"][len(instr): 2 * len(instr)]
+        champsim.write_bytes(instr.tobytes())
+
+        def rate(read, path) -> tuple[float, int]:
+            best = 0.0
+            for _ in range(rounds):
+                start = time.perf_counter()
+                n = sum(len(c) for c in read(str(path), 65536))
+                best = max(best, n / (time.perf_counter() - start))
+            return best, n
+
+        rows = []
+        fast, n = rate(readers_module.read_lackey, lackey)
+        vectorized = readers_module.parse_block
+        readers_module.parse_block = lambda text: None
+        try:
+            slow, _ = rate(readers_module.read_lackey, lackey)
+        finally:
+            readers_module.parse_block = vectorized
+        rows.append(("lackey", f"{n:,}", f"{fast / 1e6:.2f}", f"{slow / 1e6:.2f}", f"{fast / slow:.1f}x"))
+        champ, n = rate(readers_module.read_champsim, champsim)
+        rows.append(("champsim", f"{n:,} ({len(instr):,} instructions)", f"{champ / 1e6:.2f}", "", ""))
+    print(f"records per second, whole file to chunks, best of {rounds}")
+    print(table(rows, ("reader", "records", "M records/s", "regular expressions only M/s", "speedup")))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accesses", type=int, default=5_000_000)
@@ -275,7 +332,11 @@ def main(argv=None) -> None:
                     help="instead: the builtin LRU compiled into the loop against the same kernels compiled apart")
     ap.add_argument("--builtins-apart", action="store_true",
                     help="instead: the builtin PSCs and radix walk against the same written as plugin kernels")
+    ap.add_argument("--readers", action="store_true", help="instead: records per second of the trace readers")
     args = ap.parse_args(argv)
+    if args.readers:
+        readers(args.accesses)
+        return
     if args.builtins_apart:
         builtins_apart(args.accesses)
         return

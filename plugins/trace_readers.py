@@ -25,7 +25,7 @@ import numpy as np
 
 from slatframe import hookimpl
 from slatframe.errors import TraceError
-from slatframe.lackey import ACCESS_LINE, access_records
+from slatframe.lackey import ACCESS_LINE, access_records, parse_block
 from slatframe.options import option
 from slatframe.records import WorkloadRecord
 from slatframe.trace import IFETCH, READ, TRACE_DTYPE, WRITE
@@ -58,7 +58,7 @@ class _Chunker:
 
     def add(self, ops: np.ndarray, vaddrs: np.ndarray) -> Iterator[np.ndarray]:
         """Append records; yield every full chunk."""
-        new = np.zeros(len(ops), dtype=TRACE_DTYPE)
+        new = np.empty(len(ops), dtype=TRACE_DTYPE)  # every field is written below
         new["op"] = ops
         new["vaddr"] = vaddrs
         new["vm"] = self.vm
@@ -93,8 +93,13 @@ def _bad_lackey_line(path: str | Path, number: int, raw: bytes) -> TraceError:
 def _lackey_block(path: str | Path, text: bytes, first_line: int) -> tuple[np.ndarray, np.ndarray]:
     """Parse complete lines (``text`` without its last newline); return (ops, vaddrs).
 
-    The regular expressions run over the whole block; only a block that holds a bad line
-    is looked at line by line (to name it)."""
+    A block of lines exactly as lackey prints them is parsed vectorized
+    (:func:`slatframe.lackey.parse_block`); any other goes through the regular
+    expressions, over the whole block, and only a block that holds a bad line is looked
+    at line by line (to name it)."""
+    fast = parse_block(text)
+    if fast is not None:
+        return fast
     found = ACCESS_LINE.findall(text)
     lines = text.count(b"\n") + 1
     if len(found) + len(_SKIP.findall(text)) != lines:

@@ -44,7 +44,7 @@ import attrs
 import numpy as np
 
 from .errors import SlatframeError, TraceError
-from .lackey import ACCESS_LINE, access_records
+from .lackey import ACCESS_LINE, access_records, parse_block
 from .trace import EXEC, EXIT, FORK, MAP_SHARED, PROTECT, TRACE_DTYPE, UNMAP
 from .tracefile import NpzWriter
 
@@ -191,6 +191,13 @@ class LogReader:
     def _accesses(self, buf: bytes, start: int, end: int, first_line: int) -> Iterator[Accesses]:
         """The access lines of ``buf[start:end]`` (which starts at a newline)."""
         chunk = buf[start:end]
+        fast = parse_block(chunk[1:])
+        if fast is not None:
+            if fast[0].size:
+                self._first = False
+                self.ended_in_exec = False
+                yield Accesses(*fast)
+            return
         found = ACCESS_LINE.findall(chunk)
         if len(found) != chunk.count(b"\n"):  # a blank line, or a bad one
             for i, raw in enumerate(chunk.split(b"\n")[1:]):

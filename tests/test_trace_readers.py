@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import json
 import lzma
 import shutil
@@ -360,3 +361,31 @@ def test_convert_to_an_unwritable_place_is_one_sentence(tmp_path, capsys):
     assert main(["trace", "convert", str(src), str(tmp_path / "file" / "out.npz")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot be written" in err
+
+
+_LACKEY_LINE = st.one_of(
+    st.tuples(st.sampled_from(["I  ", " L ", " S ", " M "]),
+              st.integers(0, 2**64 - 1).map(lambda a: f"{a:08x}"), st.integers(0, 4096).map(str)).map("".join),
+    st.sampled_from(["==12== Lackey, an example Valgrind tool", "==1==", "==7== Command: ./a.out"]),
+    # what the careful path alone reads or refuses: odd spacing, upper-case hex, leading
+    # zeros past 16 digits, a CR, blanks, damage
+    st.sampled_from(["I 0401ab70,3", "  L 1fff000778,8", " S 00000000000000000001234,8", " M 1FFF0A,4",
+                     "I  0401ab70,3\r", "", "   ", " L 12,", " X 12,4", "I  12g4,3", " L ,4", "I  0401ab70,3x"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_LACKEY_LINE, min_size=1, max_size=40))
+def test_the_vectorized_lackey_parser_agrees_with_the_regular_expressions(lines):
+    """parse_block reads a block of canonical lines exactly as the regular expressions
+    do, and hands any other block back (None) to the careful path."""
+    from slatframe.lackey import ACCESS_LINE, access_records, parse_block
+
+    text = "\n".join(lines).encode()
+    fast = parse_block(text)
+    canonical = all(re.fullmatch(r"(I  | [LSM] )[0-9a-f]{1,16},[0-9]+|==.*", line) for line in lines)
+    if canonical:
+        assert fast is not None
+    if fast is not None:
+        slow = access_records(ACCESS_LINE.findall(text))
+        assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
