@@ -44,7 +44,8 @@ options model what real hypervisors do beyond that, each with its source:
 - ``pool_pages`` / ``pool_permille``: a bounded pool of shadow pages per VM; a fault that
   finds fewer than 5 free first zaps the oldest pages (and their subtrees) until
   ``pool_refill`` are free (KVM's make_mmu_pages_available, KVM_MIN_FREE_MMU_PAGES = 5,
-  KVM_REFILL_PAGES = 25).
+  KVM_REFILL_PAGES = 25). The tables a dedup remap splits off are taken without that
+  check, so they may hold the pool past its bound until the next fault.
 - ``cached_roots``: only the N most recently run address spaces keep their shadow
   tables (``shadow.roots_evicted``).
 - ``enlightened``: the guest switches address spaces and flushes by hypercall (Hyper-V
