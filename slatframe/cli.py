@@ -14,7 +14,7 @@ from .registry import HOOK_POINTS, Registry, plugin_file_raised
 from .report import summary, table
 from .results import (NAME_RULE, check_output_dir, check_output_file, describe_os_error, file_name_problem,
                       short_repr, write_atomic)
-from .sweep import has_sweep, load_base, plan_sweep
+from .sweeps import has_sweep, load_base, plan_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .gather import rows_json, summary_table
     from .progress import Progress
-    from .sweep import run_sweep
+    from .sweeps import run_sweep
 
     plan = plan_sweep(args.config, args.overrides)
     check_output_dir(args.out, "--out")

@@ -43,7 +43,21 @@ class Result:
     warnings: list[str] = attrs.Factory(list)  #: what a reader must know (e.g. dedup never woke up)
 
     def to_json(self) -> str:
-        return json.dumps(attrs.asdict(self), indent=2, sort_keys=False) + "\n"
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain data: what the result file holds."""
+        return attrs.asdict(self)
+
+    def to_frame(self) -> Any:
+        """A one-row pandas DataFrame: the run's name, engine and metrics (pandas is an
+        optional dependency)."""
+        try:
+            import pandas
+        except ImportError:
+            raise SlatframeError("Result.to_frame needs pandas; install it (pip install pandas) or use "
+                                 "Result.to_dict().") from None
+        return pandas.DataFrame([{"name": self.name, "engine": self.engine, **self.metrics}])
 
 
 # -- names and paths -------------------------------------------------------------------

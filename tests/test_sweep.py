@@ -16,7 +16,7 @@ from slatframe.engine import run_experiment
 from slatframe.errors import ConfigError
 from slatframe.gather import csv_text, gather
 from slatframe.progress import Progress, RunProgress, render
-from slatframe.sweep import config_hash, input_stamps, plan_sweep, run_sweep
+from slatframe.sweeps import config_hash, input_stamps, plan_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
