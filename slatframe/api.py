@@ -19,6 +19,8 @@ def _overrides(set: Mapping[str, Any] | None) -> list[tuple[list[str | int], Any
     reads it (TOML, a bare word a string); any other value is taken as it is."""
     out = []
     for key, value in (set or {}).items():
+        if not isinstance(key, str):
+            raise ConfigError(f"set: the key {key!r} is not a key path such as tlb.levels[0].ways (a string).")
         if isinstance(value, str):
             keys, parsed = parse_override(f"{key}={value}")
         else:
@@ -41,7 +43,8 @@ def _raw(config: Config) -> tuple[dict[str, Any], str, Path]:
             return tomllib.loads(config), "<TOML text>", Path.cwd()
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"<TOML text>: not valid TOML: {exc}.") from None
-    raise ConfigError(f"a config is a TOML file's path, TOML text or a dict, not a {type(config).__name__}.")
+    raise ConfigError(f"a config is a TOML file's path, TOML text or a dict, not an object of type "
+                      f"{type(config).__name__}.")
 
 
 def load(config: Config, *, set: Mapping[str, Any] | None = None) -> tuple[Any, Any]:

@@ -54,7 +54,8 @@ def test_a_config_as_path_text_or_dict_runs_the_same(tmp_path, monkeypatch):
     (lambda: slatframe.run("[experiment\nname = 1"), r"<TOML text>: not valid TOML"),
     (lambda: slatframe.run({"workload": {"source": "nope"}}), r"<config dict>"),
     (lambda: slatframe.run(QUICKSTART, engine="fast"), r"engine = 'fast' is not allowed"),
-    (lambda: slatframe.run(42), r"not a int"),
+    (lambda: slatframe.run(42), r"not an object of type int"),
+    (lambda: slatframe.run(QUICKSTART, set={3: 4}), r"the key 3 is not a key path"),
 ])
 def test_bad_input_is_one_sentence(call, sentence):
     with pytest.raises(ConfigError, match=sentence) as info:
@@ -91,7 +92,7 @@ _VALUES = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True), st.bo
                     st.none(), st.binary(max_size=4))
 _KEYS = st.one_of(st.sampled_from(["workload.accesses", "machine.slat", "tlb.levels[0].ways", "tlb.levels[3].name",
                                    "cost", "cost.preset", "experiment.engine", "vms[0].memory", "walk_caches[0].level"]),
-                  st.text(max_size=15))
+                  st.text(max_size=15), st.integers(0, 3))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
