@@ -5,7 +5,6 @@ from typing import Any, Iterator
 
 import attrs
 import numpy as np
-from numba import njit
 
 from .errors import PluginError, TraceError
 from .trace import (ACCESS_OPS, CONTEXT_SWITCH, FORK, INVLPG, MAP, MAP_SHARED, OP_NAMES, PROTECT, TRACE_DTYPE, UNMAP,
@@ -33,23 +32,6 @@ _ADDRESS_OP_TABLE[list(ADDRESS_OPS)] = True
 ASID_LIMIT = 1 << 16  #: asids are uint16 (the record's ``asid`` field)
 
 
-@njit(cache=True, nogil=True)
-def _all_good(vm: np.ndarray, op: np.ndarray, vaddr: np.ndarray, n_vms: int, va_bits: int,
-              valid_op: np.ndarray, address_op: np.ndarray) -> bool:
-    """One pass over a chunk's columns: True when no record breaks a rule of
-    :func:`check_chunk` (``n_vms`` -1: unchecked; ``va_bits`` 64: unchecked)."""
-    limit = np.uint64(ASID_LIMIT)
-    for i in range(op.size):
-        o = op[i]
-        if not valid_op[o] or (n_vms >= 0 and vm[i] >= n_vms):
-            return False
-        if (o == CONTEXT_SWITCH or o == FORK) and vaddr[i] >= limit:
-            return False
-        if va_bits < 64 and address_op[o] and (vaddr[i] >> np.uint64(va_bits)) != np.uint64(0):
-            return False
-    return True
-
-
 def check_chunk(chunk: Any, where: str, n_vms: int | None, first_record: int,
                 va_bits: int | None = None) -> None:
     """Raise :class:`TraceError` naming the first bad record of ``chunk``.
@@ -67,9 +49,6 @@ def check_chunk(chunk: Any, where: str, n_vms: int | None, first_record: int,
     if chunk.ndim != 1:
         raise TraceError(f"{where}: yielded an array of shape {chunk.shape} after record {first_record}; "
                          "chunks are 1-D.")
-    if _all_good(chunk["vm"], chunk["op"], chunk["vaddr"], -1 if n_vms is None else n_vms,
-                 64 if va_bits is None else va_bits, _VALID_OP_TABLE, _ADDRESS_OP_TABLE):
-        return  # (the checks below find the first bad record and name it)
     if n_vms is not None:
         bad_vm = np.flatnonzero(chunk["vm"] >= n_vms)
         if bad_vm.size:
