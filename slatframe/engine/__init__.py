@@ -26,9 +26,10 @@ def choose_engine(config: Config, registry: Any, requested: str | None = None,
                   machine: Any = None) -> tuple[str, str]:
     """Return the tier to run and why. The compiled tier runs a config only when it
     honours every plugin on the per-access path exactly (:func:`compiled_refusals`):
-    ``auto`` then takes it, and otherwise the reference tier with the first reason;
-    ``compiled`` refuses in one sentence. ``machine`` is the built machine (built here
-    when not given)."""
+    ``auto`` then takes it (unless the run is small and the compiled engine is not
+    compiled yet: :func:`first_run`), and otherwise the reference tier with the first
+    reason; ``compiled`` refuses in one sentence. ``machine`` is the built machine
+    (built here when not given)."""
     wanted = requested or config.experiment.engine
     if wanted == "reference":
         return "reference", "requested"
