@@ -246,14 +246,20 @@ def key_path(key: str) -> list[str | int] | None:
     return keys
 
 
+def shown(text: str) -> str:
+    """``text`` as an error message shows it: as it is, or quoted with escapes when it
+    holds a newline or another character that does not print."""
+    return text if text.isprintable() else repr(text)
+
+
 def parse_override(text: str) -> tuple[list[str | int], Any]:
     """Split ``"tlb.levels[1].ways=8"`` into a key path and a TOML value."""
     if "=" not in text:
-        raise ConfigError(f"--set {text}: expected KEY.PATH=VALUE, for example tlb.levels[0].ways=8.")
+        raise ConfigError(f"--set {shown(text)}: expected KEY.PATH=VALUE, for example tlb.levels[0].ways=8.")
     key, raw = text.split("=", 1)
     keys = key_path(key)
     if keys is None:
-        raise ConfigError(f"--set {text}: {key!r} is not a key path such as tlb.levels[0].ways.")
+        raise ConfigError(f"--set {shown(text)}: {key!r} is not a key path such as tlb.levels[0].ways.")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -278,13 +284,13 @@ def apply_override(raw: dict[str, Any], keys: list[str | int], value: Any, text:
         top = i == 0 or (i == 1 and isinstance(key, int))  # cost, walk_caches[0]: their own name key
         if isinstance(key, int):
             if not isinstance(node, list) or key >= len(node):
-                raise ConfigError(f"--set {text}: index [{key}] does not exist in the config.")
+                raise ConfigError(f"--set {shown(text)}: index [{key}] does not exist in the config.")
             if isinstance(node[key], str) and not isinstance(nxt, int):
                 node[key] = {_name_key(keys) if top else "name": node[key]}
             node = node[key]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {text}: {key!r} is inside a value that is not a table.")
+            raise ConfigError(f"--set {shown(text)}: {key!r} is inside a value that is not a table.")
         if key not in node:
             node[key] = [] if isinstance(nxt, int) else {}
         elif isinstance(node[key], str) and not isinstance(nxt, int):
@@ -293,9 +299,9 @@ def apply_override(raw: dict[str, Any], keys: list[str | int], value: Any, text:
     last = keys[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or last >= len(node):
-            raise ConfigError(f"--set {text}: index [{last}] does not exist in the config.")
+            raise ConfigError(f"--set {shown(text)}: index [{last}] does not exist in the config.")
     elif not isinstance(node, dict):
-        raise ConfigError(f"--set {text}: {keys[-2]!r} is not a table.")
+        raise ConfigError(f"--set {shown(text)}: {keys[-2]!r} is not a table.")
     node[last] = value
 
 
