@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -93,10 +94,11 @@ class Runner:
         return self.done[sets]
 
 
-def recomputed(config, registry, result, path: str | None = None, value: float | None = None) -> dict:
-    """The run's metrics with one cost or consolidation parameter changed after the run."""
+def recomputed(config, registry, result, path: str | None = None, value: float | None = None) -> tuple[Any, dict]:
+    """The run's config and metrics with one cost or consolidation parameter changed
+    after the run."""
     if path is None:
-        return result.metrics
+        return config, result.metrics
     section, key = path.split(".")
     if section == "consolidation":
         config = attrs.evolve(config, consolidation=attrs.evolve(config.consolidation, **{key: value}))
@@ -105,7 +107,7 @@ def recomputed(config, registry, result, path: str | None = None, value: float |
                                                                                             **{key: value})))
     counters = {k: v for k, v in result.metrics.items() if not k.startswith(("cycles.", "consolidation."))}
     metrics = compute_metrics(config, registry, _Counters(counters))
-    return {**metrics, **consolidation_metrics(metrics, config.consolidation)}
+    return config, {**metrics, **consolidation_metrics(metrics, config.consolidation)}
 
 
 def hypervisor_share(config, m: dict) -> float:
@@ -118,7 +120,7 @@ def hypervisor_share(config, m: dict) -> float:
 
 def sessions(config, registry, result, path: str | None = None, value: float | None = None) -> int:
     """Sessions per host, with one cost or consolidation parameter changed after the run."""
-    return recomputed(config, registry, result, path, value)["consolidation.sessions"]
+    return recomputed(config, registry, result, path, value)[1]["consolidation.sessions"]
 
 
 class _Counters:
@@ -181,15 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 def _row(key: str, value, pair, path: str | None = None) -> tuple:
     """One sensitivity row: shadow's exits per 1000 accesses, the hypervisor's share of
     the CPU under each scheme, sessions under each and their ratio."""
-    (n_config, n_reg, n_result), (s_config, s_reg, s_result) = pair
     recompute = (path, value) if path else (None, None)
-    nested_m, shadow_m = recomputed(n_config, n_reg, n_result, *recompute), recomputed(s_config, s_reg, s_result,
-                                                                                       *recompute)
-    if path and path.startswith("consolidation."):
-        n_config = attrs.evolve(n_config, consolidation=attrs.evolve(n_config.consolidation,
-                                                                     **{path.split(".")[1]: value}))
-        s_config = attrs.evolve(s_config, consolidation=attrs.evolve(s_config.consolidation,
-                                                                     **{path.split(".")[1]: value}))
+    (n_config, nested_m), (s_config, shadow_m) = (recomputed(*run, *recompute) for run in pair)
     nested, shadow = nested_m["consolidation.sessions"], shadow_m["consolidation.sessions"]
     return (key, value, 1000 * shadow_m.get("vm_exits", 0) / shadow_m["accesses"], hypervisor_share(s_config, shadow_m),
             hypervisor_share(n_config, nested_m), nested, shadow, nested / shadow if shadow else float("inf"))

@@ -49,10 +49,8 @@ class ShadowPages:
         self.counters = counters
         self.pages: dict[int, ShadowPage] = {}
         self.age: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(n_vms)]  # oldest first
-        self.trees: dict[int, set[int]] = {}  # root -> every page of its tree, the root included
         # per VM: each 4K page of a shadowed guest table -> the shadow pages of that table
         self.shadowing: list[dict[int, set[int]]] = [{} for _ in range(n_vms)]
-        self.vm_bytes = [0] * n_vms
 
     def count(self, vm: int) -> int:
         """Shadow pages ``vm`` holds now."""
@@ -67,11 +65,10 @@ class ShadowPages:
         if parent >= 0:
             self.pages[parent].children.add(table)
         self.age[vm][table] = None
-        self.trees.setdefault(root, set()).add(table)
         if shadows != DIRECT:
             for page in range(shadows, shadows + size, PAGE_SIZE):
                 self.shadowing[vm].setdefault(page, set()).add(table)
-        self._gauge(vm, size)
+        self.counters.gauge_add("shadow.table_bytes", size)
         self.counters.add("shadow.pages_built")
         return table
 
@@ -113,10 +110,6 @@ class ShadowPages:
         for child in page.children:
             self._free(child)
         self.age[page.vm].pop(table)
-        tree = self.trees[page.root]
-        tree.discard(table)
-        if not tree:
-            del self.trees[page.root]
         if page.shadows != DIRECT:
             shadowing = self.shadowing[page.vm]
             for guest_page in range(page.shadows, page.shadows + page.size, PAGE_SIZE):
@@ -125,8 +118,4 @@ class ShadowPages:
                     del shadowing[guest_page]
         self.host.free(table, page.size)
         self.counters.add("shadow.pages_zapped")
-        self._gauge(page.vm, -page.size)
-
-    def _gauge(self, vm: int, delta: int) -> None:
-        self.vm_bytes[vm] += delta
-        self.counters.gauge_add("shadow.table_bytes", delta)
+        self.counters.gauge_add("shadow.table_bytes", -page.size)

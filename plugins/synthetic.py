@@ -42,7 +42,8 @@ from slatframe import hookimpl
 from slatframe.errors import ConfigError
 from slatframe.options import ConfigFacts, PluginChoice, option
 from slatframe.records import WorkloadRecord
-from slatframe.trace import CONTEXT_SWITCH, EXEC, EXIT, FORK, MAP, MAP_SHARED, READ, TRACE_DTYPE, UNMAP, WRITE
+from slatframe.trace import (CONTEXT_SWITCH, EXEC, EXIT, FORK, MAP, MAP_SHARED, READ, TRACE_DTYPE, UNMAP, WRITE,
+                             make_trace)
 from slatframe.workload import checked_chunks, workload_where
 
 LINE = 64
@@ -227,7 +228,7 @@ def sessions(o: SessionsOptions, chunk_size: int, seed: int, n_vms: int) -> Iter
         blocks = []
         if asid not in mapped and o.shared_pages:
             mapped.add(asid)
-            blocks.append(_records(o.vm, asid, MAP_SHARED, shared))
+            blocks.append(make_trace(shared, MAP_SHARED, o.vm, asid))
         if next_spawn is not None and done >= next_spawn:
             n = min(o.spawn_accesses, o.accesses - done)
             blocks.append(_spawn(o, asid, n, shared, page_rng, write_rng))
@@ -273,12 +274,6 @@ def sessions(o: SessionsOptions, chunk_size: int, seed: int, n_vms: int) -> Iter
         yield np.concatenate(pending)
 
 
-def _records(vm: int, asid: int, op: int, vaddr: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(vaddr), dtype=TRACE_DTYPE)
-    out["vm"], out["asid"], out["op"], out["vaddr"] = vm, asid, op, vaddr
-    return out
-
-
 def _spawn(o: SessionsOptions, parent: int, n: int, shared: np.ndarray, page_rng: np.random.Generator,
            write_rng: np.random.Generator) -> np.ndarray:
     """A command process ``parent`` spawns: fork, exec, map its library pages, ``n``
@@ -290,12 +285,9 @@ def _spawn(o: SessionsOptions, parent: int, n: int, shared: np.ndarray, page_rng
     vaddr = touched[page_rng.integers(0, len(touched), n)] + \
         page_rng.integers(0, 4096 // LINE, n).astype(np.uint64) * np.uint64(LINE)
     op = np.where(write_rng.random(n) < o.write_fraction, WRITE, READ).astype(np.uint8)
-    accesses = _records(o.vm, child, READ, vaddr)
-    accesses["op"] = op
-    return np.concatenate([_records(o.vm, parent, FORK, np.array([child], dtype=np.uint64)),
-                           _records(o.vm, child, EXEC, np.zeros(1, dtype=np.uint64)),
-                           _records(o.vm, child, MAP_SHARED, libraries), accesses,
-                           _records(o.vm, child, EXIT, np.zeros(1, dtype=np.uint64))])
+    return np.concatenate([make_trace([child], FORK, o.vm, parent), make_trace([0], EXEC, o.vm, child),
+                           make_trace(libraries, MAP_SHARED, o.vm, child), make_trace(vaddr, op, o.vm, child),
+                           make_trace([0], EXIT, o.vm, child)])
 
 
 #: a minimal C forkwait (fork, child _exit(0), waitpid) measured on this project's build

@@ -35,7 +35,8 @@ def _raw(config: Config) -> tuple[dict[str, Any], str, Path]:
     """The config's TOML data, how errors name it, and the folder relative paths start from."""
     if isinstance(config, Mapping):
         return json.loads(json.dumps(config)), "<config dict>", Path.cwd()
-    if isinstance(config, Path) or (isinstance(config, str) and "\n" not in config and "=" not in config):
+    if isinstance(config, Path) or (isinstance(config, str) and "\n" not in config
+                                    and ("=" not in config or _is_file(config))):
         path = Path(config)
         return read_toml(path), str(path), path.parent
     if isinstance(config, str):
@@ -45,6 +46,13 @@ def _raw(config: Config) -> tuple[dict[str, Any], str, Path]:
             raise ConfigError(f"<TOML text>: not valid TOML: {exc}.") from None
     raise ConfigError(f"a config is a TOML file's path, TOML text or a dict, not an object of type "
                       f"{type(config).__name__}.")
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return False
 
 
 def load(config: Config, *, set: Mapping[str, Any] | None = None) -> tuple[Any, Any]:

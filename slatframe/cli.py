@@ -202,7 +202,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.trace_command == "record":
         command = args.program[1:] if args.program[:1] == ["--"] else args.program
         if args.processes:
-            rec = tracetools.record_processes(args.out, command, args.keep_lackey)
+            from .process_trace import record_processes
+
+            rec = record_processes(args.out, command, args.keep_lackey)
             for warning in rec.warnings:
                 print(f"slatframe: warning: {warning}", file=sys.stderr)
             code = rec.returncode

@@ -45,7 +45,7 @@ import numpy as np
 
 from .errors import SlatframeError, TraceError
 from .lackey import ACCESS_LINE, access_records, parse_block
-from .trace import EXEC, EXIT, FORK, MAP_SHARED, PROTECT, TRACE_DTYPE, UNMAP
+from .trace import EXEC, EXIT, FORK, MAP_SHARED, PROTECT, UNMAP, make_trace
 from .tracefile import NpzWriter
 
 PAGE_SHIFT = 12
@@ -335,12 +335,6 @@ class AsidAllocator:
         heapq.heappush(self.free, asid)  # taken only once the fresh asids run out
 
 
-def _records(asid: int, ops, vaddrs, vm: int = 0) -> np.ndarray:
-    out = np.empty(len(ops), dtype=TRACE_DTYPE)
-    out["vm"], out["asid"], out["op"], out["vaddr"] = vm, asid, ops, vaddrs
-    return out
-
-
 def _pages_in(pages: set[int], start: int, end: int) -> list[int]:
     """The pages of ``pages`` in ``[start, end)``, in order."""
     if end - start <= len(pages):
@@ -473,7 +467,7 @@ class Merger:
     # -- records ---------------------------------------------------------------------------
     def _control(self, asid: int, op: int, vaddr: int | Sequence[int]) -> np.ndarray:
         vaddrs = np.atleast_1d(np.asarray(vaddr, dtype=np.uint64))
-        return _records(asid, np.full(len(vaddrs), op, dtype=np.uint8), vaddrs, self.vm)
+        return make_trace(vaddrs, op, self.vm, asid)
 
     def _pages_control(self, process: Process, op: int, pages: list[int]) -> np.ndarray | None:
         if not pages:
@@ -484,7 +478,7 @@ class Merger:
     def _accesses(self, process: Process, run: Accesses) -> np.ndarray:
         """The run's records, each page of a shared range mapped shared (``map_shared``) just
         before the process's first access to it."""
-        out = _records(process.asid, run.ops, run.vaddrs, self.vm)
+        out = make_trace(run.vaddrs, run.ops, self.vm, process.asid)
         pages = run.vaddrs >> np.uint64(PAGE_SHIFT)
         unique, first = np.unique(pages, return_index=True)
         at: list[int] = []
@@ -654,10 +648,9 @@ def run_valgrind(command: Sequence[str], directory: Path) -> tuple[int, int, str
     """Run ``command`` under valgrind lackey, following its children, with each process's
     log in ``directory/logs``. Returns (the root's pid, the exit status, the end of its
     stderr)."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SlatframeError("valgrind is not installed; install it (for example 'apt-get install valgrind') "
-                             "to record traces with 'slatframe trace record'.")
+    from .tracetools import valgrind_path
+
+    valgrind = valgrind_path()
     logs = directory / "logs"
     logs.mkdir()
     launcher = write_launcher(directory, logs / "log", valgrind)

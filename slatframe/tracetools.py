@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -16,9 +16,6 @@ from .options import BuildContext, build
 from .trace import ACCESS_OPS, EXIT, FORK, OP_NAMES
 from .tracefile import DECOMPRESS_ERRORS, NpzWriter, open_error, open_raw, open_trace
 from .units import format_size
-
-if TYPE_CHECKING:
-    from .process_trace import ProcessRecording
 
 ZIP_MAGIC = b"PK"
 
@@ -76,13 +73,19 @@ def convert(src: str | Path, dst: str | Path, fmt: str | None, registry: Any) ->
     return writer.count
 
 
-def record(out: str | Path, command: Sequence[str], registry: Any, keep: str | None = None) -> tuple[int, int]:
-    """Run ``command`` under ``valgrind --tool=lackey --trace-mem=yes`` and write its trace
-    as npz. Returns (records written, the program's exit code)."""
+def valgrind_path() -> str:
+    """The valgrind executable; one sentence naming what to install when there is none."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SlatframeError("valgrind is not installed; install it (for example 'apt-get install valgrind') "
                              "to record traces with 'slatframe trace record'.")
+    return valgrind
+
+
+def record(out: str | Path, command: Sequence[str], registry: Any, keep: str | None = None) -> tuple[int, int]:
+    """Run ``command`` under ``valgrind --tool=lackey --trace-mem=yes`` and write its trace
+    as npz. Returns (records written, the program's exit code)."""
+    valgrind = valgrind_path()
     if not command:
         raise SlatframeError("trace record needs a command after '--', for example: "
                              "slatframe trace record --out ls.npz -- /bin/ls /")
@@ -97,17 +100,6 @@ def record(out: str | Path, command: Sequence[str], registry: Any, keep: str | N
         if keep:
             shutil.copyfile(log, keep)
     return count, proc.returncode
-
-
-def record_processes(out: str | Path, command: Sequence[str], keep: str | None = None) -> "ProcessRecording":
-    """Run ``command`` and every process it starts (fork, exec) under valgrind lackey and
-    write them as one npz trace, their lifecycle as fork, exec and exit records and their
-    shared library pages as map_shared records (:mod:`slatframe.process_trace`). Returns
-    a :class:`~slatframe.process_trace.ProcessRecording` (records, exit status, process
-    counts, warnings). ``keep``: a directory to copy valgrind's per-process logs into."""
-    from .process_trace import record_processes as record_all
-
-    return record_all(out, command, keep)
 
 
 def info(path: str | Path, fmt: str | None, registry: Any, limit: int = 1_000_000,

@@ -45,6 +45,9 @@ def test_a_config_as_path_text_or_dict_runs_the_same(tmp_path, monkeypatch):
     assert slatframe.run(text).metrics == by_path
     assert slatframe.run(raw).metrics == by_path
     assert raw["workload"]["accesses"] == 2000  # the caller's dict is not changed
+    odd = tmp_path / "a=b.toml"  # a file name with '=' is still a path
+    odd.write_text(text)
+    assert slatframe.run(str(odd)).metrics == by_path
 
 
 @pytest.mark.parametrize("call,sentence", [

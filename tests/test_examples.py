@@ -111,7 +111,7 @@ def test_rds_consolidation_script_ratios_and_recomputed_costs(capsys):
     config, registry, result = run(f"machine.slat={slat}")
     for path, value in (("cost.vm_exit", 15000), ("cost.access_overlap", 3.0)):
         direct = run(f"machine.slat={slat}", f"{path}={value}")[2].metrics
-        again = module.recomputed(config, registry, result, path, value)
+        again = module.recomputed(config, registry, result, path, value)[1]
         assert again["consolidation.sessions"] == direct["consolidation.sessions"]
         assert again["cycles.total"] == direct["cycles.total"]
     assert result.metrics["processes.created"] > 0 and result.metrics["vm_exits.cr3_write"] > 0

@@ -23,16 +23,25 @@ LOCK = "prebuild.lock"
 STALE_LOCK_S = 15 * 60  #: a lock older than this is from a build that died
 
 
+def _held(path: Path) -> bool:
+    """Whether a build holds the lock at ``path`` (a lock older than STALE_LOCK_S, left
+    by a build that died, is removed)."""
+    try:
+        if time.time() - path.stat().st_mtime <= STALE_LOCK_S:
+            return True
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return False
+
+
 def _lock() -> Path | None:
     """Take the build lock; None when another build holds it."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    try:
-        if time.time() - path.stat().st_mtime > STALE_LOCK_S:
-            path.unlink(missing_ok=True)
-    except OSError:
-        pass
+    if _held(path):
+        return None
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -65,7 +74,7 @@ def build(plugin_files: Sequence[str] = ()) -> bool:
 def start_background_build(plugin_files: Sequence[str]) -> bool:
     """Start :func:`build` in a detached process (its output discarded); False when
     ``SLATFRAME_BACKGROUND_BUILD=0`` or a build is running already."""
-    if os.environ.get("SLATFRAME_BACKGROUND_BUILD", "1") == "0" or (cache_dir() / LOCK).exists():
+    if os.environ.get("SLATFRAME_BACKGROUND_BUILD", "1") == "0" or _held(cache_dir() / LOCK):
         return False
     subprocess.Popen([sys.executable, "-m", "slatframe.engine.prebuild", *plugin_files], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
