@@ -57,6 +57,8 @@ class ExperimentConfig:
     warmup: int = option(0, "trace records run before the statistics start: TLBs, caches, page "
                          "tables and dedup state stay warm, every counter restarts from zero", min=0)
     observers: tuple[PluginChoice, ...] = option([], "run observers to attach", plugin="run observers")
+    per_asid: bool = option(False, "also report each VM's metrics per address space "
+                                   "(vm.<vm name>.asid.<n>.<metric>)")
 
 
 @attrs.frozen

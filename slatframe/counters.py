@@ -1,8 +1,16 @@
 """Event counters of one run: integer counts by dotted name, and gauges (levels such as
-the host memory some structure holds) that a warmup restart keeps."""
+the host memory some structure holds) that a warmup restart keeps. Counts are also
+charged to scopes (a VM, or a VM's address space) for the per-VM metrics."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Hashable
+
+#: The scope of work done between trace records (a dedup wake-up): no VM's.
+BETWEEN = None
+
+#: Counters that are not sums of events, so they are not charged to scopes.
+NOT_ADDITIVE = ("walk.refs_max",)
 
 
 class Counters:
@@ -12,6 +20,9 @@ class Counters:
     def __init__(self) -> None:
         self.values: defaultdict[str, int] = defaultdict(int)
         self.levels: dict[str, int] = {}  # gauge -> its level now
+        self.scoped: dict[Hashable, defaultdict[str, int]] = {}  # scope -> counts charged to it
+        self._scope: Hashable = BETWEEN
+        self._mark: dict[str, int] = {}  # the values when the scope last changed
 
     def add(self, name: str, n: int = 1) -> None:
         self.values[name] += n
@@ -32,6 +43,40 @@ class Counters:
         for name, level in self.levels.items():
             if level:
                 self.values[name] = self.values[f"{name}.peak"] = level
+        self.scoped.clear()
+        self._mark = dict(self.values)
+
+    @property
+    def scope(self) -> Hashable:
+        """The scope that what is counted now is charged to."""
+        return self._scope
+
+    def charge(self, scope: Hashable) -> None:
+        """What is counted from now on is ``scope``'s (a VM index, or a (VM, asid) pair;
+        :data:`BETWEEN` for work between records); what was counted since the last change
+        of scope goes to the previous one. The engines call this before each record's
+        work, so the scopes' counts add up to the totals."""
+        if scope == self._scope:
+            return
+        self.settle()
+        self._scope = scope
+
+    def settle(self) -> None:
+        """Charge what was counted since the last change of scope to the current scope."""
+        mark, values = self._mark, self.values
+        changed = [(name, value - mark.get(name, 0)) for name, value in values.items() if value != mark.get(name, 0)]
+        if changed:
+            own = self.scoped.setdefault(self._scope, defaultdict(int))
+            for name, delta in changed:
+                own[name] += delta
+            self._mark = dict(values)
+
+    def by_scope(self) -> dict[Hashable, dict[str, int]]:
+        """Each scope's event counts (gauges and :data:`NOT_ADDITIVE` counters left out)."""
+        self.settle()
+        skip = set(NOT_ADDITIVE) | set(self.levels) | {f"{name}.peak" for name in self.levels}
+        return {scope: {k: int(v) for k, v in counts.items() if k not in skip}
+                for scope, counts in self.scoped.items()}
 
     def walk_done(self, refs_guest: int, refs_host: int = 0, ad_writes: int = 0) -> None:
         """A hardware walk that produced a translation."""

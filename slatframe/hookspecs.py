@@ -122,5 +122,7 @@ def slatframe_run_observers() -> Iterable[RunObserverRecord]:
     """Return run observers (reporters, live plots) this plugin provides.
 
     Observers named in ``experiment.observers`` are told when a run starts, after each
-    trace chunk and when it finishes. They must not change the run.
+    trace chunk and when it finishes. They must not change the run. An observer with a
+    ``walk_sampling`` attribute gets the sampled hardware walks (``walks(trace)``), in
+    either engine tier (the builtin ``walk-trace`` writes them to a file).
     """

@@ -35,6 +35,7 @@ def option(
     plugin: str | None = None,
     name_key: str = "name",
     path: bool = False,
+    output: bool = False,
     nonfinite: bool = False,
 ) -> Any:
     """Declare a config field.
@@ -45,11 +46,13 @@ def option(
     for the whole list); ``plugin`` names a hook point (``"TLB policies"``) whose
     registered name the value must be, given as a string or a table with ``name_key``
     plus the plugin's own options; ``path`` resolves a relative path against the config
-    file's folder. A float field takes finite numbers only, unless ``nonfinite``.
+    file's folder and requires an existing file; ``output`` resolves it the same way, for
+    a file the run writes (it must not be a folder). A float field takes finite numbers
+    only, unless ``nonfinite``.
     """
     meta = {"help": help, "size": size, "choices": tuple(choices) if choices else None,
             "min": min, "max": max, "check": check, "check_all": check_all, "plugin": plugin,
-            "name_key": name_key, "path": path, "nonfinite": nonfinite}
+            "name_key": name_key, "path": path, "output": output, "nonfinite": nonfinite}
     if isinstance(default, (list, dict)):
         frozen = tuple(default) if isinstance(default, list) else dict(default)
         return attrs.field(factory=lambda: frozen, metadata=meta)
@@ -202,14 +205,23 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
         out = value
     else:
         out = value
-    if meta.get("path") and isinstance(out, str) and ctx.base_dir is not None:
+    if (meta.get("path") or meta.get("output")) and isinstance(out, str) and ctx.base_dir is not None:
         p = Path(out)
         out = str(p if p.is_absolute() else (ctx.base_dir / p))
-        problem = _input_file_problem(Path(out))  # refused now, not after the run has started
+        # refused now, not after the run has started
+        problem = _input_file_problem(Path(out)) if meta.get("path") else _output_file_problem(Path(out))
         if problem:
             ctx.fail(path, f"= {_describe(value)} is not allowed: {problem} ({out}).")
     _check(meta, out, value, path, ctx)
     return out
+
+
+def _output_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be written as a file, or None."""
+    try:
+        return "it is a folder" if path.is_dir() else None
+    except (OSError, ValueError) as exc:
+        return f"it cannot be a file name ({exc.__class__.__name__})"
 
 
 def _input_file_problem(path: Path) -> str | None:

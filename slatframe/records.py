@@ -266,6 +266,9 @@ class WorkloadRecord(Registration):
 @attrs.frozen(kw_only=True)
 class RunObserverRecord(Registration):
     """Watches a run. ``factory(options) -> observer`` with optional methods
-    ``started(run)``, ``chunk(run, done, chunk_len)`` and ``finished(run, result)``."""
+    ``started(run)``, ``chunk(run, done, chunk_len)`` and ``finished(run, result)``. An
+    observer with a ``walk_sampling`` attribute (a :class:`slatframe.walk_record.WalkSampling`)
+    also gets ``walks(trace)``, a :class:`slatframe.walk_record.WalkTrace` of the walks it
+    sampled, after the last chunk and before ``finished``."""
 
     kind = "run observer"

@@ -49,4 +49,12 @@ def summary(result: Any) -> str:
               or k == "translation_overhead"]
     lines.append("")
     lines.append(table(shown, ("metric", "value")))
+    vms = [vm["name"] for vm in result.config.get("vms", [])]
+    if len(vms) > 1:  # each VM's share (every vm.<name>.* metric is in the result file)
+        rows = [(name, *(m.get(f"vm.{name}.{k}", 0) for k in PER_VM_SHOWN)) for name in vms]
+        lines += ["", table(rows, ("VM", *PER_VM_SHOWN))]
     return "\n".join(lines)
+
+
+#: The per-VM figures of the terminal summary.
+PER_VM_SHOWN = ("accesses", "walks", "walk.refs", "faults.guest", "faults.host", "vm_exits", "cycles.per_access")

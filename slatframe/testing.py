@@ -43,8 +43,9 @@ def run_trace(config: Config, registry: Any, trace: np.ndarray) -> tuple[dict[st
 
 
 def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096
-             ) -> dict[str, tuple[dict[str, int], np.ndarray]]:
-    """Run ``trace`` under each engine tier on fresh machines: tier -> (counters, hPAs)."""
+             ) -> dict[str, tuple[dict[str, int], np.ndarray, dict]]:
+    """Run ``trace`` under each engine tier on fresh machines: tier -> (counters, hPAs,
+    the counts charged to each scope: VM, or (VM, asid) with ``experiment.per_asid``)."""
     from .engine import make_engine
 
     out = {}
@@ -54,19 +55,32 @@ def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int =
         hpa = np.zeros(len(trace), dtype=np.uint64)
         for start in range(0, len(trace), chunk_size):
             engine.run_chunk(trace[start:start + chunk_size], hpa[start:start + chunk_size])
-        out[tier] = ({k: v for k, v in counters.as_dict().items() if v}, hpa)
+        scoped = {scope: {k: v for k, v in counts.items() if v} for scope, counts in counters.by_scope().items()}
+        out[tier] = ({k: v for k, v in counters.as_dict().items() if v}, hpa, scoped)
     return out
 
 
 def assert_engines_agree(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096) -> dict:
     """Run ``trace`` under the reference and the compiled engine and fail, naming the
-    first differing counter or access, unless every counter and every hPA agree.
-    Returns the counters. Use it to check a plugin's kernels against its reference code."""
+    first differing counter, scope's count (the per-VM metrics) or access, unless every
+    counter, every scope's count and every hPA agree, and the scopes' counts add up to
+    the totals. Returns the counters. Use it to check a plugin's kernels against its
+    reference code."""
     both = run_both(config, registry, trace, chunk_size)
-    (ref, ref_hpa), (comp, comp_hpa) = both["reference"], both["compiled"]
+    (ref, ref_hpa, ref_scoped), (comp, comp_hpa, comp_scoped) = both["reference"], both["compiled"]
     for key in sorted(set(ref) | set(comp)):
         if ref.get(key, 0) != comp.get(key, 0):
             raise AssertionError(f"counter {key}: reference {ref.get(key, 0)}, compiled {comp.get(key, 0)}")
+    for scope in sorted(set(ref_scoped) | set(comp_scoped), key=repr):
+        mine, theirs = ref_scoped.get(scope, {}), comp_scoped.get(scope, {})
+        for key in sorted(set(mine) | set(theirs)):
+            if mine.get(key, 0) != theirs.get(key, 0):
+                raise AssertionError(f"scope {scope!r}, counter {key}: reference {mine.get(key, 0)}, "
+                                     f"compiled {theirs.get(key, 0)}")
+    for key in sorted({k for counts in ref_scoped.values() for k in counts}):
+        charged = sum(counts.get(key, 0) for counts in ref_scoped.values())
+        if charged != ref.get(key, 0):
+            raise AssertionError(f"counter {key}: the scopes' counts add up to {charged}, the total is {ref.get(key, 0)}")
     differ = np.flatnonzero(ref_hpa != comp_hpa)
     if differ.size:
         i = int(differ[0])

@@ -18,6 +18,7 @@ from .errors import ConfigError, PluginError, SimulationError
 from .paging import PAGE_SHIFT, PageTableFormat
 from .trace import WRITE
 from .translation import Translation
+from .walk_record import WalkRecorder
 from .walkcache import ENTRY, GUEST, HOST, HOST_POINT, POINT_MEMBERS, POINTS, START, PrefixCache
 
 # fault kinds
@@ -131,6 +132,8 @@ class Walker:
                     f"PageTableFormat's geometry (its index_bits), but page-table format {fmt.name!r} "
                     "defines its own index, prefix, shift or page_size, so its prefixes would be wrong.")
         self.refs = [0, 0, 0]  #: the current walk's references: guest (or 1D), host, A/D writes
+        self.caches = list(caches)
+        self.recorder: WalkRecorder | None = None  #: set when a run observer records walks
 
     # -- one dimension -------------------------------------------------------------
     def _skip(self, dim: int, fmt: PageTableFormat, vm: int, asid: int, address: int) -> tuple[int, int] | None:
@@ -163,9 +166,13 @@ class Walker:
                         raise PluginError(f"walk cache {cache.name!r}: its probe returned {entry!r}; an entry-point "
                                           "cache returns None or the entry, an int of 0 or more.")
                     values[cache.hits] += 1
+                    if self.recorder is not None:
+                        self.recorder.ref(pa, level, dim, True)
                     return entry, True
                 values[cache.misses] += 1
         self.refs[dim] += 1
+        if self.recorder is not None:
+            self.recorder.ref(pa, level, dim, False)
         if self.data_caches is not None:
             self.data_caches.access(pa, WALK_REF)
         return fmt.load(self.memory, pa), False
@@ -263,6 +270,8 @@ class Walker:
         root = self.hw.guest_roots.get(vm, asid)
         if root < 0:
             return Fault(NO_ROOT, va)
+        if self.recorder is not None:
+            self.recorder.begin(vm, asid, va, op, *self.probes())
         write = op == WRITE
         got = self.walk_dimension(GUEST, self.hw.guest_format, vm, asid, root, va, True, write, write,
                                   self.resolver(vm))
@@ -286,7 +295,7 @@ class Walker:
         hw, counters, refs = self.hw, self.counters, self.refs
         if isinstance(got, Fault):
             counters.walk_aborted(refs[0] + refs[1], refs[2])
-            return got
+            return self._recorded(got)
         entry, level = got
         gfmt = hw.guest_format
         gsize = gfmt.page_size(level)
@@ -297,14 +306,28 @@ class Walker:
             host = self.host_translation(vm, address, write, False)
             if isinstance(host, Fault):
                 counters.walk_aborted(refs[0] + refs[1], refs[2])
-                return host
+                return self._recorded(host)
             address, hsize, host_writable, host_dirty = host
             writable, dirty = writable and host_writable, dirty and host_dirty
             if hsize < gsize:
                 counters.add("tlb.splintered_fills")
                 size = hsize
         counters.walk_done(refs[0], refs[1], refs[2])
-        return Translation(address & ~(size - 1), size, writable, dirty)
+        return self._recorded(Translation(address & ~(size - 1), size, writable, dirty))
+
+    def probes(self) -> tuple[int, int]:
+        """The walk caches' hits and misses so far, summed over the caches."""
+        values = self.counters.values
+        return sum(values[c.hits] for c in self.caches), sum(values[c.misses] for c in self.caches)
+
+    def _recorded(self, got: Translation | Fault) -> Translation | Fault:
+        """``got``, after the walk that ends with it is recorded (if it is being recorded)."""
+        if self.recorder is not None:
+            if isinstance(got, Fault):
+                self.recorder.end(got.kind, got.address, 0, *self.probes())
+            else:
+                self.recorder.end(0, got.page, got.size.bit_length() - 1, *self.probes())
+        return got
 
 
 def _count(value: Any) -> bool:

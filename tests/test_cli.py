@@ -29,7 +29,9 @@ def test_run_writes_result(tmp_path, capsys):
     for key in ("walk.refs_max", "faults.guest", "faults.host", "vm_exits", "cycles.total",
                 "cycles.translation", "cycles.per_access"):
         assert key in m
-    assert all(isinstance(v, int) for k, v in m.items() if not k.startswith(("cycles.per", "translation_")))
+    ratios = ("cycles.per_access", "translation_overhead")  # per VM too: vm.<name>.cycles.per_access
+    assert all(isinstance(v, int) for k, v in m.items() if not k.endswith(ratios))
+    assert m["vm.vm0.accesses"] == m["accesses"] and m["vm.vm0.cycles.total"] == m["cycles.total"]  # one VM: all
     assert result["config"]["workload"]["accesses"] == 3000
     assert result["seed"] == 1 and result["engine"] == "compiled" and result["version"]
     assert result["engine_reason"].startswith("auto")

@@ -25,7 +25,8 @@ SHADOWS = {"shadow-2": {"cached_roots": 2},  # shadow variants: their options
 def config(slat: str):
     if slat not in _CONFIGS:
         machine = {"slat": {"name": "shadow", **SHADOWS[slat]} if slat in SHADOWS else slat, "host_memory": "16G"}
-        _CONFIGS[slat] = build(tiny_config(machine=machine, vms=[{"name": "vm0", "memory": "4G"},
+        _CONFIGS[slat] = build(tiny_config(experiment={"name": "test", "per_asid": True},  # both tiers charge asids alike
+                                           machine=machine, vms=[{"name": "vm0", "memory": "4G"},
                                                                  {"name": "vm1", "memory": "4G"}]))
     return _CONFIGS[slat]
 

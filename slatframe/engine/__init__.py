@@ -8,10 +8,13 @@ from typing import Any
 from .. import __version__
 from ..config import Config, resolved_format
 from ..consolidation import consolidation_metrics
-from ..counters import Counters
+from ..counters import BETWEEN, NOT_ADDITIVE, Counters
 from ..errors import ConfigError
 from ..machine import build_machine
 from ..results import Result
+from ..scope_metrics import scope_metrics
+from ..walk_record import requested_sampling
+from ..walker import Walker
 from ..workload import WorkloadContext, checked_chunks, workload_where
 from .compiled import CompiledEngine, compiled_refusals
 from .reference import ReferenceEngine
@@ -97,21 +100,23 @@ def compute_metrics(config: Config, registry: Any, counters: Counters,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Counters plus the cost model's cycle figures (and the consolidation figures, if
     configured), with every TLB level's and data-cache level's counters present even
-    when zero."""
-    metrics: dict[str, Any] = dict.fromkeys(ALWAYS_REPORTED, 0)
+    when zero; then the same per VM (and per address space), as the engines charged them."""
+    zero: dict[str, Any] = dict.fromkeys(ALWAYS_REPORTED, 0)
     for level in config.tlb.levels:
-        metrics[f"tlb.{level.name}.hits"] = 0
-        metrics[f"tlb.{level.name}.misses"] = 0
-    if extra:
-        metrics.update(extra)
+        zero[f"tlb.{level.name}.hits"] = 0
+        zero[f"tlb.{level.name}.misses"] = 0
     record = registry.get("cost models", config.cost.name)
     spec = record.data_caches(config.cost.options) if record.data_caches is not None else None
     if spec is not None:
-        metrics.update(dict.fromkeys(spec.counter_names(), 0))
-    metrics.update(counters.as_dict())
-    metrics.update(record.factory(config.cost.options).cycles(metrics, config))
+        zero.update(dict.fromkeys(spec.counter_names(), 0))
+    model = record.factory(config.cost.options)
+    metrics = {**zero, **(extra or {}), **counters.as_dict()}
+    metrics.update(model.cycles(metrics, config))
     if config.consolidation is not None:
         metrics.update(consolidation_metrics(metrics, config.consolidation))
+    additive = {name: 0 for name in zero if name not in NOT_ADDITIVE}
+    metrics.update(scope_metrics([vm.name for vm in config.vms], counters.by_scope(), additive,
+                                 lambda counts: model.cycles(counts, config)))
     return metrics
 
 
@@ -142,6 +147,13 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     observers = list(observers or []) + [
         registry.get("run observers", choice.name).factory(choice.options)
         for choice in config.experiment.observers]
+    sampling = requested_sampling(observers)
+    if sampling is not None:
+        if type(machine.walker) is not Walker:
+            raise ConfigError(f"experiment.observers record walks, which only the radix walk does: SLAT scheme "
+                              f"{config.machine.slat.name!r} walks with {getattr(machine.translator.hw, 'walk', '?')!r}; "
+                              "drop the walk-recording observer or run a radix scheme.")
+        runner.record_walks(sampling)
     _notify(observers, "started", config)
     done = 0
     strategy = machine.dedup
@@ -163,6 +175,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                 series.clear()
                 warmup = None
             if done == next_run:
+                counters.charge(BETWEEN)  # the wake-up's work is no VM's
                 counters.add("dedup.wakeups")
                 for inv in strategy.run():  # the strategy's wake-up, between records
                     runner.invalidate(inv)
@@ -193,6 +206,8 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         series=series,
         warnings=warnings,
     )
+    if sampling is not None:
+        _notify(observers, "walks", runner.walk_trace())
     _notify(observers, "finished", config, result)
     return result, machine
 

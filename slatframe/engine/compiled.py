@@ -37,6 +37,7 @@ State layout (``loop.py`` names the columns):
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from ..errors import ConfigError, PluginError
 from ..machine import Machine
 from ..records import EntryCacheKernels, HostCacheKernels, StartCacheKernels, WalkKernels
 from ..translation import Invalidation
+from ..walk_record import REF_DTYPE, WALK_DTYPE, WalkRecorder, WalkSampling, WalkTrace
 from ..walkcache import (ENTRY as ENTRY_POINT, GUEST, HOST, HOST_POINT, START as START_POINT, EntryCache, PrefixCache,
                          TranslationCache)
 from ..paging import PageTableFormat
@@ -55,9 +57,13 @@ from . import kernel_slots
 from .codegen import load_kernels, policy_ids, slot_ids
 from .kernel_slots import SLOTS
 from .reference import NO_HPA
-from .walklib import OUT_COLUMNS, format_row
+from .walklib import F_LEVELS, OUT_COLUMNS, format_row
 from .software import SoftwareSide
 
+#: Check the loop's argument types at every call (the test suite sets it; see CompiledEngine._loop).
+CHECK_ENTRY = os.environ.get("SLATFRAME_CHECK_ENTRY") == "1"
+
+U64 = (1 << 64) - 1
 SCOPES = {"page": 0, "asid": 1, "vm": 2, "all": 3}
 MAX_LEVELS = 6  #: levels of a format the loop's ``fmts`` rows hold
 INCLUSION = {"non-inclusive": 0, "inclusive": 1, "exclusive": 2}
@@ -285,6 +291,7 @@ class CompiledEngine:
         self.cnt = np.zeros(len(self.names), dtype=np.int64)
         self.written = np.zeros(1, dtype=np.int64)  # next content id of a written page
         self.track_writes = machine.dedup is not None
+        self.per_asid = config.experiment.per_asid
         self.paths = np.zeros((2, L), dtype=np.int64)
         self.npaths = np.zeros(2, dtype=np.int64)
         for level, lv in enumerate(levels):
@@ -298,6 +305,13 @@ class CompiledEngine:
                                1 if hw.table_access_dirties else 0, 0], dtype=np.int64)
         self.no_host_roots = np.zeros(1, dtype=np.int64)
         self.no_walk_state = np.zeros((1, 1), dtype=np.int64)
+        self.records = 0  # trace records run so far
+        self._entry: Any = None  # the loop's compiled entry point, after the first call
+        self._signature: tuple = ()
+        self.recorder: WalkRecorder | None = None  # walk recording: control row, walk rows, reference rows
+        self.wtc = np.zeros(self.k.WT_COLUMNS, dtype=np.int64)
+        self.wtw = np.zeros((1, len(WALK_DTYPE.names)), dtype=np.int64)
+        self.wtr = np.zeros((1, 2), dtype=np.int64)
 
     def _walk_caches(self, caches: list, registry: Any, ids: dict, states: list) -> tuple:
         n = max(1, len(caches))
@@ -358,6 +372,43 @@ class CompiledEngine:
             self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, self.pk, self.cstate, self.ck, len(tcfg), scope,
                                  inv.vm, inv.asid)
 
+    def record_walks(self, sampling: WalkSampling) -> None:
+        """Record the walks ``sampling`` takes (:mod:`slatframe.walk_record`)."""
+        k, wtc = self.k, self.wtc
+        self.recorder = WalkRecorder(sampling)
+        wtc[k.WT_ON], wtc[k.WT_EVERY], wtc[k.WT_LIMIT] = 1, sampling.every, sampling.limit
+        wtc[k.WT_CACHES] = len(self.machine.walk_caches)
+        guest = int(self.fmts[0, F_LEVELS])
+        host = int(self.fmts[1, F_LEVELS]) if self.hwcfg[0] else 0
+        self.refs_per_walk = guest + (guest + 1) * host  # each entry a walk reads, cached or not
+
+    def walk_trace(self) -> WalkTrace:
+        self.recorder.seen = int(self.wtc[self.k.WT_SEEN])  # walks go on after the last one recorded
+        return self.recorder.trace()
+
+    def _room_for_walks(self, records: int) -> None:
+        """Buffers for the walks of one loop call: at most one per record, and an aborted one."""
+        k, wtc = self.k, self.wtc
+        rows = min(records + 1, int(wtc[k.WT_LIMIT] - wtc[k.WT_RECORDED]))
+        if self.wtw.shape[0] < rows:
+            self.wtw = np.zeros((rows, self.wtw.shape[1]), dtype=np.int64)
+            self.wtr = np.zeros((rows * self.refs_per_walk, 2), dtype=np.int64)
+
+    def _drain_walks(self) -> None:
+        """Hand the walks the loop recorded since the last call to the recorder."""
+        k, wtc = self.k, self.wtc
+        rows, nrefs = int(wtc[k.WT_ROWS]), int(wtc[k.WT_REFS])
+        walks = np.zeros(rows, dtype=WALK_DTYPE)
+        for column, name in enumerate(WALK_DTYPE.names):
+            walks[name] = self.wtw[:rows, column]
+        refs = np.zeros(nrefs, dtype=REF_DTYPE)
+        refs["walk"] = np.repeat(np.arange(rows), walks["refs"])
+        refs["pa"] = self.wtr[:nrefs, 0]
+        packed = self.wtr[:nrefs, 1]
+        refs["level"], refs["dim"], refs["cached"] = packed & 0xFF, (packed >> 8) & 1, (packed >> 9) & 1
+        self.recorder.extend(walks, refs, int(wtc[k.WT_SEEN]))
+        wtc[k.WT_ROWS] = wtc[k.WT_REFS] = 0
+
     def warm_up(self) -> None:
         """Compile the loop (or load it from numba's cache) before the first chunk."""
         from ..trace import TRACE_DTYPE
@@ -373,37 +424,48 @@ class CompiledEngine:
         op_col = chunk["op"].astype(np.int64)
         va_col = np.ascontiguousarray(chunk["vaddr"]).view(np.int64)
         record = hpa_out is not None
-        if record and not hpa_out.flags.c_contiguous:
-            raise ValueError("hpa_out must be a C-contiguous array")
+        if record and not (hpa_out.flags.c_contiguous and hpa_out.ndim == 1 and hpa_out.dtype.itemsize == 8):
+            raise ValueError("hpa_out must be a C-contiguous 1D array of 8-byte integers")
         hpa = hpa_out.view(np.int64) if record else np.zeros(1, dtype=np.int64)
         fmts, hwcfg, hw = self.fmts, self.hwcfg, self.hw
         tcfg, ttag, inclusion = self.tlb
         wcfg, wtag, wprobe, wlists, wcount = self.wc
         store = self.machine.context.store
+        counters, per_asid, n = self.machine.context.counters, self.per_asid, len(chunk)
+        recording = self.recorder is not None
+        if recording:
+            self.wtc[k.WT_BASE] = self.records
+            self._room_for_walks(n)
         i, resume, faults, resume_at = 0, False, 0, -1
         while True:
+            if i < n:  # the loop runs records of one scope: it returns at a change of VM or asid
+                self._charge(counters, (int(vm_col[i]), int(asid_col[i])) if per_asid else int(vm_col[i]))
             # re-read: the software side may grow or replace these
             roots = hw.guest_roots.array if isinstance(hw.guest_roots, RootTable) else self.no_host_roots[None]
             wstate = self.no_walk_state if self.wstate is None else self.wstate()
-            host_roots = self.no_host_roots if hw.host_roots is None else np.asarray(hw.host_roots, dtype=np.int64)
+            host_roots = self.no_host_roots if hw.host_roots is None else \
+                np.ascontiguousarray(hw.host_roots, dtype=np.int64).reshape(-1)
             self.written[0] = store.next_written  # software may have written pages since
             try:
-                status, i = k.run(vm_col, asid_col, op_col, va_col, i, resume, hpa, record, software.current_asid,
-                                  software.last_vm, host.slot_of, host.words.view(np.int64), fmts, hwcfg, roots,
-                                  host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe, wlists, wcount,
-                                  self.pstate, self.pk, self.cnt, self.out, self.paths, self.npaths,
-                                  host.content, self.written, self.track_writes, *self.dc, self.wk, wstate,
-                                  self.cstate, self.ck)
+                status, i = self._loop(vm_col, asid_col, op_col, va_col, i, resume, hpa, record,
+                                       software.current_asid, software.last_vm, host.slot_of, host.words.view(np.int64),
+                                       fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe,
+                                       wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
+                                       self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,
+                                       wstate, self.cstate, self.ck, self.wtc, self.wtw, self.wtr)
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             except Exception as exc:  # raised in a kernel: the loop raises nothing else
                 raise PluginError(f"a plugin kernel raised {type(exc).__name__}: {exc} (compiled tier; the run's "
                                   f"kernels: {self._kernel_names()}).") from None
             store.next_written = int(self.written[0])
+            if recording and self.wtc[k.WT_ROWS]:
+                self._drain_walks()
             resume = False
             if status == k.DONE:
                 break
-            vm, asid, op, va = int(vm_col[i]), int(asid_col[i]), int(op_col[i]), int(chunk["vaddr"][i])
+            vm, asid, op, va = int(vm_col[i]), int(asid_col[i]), int(op_col[i]), int(va_col[i]) & U64  # (int64 view)
+            self._charge(counters, (vm, asid) if per_asid else vm)
             if status == k.FAULT:
                 fault = Fault(int(self.out[0]), int(self.out[1]))
                 faults = faults + 1 if resume_at == i else 1
@@ -417,7 +479,31 @@ class CompiledEngine:
                 if record:
                     hpa_out[i] = NO_HPA
                 i += 1
+        self.records += n
         self._merge()
+
+    def _loop(self, *args: Any) -> tuple[int, int]:
+        """Call the loop. The first call goes through numba's dispatcher, which types the
+        44 arguments (and loads or compiles the loop); later calls go straight to the
+        compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
+        which a run pays at every fault and every switch of VM or asid). Every argument's
+        type is fixed when the engine is built (int64 C-contiguous arrays of a fixed
+        number of dimensions, Python ints and bools), so the signature cannot change;
+        with ``SLATFRAME_CHECK_ENTRY=1`` (the test suite) each call checks that it holds."""
+        entry = self._entry
+        if entry is None:
+            loop = self.k.run
+            result = loop(*args)
+            if hasattr(loop, "overloads"):  # (not under NUMBA_DISABLE_JIT)
+                self._signature = tuple(loop.typeof_pyval(a) for a in args)
+                compiled = loop.overloads.get(self._signature)
+                self._entry = compiled.entry_point if compiled is not None else None
+            return result
+        if CHECK_ENTRY:
+            typed = tuple(self.k.run.typeof_pyval(a) for a in args)
+            if typed != self._signature:
+                raise AssertionError(f"the loop's argument types changed: {typed} after {self._signature}")
+        return entry(*args)
 
     def _kernel_names(self) -> str:
         """Every plugin whose kernels this run calls, with its file."""
@@ -437,6 +523,12 @@ class CompiledEngine:
         names = {lv.policy.name for lv in config.tlb.levels} | {
             c.policy.name for c in self.machine.walk_caches if getattr(c, "policy", None) is not None}
         return ", ".join(f"{name!r}{_plugin(registry, 'TLB policies', name)}" for name in sorted(names))
+
+    def _charge(self, counters: Any, scope: Any) -> None:
+        """Work from here on is ``scope``'s: the loop's counts so far go to the previous scope."""
+        if scope != counters.scope:
+            self._merge()
+            counters.charge(scope)
 
     def _merge(self) -> None:
         values = self.machine.context.counters.values

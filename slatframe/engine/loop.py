@@ -30,6 +30,19 @@ DONE = 0
 FAULT = 1
 EVENT = 2  # a record the software side must see first (control op, switch of asid or VM)
 
+# walk recording: columns of wtc (below, "walk recording")
+WT_ON = 0
+WT_EVERY = 1
+WT_LIMIT = 2
+WT_SEEN = 3
+WT_RECORDED = 4
+WT_ROWS = 5
+WT_REFS = 6
+WT_OPEN = 7
+WT_BASE = 8
+WT_CACHES = 9
+WT_COLUMNS = 10
+
 # counters
 C_ACCESSES = 0
 C_WALKS = 1
@@ -470,6 +483,66 @@ def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, d
             wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
 
 
+# -- walk recording (slatframe/walk_record.py) ---------------------------------------------
+# wtc: WT_ON (recording asked for), WT_EVERY, WT_LIMIT, WT_SEEN (walks started), WT_RECORDED,
+# WT_ROWS / WT_REFS (rows of wtw / wtr since Python last drained them), WT_OPEN (the walk
+# now running is recorded), WT_BASE (the trace index of the chunk's record 0), WT_CACHES.
+# wtw rows: record, vm, asid, va, op, fault, result, page shift, first ref, refs, cache
+# hits, cache misses; wtr rows: pa, level | dim << 8 | cached << 9.
+
+@njit(cache=True, _nrt=False)
+def wt_probes(cnt, hitbase, caches, miss):
+    total = 0
+    for j in range(caches):
+        total += cnt[hitbase + 2 * j + miss]
+    return total
+
+
+@njit(cache=True, _nrt=False)
+def wt_begin(wtc, wtw, cnt, hitbase, i, vm, asid, va, op):
+    """A walk starts: record it if it is sampled (as WalkRecorder.begin)."""
+    seen = wtc[WT_SEEN]
+    wtc[WT_SEEN] = seen + 1
+    if wtc[WT_RECORDED] < wtc[WT_LIMIT] and seen % wtc[WT_EVERY] == 0:
+        r = wtc[WT_ROWS]
+        wtw[r, 0], wtw[r, 1], wtw[r, 2], wtw[r, 3], wtw[r, 4] = wtc[WT_BASE] + i, vm, asid, va, op
+        wtw[r, 8] = wtc[WT_REFS]
+        wtw[r, 10] = wt_probes(cnt, hitbase, wtc[WT_CACHES], 0)
+        wtw[r, 11] = wt_probes(cnt, hitbase, wtc[WT_CACHES], 1)
+        wtc[WT_OPEN] = 1
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def wt_ref(wtc, wtr, pa, level, dim, cached):
+    k = wtc[WT_REFS]
+    wtr[k, 0] = pa
+    wtr[k, 1] = level | (dim << 8) | ((1 if cached else 0) << 9)
+    wtc[WT_REFS] = k + 1
+
+
+@njit(cache=True, _nrt=False)
+def wt_end(wtc, wtw, cnt, hitbase, out):
+    """The walk ended (out as walk leaves it); a walk that found no root never started."""
+    if out[0] == NO_ROOT:
+        wtc[WT_SEEN] -= 1
+        wtc[WT_OPEN] = 0
+        return
+    if wtc[WT_OPEN] == 0:
+        return
+    r = wtc[WT_ROWS]
+    wtw[r, 5] = out[0]
+    if out[0] == 0:
+        wtw[r, 6], wtw[r, 7] = out[2], out[3]
+    else:
+        wtw[r, 6], wtw[r, 7] = out[1], 0
+    wtw[r, 9] = wtc[WT_REFS] - wtw[r, 8]
+    wtw[r, 10] = wt_probes(cnt, hitbase, wtc[WT_CACHES], 0) - wtw[r, 10]
+    wtw[r, 11] = wt_probes(cnt, hitbase, wtc[WT_CACHES], 1) - wtw[r, 11]
+    wtc[WT_ROWS] = r + 1
+    wtc[WT_RECORDED] += 1
+    wtc[WT_OPEN] = 0
+
+
 # -- walks (slatframe/walker.py) ---------------------------------------------------------
 
 
@@ -477,7 +550,7 @@ def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, d
 
 @njit(cache=True, inline="always", _nrt=False)
 def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate,
-         ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
+         ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage, wtc, wtr):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
 
     The guest loop reads one guest entry per turn; in a 2D walk every table address it
@@ -558,6 +631,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                                        addr, hpending, hpa_entry & ~PAGE_MASK)
                     hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate,
                                                 ck, base, cnt, hitbase, HOST, vm, 0, hlevel, hpa_entry)
+                    if wtc[WT_OPEN] != 0:
+                        wt_ref(wtc, wtr, hpa_entry, hlevel, HOST, cached)
                     if not cached:
                         h_refs += 1
                         if dctl[0] != 0:  # no call (and its argument marshalling) without caches
@@ -606,6 +681,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                            gpending, pa & ~PAGE_MASK)
         entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base,
                                    cnt, hitbase, GUEST, vm, asid, glevel, pa)
+        if wtc[WT_OPEN] != 0:
+            wt_ref(wtc, wtr, pa, glevel, GUEST, cached)
         if not cached:
             g_refs += 1
             if dctl[0] != 0:
@@ -695,7 +772,7 @@ def count_walk(cnt, out):
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
-        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck):
+        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, wtc, wtw, wtr):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
@@ -703,8 +780,10 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
     host frame the next content id (``written[0]``); with ``dctl[1]`` the access goes
     through the data caches (after its walk's references). ``wk``: the address of a walk
     plugin's kernel (0: the radix walk here), called with its ``wstate``; ``cstate`` and
-    ``ck`` are the plugins' start caches' states and kernel addresses. Compiled without
-    numba's reference counting (``_nrt=False``): nothing here allocates."""
+    ``ck`` are the plugins' start caches' states and kernel addresses. ``wtc``, ``wtw``,
+    ``wtr``: the walk recording's control row, walk rows and reference rows (``wtc[WT_ON]``
+    0: no walk is recorded). Compiled without numba's reference counting (``_nrt=False``):
+    nothing here allocates."""
     n = op_col.shape[0]
     nlevels = tcfg.shape[0]
     base = nlevels
@@ -756,8 +835,12 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                 call_walk(wk, slot_of, words, wstate, dcfg, dctl, dtag, dage, cnt, vm, asid, va, op, out)
                 count_walk(cnt, out)
             else:
+                if wtc[WT_ON] != 0:
+                    wt_begin(wtc, wtw, cnt, hitbase, i, vm, asid, va, op)
                 walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
-                     pk, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+                     pk, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage, wtc, wtr)
+                if wtc[WT_ON] != 0:
+                    wt_end(wtc, wtw, cnt, hitbase, out)
             if out[0] != 0:
                 return FAULT, i
             shift = out[3]

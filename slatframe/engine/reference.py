@@ -14,6 +14,7 @@ import numpy as np
 from ..datacache import DATA
 from ..machine import Machine
 from ..trace import WRITE
+from ..walk_record import WalkRecorder, WalkSampling, WalkTrace
 from .software import SoftwareSide
 
 NO_HPA = np.iinfo(np.uint64).max
@@ -36,6 +37,15 @@ class ReferenceEngine:
         levels = machine.tlb.levels
         self._hit_names = [f"tlb.{lv.name}.hits" for lv in levels]
         self._miss_names = [f"tlb.{lv.name}.misses" for lv in levels]
+        self.per_asid = ctx.config.experiment.per_asid
+        self.records = 0  # trace records run so far
+
+    def record_walks(self, sampling: WalkSampling) -> None:
+        """Record the walks ``sampling`` takes (:mod:`slatframe.walk_record`)."""
+        self.machine.walker.recorder = WalkRecorder(sampling)
+
+    def walk_trace(self) -> WalkTrace:
+        return self.machine.walker.recorder.trace()
 
     def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None) -> None:
         """Process one chunk; if ``hpa_out`` is given, store each access's hPA there
@@ -48,8 +58,14 @@ class ReferenceEngine:
         vms, asids, ops, vaddrs = (chunk[f].tolist() for f in ("vm", "asid", "op", "vaddr"))
         track, store, host = self.track_writes, machine.context.store, machine.context.host
         data_caches = self.data_caches
+        charge, per_asid = machine.context.counters.charge, self.per_asid
+        recorder, base = getattr(machine.walker, "recorder", None), self.records
+        self.records += len(ops)
         for i in range(len(ops)):
             vm, asid, op, va = vms[i], asids[i], ops[i], vaddrs[i]
+            charge((vm, asid) if per_asid else vm)  # this record's work is its VM's (and asid's)
+            if recorder is not None:
+                recorder.record = base + i
             if software.record(vm, asid, op, va):
                 if hpa_out is not None:
                     hpa_out[i] = NO_HPA
