@@ -1,4 +1,4 @@
-"""The ``slatframe`` command: run, sweep, validate, plugins, trace."""
+"""The ``slatframe`` command: run, sweep, validate, plugins, trace, plot, report."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--hue", help="config key path: one line (or bar group) per value")
     plot.add_argument("--dedup", action="store_true", help="memory over time of one run's dedup series")
     plot.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg)")
+
+    rep = sub.add_parser("report", help="write one self-contained HTML page of a result or a sweep folder")
+    rep.add_argument("source", help="a result JSON file or a sweep's output folder")
+    rep.add_argument("--out", required=True, help="the HTML file to write")
+    rep.add_argument("--y", action="append", metavar="METRIC", help="for a sweep folder: a metric to plot "
+                     "against each swept key instead of the default ones (repeatable)")
 
     trace = sub.add_parser("trace", help="record, convert and summarize traces")
     tsub = trace.add_subparsers(dest="trace_command", required=True)
@@ -245,10 +251,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .html_report import write_report
+
+    print(f"{write_report(args.source, args.out, args.y)} written")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "sweep": cmd_sweep, "validate": cmd_validate, "plugins": cmd_plugins,
-               "trace": cmd_trace, "plot": cmd_plot}[args.command]
+               "trace": cmd_trace, "plot": cmd_plot, "report": cmd_report}[args.command]
     try:
         return handler(args)
     except SlatframeError as exc:

@@ -1,0 +1,390 @@
+"""``slatframe report``: one self-contained HTML page (inline CSS and SVG, no scripts, no
+network) of a run's result file or of a sweep's output folder (docs/report.md)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import SlatframeError
+from .gather import MANIFEST, Row, cell, gather
+from .plot import _number, xy_series
+from .results import check_output_file, write_atomic
+from .svg_charts import bar_chart, esc, grouped_bar_chart, line_chart, number
+
+ALLOWED = ("give a result JSON file (as slatframe run --out writes it) or a sweep's output folder "
+           "(as slatframe sweep --out writes it)")
+MIB = 1 << 20
+#: The metrics a sweep page plots against each swept key (those the points report).
+SWEEP_METRICS = ("cycles.per_access", "walk.refs", "walks", "tlb.{last}.misses", "vm_exits",
+                 "translation_overhead", "dedup.bytes_saved")
+_ASID = re.compile(r"asid\.(\d+)\.(.+)")
+
+
+class ReportError(SlatframeError):
+    """The report's input is not a result file or a sweep folder; one sentence naming it."""
+
+
+# -- input -----------------------------------------------------------------------------
+
+
+def check_result(data: Any, where: str) -> dict[str, Any]:
+    """``data`` if it is a slatframe result (a name, a config table, numeric metrics)."""
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict) \
+            or not isinstance(data.get("config"), dict) or "name" not in data:
+        raise ReportError(f"{where}: is JSON but not a slatframe result (it needs name, config and metrics); "
+                          f"{ALLOWED}.")
+    numbers = [(f"metrics[{json.dumps(k)}]", v) for k, v in data["metrics"].items()]
+    numbers += [(k, data[k]) for k in ("seed", "wall_time_s", "compile_time_s") if k in data]
+    for what, value in numbers:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ReportError(f"{where}: {what} is not a number, so this is not a slatframe result; {ALLOWED}.")
+    for key, kind in (("series", dict), ("warnings", list)):
+        if not isinstance(data.get(key, kind()), kind):
+            raise ReportError(f"{where}: {key} is not a {'table' if kind is dict else 'list'}, so this is not a "
+                              f"slatframe result; {ALLOWED}.")
+    return data
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    """The result file at ``path``, checked; a :class:`ReportError` sentence otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file or folder; {ALLOWED}.") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: is not JSON (not UTF-8 text); {ALLOWED}.") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ReportError(f"{path}: is not JSON ({getattr(exc, 'msg', exc)} at line "
+                          f"{getattr(exc, 'lineno', '?')}); {ALLOWED}.") from None
+    return check_result(data, str(path))
+
+
+# -- pieces of a result ----------------------------------------------------------------
+
+
+def config_paths(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested config data as TOML-like key paths (``tlb.levels[0].ways``) and leaf values."""
+    if isinstance(data, dict) and data:
+        return [kv for k, v in data.items() for kv in config_paths(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(data, list) and data and any(isinstance(v, (dict, list)) for v in data):
+        return [kv for i, v in enumerate(data) for kv in config_paths(v, f"{prefix}[{i}]")]
+    return [(prefix, data)]
+
+
+def toml_text(value: Any) -> str:
+    """A config value as TOML writes it (``"x"``, ``true``, ``[1, 2]``); None as ``(none)``."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_text, value)) + "]"
+    return "{}" if value == {} else json.dumps(value, ensure_ascii=False)
+
+
+def split_vm_metrics(metrics: Mapping[str, Any], vm_names: Iterable[str]
+                     ) -> tuple[dict[str, Any], dict[tuple[str | None, str], dict[str, Any]]]:
+    """The metrics without per-VM keys, and (VM, asid or "") -> that scope's metrics from
+    ``vm.<vm>.<metric>`` and ``vm.<vm>.asid.<n>.<metric>`` (VM names may hold dots); with
+    these, ``between_records.<metric>`` is the scope (None, "")."""
+    names = sorted(vm_names, key=len, reverse=True)
+    main: dict[str, Any] = {}
+    scoped: dict[tuple[str | None, str], dict[str, Any]] = {}
+    for key, value in metrics.items():
+        rest = key[3:] if key.startswith("vm.") else ""
+        vm = next((n for n in names if rest.startswith(n + ".")), rest.split(".", 1)[0])
+        tail = rest[len(vm) + 1:]
+        if not rest or not tail:
+            main[key] = value
+            continue
+        asid = _ASID.fullmatch(tail)
+        scope = (vm, asid.group(1)) if asid else (vm, "")
+        scoped.setdefault(scope, {})[asid.group(2) if asid else tail] = value
+    if scoped:
+        for key in [k for k in main if k.startswith("between_records.")]:
+            scoped.setdefault((None, ""), {})[key[16:]] = main.pop(key)
+    return main, scoped
+
+
+def hit_rates(metrics: Mapping[str, Any], level_order: Sequence[str] = ()) -> list[tuple[str, float]]:
+    """(level, hits / (hits + misses)) per TLB level with lookups, in ``level_order`` first."""
+    levels = [k[4:-5] for k in metrics if k.startswith("tlb.") and k.endswith(".hits")
+              and f"tlb.{k[4:-5]}.misses" in metrics]
+    levels.sort(key=lambda n: (level_order.index(n) if n in level_order else len(level_order), n))
+    out = []
+    for name in levels:
+        hits, misses = metrics[f"tlb.{name}.hits"], metrics[f"tlb.{name}.misses"]
+        if hits + misses:
+            out.append((name, hits / (hits + misses)))
+    return out
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e6 else f"{value:.6g}"
+    return str(value)
+
+
+def _figure(kind: str, svg: str, caption: str) -> str:
+    return (f'<figure class="figure" data-figure="{esc(kind)}">{svg}'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def _omitted(kind: str, sentence: str) -> str:
+    return f'<p class="omitted" data-figure-omitted="{esc(kind)}">{esc(sentence)}</p>'
+
+
+def _metric_table(metrics: Mapping[str, Any]) -> str:
+    rows = "".join(f'<tr data-metric="{esc(k)}"><td>{esc(k)}</td><td class="num" data-value="{number(v)}">'
+                   f"{esc(_fmt(v))}</td></tr>" for k, v in sorted(metrics.items()))
+    return f'<table class="metrics" data-table="metrics"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
+
+
+def _vm_table(scoped: Mapping[tuple[str | None, str], Mapping[str, Any]]) -> str:
+    columns = sorted({m for values in scoped.values() for m in values})
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = []
+    for (vm, asid), values in sorted(scoped.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or "",
+                                                                     kv[0][1] != "", int(kv[0][1] or 0))):
+        cells = "".join(f'<td class="num" data-metric="{esc(c)}" data-value="{number(values[c])}">'
+                        f"{esc(_fmt(values[c]))}</td>" if c in values else "<td>-</td>" for c in columns)
+        scope = f'data-vm="{esc(vm)}" data-asid="{esc(asid)}"' if vm is not None else 'data-scope="between_records"'
+        body.append(f"<tr {scope}><td>{esc(vm if vm is not None else '(between records)')}</td>"
+                    f"<td>{esc(asid or ('all' if vm is not None else '-'))}</td>{cells}</tr>")
+    return (f'<div class="scroll"><table class="per-vm" data-table="per-vm"><tr><th>VM</th><th>asid</th>{head}'
+            f"</tr>{''.join(body)}</table></div>")
+
+
+def _config_table(config: Any) -> str:
+    rows = "".join(f"<tr><td><code>{esc(k)}</code></td><td><code>{esc(toml_text(v))}</code></td></tr>"
+                   for k, v in config_paths(config))
+    return f'<table class="config" data-table="config"><tr><th>key</th><th>value</th></tr>{rows}</table>'
+
+
+def result_figures(result: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    """The result's figures (or the sentence that replaces one): TLB hit rates, walk
+    references per walk, VM exits by reason, dedup over time."""
+    m, out = metrics, []
+    tlb = result["config"].get("tlb")
+    levels = tlb.get("levels") if isinstance(tlb, dict) else None
+    order = [lv.get("name") for lv in levels if isinstance(lv, dict)] if isinstance(levels, list) else []
+    rates = hit_rates(m, order)
+    out.append(_figure("tlb-hit-rates", bar_chart(rates, "TLB hit rate per level", "hit rate", 1.0),
+                       "hits / (hits + misses) of each TLB level") if rates else
+               _omitted("tlb-hit-rates", "No TLB lookups, so no hit rates."))
+    walks = m.get("walks", 0)
+    if walks:
+        bars = [(dim, m.get(f"walk.refs_{dim}", 0) / walks) for dim in ("guest", "host")]
+        bars.append(("all", m.get("walk.refs", 0) / walks))
+        out.append(_figure("walk-refs", bar_chart(bars, "Walk references per walk", "references per walk"),
+                           f"walk.refs_guest, walk.refs_host and walk.refs divided by walks ({walks:,}); "
+                           "a 1D walk has no host references"))
+    else:
+        out.append(_omitted("walk-refs", "No page walks, so no walk references per walk."))
+    exits = sorted(((k[9:], v) for k, v in m.items() if k.startswith("vm_exits.") and v), key=lambda kv: -kv[1])
+    out.append(_figure("vm-exits", bar_chart(exits, "VM exits by reason", "exits"),
+                       "vm_exits.<reason> counts") if exits else _omitted("vm-exits", "No VM exits."))
+    dedup = (result.get("series") or {}).get("dedup")
+    points = [p for p in dedup if isinstance(p, dict) and _numeric(p.get("records"))] if isinstance(dedup, list) else []
+    keys = [k for k in ("dedup.bytes_saved", "dedup.host_bytes_in_use") if any(_numeric(p.get(k)) for p in points)]
+    if keys:
+        lines = {k: ([p["records"] for p in points if _numeric(p.get(k))],
+                     [p[k] / MIB for p in points if _numeric(p.get(k))]) for k in keys}
+        out.append(_figure("dedup", line_chart(lines, "Dedup over time", "trace records", "MiB"),
+                           "memory saved and host memory in use (MiB) at each dedup wake-up"))
+    else:
+        out.append(_omitted("dedup", "No dedup series (the run had no [dedup] table), so dedup over time is "
+                                     "not shown."))
+    return out
+
+
+def result_sections(result: Mapping[str, Any], h: int = 2) -> str:
+    """The body of one result: provenance, figures, metric tables, config."""
+    config = result["config"]
+    vms = config.get("vms") if isinstance(config.get("vms"), list) else []
+    vm_names = [v["name"] for v in vms if isinstance(v, dict) and isinstance(v.get("name"), str)]
+    metrics, scoped = split_vm_metrics(result["metrics"], vm_names)
+    facts = [("name", result.get("name")), ("seed", result.get("seed")),
+             ("engine", f"{result.get('engine', '?')} ({result.get('engine_reason', 'no reason recorded')})"),
+             ("version", result.get("version")),
+             ("wall time", f"{result.get('wall_time_s', 0):.3g} s, of which {result.get('compile_time_s', 0):.2f} s "
+                           "compiling or loading the engine")]
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
+    warnings = result.get("warnings") or []
+    warn = (f'<ul class="warnings">{"".join(f"<li>{esc(w)}</li>" for w in warnings)}</ul>' if warnings
+            else "<p>No warnings.</p>")
+    parts = [f'<dl class="facts">{dl}</dl>', f"<h{h}>Warnings</h{h}>{warn}", f"<h{h}>Figures</h{h}>",
+             '<div class="figures">', *result_figures(result, metrics), "</div>",
+             f"<h{h}>Metrics</h{h}>", _metric_table(metrics)]
+    if scoped:
+        between = "; work between trace records (dedup wake-ups) is a row of its own" if (None, "") in scoped else ""
+        parts += [f"<h{h}>Per-VM metrics</h{h}>", f"<p>One row per VM (asid <em>all</em>) and per address space"
+                  f"{between}.</p>", _vm_table(scoped)]
+    parts += [f"<h{h}>Config</h{h}>", f"<details><summary>resolved config ({len(config_paths(config))} keys)"
+              f"</summary>{_config_table(config)}</details>"]
+    return "".join(parts)
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1400px;
+padding:16px 24px;color:#1d1d1d}
+h1{font-size:22px;margin:8px 0}h2{font-size:18px;margin:24px 0 8px;border-bottom:1px solid #ddd}
+h3{font-size:15px;margin:16px 0 6px}table{border-collapse:collapse;margin:6px 0}
+th,td{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.scroll{overflow-x:auto}
+.per-vm td:first-child{white-space:nowrap}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px}dt{font-weight:600}dd{margin:0}
+.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:12px}
+figure{margin:0;border:1px solid #e3e3e3;padding:6px;background:#fff}svg.chart{width:100%;height:auto}
+figcaption{font-size:12px;color:#555;max-width:640px}.omitted{color:#555;font-style:italic}
+.warnings li{color:#8a4b00}details.point{border:1px solid #ddd;margin:6px 0;padding:4px 10px}
+details.point>summary{cursor:pointer;font-weight:600}
+svg.chart{font-family:system-ui,Helvetica,Arial,sans-serif}.chart-title{font-size:14px;font-weight:600}
+.tick{font-size:11px;fill:#444}.value{font-size:11px;fill:#222}.axis-label{font-size:12px;fill:#333}
+.legend{font-size:12px}.legend-title{font-size:12px;font-weight:600}.grid{stroke:#e8e8e8}.axis{stroke:#888}
+"""
+
+
+def page(title: str, body: str) -> str:
+    """A whole HTML document: inline CSS, no scripts, nothing fetched."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
+            f"<body>\n{body}\n</body></html>\n")
+
+
+def result_page(result: Mapping[str, Any], where: str) -> str:
+    """The report of one result."""
+    title = f"slatframe result: {result.get('name')}"
+    return page(title, f"<h1>{esc(title)}</h1><p>from <code>{esc(where)}</code></p>" + result_sections(result))
+
+
+def _sweep_charts(rows: list[Row], axes: list[str], metrics: Sequence[str] | None, where: str) -> list[str]:
+    """``slatframe plot DIR --x AXIS --y METRIC [--hue OTHER]`` for each axis and metric."""
+    table = [{**{k: _number(cell(v)) for k, v in r.cells.items()}, **r.metrics} for r in rows if r.metrics]
+    if not table:
+        return [_omitted("sweep", "No point has a result yet, so there is nothing to plot.")]
+    last = next((r.last_tlb for r in rows if r.last_tlb), "")
+    wanted = list(metrics) if metrics else [m.format(last=last) for m in SWEEP_METRICS
+                                             if any(m.format(last=last) in t for t in table)]
+    out = []
+    for x in axes:
+        others = [a for a in axes if a != x]
+        hue = others[0] if len(others) == 1 else ("other axes" if others else None)
+        if len(others) > 1:
+            for t in table:
+                t["other axes"] = ", ".join(f"{a}={t.get(a)}" for a in others)
+        for y in wanted:
+            series = xy_series(table, x, y, hue, where)
+            names = {str(k): v for k, v in series.items()}
+            xs = list(dict.fromkeys(t[x] for t in table if x in t))
+            xs.sort(key=lambda v: (isinstance(v, str), 0 if isinstance(v, str) else v))
+            title = f"{y} against {x}"
+            if all(isinstance(v, (int, float)) for v in xs):
+                log = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 100
+                svg = line_chart(names, title, x, y, log_x=log, legend_title=hue)
+            else:
+                by = {k: dict(zip(*v)) for k, v in names.items()}
+                svg = grouped_bar_chart(xs, {k: [d.get(c) for c in xs] for k, d in by.items()}, title, x, y,
+                                        legend_title=hue)
+            out.append(f'<figure class="figure" data-figure="sweep" data-x="{esc(x)}" data-y="{esc(y)}">{svg}'
+                       f"<figcaption>slatframe plot {esc(where)} --x {esc(x)} --y {esc(y)}"
+                       f"{' --hue ' + esc(hue) if hue in axes else ''}</figcaption></figure>")
+    return out
+
+
+def sweep_page(folder: Path, metrics: Sequence[str] | None = None) -> str:
+    """The report of a sweep folder: its plots, a table of points, a section per point."""
+    if not (folder / MANIFEST).is_file():
+        raise ReportError(f"{folder}: is a folder without {MANIFEST}, so it is not a sweep's output folder; "
+                          f"{ALLOWED}.")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        axes = [str(a) for a in manifest["axes"]]
+        if not all(isinstance(e, dict) and {"index", "point", "values"} <= set(e) for e in manifest["points"]):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise ReportError(f"{folder / MANIFEST}: is not a sweep manifest; {ALLOWED}.") from None
+    rows = gather(folder)
+    results = {r.point: check_result(json.loads((folder / "points" / f"{r.point}.json").read_text(encoding="utf-8")),
+                                     str(folder / "points" / f"{r.point}.json")) for r in rows if r.metrics}
+    failed = sum(1 for r in rows if r.metrics is None)
+    title = f"slatframe sweep: {folder.name or folder}"
+    intro = (f"<h1>{esc(title)}</h1><p>Folder <code>{esc(folder)}</code>, sweep file "
+             f"<code>{esc(manifest.get('config', '?'))}</code>, mode {esc(manifest.get('mode', '?'))}, "
+             f"axes {esc(', '.join(axes))}: {len(rows)} points, {len(results)} with a result, {failed} without.</p>")
+    parts = [intro, "<h2>Plots</h2>", '<div class="figures">', *_sweep_charts(rows, axes, metrics, str(folder)),
+             "</div>", "<h2>Points</h2>", _points_table(rows, axes), "<h2>Each point</h2>"]
+    for r in rows:
+        values = ", ".join(f"{k} = {cell(v)}" for k, v in r.cells.items())
+        inner = result_sections(results[r.point], 3) if r.point in results else \
+            f'<p class="omitted">No result: {esc(r.error)}</p>'
+        parts.append(f'<details class="point" id="point-{r.index + 1}" data-point="{esc(r.point)}"><summary>'
+                     f"point {r.index + 1}: {esc(values)}</summary>{inner}</details>")
+    return page(title, "".join(parts))
+
+
+def _points_table(rows: list[Row], axes: list[str]) -> str:
+    head = "".join(f"<th>{esc(a)}</th>" for a in axes)
+    out = []
+    for r in rows:
+        m = r.metrics
+        cells = "".join(f"<td>{esc(cell(r.cells.get(a)))}</td>" for a in axes)
+        if m is None:
+            figures = f'<td colspan="5">failed: {esc((r.error or "").splitlines()[0] if r.error else "")}</td>'
+        else:
+            walks = m.get("walks", 0)
+            figures = "".join(f'<td class="num">{esc(_fmt(v))}</td>' for v in (
+                m.get("accesses", 0), m.get("walk.refs", 0) / walks if walks else 0.0,
+                m.get(f"tlb.{r.last_tlb}.misses", 0), m.get("vm_exits", 0), m.get("cycles.total", "-")))
+        out.append(f'<tr data-point="{esc(r.point)}"><td><a href="#point-{r.index + 1}">{r.index + 1}</a></td>'
+                   f"{cells}{figures}</tr>")
+    return (f'<table class="points" data-table="points"><tr><th>#</th>{head}<th>accesses</th><th>refs/walk</th>'
+            f"<th>last TLB misses</th><th>VM exits</th><th>cycles</th></tr>{''.join(out)}</table>")
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def write_report(source: str | Path, out: str | Path, metrics: Sequence[str] | None = None) -> Path:
+    """Write the report of the result file or sweep folder ``source`` to ``out``
+    (atomically); ``metrics``: what a sweep page plots instead of the default."""
+    src, out = Path(source), check_output_file(out, "--out")
+    if out.exists() and src.exists() and out.resolve() == src.resolve():
+        raise ReportError(f"--out {out}: is the input itself; choose another file for the report.")
+    if src.is_dir():
+        text = sweep_page(src, metrics)
+    else:
+        if metrics:
+            raise ReportError(f"{src}: --y chooses what a sweep folder's report plots; a result file's report "
+                              "shows its figures without it.")
+        text = result_page(load_result(src), str(src))
+    write_atomic(out, text)
+    return out
+
+
+def report(result_or_path: Any, out: str | Path) -> Path:
+    """Write the HTML report of a :class:`~slatframe.results.Result`, its dict, a result
+    file or a sweep folder to ``out``; return ``out``."""
+    if isinstance(result_or_path, (str, Path)):
+        return write_report(result_or_path, out)
+    data = result_or_path.to_dict() if hasattr(result_or_path, "to_dict") else result_or_path
+    data = check_result(json.loads(json.dumps(data, default=str)), "the result")
+    path = check_output_file(out, "out")
+    write_atomic(path, result_page(data, f"result {data.get('name')}"))
+    return path
