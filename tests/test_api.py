@@ -3,6 +3,8 @@ results as the CLI, checked against the CLI's own result files."""
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,20 +68,62 @@ def test_bad_input_is_one_sentence(call, sentence):
     assert "\n" not in str(info.value)
 
 
-def test_sweep_and_load_results(tmp_path):
+def without_pandas(monkeypatch):
+    """``import pandas`` raises ImportError from here on, as where pandas is not installed."""
+    monkeypatch.setitem(sys.modules, "pandas", None)
+
+
+def records(rows):
+    """load_results' rows as a list of dicts: a DataFrame's records without their NaN cells
+    (a metric that a point does not report, which the list of dicts leaves out)."""
+    if isinstance(rows, list):
+        return rows
+    return [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            for row in rows.to_dict("records")]
+
+
+@pytest.mark.parametrize("pandas", [True, False], ids=["pandas", "no-pandas"])
+def test_sweep_and_load_results(tmp_path, monkeypatch, pandas):
+    """A DataFrame with pandas, else a list of dicts: the same rows."""
+    if pandas:
+        frame_type = pytest.importorskip("pandas").DataFrame
+    else:
+        without_pandas(monkeypatch)
     rows = slatframe.sweep(EXAMPLES / "forkwait.toml", tmp_path / "sweep", set={"workload.forks": 3})
-    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    assert isinstance(rows, frame_type if pandas else list)
+    rows = records(rows)
     assert [row["machine.slat"] for row in rows][:4] == ["native", "intel-ept", "amd-npt", "shadow-emulate"]
     assert all(row["processes.created"] == 3 for row in rows)
     assert main(["sweep", str(EXAMPLES / "forkwait.toml"), "--out", str(tmp_path / "cli"), "--quiet",
                  "--set", "workload.forks=3"]) == 0
-    cli = slatframe.load_results(tmp_path / "cli")
-    cli = cli.to_dict("records") if hasattr(cli, "to_dict") else cli
+    cli = records(slatframe.load_results(tmp_path / "cli"))
     assert [{k: v for k, v in r.items() if k != "point"} for r in cli] == \
         [{k: v for k, v in r.items() if k != "point"} for r in rows]
-    one = slatframe.load_results(next((tmp_path / "cli" / "points").glob("*.json")))
-    one = one.to_dict("records") if hasattr(one, "to_dict") else one
+    if pandas:  # the DataFrame holds the rows of the list of dicts
+        with monkeypatch.context() as patch:
+            without_pandas(patch)
+            assert slatframe.load_results(tmp_path / "cli") == cli
+    one = records(slatframe.load_results(next((tmp_path / "cli" / "points").glob("*.json"))))
     assert len(one) == 1 and one[0]["name"] == "forkwait"
+
+
+@pytest.mark.parametrize("pandas", [True, False], ids=["pandas", "no-pandas"])
+def test_a_result_file_and_to_frame(tmp_path, monkeypatch, pandas):
+    """One result file is one row; Result.to_frame is that row as a DataFrame, and says
+    what to install without pandas."""
+    result = slatframe.run(QUICKSTART, set={"workload.accesses": 2000}, engine="reference")
+    (tmp_path / "r.json").write_text(result.to_json())
+    row = {"name": result.name, "engine": result.engine, **result.metrics}
+    if pandas:
+        frame_type = pytest.importorskip("pandas").DataFrame
+        loaded, frame = slatframe.load_results(tmp_path / "r.json"), result.to_frame()
+        assert isinstance(loaded, frame_type) and isinstance(frame, frame_type)
+        assert loaded.to_dict("records") == frame.to_dict("records") == [row]
+    else:
+        without_pandas(monkeypatch)
+        assert slatframe.load_results(tmp_path / "r.json") == [row]
+        with pytest.raises(SlatframeError, match=r"Result.to_frame needs pandas"):
+            result.to_frame()
 
 
 def test_load_results_refuses_what_is_not_a_result(tmp_path):
