@@ -6,7 +6,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --kernels [--accesses N]      (inline kernels against kernels compiled apart)
     python -m benchmarks --builtins-apart [--accesses N]  (builtin PSCs and radix walk against plugin kernels)
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
-    python -m benchmarks --readers [--accesses N]       (trace readers: records per second)
+    python -m benchmarks --readers [--accesses N]       (trace readers: records per second, against the previous ones)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
 process's maximum resident set size (getrusage) at the end of each row.
@@ -274,50 +274,267 @@ def lackey_text(trace: np.ndarray) -> bytes:
             + body + "\n").encode()
 
 
-def readers(accesses: int, rounds: int = 3) -> None:
-    """Records per second of each trace reader, whole file to chunks, best of ``rounds``;
-    the lackey reader also with its vectorized parser turned off (the regular
-    expressions alone, as before), in the same process."""
-    import tempfile
-    from pathlib import Path
+# -- the trace readers as they were before issue 17's work on them (plugins/trace_readers.py
+# and slatframe/lackey.py at eb338a6), kept here to measure the speedup in the same run ------
 
-    import slatframe_plugins.trace_readers as readers_module
+
+@njit(cache=True, nogil=True)
+def _previous_parse(buf, ops, vaddrs):
+    """The previous compiled lackey parser: (ops, vaddrs) columns; -1 on any other line."""
+    n = buf.size
+    i = 0
+    out = 0
+    while i < n:
+        if i + 1 < n and buf[i] == 61 and buf[i + 1] == 61:
+            while i < n and buf[i] != 10:
+                i += 1
+            i += 1
+            continue
+        if i + 3 >= n or buf[i + 2] != 32:
+            return -1
+        c0, c1 = buf[i], buf[i + 1]
+        if c0 == 73 and c1 == 32:
+            kind = 73
+        elif c0 == 32 and (c1 == 76 or c1 == 83 or c1 == 77):
+            kind = c1
+        else:
+            return -1
+        i += 3
+        while i < n and buf[i] == 48:
+            i += 1
+        value = np.uint64(0)
+        digits = 0
+        while i < n and buf[i] != 44:
+            c = buf[i]
+            if 48 <= c <= 57:
+                d = c - 48
+            elif 97 <= c <= 102:
+                d = c - 87
+            elif 65 <= c <= 70:
+                d = c - 55
+            else:
+                return -1
+            value = (value << np.uint64(4)) | np.uint64(d)
+            digits += 1
+            i += 1
+        if i >= n or digits > 16 or (digits == 0 and buf[i - 1] != 48):
+            return -1
+        i += 1
+        size_digits = 0
+        while i < n and buf[i] != 10:
+            if not 48 <= buf[i] <= 57:
+                return -1
+            size_digits += 1
+            i += 1
+        if size_digits == 0:
+            return -1
+        i += 1
+        if kind == 73:
+            ops[out] = 2
+        elif kind == 76:
+            ops[out] = 0
+        elif kind == 83:
+            ops[out] = 1
+        else:
+            ops[out] = 0
+            vaddrs[out] = value
+            out += 1
+            ops[out] = 1
+        vaddrs[out] = value
+        out += 1
+    return out
+
+
+class _PreviousChunker:
+    def __init__(self, chunk_size: int, vm: int, asid: int) -> None:
+        self.size, self.vm, self.asid = chunk_size, vm, asid
+        self.pending = np.zeros(0, dtype=TRACE_DTYPE)
+
+    def add(self, ops, vaddrs):
+        new = np.empty(len(ops), dtype=TRACE_DTYPE)
+        new["op"] = ops
+        new["vaddr"] = vaddrs
+        new["vm"] = self.vm
+        new["asid"] = self.asid
+        joined = np.concatenate([self.pending, new]) if len(self.pending) else new
+        whole = len(joined) - len(joined) % self.size
+        for start in range(0, whole, self.size):
+            yield joined[start:start + self.size]
+        self.pending = joined[whole:]
+
+
+def previous_read_lackey(path, chunk_size: int, vm: int = 0, asid: int = 0):
+    """The previous lackey reader's work on a file of lines as lackey prints them (1 MiB
+    blocks, the line-length check, the compiled parse into columns, the chunk assembly;
+    its regular-expression path is not needed on such a file)."""
+    out = _PreviousChunker(chunk_size, vm, asid)
+    tail = b""
+    with open(path, "rb") as fh:
+        while True:
+            data = fh.read(1 << 20)
+            if not data:
+                break
+            data = tail + data
+            end = data.rfind(b"\n")
+            text, tail = data[:end], data[end + 1:]
+            starts = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+            edges = np.concatenate(([-1], starts, [len(text)]))
+            assert int(np.diff(edges).max()) - 1 <= 1 << 16
+            buf = np.frombuffer(text, dtype=np.uint8)
+            lines = text.count(b"\n") + 1
+            ops = np.empty(2 * lines, dtype=np.uint8)
+            vaddrs = np.empty(2 * lines, dtype=np.uint64)
+            n = _previous_parse(buf, ops, vaddrs)
+            assert n >= 0
+            yield from out.add(ops[:n], vaddrs[:n])
+    assert not tail
+    if len(out.pending):
+        yield out.pending
+
+
+def previous_read_champsim(path, chunk_size: int, vm: int = 0, asid: int = 0):
+    """The previous ChampSim reader: numpy over blocks of chunk_size // 7 instructions."""
     from slatframe.trace import IFETCH, WRITE
+    from slatframe_plugins.trace_readers import CHAMPSIM_DTYPE
+
+    block = max(1, chunk_size // 7)
+    ops = np.array([IFETCH] + [READ] * 4 + [WRITE] * 2, dtype=np.uint8)
+    with open(path, "rb") as fh:
+        while True:
+            raw = fh.read(block * 64)
+            if not raw:
+                break
+            recs = np.frombuffer(raw, dtype=CHAMPSIM_DTYPE)
+            n = len(recs)
+            columns = np.concatenate([recs["ip"][:, None], recs["source_memory"], recs["destination_memory"]], axis=1)
+            keep = columns != 0
+            keep[:, 0] = True
+            out = np.zeros(int(keep.sum()), dtype=TRACE_DTYPE)
+            out["vaddr"] = columns[keep]
+            out["op"] = np.broadcast_to(ops, (n, 7))[keep]
+            out["vm"] = vm
+            out["asid"] = asid
+            for start in range(0, len(out), chunk_size):
+                yield out[start:start + chunk_size]
+
+
+def reader_files(accesses: int, where) -> tuple:
+    """A lackey file of ``accesses`` lines (an ifetch, read or write each, random
+    addresses below 2**47, after lackey's four ``==`` lines) and a ChampSim file of
+    ``accesses // 2`` instructions with one source address each."""
+    from slatframe.trace import IFETCH, WRITE
+    from slatframe_plugins.trace_readers import CHAMPSIM_DTYPE
 
     rng = np.random.default_rng(1)
     trace = np.zeros(accesses, dtype=TRACE_DTYPE)
     trace["vaddr"] = rng.integers(0x400000, 0x7FFF_FFFF_F000, accesses, dtype=np.uint64)
     trace["op"] = rng.choice([IFETCH, IFETCH, READ, WRITE], accesses)
-    with tempfile.TemporaryDirectory() as tmp:
-        lackey = Path(tmp) / "t.lackey"
-        lackey.write_bytes(lackey_text(trace))
-        champsim = Path(tmp) / "t.champsim"
-        instr = np.zeros(accesses // 2, dtype=readers_module.CHAMPSIM_DTYPE)
-        instr["ip"] = trace["vaddr"][: len(instr)]
-        instr["source_memory"][:, 0] = trace["vaddr"][len(instr): 2 * len(instr)]
-        champsim.write_bytes(instr.tobytes())
+    lackey = where / "t.lackey"
+    lackey.write_bytes(lackey_text(trace))
+    champsim = where / "t.champsim"
+    instr = np.zeros(accesses // 2, dtype=CHAMPSIM_DTYPE)
+    instr["ip"] = trace["vaddr"][: len(instr)]
+    instr["source_memory"][:, 0] = trace["vaddr"][len(instr): 2 * len(instr)]
+    champsim.write_bytes(instr.tobytes())
+    return lackey, champsim, len(instr)
 
-        def rate(read, path) -> tuple[float, int]:
-            best = 0.0
-            for _ in range(rounds):
+
+def readers(accesses: int, rounds: int = 5) -> None:
+    """Records (and ChampSim instructions) per second of each trace reader, whole file to
+    65,536-record chunks, against the previous readers, passes alternating in this
+    process (best of ``rounds``); then where the time goes: reading the bytes, one numpy
+    pass over them, the compiled parse alone (all in memory, into one array)."""
+    import tempfile
+    from pathlib import Path
+
+    import slatframe_plugins.trace_readers as module
+    from slatframe.lackey import DECLINED, fill_records
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lackey, champsim, instructions = reader_files(accesses, Path(tmp))
+        candidates = {"lackey": module.read_lackey, "lackey before": previous_read_lackey,
+                      "champsim": module.read_champsim, "champsim before": previous_read_champsim}
+        paths = {"lackey": lackey, "champsim": champsim}
+        counts, best = {}, dict.fromkeys(candidates, 0.0)
+        for name, read in candidates.items():  # compile or load each parser once, outside the timing
+            counts[name] = sum(len(c) for c in read(str(paths[name.split()[0]]), 65536))
+        assert counts["lackey"] == counts["lackey before"] and counts["champsim"] == counts["champsim before"]
+        for _ in range(rounds):
+            for name, read in candidates.items():
                 start = time.perf_counter()
-                n = sum(len(c) for c in read(str(path), 65536))
-                best = max(best, n / (time.perf_counter() - start))
-            return best, n
+                for _chunk in read(str(paths[name.split()[0]]), 65536):
+                    pass
+                best[name] = max(best[name], counts[name] / (time.perf_counter() - start))
+
+        compiled = module.fill_records  # the regular expressions alone: the compiled parser declines every line
+        module.fill_records = lambda buf, pos, end, out, filled, limit, vm, asid: (pos, filled, 0, DECLINED)
+        try:
+            start = time.perf_counter()
+            for _chunk in module.read_lackey(str(lackey), 65536):
+                pass
+            careful = counts["lackey"] / (time.perf_counter() - start)
+        finally:
+            module.fill_records = compiled
 
         rows = []
-        fast, n = rate(readers_module.read_lackey, lackey)
-        vectorized = readers_module.parse_block
-        readers_module.parse_block = lambda text: None
-        try:
-            slow, _ = rate(readers_module.read_lackey, lackey)
-        finally:
-            readers_module.parse_block = vectorized
-        rows.append(("lackey", f"{n:,}", f"{fast / 1e6:.2f}", f"{slow / 1e6:.2f}", f"{fast / slow:.1f}x"))
-        champ, n = rate(readers_module.read_champsim, champsim)
-        rows.append(("champsim", f"{n:,} ({len(instr):,} instructions)", f"{champ / 1e6:.2f}", "", ""))
-    print(f"records per second, whole file to chunks, best of {rounds}")
-    print(table(rows, ("reader", "records", "M records/s", "regular expressions only M/s", "speedup")))
+        for name, per in (("lackey", counts["lackey"]), ("champsim", instructions)):
+            new, old = best[name], best[name + " before"]
+            unit = "records" if name == "lackey" else "instructions"
+            rows.append((name, f"{counts[name]:,}", f"{per:,} {'lines' if name == 'lackey' else unit}",
+                         f"{new / 1e6:.2f}", f"{new * per / counts[name] / 1e6:.2f}",
+                         f"{old / 1e6:.2f}", f"{new / old:.1f}x"))
+        rows.append(("lackey, regular expressions only", f"{counts['lackey']:,}", "(one pass)",
+                     f"{careful / 1e6:.2f}", "", "", ""))
+        print(f"whole file to 65,536-record chunks; best of {rounds} passes alternating with the previous readers")
+        print(table(rows, ("reader", "records", "lines / instructions", "M records/s", "M lines or instr./s",
+                           "before M records/s", "speedup")))
+        print()
+        print(table(where_the_time_goes(lackey, champsim, counts, rounds),
+                    ("reader", "what runs", "ms", "ns per record", "M records/s")))
+
+
+def where_the_time_goes(lackey, champsim, counts, rounds: int) -> list:
+    """Milliseconds (best of ``rounds``) of the pieces of each reader's work on its file."""
+    import slatframe_plugins.trace_readers as module
+    from slatframe.lackey import fill_records
+
+    def best(work) -> float:
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    def read_bytes(path, block):
+        with open(path, "rb") as fh:
+            while fh.read(block):
+                pass
+
+    text = lackey.read_bytes()
+    lackey_buf = np.frombuffer(text, dtype=np.uint8)
+    out = np.empty(counts["lackey"] + 2, dtype=TRACE_DTYPE)
+    words = np.frombuffer(champsim.read_bytes(), dtype="<u8").reshape(-1, 8)
+    out2 = np.empty(counts["champsim"] + 7, dtype=TRACE_DTYPE)
+    steps = [
+        ("lackey", f"read the file's bytes ({module._BLOCK >> 10} KiB blocks)",
+         lambda: read_bytes(lackey, module._BLOCK)),
+        ("lackey", "one numpy pass over the bytes (== 10)", lambda: np.count_nonzero(lackey_buf == 10)),
+        ("lackey", "compiled parse into TRACE_DTYPE, in memory",
+         lambda: fill_records(lackey_buf, 0, len(lackey_buf), out, 0, len(out), 0, 0)),
+        ("lackey", "the whole reader", lambda: sum(len(c) for c in module.read_lackey(str(lackey), 65536))),
+        ("champsim", f"read the file's bytes ({module._INSTRUCTIONS * 64 >> 10} KiB blocks)",
+         lambda: read_bytes(champsim, module._INSTRUCTIONS * 64)),
+        ("champsim", "compiled expansion into TRACE_DTYPE, in memory",
+         lambda: module._champsim_fill(words, 0, out2, 0, len(out2), 0, 0)),
+        ("champsim", "the whole reader", lambda: sum(len(c) for c in module.read_champsim(str(champsim), 65536))),
+    ]
+    rows = []
+    for reader, label, work in steps:
+        seconds = best(work)
+        n = counts[reader]
+        rows.append((reader, label, f"{seconds * 1e3:.1f}", f"{seconds * 1e9 / n:.1f}", f"{n / seconds / 1e6:.0f}"))
+    return rows
 
 
 def main(argv=None) -> None:

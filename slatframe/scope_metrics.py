@@ -24,7 +24,10 @@ def scope_metrics(vm_names: Sequence[str], scoped: Mapping[Hashable, Mapping[str
                   zero: Mapping[str, int], cycles: Cycles) -> dict[str, Any]:
     """The per-scope metrics of a run. ``scoped`` maps a VM index, or a (VM index,
     asid) pair, or :data:`BETWEEN`, to the counts charged to it; ``zero`` names the
-    counters every scope reports even when it counted none."""
+    counters every scope reports even when it counted none. Nothing charged (counters
+    filled by hand rather than by an engine) gives no per-scope figures at all."""
+    if not scoped:
+        return {}
     names = dict(zero)
     for counts in scoped.values():
         names.update(dict.fromkeys(counts, 0))

@@ -429,6 +429,61 @@ def test_fuzz_npz_many(registry, raw):
     check_npz(raw, registry)
 
 
+@st.composite
+def long_lackey_files(draw) -> bytes:
+    """Like :func:`lackey_files`, with up to 80 lines (so that tiny blocks cut them anywhere)."""
+    clean = draw(st.booleans())
+    text = b"\n".join(draw(st.lists(lackey_line(clean), max_size=80))) + draw(st.sampled_from([b"\n", b""]))
+    if not clean and draw(st.booleans()):
+        text = draw(mutated(text))
+    return compressed(text, draw(st.sampled_from(["plain", "plain", "gz", "xz"])))
+
+
+@CI
+@given(raw=long_lackey_files(), block=st.sampled_from([1, 7, 64, 4096]), careful=st.sampled_from([1, 50, 1 << 20]),
+       chunk=st.sampled_from([1, 2, 3, 7, 64]))
+def test_fuzz_lackey_in_small_blocks(raw, block, careful, chunk):
+    """The lackey reader with its file read a few bytes at a time and its regular
+    expressions taking over for a few bytes at a time: the records the parser above
+    computes, in chunks of exactly ``chunk`` records (the last one shorter), or an error."""
+    from slatframe_plugins import trace_readers
+
+    path = trace_file("lackey", raw)
+    data = decompress(raw)
+    expected = parse_lackey(data) if data is not None else None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trace_readers, "_BLOCK", block)
+        mp.setattr(trace_readers, "_CAREFUL", careful)
+        got = outcome(lambda: list(trace_readers.read_lackey(path, chunk)))
+    if expected is None:
+        assert isinstance(got, SlatframeError), got
+    else:
+        assert not isinstance(got, SlatframeError), got
+        assert all(len(c) == chunk for c in got[:-1]) and 0 < len(got[-1]) <= chunk
+        assert pairs(concat(got)) == expected
+
+
+@CI
+@given(raw=champsim_files(), block=st.sampled_from([1, 2, 5, 1 << 14]), chunk=st.sampled_from([1, 2, 3, 7, 64]))
+def test_fuzz_champsim_in_small_blocks(raw, block, chunk):
+    """The ChampSim reader reading ``block`` instructions at a time: the records the parser
+    above computes, in chunks of exactly ``chunk`` records (the last one shorter), or an error."""
+    from slatframe_plugins import trace_readers
+
+    path = trace_file("champsim", raw)
+    data = decompress(raw)
+    expected = parse_champsim(data) if data is not None else None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trace_readers, "_INSTRUCTIONS", block)
+        got = outcome(lambda: list(trace_readers.read_champsim(path, chunk)))
+    if expected is None:
+        assert isinstance(got, SlatframeError), got
+    else:
+        assert not isinstance(got, SlatframeError), got
+        assert all(len(c) == chunk for c in got[:-1]) and 0 < len(got[-1]) <= chunk
+        assert pairs(concat(got)) == expected
+
+
 def test_the_fuzz_parsers_agree_with_the_documented_examples():
     """The parsers above, on the examples docs/trace-format.md gives."""
     assert parse_lackey(b"==1== x\nI  0401ab70,3\n M 0421e8f0,4\n") == [(2, 0x0401ab70), (0, 0x0421e8f0),

@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from slatframe.analysis import lru_hit_rate, reuse_distances
 from slatframe.cli import main
 from slatframe.errors import TraceError
-from slatframe.trace import IFETCH, READ, WRITE
+from slatframe.trace import IFETCH, READ, TRACE_DTYPE, WRITE
 from slatframe.tracefile import read_npz
 from slatframe_plugins.trace_readers import read_champsim, read_lackey
 
@@ -389,3 +389,211 @@ def test_the_vectorized_lackey_parser_agrees_with_the_regular_expressions(lines)
     if fast is not None:
         slow = access_records(ACCESS_LINE.findall(text))
         assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+
+
+# -- the compiled parsers (slatframe.lackey.fill_records, the ChampSim expansion) ------------------
+
+
+def _outcome(read, path, chunk, **kw):
+    """(chunk lengths, records as (vm, asid, op, vaddr)) or the error text."""
+    try:
+        chunks = list(read(path, chunk, **kw))
+    except TraceError as exc:
+        return str(exc)
+    for c in chunks:
+        assert c.dtype == TRACE_DTYPE and c.ndim == 1 and c.flags.c_contiguous
+    t = np.concatenate(chunks)
+    return [len(c) for c in chunks], list(zip(t["vm"].tolist(), t["asid"].tolist(), t["op"].tolist(),
+                                              t["vaddr"].tolist()))
+
+
+def _declines(buf, pos, end, out, filled, limit, vm, asid):
+    """A compiled parser that declines every line: the regular expressions read everything."""
+    from slatframe.lackey import DECLINED
+
+    return pos, filled, 0, DECLINED
+
+
+_VALID_LACKEY_LINE = st.one_of(
+    st.tuples(st.sampled_from([b"I  ", b" L ", b" S ", b" M "]),
+              st.one_of(st.integers(0, 2**48), st.integers(0, 2**64 - 1)).map(lambda a: b"%x" % a),
+              st.integers(0, 99).map(lambda s: b"%d" % s)).map(b"".join),
+    # what only the regular expressions read: odd blanks, upper-case hex, 17+ digits, a CR
+    st.sampled_from([b"I 0401ab70,3", b"  L 1fff000778,8", b" S 00000000000000000001234,8", b" M 1FFF0A,4",
+                     b"I  0401ab70,3\r", b" M 0,0\r", b"I  " + b"0" * 30 + b"1,1", b"", b"   ", b"\t", b"\x0b",
+                     b"==1== Lackey", b"==1== " + b"x" * 200, b"==\xff\xfe"]),
+)
+_BAD_LACKEY_LINE = st.one_of(
+    st.sampled_from([b" L 12,", b" X 12,4", b"I  12g4,3", b" L ,4", b"I  0401ab70,3x", b" L -10,8",
+                     b"I  10000000000000000,3", b"I  0401ab70,3,9"]),
+    st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")),
+)
+_ANY_LACKEY_LINE = st.one_of(_VALID_LACKEY_LINE, _VALID_LACKEY_LINE, _VALID_LACKEY_LINE, _BAD_LACKEY_LINE)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.one_of(st.lists(_VALID_LACKEY_LINE, min_size=1, max_size=60),
+                       st.lists(_ANY_LACKEY_LINE, min_size=1, max_size=60)), end=st.sampled_from([b"", b"\n"]),
+       block=st.sampled_from([1, 5, 17, 64, 1 << 20]), careful=st.sampled_from([1, 30, 1 << 20]),
+       chunk=st.sampled_from([1, 2, 3, 7, 65536]), long_line=st.integers(-1, 200))
+def test_compiled_and_careful_lackey_paths_agree(tmp_path_factory, lines, end, block, careful, chunk, long_line):
+    """The reader gives the same chunks (exactly ``chunk`` records each but the last, every
+    field written) or the same error (file, line number, text) with its compiled parser
+    as with the regular expressions alone, however the file is cut into blocks."""
+    from slatframe_plugins import trace_readers
+
+    if 0 <= long_line < len(lines):  # a line just over the limit
+        lines[long_line] = b"==" + b"y" * (trace_readers.LINE_LIMIT - 1)
+    path = tmp_path_factory.mktemp("agree") / "t.lackey"
+    path.write_bytes(b"\n".join(lines) + end)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trace_readers, "_BLOCK", block)
+        mp.setattr(trace_readers, "_CAREFUL", careful)
+        fast = _outcome(read_lackey, path, chunk, vm=3, asid=65535)
+        mp.setattr(trace_readers, "fill_records", _declines)
+        slow = _outcome(read_lackey, path, chunk, vm=3, asid=65535)
+    assert fast == slow
+    if not isinstance(fast, str):
+        sizes, recs = fast
+        assert all(n == chunk for n in sizes[:-1]) and 0 < sizes[-1] <= chunk
+        assert {(vm, asid) for vm, asid, _, _ in recs} == {(3, 65535)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.lists(st.one_of(_ANY_LACKEY_LINE, st.binary(max_size=20)), max_size=30).map(b"\n".join),
+       limit=st.integers(0, 40))
+def test_compiled_lackey_parser_stays_in_bounds(data, limit):
+    """The compiled parser run as Python (every index checked by numpy) gives what the
+    compiled code gives, on any bytes that end with a newline."""
+    from slatframe.lackey import fill_records
+
+    buf = np.frombuffer(data + b"\n", dtype=np.uint8)
+    got = []
+    for parse in (fill_records, fill_records.py_func):
+        out = np.zeros(limit + 1, dtype=TRACE_DTYPE)
+        pos, filled, lines, status = parse(buf, 0, len(buf), out, 0, limit, 1, 2)
+        got.append((int(pos), int(filled), int(lines), int(status), out.tobytes()))
+        assert filled <= limit + 1
+    assert got[0] == got[1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(words=st.lists(st.lists(st.sampled_from([0, 0, 1, 2**64 - 1, 0x7FFF_0000]), min_size=8, max_size=8),
+                      min_size=1, max_size=20), done=st.integers(0, 5), limit=st.integers(0, 30))
+def test_compiled_champsim_expansion_stays_in_bounds(words, done, limit):
+    from slatframe_plugins.trace_readers import _champsim_fill
+
+    array = np.array(words, dtype="<u8")
+    array.flags.writeable = False
+    got = []
+    for expand in (_champsim_fill, _champsim_fill.py_func):
+        out = np.zeros(limit + 6, dtype=TRACE_DTYPE)
+        d, filled = expand(array, min(done, len(words)), out, 0, limit, 1, 2)
+        got.append((int(d), int(filled), out.tobytes()))
+    assert got[0] == got[1]
+
+
+def _lackey_lines(n: int, first: int = 0) -> bytes:
+    """``n`` lines as lackey prints them, the addresses counting from ``first``."""
+    kinds = np.array([b"I  ", b" L ", b" S ", b" M "])[np.arange(first, first + n) % 4]
+    return b"".join(k + b"%08x,4\n" % (0x10000 + a) for k, a in zip(kinds.tolist(), range(first, first + n)))
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "across", "third block"])
+def test_line_error_in_a_big_block_names_the_line(tmp_path, where):
+    """A bad line among 250,000 (1 MiB blocks of about 75,000 lines: the bad line first,
+    in the middle of the first block, across its end, in the third), after a stretch of
+    valid lines that only the regular expressions read (CRLF ends), is named by its
+    number; without it, every record is read."""
+    from slatframe_plugins.trace_readers import _BLOCK
+
+    good = 250_000
+    crlf = _lackey_lines(300, 1000).replace(b"\n", b"\r\n")
+    text = _lackey_lines(1000) + crlf + _lackey_lines(good - 1300, 1300)
+    path = tmp_path / "t.lackey"
+    path.write_bytes(text)
+    recs = records(read_lackey(path, 65536))
+    assert len(recs) == good + good // 4
+    assert recs[:3] == [(IFETCH, 0x10000), (READ, 0x10001), (WRITE, 0x10002)]
+    assert recs[-2:] == [(READ, 0x10000 + good - 1), (WRITE, 0x10000 + good - 1)]
+    across = text.count(b"\n", 0, _BLOCK) + 1  # the line that holds the block's last byte
+    assert text.rfind(b"\n", 0, _BLOCK) < _BLOCK - 1
+    bad_line = {"first": 1, "middle": 40_000, "across": across, "third block": 200_000}[where]
+    rows = text.split(b"\n")
+    rows[bad_line - 1] = rows[bad_line - 1].replace(b",4", b",x")
+    path.write_bytes(b"\n".join(rows))
+    with pytest.raises(TraceError) as info:
+        list(read_lackey(path, 65536))
+    assert f"line {bad_line} is {rows[bad_line - 1].decode()[:60]!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("chunk", range(1, 10))
+def test_records_beyond_a_full_chunk_start_the_next(tmp_path, chunk):
+    """An M line (two records) or an instruction (up to seven) that crosses a chunk's end
+    continues in the next chunk: every chunk but the last holds exactly ``chunk`` records."""
+    lines = [b" M %x,4" % (0x1000 + i) if i % 3 else b"I  %x,4" % (0x1000 + i) for i in range(40)]
+    path = tmp_path / "t.lackey"
+    path.write_bytes(b"\n".join(lines))
+    expected = [r for i in range(40) for r in ([(READ, 0x1000 + i), (WRITE, 0x1000 + i)] if i % 3
+                                                 else [(IFETCH, 0x1000 + i)])]
+    sizes, recs = _outcome(read_lackey, path, chunk, vm=5, asid=6)
+    assert recs == [(5, 6, op, va) for op, va in expected] and sizes[:-1] == [chunk] * (len(sizes) - 1)
+    instructions = [(0x100 + i, [0x200 + i + k for k in range(i % 5)], [0x300 + i + k for k in range(i % 3)])
+                    for i in range(30)]
+    path = tmp_path / "t.champsim"
+    path.write_bytes(b"".join(champsim_record(*i) for i in instructions))
+    expected = [r for ip, src, dst in instructions
+                for r in [(IFETCH, ip)] + [(READ, a) for a in src] + [(WRITE, a) for a in dst]]
+    sizes, recs = _outcome(read_champsim, path, chunk, vm=5, asid=6)
+    assert recs == [(5, 6, op, va) for op, va in expected] and sizes[:-1] == [chunk] * (len(sizes) - 1)
+
+
+def test_compiled_parsers_are_typed_once(tmp_path):
+    """Chunks of every size, a short last one, blocks cut anywhere: each compiled parser
+    has one signature, so it never compiles again in the middle of a run."""
+    from slatframe.lackey import fill_records, parse_block
+    from slatframe_plugins.trace_readers import _champsim_fill
+
+    lackey = tmp_path / "t.lackey"
+    lackey.write_bytes(_lackey_lines(5000) + b" L 12,8")
+    champsim = tmp_path / "t.champsim"
+    champsim.write_bytes(b"".join(champsim_record(i + 1, [i] * (i % 5), [i] * (i % 3)) for i in range(3000)))
+    for chunk in (1, 2, 5, 4096, 65536):
+        list(read_lackey(lackey, chunk, vm=1, asid=2))
+        list(read_champsim(champsim, chunk))
+    for text in (b"", b"I  12,3", b"==1==\n M 12,8"):
+        parse_block(text)
+    assert len(fill_records.signatures) == 1 and len(_champsim_fill.signatures) == 1
+
+
+def _champsim_file(where):
+    path = where / "one.champsim"
+    path.write_bytes(champsim_record(1))
+    return path
+
+
+def test_readers_stream_in_flat_memory(tmp_path):
+    """Peak traced memory (numpy arrays and bytes) of reading a trace does not grow with
+    its length: a block of bytes and a chunk or two at a time."""
+    import tracemalloc
+
+    def peak(read, path) -> int:
+        tracemalloc.start()
+        try:
+            for _chunk in read(path, 65536):
+                pass
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    short, long = tmp_path / "short.lackey", tmp_path / "long.lackey"
+    short.write_bytes(_lackey_lines(200) * 500)
+    list(read_lackey(short, 65536))  # load or compile the parsers outside the measurement
+    list(read_champsim(_champsim_file(tmp_path), 65536))  # 100,000 lines, 1.5 MB
+    long.write_bytes(_lackey_lines(200) * 5000)  # 1,000,000 lines, 15 MB
+    assert peak(read_lackey, long) < peak(read_lackey, short) + (1 << 20) < 8 << 20
+    instr = champsim_record(5, [6, 7], [8]) + champsim_record(9)
+    short, long = tmp_path / "short.champsim", tmp_path / "long.champsim"
+    short.write_bytes(instr * 50_000)  # 100,000 instructions, 6.4 MB
+    long.write_bytes(instr * 250_000)  # 500,000 instructions, 32 MB
+    assert peak(read_champsim, long) < peak(read_champsim, short) + (1 << 20) < 8 << 20
