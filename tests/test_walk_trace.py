@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import slatframe
 from slatframe.engine import run_machine
-from slatframe.errors import ConfigError
+from slatframe.errors import ConfigError, SlatframeError
 from slatframe.testing import build, churn_trace, tiny_config
 from slatframe.walk_record import load_walk_trace
 
@@ -182,3 +183,27 @@ def test_an_api_observer_gets_the_walks_the_file_holds(tmp_path):
     on_file = load_walk_trace(tmp_path / "w.npz")
     assert len(seen.trace.walks) == 300 and seen.trace.seen == on_file.seen
     assert np.array_equal(seen.trace.walks, on_file.walks) and np.array_equal(seen.trace.refs, on_file.refs)
+
+
+VALID = st.sampled_from(["w.npz", "w.parquet"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.one_of(VALID, VALID, VALID, st.text(max_size=12)),
+       options=st.fixed_dictionaries({}, optional={
+           "limit": st.one_of(st.integers(-2, 10**8), st.integers(1, 50), st.floats(), st.text(max_size=3)),
+           "every": st.one_of(st.integers(-2, 50), st.integers(1, 5), st.booleans(), st.none()),
+           "extra": st.integers()}))
+def test_fuzz_walk_trace_options_run_or_stop_with_one_sentence(tmp_path_factory, path, options):
+    """Any walk-trace table: the run writes its file, or one ConfigError sentence, never a traceback."""
+    folder = tmp_path_factory.mktemp("wt")
+    raw = tiny_config(experiment={"name": "wt", "observers": [{"name": "walk-trace", "path": str(folder / path),
+                                                               **options}]},
+                      workload={"source": "synthetic", "accesses": 200, "footprint": "64K"})
+    try:
+        slatframe.run(raw, engine="reference")
+    except SlatframeError as exc:
+        assert "\n" not in str(exc) and str(exc).endswith("."), str(exc)
+        return
+    trace = load_walk_trace(folder / path)
+    assert 0 < len(trace.walks) <= options.get("limit", 10_000) and trace.seen > 0
