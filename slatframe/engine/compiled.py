@@ -57,7 +57,7 @@ from . import kernel_slots
 from .codegen import load_kernels, policy_ids, slot_ids
 from .kernel_slots import SLOTS
 from .reference import NO_HPA
-from .walklib import F_LEVELS, OUT_COLUMNS, format_row
+from .walklib import F_LEVELS, format_row
 from .software import SoftwareSide
 
 #: Check the loop's argument types at every call (the test suite sets it; see CompiledEngine._loop).
@@ -299,7 +299,7 @@ class CompiledEngine:
                 if SIDES[lv.side] & (1 << row):
                     self.paths[row, self.npaths[row]] = level
                     self.npaths[row] += 1
-        self.out = np.zeros(OUT_COLUMNS, dtype=np.int64)
+        self.out = np.zeros(self.k.WT_END, dtype=np.int64)  # the walk's result, then the walk recording's
         self.fmts = np.stack([format_row(hw.guest_format), format_row(hw.host_format)])
         self.hwcfg = np.array([1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0,
                                1 if hw.table_access_dirties else 0, 0], dtype=np.int64)
@@ -308,10 +308,7 @@ class CompiledEngine:
         self.records = 0  # trace records run so far
         self._entry: Any = None  # the loop's compiled entry point, after the first call
         self._signature: tuple = ()
-        self.recorder: WalkRecorder | None = None  # walk recording: control row, walk rows, reference rows
-        self.wtc = np.zeros(self.k.WT_COLUMNS, dtype=np.int64)
-        self.wtw = np.zeros((1, len(WALK_DTYPE.names)), dtype=np.int64)
-        self.wtr = np.zeros((1, 2), dtype=np.int64)
+        self.recorder: WalkRecorder | None = None  # walk recording: its control columns and rows are in out
 
     def _walk_caches(self, caches: list, registry: Any, ids: dict, states: list) -> tuple:
         n = max(1, len(caches))
@@ -374,40 +371,48 @@ class CompiledEngine:
 
     def record_walks(self, sampling: WalkSampling) -> None:
         """Record the walks ``sampling`` takes (:mod:`slatframe.walk_record`)."""
-        k, wtc = self.k, self.wtc
+        k, out = self.k, self.out
         self.recorder = WalkRecorder(sampling)
-        wtc[k.WT_ON], wtc[k.WT_EVERY], wtc[k.WT_LIMIT] = 1, sampling.every, sampling.limit
-        wtc[k.WT_CACHES] = len(self.machine.walk_caches)
+        out[k.WT_ON], out[k.WT_EVERY], out[k.WT_LIMIT] = 1, sampling.every, sampling.limit
+        out[k.WT_CACHES] = len(self.machine.walk_caches)
+        out[k.WT_WALKS_AT] = out[k.WT_REFS_AT] = k.WT_END  # no room yet
         guest = int(self.fmts[0, F_LEVELS])
         host = int(self.fmts[1, F_LEVELS]) if self.hwcfg[0] else 0
         self.refs_per_walk = guest + (guest + 1) * host  # each entry a walk reads, cached or not
 
     def walk_trace(self) -> WalkTrace:
-        self.recorder.seen = int(self.wtc[self.k.WT_SEEN])  # walks go on after the last one recorded
+        self.recorder.seen = int(self.out[self.k.WT_SEEN])  # walks go on after the last one recorded
         return self.recorder.trace()
 
     def _room_for_walks(self, records: int) -> None:
         """Buffers for the walks of one loop call: at most one per record, and an aborted one."""
-        k, wtc = self.k, self.wtc
-        rows = min(records + 1, int(wtc[k.WT_LIMIT] - wtc[k.WT_RECORDED]))
-        if self.wtw.shape[0] < rows:
-            self.wtw = np.zeros((rows, self.wtw.shape[1]), dtype=np.int64)
-            self.wtr = np.zeros((rows * self.refs_per_walk, 2), dtype=np.int64)
+        k, out = self.k, self.out
+        rows = min(records + 1, int(out[k.WT_LIMIT] - out[k.WT_RECORDED]))
+        if (out[k.WT_REFS_AT] - out[k.WT_WALKS_AT]) // k.WT_WALK_COLUMNS < rows:
+            grown = np.zeros(k.WT_END + rows * (k.WT_WALK_COLUMNS + 2 * self.refs_per_walk), dtype=np.int64)
+            grown[:k.WT_END] = out[:k.WT_END]
+            grown[k.WT_WALKS_AT] = k.WT_END
+            grown[k.WT_REFS_AT] = k.WT_END + rows * k.WT_WALK_COLUMNS
+            self.out = grown
 
     def _drain_walks(self) -> None:
         """Hand the walks the loop recorded since the last call to the recorder."""
-        k, wtc = self.k, self.wtc
-        rows, nrefs = int(wtc[k.WT_ROWS]), int(wtc[k.WT_REFS])
+        k, out = self.k, self.out
+        rows, nrefs = int(out[k.WT_ROWS]), int(out[k.WT_REFS])
+        at = int(out[k.WT_WALKS_AT])
+        walk_rows = out[at:at + rows * k.WT_WALK_COLUMNS].reshape(rows, k.WT_WALK_COLUMNS)
+        at = int(out[k.WT_REFS_AT])
+        ref_rows = out[at:at + 2 * nrefs].reshape(nrefs, 2)
         walks = np.zeros(rows, dtype=WALK_DTYPE)
         for column, name in enumerate(WALK_DTYPE.names):
-            walks[name] = self.wtw[:rows, column]
+            walks[name] = walk_rows[:, column]
         refs = np.zeros(nrefs, dtype=REF_DTYPE)
         refs["walk"] = np.repeat(np.arange(rows), walks["refs"])
-        refs["pa"] = self.wtr[:nrefs, 0]
-        packed = self.wtr[:nrefs, 1]
+        refs["pa"] = ref_rows[:, 0]
+        packed = ref_rows[:, 1]
         refs["level"], refs["dim"], refs["cached"] = packed & 0xFF, (packed >> 8) & 1, (packed >> 9) & 1
-        self.recorder.extend(walks, refs, int(wtc[k.WT_SEEN]))
-        wtc[k.WT_ROWS] = wtc[k.WT_REFS] = 0
+        self.recorder.extend(walks, refs, int(out[k.WT_SEEN]))
+        out[k.WT_ROWS] = out[k.WT_REFS] = 0
 
     def warm_up(self) -> None:
         """Compile the loop (or load it from numba's cache) before the first chunk."""
@@ -434,7 +439,7 @@ class CompiledEngine:
         counters, per_asid, n = self.machine.context.counters, self.per_asid, len(chunk)
         recording = self.recorder is not None
         if recording:
-            self.wtc[k.WT_BASE] = self.records
+            self.out[k.WT_BASE] = self.records
             self._room_for_walks(n)
         i, resume, faults, resume_at = 0, False, 0, -1
         while True:
@@ -452,14 +457,14 @@ class CompiledEngine:
                                        fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe,
                                        wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
                                        self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,
-                                       wstate, self.cstate, self.ck, self.wtc, self.wtw, self.wtr)
+                                       wstate, self.cstate, self.ck)
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             except Exception as exc:  # raised in a kernel: the loop raises nothing else
                 raise PluginError(f"a plugin kernel raised {type(exc).__name__}: {exc} (compiled tier; the run's "
                                   f"kernels: {self._kernel_names()}).") from None
             store.next_written = int(self.written[0])
-            if recording and self.wtc[k.WT_ROWS]:
+            if recording and self.out[k.WT_ROWS]:
                 self._drain_walks()
             resume = False
             if status == k.DONE:
@@ -484,7 +489,7 @@ class CompiledEngine:
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
-        44 arguments (and loads or compiles the loop); later calls go straight to the
+        41 arguments (and loads or compiles the loop); later calls go straight to the
         compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
         which a run pays at every fault and every switch of VM or asid). Every argument's
         type is fixed when the engine is built (int64 C-contiguous arrays of a fixed

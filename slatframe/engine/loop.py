@@ -23,25 +23,28 @@ from slatframe.engine.kernel_slots import (call_efill, call_eprobe, call_forget,
                                           call_probe, call_walk)
 from slatframe.engine.walklib import (F_DIRTY, F_ESHIFT, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, dc_access,
                                       entry_load, entry_pa, entry_step, frame_of, O_AD_WRITES, O_FAULT,
-                                      O_REFS_GUEST, O_REFS_HOST, O_SPLINTERED, set_of)
+                                      O_REFS_GUEST, O_REFS_HOST, O_SPLINTERED, OUT_COLUMNS, set_of)
 
 # loop status
 DONE = 0
 FAULT = 1
 EVENT = 2  # a record the software side must see first (control op, switch of asid or VM)
 
-# walk recording: columns of wtc (below, "walk recording")
-WT_ON = 0
-WT_EVERY = 1
-WT_LIMIT = 2
-WT_SEEN = 3
-WT_RECORDED = 4
-WT_ROWS = 5
-WT_REFS = 6
-WT_OPEN = 7
-WT_BASE = 8
-WT_CACHES = 9
-WT_COLUMNS = 10
+# walk recording: its control columns in ``out``, after the walk's own (below, "walk recording")
+WT_ON = OUT_COLUMNS + 0
+WT_EVERY = OUT_COLUMNS + 1
+WT_LIMIT = OUT_COLUMNS + 2
+WT_SEEN = OUT_COLUMNS + 3
+WT_RECORDED = OUT_COLUMNS + 4
+WT_ROWS = OUT_COLUMNS + 5
+WT_REFS = OUT_COLUMNS + 6
+WT_OPEN = OUT_COLUMNS + 7
+WT_BASE = OUT_COLUMNS + 8
+WT_CACHES = OUT_COLUMNS + 9
+WT_WALKS_AT = OUT_COLUMNS + 10
+WT_REFS_AT = OUT_COLUMNS + 11
+WT_END = OUT_COLUMNS + 12  # then the walk rows (WT_WALK_COLUMNS each) and the reference rows (2 each)
+WT_WALK_COLUMNS = 12
 
 # counters
 C_ACCESSES = 0
@@ -484,11 +487,13 @@ def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, d
 
 
 # -- walk recording (slatframe/walk_record.py) ---------------------------------------------
-# wtc: WT_ON (recording asked for), WT_EVERY, WT_LIMIT, WT_SEEN (walks started), WT_RECORDED,
-# WT_ROWS / WT_REFS (rows of wtw / wtr since Python last drained them), WT_OPEN (the walk
-# now running is recorded), WT_BASE (the trace index of the chunk's record 0), WT_CACHES.
-# wtw rows: record, vm, asid, va, op, fault, result, page shift, first ref, refs, cache
-# hits, cache misses; wtr rows: pa, level | dim << 8 | cached << 9.
+# Kept in ``out`` after the walk's own columns, so the loop takes no array more for it:
+# WT_ON (recording asked for), WT_EVERY, WT_LIMIT, WT_SEEN (walks started), WT_RECORDED,
+# WT_ROWS / WT_REFS (rows since Python last drained them), WT_OPEN (the walk now running
+# is recorded), WT_BASE (the trace index of the chunk's record 0), WT_CACHES, and where
+# the rows start: walk rows (record, vm, asid, va, op, fault, result, page shift, first
+# ref, refs, cache hits, cache misses) at WT_WALKS_AT, reference rows (pa, level | dim << 8
+# | cached << 9) at WT_REFS_AT.
 
 @njit(cache=True, _nrt=False)
 def wt_probes(cnt, hitbase, caches, miss):
@@ -499,48 +504,49 @@ def wt_probes(cnt, hitbase, caches, miss):
 
 
 @njit(cache=True, _nrt=False)
-def wt_begin(wtc, wtw, cnt, hitbase, i, vm, asid, va, op):
+def wt_begin(out, cnt, hitbase, i, vm, asid, va, op):
     """A walk starts: record it if it is sampled (as WalkRecorder.begin)."""
-    seen = wtc[WT_SEEN]
-    wtc[WT_SEEN] = seen + 1
-    if wtc[WT_RECORDED] < wtc[WT_LIMIT] and seen % wtc[WT_EVERY] == 0:
-        r = wtc[WT_ROWS]
-        wtw[r, 0], wtw[r, 1], wtw[r, 2], wtw[r, 3], wtw[r, 4] = wtc[WT_BASE] + i, vm, asid, va, op
-        wtw[r, 8] = wtc[WT_REFS]
-        wtw[r, 10] = wt_probes(cnt, hitbase, wtc[WT_CACHES], 0)
-        wtw[r, 11] = wt_probes(cnt, hitbase, wtc[WT_CACHES], 1)
-        wtc[WT_OPEN] = 1
+    seen = out[WT_SEEN]
+    out[WT_SEEN] = seen + 1
+    if out[WT_RECORDED] < out[WT_LIMIT] and seen % out[WT_EVERY] == 0:
+        r = out[WT_WALKS_AT] + out[WT_ROWS] * WT_WALK_COLUMNS
+        out[r], out[r + 1], out[r + 2], out[r + 3], out[r + 4] = out[WT_BASE] + i, vm, asid, va, op
+        out[r + 8] = out[WT_REFS]
+        out[r + 10] = wt_probes(cnt, hitbase, out[WT_CACHES], 0)
+        out[r + 11] = wt_probes(cnt, hitbase, out[WT_CACHES], 1)
+        out[WT_OPEN] = 1
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wt_ref(wtc, wtr, pa, level, dim, cached):
-    k = wtc[WT_REFS]
-    wtr[k, 0] = pa
-    wtr[k, 1] = level | (dim << 8) | ((1 if cached else 0) << 9)
-    wtc[WT_REFS] = k + 1
+def wt_ref(out, pa, level, dim, cached):
+    k = out[WT_REFS]
+    at = out[WT_REFS_AT] + 2 * k
+    out[at] = pa
+    out[at + 1] = level | (dim << 8) | ((1 if cached else 0) << 9)
+    out[WT_REFS] = k + 1
 
 
 @njit(cache=True, _nrt=False)
-def wt_end(wtc, wtw, cnt, hitbase, out):
+def wt_end(out, cnt, hitbase):
     """The walk ended (out as walk leaves it); a walk that found no root never started."""
     if out[0] == NO_ROOT:
-        wtc[WT_SEEN] -= 1
-        wtc[WT_OPEN] = 0
+        out[WT_SEEN] -= 1
+        out[WT_OPEN] = 0
         return
-    if wtc[WT_OPEN] == 0:
+    if out[WT_OPEN] == 0:
         return
-    r = wtc[WT_ROWS]
-    wtw[r, 5] = out[0]
+    r = out[WT_WALKS_AT] + out[WT_ROWS] * WT_WALK_COLUMNS
+    out[r + 5] = out[0]
     if out[0] == 0:
-        wtw[r, 6], wtw[r, 7] = out[2], out[3]
+        out[r + 6], out[r + 7] = out[2], out[3]
     else:
-        wtw[r, 6], wtw[r, 7] = out[1], 0
-    wtw[r, 9] = wtc[WT_REFS] - wtw[r, 8]
-    wtw[r, 10] = wt_probes(cnt, hitbase, wtc[WT_CACHES], 0) - wtw[r, 10]
-    wtw[r, 11] = wt_probes(cnt, hitbase, wtc[WT_CACHES], 1) - wtw[r, 11]
-    wtc[WT_ROWS] = r + 1
-    wtc[WT_RECORDED] += 1
-    wtc[WT_OPEN] = 0
+        out[r + 6], out[r + 7] = out[1], 0
+    out[r + 9] = out[WT_REFS] - out[r + 8]
+    out[r + 10] = wt_probes(cnt, hitbase, out[WT_CACHES], 0) - out[r + 10]
+    out[r + 11] = wt_probes(cnt, hitbase, out[WT_CACHES], 1) - out[r + 11]
+    out[WT_ROWS] += 1
+    out[WT_RECORDED] += 1
+    out[WT_OPEN] = 0
 
 
 # -- walks (slatframe/walker.py) ---------------------------------------------------------
@@ -550,7 +556,7 @@ def wt_end(wtc, wtw, cnt, hitbase, out):
 
 @njit(cache=True, inline="always", _nrt=False)
 def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate,
-         ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage, wtc, wtr):
+         ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
 
     The guest loop reads one guest entry per turn; in a 2D walk every table address it
@@ -631,8 +637,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                                        addr, hpending, hpa_entry & ~PAGE_MASK)
                     hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate,
                                                 ck, base, cnt, hitbase, HOST, vm, 0, hlevel, hpa_entry)
-                    if wtc[WT_OPEN] != 0:
-                        wt_ref(wtc, wtr, hpa_entry, hlevel, HOST, cached)
+                    if out[WT_OPEN] != 0:
+                        wt_ref(out, hpa_entry, hlevel, HOST, cached)
                     if not cached:
                         h_refs += 1
                         if dctl[0] != 0:  # no call (and its argument marshalling) without caches
@@ -681,8 +687,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                            gpending, pa & ~PAGE_MASK)
         entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base,
                                    cnt, hitbase, GUEST, vm, asid, glevel, pa)
-        if wtc[WT_OPEN] != 0:
-            wt_ref(wtc, wtr, pa, glevel, GUEST, cached)
+        if out[WT_OPEN] != 0:
+            wt_ref(out, pa, glevel, GUEST, cached)
         if not cached:
             g_refs += 1
             if dctl[0] != 0:
@@ -772,7 +778,7 @@ def count_walk(cnt, out):
 def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
-        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, wtc, wtw, wtr):
+        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck):
     """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
@@ -780,9 +786,9 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
     host frame the next content id (``written[0]``); with ``dctl[1]`` the access goes
     through the data caches (after its walk's references). ``wk``: the address of a walk
     plugin's kernel (0: the radix walk here), called with its ``wstate``; ``cstate`` and
-    ``ck`` are the plugins' start caches' states and kernel addresses. ``wtc``, ``wtw``,
-    ``wtr``: the walk recording's control row, walk rows and reference rows (``wtc[WT_ON]``
-    0: no walk is recorded). Compiled without numba's reference counting (``_nrt=False``):
+    ``ck`` are the plugins' start caches' states and kernel addresses. ``out`` also
+    holds the walk recording's control columns and rows (``out[WT_ON]`` 0: no walk is
+    recorded). Compiled without numba's reference counting (``_nrt=False``):
     nothing here allocates."""
     n = op_col.shape[0]
     nlevels = tcfg.shape[0]
@@ -835,12 +841,12 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
                 call_walk(wk, slot_of, words, wstate, dcfg, dctl, dtag, dage, cnt, vm, asid, va, op, out)
                 count_walk(cnt, out)
             else:
-                if wtc[WT_ON] != 0:
-                    wt_begin(wtc, wtw, cnt, hitbase, i, vm, asid, va, op)
+                if out[WT_ON] != 0:
+                    wt_begin(out, cnt, hitbase, i, vm, asid, va, op)
                 walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
-                     pk, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage, wtc, wtr)
-                if wtc[WT_ON] != 0:
-                    wt_end(wtc, wtw, cnt, hitbase, out)
+                     pk, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+                if out[WT_ON] != 0:
+                    wt_end(out, cnt, hitbase)
             if out[0] != 0:
                 return FAULT, i
             shift = out[3]
