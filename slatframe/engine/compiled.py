@@ -499,12 +499,15 @@ class CompiledEngine:
         if entry is None:
             loop = self.k.run
             result = loop(*args)
-            if hasattr(loop, "overloads"):  # (not under NUMBA_DISABLE_JIT)
+            self._entry = loop  # the dispatcher (or, under NUMBA_DISABLE_JIT, the function) ...
+            overloads = getattr(loop, "overloads", None)
+            if overloads is not None:
                 self._signature = tuple(loop.typeof_pyval(a) for a in args)
-                compiled = loop.overloads.get(self._signature)
-                self._entry = compiled.entry_point if compiled is not None else None
+                compiled = overloads.get(self._signature)
+                if compiled is not None:  # ... unless the entry point of its signature is found
+                    self._entry = compiled.entry_point
             return result
-        if CHECK_ENTRY:
+        if CHECK_ENTRY and self._signature:
             typed = tuple(self.k.run.typeof_pyval(a) for a in args)
             if typed != self._signature:
                 raise AssertionError(f"the loop's argument types changed: {typed} after {self._signature}")
