@@ -7,6 +7,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --builtins-apart [--accesses N]  (builtin PSCs and radix walk against plugin kernels)
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
     python -m benchmarks --readers [--accesses N]       (trace readers: records per second, against the previous ones)
+    python -m benchmarks --end-to-end [--accesses N]    (slatframe run from a trace file, beside the bare loop)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
 process's maximum resident set size (getrusage) at the end of each row.
@@ -85,6 +86,57 @@ def bare_lru(pages, sets, ways):
     return misses
 
 
+@njit(cache=True)
+def bare_lru_walk(pages, sets, ways, tables):
+    """bare_lru, and on each miss a 4-level radix walk of ``tables`` (rows of 512 entries:
+    the next row's index << 12 | 1, the frame << 12 | 1 at the leaf): the least a miss
+    costs in the same model (4 dependent entry loads), with nothing else."""
+    tags = np.full((sets, ways), -1, dtype=np.int64)
+    stamp = np.zeros((sets, ways), dtype=np.int64)
+    clock = 0
+    frames = 0
+    for i in range(pages.shape[0]):
+        p = pages[i]
+        s = p % sets
+        clock += 1
+        hit = -1
+        for w in range(ways):
+            if tags[s, w] == p:
+                hit = w
+                break
+        if hit < 0:
+            row = 0
+            for level in range(3, -1, -1):
+                entry = tables[row, (p >> (9 * level)) & 511]
+                if entry & 1 == 0:
+                    return -1
+                row = entry >> 12
+            frames += row
+            hit = 0
+            for w in range(1, ways):
+                if stamp[s, w] < stamp[s, hit]:
+                    hit = w
+            tags[s, hit] = p
+        stamp[s, hit] = clock
+    return frames
+
+
+def radix_tables(pages: np.ndarray) -> np.ndarray:
+    """4-level tables (as bare_lru_walk reads them) mapping every page in ``pages``; the
+    tables of each level are allocated in the order their first page is met."""
+    rows = [np.zeros(512, dtype=np.int64)]
+    for p in np.unique(pages).tolist():
+        row = 0
+        for level in range(3, 0, -1):
+            index = (p >> (9 * level)) & 511
+            if rows[row][index] == 0:
+                rows.append(np.zeros(512, dtype=np.int64))
+                rows[row][index] = (len(rows) - 1) << 12 | 1
+            row = int(rows[row][index]) >> 12
+        rows[row][p & 511] = (p + 7) << 12 | 1
+    return np.stack(rows)
+
+
 def bare_rate(pages: np.ndarray, passes: int = 3) -> float:
     """Accesses per second of the bare loop over ``pages``, best of ``passes``."""
     bare_lru(pages[:1000], 128, 12)  # compile or load
@@ -153,6 +205,7 @@ PROFILE = [  # (label, workload, scheme, TLB, walk caches, cost, chunk): one cha
     ("engine, two TLB levels (L1 64, L2 1536)", "hit-heavy", "native", TLB, [], None, 65536),
     ("  + chunks of 1024 records", "hit-heavy", "native", TLB, [], None, 1024),
     ("  + data caches (cache-aware cost)", "hit-heavy", "native", TLB, [], CACHE_AWARE, 65536),
+    ("bare LRU loop 128x12 + a bare 4-level walk per miss", "walk-heavy", "bare walk", None, None, None, None),
     ("native walks, no walk cache", "walk-heavy", "native", TLB, [], None, 65536),
     ("  + paging-structure caches", "walk-heavy", "native", TLB, PSC[:3], None, 65536),
     ("2D walks, no walk cache", "walk-heavy", "intel-ept", TLB, [], None, 65536),
@@ -170,6 +223,15 @@ def profile(accesses: int) -> None:
         if slat is None:
             pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
             rate = bare_rate(pages)
+        elif slat == "bare walk":
+            pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
+            tables = radix_tables(pages)
+            bare_lru_walk(pages[:1000], 128, 12, tables)
+            rate = 0.0
+            for _ in range(3):
+                start = time.perf_counter()
+                bare_lru_walk(pages, 128, 12, tables)
+                rate = max(rate, len(pages) / (time.perf_counter() - start))
         else:
             raw = tiny_config(machine={"slat": slat, "host_memory": "64G"}, tlb=tlb, walk_caches=caches,
                               vms=[{"name": "vm0", "memory": "8G"}])
@@ -550,7 +612,13 @@ def main(argv=None) -> None:
     ap.add_argument("--builtins-apart", action="store_true",
                     help="instead: the builtin PSCs and radix walk against the same written as plugin kernels")
     ap.add_argument("--readers", action="store_true", help="instead: records per second of the trace readers")
+    ap.add_argument("--end-to-end", action="store_true",
+                    help="instead: slatframe run from a trace file, in fresh processes, beside the bare loop")
     args = ap.parse_args(argv)
+    if args.end_to_end:
+        from .end_to_end import end_to_end
+        end_to_end(args.accesses)
+        return
     if args.readers:
         readers(args.accesses)
         return

@@ -69,12 +69,13 @@ class PhysicalMemory:
     def read(self, addr: int) -> int:
         """The 8-byte word at ``addr`` (0 where nothing was written)."""
         frame = addr >> PAGE_SHIFT
-        if frame >= len(self._slot_of):
+        slot_of = self._slot_of
+        if frame >= len(slot_of):
             return 0
-        row = self._slot_of[frame]
+        row = slot_of.item(frame)  # (item: a Python int, without a numpy scalar in between)
         if row < 0:
             return 0
-        return int(self._words[row, (addr >> 3) & (WORDS_PER_FRAME - 1)])
+        return self._words.item(row, (addr >> 3) & (WORDS_PER_FRAME - 1))
 
     def write(self, addr: int, value: int) -> None:
         """Store the 8-byte word ``value`` at ``addr``."""
@@ -83,7 +84,7 @@ class PhysicalMemory:
             grown = np.full(max(frame + 1, 2 * len(self._slot_of)), -1, dtype=np.int64)
             grown[: len(self._slot_of)] = self._slot_of
             self._slot_of = grown
-        row = self._slot_of[frame]
+        row = self._slot_of.item(frame)
         if row < 0:
             if self._rows == len(self._words):
                 self._words = np.concatenate([self._words, np.zeros_like(self._words)])

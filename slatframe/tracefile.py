@@ -112,6 +112,8 @@ class _Member:
                              f"expected a 1-D integer array ({np.dtype(COLUMNS[name]).name}).")
         self.length = shape[0]
         self.dtype = dtype
+        target = self.target = np.dtype(COLUMNS[name])
+        self.fits = dtype.kind == "u" and dtype.itemsize <= target.itemsize  # no value can be out of range
 
     def read(self, n: int, first: int) -> np.ndarray:
         raw = self.fh.read(n * self.dtype.itemsize)
@@ -119,12 +121,13 @@ class _Member:
             raise TraceError(f"{self.where}: array {self.name!r} ends early at record "
                              f"{first + len(raw) // self.dtype.itemsize}.")
         values = np.frombuffer(raw, dtype=self.dtype)
-        target = np.dtype(COLUMNS[self.name])
-        if values.size and (values.min() < 0 or (target.itemsize < 8 and values.max() > np.iinfo(target).max)):
+        target = self.target
+        if not self.fits and values.size and (values.min() < 0 or (target.itemsize < 8 and
+                                                                   values.max() > np.iinfo(target).max)):
             bad = int(np.flatnonzero((values < 0) | (values > np.iinfo(target).max))[0])
             raise TraceError(f"{self.where}: record {first + bad} of array {self.name!r} is "
                              f"{values[bad]}, outside the range of {target.name}.")
-        return values.astype(target, copy=False)
+        return values
 
     def finish(self) -> None:
         """Check that the member ends where its header says (this also checks its CRC)."""

@@ -405,3 +405,27 @@ def test_an_exception_in_a_kernel_compiled_apart_is_a_plugin_error(tmp_path):
     with pytest.raises(PluginError, match=r"a plugin kernel raised ZeroDivisionError: .* 'divides' "
                                           r"\(from file:.*divides.py\)"):
         run_experiment(config, reg, engine="compiled")
+
+
+def test_a_loop_that_fails_to_compile_is_named_as_such(monkeypatch):
+    """numba failing to type the loop (an inline kernel that does not compile) is not
+    reported as a kernel raising at run time: the message says the loop did not compile
+    and names the inline policies compiled into it."""
+    from numba.core.errors import TypingError
+
+    from slatframe.engine import make_engine
+    from slatframe.errors import PluginError
+    from slatframe.machine import build_machine
+    from slatframe.counters import Counters
+
+    config, reg = build(tiny_config())
+    engine = make_engine("compiled", build_machine(config, reg, Counters()), reg)
+
+    def fails(*args):
+        raise TypingError("Failed in nopython mode pipeline (step: nopython frontend)\nmore detail")
+
+    monkeypatch.setattr(engine, "_entry", fails)
+    with pytest.raises(PluginError, match=r"^the compiled engine's loop failed to compile \(TypingError: Failed "
+                                          r"in nopython mode pipeline \(step: nopython frontend\)\); it compiles "
+                                          r"in the kernels of every inline TLB policy: .*'lru'"):
+        engine.run_chunk(make_trace([0x1000]))

@@ -288,7 +288,8 @@ def test_validate_exits_0_or_2_many(case):
 
 
 def capped(raw: dict[str, Any]) -> dict[str, Any]:
-    """``raw`` with every workload (mix parts too) cut to CAP accesses and no warmup."""
+    """``raw`` with every workload (mix parts too) cut to CAP accesses (a forkwait to 3 forks
+    of at most 64 pages each) and no warmup."""
     raw = copy.deepcopy(raw)
 
     def cap(table: Any) -> None:
@@ -298,6 +299,12 @@ def capped(raw: dict[str, Any]) -> dict[str, Any]:
             table["accesses"] = min(table["accesses"], CAP)
         elif table.get("source") in ("synthetic", "sessions") and "accesses" not in table:
             table["accesses"] = CAP
+        if table.get("source") == "forkwait":  # its length is forks x pages, not accesses: cap both
+            table.setdefault("forks", 3)
+            for key, most in (("forks", 3), ("private_pages", 64), ("shared_pages", 64), ("child_writes", 64),
+                              ("child_reads", 64), ("parent_writes", 64)):
+                if isinstance(table.get(key), int) and not isinstance(table.get(key), bool):
+                    table[key] = min(table[key], most)
         for part in table.get("parts", []) if isinstance(table.get("parts"), list) else []:
             if isinstance(part, dict):
                 cap(part.get("workload"))

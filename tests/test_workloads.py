@@ -106,6 +106,43 @@ def test_check_chunk_names_record():
         check_chunk(t, "w", 2, 0)
 
 
+
+def first_bad_record(chunk, n_vms, va_bits):
+    """The verdict of check_chunk worked out record by record: (kind, index) of the first
+    failing record of the first failing check, or None."""
+    from slatframe.trace import CONTEXT_SWITCH, FORK, VALID_OPS
+    from slatframe.workload import ADDRESS_OPS
+    checks = [("vm", lambda r: int(r["vm"]) >= n_vms),
+              ("op", lambda r: int(r["op"]) not in VALID_OPS),
+              ("asid", lambda r: int(r["op"]) in (CONTEXT_SWITCH, FORK) and int(r["vaddr"]) >= 1 << 16),
+              ("address", lambda r: va_bits is not None and int(r["op"]) in ADDRESS_OPS
+               and int(r["vaddr"]) >> va_bits != 0)]
+    for kind, bad in checks:
+        for i, r in enumerate(chunk):
+            if bad(r):
+                return kind, i
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from([0, 1, 2, 3, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+                                                                 25, 99, 255]),
+                          st.sampled_from([0, 4096, (1 << 16) - 1, 1 << 16, (1 << 48) - 1, 1 << 48,
+                                           (1 << 57) - 1, 1 << 57, (1 << 64) - 1])), max_size=40),
+       st.integers(1, 4), st.sampled_from([None, 48, 57, 64]))
+def test_check_chunk_agrees_with_a_record_by_record_check(records, n_vms, va_bits):
+    chunk = np.zeros(len(records), dtype=TRACE_DTYPE)
+    for i, (vm, op, va) in enumerate(records):
+        chunk[i] = (vm, 0, op, va)
+    expected = first_bad_record(chunk, n_vms, va_bits)
+    messages = {"vm": "names vm", "op": "has op", "asid": "asid", "address": "has address"}
+    if expected is None:
+        check_chunk(chunk, "w", n_vms, 7, va_bits)
+    else:
+        kind, i = expected
+        with pytest.raises(TraceError, match=rf"^w: record {7 + i} .*{messages[kind]}"):
+            check_chunk(chunk, "w", n_vms, 7, va_bits)
+
 @pytest.mark.parametrize("dist", ["uniform", "zipf"])
 def test_synthetic_independent_of_chunk_size(dist):
     o = SyntheticOptions(distribution=dist, accesses=10_000, footprint=1 << 22, write_fraction=0.25)

@@ -38,6 +38,7 @@ State layout (``loop.py`` names the columns):
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from ..setassoc import set_mask
 from ..errors import ConfigError, PluginError
 from ..machine import Machine
 from ..records import EntryCacheKernels, HostCacheKernels, StartCacheKernels, WalkKernels
+from ..trace import TRACE_DTYPE
 from ..translation import Invalidation
 from ..walk_record import REF_DTYPE, WALK_DTYPE, WalkRecorder, WalkSampling, WalkTrace
 from ..walkcache import (ENTRY as ENTRY_POINT, GUEST, HOST, HOST_POINT, START as START_POINT, EntryCache, PrefixCache,
@@ -63,7 +65,6 @@ from .software import SoftwareSide
 #: Check the loop's argument types at every call (the test suite sets it; see CompiledEngine._loop).
 CHECK_ENTRY = os.environ.get("SLATFRAME_CHECK_ENTRY") == "1"
 
-U64 = (1 << 64) - 1
 SCOPES = {"page": 0, "asid": 1, "vm": 2, "all": 3}
 MAX_LEVELS = 6  #: levels of a format the loop's ``fmts`` rows hold
 INCLUSION = {"non-inclusive": 0, "inclusive": 1, "exclusive": 2}
@@ -73,6 +74,24 @@ START, ENTRY_PLUGIN, HOST_PLUGIN = 4, 5, 6  #: loop.START, ENTRY_PLUGIN, HOST_PL
 FIXED_COUNTERS = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.refs_host",
                   "walk.refs_max", "walk.aborted", "walk.refs_aborted", "walk.ad_writes",
                   "walk.on_hit", "tlb.splintered_fills")
+
+
+def loop_chunk(chunk: np.ndarray) -> np.ndarray:
+    """``chunk`` as the loop reads it: a writable C-contiguous 1-D array of TRACE_DTYPE (a
+    copy only when it is not one already), so the loop's signature never changes."""
+    if (chunk.dtype == TRACE_DTYPE and chunk.ndim == 1 and chunk.flags.c_contiguous
+            and chunk.flags.writeable and chunk.flags.aligned):
+        return chunk
+    fixed = np.zeros(len(chunk), dtype=TRACE_DTYPE)
+    for name in TRACE_DTYPE.names:
+        fixed[name] = chunk[name]
+    return fixed
+
+
+def _compile_error(exc: BaseException) -> bool:
+    """Did numba fail to compile (type or lower) something, rather than a kernel raise?"""
+    from numba.core.errors import NumbaError
+    return isinstance(exc, NumbaError)
 
 
 def _plugin(registry: Any, point: str, name: str) -> str:
@@ -304,6 +323,8 @@ class CompiledEngine:
         self.hwcfg = np.array([1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0,
                                1 if hw.table_access_dirties else 0, 0], dtype=np.int64)
         self.no_host_roots = np.zeros(1, dtype=np.int64)
+        self.no_guest_roots = self.no_host_roots[None]
+        self._words: tuple[Any, Any] = (None, None)  # host.words and its int64 view, made once per array
         self.no_walk_state = np.zeros((1, 1), dtype=np.int64)
         self.records = 0  # trace records run so far
         self._entry: Any = None  # the loop's compiled entry point, after the first call
@@ -416,7 +437,6 @@ class CompiledEngine:
 
     def warm_up(self) -> None:
         """Compile the loop (or load it from numba's cache) before the first chunk."""
-        from ..trace import TRACE_DTYPE
 
         self.run_chunk(np.zeros(0, dtype=TRACE_DTYPE))
 
@@ -424,10 +444,7 @@ class CompiledEngine:
         """Process one chunk; ``hpa_out`` as in the reference engine."""
         k, software, translator = self.k, self.software, self.machine.translator
         host = self.machine.context.host
-        vm_col = chunk["vm"].astype(np.int64)
-        asid_col = chunk["asid"].astype(np.int64)
-        op_col = chunk["op"].astype(np.int64)
-        va_col = np.ascontiguousarray(chunk["vaddr"]).view(np.int64)
+        chunk = loop_chunk(chunk)
         record = hpa_out is not None
         if record and not (hpa_out.flags.c_contiguous and hpa_out.ndim == 1 and hpa_out.dtype.itemsize == 8):
             raise ValueError("hpa_out must be a C-contiguous 1D array of 8-byte integers")
@@ -443,17 +460,21 @@ class CompiledEngine:
             self._room_for_walks(n)
         i, resume, faults, resume_at = 0, False, 0, -1
         while True:
-            if i < n:  # the loop runs records of one scope: it returns at a change of VM or asid
-                self._charge(counters, (int(vm_col[i]), int(asid_col[i])) if per_asid else int(vm_col[i]))
+            if i < n and not resume:  # the loop runs records of one scope: it returns at a change of VM or asid
+                vm, asid, _, _ = chunk.item(i)
+                self._charge(counters, (vm, asid) if per_asid else vm)
             # re-read: the software side may grow or replace these
-            roots = hw.guest_roots.array if isinstance(hw.guest_roots, RootTable) else self.no_host_roots[None]
+            roots = hw.guest_roots.array if isinstance(hw.guest_roots, RootTable) else self.no_guest_roots
             wstate = self.no_walk_state if self.wstate is None else self.wstate()
             host_roots = self.no_host_roots if hw.host_roots is None else \
                 np.ascontiguousarray(hw.host_roots, dtype=np.int64).reshape(-1)
+            words = host.words
+            if words is not self._words[0]:
+                self._words = (words, words.view(np.int64))
             self.written[0] = store.next_written  # software may have written pages since
             try:
-                status, i = self._loop(vm_col, asid_col, op_col, va_col, i, resume, hpa, record,
-                                       software.current_asid, software.last_vm, host.slot_of, host.words.view(np.int64),
+                status, i = self._loop(chunk, i, resume, hpa, record,
+                                       software.current_asid, software.last_vm, host.slot_of, self._words[1],
                                        fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe,
                                        wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
                                        self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,
@@ -461,6 +482,14 @@ class CompiledEngine:
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             except Exception as exc:  # raised in a kernel: the loop raises nothing else
+                if _compile_error(exc):
+                    inline = ", ".join(f"{name!r}{_plugin(self.machine.context.registry, 'TLB policies', name)}"
+                                       for name in policy_ids(self.machine.context.registry))
+                    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # numba highlights its messages
+                    first = text.splitlines()[0] if text else ""
+                    raise PluginError(f"the compiled engine's loop failed to compile ({type(exc).__name__}: "
+                                      f"{first}); it compiles in the kernels of every inline TLB policy: "
+                                      f"{inline}.") from None
                 raise PluginError(f"a plugin kernel raised {type(exc).__name__}: {exc} (compiled tier; the run's "
                                   f"kernels: {self._kernel_names()}).") from None
             store.next_written = int(self.written[0])
@@ -469,10 +498,10 @@ class CompiledEngine:
             resume = False
             if status == k.DONE:
                 break
-            vm, asid, op, va = int(vm_col[i]), int(asid_col[i]), int(op_col[i]), int(va_col[i]) & U64  # (int64 view)
+            vm, asid, op, va = chunk.item(i)
             self._charge(counters, (vm, asid) if per_asid else vm)
             if status == k.FAULT:
-                fault = Fault(int(self.out[0]), int(self.out[1]))
+                fault = Fault(self.out.item(0), self.out.item(1))
                 faults = faults + 1 if resume_at == i else 1
                 resume_at = i
                 if faults > FAULT_LIMIT:
@@ -489,11 +518,12 @@ class CompiledEngine:
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
-        41 arguments (and loads or compiles the loop); later calls go straight to the
+        38 arguments (and loads or compiles the loop); later calls go straight to the
         compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
         which a run pays at every fault and every switch of VM or asid). Every argument's
         type is fixed when the engine is built (int64 C-contiguous arrays of a fixed
-        number of dimensions, Python ints and bools), so the signature cannot change;
+        number of dimensions, Python ints and bools; the chunk, by :func:`loop_chunk`,
+        a writable C-contiguous TRACE_DTYPE array), so the signature cannot change;
         with ``SLATFRAME_CHECK_ENTRY=1`` (the test suite) each call checks that it holds."""
         entry = self._entry
         if entry is None:

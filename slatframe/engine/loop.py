@@ -16,6 +16,7 @@ State is in int64 arrays passed one by one (numba copies a tuple argument on eve
 call, which cost more than the work of a TLB hit); their layout is documented in
 :mod:`slatframe.engine.compiled`. Small helpers are inlined into their callers.
 """
+import numpy as np
 from numba import njit
 
 from slatframe.engine._policy_stub import policy_fill, policy_hit, policy_invalidate, policy_victim  # STUB
@@ -775,11 +776,12 @@ def count_walk(cnt, out):
 # -- the loop --------------------------------------------------------------------------------
 
 @njit(cache=True, _nrt=False)
-def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
+def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
         track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck):
-    """Process records from ``start``; returns (status, index). On FAULT, ``out`` holds
+    """Process records of ``chunk`` (a C-contiguous TRACE_DTYPE array, read in place)
+    from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
     instruction fetch / a data access looks up. With ``track_writes`` a write gives its
@@ -790,13 +792,14 @@ def run(vm_col, asid_col, op_col, va_col, start, resume_walk, hpa_out, record_hp
     holds the walk recording's control columns and rows (``out[WT_ON]`` 0: no walk is
     recorded). Compiled without numba's reference counting (``_nrt=False``):
     nothing here allocates."""
-    n = op_col.shape[0]
+    n = chunk.shape[0]
     nlevels = tcfg.shape[0]
     base = nlevels
     hitbase = C_FIXED + 2 * nlevels
     i = start
     while i < n:
-        vm, asid, op, va = vm_col[i], asid_col[i], op_col[i], va_col[i]
+        rec = chunk[i]
+        vm, asid, op, va = np.int64(rec["vm"]), np.int64(rec["asid"]), np.int64(rec["op"]), np.int64(rec["vaddr"])
         row = 0 if op == IFETCH else 1
         path = paths[row]
         npath = npaths[row]
