@@ -8,6 +8,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
     python -m benchmarks --readers [--accesses N]       (trace readers: records per second, against the previous ones)
     python -m benchmarks --end-to-end [--accesses N]    (slatframe run from a trace file, beside the bare loop)
+    python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
 process's maximum resident set size (getrusage) at the end of each row.
@@ -161,7 +162,30 @@ def run_engine(tier: str, config, registry, trace: np.ndarray, chunk: int = 6553
         for i in range(0, len(trace), chunk):
             engine.run_chunk(trace[i:i + chunk])
         rates.append(len(trace) / (time.perf_counter() - start))
-    return rates[0], max(rates[1:])
+    return rates[0], max(rates[1:], default=rates[0])
+
+
+def faults(pages: int, rounds: int = 3) -> None:
+    """Microseconds per first touch of a page under native paging: ``pages`` pages touched
+    once each (a one-entry TLB), so every access is a guest page fault that the compiled
+    loop hands to the software side and resumes; best of ``rounds`` fresh engines."""
+    config, registry = build(tiny_config(machine={"slat": "native", "host_memory": "64G"},
+                                         tlb={"levels": [{"name": "l1", "sets": 1, "ways": 1}]},
+                                         vms=[{"name": "vm0", "memory": "8G"}]))
+    trace = np.zeros(pages, dtype=TRACE_DTYPE)
+    trace["vaddr"] = (np.random.default_rng(1).permutation(pages).astype(np.uint64) << np.uint64(12)) \
+        + np.uint64(1 << 32)
+    run_engine("compiled", config, registry, trace[:1000], warm_passes=0)  # compile / load the cache
+    times = []
+    for _ in range(rounds):
+        engine = make_engine("compiled", build_machine(config, registry, Counters()), registry)
+        start = time.perf_counter()
+        for i in range(0, pages, 65536):
+            engine.run_chunk(trace[i:i + 65536])
+        times.append((time.perf_counter() - start) / pages * 1e6)
+        assert engine.machine.context.counters.values["faults.guest"] == pages
+    print(f"{pages:,} pages touched once, native: {min(times):.1f} us per first touch "
+          f"(best of {rounds}: {', '.join(f'{t:.1f}' for t in times)})")
 
 
 def peak_rss_mib() -> float:
@@ -612,9 +636,14 @@ def main(argv=None) -> None:
     ap.add_argument("--builtins-apart", action="store_true",
                     help="instead: the builtin PSCs and radix walk against the same written as plugin kernels")
     ap.add_argument("--readers", action="store_true", help="instead: records per second of the trace readers")
+    ap.add_argument("--faults", type=int, metavar="PAGES",
+                    help="instead: microseconds per first touch of a page (native), over PAGES pages")
     ap.add_argument("--end-to-end", action="store_true",
                     help="instead: slatframe run from a trace file, in fresh processes, beside the bare loop")
     args = ap.parse_args(argv)
+    if args.faults:
+        faults(args.faults)
+        return
     if args.end_to_end:
         from .end_to_end import end_to_end
         end_to_end(args.accesses)

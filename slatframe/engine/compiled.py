@@ -437,7 +437,6 @@ class CompiledEngine:
 
     def warm_up(self) -> None:
         """Compile the loop (or load it from numba's cache) before the first chunk."""
-
         self.run_chunk(np.zeros(0, dtype=TRACE_DTYPE))
 
     def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None) -> None:
