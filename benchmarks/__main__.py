@@ -41,16 +41,23 @@ REACH_PAGES = 1536
 
 
 def workload(kind: str, n: int, seed: int = 1) -> np.ndarray:
-    """hit-heavy: zipf(1.1) over 1024 pages (fits the L2 TLB);
-    walk-heavy: uniform over 100x the L2 TLB reach."""
+    """hit-heavy: zipf(1.1) over 1024 pages (fits the L2 TLB), the first byte of each
+    (page-aligned: every line in one set of a data cache, so most data accesses miss);
+    walk-heavy: uniform over 100x the L2 TLB reach; l1d-hit: zipf(1.1) over the 512
+    lines of 8 pages (32 KiB: TLB and L1D hits)."""
     rng = np.random.default_rng(seed)
+    t = np.zeros(n, dtype=TRACE_DTYPE)
+    t["op"] = READ
+    if kind == "l1d-hit":  # zipf(1.1) over the 512 lines of 8 pages: 32 KiB, the data stays in an L1D
+        lines = rng.permutation(512)[rng.zipf(1.1, n) % 512].astype(np.uint64)
+        t["vaddr"] = np.uint64(1 << 32) + ((lines % np.uint64(8)) << np.uint64(12)) + \
+            ((lines // np.uint64(8)) << np.uint64(6))
+        return t
     if kind == "hit-heavy":
         pages = rng.permutation(1024)[rng.zipf(1.1, n) % 1024]
     else:
         pages = rng.integers(0, 100 * REACH_PAGES, n)
-    t = np.zeros(n, dtype=TRACE_DTYPE)
     t["vaddr"] = (pages.astype(np.uint64) << np.uint64(12)) + np.uint64(1 << 32)
-    t["op"] = READ
     return t
 
 
@@ -229,6 +236,8 @@ PROFILE = [  # (label, workload, scheme, TLB, walk caches, cost, chunk): one cha
     ("engine, two TLB levels (L1 64, L2 1536)", "hit-heavy", "native", TLB, [], None, 65536),
     ("  + chunks of 1024 records", "hit-heavy", "native", TLB, [], None, 1024),
     ("  + data caches (cache-aware cost)", "hit-heavy", "native", TLB, [], CACHE_AWARE, 65536),
+    ("engine, two TLB levels, data in 32 KiB", "l1d-hit", "native", TLB, [], None, 65536),
+    ("  + data caches (cache-aware cost): L1D hits", "l1d-hit", "native", TLB, [], CACHE_AWARE, 65536),
     ("bare LRU loop 128x12 + a bare 4-level walk per miss", "walk-heavy", "bare walk", None, None, None, None),
     ("native walks, no walk cache", "walk-heavy", "native", TLB, [], None, 65536),
     ("  + paging-structure caches", "walk-heavy", "native", TLB, PSC[:3], None, 65536),
@@ -240,7 +249,8 @@ PROFILE = [  # (label, workload, scheme, TLB, walk caches, cost, chunk): one cha
 
 def profile(accesses: int) -> None:
     """Warm nanoseconds per access, adding one piece of work per row: where the time goes."""
-    traces = {"hit-heavy": workload("hit-heavy", accesses), "walk-heavy": workload("walk-heavy", accesses // 4)}
+    traces = {"hit-heavy": workload("hit-heavy", accesses), "walk-heavy": workload("walk-heavy", accesses // 4),
+              "l1d-hit": workload("l1d-hit", accesses)}
     rows = []
     for label, kind, slat, tlb, caches, cost, chunk in PROFILE:
         trace = traces[kind]

@@ -213,6 +213,8 @@ would refuse, `validate` refuses too. Refused:
   `pwc` `levels = [5]` on a 4-level format; a dimension the scheme lacks is allowed, so
   one config can sweep `machine.slat`);
 - an input file (`workload.path`, `vms[].image`) that does not exist or is a folder;
+- an output file (`walk-trace`'s `path`) that is a folder, or whose nearest existing
+  folder is a file or takes no new file (refused before the run, not when it ends);
 - a `[dedup]` strategy under a scheme with no hypervisor backing guest memory (`native`);
 - `machine.host_format` under a scheme without second-level tables (`native`, `shadow`),
   a VM larger than the second-level format's input addresses reach (`vms[].memory` above

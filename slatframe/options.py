@@ -7,6 +7,7 @@ values and unknown keys, and resolves plugin references against the registry.
 from __future__ import annotations
 
 import math
+import tempfile
 import types
 import typing
 from pathlib import Path
@@ -47,7 +48,8 @@ def option(
     registered name the value must be, given as a string or a table with ``name_key``
     plus the plugin's own options; ``path`` resolves a relative path against the config
     file's folder and requires an existing file; ``output`` resolves it the same way, for
-    a file the run writes (it must not be a folder). A float field takes finite numbers
+    a file the run writes (not a folder, and in a folder that takes a new file, or in
+    folders the run can make). A float field takes finite numbers
     only, unless ``nonfinite``.
     """
     meta = {"help": help, "size": size, "choices": tuple(choices) if choices else None,
@@ -217,10 +219,26 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
 
 
 def _output_file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be written as a file, or None."""
+    """Why ``path`` cannot be written as a file, or None: it is a folder, or its nearest
+    existing folder (the run makes the missing ones) is a file or takes no new file (an
+    anonymous temporary file is made there and removed, so that a run is not refused
+    only when it ends, its work lost)."""
+    folder = path.parent
+    if "\0" in str(path):
+        return "it cannot be a file name (it holds a NUL character)"
     try:
-        return "it is a folder" if path.is_dir() else None
-    except (OSError, ValueError) as exc:
+        if path.is_dir():
+            return "it is a folder"
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        return None
+    except OSError as exc:
+        return f"no file can be created in {folder} (the system says: {exc.strerror or exc.__class__.__name__})"
+    except ValueError as exc:
         return f"it cannot be a file name ({exc.__class__.__name__})"
 
 

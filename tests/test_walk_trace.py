@@ -132,6 +132,21 @@ def test_bad_options_are_one_sentence(tmp_path, options, expected):
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_path_no_file_can_be_written_at_is_refused_before_the_run(tmp_path):
+    """Refused when the config is built, not when the run ends (its walks lost); a
+    folder that does not exist yet is made by the run."""
+    (tmp_path / "afile").write_text("x")
+    for path, expected in ((tmp_path / "afile" / "w.npz", f"{tmp_path / 'afile'} is a file, not a folder"),
+                           (Path("/proc/w.npz"), "no file can be created in /proc (the system says: ")):
+        raw = tiny_config(experiment={"name": "wt", "observers": [{"name": "walk-trace", "path": str(path)}]})
+        with pytest.raises(ConfigError) as err:
+            build(raw, base_dir=tmp_path)
+        assert expected in str(err.value) and "\n" not in str(err.value)
+    raw = tiny_config(experiment={"name": "wt", "observers": [{"name": "walk-trace", "path": "new/dir/w.npz"}]})
+    build(raw, base_dir=tmp_path)
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_a_walk_plugin_is_refused_in_one_sentence(tmp_path):
     raw = tiny_config(experiment={"name": "wt", "plugins": [str(ROOT / "examples/plugins/hashed_paging.py")],
                                   "observers": [{"name": "walk-trace", "path": str(tmp_path / "w.npz")}]},
