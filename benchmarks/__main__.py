@@ -67,41 +67,21 @@ CONFIGS = {
 }
 
 
+NO_TABLES = np.zeros((0, 512), dtype=np.int64)
+
+
 @njit(cache=True)
-def bare_lru(pages, sets, ways):
-    """A set-associative LRU lookup and fill, nothing else: the limit to compare with."""
+def bare_lru(pages, sets, ways, tables):
+    """A set-associative LRU lookup and fill, nothing else: the limit to compare with.
+    With ``tables`` (not NO_TABLES), each miss also walks them, 4 levels of rows of 512
+    entries (the next row's index << 12 | 1, the frame << 12 | 1 at the leaf): the least
+    a miss costs in the same model (4 dependent entry loads). Returns (misses, the sum of
+    the frames walked to)."""
     tags = np.full((sets, ways), -1, dtype=np.int64)
     stamp = np.zeros((sets, ways), dtype=np.int64)
+    walk = tables.shape[0] > 0
     clock = 0
     misses = 0
-    for i in range(pages.shape[0]):
-        p = pages[i]
-        s = p % sets
-        clock += 1
-        hit = -1
-        for w in range(ways):
-            if tags[s, w] == p:
-                hit = w
-                break
-        if hit < 0:
-            misses += 1
-            hit = 0
-            for w in range(1, ways):
-                if stamp[s, w] < stamp[s, hit]:
-                    hit = w
-            tags[s, hit] = p
-        stamp[s, hit] = clock
-    return misses
-
-
-@njit(cache=True)
-def bare_lru_walk(pages, sets, ways, tables):
-    """bare_lru, and on each miss a 4-level radix walk of ``tables`` (rows of 512 entries:
-    the next row's index << 12 | 1, the frame << 12 | 1 at the leaf): the least a miss
-    costs in the same model (4 dependent entry loads), with nothing else."""
-    tags = np.full((sets, ways), -1, dtype=np.int64)
-    stamp = np.zeros((sets, ways), dtype=np.int64)
-    clock = 0
     frames = 0
     for i in range(pages.shape[0]):
         p = pages[i]
@@ -113,24 +93,23 @@ def bare_lru_walk(pages, sets, ways, tables):
                 hit = w
                 break
         if hit < 0:
-            row = 0
-            for level in range(3, -1, -1):
-                entry = tables[row, (p >> (9 * level)) & 511]
-                if entry & 1 == 0:
-                    return -1
-                row = entry >> 12
-            frames += row
+            misses += 1
+            if walk:
+                row = 0
+                for level in range(3, -1, -1):
+                    row = tables[row, (p >> (9 * level)) & 511] >> 12
+                frames += row
             hit = 0
             for w in range(1, ways):
                 if stamp[s, w] < stamp[s, hit]:
                     hit = w
             tags[s, hit] = p
         stamp[s, hit] = clock
-    return frames
+    return misses, frames
 
 
 def radix_tables(pages: np.ndarray) -> np.ndarray:
-    """4-level tables (as bare_lru_walk reads them) mapping every page in ``pages``; the
+    """4-level tables (as bare_lru walks them) mapping every page in ``pages``; the
     tables of each level are allocated in the order their first page is met."""
     rows = [np.zeros(512, dtype=np.int64)]
     for p in np.unique(pages).tolist():
@@ -145,13 +124,14 @@ def radix_tables(pages: np.ndarray) -> np.ndarray:
     return np.stack(rows)
 
 
-def bare_rate(pages: np.ndarray, passes: int = 3) -> float:
+def bare_rate(pages: np.ndarray, passes: int = 3, sets: int = 128, ways: int = 12,
+              tables: np.ndarray = NO_TABLES) -> float:
     """Accesses per second of the bare loop over ``pages``, best of ``passes``."""
-    bare_lru(pages[:1000], 128, 12)  # compile or load
+    bare_lru(pages[:1000], sets, ways, tables)  # compile or load
     best = 0.0
     for _ in range(passes):
         t = time.perf_counter()
-        bare_lru(pages, 128, 12)
+        bare_lru(pages, sets, ways, tables)
         best = max(best, len(pages) / (time.perf_counter() - t))
     return best
 
@@ -259,13 +239,7 @@ def profile(accesses: int) -> None:
             rate = bare_rate(pages)
         elif slat == "bare walk":
             pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
-            tables = radix_tables(pages)
-            bare_lru_walk(pages[:1000], 128, 12, tables)
-            rate = 0.0
-            for _ in range(3):
-                start = time.perf_counter()
-                bare_lru_walk(pages, 128, 12, tables)
-                rate = max(rate, len(pages) / (time.perf_counter() - start))
+            rate = bare_rate(pages, tables=radix_tables(pages))
         else:
             raw = tiny_config(machine={"slat": slat, "host_memory": "64G"}, tlb=tlb, walk_caches=caches,
                               vms=[{"name": "vm0", "memory": "8G"}])

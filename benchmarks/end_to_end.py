@@ -74,25 +74,13 @@ def one_run(config: Path, out: Path) -> dict:
             "load": result["compile_time_s"], "metrics": result["metrics"]}
 
 
-def best_rate(work, accesses: int, passes: int = 3) -> float:
-    """Accesses per second of ``work()``, best of ``passes`` after one to compile or load it."""
-    work()
-    best = 0.0
-    for _ in range(passes):
-        t = time.perf_counter()
-        work()
-        best = max(best, accesses / (time.perf_counter() - t))
-    return best
-
-
 def end_to_end(accesses: int, rounds: int = 3) -> None:
-    from .__main__ import bare_lru, bare_lru_walk, lackey_text, radix_tables, run_engine, workload
+    from .__main__ import bare_rate, lackey_text, radix_tables, run_engine, workload
 
     trace = workload("hit-heavy", accesses)
     pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
-    tables = radix_tables(pages)
-    bare = best_rate(lambda: bare_lru(pages, 16, 4), accesses)
-    bare_walk = best_rate(lambda: bare_lru_walk(pages, 16, 4, tables), accesses)
+    bare = bare_rate(pages, sets=16, ways=4)
+    bare_walk = bare_rate(pages, sets=16, ways=4, tables=radix_tables(pages))
     config, registry = build(tiny_config(tlb=TLB_16x4, vms=[{"name": "vm0", "memory": "8G"}]))
     run_engine("compiled", config, registry, trace[:20_000])  # compile / load the cache
     loop_cold, loop_warm = run_engine("compiled", config, registry, trace)
