@@ -607,6 +607,11 @@ def where_the_time_goes(lackey, champsim, counts, rounds: int) -> list:
     return rows
 
 
+def end_to_end(accesses: int) -> None:
+    from .end_to_end import end_to_end as run  # (it imports this module's functions)
+    run(accesses)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accesses", type=int, default=5_000_000)
@@ -625,28 +630,15 @@ def main(argv=None) -> None:
     ap.add_argument("--end-to-end", action="store_true",
                     help="instead: slatframe run from a trace file, in fresh processes, beside the bare loop")
     args = ap.parse_args(argv)
-    if args.faults:
-        faults(args.faults)
-        return
-    if args.end_to_end:
-        from .end_to_end import end_to_end
-        end_to_end(args.accesses)
-        return
-    if args.readers:
-        readers(args.accesses)
-        return
-    if args.builtins_apart:
-        builtins_apart(args.accesses)
-        return
-    if args.profile:
-        profile(args.accesses)
-        return
-    if args.kernels:
-        kernels(args.accesses)
-        return
-    if args.streaming:
-        streaming(args.streaming)
-        return
+    instead = [(args.faults, lambda: faults(args.faults)), (args.end_to_end, lambda: end_to_end(args.accesses)),
+               (args.readers, lambda: readers(args.accesses)),
+               (args.builtins_apart, lambda: builtins_apart(args.accesses)),
+               (args.profile, lambda: profile(args.accesses)), (args.kernels, lambda: kernels(args.accesses)),
+               (args.streaming, lambda: streaming(args.streaming))]
+    for asked, run in instead:
+        if asked:
+            run()
+            return
     rows = []
     for kind in ("hit-heavy", "walk-heavy"):
         trace = workload(kind, args.accesses)
