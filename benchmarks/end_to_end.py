@@ -23,12 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from slatframe.config import load_config
 from slatframe.report import table
-from slatframe.testing import build, tiny_config
 from slatframe.tracefile import write_npz
-
-TLB_16x4 = {"levels": [{"name": "l1", "sets": 16, "ways": 4, "policy": "lru", "page_sizes": ["4K"],
-                        "latency": 1}]}
 
 CONFIG = """\
 [experiment]
@@ -73,6 +70,22 @@ def one_run(config: Path, out: Path) -> dict:
             "load": result["compile_time_s"], "metrics": result["metrics"]}
 
 
+def run_files(files: dict, accesses: int, bare: float, rounds: int, where: Path) -> tuple[list, dict]:
+    """A table row per trace file (best of ``rounds`` fresh processes), and the counts,
+    which every run must give alike."""
+    rows, metrics = [], None
+    for label, (_, path) in files.items():
+        runs = [one_run(path.with_suffix(".toml"), where / "r.json") for _ in range(rounds)]
+        if metrics is None:
+            metrics = runs[0]["metrics"]
+        assert all(r["metrics"] == metrics for r in runs), "the same trace gave different counts"
+        best = {key: min(r[key] for r in runs) for key in ("whole", "run", "load")}
+        rate = accesses / best["run"]
+        rows.append((f"slatframe run, {label}", f"{best['whole']:.2f}", f"{best['run']:.2f}", f"{best['load']:.2f}",
+                     f"{rate / 1e6:.1f}", f"{bare / rate:.1f}x", f"{best['whole'] - best['run']:.2f}"))
+    return rows, metrics
+
+
 def end_to_end(accesses: int, rounds: int = 3) -> None:
     from .__main__ import bare_rate, lackey_text, radix_tables, run_engine, workload
 
@@ -80,16 +93,6 @@ def end_to_end(accesses: int, rounds: int = 3) -> None:
     pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
     bare = bare_rate(pages, sets=16, ways=4)
     bare_walk = bare_rate(pages, sets=16, ways=4, tables=radix_tables(pages))
-    config, registry = build(tiny_config(tlb=TLB_16x4, vms=[{"name": "vm0", "memory": "8G"}]))
-    run_engine("compiled", config, registry, trace[:20_000])  # compile / load the cache
-    loop_cold, loop_warm = run_engine("compiled", config, registry, trace)
-    rows = [("bare LRU loop 16x4, in memory", "", f"{accesses / bare:.2f}", "", f"{bare / 1e6:.1f}", "1.0x", ""),
-            ("  + a bare 4-level walk per miss", "", f"{accesses / bare_walk:.2f}", "", f"{bare_walk / 1e6:.1f}",
-             f"{bare / bare_walk:.1f}x", ""),
-            ("engine, in memory: cold pass", "", f"{accesses / loop_cold:.2f}", "", f"{loop_cold / 1e6:.1f}",
-             f"{bare / loop_cold:.1f}x", ""),
-            ("engine, in memory: warm pass", "", f"{accesses / loop_warm:.2f}", "", f"{loop_warm / 1e6:.1f}",
-             f"{bare / loop_warm:.1f}x", "")]
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
         files = {"npz, stored": ("npz", where / "stored.npz"), "npz, deflated": ("npz", where / "deflated.npz"),
@@ -97,19 +100,17 @@ def end_to_end(accesses: int, rounds: int = 3) -> None:
         write_npz(files["npz, stored"][1], trace, compressed=False)
         write_npz(files["npz, deflated"][1], trace, compressed=True)
         files["lackey text"][1].write_bytes(lackey_text(trace))
-        metrics = None
-        for label, (source, path) in files.items():
-            config_path = where / f"{source}-{path.stem}.toml"
-            config_path.write_text(CONFIG.format(source=source, path=path.name))
-            runs = [one_run(config_path, where / "r.json") for _ in range(rounds)]
-            if metrics is None:
-                metrics = runs[0]["metrics"]
-            assert all(r["metrics"] == metrics for r in runs), "the same trace gave different counts"
-            best = {key: min(r[key] for r in runs) for key in ("whole", "run", "load")}
-            rate = accesses / best["run"]
-            rows.append((f"slatframe run, {label}", f"{best['whole']:.2f}", f"{best['run']:.2f}",
-                         f"{best['load']:.2f}", f"{rate / 1e6:.1f}", f"{bare / rate:.1f}x",
-                         f"{best['whole'] - best['run']:.2f}"))
+        for source, path in files.values():
+            path.with_suffix(".toml").write_text(CONFIG.format(source=source, path=path.name))
+        # the in-memory passes run the same config as the runs from files, on the same records
+        config, registry = load_config(files["npz, stored"][1].with_suffix(".toml"))
+        run_engine("compiled", config, registry, trace[:20_000])  # compile / load the cache
+        loop_cold, loop_warm = run_engine("compiled", config, registry, trace)
+        file_rows, metrics = run_files(files, accesses, bare, rounds, where)
+    in_memory = (("bare LRU loop 16x4, in memory", bare), ("  + a bare 4-level walk per miss", bare_walk),
+                 ("engine, in memory: cold pass", loop_cold), ("engine, in memory: warm pass", loop_warm))
+    rows = [(label, "", f"{accesses / rate:.2f}", "", f"{rate / 1e6:.1f}", f"{bare / rate:.1f}x", "")
+            for label, rate in in_memory] + file_rows
     print(f"{accesses:,} accesses (hit-heavy trace), native, one 16x4 LRU TLB level; {metrics['walks']:,} walks "
           f"({metrics['walks'] / accesses:.0%} of accesses); best of {rounds} fresh processes per file")
     print(table(rows, ("what runs", "whole process s", "the run itself s", "engine loading s", "M accesses/s",

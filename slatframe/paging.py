@@ -272,11 +272,10 @@ def map_page(fmt: PageTableFormat, root: int, va: int, page: int, size: int, mem
     leaf_level = fmt.level_of_size(size)
     written: list[int] = []
     table = root
-    shifts, bits, entry_bytes = _shifts(fmt.index_bits), fmt.index_bits, fmt.entry_bytes
     for level in range(fmt.levels, leaf_level, -1):
-        addr = table + ((va >> shifts[level - 1]) & ((1 << bits[level - 1]) - 1)) * entry_bytes  # entry_address
+        addr = fmt.entry_address(table, va, level)
         entry = fmt.load(mem, addr)
-        if entry & fmt.present_mask:
+        if fmt.is_present(entry):
             if fmt.is_leaf(entry, level):
                 raise ValueError(f"{va:#x} is already mapped by a larger page")
             table = fmt.frame(entry, level)
