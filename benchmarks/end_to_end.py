@@ -53,8 +53,9 @@ model = "fixed"
 
 RUN = """
 import sys
-from slatframe.cli import main
-main(["run", sys.argv[1], "--out", sys.argv[2], "--quiet"])
+from slatframe.cli import entry  # what the slatframe command runs
+sys.argv = ["slatframe", "run", sys.argv[1], "--out", sys.argv[2], "--quiet"]
+entry()
 """
 
 

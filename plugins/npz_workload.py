@@ -18,4 +18,4 @@ class NpzOptions:
 def slatframe_workloads():
     return [WorkloadRecord(name="npz", summary="slatframe's own .npz trace format (streamed)",
                            factory=lambda options, ctx: read_npz(options.path, ctx.chunk_size),
-                           options=NpzOptions)]
+                           options=NpzOptions, fresh_chunks=True)]

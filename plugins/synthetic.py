@@ -453,15 +453,16 @@ def slatframe_workloads():
         WorkloadRecord(
             name="synthetic", summary="seeded uniform, zipf, sequential, GUPS or pointer-chase accesses",
             factory=lambda o, ctx: generate(o, ctx.chunk_size, ctx.seed, len(ctx.vm_names)),
-            options=SyntheticOptions),
+            options=SyntheticOptions, fresh_chunks=True),
         WorkloadRecord(
             name="sessions", summary="many processes per VM: context switches and page churn (remote desktop)",
             factory=lambda o, ctx: sessions(o, ctx.chunk_size, ctx.seed, len(ctx.vm_names)),
-            options=SessionsOptions),
+            options=SessionsOptions, fresh_chunks=True),
         WorkloadRecord(
             name="forkwait", summary="a process forks a child that touches a few pages and exits, repeated",
-            factory=lambda o, ctx: forkwait(o, ctx.chunk_size, len(ctx.vm_names)), options=ForkwaitOptions),
+            factory=lambda o, ctx: forkwait(o, ctx.chunk_size, len(ctx.vm_names)), options=ForkwaitOptions,
+            fresh_chunks=True),
         WorkloadRecord(
             name="mix", summary="several workloads time-sliced on one core, each with its VM",
-            factory=lambda o, ctx: mix(o, ctx, ctx.registry), options=MixOptions),
+            factory=lambda o, ctx: mix(o, ctx, ctx.registry), options=MixOptions, fresh_chunks=True),
     ]

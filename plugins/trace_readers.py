@@ -276,8 +276,8 @@ def slatframe_workloads():
     return [
         WorkloadRecord(name="lackey", summary="valgrind lackey --trace-mem output (plain, gz, xz)",
                        factory=lambda o, ctx: read_lackey(o.path, ctx.chunk_size, o.vm, o.asid),
-                       options=ReaderOptions),
+                       options=ReaderOptions, fresh_chunks=True),
         WorkloadRecord(name="champsim", summary="ChampSim binary traces, 64-byte input_instr (plain, gz, xz)",
                        factory=lambda o, ctx: read_champsim(o.path, ctx.chunk_size, o.vm, o.asid),
-                       options=ReaderOptions),
+                       options=ReaderOptions, fresh_chunks=True),
     ]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -290,5 +291,15 @@ def _error(message: str) -> int:
     return 2
 
 
+def entry() -> None:
+    """The ``slatframe`` command: :func:`main`, then exit with its code. Every file is
+    closed by then; the objects the command made are frozen (``gc.freeze``) so that the
+    interpreter's exit frees them without first searching them all for reference cycles,
+    which after a compiled run (numba's typing tables) took 0.16 to 0.27 s."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -258,8 +258,15 @@ class WorkloadRecord(Registration):
     ``factory(options, context: slatframe.workload.WorkloadContext)`` returns an iterable of
     numpy arrays of :data:`slatframe.trace.TRACE_DTYPE`, each at most
     ``context.chunk_size`` long. Errors in the input raise :class:`slatframe.errors.TraceError`.
+    ``fresh_chunks=True`` says every array yielded is new (never refilled, never yielded
+    twice): the compiled tier then reads the next chunk in a thread while it runs one.
     """
 
+    #: Every array the factory yields is new (never refilled, never yielded twice), so the
+    #: compiled tier may read the next chunks while it runs one (:mod:`slatframe.prefetch`).
+    #: Leave it False for a workload that refills a buffer; one that says True and yields
+    #: an array sharing memory with one of the two before it is refused.
+    fresh_chunks: bool = False
     kind = "workload"
 
 

@@ -1,12 +1,14 @@
 """What a workload factory receives, and the checks every chunk passes before the engine."""
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Iterator
 
 import attrs
 import numpy as np
 
 from .errors import PluginError, TraceError
+from .prefetch import HELD
 from .trace import (ACCESS_OPS, CONTEXT_SWITCH, FORK, INVLPG, MAP, MAP_SHARED, OP_NAMES, PROTECT, TRACE_DTYPE, UNMAP,
                     VALID_OPS)
 
@@ -86,8 +88,11 @@ def check_chunk(chunk: Any, where: str, n_vms: int | None, first_record: int,
                              "(higher addresses are refused, not sign-extended).")
 
 
-def checked_chunks(chunks: Any, where: str, n_vms: int | None, va_bits: int | None = None) -> Iterator[np.ndarray]:
-    """Yield the chunks a workload factory returned, each passed through :func:`check_chunk`.
+def checked_chunks(chunks: Any, where: str, n_vms: int | None, va_bits: int | None = None,
+                   fresh: bool = False) -> Iterator[np.ndarray]:
+    """Yield the chunks a workload factory returned, each passed through :func:`check_chunk`;
+    with ``fresh`` (the workload's ``fresh_chunks``), also check that no chunk shares
+    memory with the :data:`slatframe.prefetch.HELD` chunks before it.
 
     A factory result that is not an iterable of arrays (None, a single array, a number)
     is a :class:`PluginError` naming ``where``."""
@@ -97,8 +102,15 @@ def checked_chunks(chunks: Any, where: str, n_vms: int | None, va_bits: int | No
         raise PluginError(f"{where}: the workload factory returned {what}; it must return an iterable "
                           f"(a list or a generator) of numpy arrays of dtype {TRACE_DTYPE}.")
     done = 0
+    held: deque[np.ndarray] = deque(maxlen=HELD)
     for chunk in chunks:
         check_chunk(chunk, where, n_vms, done, va_bits)
+        if fresh:
+            if any(np.shares_memory(chunk, before) for before in held):
+                raise PluginError(f"{where}: yielded, after record {done}, an array that shares memory with one "
+                                  "it yielded before, but its record says fresh_chunks=True (every array new, so "
+                                  "that the engine may read ahead); yield new arrays or set fresh_chunks=False.")
+            held.append(chunk)
         done += len(chunk)
         yield chunk
 

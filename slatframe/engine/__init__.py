@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import closing
 from typing import Any
 
 from .. import __version__
@@ -11,6 +12,7 @@ from ..consolidation import consolidation_metrics
 from ..counters import BETWEEN, NOT_ADDITIVE, Counters
 from ..errors import ConfigError
 from ..machine import build_machine
+from ..prefetch import prefetched
 from ..results import Result
 from ..scope_metrics import scope_metrics
 from ..walk_record import requested_sampling
@@ -72,15 +74,18 @@ def make_engine(tier: str, machine: Any, registry: Any) -> Any:
     return ReferenceEngine(machine)
 
 
-def workload_chunks(config: Config, registry: Any):
-    """The checked chunks of the configured workload."""
+def workload_chunks(config: Config, registry: Any, read_ahead: bool = False):
+    """The checked chunks of the configured workload; with ``read_ahead``, read by a
+    thread ahead of the consumer when the workload yields fresh arrays."""
     record = registry.get("workloads", config.workload.name)
     ctx = WorkloadContext(chunk_size=config.experiment.chunk_size, seed=config.experiment.seed,
                           vm_names=tuple(vm.name for vm in config.vms), registry=registry)
     where = workload_where(config.workload.name, config.workload.options)
     guest = resolved_format(config, "guest", registry)
     va_bits = getattr(guest, "va_bits", None)  # wider trace addresses are refused, not aliased
-    yield from checked_chunks(record.factory(config.workload.options, ctx), where, len(config.vms), va_bits)
+    chunks = checked_chunks(record.factory(config.workload.options, ctx), where, len(config.vms), va_bits,
+                            record.fresh_chunks)
+    return prefetched(chunks) if read_ahead and record.fresh_chunks else chunks
 
 
 #: Dedup events counted since the statistics started (in the counters, so a warmup resets them).
@@ -160,30 +165,32 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     series: dict[str, Any] = {}
     next_run = strategy.interval if strategy is not None else None
     warmup = config.experiment.warmup or None  # where the counters start
-    for chunk in workload_chunks(config, registry):
-        pos = 0
-        while True:
-            stop = min((at for at in (next_run, warmup) if at is not None), default=None)
-            if stop is None or stop - done >= len(chunk) - pos:
-                break
-            step = stop - done
-            runner.run_chunk(chunk[pos:pos + step])
-            pos += step
-            done += step
-            if done == warmup:
-                counters.restart()  # state stays warm; statistics start here
-                series.clear()
-                warmup = None
-            if done == next_run:
-                counters.charge(BETWEEN)  # the wake-up's work is no VM's
-                counters.add("dedup.wakeups")
-                for inv in strategy.run():  # the strategy's wake-up, between records
-                    runner.invalidate(inv)
-                series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
-                next_run += strategy.interval
-        runner.run_chunk(chunk[pos:])
-        done += len(chunk) - pos
-        _notify(observers, "chunk", config, done, len(chunk))
+    chunks = workload_chunks(config, registry, read_ahead=getattr(runner, "reads_ahead", False))
+    with closing(chunks):  # a run that stops early stops the reader too
+        for chunk in chunks:
+            pos = 0
+            while True:
+                stop = min((at for at in (next_run, warmup) if at is not None), default=None)
+                if stop is None or stop - done >= len(chunk) - pos:
+                    break
+                step = stop - done
+                runner.run_chunk(chunk[pos:pos + step])
+                pos += step
+                done += step
+                if done == warmup:
+                    counters.restart()  # state stays warm; statistics start here
+                    series.clear()
+                    warmup = None
+                if done == next_run:
+                    counters.charge(BETWEEN)  # the wake-up's work is no VM's
+                    counters.add("dedup.wakeups")
+                    for inv in strategy.run():  # the strategy's wake-up, between records
+                        runner.invalidate(inv)
+                    series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
+                    next_run += strategy.interval
+            runner.run_chunk(chunk[pos:])
+            done += len(chunk) - pos
+            _notify(observers, "chunk", config, done, len(chunk))
     if warmup is not None:
         raise ConfigError(f"experiment.warmup = {warmup} is not allowed: the workload ends at record {done}, "
                           "and the warmup must end before it.")

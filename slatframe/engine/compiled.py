@@ -254,6 +254,8 @@ class CompiledEngine:
     """Runs chunks through one :class:`Machine` with the jitted loop."""
 
     name = "compiled"
+    #: The loop runs without the GIL: the next chunk is read meanwhile (slatframe.prefetch).
+    reads_ahead = True
 
     def __init__(self, machine: Machine, registry: Any) -> None:
         why = compiled_refusals(machine, registry)

@@ -825,7 +825,7 @@ def count_walk(cnt, out):
 
 # -- the loop --------------------------------------------------------------------------------
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False)
 def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
@@ -841,7 +841,8 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
     ``ck`` are the plugins' start caches' states and kernel addresses. ``out`` also
     holds the walk recording's control columns and rows (``out[WT_ON]`` 0: no walk is
     recorded). Compiled without numba's reference counting (``_nrt=False``):
-    nothing here allocates."""
+    nothing here allocates; and without the GIL (``nogil``), so that a reader thread
+    (:mod:`slatframe.prefetch`) prepares the next chunk meanwhile."""
     n = chunk.shape[0]
     nlevels = tcfg.shape[0]
     base = nlevels
