@@ -397,10 +397,13 @@ class MixOptions:
 
 
 class _Stream:
-    """Takes n records at a time from an iterator of chunks."""
+    """Takes n records at a time from an iterator of chunks. A chunk is kept across the
+    next one's making, so the chunks of a workload without ``fresh_chunks`` (which may
+    refill one buffer) are copied as they come."""
 
-    def __init__(self, chunks: Iterator[np.ndarray]) -> None:
+    def __init__(self, chunks: Iterator[np.ndarray], fresh: bool) -> None:
         self.chunks = chunks
+        self.fresh = fresh
         self.buffer = np.zeros(0, dtype=TRACE_DTYPE)
         self.done = False
 
@@ -412,7 +415,7 @@ class _Stream:
             except StopIteration:
                 self.done = True
                 break
-            parts.append(chunk)
+            parts.append(chunk if self.fresh else chunk.copy())
             have += len(chunk)
         joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
         self.buffer = joined[n:]
@@ -427,7 +430,7 @@ def mix(o: MixOptions, ctx, registry) -> Iterator[np.ndarray]:
         record = registry.get("workloads", part.workload.name)
         where = f"workload.parts[{i}]: " + workload_where(part.workload.name, part.workload.options)
         chunks = checked_chunks(record.factory(part.workload.options, ctx), where, None)
-        streams.append((_Stream(chunks),
+        streams.append((_Stream(chunks, record.fresh_chunks),
                         max(1, round(o.slice * part.weight / top)), part.vm))
     pending: list[np.ndarray] = []
     held = 0

@@ -67,7 +67,7 @@ def prefetched(items: Iterator[T], ahead: int = AHEAD) -> Iterator[T]:
             if item is _END:
                 return
             if isinstance(item, _Raised):
-                raise item.exc.with_traceback(item.exc.__traceback__)
+                raise item.exc
             yield item
     finally:
         stop.set()

@@ -135,3 +135,25 @@ def test_slices_of_one_array_are_fresh():
     assert sum(map(len, chunks)) == 100
     with pytest.raises(PluginError, match="after record 10"):
         list(checked_chunks(iter([trace[:10], trace[5:15]]), "w", 1, fresh=True))
+
+
+@pytest.mark.parametrize("engine", ["compiled", "reference"])
+def test_a_mix_of_a_buffer_refilling_workload_gives_its_records(plugin_file, engine):
+    """mix keeps a part's chunk while it takes the next one (slices of 120 over chunks of
+    50): a refilled buffer must not change what it kept (it counted 598 walks, not 600)."""
+    def mixed(source: str) -> dict:
+        raw = tiny_config(experiment={"name": "mix", "plugins": [plugin_file], "chunk_size": 64},
+                          workload={"source": "mix", "slice": 120,
+                                    "parts": [{"workload": {"source": source, "size": 50, "chunks": 12}}]})
+        config, registry = build(raw)
+        return run_experiment(config, registry, engine=engine).metrics
+
+    assert mixed("refill") == mixed("fresh") == run_plain(plugin_file, engine)
+
+
+def run_plain(plugin_file: str, engine: str) -> dict:
+    """The same 600 records without mix (the mix of one part at vm 0 runs them in order)."""
+    raw = tiny_config(experiment={"name": "mix", "plugins": [plugin_file], "chunk_size": 64},
+                      workload={"source": "fresh", "size": 50, "chunks": 12})
+    config, registry = build(raw)
+    return run_experiment(config, registry, engine=engine).metrics
