@@ -176,7 +176,8 @@ def test_auto_takes_compiled_only_with_kernels(registry):
 
 def test_loop_python_bodies_agree_with_bounds_checks(tmp_path):
     """The loop's code run as plain Python (NUMBA_DISABLE_JIT=1: every index is checked)
-    agrees with the reference engine on a churn trace with every walk cache."""
+    agrees with the reference engine on a churn trace with every walk cache, and with
+    none (the plain walk and its memo)."""
     script = tmp_path / "nojit.py"
     script.write_text(
         "import sys; sys.path.insert(0, %r)\n"
@@ -184,6 +185,8 @@ def test_loop_python_bodies_agree_with_bounds_checks(tmp_path):
         "from slatframe.registry import Registry\n"
         "from slatframe.testing import assert_engines_agree\n"
         "config, reg = config_for(Registry(), 'intel-ept', 'tree-plru', ALL_CACHES, inclusion='exclusive')\n"
+        "assert_engines_agree(config, reg, trace('churn', n=600, seed=9))\n"
+        "config, reg = config_for(Registry(), 'native', 'lru')\n"
         "assert_engines_agree(config, reg, trace('churn', n=600, seed=9))\n"
         "print('agree')\n" % str(Path(__file__).parent))
     env = dict(os.environ, NUMBA_DISABLE_JIT="1", SLATFRAME_CACHE_DIR=str(tmp_path / "cache"))

@@ -34,6 +34,8 @@ State layout (``loop.py`` names the columns):
   index shift and index mask of each level), ``hwcfg[4]`` (2D?, host A/D, table accesses
   dirty), ``roots[V, A]`` and ``host_roots[V]``; memory: ``slot_of`` and ``words``.
 - data caches: ``dcfg``, ``dctl``, ``dtag``, ``dage`` (:meth:`slatframe.datacache.DataCaches.arrays`).
+- ``memo[MEMO_ROWS + 1, 4]``: the walk memo of the loop's ``plain_walk`` (one call's walks
+  of a page, counted again without reading the tables; see ``loop.py``).
 """
 from __future__ import annotations
 
@@ -328,6 +330,7 @@ class CompiledEngine:
         self.no_guest_roots = self.no_host_roots[None]
         self._words: tuple[Any, Any] = (None, None)  # host.words and its int64 view, made once per array
         self.no_walk_state = np.zeros((1, 1), dtype=np.int64)
+        self.memo = np.zeros((self.k.MEMO_ROWS + 1, 4), dtype=np.int64)  # the loop's walk memo (loop.py)
         self.records = 0  # trace records run so far
         self._entry: Any = None  # the loop's compiled entry point, after the first call
         self._signature: tuple = ()
@@ -479,7 +482,7 @@ class CompiledEngine:
                                        fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe,
                                        wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
                                        self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,
-                                       wstate, self.cstate, self.ck)
+                                       wstate, self.cstate, self.ck, self.memo)
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             except Exception as exc:  # raised in a kernel: the loop raises nothing else
@@ -519,7 +522,7 @@ class CompiledEngine:
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
-        38 arguments (and loads or compiles the loop); later calls go straight to the
+        39 arguments (and loads or compiles the loop); later calls go straight to the
         compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
         which a run pays at every fault and every switch of VM or asid). Every argument's
         type is fixed when the engine is built (int64 C-contiguous arrays of a fixed

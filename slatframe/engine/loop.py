@@ -753,17 +753,55 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
     out[5] = dirty
 
 
+# The walk memo of plain_walk: what a walk of the 4K page (vm, asid, vpn) returned, so
+# that the next walk of it is counted without reading the tables again. A plain walk (no
+# walk cache, no data cache) that finds every entry on its path present with its accessed
+# flag set (and, for a write, the leaf dirty) reads and writes nothing that could change
+# its result, so its result and counts are those of the last walk of the page, as long as
+# no table entry changed since. Within one call of the loop tables change only by the
+# walks' own accessed/dirty writes (the software side changes them between calls), so
+# the memo is valid for one generation: each call of ``run`` starts a new one, and so does
+# every walk that writes an entry (a dirty flag set on a large page's leaf changes what a
+# walk of its other 4K pages returns). memo[0, 0] is the generation; row 1 + h is (vpn,
+# vm << 32 | asid, generation, packed TLB value | references << 8).
+MEMO_ROWS = 2048  # a power of two
+WRITABLE_DIRTY = (1 << V_WRITABLE) | (1 << V_DIRTY)
+
+
 @njit(cache=True, inline="always", _nrt=False)
-def plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out):
+def memo_row(vm, asid, vpn):
+    return 1 + ((((vpn ^ (asid << 20) ^ (vm << 36)) * HASH_MUL) >> 40) & (MEMO_ROWS - 1))
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo):
     """walk() for the commonest case, with nothing it does not need: one dimension, no
     walk cache of any kind, no data caches, no walk recorded (the loop's ``plain``).
-    The same references, A/D writes, faults and counts as walk() then."""
+    The same references, A/D writes, faults and counts as walk() then; a walk the memo
+    (above) holds is counted from it."""
+    write = op == WRITE
+    vpn = va >> 12
+    r = memo_row(vm, asid, vpn)
+    if memo[r, 0] == vpn and memo[r, 1] == (vm << 32 | asid) and memo[r, 2] == memo[0, 0]:
+        v = memo[r, 3]
+        if not write or (v & WRITABLE_DIRTY) == WRITABLE_DIRTY:  # else the walk writes the dirty flag, or faults
+            refs = (v >> 8) & 15
+            cnt[C_WALKS] += 1
+            cnt[C_REFS] += refs
+            cnt[C_REFS_GUEST] += refs
+            if refs > cnt[C_REFS_MAX]:
+                cnt[C_REFS_MAX] = refs
+            out[0] = 0
+            out[2] = v & ~PAGE_MASK
+            out[3] = v & V_SHIFT
+            out[4] = (v >> V_WRITABLE) & 1
+            out[5] = (v >> V_DIRTY) & 1
+            return
     root = roots[vm, asid] if asid < roots.shape[1] else -1
     if root < 0:
         out[0] = NO_ROOT
         out[1] = va
         return
-    write = op == WRITE
     level = fmts[GUEST, F_LEVELS]
     table = root
     refs = ad_writes = 0
@@ -801,6 +839,12 @@ def plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out):
     out[3] = shift
     out[4] = 1 if (entry & fmts[GUEST, F_WRITE]) != 0 else 0
     out[5] = 1 if fmts[GUEST, F_DIRTY] == 0 or (entry & fmts[GUEST, F_DIRTY]) != 0 else 0
+    if ad_writes:
+        memo[0, 0] += 1  # an entry changed: what the memo holds may be stale
+    memo[r, 0] = vpn
+    memo[r, 1] = vm << 32 | asid
+    memo[r, 2] = memo[0, 0]
+    memo[r, 3] = pack(out[2], shift, out[4], out[5]) | (refs << 8)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -829,7 +873,7 @@ def count_walk(cnt, out):
 def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
-        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck):
+        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, memo):
     """Process records of ``chunk`` (a C-contiguous TRACE_DTYPE array, read in place)
     from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
@@ -840,7 +884,8 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
     plugin's kernel (0: the radix walk here), called with its ``wstate``; ``cstate`` and
     ``ck`` are the plugins' start caches' states and kernel addresses. ``out`` also
     holds the walk recording's control columns and rows (``out[WT_ON]`` 0: no walk is
-    recorded). Compiled without numba's reference counting (``_nrt=False``):
+    recorded). ``memo`` is plain_walk's walk memo, valid for this call only. Compiled
+    without numba's reference counting (``_nrt=False``):
     nothing here allocates; and without the GIL (``nogil``), so that a reader thread
     (:mod:`slatframe.prefetch`) prepares the next chunk meanwhile."""
     n = chunk.shape[0]
@@ -851,6 +896,7 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
     for p in range(wcount.shape[0]):
         if wcount[p] != 0:
             plain = False
+    memo[0, 0] += 1  # the software side may have changed tables since the last call
     i = start
     while i < n:
         rec = chunk[i]
@@ -896,7 +942,7 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         if not translated:
             resume_walk = False
             if plain:
-                plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out)
+                plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo)
             elif wk != 0:
                 call_walk(wk, slot_of, words, wstate, dcfg, dctl, dtag, dage, cnt, vm, asid, va, op, out)
                 count_walk(cnt, out)
