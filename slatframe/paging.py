@@ -98,6 +98,9 @@ class PageTableFormat:
                     f"is at most {MAX_ROOT_TABLE // PAGE_SIZE} concatenated 4K tables")
         if PAGE_SHIFT + sum(self.index_bits) > 64:
             return f"it translates {PAGE_SHIFT + sum(self.index_bits)}-bit addresses; at most 64 are allowed"
+        if (self.accessed_flag | self.dirty_flag) & (self.present_mask | self.leaf_mask | self.frame_mask):
+            return ("accessed_flag and dirty_flag must not share bits with present_mask, leaf_mask or frame_mask: "
+                    "a walk sets them, which must not change whether an entry is present, a leaf, or where it leads")
         wide = [name for name in ("present_mask", "frame_mask", "leaf_flag", "leaf_mask", "write_flag",
                                   "accessed_flag", "dirty_flag", "table_bits", "leaf_bits", "page_flag")
                 if getattr(self, name) >> (8 * self.entry_bytes)]

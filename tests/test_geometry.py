@@ -213,6 +213,8 @@ def test_stage_2_input_width_bounds_vm_memory(ipa_bits, memory, ok):
     (dict(levels=2, index_bits=(10, 10), entry_bytes=4, frame_mask=0xFFFFF000, present_mask=1 << 40),
      "bits 0-31, and present_mask do not"),
     (dict(levels=2, leaf_levels=(2,)), "level 1 is always a leaf level"),
+    (dict(levels=2, accessed_flag=1 << 7), "must not share bits with present_mask, leaf_mask or frame_mask"),
+    (dict(levels=2, dirty_flag=1 << 12), "must not share bits with present_mask, leaf_mask or frame_mask"),
 ])
 def test_geometries_no_walk_can_follow_are_refused(fields, words):
     base = dict(name="bad", levels=4, leaf_levels=(1,), present_mask=1)
