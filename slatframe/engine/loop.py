@@ -763,7 +763,8 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
 # the memo is valid for one generation: each call of ``run`` starts a new one, and so does
 # every walk that writes an entry (a dirty flag set on a large page's leaf changes what a
 # walk of its other 4K pages returns). memo[0, 0] is the generation; row 1 + h is (vpn,
-# vm << 32 | asid, generation, packed TLB value | references << 8).
+# vm << 32 | asid, generation, packed TLB value | references << 8: bits 8-11, which a
+# packed value leaves clear).
 MEMO_ROWS = 2048  # a power of two
 WRITABLE_DIRTY = (1 << V_WRITABLE) | (1 << V_DIRTY)
 
@@ -771,6 +772,22 @@ WRITABLE_DIRTY = (1 << V_WRITABLE) | (1 << V_DIRTY)
 @njit(cache=True, inline="always", _nrt=False)
 def memo_row(vm, asid, vpn):
     return 1 + ((((vpn ^ (asid << 20) ^ (vm << 36)) * HASH_MUL) >> 40) & (MEMO_ROWS - 1))
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def plain_walk_done(cnt, out, refs, value):
+    """Count a plain walk that translated, with ``refs`` references, and report its
+    packed TLB ``value`` in ``out`` (as walk() reports)."""
+    cnt[C_WALKS] += 1
+    cnt[C_REFS] += refs
+    cnt[C_REFS_GUEST] += refs
+    if refs > cnt[C_REFS_MAX]:
+        cnt[C_REFS_MAX] = refs
+    out[0] = 0
+    out[2] = value & ~PAGE_MASK
+    out[3] = value & V_SHIFT
+    out[4] = (value >> V_WRITABLE) & 1
+    out[5] = (value >> V_DIRTY) & 1
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -785,17 +802,7 @@ def plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo):
     if memo[r, 0] == vpn and memo[r, 1] == (vm << 32 | asid) and memo[r, 2] == memo[0, 0]:
         v = memo[r, 3]
         if not write or (v & WRITABLE_DIRTY) == WRITABLE_DIRTY:  # else the walk writes the dirty flag, or faults
-            refs = (v >> 8) & 15
-            cnt[C_WALKS] += 1
-            cnt[C_REFS] += refs
-            cnt[C_REFS_GUEST] += refs
-            if refs > cnt[C_REFS_MAX]:
-                cnt[C_REFS_MAX] = refs
-            out[0] = 0
-            out[2] = v & ~PAGE_MASK
-            out[3] = v & V_SHIFT
-            out[4] = (v >> V_WRITABLE) & 1
-            out[5] = (v >> V_DIRTY) & 1
+            plain_walk_done(cnt, out, (v >> 8) & 15, v & ~0xF00)
             return
     root = roots[vm, asid] if asid < roots.shape[1] else -1
     if root < 0:
@@ -829,22 +836,16 @@ def plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo):
         cnt[C_REFS_ABORTED] += refs
         return
     shift = fmts[GUEST, F_SHIFT + level]
-    cnt[C_WALKS] += 1
-    cnt[C_REFS] += refs
-    cnt[C_REFS_GUEST] += refs
-    if refs > cnt[C_REFS_MAX]:
-        cnt[C_REFS_MAX] = refs
-    out[0] = 0
-    out[2] = frame_of(fmts, GUEST, entry, level) & ~((1 << shift) - 1)
-    out[3] = shift
-    out[4] = 1 if (entry & fmts[GUEST, F_WRITE]) != 0 else 0
-    out[5] = 1 if fmts[GUEST, F_DIRTY] == 0 or (entry & fmts[GUEST, F_DIRTY]) != 0 else 0
+    value = pack(frame_of(fmts, GUEST, entry, level) & ~((1 << shift) - 1), shift,
+                 1 if (entry & fmts[GUEST, F_WRITE]) != 0 else 0,
+                 1 if fmts[GUEST, F_DIRTY] == 0 or (entry & fmts[GUEST, F_DIRTY]) != 0 else 0)
+    plain_walk_done(cnt, out, refs, value)
     if ad_writes:
         memo[0, 0] += 1  # an entry changed: what the memo holds may be stale
     memo[r, 0] = vpn
     memo[r, 1] = vm << 32 | asid
     memo[r, 2] = memo[0, 0]
-    memo[r, 3] = pack(out[2], shift, out[4], out[5]) | (refs << 8)
+    memo[r, 3] = value | (refs << 8)
 
 
 @njit(cache=True, inline="always", _nrt=False)
