@@ -170,6 +170,8 @@ def build(cls: type, table: Any, path: str, ctx: BuildContext) -> Any:
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not str(key).isprintable():  # a newline or other control character: quoted, so the message stays one line
+        return f"{path}[{str(key)!r}]"
     return f"{path}.{key}" if path else key
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import slatframe
 from slatframe.cli import main
@@ -144,6 +144,7 @@ _KEYS = st.one_of(st.sampled_from(["workload.accesses", "machine.slat", "tlb.lev
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(sets=st.dictionaries(_KEYS, _VALUES, max_size=3))
+@example(sets={"machine.slat": {"\n": 0}})  # a key with a newline: quoted in the key path
 def test_any_set_mapping_resolves_or_is_one_sentence(sets):
     """Overrides of any key and any Python value: a config, or one SlatframeError."""
     from slatframe.api import load
