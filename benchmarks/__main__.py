@@ -8,6 +8,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
     python -m benchmarks --readers [--accesses N]       (trace readers: records per second, against the previous ones)
     python -m benchmarks --end-to-end [--accesses N]    (slatframe run from a trace file, beside the bare loop)
+    python -m benchmarks --bounds [--accesses N]        (issue 17's targets beside bare loops doing the same work)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
@@ -612,6 +613,11 @@ def end_to_end(accesses: int) -> None:
     run(accesses)
 
 
+def bounds(accesses: int) -> None:
+    from .bounds import bounds as run  # (it imports this module's functions)
+    run(accesses)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accesses", type=int, default=5_000_000)
@@ -629,8 +635,11 @@ def main(argv=None) -> None:
                     help="instead: microseconds per first touch of a page (native), over PAGES pages")
     ap.add_argument("--end-to-end", action="store_true",
                     help="instead: slatframe run from a trace file, in fresh processes, beside the bare loop")
+    ap.add_argument("--bounds", action="store_true",
+                    help="instead: each throughput target's engine row beside bare loops doing the same work")
     args = ap.parse_args(argv)
-    instead = [(args.faults, lambda: faults(args.faults)), (args.end_to_end, lambda: end_to_end(args.accesses)),
+    instead = [(args.bounds, lambda: bounds(args.accesses)), (args.faults, lambda: faults(args.faults)),
+               (args.end_to_end, lambda: end_to_end(args.accesses)),
                (args.readers, lambda: readers(args.accesses)),
                (args.builtins_apart, lambda: builtins_apart(args.accesses)),
                (args.profile, lambda: profile(args.accesses)), (args.kernels, lambda: kernels(args.accesses)),

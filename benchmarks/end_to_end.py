@@ -59,6 +59,17 @@ entry()
 """
 
 
+def e2e_config():
+    """(config, registry) of CONFIG, for passes over records in memory: the engine runs
+    the same whatever file the records came from."""
+    from slatframe.trace import TRACE_DTYPE
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.toml"
+        path.write_text(CONFIG.format(source="npz", path="t.npz"))
+        write_npz(Path(tmp) / "t.npz", np.zeros(1, dtype=TRACE_DTYPE), compressed=False)
+        return load_config(path)
+
+
 def one_run(config: Path, out: Path) -> dict:
     """One `slatframe run` in a fresh process: the whole process's seconds (from before
     the interpreter starts), the run's own (``wall_time_s`` less ``compile_time_s``, the
