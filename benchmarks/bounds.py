@@ -178,7 +178,8 @@ def same_work_loop(on_miss: int, psc: bool, two_d: bool):
     """The bare loop for one kind of miss handling, compiled with ``on_miss``, ``psc``
     and ``two_d`` as constants (numba folds a closure's variables): the same loop taking
     them as arguments ran at a third of the speed (13 against 34 M/s, 16x4 with 1D
-    walks), its unused branches costing what the engine's generality costs it."""
+    walks): never-taken branches cost a loop this size registers and layout, as they
+    cost the engine, one loop for every configuration."""
 
     @njit(cache=True)  # (numba keys a closure's cache entry by its variables' values)
     def same_work(vas, passes, l1_sets, l1_ways, l2_sets, l2_ways, slot_of, words, groot, hroot, guest_leaf,
