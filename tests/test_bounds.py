@@ -14,38 +14,44 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
 
-from benchmarks.__main__ import CONFIGS, REACH_PAGES, TLB, workload  # noqa: E402
+from benchmarks.__main__ import CONFIGS, TLB, workload  # noqa: E402
 from benchmarks.bounds import LEAVES, SKYLAKE, WALK, Bare  # noqa: E402
 from benchmarks.end_to_end import e2e_config  # noqa: E402
 from slatframe.testing import build, tiny_config  # noqa: E402
 
 
-def scattered(accesses: int, pages: int = 4096, seed: int = 3) -> np.ndarray:
-    """Uniform over ``pages`` pages scattered over the walk-heavy span (600 MiB, 300 2M
-    regions: more than the 32-entry PDE caches hold), which the 1536-entry L2 TLB does
-    not hold; few pages, so that the cold pass's faults stay few."""
+def nested(accesses: int, seed: int = 3) -> np.ndarray:
+    """Uniform over 4096 pages in 48 2M regions, in 10 1G regions, in 6 512G regions:
+    a few more of each than the guest's PDE, PDPTE and PML4E caches hold (32, 8 and 4
+    entries), so that each of them hits and misses, and a cache of another size or
+    keying counts otherwise; more pages than the 1536-entry L2 TLB holds. (The host
+    dimension's gPAs all lie in the first 1G region: its PDPTE and PML4E caches always
+    hit, here as in any run of an 8G VM.)"""
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(100 * REACH_PAGES, pages, replace=False).astype(np.uint64)
+    l4 = rng.choice(np.arange(1, 256), 6, replace=False)
+    l3 = [(int(l4[i % 6]), int(x)) for i, x in enumerate(rng.choice(512, 10, replace=False))]
+    l2 = [l3[i % 10] + (int(x),) for i, x in enumerate(rng.choice(512, 48, replace=False))]
+    pages = [(a << 27) | (b << 18) | (c << 9) | int(d) for i, (a, b, c) in enumerate(l2)
+             for d in rng.choice(512, 4096 // 48 + (i < 4096 % 48), replace=False)]
     t = workload("walk-heavy", accesses)
-    t["vaddr"] = (chosen[rng.integers(0, pages, accesses)] << np.uint64(12)) + np.uint64(1 << 32)
+    t["vaddr"] = np.array(pages, dtype=np.uint64)[rng.integers(0, len(pages), accesses)] << np.uint64(12)
     return t
 
 
 @pytest.mark.parametrize("label", ["intel-ept 2D + TLB + PSC", "native + TLB + PSC"])
-def test_bare_walks_with_pscs_count_as_the_engine(label):
+def test_bare_walks_with_pscs_count_and_translate_as_the_engine(label):
     config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}], **CONFIGS[label]))
-    bare = Bare(config, registry, scattered(40_000), SKYLAKE, "2D" in label)
-    assert bare.counts["walks"] > 20_000  # the warm pass walks: the comparison has something to compare
-    assert bare.counts["walk_cache.psc-guest-l2.misses"] > 10_000  # and the PDE cache evicts
-    assert bare.differences(psc=True) == {}
-    with_caches, _ = bare.run(WALK, True, 1)
-    leaves, _ = bare.run(LEAVES, False, 1)
-    assert with_caches == leaves > 0  # perfect walk caches translate to the same addresses
+    bare = Bare(config, registry, nested(30_000), SKYLAKE, "2D" in label)
+    for level in (2, 3, 4):  # each guest walk cache hits and misses: the comparison can see each one
+        assert bare.counts[f"walk_cache.psc-guest-l{level}.hits"] > 200
+        assert bare.counts[f"walk_cache.psc-guest-l{level}.misses"] > 200
+    assert bare.counts["walks"] > 15_000
+    assert bare.differences(WALK, True) == {}  # every counter, and every access's host-physical address
+    assert bare.differences(LEAVES, False, same_counts=False) == {}  # perfect caches: the same addresses
 
 
-def test_bare_lru_and_walks_count_as_the_engine_for_the_end_to_end_config():
+def test_bare_lru_and_walks_count_and_translate_as_the_engine_for_the_end_to_end_config():
     config, registry = e2e_config()
-    trace = workload("hit-heavy", 30_000)
-    bare = Bare(config, registry, trace, [(16, 4)], False)
+    bare = Bare(config, registry, workload("hit-heavy", 30_000), [(16, 4)], False)
     assert bare.counts["walks"] > 10_000
-    assert bare.differences(psc=False) == {}
+    assert bare.differences(WALK, False) == {}
