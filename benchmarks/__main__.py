@@ -8,7 +8,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
     python -m benchmarks --readers [--accesses N]       (trace readers: records per second, against the previous ones)
     python -m benchmarks --end-to-end [--accesses N]    (slatframe run from a trace file, beside the bare loop)
-    python -m benchmarks --bounds [--accesses N]        (issue 17's targets beside bare loops doing the same work)
+    python -m benchmarks --bounds [--accesses N]        (issue 17's targets beside bare loops that count as the engine does)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
@@ -636,7 +636,7 @@ def main(argv=None) -> None:
     ap.add_argument("--end-to-end", action="store_true",
                     help="instead: slatframe run from a trace file, in fresh processes, beside the bare loop")
     ap.add_argument("--bounds", action="store_true",
-                    help="instead: each throughput target's engine row beside bare loops doing the same work")
+                    help="instead: each throughput target's engine row beside bare loops that count as the engine does")
     args = ap.parse_args(argv)
     instead = [(args.bounds, lambda: bounds(args.accesses)), (args.faults, lambda: faults(args.faults)),
                (args.end_to_end, lambda: end_to_end(args.accesses)),
