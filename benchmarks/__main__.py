@@ -8,7 +8,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
     python -m benchmarks --readers [--accesses N]       (trace readers: records per second, against the previous ones)
     python -m benchmarks --end-to-end [--accesses N]    (slatframe run from a trace file, beside the bare loop)
-    python -m benchmarks --bounds [--accesses N]        (issue 17's targets beside bare loops that count as the engine does)
+    python -m benchmarks --bounds [--accesses N]        (throughput targets beside bare loops counting as the engine)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
