@@ -618,10 +618,21 @@ def bounds(accesses: int) -> None:
     run(accesses)
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (else one sentence, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: give a whole number of at least 1")
+    return value
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--accesses", type=int, default=5_000_000)
-    ap.add_argument("--reference-accesses", type=int, default=100_000)
+    ap.add_argument("--accesses", type=positive, default=5_000_000)
+    ap.add_argument("--reference-accesses", type=positive, default=100_000)
     ap.add_argument("--streaming", type=int, nargs="*", metavar="N",
                     help="instead: peak RSS of slatframe run at these trace lengths (e.g. 1000000 100000000)")
     ap.add_argument("--profile", action="store_true",

@@ -65,6 +65,16 @@ def shift_of(level):
 
 
 @njit(cache=True, inline="always")
+def leaf_address(e, level, address):
+    """Where ``address`` leads through entry ``e`` of ``level`` if it is a leaf (level 1,
+    or the page-size bit set), else -1."""
+    if level != 1 and (e & LARGE) == 0:
+        return -1
+    sh = shift_of(level)
+    return (e & FRAME & ~((1 << sh) - 1)) | (address & ((1 << sh) - 1))
+
+
+@njit(cache=True, inline="always")
 def lru_victim(stamps, ways):
     """The way an LRU set fills: the first invalid one, else the least recently used.
     An invalid way's stamp is 0 and a valid one's above, so that is the first way with
@@ -135,9 +145,9 @@ def host_walk(slot_of, words, hroot, gpa, keys, vals, stamps, psc, clock, counts
             psc_fill(keys, vals, stamps, HOST, pending, gpa, pa & ~4095, clock, counts)
         e = load(slot_of, words, pa)
         counts[REFS_HOST] += 1
-        if level == 1 or (e & LARGE) != 0:
-            sh = shift_of(level)
-            return (e & FRAME & ~((1 << sh) - 1)) | (gpa & ((1 << sh) - 1))
+        hpa = leaf_address(e, level, gpa)
+        if hpa >= 0:
+            return hpa
         pending = level
         table = e & FRAME
         level -= 1
@@ -160,9 +170,8 @@ def walk(slot_of, words, groot, hroot, two_d, va, keys, vals, stamps, psc, clock
             psc_fill(keys, vals, stamps, GUEST, pending, va, pa & ~4095, clock, counts)
         e = load(slot_of, words, pa)
         counts[REFS_GUEST] += 1
-        if level == 1 or (e & LARGE) != 0:
-            sh = shift_of(level)
-            gpa = (e & FRAME & ~((1 << sh) - 1)) | (va & ((1 << sh) - 1))
+        gpa = leaf_address(e, level, va)
+        if gpa >= 0:
             if two_d:
                 return host_walk(slot_of, words, hroot, gpa, keys, vals, stamps, psc, clock, counts)
             return gpa
