@@ -9,6 +9,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --readers [--accesses N]       (trace readers: records per second, against the previous ones)
     python -m benchmarks --end-to-end [--accesses N]    (slatframe run from a trace file, beside the bare loop)
     python -m benchmarks --bounds [--accesses N]        (throughput targets beside bare loops counting as the engine)
+    python -m benchmarks --cuts [--accesses N]          (the engine's loop beside copies with one piece cut)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
 
 All ratios are measured in this one process run, on one core. Peak RSS is the
@@ -618,6 +619,11 @@ def bounds(accesses: int) -> None:
     run(accesses)
 
 
+def cuts(accesses: int) -> None:
+    from .cuts import cuts as run  # (it imports this module's functions)
+    run(accesses)
+
+
 def positive(text: str) -> int:
     """An argparse type: a whole number of at least 1 (else one sentence, exit 2)."""
     try:
@@ -648,8 +654,11 @@ def main(argv=None) -> None:
                     help="instead: slatframe run from a trace file, in fresh processes, beside the bare loop")
     ap.add_argument("--bounds", action="store_true",
                     help="instead: each throughput target's engine row beside bare loops that count as the engine does")
+    ap.add_argument("--cuts", action="store_true",
+                    help="instead: the engine's loop beside copies of it with one piece cut or fixed (compiles minutes)")
     args = ap.parse_args(argv)
-    instead = [(args.bounds, lambda: bounds(args.accesses)), (args.faults, lambda: faults(args.faults)),
+    instead = [(args.bounds, lambda: bounds(args.accesses)), (args.cuts, lambda: cuts(args.accesses)),
+               (args.faults, lambda: faults(args.faults)),
                (args.end_to_end, lambda: end_to_end(args.accesses)),
                (args.readers, lambda: readers(args.accesses)),
                (args.builtins_apart, lambda: builtins_apart(args.accesses)),

@@ -1,0 +1,229 @@
+"""Where the compiled loop's time goes on the hit path: the engine's own loop beside
+copies of it with one piece cut or fixed at a time, on the engine's own state.
+
+    python -m benchmarks --cuts [--accesses N]
+
+Each variant is the engine's generated module (:func:`slatframe.engine.codegen.module_source`)
+with text edits to ``run`` and its helpers, written to ``$SLATFRAME_CACHE_DIR/cuts`` and
+compiled there by numba (a minute or two each the first time, then cached). It is called
+with the arguments the engine's own ``run_chunk`` passed to its loop in a warm pass
+(captured, so every variant runs on the engine's tables, TLB and policy state), and timed
+on further warm passes, the rows taken in turn, each the best of ``rounds``.
+
+A cut that removes work (the TLB fill after a walk, say) changes what later passes find,
+so its row says what that work costs, roughly; a cut that fixes what the engine reads at
+run time (the hierarchy's shape, the policy) does the same work. Rows are for finding
+where the time goes, not results: no variant is checked against the reference tier.
+An edit that no longer matches the loop's text stops the run with the cut's name
+(``tests/test_cuts.py`` checks that every edit still applies).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from slatframe.counters import Counters
+from slatframe.engine import make_engine
+from slatframe.engine.codegen import cache_dir, module_source, policy_ids
+from slatframe.machine import build_machine
+from slatframe.report import table
+
+# -- the cuts: name -> (old text, new text) edits of the generated module ------------------
+
+_WALKS = """            if plain:
+                plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo)
+            elif wk != 0:
+                call_walk(wk, slot_of, words, wstate, dcfg, dctl, dtag, dage, cnt, vm, asid, va, op, out)
+                count_walk(cnt, out)
+            else:
+                if out[WT_ON] != 0:
+                    wt_begin(out, cnt, hitbase, i, vm, asid, va, op)
+                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
+                     pk, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+                if out[WT_ON] != 0:
+                    wt_end(out, cnt, hitbase)
+"""
+_PLAIN = "\n            plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo)\n"
+_TAIL = """        if record_hpa:
+            hpa_out[i] = hpa
+        if dctl[1] != 0:
+            dc_access(dcfg, dctl, dtag, dage, cnt, hpa, 1)
+        if track_writes and op == WRITE:
+            content[hpa >> 12] = written[0]
+            written[0] += 1
+"""
+_CHECKS = """            if vm != last_vm[0] or op >= CONTEXT_SWITCH:
+                return EVENT, i
+            running = current_asid[vm]
+            if running != asid:
+                if running >= 0:
+                    return EVENT, i
+                current_asid[vm] = asid
+"""
+_SHAPE = """            for depth in range(npath):
+                level = path[depth]
+                for j in range(tcfg[level, T_NSHIFTS]):
+                    shift = tcfg[level, T_SHIFT0 + j]
+"""
+_WALK_FILL = "            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift)\n"
+_VICTIM = "    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
+_FILL = "    ttag[level, s, w, 3] = value\n    policy_fill(pid, pstate, pk, level, s, w)"
+
+CUTS: dict[str, list[tuple[str, str]]] = {
+    # walk() and a walk plugin's call out of the loop: every walk is plain_walk's (timing only)
+    "one walk": [(_WALKS, _PLAIN[1:])],
+    "no walk": [(_PLAIN, "\n            out[0] = 0\n")],  # after "one walk": a miss translates to 0
+    "no tail": [(_TAIL, "        memo[0, 1] += hpa\n")],  # hpa_out, data caches, written pages
+    "no record checks": [(_CHECKS, "")],  # VM, asid and control records
+    "no fill after a walk": [(_WALK_FILL, "")],
+    "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, path[0], "
+                                     "tlb_ctx(vm, asid, shift), va >> shift, value)\n")],
+    "LRU called directly": [(_VICTIM, "    w = free if free >= 0 else LRU_victim(pstate, si, s)"),
+                            (_FILL, "    ttag[level, s, w, 3] = value\n    LRU_fill(pstate, level, s, w)")],
+    "no victim check": [("""    if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
+        raise IndexError("a TLB policy's victim kernel returned a way outside its set")
+""", "")],
+    "shape compiled in": [(_SHAPE, """            for depth in range(NPATH):
+                level = depth
+                for j in range(1):
+                    shift = 12
+""")],
+    "wide sets scanned": [("INDEX_MIN_WAYS = 8\n", "INDEX_MIN_WAYS = 64\n")],
+}
+
+# per config: (what the row is, the cuts it applies)
+VARIANTS = {
+    "end-to-end config (native, one 16x4 LRU level, walk memo)": [
+        ("the engine's loop, compiled apart", []),
+        ("one walk function", ["one walk"]),
+        ("  + no walk (misses translate to 0)", ["one walk", "no walk"]),
+        ("  + no fill after a walk (the TLB keeps what it held)", ["one walk", "no fill after a walk"]),
+        ("  + no tail", ["one walk", "no tail"]),
+        ("  + no record checks", ["one walk", "no record checks"]),
+        ("  + the fill one place", ["one walk", "fill: one place"]),
+        ("  + LRU called directly", ["one walk", "LRU called directly"]),
+        ("  + no victim check", ["one walk", "no victim check"]),
+        ("  + the TLB's shape compiled in", ["one walk", "shape compiled in"]),
+        ("  + all five above", ["one walk", "no tail", "no record checks", "fill: one place",
+                                "LRU called directly", "shape compiled in"]),
+    ],
+    "Skylake-like hit-heavy (native, 16x4 + 128x12, PSCs)": [
+        ("the engine's loop, compiled apart", []),
+        ("one walk function", ["one walk"]),
+        ("  + the TLB's shape compiled in", ["one walk", "shape compiled in"]),
+        ("  + LRU called directly", ["one walk", "LRU called directly"]),
+        ("  + the 12-way sets scanned (no index)", ["one walk", "wide sets scanned"]),
+        ("  + no tail, no record checks, no walk", ["one walk", "no tail", "no record checks", "no walk"]),
+        ("  + all of these but the scan", ["one walk", "no tail", "no record checks", "no walk",
+                                           "shape compiled in", "LRU called directly"]),
+    ],
+}
+
+
+def edited(source: str, cuts: list[str], npath: int, lru_pid: int) -> str:
+    """``source`` with ``cuts`` applied; raises naming a cut whose text is not found once."""
+    out = source.replace("INLINE_POLICIES = ", f"NPATH = {npath}\nINLINE_POLICIES = ")
+    out = out.replace("\nINLINE_POLICIES = ", f"\nLRU_victim = k{lru_pid}_victim\nLRU_fill = k{lru_pid}_fill\n"
+                                               "INLINE_POLICIES = ", 1)
+    for name in cuts:
+        for old, new in CUTS[name]:
+            if out.count(old) != 1:
+                raise LookupError(f"cut {name!r}: its text is found {out.count(old)} times in the loop, not once "
+                                  "(loop.py changed: update benchmarks/cuts.py)")
+            out = out.replace(old, new)
+    return out
+
+
+def load(source: str, name: str) -> Callable:
+    """The ``run`` of ``source``, as a module of its own in the cuts folder."""
+    folder = cache_dir() / "cuts"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.exists() or path.read_text() != source:
+        path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module.run
+
+
+def captured_calls(config, registry, trace: np.ndarray, chunk: int = 65536):
+    """An engine after a cold pass over ``trace``, and its loop's arguments of each call of
+    a warm pass (one per chunk: a warm pass of one VM and asid neither faults nor stops)."""
+    engine = make_engine("compiled", build_machine(config, registry, Counters()), registry)
+    calls: list[tuple] = []
+    loop = engine._loop
+
+    def capture(*args):
+        calls.append(args)
+        return loop(*args)
+
+    engine._loop = capture
+    for _ in range(2):  # a cold pass, then the warm pass whose calls are kept
+        calls.clear()
+        for i in range(0, len(trace), chunk):
+            engine.run_chunk(trace[i:i + chunk])
+    engine._loop = loop
+    return engine, calls
+
+
+def pass_rate(run: Callable, calls: list[tuple], accesses: int) -> float:
+    start = time.perf_counter()
+    for args in calls:
+        status, _ = run(*args)
+        if status != 0:
+            raise RuntimeError("a variant stopped before the end of a chunk")
+    return accesses / (time.perf_counter() - start)
+
+
+def cut_rows(label: str, config, registry, trace: np.ndarray, rounds: int, yardstick) -> list:
+    """Rows of ``VARIANTS[label]``: each variant's rate beside ``yardstick`` and the engine's loop."""
+    engine, calls = captured_calls(config, registry, trace)
+    k, (tcfg, paths, npaths) = engine.k, (calls[0][j] for j in (13, 25, 26))
+    if not ((tcfg[:, k.T_NSHIFTS] == 1).all() and (tcfg[:, k.T_SHIFT0] == 12).all()
+            and (paths[1, :npaths[1]] == np.arange(npaths[1])).all()):
+        raise ValueError(f"{label}: \"shape compiled in\" needs 4K-only levels looked up in order")
+    source = module_source(registry)
+    timed = [yardstick, ("the engine's loop", functools.partial(pass_rate, engine.k.run, calls, len(trace)))]
+    for what, cuts in VARIANTS[label]:
+        text = edited(source, cuts, int(npaths[1]), policy_ids(registry)["lru"])
+        name = "cut_" + "_".join(c.replace(" ", "").replace(":", "").replace("'", "") for c in cuts or ["none"])
+        name += f"_{int(npaths[1])}"
+        run = load(text, name)
+        started = time.perf_counter()
+        pass_rate(run, calls, len(trace))
+        print(f"{label}: {what}: compiled or loaded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        timed.append((what, functools.partial(pass_rate, run, calls, len(trace))))
+    best = [0.0] * len(timed)
+    for _ in range(rounds):
+        for j, (_, rate) in enumerate(timed):
+            best[j] = max(best[j], rate())
+    return [(label, what, f"{rate / 1e6:.2f}", f"{rate / best[1]:.2f}x") for (what, _), rate in zip(timed, best)]
+
+
+def cuts(accesses: int, rounds: int = 15) -> None:
+    """Print the cut variants' rates beside the engine's loop and the bare LRU loop."""
+    from slatframe.testing import build, tiny_config
+
+    from .__main__ import CONFIGS, TLB, bare_rate, workload
+    from .end_to_end import e2e_config
+
+    trace = workload("hit-heavy", accesses)
+    pages = (trace["vaddr"] >> np.uint64(12)).astype(np.int64)
+    yardstick = ("bare LRU loop, 16x4 (the issue's yardstick)", functools.partial(bare_rate, pages, 1, 16, 4))
+    labels = list(VARIANTS)
+    config, registry = e2e_config()
+    rows = cut_rows(labels[0], config, registry, trace, rounds, yardstick)
+    config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}],
+                                         **CONFIGS["native + TLB + PSC"]))
+    rows += cut_rows(labels[1], config, registry, trace, rounds, yardstick)
+    print(f"{accesses:,} hit-heavy accesses per warm pass; each row the best of {rounds} taken in turn")
+    print(table(rows, ("config", "loop", "M accesses/s", "its rate / the engine's loop")))
+
