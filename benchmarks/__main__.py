@@ -655,7 +655,7 @@ def main(argv=None) -> None:
     ap.add_argument("--bounds", action="store_true",
                     help="instead: each throughput target's engine row beside bare loops that count as the engine does")
     ap.add_argument("--cuts", action="store_true",
-                    help="instead: the engine's loop beside copies of it with one piece cut or fixed (compiles minutes)")
+                    help="instead: the engine's loop beside copies of it with one piece cut or fixed (minutes)")
     args = ap.parse_args(argv)
     instead = [(args.bounds, lambda: bounds(args.accesses)), (args.cuts, lambda: cuts(args.accesses)),
                (args.faults, lambda: faults(args.faults)),

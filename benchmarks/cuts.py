@@ -71,7 +71,8 @@ _SHAPE = """            for depth in range(npath):
                 for j in range(tcfg[level, T_NSHIFTS]):
                     shift = tcfg[level, T_SHIFT0 + j]
 """
-_WALK_FILL = "            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift)\n"
+_WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, "
+              "shift)\n")
 _VICTIM = "    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
 _FILL = "    ttag[level, s, w, 3] = value\n    policy_fill(pid, pstate, pk, level, s, w)"
 
