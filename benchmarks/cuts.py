@@ -80,7 +80,8 @@ CUTS: dict[str, list[tuple[str, str]]] = {
     # walk() and a walk plugin's call out of the loop: every walk is plain_walk's (timing only)
     "one walk": [(_WALKS, _PLAIN[1:])],
     "no walk": [(_PLAIN, "\n            out[0] = 0\n")],  # after "one walk": a miss translates to 0
-    "no tail": [(_TAIL, "        memo[0, 1] += hpa\n")],  # hpa_out, data caches, written pages
+    # hpa_out, data caches, written pages; hpa goes to a memo cell the loop never reads, so it is still computed
+    "no tail": [(_TAIL, "        memo[0, 1] += hpa\n")],
     "no record checks": [(_CHECKS, "")],  # VM, asid and control records
     "no fill after a walk": [(_WALK_FILL, "")],
     "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, path[0], "
