@@ -72,7 +72,7 @@ _SHAPE = """            for depth in range(npath):
                     shift = tcfg[level, T_SHIFT0 + j]
 """
 _WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, "
-              "shift)\n")
+              "shift, missed)\n")
 _VICTIM = "    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
 _FILL = "    ttag[level, s, w, 3] = value\n    policy_fill(pid, pstate, pk, level, s, w)"
 
@@ -85,7 +85,7 @@ CUTS: dict[str, list[tuple[str, str]]] = {
     "no record checks": [(_CHECKS, "")],  # VM, asid and control records
     "no fill after a walk": [(_WALK_FILL, "")],
     "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, path[0], "
-                                     "tlb_ctx(vm, asid, shift), va >> shift, value)\n")],
+                                     "tlb_ctx(vm, asid, shift), va >> shift, value, missed)\n")],
     "LRU called directly": [(_VICTIM, "    w = free if free >= 0 else LRU_victim(pstate, si, s)"),
                             (_FILL, "    ttag[level, s, w, 3] = value\n    LRU_fill(pstate, level, s, w)")],
     "no victim check": [("""    if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
@@ -189,13 +189,17 @@ def cut_rows(label: str, config, registry, trace: np.ndarray, rounds: int, yards
     """Rows of ``VARIANTS[label]``: each variant's rate beside ``yardstick`` and the engine's loop."""
     engine, calls = captured_calls(config, registry, trace)
     k, (tcfg, paths, npaths) = engine.k, (calls[0][j] for j in (13, 25, 26))
-    if not ((tcfg[:, k.T_NSHIFTS] == 1).all() and (tcfg[:, k.T_SHIFT0] == 12).all()
-            and (paths[1, :npaths[1]] == np.arange(npaths[1])).all()):
-        raise ValueError(f"{label}: \"shape compiled in\" needs 4K-only levels looked up in order")
+    lru = policy_ids(registry)["lru"]
+    in_order = all(npaths[row] == npaths[1] and (paths[row, :npaths[row]] == np.arange(npaths[1])).all()
+                   for row in (0, 1))
+    if not ((tcfg[:, k.T_NSHIFTS] == 1).all() and (tcfg[:, k.T_SHIFT0] == 12).all() and in_order):
+        raise ValueError(f"{label}: \"shape compiled in\" needs 4K-only levels, every one looked up in order")
+    if not (tcfg[:, k.T_PID] == lru).all():  # else "LRU called directly" would time another policy than configured
+        raise ValueError(f"{label}: \"LRU called directly\" needs every TLB level's policy to be LRU")
     source = module_source(registry)
     timed = [yardstick, ("the engine's loop", functools.partial(pass_rate, engine.k.run, calls, len(trace)))]
     for what, cuts in VARIANTS[label]:
-        text = edited(source, cuts, int(npaths[1]), policy_ids(registry)["lru"])
+        text = edited(source, cuts, int(npaths[1]), lru)
         name = "cut_" + "_".join(c.replace(" ", "").replace(":", "").replace("'", "") for c in cuts or ["none"])
         name += f"_{int(npaths[1])}"
         run = load(text, name)

@@ -38,3 +38,17 @@ def test_a_missing_edit_stops_with_the_cut_name(source_and_lru):
     source, lru = source_and_lru
     with pytest.raises(LookupError, match="'no walk'"):
         edited(source, ["no walk"], 2, lru)  # its text exists only after "one walk"
+
+
+def test_cuts_refuse_a_config_whose_policy_they_would_replace():
+    """"LRU called directly" compiles LRU in: a FIFO TLB is refused, not timed as LRU."""
+    from benchmarks.__main__ import workload
+    from benchmarks.cuts import cut_rows
+
+    config, registry = build(tiny_config(tlb={"levels": [{"name": "l1d", "sets": 16, "ways": 4, "latency": 1,
+                                                           "policy": "fifo"}]},
+                                         vms=[{"name": "vm0", "memory": "8G"}],
+                                         machine={"slat": "native", "host_memory": "64G"}))
+    label = next(iter(VARIANTS))
+    with pytest.raises(ValueError, match="policy to be LRU"):
+        cut_rows(label, config, registry, workload("hit-heavy", 2000), 1, ("yardstick", lambda: 1.0))

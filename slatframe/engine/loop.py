@@ -191,22 +191,29 @@ def sa_lookup(tag, pstate, pk, pid, i, si, s, c, k, ways):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_place(tag, pstate, pk, pid, i, si, s, c, k, ways):
+def sa_place(tag, pstate, pk, pid, i, si, s, c, k, ways, absent):
     """The way ``(c, k)`` goes to: its own, the first invalid one, or the policy's victim.
     Returns (way, evicted?, evicted ctx, evicted key); the caller writes the value and
-    then calls policy_fill."""
+    then calls policy_fill. ``absent``: the caller knows ``(c, k)`` is not in the set (a
+    lookup of it just missed), so its own way is not looked for."""
     free = -1
     wide = ways > INDEX_MIN_WAYS
     last = tag.shape[2] - 1
     if wide:
-        own = sa_find(tag, i, s, c, k, ways)
-        if own >= 0:
-            return own, False, -1, 0
+        if not absent:
+            own = sa_find(tag, i, s, c, k, ways)
+            if own >= 0:
+                return own, False, -1, 0
         if tag[i, s, last, 0] < ways:  # the set has an invalid way: the first one
             for x in range(ways):
                 if tag[i, s, x, 0] == -1:
                     free = x
                     break
+    elif absent:
+        for x in range(ways):
+            if tag[i, s, x, 0] == -1:
+                free = x
+                break
     else:
         for x in range(ways):  # one pass: the key's own way, else remember the first invalid one
             if tag[i, s, x, 1] == k and tag[i, s, x, 0] == c:
@@ -264,11 +271,12 @@ def tlb_holds(tcfg, level, shift):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_place(tcfg, ttag, pstate, pk, level, c, k, value):
-    """Write one entry into ``level``: (evicted?, and the evicted ctx, key, value)."""
+def tlb_place(tcfg, ttag, pstate, pk, level, c, k, value, absent):
+    """Write one entry into ``level``: (evicted?, and the evicted ctx, key, value);
+    ``absent`` as sa_place."""
     s = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
     pid = tcfg[level, T_PID]
-    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, pid, level, level, s, c, k, tcfg[level, T_WAYS])
+    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, pid, level, level, s, c, k, tcfg[level, T_WAYS], absent)
     ev_value = ttag[level, s, w, 3]
     ttag[level, s, w, 3] = value
     policy_fill(pid, pstate, pk, level, s, w)
@@ -294,26 +302,31 @@ def tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, 
                 break
         if nxt < 0:
             return
-        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path[nxt], ev_c, ev_k, ev_value)
+        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path[nxt], ev_c, ev_k, ev_value, False)
         if not evicted:
             return
         pos = nxt
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value):
-    """Insert into level path[pos]; handle the victim as the inclusion policy says."""
-    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path[pos], c, k, value)
+def tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, absent):
+    """Insert into level path[pos]; handle the victim as the inclusion policy says;
+    ``absent`` as sa_place."""
+    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path[pos], c, k, value, absent)
     if evicted and inclusion != 0:
         tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, ev_value)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift):
+def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift, missed):
+    """Fill the levels of ``path`` that hold ``shift``. ``missed``: this access's lookup
+    missed at every level of ``path``, for each of its page sizes, so no level holds the
+    entry (a walk does not touch the TLB, and an insert into one level adds nothing to
+    another), and each insert skips the search for the entry's own way."""
     c, k = tlb_ctx(vm, asid, shift), va >> shift
     for pos in range(npath):
         if tlb_holds(tcfg, path[pos], shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, missed)
             if inclusion == 2:
                 return
 
@@ -331,7 +344,7 @@ def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, 
         level = path[depth]
         sl = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
         sa_remove(ttag, pstate, pk, tcfg[level, T_PID], level, level, sl, c, k, tcfg[level, T_WAYS])
-        tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, first, c, k, value)
+        tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, first, c, k, value, False)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -341,7 +354,7 @@ def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, 
         return
     for pos in range(depth):
         if tlb_holds(tcfg, path[pos], shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, False)
 
 
 @njit(cache=True, _nrt=False)
@@ -401,7 +414,7 @@ def wc_invalidate(wcfg, wtag, pstate, pk, cstate, ck, base, scope, vm, asid):
 @njit(cache=True, _nrt=False)
 def wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, k, value):
     pid = wcfg[j, W_PID]
-    w, _, _, _ = sa_place(wtag, pstate, pk, pid, j, base + j, s, c, k, wcfg[j, W_WAYS])
+    w, _, _, _ = sa_place(wtag, pstate, pk, pid, j, base + j, s, c, k, wcfg[j, W_WAYS], False)
     wtag[j, s, w, 3] = value
     policy_fill(pid, pstate, pk, base + j, s, w)
 
@@ -906,6 +919,7 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         path = paths[row]
         npath = npaths[row]
         translated = False  # a TLB hit that needs no walk
+        missed = False  # the lookup ran and missed at every level
         if not resume_walk:
             if vm != last_vm[0] or op >= CONTEXT_SWITCH:
                 return EVENT, i
@@ -940,6 +954,8 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
                 translated = True
             elif found:
                 cnt[C_ON_HIT] += 1
+            else:
+                missed = True
         if not translated:
             resume_walk = False
             if plain:
@@ -958,7 +974,7 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
                 return FAULT, i
             shift = out[3]
             value = pack(out[2], shift, out[4], out[5])
-            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift)
+            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift, missed)
         hpa = (value & ~PAGE_MASK) + (va & ((1 << shift) - 1))
         if record_hpa:
             hpa_out[i] = hpa
