@@ -12,7 +12,8 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --cuts [--accesses N]          (the engine's loop beside copies with one piece cut)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
 
-All ratios are measured in this one process run, on one core. Peak RSS is the
+The compiled tier's rates are those of its generic loop and of its loop shaped for the
+config's TLB (``experiment.loop = "shaped"``). All ratios are measured in this one process run, on one core. Peak RSS is the
 process's maximum resident set size (getrusage) at the end of each row.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from numba import njit
 
 from slatframe.counters import Counters
 from slatframe.engine import make_engine
+from slatframe.engine.shape import shape_of
 from slatframe import hookimpl
 from slatframe.machine import build_machine
 from slatframe.registry import Registry
@@ -139,12 +141,13 @@ def bare_rate(pages: np.ndarray, passes: int = 3, sets: int = 128, ways: int = 1
 
 
 def run_engine(tier: str, config, registry, trace: np.ndarray, chunk: int = 65536,
-               warm_passes: int = 3) -> tuple[float, float]:
-    """Accesses per second of ``tier`` on ``trace``: a cold pass (every page touched for the
-    first time faults into the software side) and the best of ``warm_passes`` further
-    passes over the same trace on the same machine (tables built, TLBs and walk caches
-    warm; the best, because other tenants of a shared host only ever slow a pass down)."""
-    engine = make_engine(tier, build_machine(config, registry, Counters()), registry)
+               warm_passes: int = 3, shape=None) -> tuple[float, float]:
+    """Accesses per second of ``tier`` on ``trace`` (the compiled tier's loop shaped for
+    ``shape``, or generic): a cold pass (every page touched for the first time faults into
+    the software side) and the best of ``warm_passes`` further passes over the same trace
+    on the same machine (tables built, TLBs and walk caches warm; the best, because other
+    tenants of a shared host only ever slow a pass down)."""
+    engine = make_engine(tier, build_machine(config, registry, Counters()), registry, shape)
     rates = []
     for _ in range(1 + warm_passes):
         start = time.perf_counter()
@@ -675,17 +678,21 @@ def main(argv=None) -> None:
         bare = bare_rate(pages)
         for label, sections in CONFIGS.items():
             config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}], **sections))
-            run_engine("compiled", config, registry, trace[:20_000])  # compile / load the cache
+            shape = shape_of(config)[0]
+            for loop in (None, shape):  # compile / load the cache
+                run_engine("compiled", config, registry, trace[:20_000], shape=loop)
             cold, warm = run_engine("compiled", config, registry, trace)
+            _, shaped = run_engine("compiled", config, registry, trace, shape=shape)
             ref_cold, ref_warm = run_engine("reference", config, registry, trace[: args.reference_accesses],
                                             warm_passes=1)
-            rows.append((kind, label, f"{cold / 1e6:.2f}", f"{warm / 1e6:.2f}", f"{bare / 1e6:.1f}",
-                         f"{bare / warm:.1f}x", f"{ref_warm / 1e3:.1f}", f"{warm / ref_warm:.0f}x",
+            rows.append((kind, label, f"{cold / 1e6:.2f}", f"{warm / 1e6:.2f}", f"{shaped / 1e6:.2f}",
+                         f"{bare / 1e6:.1f}", f"{bare / warm:.1f}x", f"{bare / shaped:.1f}x",
+                         f"{ref_warm / 1e3:.1f}", f"{warm / ref_warm:.0f}x",
                          f"{cold / ref_cold:.0f}x", f"{peak_rss_mib():.0f}"))
     print(f"{args.accesses:,} accesses per compiled pass, {args.reference_accesses:,} per reference pass; "
           "rates in accesses per second")
-    print(table(rows, ("workload", "config", "compiled cold M/s", "compiled warm M/s", "bare LRU M/s",
-                       "bare/warm", "reference warm K/s", "warm speedup", "cold speedup", "peak RSS MiB")))
+    print(table(rows, ("workload", "config", "compiled cold M/s", "compiled warm M/s", "shaped loop warm M/s",
+                       "bare LRU M/s", "bare/warm", "bare/shaped", "reference warm K/s", "warm speedup", "cold speedup", "peak RSS MiB")))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from numba import njit
 
 from slatframe.counters import Counters
 from slatframe.engine import make_engine
+from slatframe.engine.shape import shape_of
 from slatframe.machine import build_machine
 from slatframe.report import table
 
@@ -396,10 +397,10 @@ class Bare:
                 f"{counts[PSC_FILLS] / counts[WALKS]:.2f} fills per walk")
 
 
-def warm_passes(config, registry, trace: np.ndarray, chunk: int = 65536):
-    """A function timing one more warm pass of one compiled engine over ``trace``
-    (accesses per second), after its cold pass."""
-    engine = make_engine("compiled", build_machine(config, registry, Counters()), registry)
+def warm_passes(config, registry, trace: np.ndarray, chunk: int = 65536, shape=None):
+    """A function timing one more warm pass of one compiled engine (its loop shaped for
+    ``shape``, or generic) over ``trace`` (accesses per second), after its cold pass."""
+    engine = make_engine("compiled", build_machine(config, registry, Counters()), registry, shape)
 
     def one_pass() -> float:
         start = time.perf_counter()
@@ -411,10 +412,17 @@ def warm_passes(config, registry, trace: np.ndarray, chunk: int = 65536):
     return one_pass
 
 
-def bound_rows(label: str, bare: Bare, loops: list, engine_pass_rate, rounds: int = 3, yardstick=None) -> list:
-    """Rows for one target: each bare loop's rate and the engine's (best of ``rounds``,
+def engine_rows(config, registry, trace: np.ndarray) -> list:
+    """(what, a function timing one warm pass) of the engine with its generic loop, then
+    with its loop shaped for the config's TLB."""
+    return [("engine, warm pass", warm_passes(config, registry, trace)),
+            ("engine, shaped loop, warm pass", warm_passes(config, registry, trace, shape=shape_of(config)[0]))]
+
+
+def bound_rows(label: str, bare: Bare, loops: list, engines: list, rounds: int = 3, yardstick=None) -> list:
+    """Rows for one target: each bare loop's rate and the engines' (best of ``rounds``,
     taken in turn, so that a slow minute of a shared machine slows all alike), and each
-    bare loop's rate as a multiple of the engine's. ``loops``: (what, on_miss, psc,
+    row's rate as a multiple of the first engine's (:func:`engine_rows`). ``loops``: (what, on_miss, psc,
     generic, same counts?); ``yardstick``: (what, a function timing one pass) for a
     first row. Raises where a loop's TLB misses or translated addresses differ from the
     engine's, or, for a loop meant to count as the engine does, any of its counters."""
@@ -425,12 +433,13 @@ def bound_rows(label: str, bare: Bare, loops: list, engine_pass_rate, rounds: in
         if wrong:
             raise AssertionError(f"{label}, {what}: the bare loop differs from the engine: {wrong}")
     timed = [(what, functools.partial(bare.rate, mode, psc, 1, generic)) for what, mode, psc, generic, _ in loops]
-    timed = ([yardstick] if yardstick else []) + timed + [("engine, warm pass", engine_pass_rate)]
+    timed = ([yardstick] if yardstick else []) + timed + engines
     best = [0.0] * len(timed)
     for _ in range(rounds):
         for j, (_, rate) in enumerate(timed):
             best[j] = max(best[j], rate())
-    return [(label, what, f"{rate / 1e6:.2f}", f"{rate / best[-1]:.2f}x") for (what, _), rate in zip(timed, best)]
+    engine = best[len(timed) - len(engines)]
+    return [(label, what, f"{rate / 1e6:.2f}", f"{rate / engine:.2f}x") for (what, _), rate in zip(timed, best)]
 
 
 def bounds(accesses: int) -> None:
@@ -448,7 +457,7 @@ def bounds(accesses: int) -> None:
     rows += bound_rows("run itself within 2x: hit-heavy, native + one 16x4 level", bare,
                        [("bare LRU 16x4 + a 4-level walk per miss (the engine's counts)", WALK, False, False, True),
                         ("  the same loop, its modes read at run time", WALK, False, True, False)],
-                       warm_passes(config, registry, hit),
+                       engine_rows(config, registry, hit),
                        yardstick=("the issue's yardstick: benchmarks' bare LRU loop, 16x4",
                                   functools.partial(bare_rate, pages, 1, 16, 4)))
     notes.append(f"run itself: the engine walked on {bare.counts.get('walks', 0):,} misses, most of them served by "
@@ -467,8 +476,8 @@ def bounds(accesses: int) -> None:
                      ("bare two levels + leaf loads only (perfect walk caches)", LEAVES, False, False, False),
                      ("bare two levels + full 2D walks, no walk cache", WALK, False, False, False)]
             notes.append(f"2D walk-heavy, the engine's warm pass: {bare.per_walk()}")
-        rows += bound_rows(f"{target}: {kind}, {label}", bare, loops, warm_passes(config, registry, trace))
+        rows += bound_rows(f"{target}: {kind}, {label}", bare, loops, engine_rows(config, registry, trace))
     print(f"{accesses:,} accesses per pass; each row the best of three warm passes taken in turn")
-    print(table(rows, ("target", "what runs", "M accesses/s", "its rate / the engine's")))
+    print(table(rows, ("target", "what runs", "M accesses/s", "its rate / the engine's generic loop's")))
     for note in notes:
         print(note)

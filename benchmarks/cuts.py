@@ -66,11 +66,6 @@ _CHECKS = """            if vm != last_vm[0] or op >= CONTEXT_SWITCH:
                     return EVENT, i
                 current_asid[vm] = asid
 """
-_SHAPE = """            for depth in range(npath):
-                level = path[depth]
-                for j in range(tcfg[level, T_NSHIFTS]):
-                    shift = tcfg[level, T_SHIFT0 + j]
-"""
 _WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, "
               "shift, missed)\n")
 _VICTIM = "    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
@@ -91,11 +86,10 @@ CUTS: dict[str, list[tuple[str, str]]] = {
     "no victim check": [("""    if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
         raise IndexError("a TLB policy's victim kernel returned a way outside its set")
 """, "")],
-    "shape compiled in": [(_SHAPE, """            for depth in range(NPATH):
-                level = depth
-                for j in range(1):
-                    shift = 12
-""")],
+    # what a shaped module (experiment.loop = "shaped") has for NPATH levels of 4K pages
+    "shape compiled in": [("SHAPE_LEVELS = 0  # SHAPE", "SHAPE_LEVELS = NPATH"),
+                          ("SHAPE_NSHIFTS = (0,)  # SHAPE", "SHAPE_NSHIFTS = (1,) * NPATH"),
+                          ("SHAPE_SHIFTS = ((0, 0, 0, 0),)  # SHAPE", "SHAPE_SHIFTS = ((12, 0, 0, 0),) * NPATH")],
     "wide sets scanned": [("INDEX_MIN_WAYS = 8\n", "INDEX_MIN_WAYS = 64\n")],
 }
 
@@ -156,10 +150,11 @@ def load(source: str, name: str) -> Callable:
     return module.run
 
 
-def captured_calls(config, registry, trace: np.ndarray, chunk: int = 65536):
-    """An engine after a cold pass over ``trace``, and its loop's arguments of each call of
-    a warm pass (one per chunk: a warm pass of one VM and asid neither faults nor stops)."""
-    engine = make_engine("compiled", build_machine(config, registry, Counters()), registry)
+def captured_calls(config, registry, trace: np.ndarray, chunk: int = 65536, shape=None):
+    """An engine (its loop shaped for ``shape``, or generic) after a cold pass over
+    ``trace``, and its loop's arguments of each call of a warm pass (one per chunk: a
+    warm pass of one VM and asid neither faults nor stops)."""
+    engine = make_engine("compiled", build_machine(config, registry, Counters()), registry, shape)
     calls: list[tuple] = []
     loop = engine._loop
 

@@ -11,9 +11,12 @@ text; the config is issue 17's: native paging, one 16-set 4-way LRU TLB level, n
 cache, fixed cost. The bare loop looks up and fills the same 16x4 geometry and does
 nothing on a miss, so the ratio also holds the engine's page walks (a miss in the
 TLB is a walk of the 4-level tables in simulated memory: most of these accesses).
+Every engine row is taken twice: with the compiled tier's generic loop and with its loop
+shaped for this config's TLB (``experiment.loop``).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from slatframe.config import load_config
+from slatframe.engine.shape import shape_of
 from slatframe.report import table
 from slatframe.tracefile import write_npz
 
@@ -31,6 +35,7 @@ CONFIG = """\
 [experiment]
 name = "end-to-end"
 engine = "compiled"
+loop = "{loop}"
 [machine]
 slat = "native"
 host_memory = "16G"
@@ -51,6 +56,8 @@ path = "{path}"
 model = "fixed"
 """
 
+LOOPS = ("generic", "shaped")  #: experiment.loop of the runs from files
+
 RUN = """
 import sys
 from slatframe.cli import entry  # what the slatframe command runs
@@ -59,13 +66,13 @@ entry()
 """
 
 
-def e2e_config():
+def e2e_config(loop: str = "generic"):
     """(config, registry) of CONFIG, for passes over records in memory: the engine runs
     the same whatever file the records came from."""
     from slatframe.trace import TRACE_DTYPE
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "t.toml"
-        path.write_text(CONFIG.format(source="npz", path="t.npz"))
+        path.write_text(CONFIG.format(source="npz", path="t.npz", loop=loop))
         write_npz(Path(tmp) / "t.npz", np.zeros(1, dtype=TRACE_DTYPE), compressed=False)
         return load_config(path)
 
@@ -83,22 +90,27 @@ def one_run(config: Path, out: Path) -> dict:
 
 
 def run_files(files: dict, accesses: int, bare: float, rounds: int, where: Path) -> tuple[list, dict]:
-    """A table row per trace file (best of ``rounds`` fresh processes), and the counts,
-    which every run must give alike."""
-    rows, metrics = [], None
-    for label, (_, path) in files.items():
-        runs = [one_run(path.with_suffix(".toml"), where / "r.json") for _ in range(rounds)]
-        if metrics is None:
-            metrics = runs[0]["metrics"]
-        assert all(r["metrics"] == metrics for r in runs), "the same trace gave different counts"
-        best = {key: min(r[key] for r in runs) for key in ("whole", "run", "load")}
+    """A table row per trace file and loop (best of ``rounds`` fresh processes, the runs
+    taken in turn, so that a slow minute of a shared machine slows every row alike), and
+    the counts, which every run must give alike."""
+    keys = list(itertools.product(files.items(), LOOPS))
+    runs: dict = {(label, loop): [] for (label, _), loop in keys}
+    for _ in range(rounds):
+        for (label, (_, path)), loop in keys:
+            runs[label, loop].append(one_run(path.with_suffix(f".{loop}.toml"), where / "r.json"))
+    metrics = runs[keys[0][0][0], keys[0][1]][0]["metrics"]
+    rows = []
+    for (label, loop), done in runs.items():
+        assert all(r["metrics"] == metrics for r in done), "the same trace gave different counts"
+        best = {key: min(r[key] for r in done) for key in ("whole", "run", "load")}
         rate = accesses / best["run"]
-        rows.append((f"slatframe run, {label}", f"{best['whole']:.2f}", f"{best['run']:.2f}", f"{best['load']:.2f}",
-                     f"{rate / 1e6:.1f}", f"{bare / rate:.1f}x", f"{best['whole'] - best['run']:.2f}"))
+        rows.append((f"slatframe run, {label}, {loop} loop", f"{best['whole']:.2f}", f"{best['run']:.2f}",
+                     f"{best['load']:.2f}", f"{rate / 1e6:.1f}", f"{bare / rate:.1f}x",
+                     f"{best['whole'] - best['run']:.2f}"))
     return rows, metrics
 
 
-def end_to_end(accesses: int, rounds: int = 3) -> None:
+def end_to_end(accesses: int, rounds: int = 5) -> None:
     from .__main__ import bare_rate, lackey_text, radix_tables, run_engine, workload
 
     trace = workload("hit-heavy", accesses)
@@ -112,15 +124,17 @@ def end_to_end(accesses: int, rounds: int = 3) -> None:
         write_npz(files["npz, stored"][1], trace, compressed=False)
         write_npz(files["npz, deflated"][1], trace, compressed=True)
         files["lackey text"][1].write_bytes(lackey_text(trace))
-        for source, path in files.values():
-            path.with_suffix(".toml").write_text(CONFIG.format(source=source, path=path.name))
+        for (source, path), loop in itertools.product(files.values(), LOOPS):
+            path.with_suffix(f".{loop}.toml").write_text(CONFIG.format(source=source, path=path.name, loop=loop))
         # the in-memory passes run the same config as the runs from files, on the same records
-        config, registry = load_config(files["npz, stored"][1].with_suffix(".toml"))
-        run_engine("compiled", config, registry, trace[:20_000])  # compile / load the cache
-        loop_cold, loop_warm = run_engine("compiled", config, registry, trace)
+        config, registry = load_config(files["npz, stored"][1].with_suffix(".generic.toml"))
+        in_memory = [("bare LRU loop 16x4, in memory", bare), ("  + a bare 4-level walk per miss", bare_walk)]
+        for loop, shape in (("generic", None), ("shaped", shape_of(config)[0])):
+            run_engine("compiled", config, registry, trace[:20_000], shape=shape)  # compile / load the cache
+            cold, warm = run_engine("compiled", config, registry, trace, shape=shape)
+            in_memory += [(f"engine, {loop} loop, in memory: cold pass", cold),
+                          (f"engine, {loop} loop, in memory: warm pass", warm)]
         file_rows, metrics = run_files(files, accesses, bare, rounds, where)
-    in_memory = (("bare LRU loop 16x4, in memory", bare), ("  + a bare 4-level walk per miss", bare_walk),
-                 ("engine, in memory: cold pass", loop_cold), ("engine, in memory: warm pass", loop_warm))
     rows = [(label, "", f"{accesses / rate:.2f}", "", f"{rate / 1e6:.1f}", f"{bare / rate:.1f}x", "")
             for label, rate in in_memory] + file_rows
     print(f"{accesses:,} accesses (hit-heavy trace), native, one 16x4 LRU TLB level; {metrics['walks']:,} walks "

@@ -52,6 +52,12 @@ class ExperimentConfig:
                                  "of at most 10^6 accesses while the compiled engine is not compiled yet; "
                                  "compiled refuses otherwise",
                          choices=("auto", "reference", "compiled"))
+    loop: str = option("auto", "the compiled tier's loop: shaped compiles one for this config's TLB shape (which "
+                               "levels an access looks up, the page sizes each holds; one to four minutes once per "
+                               "shape, then cached) and refuses a config with a data-only or instruction-only "
+                               "level; generic is the one loop for every config; auto takes the shaped loop when "
+                               "it is compiled already, else the generic one (the result says which ran)",
+                       choices=("auto", "generic", "shaped"))
     plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
     chunk_size: int = option(65536, "trace records per chunk handed to the engine", min=1)
     warmup: int = option(0, "trace records run before the statistics start: TLBs, caches, page "

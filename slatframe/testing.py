@@ -42,16 +42,23 @@ def run_trace(config: Config, registry: Any, trace: np.ndarray) -> tuple[dict[st
     return counters.as_dict(), hpa
 
 
-def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096
+def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096, shaped: bool = False
              ) -> dict[str, tuple[dict[str, int], np.ndarray, dict]]:
     """Run ``trace`` under each engine tier on fresh machines: tier -> (counters, hPAs,
-    the counts charged to each scope: VM, or (VM, asid) with ``experiment.per_asid``)."""
+    the counts charged to each scope: VM, or (VM, asid) with ``experiment.per_asid``).
+    With ``shaped``, also the compiled tier's loop compiled for the config's TLB shape,
+    as tier "shaped"."""
     from .engine import make_engine
+    from .engine.shape import shape_of
 
     out = {}
-    for tier in ("reference", "compiled"):
+    for tier in ("reference", "compiled", "shaped") if shaped else ("reference", "compiled"):
         counters = Counters()
-        engine = make_engine(tier, build_machine(config, registry, counters), registry)
+        machine = build_machine(config, registry, counters)
+        if tier == "shaped":
+            engine = make_engine("compiled", machine, registry, shape_of(config)[0])
+        else:
+            engine = make_engine(tier, machine, registry)
         hpa = np.zeros(len(trace), dtype=np.uint64)
         for start in range(0, len(trace), chunk_size):
             engine.run_chunk(trace[start:start + chunk_size], hpa[start:start + chunk_size])
@@ -60,32 +67,36 @@ def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int =
     return out
 
 
-def assert_engines_agree(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096) -> dict:
-    """Run ``trace`` under the reference and the compiled engine and fail, naming the
-    first differing counter, scope's count (the per-VM metrics) or access, unless every
-    counter, every scope's count and every hPA agree, and the scopes' counts add up to
-    the totals. Returns the counters. Use it to check a plugin's kernels against its
-    reference code."""
-    both = run_both(config, registry, trace, chunk_size)
-    (ref, ref_hpa, ref_scoped), (comp, comp_hpa, comp_scoped) = both["reference"], both["compiled"]
-    for key in sorted(set(ref) | set(comp)):
-        if ref.get(key, 0) != comp.get(key, 0):
-            raise AssertionError(f"counter {key}: reference {ref.get(key, 0)}, compiled {comp.get(key, 0)}")
-    for scope in sorted(set(ref_scoped) | set(comp_scoped), key=repr):
-        mine, theirs = ref_scoped.get(scope, {}), comp_scoped.get(scope, {})
-        for key in sorted(set(mine) | set(theirs)):
-            if mine.get(key, 0) != theirs.get(key, 0):
-                raise AssertionError(f"scope {scope!r}, counter {key}: reference {mine.get(key, 0)}, "
-                                     f"compiled {theirs.get(key, 0)}")
+def assert_engines_agree(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096,
+                         shaped: bool = False) -> dict:
+    """Run ``trace`` under the reference and the compiled engine (and, with ``shaped``, the
+    compiled engine's loop compiled for the config's TLB shape) and fail, naming the first
+    differing counter, scope's count (the per-VM metrics) or access, unless every counter,
+    every scope's count and every hPA agree, and the scopes' counts add up to the totals.
+    Returns the counters. Use it to check a plugin's kernels against its reference code."""
+    both = run_both(config, registry, trace, chunk_size, shaped)
+    ref, ref_hpa, ref_scoped = both["reference"]
+    for tier, (comp, comp_hpa, comp_scoped) in both.items():
+        if tier == "reference":
+            continue
+        for key in sorted(set(ref) | set(comp)):
+            if ref.get(key, 0) != comp.get(key, 0):
+                raise AssertionError(f"counter {key}: reference {ref.get(key, 0)}, {tier} {comp.get(key, 0)}")
+        for scope in sorted(set(ref_scoped) | set(comp_scoped), key=repr):
+            mine, theirs = ref_scoped.get(scope, {}), comp_scoped.get(scope, {})
+            for key in sorted(set(mine) | set(theirs)):
+                if mine.get(key, 0) != theirs.get(key, 0):
+                    raise AssertionError(f"scope {scope!r}, counter {key}: reference {mine.get(key, 0)}, "
+                                         f"{tier} {theirs.get(key, 0)}")
+        differ = np.flatnonzero(ref_hpa != comp_hpa)
+        if differ.size:
+            i = int(differ[0])
+            raise AssertionError(f"record {i} ({trace[i]}): reference hPA {int(ref_hpa[i]):#x}, "
+                                 f"{tier} {int(comp_hpa[i]):#x}")
     for key in sorted({k for counts in ref_scoped.values() for k in counts}):
         charged = sum(counts.get(key, 0) for counts in ref_scoped.values())
         if charged != ref.get(key, 0):
             raise AssertionError(f"counter {key}: the scopes' counts add up to {charged}, the total is {ref.get(key, 0)}")
-    differ = np.flatnonzero(ref_hpa != comp_hpa)
-    if differ.size:
-        i = int(differ[0])
-        raise AssertionError(f"record {i} ({trace[i]}): reference hPA {int(ref_hpa[i]):#x}, "
-                             f"compiled {int(comp_hpa[i]):#x}")
     return ref
 
 

@@ -17,7 +17,7 @@ from slatframe.testing import build, tiny_config
 def fresh_install(monkeypatch):
     """The engine not compiled yet, the shortcut on, background builds recorded."""
     monkeypatch.setenv("SLATFRAME_FIRST_RUN", "reference")
-    monkeypatch.setattr(codegen, "engine_cached", lambda registry: False)
+    monkeypatch.setattr(codegen, "engine_cached", lambda registry, shape=None: False)
     started = []
     monkeypatch.setattr(prebuild, "start_background_build", lambda files: started.append(tuple(files)) or True)
     return started

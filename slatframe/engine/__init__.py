@@ -19,7 +19,9 @@ from ..walk_record import requested_sampling
 from ..walker import Walker
 from ..workload import WorkloadContext, checked_chunks, workload_where
 from .compiled import CompiledEngine, compiled_refusals
+from . import codegen
 from .reference import ReferenceEngine
+from .shape import Shape, shape_of
 
 #: Counters present in every result, zero when nothing happened.
 ALWAYS_REPORTED = ("accesses", "walks", "walk.refs", "walk.refs_guest", "walk.refs_host",
@@ -62,15 +64,35 @@ FIRST_RUN_REASON = "the compiled engine is not compiled yet (a one-time compile 
 def first_run(registry: Any) -> bool:
     """Whether the compiled engine still has to be compiled for this registry (and the
     first-run shortcut is not turned off with ``SLATFRAME_FIRST_RUN=compiled``)."""
-    from .codegen import engine_cached
-
-    return os.environ.get("SLATFRAME_FIRST_RUN", "reference") != "compiled" and not engine_cached(registry)
+    return os.environ.get("SLATFRAME_FIRST_RUN", "reference") != "compiled" and not codegen.engine_cached(registry)
 
 
-def make_engine(tier: str, machine: Any, registry: Any) -> Any:
-    """The engine object of ``tier`` for a built machine."""
+def choose_loop(config: Config, registry: Any, tier: str) -> tuple[Shape | None, str]:
+    """The compiled tier's loop as ``experiment.loop`` asks (a shape, or None for the
+    generic loop) and what the result's engine reason says of it."""
+    wanted = config.experiment.loop
+    if tier != "compiled":
+        return None, "" if wanted != "shaped" else "; experiment.loop = 'shaped' is for the compiled tier only"
+    if wanted == "generic":
+        return None, "; the generic loop (requested)"
+    shape, why = shape_of(config)
+    if shape is None:
+        if wanted == "shaped":
+            raise ConfigError(f"experiment.loop = 'shaped' cannot run this config: {why}; use 'auto' or 'generic'.")
+        return None, f"; the generic loop (auto: {why})"
+    if wanted == "shaped":
+        return shape, f"; the loop compiled for the TLB's shape, {shape.describe()} (requested)"
+    if codegen.engine_cached(registry, shape):
+        return shape, f"; the loop compiled for the TLB's shape, {shape.describe()} (auto: it is compiled)"
+    return None, (f"; the generic loop (auto: the loop for the TLB's shape, {shape.describe()}, is not compiled; "
+                  "experiment.loop = 'shaped' compiles it once)")
+
+
+def make_engine(tier: str, machine: Any, registry: Any, shape: Shape | None = None) -> Any:
+    """The engine object of ``tier`` for a built machine (the compiled tier's loop shaped
+    for ``shape``, or generic)."""
     if tier == "compiled":
-        return CompiledEngine(machine, registry)
+        return CompiledEngine(machine, registry, shape)
     return ReferenceEngine(machine)
 
 
@@ -143,8 +165,10 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
 
         if start_background_build(config.experiment.plugins):
             reason += "; it is being compiled in the background for the next run"
+    shape, loop_reason = choose_loop(config, registry, tier)
+    reason += loop_reason
     compiling = time.perf_counter()  # the compiled tier compiles plugin kernels as it is made
-    runner = make_engine(tier, machine, registry)
+    runner = make_engine(tier, machine, registry, shape)
     load_engine = getattr(runner, "warm_up", None)  # compile the loop, or load it from the cache
     if load_engine is not None:
         load_engine()

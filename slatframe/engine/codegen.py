@@ -27,12 +27,14 @@ import numba
 from .. import __version__
 from .fingerprint import fingerprint
 from .kernel_slots import ROLES
+from .shape import Shape
 
 LOOP_SOURCE = Path(__file__).with_name("loop.py")
 #: slatframe's own modules the loop calls into: their hashes go into the module's text,
 #: because numba's cache of it checks only the module's own file
 IMPORTED_SOURCES = (Path(__file__).with_name("kernel_slots.py"), Path(__file__).with_name("walklib.py"))
 STUB_MARK = "# STUB"
+SHAPE_MARK = "# SHAPE"  #: loop.py's lines a shaped module replaces (slatframe.engine.shape)
 _loaded: dict[str, ModuleType] = {}
 
 
@@ -67,9 +69,10 @@ def _ref(fn: Any) -> tuple[str, str]:
     return py.__module__, py.__name__
 
 
-def module_source(registry: Any) -> str:
+def module_source(registry: Any, shape: Shape | None = None) -> str:
     """The generated module: dispatch over the inline policies' kernels, then calls of
-    separately compiled kernels by their address in ``pk``, then loop.py.
+    separately compiled kernels by their address in ``pk``, then loop.py (with ``shape``'s
+    constants in place of its generic ``SHAPE_*`` lines, for a shaped module).
 
     One module serves every run, with or without plugin policies: the call by address goes
     through a function that saves every register it uses (kernel_slots.py), so the builtin
@@ -105,26 +108,29 @@ def module_source(registry: Any) -> str:
         body = f"return {slot}" if role == "victim" else slot
         lines += ["    else:", f"        {body}"] if entries else [f"    {body}"]
     loop = [line for line in LOOP_SOURCE.read_text().splitlines() if not line.endswith(STUB_MARK)]
+    if shape is not None:
+        first = next(n for n, line in enumerate(loop) if line.endswith(SHAPE_MARK))
+        loop = loop[:first] + shape.constants() + [line for line in loop[first:] if not line.endswith(SHAPE_MARK)]
     return "\n".join(lines + ["", ""] + loop) + "\n"
 
 
-def module_name(registry: Any) -> str:
-    """The compiled engine module's name for this registry (a hash of its text)."""
-    return f"slatframe_kernels_{hashlib.sha256(module_source(registry).encode()).hexdigest()[:20]}"
+def module_name(registry: Any, shape: Shape | None = None) -> str:
+    """The compiled engine module's name for this registry (and shape): a hash of its text."""
+    return f"slatframe_kernels_{hashlib.sha256(module_source(registry, shape).encode()).hexdigest()[:20]}"
 
 
-def engine_cached(registry: Any) -> bool:
+def engine_cached(registry: Any, shape: Shape | None = None) -> bool:
     """Whether numba's cache holds the compiled loop for this registry's module (so a run
     loads it in about a second instead of compiling it for one to two minutes)."""
     folder = cache_dir() / "__pycache__"
-    name = module_name(registry)
+    name = module_name(registry, shape)
     return any(folder.glob(f"{name}.run-*.nbi")) and any(folder.glob(f"{name}.run-*.nbc"))
 
 
-def load_kernels(registry: Any) -> ModuleType:
-    """The compiled engine module for this registry's policies (generated once per
-    content; compiled code comes from numba's cache when present)."""
-    source = module_source(registry)
+def load_kernels(registry: Any, shape: Shape | None = None) -> ModuleType:
+    """The compiled engine module for this registry's policies, generic or for ``shape``
+    (generated once per content; compiled code comes from numba's cache when present)."""
+    source = module_source(registry, shape)
     name = f"slatframe_kernels_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
     if name in _loaded:
         return _loaded[name]

@@ -59,6 +59,7 @@ from ..paging import PageTableFormat
 from ..walker import FAULT_LIMIT, Fault, RootTable, Walker, stuck
 from . import kernel_slots
 from .codegen import load_kernels, policy_ids, slot_ids
+from .shape import Shape, shape_of
 from .kernel_slots import SLOTS
 from .reference import NO_HPA
 from .walklib import F_LEVELS, format_row
@@ -259,18 +260,24 @@ class CompiledEngine:
     #: The loop runs without the GIL: the next chunk is read meanwhile (slatframe.prefetch).
     reads_ahead = True
 
-    def __init__(self, machine: Machine, registry: Any) -> None:
+    def __init__(self, machine: Machine, registry: Any, shape: Shape | None = None) -> None:
+        """``shape``: run the loop compiled for this TLB shape (it must be the config's:
+        :func:`slatframe.engine.shape.shape_of`); None: the generic loop."""
         why = compiled_refusals(machine, registry)
         if why:
             raise ConfigError(f"the compiled engine cannot run this config: {'; '.join(why)}.")
         self.machine = machine
         ctx = machine.context
         config = ctx.config
+        if shape is not None and shape != shape_of(config)[0]:
+            raise ValueError(f"a loop shaped for {shape.describe()} cannot run this config's TLB "
+                             f"({shape_of(config)[1] or shape_of(config)[0].describe()})")
+        self.shape = shape
         used = [lv.policy.name for lv in config.tlb.levels] + [c.policy.name for c in machine.walk_caches
                                                                if type(c) in KINDS]
         apart = slot_ids(registry, used)
         ids = {**policy_ids(registry), **apart}
-        self.k = load_kernels(registry)
+        self.k = load_kernels(registry, shape)
         self.pk = kernel_slots.tables([(f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)}",
                                         registry.get("TLB policies", name).kernels) for name in apart])
         self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),

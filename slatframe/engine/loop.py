@@ -70,6 +70,16 @@ T_NSHIFTS = 4
 T_SHIFT0 = 5  # .. 8
 T_MASK = 9  # sets - 1 when sets is a power of two, else -1
 
+# The TLB hierarchy's shape compiled in (slatframe/engine/shape.py). In the generic module
+# SHAPE_LEVELS is 0: an access's levels come from ``paths`` and their page sizes from
+# ``tcfg``. A shaped module (codegen writes these three lines) serves only configs whose
+# instruction fetches and data accesses both look up levels 0..SHAPE_LEVELS-1 in order,
+# level l holding the SHAPE_NSHIFTS[l] page sizes SHAPE_SHIFTS[l][:n]: its lookups unroll
+# and their offsets and shifts fold. Sets, ways and policies stay run-time values.
+SHAPE_LEVELS = 0  # SHAPE
+SHAPE_NSHIFTS = (0,)  # SHAPE
+SHAPE_SHIFTS = ((0, 0, 0, 0),)  # SHAPE
+
 # wcfg columns and kinds
 W_KIND = 0
 W_LEVELS = 1  # prefix kind: levels; entry kinds: levels covered, guest in bits 0-7, host in bits 8-15
@@ -263,9 +273,33 @@ def tlb_ctx(vm, asid, shift):
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def path_len(npath):
+    """How many levels an access looks up (a constant in a shaped module)."""
+    return npath if SHAPE_LEVELS == 0 else SHAPE_LEVELS
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def path_level(path, depth):
+    """The level an access looks up at ``depth`` (a constant in a shaped module)."""
+    return path[depth] if SHAPE_LEVELS == 0 else depth
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def level_nshifts(tcfg, level):
+    """How many page sizes ``level`` holds."""
+    return tcfg[level, T_NSHIFTS] if SHAPE_LEVELS == 0 else SHAPE_NSHIFTS[level]
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def level_shift(tcfg, level, j):
+    """The ``j``-th page size (its shift) ``level`` holds."""
+    return tcfg[level, T_SHIFT0 + j] if SHAPE_LEVELS == 0 else SHAPE_SHIFTS[level][j]
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def tlb_holds(tcfg, level, shift):
-    for j in range(tcfg[level, T_NSHIFTS]):
-        if tcfg[level, T_SHIFT0 + j] == shift:
+    for j in range(level_nshifts(tcfg, level)):
+        if level_shift(tcfg, level, j) == shift:
             return True
     return False
 
@@ -312,7 +346,7 @@ def tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, 
 def tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, absent):
     """Insert into level path[pos]; handle the victim as the inclusion policy says;
     ``absent`` as sa_place."""
-    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path[pos], c, k, value, absent)
+    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path_level(path, pos), c, k, value, absent)
     if evicted and inclusion != 0:
         tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, ev_value)
 
@@ -324,8 +358,8 @@ def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid,
     entry (a walk does not touch the TLB, and an insert into one level adds nothing to
     another), and each insert skips the search for the entry's own way."""
     c, k = tlb_ctx(vm, asid, shift), va >> shift
-    for pos in range(npath):
-        if tlb_holds(tcfg, path[pos], shift):
+    for pos in range(path_len(npath)):
+        if tlb_holds(tcfg, path_level(path, pos), shift):
             tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, missed)
             if inclusion == 2:
                 return
@@ -353,7 +387,7 @@ def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, 
         tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift)
         return
     for pos in range(depth):
-        if tlb_holds(tcfg, path[pos], shift):
+        if tlb_holds(tcfg, path_level(path, pos), shift):
             tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, False)
 
 
@@ -931,10 +965,10 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
             cnt[C_ACCESSES] += 1
             found = False
             s = w = c = vpn = shift = value = 0
-            for depth in range(npath):
-                level = path[depth]
-                for j in range(tcfg[level, T_NSHIFTS]):
-                    shift = tcfg[level, T_SHIFT0 + j]
+            for depth in range(path_len(npath)):
+                level = path_level(path, depth)
+                for j in range(level_nshifts(tcfg, level)):
+                    shift = level_shift(tcfg, level, j)
                     vpn = va >> shift
                     s = set_of(vpn, tcfg[level, T_SETS], tcfg[level, T_MASK])
                     c = tlb_ctx(vm, asid, shift)
