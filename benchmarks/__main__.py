@@ -13,8 +13,9 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
 
 The compiled tier's rates are those of its generic loop and of its loop shaped for the
-config's TLB (``experiment.loop = "shaped"``). All ratios are measured in this one process run, on one core. Peak RSS is the
-process's maximum resident set size (getrusage) at the end of each row.
+config's TLB (``experiment.loop = "shaped"``). All ratios are measured in this one process
+run, on one core. Peak RSS is the process's maximum resident set size (getrusage) at the
+end of each row.
 """
 from __future__ import annotations
 
@@ -692,7 +693,8 @@ def main(argv=None) -> None:
     print(f"{args.accesses:,} accesses per compiled pass, {args.reference_accesses:,} per reference pass; "
           "rates in accesses per second")
     print(table(rows, ("workload", "config", "compiled cold M/s", "compiled warm M/s", "shaped loop warm M/s",
-                       "bare LRU M/s", "bare/warm", "bare/shaped", "reference warm K/s", "warm speedup", "cold speedup", "peak RSS MiB")))
+                       "bare LRU M/s", "bare/warm", "bare/shaped", "reference warm K/s", "warm speedup",
+                       "cold speedup", "peak RSS MiB")))
 
 
 if __name__ == "__main__":

@@ -422,9 +422,9 @@ def engine_rows(config, registry, trace: np.ndarray) -> list:
 def bound_rows(label: str, bare: Bare, loops: list, engines: list, rounds: int = 3, yardstick=None) -> list:
     """Rows for one target: each bare loop's rate and the engines' (best of ``rounds``,
     taken in turn, so that a slow minute of a shared machine slows all alike), and each
-    row's rate as a multiple of the first engine's (:func:`engine_rows`). ``loops``: (what, on_miss, psc,
-    generic, same counts?); ``yardstick``: (what, a function timing one pass) for a
-    first row. Raises where a loop's TLB misses or translated addresses differ from the
+    row's rate as a multiple of the first engine's (:func:`engine_rows`). ``loops``:
+    (what, on_miss, psc, generic, same counts?); ``yardstick``: (what, a function timing
+    one pass) for a first row. Raises where a loop's TLB misses or translated addresses differ from the
     engine's, or, for a loop meant to count as the engine does, any of its counters."""
     for what, mode, psc, generic, same_counts in loops:
         if generic:
