@@ -437,6 +437,13 @@ def check_config(config: Config, ctx: BuildContext) -> None:
     if c is not None and c.reserved_memory >= c.memory:
         ctx.fail("consolidation.reserved_memory", f"= {format_size(c.reserved_memory)!r} is not allowed: it must be "
                                                   f"less than consolidation.memory ({format_size(c.memory)}).")
+    if config.experiment.loop == "shaped":  # the rule of slatframe.engine.shape.shape_of
+        for i, lv in enumerate(config.tlb.levels):
+            if lv.side != "unified":
+                ctx.fail("experiment.loop", f"= 'shaped' is not allowed: tlb.levels[{i}] ({lv.name!r}) serves "
+                                            f"{lv.side} accesses only, and a shaped loop needs every level to serve "
+                                            "both; use 'auto' or 'generic'.")
+                break
     accesses = getattr(config.workload.options, "accesses", None)
     if config.experiment.warmup and isinstance(accesses, int) and config.experiment.warmup >= accesses:
         ctx.fail("experiment.warmup", f"= {config.experiment.warmup} is not allowed: the workload has "

@@ -5,6 +5,7 @@ Every parity test here uses one shape (a 4K level, then a 4K + 2M level), so the
 compiles one shaped module; sets, ways, policies and inclusion are run-time values of it."""
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from slatframe.engine import choose_loop, make_engine, run_experiment
@@ -79,10 +80,15 @@ def test_auto_takes_the_shaped_loop_once_it_is_compiled(registry):
 
 
 def test_shaped_refuses_a_split_level_in_one_sentence(registry):
+    """The config is refused when it is read (so `slatframe validate` says it too), and a
+    config built otherwise is refused when the loop is chosen."""
     levels = [{"name": "itlb", "sets": 4, "ways": 2, "side": "instruction"}, {"name": "stlb", "sets": 8, "ways": 4}]
-    config, reg = build(tiny_config(tlb={"levels": levels}, experiment={"name": "x", "loop": "shaped"}), registry)
+    with pytest.raises(ConfigError, match=r"experiment.loop = 'shaped' is not allowed: tlb.levels\[0\] \('itlb'\) "
+                                          r"serves instruction accesses only"):
+        build(tiny_config(tlb={"levels": levels}, experiment={"name": "x", "loop": "shaped"}), registry)
+    auto, _ = build(tiny_config(tlb={"levels": levels}), registry)
+    assert "the generic loop (auto: TLB level 'itlb'" in run_experiment(auto, registry, engine="compiled").engine_reason
+    forced = attrs.evolve(auto, experiment=attrs.evolve(auto.experiment, loop="shaped"))
     with pytest.raises(ConfigError, match=r"experiment.loop = 'shaped' cannot run this config: TLB level 'itlb' "
                                           r"serves instruction accesses only"):
-        run_experiment(config, reg, engine="compiled")
-    auto, _ = build(tiny_config(tlb={"levels": levels}), registry)
-    assert "the generic loop (auto: TLB level 'itlb'" in run_experiment(auto, reg, engine="compiled").engine_reason
+        choose_loop(forced, registry, "compiled")
