@@ -56,7 +56,9 @@ class ExperimentConfig:
                                "levels an access looks up, the page sizes each holds; one to four minutes once per "
                                "shape, then cached) and refuses a config with a data-only or instruction-only "
                                "level; generic is the one loop for every config; auto takes the shaped loop when "
-                               "it is compiled already, else the generic one (the result says which ran)",
+                               "it is compiled already, else the generic one, and after a generic run of a minute "
+                               "or more starts compiling the shaped one in the background for the next run (the "
+                               "result says which ran, and whether a build started)",
                        choices=("auto", "generic", "shaped"))
     plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
     chunk_size: int = option(65536, "trace records per chunk handed to the engine", min=1)
@@ -110,6 +112,12 @@ class TlbConfig:
                           "switch flushes the VM's entries and a VM switch flushes all")
     inclusion: str = option("non-inclusive", "fill policy between levels (see docs/architecture.md)",
                             choices=("non-inclusive", "inclusive", "exclusive"))
+
+    def split_level(self) -> tuple[int, TlbLevelConfig] | None:
+        """The first level (index, level) serving only data or only instruction accesses, or
+        None. The two kinds of access then look up different levels, which a loop compiled
+        for the TLB's shape cannot run (slatframe.engine.shape)."""
+        return next(((i, lv) for i, lv in enumerate(self.levels) if lv.side != "unified"), None)
 
 
 def _fraction_sum(value: "ContentConfig") -> None:
@@ -437,13 +445,12 @@ def check_config(config: Config, ctx: BuildContext) -> None:
     if c is not None and c.reserved_memory >= c.memory:
         ctx.fail("consolidation.reserved_memory", f"= {format_size(c.reserved_memory)!r} is not allowed: it must be "
                                                   f"less than consolidation.memory ({format_size(c.memory)}).")
-    if config.experiment.loop == "shaped":  # the rule of slatframe.engine.shape.shape_of
-        for i, lv in enumerate(config.tlb.levels):
-            if lv.side != "unified":
-                ctx.fail("experiment.loop", f"= 'shaped' is not allowed: tlb.levels[{i}] ({lv.name!r}) serves "
-                                            f"{lv.side} accesses only, and a shaped loop needs every level to serve "
-                                            "both; use 'auto' or 'generic'.")
-                break
+    split = config.tlb.split_level()
+    if config.experiment.loop == "shaped" and split is not None:
+        i, lv = split
+        ctx.fail("experiment.loop", f"= 'shaped' is not allowed: tlb.levels[{i}] ({lv.name!r}) serves "
+                                    f"{lv.side} accesses only, and a shaped loop needs every level to serve "
+                                    "both; use 'auto' or 'generic'.")
     accesses = getattr(config.workload.options, "accesses", None)
     if config.experiment.warmup and isinstance(accesses, int) and config.experiment.warmup >= accesses:
         ctx.fail("experiment.warmup", f"= {config.experiment.warmup} is not allowed: the workload has "

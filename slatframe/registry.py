@@ -215,8 +215,13 @@ class Registry:
         plugins: Iterable[object] = (),
         files: Iterable[Path] = (),
     ) -> None:
+        files, plugins = [Path(f) for f in files], list(plugins)
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
+        #: how another process builds this registry again (a background build of the engine):
+        #: its plugin files, resolved; None when it holds plugin objects, which no file names
+        self.files: tuple[Path, ...] | None = (tuple(f.resolve() for f in files)
+                                               if entry_points and not plugins else None)
         self._where: dict[int, str] = {}  # id(plugin) -> how messages name it
         self._source: dict[int, str] = {}  # id(plugin) -> "distribution version"
         if entry_points:
@@ -227,7 +232,7 @@ class Registry:
                      else f"plugin {label} (module {type(plugin).__module__})")
             self._register(plugin, f"{label}@{id(plugin):x}" if self.pm.has_plugin(label) else label, where)
         for path in files:
-            module = load_plugin_file(Path(path))
+            module = load_plugin_file(path)
             if not self.pm.is_registered(module):
                 self._register(module, f"file:{path}", f"plugin file {path}")
         self._check_pending()

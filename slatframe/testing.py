@@ -47,16 +47,20 @@ def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int =
     """Run ``trace`` under each engine tier on fresh machines: tier -> (counters, hPAs,
     the counts charged to each scope: VM, or (VM, asid) with ``experiment.per_asid``).
     With ``shaped``, also the compiled tier's loop compiled for the config's TLB shape,
-    as tier "shaped"."""
+    as tier "shaped" (ValueError when the config has no shape: a data- or instruction-only
+    level)."""
     from .engine import make_engine
     from .engine.shape import shape_of
 
+    shape, why = shape_of(config)
+    if shaped and shape is None:
+        raise ValueError(f"run_both(shaped=True) cannot run this config's shaped loop: {why}")
     out = {}
     for tier in ("reference", "compiled", "shaped") if shaped else ("reference", "compiled"):
         counters = Counters()
         machine = build_machine(config, registry, counters)
         if tier == "shaped":
-            engine = make_engine("compiled", machine, registry, shape_of(config)[0])
+            engine = make_engine("compiled", machine, registry, shape)
         else:
             engine = make_engine(tier, machine, registry)
         hpa = np.zeros(len(trace), dtype=np.uint64)

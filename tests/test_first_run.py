@@ -1,15 +1,21 @@
 """The first run on an installation whose compiled engine is not compiled yet: a small
 ``auto`` run takes the reference tier (same counters), says why, and starts the build
-of the compiled engine in the background; a large one waits for the compile."""
+of the compiled engine in the background; a large one waits for the compile. A long
+``auto`` run of the generic loop starts the build of its TLB shape's loop the same way."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import slatframe.engine as engine_module
 from slatframe.engine import FIRST_RUN_LIMIT, choose_engine, run_experiment
 from slatframe.engine import codegen, prebuild
+from slatframe.engine.shape import Shape
+from slatframe.registry import Registry
 from slatframe.testing import build, tiny_config
 
 
@@ -19,7 +25,8 @@ def fresh_install(monkeypatch):
     monkeypatch.setenv("SLATFRAME_FIRST_RUN", "reference")
     monkeypatch.setattr(codegen, "engine_cached", lambda registry, shape=None: False)
     started = []
-    monkeypatch.setattr(prebuild, "start_background_build", lambda files: started.append(tuple(files)) or True)
+    monkeypatch.setattr(prebuild, "start_background_build",
+                        lambda files, shape=None: started.append((tuple(files), shape)) or True)
     return started
 
 
@@ -28,7 +35,7 @@ def test_a_small_first_run_takes_the_reference_tier_and_builds_meanwhile(fresh_i
     first = run_experiment(config, registry)
     assert first.engine == "reference"
     assert first.engine_reason.startswith("auto: the compiled engine is not compiled yet")
-    assert "being compiled in the background" in first.engine_reason and fresh_install == [()]
+    assert "being compiled in the background" in first.engine_reason and fresh_install == [((), None)]
     monkeypatch.setenv("SLATFRAME_FIRST_RUN", "compiled")
     later = run_experiment(config, registry)
     assert later.engine == "compiled" and later.metrics == first.metrics
@@ -50,11 +57,13 @@ def test_engine_cached_looks_for_the_compiled_loop(registry, tmp_path, monkeypat
     assert not codegen.engine_cached(registry)
 
 
-def test_one_build_at_a_time(tmp_path, monkeypatch):
+def test_one_build_at_a_time(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SLATFRAME_CACHE_DIR", str(tmp_path))
     held = prebuild._lock()
     assert held is not None and prebuild._lock() is None
     assert prebuild.start_background_build(()) is False  # a build is running
+    assert prebuild.main(["--shape", "12"]) == 1  # the command says so, and builds nothing
+    assert capsys.readouterr().err.startswith("another build is running (lock ")
     import os
 
     os.utime(held, (0, 0))  # a lock left by a build that died long ago does not stop a new one
@@ -69,4 +78,122 @@ def test_one_build_at_a_time(tmp_path, monkeypatch):
 def test_the_build_command_compiles_or_finds_the_engine(registry):
     proc = subprocess.run([sys.executable, "-m", "slatframe.engine.prebuild"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "compiled, or found in numba's cache: the generic loop\n"
     assert codegen.engine_cached(registry)
+
+
+def test_a_first_run_with_plugin_objects_starts_no_build(fresh_install):
+    """Another process cannot build a registry holding plugin objects again: no build, and
+    the reason does not say one runs."""
+    import types
+
+    registry = Registry(plugins=[types.ModuleType("mine")])  # any object: no file says what it holds
+    assert registry.files is None and Registry().files == ()
+    config, registry = build(tiny_config(workload={"source": "synthetic", "accesses": 3000}), registry)
+    first = run_experiment(config, registry)
+    assert first.engine == "reference" and "background" not in first.engine_reason and fresh_install == []
+
+
+@pytest.fixture
+def shape_not_compiled(monkeypatch):
+    """The generic loop compiled, no shaped one; background builds recorded."""
+    monkeypatch.setattr(codegen, "engine_cached", lambda registry, shape=None: shape is None)
+    started = []
+    monkeypatch.setattr(prebuild, "start_background_build",
+                        lambda files, shape=None: started.append((tuple(files), shape)) or True)
+    return started
+
+
+def test_a_long_auto_run_of_the_generic_loop_builds_its_shape(shape_not_compiled, monkeypatch, tmp_path):
+    levels = [{"name": "l1", "sets": 4, "ways": 2}, {"name": "l2", "sets": 8, "ways": 4, "page_sizes": ["4K", "2M"]}]
+    raw = tiny_config(experiment={"name": "long", "engine": "compiled"}, tlb={"levels": levels})
+    config, registry = build(raw)
+    short = run_experiment(config, registry)  # 1,000 accesses: far below the threshold
+    assert short.engine_reason.endswith("experiment.loop = 'shaped' compiles it once)") and shape_not_compiled == []
+    monkeypatch.setattr(engine_module, "SHAPED_BUILD_AFTER_S", 0.0)
+    long = run_experiment(config, registry)
+    assert "so the loop for the TLB's shape is being compiled in the background for the next run" in long.engine_reason
+    assert shape_not_compiled == [((), Shape(((12,), (12, 21))))] and long.metrics == short.metrics
+    plugin = tmp_path / "mine.py"  # a plugin file: the build gets its resolved path
+    plugin.write_text("")
+    config, registry = build({**raw, "experiment": {**raw["experiment"], "plugins": ["mine.py"]}}, base_dir=tmp_path)
+    run_experiment(config, registry)
+    assert shape_not_compiled[-1] == ((plugin.resolve(),), Shape(((12,), (12, 21))))
+    shape_not_compiled.clear()
+    for loop in ("generic", "shaped"):  # asked for: nothing to build for the next run (shaped compiles now)
+        if loop == "shaped":
+            monkeypatch.setattr(codegen, "engine_cached", lambda registry, shape=None: True)
+        asked, reg = build({**raw, "experiment": {**raw["experiment"], "loop": loop}})
+        assert "background" not in run_experiment(asked, reg).engine_reason
+    assert shape_not_compiled == []
+
+
+def test_shape_text_round_trips_and_bad_shapes_are_refused():
+    for shape in (Shape(((12,),)), Shape(((12,), (12, 21))), Shape(((12, 21, 30), (12,), (21,)))):
+        assert prebuild.parse_shape(prebuild.shape_text(shape)) == shape
+    for bad in ("", "12/", "x", "12,12", "21,12", "11", "12,13,14,15,16", "12//21", "12;21"):
+        with pytest.raises(ValueError, match=f"--shape {bad!r} is not a TLB shape: expected levels separated by"):
+            prebuild.parse_shape(bad)
+    proc = subprocess.run([sys.executable, "-m", "slatframe.engine.prebuild", "--shape", "12/x"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--shape '12/x' is not a TLB shape" in proc.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789,/ x-", max_size=14) | st.text(max_size=10))
+def test_any_shape_text_is_a_shape_or_one_sentence(text):
+    try:
+        shape = prebuild.parse_shape(text)
+    except ValueError as exc:
+        assert str(exc).startswith(f"--shape {text!r} is not a TLB shape") and "\n" not in str(exc)
+    else:
+        assert prebuild.parse_shape(prebuild.shape_text(shape)) == shape
+
+
+def test_the_build_command_compiles_a_shape_that_a_real_config_then_loads(registry):
+    """The build compiles the shaped loop on a tiny native config with another TLB; a fresh
+    process running an EPT config with walk caches and two VMs of that shape then loads it
+    from numba's cache, compiling nothing (the loop's argument types do not depend on the
+    config). The shape is tests/test_shaped_loop.py's, so the suite compiles it once."""
+    from test_shaped_loop import SHAPE
+
+    proc = subprocess.run([sys.executable, "-m", "slatframe.engine.prebuild", "--shape", prebuild.shape_text(SHAPE)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert codegen.engine_cached(registry, SHAPE)
+    check = (
+        "from test_shaped_loop import shaped_config, SHAPE\n"
+        "from slatframe.counters import Counters\n"
+        "from slatframe.engine import make_engine\n"
+        "from slatframe.machine import build_machine\n"
+        "from slatframe.registry import Registry\n"
+        "config, registry = shaped_config(Registry())\n"
+        "engine = make_engine('compiled', build_machine(config, registry, Counters()), registry, SHAPE)\n"
+        "engine.warm_up()\n"
+        "print(sum(engine.k.run.stats.cache_hits.values()), sum(engine.k.run.stats.cache_misses.values()))\n")
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=__file__.rsplit("/", 1)[0])
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["1", "0"]
+
+
+def test_the_build_command_takes_a_config_files_shape(registry, tmp_path):
+    """--shape-of: the shape of a config file (here tests/test_shaped_loop.py's, compiled by
+    the test above or loaded from the cache), and one sentence for a config without one."""
+    from test_shaped_loop import SHAPE
+
+    levels = ('[[tlb.levels]]\nname = "l1"\nsets = 4\nways = 2\n{}\n'
+              '[[tlb.levels]]\nname = "l2"\nsets = 8\nways = 4\npage_sizes = ["4K", "2M"]\n')
+    text = ('[experiment]\nname = "x"\n[machine]\nslat = "native"\nhost_memory = "4G"\n{}'
+            '[[vms]]\nname = "vm0"\nmemory = "1G"\n[workload]\nsource = "synthetic"\naccesses = 10\n')
+    (tmp_path / "shaped.toml").write_text(text.format(levels.format("")))
+    (tmp_path / "split.toml").write_text(text.format(levels.format('side = "instruction"')))
+    command = [sys.executable, "-m", "slatframe.engine.prebuild", "--shape-of"]
+    proc = subprocess.run(command + [str(tmp_path / "shaped.toml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"compiled, or found in numba's cache: the loop for the TLB's shape, {SHAPE.describe()}\n"
+    assert codegen.engine_cached(registry, SHAPE)
+    proc = subprocess.run(command + [str(tmp_path / "split.toml")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].endswith(
+        "split.toml: no loop for this config's TLB shape: TLB level 'l1' serves instruction accesses only, and a "
+        "shaped loop needs every level to serve both.")

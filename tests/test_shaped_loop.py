@@ -92,3 +92,6 @@ def test_shaped_refuses_a_split_level_in_one_sentence(registry):
     with pytest.raises(ConfigError, match=r"experiment.loop = 'shaped' cannot run this config: TLB level 'itlb' "
                                           r"serves instruction accesses only"):
         choose_loop(forced, registry, "compiled")
+    with pytest.raises(ValueError, match=r"run_both\(shaped=True\) cannot run this config's shaped loop: TLB level "
+                                         r"'itlb' serves instruction accesses only"):
+        assert_engines_agree(auto, registry, trace("zipf", seed=7), shaped=True)

@@ -114,9 +114,11 @@ def module_source(registry: Any, shape: Shape | None = None) -> str:
     return "\n".join(lines + ["", ""] + loop) + "\n"
 
 
-def module_name(registry: Any, shape: Shape | None = None) -> str:
-    """The compiled engine module's name for this registry (and shape): a hash of its text."""
-    return f"slatframe_kernels_{hashlib.sha256(module_source(registry, shape).encode()).hexdigest()[:20]}"
+def module_name(registry: Any, shape: Shape | None = None, source: str | None = None) -> str:
+    """The compiled engine module's name for this registry (and shape): a hash of its text
+    (``source``, when the caller has it already)."""
+    text = module_source(registry, shape) if source is None else source
+    return f"slatframe_kernels_{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
 def engine_cached(registry: Any, shape: Shape | None = None) -> bool:
@@ -131,7 +133,7 @@ def load_kernels(registry: Any, shape: Shape | None = None) -> ModuleType:
     """The compiled engine module for this registry's policies, generic or for ``shape``
     (generated once per content; compiled code comes from numba's cache when present)."""
     source = module_source(registry, shape)
-    name = f"slatframe_kernels_{hashlib.sha256(source.encode()).hexdigest()[:20]}"
+    name = module_name(registry, shape, source)
     if name in _loaded:
         return _loaded[name]
     folder = cache_dir()

@@ -235,6 +235,17 @@ def plugin_array(make: Any, arg: Any, label: str, what: str) -> np.ndarray:
     return array
 
 
+def compile_loop(machine: Machine, registry: Any, shape: Shape | None) -> None:
+    """Compile the loop for ``shape`` (None: the generic loop), or load it from numba's
+    cache, without running an access. The loop's argument types are the same for every
+    config of a registry (one compiled module serves them all) and an empty chunk looks
+    nothing up, so the engine of any machine of ``registry`` compiles any shape's loop:
+    builds ahead of use do it on a tiny config (slatframe.engine.prebuild)."""
+    engine = CompiledEngine(machine, registry)
+    engine.k = load_kernels(registry, shape)
+    engine.warm_up()
+
+
 def tag_array(k: Any, n: int, sets: int, ways: int) -> np.ndarray:
     """Tags of ``n`` arrays of up to ``sets`` x ``ways``, all invalid, with the index rows
     of wide sets (empty chains, no valid way); layout in ``loop.py``."""

@@ -1,15 +1,20 @@
-"""Build the compiled engine ahead of use: ``python -m slatframe.engine.prebuild
-[PLUGIN_FILE ...]`` compiles it (or finds it in numba's cache) for the builtins and the
-given plugin files, on a tiny configuration; one compiled module serves every
-configuration of that registry (:mod:`slatframe.engine.codegen`).
+"""Build the compiled engine ahead of use: ``python -m slatframe.engine.prebuild [--shape
+SHAPE | --shape-of CONFIG] [PLUGIN_FILE ...]`` compiles it (or finds it in numba's cache)
+for the builtins and the given plugin files, on a tiny configuration: the generic loop,
+which serves every configuration of that registry (:mod:`slatframe.engine.codegen`), or
+the loop for one TLB shape: ``--shape 12/12,21`` (levels in lookup order separated by
+``/``, each one's page-size shifts; :class:`slatframe.engine.shape.Shape`) or
+``--shape-of`` a config file's, with its plugin files.
 
 A first ``auto`` run on an installation whose engine is not compiled yet runs small
 workloads on the reference tier and starts this in the background
-(:func:`start_background_build`), so the next run finds the engine compiled. A lock file
-in the kernel cache folder keeps two builds from running at once.
+(:func:`start_background_build`), so the next run finds the engine compiled; a long
+``auto`` run of the generic loop starts the build of its shape's loop the same way. A lock
+file in the kernel cache folder keeps two builds from running at once.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .codegen import cache_dir
+from .shape import MAX_SHIFTS, Shape
 
 LOCK = "prebuild.lock"
 STALE_LOCK_S = 15 * 60  #: a lock older than this is from a build that died
@@ -51,9 +57,27 @@ def _lock() -> Path | None:
     return path
 
 
-def build(plugin_files: Sequence[str] = ()) -> bool:
-    """Compile the engine for the builtins and ``plugin_files``; False when another build
-    holds the lock."""
+def shape_text(shape: Shape) -> str:
+    """``shape`` as ``--shape`` takes it: '12/12,21'."""
+    return "/".join(",".join(str(s) for s in level) for level in shape.shifts)
+
+
+def parse_shape(text: str) -> Shape:
+    """The :class:`Shape` ``--shape`` names (ValueError, in one sentence, when it names none)."""
+    try:
+        shifts = tuple(tuple(int(s) for s in level.split(",")) for level in text.split("/"))
+    except ValueError:
+        shifts = ()
+    if not shifts or any(not 1 <= len(level) <= MAX_SHIFTS or list(level) != sorted(set(level))
+                         or not all(12 <= s <= 63 for s in level) for level in shifts):
+        raise ValueError(f"--shape {text!r} is not a TLB shape: expected levels separated by '/', each 1 to "
+                         f"{MAX_SHIFTS} ascending page-size shifts (12 to 63) separated by ',', as in 12/12,21.")
+    return Shape(shifts)
+
+
+def build(plugin_files: Sequence[str] = (), shape: Shape | None = None) -> bool:
+    """Compile the engine for the builtins and ``plugin_files``: the generic loop, or the
+    loop for ``shape``; False when another build holds the lock."""
     lock = _lock()
     if lock is None:
         return False
@@ -61,25 +85,67 @@ def build(plugin_files: Sequence[str] = ()) -> bool:
         from ..counters import Counters
         from ..machine import build_machine
         from ..testing import build as build_config, tiny_config
-        from .compiled import CompiledEngine
+        from .compiled import compile_loop
 
         config, registry = build_config(tiny_config(experiment={"name": "prebuild",
                                                                 "plugins": [str(Path(f).resolve()) for f in plugin_files]}))
-        CompiledEngine(build_machine(config, registry, Counters()), registry).warm_up()
+        compile_loop(build_machine(config, registry, Counters()), registry, shape)
     finally:
         lock.unlink(missing_ok=True)
     return True
 
 
-def start_background_build(plugin_files: Sequence[str]) -> bool:
-    """Start :func:`build` in a detached process (its output discarded); False when
-    ``SLATFRAME_BACKGROUND_BUILD=0`` or a build is running already."""
+def start_background_build(plugin_files: Sequence[str | Path], shape: Shape | None = None) -> bool:
+    """Start :func:`build` (of the generic loop, or of ``shape``'s) in a detached process,
+    its output discarded; False when ``SLATFRAME_BACKGROUND_BUILD=0`` or a build is running
+    already."""
     if os.environ.get("SLATFRAME_BACKGROUND_BUILD", "1") == "0" or _held(cache_dir() / LOCK):
         return False
-    subprocess.Popen([sys.executable, "-m", "slatframe.engine.prebuild", *plugin_files], stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    shaped = ["--shape", shape_text(shape)] if shape is not None else []
+    subprocess.Popen([sys.executable, "-m", "slatframe.engine.prebuild", *shaped, *map(str, plugin_files)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
     return True
 
 
+def main(argv: Sequence[str]) -> int:
+    """The command line: 0 when the engine is compiled (or was cached), 1 when another
+    build holds the lock, 2 for a bad ``--shape`` or config."""
+    ap = argparse.ArgumentParser(prog="python -m slatframe.engine.prebuild",
+                                 description="Compile slatframe's engine ahead of use.")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--shape", help="compile the loop for this TLB shape instead of the generic one: levels in "
+                                       "lookup order separated by '/', each one's page-size shifts separated by ',' "
+                                       "(12: 4K, 21: 2M, 30: 1G), e.g. 12/12,21")
+    which.add_argument("--shape-of", metavar="CONFIG", help="compile the loop for this config file's TLB shape, "
+                                                            "with its plugin files")
+    ap.add_argument("plugin_files", nargs="*", help="plugin files whose policies the engine compiles in")
+    args = ap.parse_args(argv)
+    files = list(args.plugin_files)
+    try:
+        shape = parse_shape(args.shape) if args.shape is not None else None
+        if args.shape_of is not None:
+            from ..config import load_config
+            from ..errors import SlatframeError
+            from .shape import shape_of
+
+            try:
+                config, registry = load_config(args.shape_of)
+            except SlatframeError as exc:
+                raise ValueError(str(exc)) from None
+            shape, why = shape_of(config)
+            if shape is None:
+                raise ValueError(f"{args.shape_of}: no loop for this config's TLB shape: {why}.")
+            files += [str(f) for f in registry.files]
+    except ValueError as exc:
+        ap.error(str(exc))
+    what = "the generic loop" if shape is None else f"the loop for the TLB's shape, {shape.describe()}"
+    if not build(files, shape):
+        print(f"another build is running (lock {cache_dir() / LOCK}); {what} was not built", file=sys.stderr)
+        return 1
+    print(f"compiled, or found in numba's cache: {what}")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(0 if build(sys.argv[1:]) else 1)
+    sys.exit(main(sys.argv[1:]))

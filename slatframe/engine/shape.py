@@ -43,9 +43,9 @@ def shape_of(config: Any) -> tuple[Shape | None, str]:
     """The shape of ``config``'s TLB hierarchy, or None and why a shaped loop cannot run it
     (a level serving only instruction fetches or only data accesses: the two kinds of
     access would look up different levels)."""
+    split = config.tlb.split_level()
+    if split is not None:
+        return None, (f"TLB level {split[1].name!r} serves {split[1].side} accesses only, and a shaped loop "
+                      "needs every level to serve both")
     levels = config.tlb.levels
-    for lv in levels:
-        if lv.side != "unified":
-            return None, (f"TLB level {lv.name!r} serves {lv.side} accesses only, and a shaped loop needs every "
-                          "level to serve both")
     return Shape(tuple(tuple(sorted(size.bit_length() - 1 for size in lv.page_sizes)) for lv in levels)), ""
