@@ -12,12 +12,17 @@ cache, fixed cost. The bare loop looks up and fills the same 16x4 geometry and d
 nothing on a miss, so the ratio also holds the engine's page walks (a miss in the
 TLB is a walk of the 4-level tables in simulated memory: most of these accesses).
 Every engine row is taken twice: with the compiled tier's generic loop and with its loop
-shaped for this config's TLB (``experiment.loop``).
+shaped for this config's TLB (``experiment.loop``). A last row, taken in turn with the
+runs, is numba's own start-up: a fresh process that imports numba and calls one function
+from numba's cache, which every compiled run pays before its first access. Processes run
+with Python's bytecode cache on, as a user's shell runs them (``PYTHONDONTWRITEBYTECODE``
+is dropped from their environment: with it, every process recompiles slatframe's modules).
 """
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -66,6 +71,26 @@ entry()
 """
 
 
+FLOOR = """
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def total(values):
+    s = 0
+    for v in values:
+        s += v
+    return s
+
+
+total(np.zeros(3, dtype=np.uint64))
+"""
+
+#: the subprocesses' environment: as a user's shell (see the module's docstring)
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def e2e_config(loop: str = "generic"):
     """(config, registry) of CONFIG, for passes over records in memory: the engine runs
     the same whatever file the records came from."""
@@ -82,20 +107,33 @@ def one_run(config: Path, out: Path) -> dict:
     the interpreter starts), the run's own (``wall_time_s`` less ``compile_time_s``, the
     engine's loading) and the engine's loading."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", RUN, str(config), str(out)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", RUN, str(config), str(out)], check=True, capture_output=True, env=ENV)
     whole = time.perf_counter() - start
     result = json.loads(out.read_text())
     return {"whole": whole, "run": result["wall_time_s"] - result["compile_time_s"],
             "load": result["compile_time_s"], "metrics": result["metrics"]}
 
 
+def floor_run(script: Path) -> float:
+    """Seconds of one fresh process running :data:`FLOOR` (numba's start-up)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True, env=ENV)
+    return time.perf_counter() - start
+
+
 def run_files(files: dict, accesses: int, bare: float, rounds: int, where: Path) -> tuple[list, dict]:
     """A table row per trace file and loop (best of ``rounds`` fresh processes, the runs
-    taken in turn, so that a slow minute of a shared machine slows every row alike), and
-    the counts, which every run must give alike."""
+    taken in turn, so that a slow minute of a shared machine slows every row alike), the
+    row of numba's start-up taken in turn with them, and the counts, which every run must
+    give alike."""
     keys = list(itertools.product(files.items(), LOOPS))
     runs: dict = {(label, loop): [] for (label, _), loop in keys}
+    script = where / "numba_floor.py"
+    script.write_text(FLOOR)
+    floor_run(script)  # compile it into numba's cache (next to the script)
+    floors = []
     for _ in range(rounds):
+        floors.append(floor_run(script))
         for (label, (_, path)), loop in keys:
             runs[label, loop].append(one_run(path.with_suffix(f".{loop}.toml"), where / "r.json"))
     metrics = runs[keys[0][0][0], keys[0][1]][0]["metrics"]
@@ -107,6 +145,8 @@ def run_files(files: dict, accesses: int, bare: float, rounds: int, where: Path)
         rows.append((f"slatframe run, {label}, {loop} loop", f"{best['whole']:.2f}", f"{best['run']:.2f}",
                      f"{best['load']:.2f}", f"{rate / 1e6:.1f}", f"{bare / rate:.1f}x",
                      f"{best['whole'] - best['run']:.2f}"))
+    rows.append(("numba's start-up: import numba, call one function from its cache", f"{min(floors):.2f}",
+                 "", "", "", "", f"{min(floors):.2f}"))
     return rows, metrics
 
 
