@@ -383,12 +383,16 @@ def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, 
 
 @njit(cache=True, inline="always", _nrt=False)
 def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift):
+    """Fill the levels before ``depth`` (where the lookup hit) that hold ``shift``. Each of
+    them was looked up for this page size just before and missed, and an insert adds the
+    entry to its own level only (an inclusive victim is removed, never added), so no
+    insert looks for the entry's own way (``absent``)."""
     if inclusion == 2:
         tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift)
         return
     for pos in range(depth):
         if tlb_holds(tcfg, path_level(path, pos), shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, False)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, True)
 
 
 @njit(cache=True, _nrt=False)
