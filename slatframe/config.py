@@ -205,6 +205,7 @@ refuse a bad input with one sentence (`slatframe: error: FILE: KEY.PATH = VALUE 
 allowed: ...`, exit status 2) naming the key path and what is allowed; whatever `run`
 would refuse, `validate` refuses too. Refused:
 
+- a config file that does not exist, is a folder, is not UTF-8 text or not TOML;
 - a key that is not known here, a required key that is missing, a value of the wrong
   type: a string, a boolean or a table where a number is expected (booleans are not
   numbers), a float where an integer is expected;
@@ -333,6 +334,13 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file does not exist.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: it is a folder, not a config file.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: byte {exc.start} is not UTF-8 text (a TOML file is UTF-8)."
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: config file cannot be read ({exc.strerror or exc}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}.") from None
 

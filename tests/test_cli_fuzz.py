@@ -208,3 +208,27 @@ def test_sweep_options(files, texts, jobs):
         if code in (0, 1):
             assert (work / "out" / "results.csv").exists()
         assert [p.name for p in box.iterdir()] == ["work"]
+
+
+@FAST
+@given(st.binary(max_size=64))
+def test_any_bytes_as_a_config_file_are_refused_in_one_sentence(data):
+    """Bytes that are not UTF-8 text, or not TOML, or not a config: one sentence naming
+    the file, exit 2 (a non-UTF-8 file used to end in a UnicodeDecodeError traceback)."""
+    with sandbox() as (_, work):
+        path = work / "c.toml"
+        path.write_bytes(data)
+        code, _, err = call(["validate", str(path)])
+        assert_clean_failure(code, err, allowed=(2,))
+        assert str(path) in err
+
+
+def test_a_folder_or_non_utf8_file_as_a_config_is_one_sentence():
+    with sandbox() as (_, work):
+        data = b'[experiment]\nname = "\xff"\n'
+        (work / "bad.toml").write_bytes(data)
+        for name, says in (("adir", "it is a folder, not a config file."),
+                           ("bad.toml", f"not valid TOML: byte {data.index(0xff)} is not UTF-8 text (a TOML file "
+                                        "is UTF-8).")):
+            code, _, err = call(["validate", str(work / name)])
+            assert code == 2 and err == f"slatframe: error: {work / name}: {says}\n"
