@@ -414,9 +414,12 @@ def warm_passes(config, registry, trace: np.ndarray, chunk: int = 65536, shape=N
 
 def engine_rows(config, registry, trace: np.ndarray) -> list:
     """(what, a function timing one warm pass) of the engine with its generic loop, then
-    with its loop shaped for the config's TLB."""
+    with its loop shaped for the config's TLB, then with its loop for the whole TLB config
+    (``experiment.loop = "exact"``)."""
     return [("engine, warm pass", warm_passes(config, registry, trace)),
-            ("engine, shaped loop, warm pass", warm_passes(config, registry, trace, shape=shape_of(config)[0]))]
+            ("engine, shaped loop, warm pass", warm_passes(config, registry, trace, shape=shape_of(config)[0])),
+            ("engine, exact loop, warm pass", warm_passes(config, registry, trace,
+                                                          shape=shape_of(config, exact=True)[0]))]
 
 
 def bound_rows(label: str, bare: Bare, loops: list, engines: list, rounds: int = 3, yardstick=None) -> list:

@@ -70,14 +70,6 @@ _WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk,
               "shift, missed)\n")
 _VICTIM = "    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
 _FILL = "    ttag[level, s, w, 3] = value\n    policy_fill(pid, pstate, pk, level, s, w)"
-_LOOKUP = ("                    s = set_of(vpn, tcfg[level, T_SETS], tcfg[level, T_MASK])\n"
-           "                    c = tlb_ctx(vm, asid, shift)\n"
-           "                    w = sa_lookup(ttag, pstate, pk, tcfg[level, T_PID], level, level, s, c, vpn, "
-           "tcfg[level, T_WAYS])\n")
-_PLACE = ("    s = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])\n"
-          "    pid = tcfg[level, T_PID]\n"
-          "    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, pid, level, level, s, c, k, tcfg[level, T_WAYS], "
-          "absent)\n")
 
 CUTS: dict[str, list[tuple[str, str]]] = {
     # walk() and a walk plugin's call out of the loop: every walk is plain_walk's (timing only)
@@ -99,15 +91,6 @@ CUTS: dict[str, list[tuple[str, str]]] = {
                           ("SHAPE_NSHIFTS = (0,)  # SHAPE", "SHAPE_NSHIFTS = (1,) * NPATH"),
                           ("SHAPE_SHIFTS = ((0, 0, 0, 0),)  # SHAPE", "SHAPE_SHIFTS = ((12, 0, 0, 0),) * NPATH")],
     "wide sets scanned": [("INDEX_MIN_WAYS = 8\n", "INDEX_MIN_WAYS = 64\n")],
-    # each level's set mask, ways and policy as constants (GEO_*: the config's, from edited()'s geometry)
-    "geometry compiled in": [(_LOOKUP, _LOOKUP.replace("set_of(vpn, tcfg[level, T_SETS], tcfg[level, T_MASK])",
-                                                       "vpn & GEO_MASK[level]")
-                              .replace("tcfg[level, T_PID]", "GEO_PID[level]")
-                              .replace("tcfg[level, T_WAYS]", "GEO_WAYS[level]")),
-                             (_PLACE, _PLACE.replace("set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])",
-                                                     "k & GEO_MASK[level]")
-                              .replace("tcfg[level, T_PID]", "GEO_PID[level]")
-                              .replace("tcfg[level, T_WAYS]", "GEO_WAYS[level]"))],
 }
 
 # per config: (what the row is, the cuts it applies)
@@ -136,25 +119,13 @@ VARIANTS = {
         ("  + all of these but the scan", ["one walk", "no tail", "no record checks", "no walk",
                                            "shape compiled in", "LRU called directly"]),
         ("the TLB's shape compiled in (what a shaped loop has)", ["shape compiled in"]),
-        ("  + each level's sets, ways and policy id compiled in", ["shape compiled in", "geometry compiled in"]),
-        ("  + LRU called directly (every config value compiled in)", ["shape compiled in", "geometry compiled in",
-                                                                     "LRU called directly"]),
     ],
 }
 
 
-def edited(source: str, cuts: list[str], npath: int, lru_pid: int,
-           geometry: tuple[tuple[int, int, int], ...] = ()) -> str:
-    """``source`` with ``cuts`` applied; raises naming a cut whose text is not found once.
-    ``geometry``: each level's (set mask, ways, policy id), for "geometry compiled in"
-    (power-of-two sets only)."""
-    geo = ""
-    if "geometry compiled in" in cuts:
-        if not (geometry and all(g[0] >= 0 for g in geometry)):
-            raise ValueError("cut 'geometry compiled in' needs each level's geometry, with a power-of-two set count")
-        geo = "".join(f"GEO_{name} = {tuple(g[j] for g in geometry)!r}\n"
-                      for j, name in enumerate(("MASK", "WAYS", "PID")))
-    out = source.replace("INLINE_POLICIES = ", f"NPATH = {npath}\n{geo}INLINE_POLICIES = ")
+def edited(source: str, cuts: list[str], npath: int, lru_pid: int) -> str:
+    """``source`` with ``cuts`` applied; raises naming a cut whose text is not found once."""
+    out = source.replace("INLINE_POLICIES = ", f"NPATH = {npath}\nINLINE_POLICIES = ")
     out = out.replace("\nINLINE_POLICIES = ", f"\nLRU_victim = k{lru_pid}_victim\nLRU_fill = k{lru_pid}_fill\n"
                                                "INLINE_POLICIES = ", 1)
     for name in cuts:
@@ -222,13 +193,11 @@ def cut_rows(label: str, config, registry, trace: np.ndarray, rounds: int, yards
     if not (tcfg[:, k.T_PID] == lru).all():  # else "LRU called directly" would time another policy than configured
         raise ValueError(f"{label}: \"LRU called directly\" needs every TLB level's policy to be LRU")
     source = module_source(registry)
-    geometry = tuple((int(row[k.T_MASK]), int(row[k.T_WAYS]), int(row[k.T_PID])) for row in tcfg)
     timed = [yardstick, ("the engine's loop", functools.partial(pass_rate, engine.k.run, calls, len(trace)))]
     for what, cuts in VARIANTS[label]:
-        text = edited(source, cuts, int(npaths[1]), lru, geometry)
+        text = edited(source, cuts, int(npaths[1]), lru)
         name = "cut_" + "_".join(c.replace(" ", "").replace(":", "").replace("'", "") for c in cuts or ["none"])
-        name += f"_{int(npaths[1])}" + ("_" + "_".join(f"{m + 1}x{w}" for m, w, _ in geometry)
-                                        if "geometry compiled in" in cuts else "")
+        name += f"_{int(npaths[1])}"
         run = load(text, name)
         started = time.perf_counter()
         pass_rate(run, calls, len(trace))

@@ -11,8 +11,9 @@ text; the config is issue 17's: native paging, one 16-set 4-way LRU TLB level, n
 cache, fixed cost. The bare loop looks up and fills the same 16x4 geometry and does
 nothing on a miss, so the ratio also holds the engine's page walks (a miss in the
 TLB is a walk of the 4-level tables in simulated memory: most of these accesses).
-Every engine row is taken twice: with the compiled tier's generic loop and with its loop
-shaped for this config's TLB (``experiment.loop``). A last row, taken in turn with the
+Every engine row is taken three times: with the compiled tier's generic loop, with its
+loop shaped for this config's TLB, and with its loop for this whole TLB config
+(``experiment.loop``: generic, shaped, exact). A last row, taken in turn with the
 runs, is numba's own start-up: a fresh process that imports numba and calls one function
 from numba's cache, which every compiled run pays before its first access. Processes run
 with Python's bytecode cache on, as a user's shell runs them (``PYTHONDONTWRITEBYTECODE``
@@ -61,7 +62,7 @@ path = "{path}"
 model = "fixed"
 """
 
-LOOPS = ("generic", "shaped")  #: experiment.loop of the runs from files
+LOOPS = ("generic", "shaped", "exact")  #: experiment.loop of the runs from files
 
 RUN = """
 import sys
@@ -169,7 +170,7 @@ def end_to_end(accesses: int, rounds: int = 5) -> None:
         # the in-memory passes run the same config as the runs from files, on the same records
         config, registry = load_config(files["npz, stored"][1].with_suffix(".generic.toml"))
         in_memory = [("bare LRU loop 16x4, in memory", bare), ("  + a bare 4-level walk per miss", bare_walk)]
-        for loop, shape in (("generic", None), ("shaped", shape_of(config)[0])):
+        for loop, shape in (("generic", None), ("shaped", shape_of(config)[0]), ("exact", shape_of(config, True)[0])):
             run_engine("compiled", config, registry, trace[:20_000], shape=shape)  # compile / load the cache
             cold, warm = run_engine("compiled", config, registry, trace, shape=shape)
             in_memory += [(f"engine, {loop} loop, in memory: cold pass", cold),

@@ -54,12 +54,14 @@ class ExperimentConfig:
                          choices=("auto", "reference", "compiled"))
     loop: str = option("auto", "the compiled tier's loop: shaped compiles one for this config's TLB shape (which "
                                "levels an access looks up, the page sizes each holds; one to four minutes once per "
-                               "shape, then cached) and refuses a config with a data-only or instruction-only "
-                               "level; generic is the one loop for every config; auto takes the shaped loop when "
-                               "it is compiled already, else the generic one, and after a generic run of a minute "
-                               "or more starts compiling the shaped one in the background for the next run (the "
-                               "result says which ran, and whether a build started)",
-                       choices=("auto", "generic", "shaped"))
+                               "shape, then cached); exact compiles one for this config's whole TLB (the shape and "
+                               "each level's sets, ways and policy: faster on hit-heavy traces, but a module per "
+                               "TLB config); both refuse a config with a data-only or instruction-only level; "
+                               "generic is the one loop for every config; auto takes the exact loop when it is "
+                               "compiled already, else the shaped one when it is, else the generic one, and after "
+                               "a generic run of a minute or more starts compiling the shaped one in the background "
+                               "for the next run (the result says which ran, and whether a build started)",
+                       choices=("auto", "generic", "shaped", "exact"))
     plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
     chunk_size: int = option(65536, "trace records per chunk handed to the engine", min=1)
     warmup: int = option(0, "trace records run before the statistics start: TLBs, caches, page "
@@ -454,11 +456,11 @@ def check_config(config: Config, ctx: BuildContext) -> None:
         ctx.fail("consolidation.reserved_memory", f"= {format_size(c.reserved_memory)!r} is not allowed: it must be "
                                                   f"less than consolidation.memory ({format_size(c.memory)}).")
     split = config.tlb.split_level()
-    if config.experiment.loop == "shaped" and split is not None:
+    if config.experiment.loop in ("shaped", "exact") and split is not None:
         i, lv = split
-        ctx.fail("experiment.loop", f"= 'shaped' is not allowed: tlb.levels[{i}] ({lv.name!r}) serves "
-                                    f"{lv.side} accesses only, and a shaped loop needs every level to serve "
-                                    "both; use 'auto' or 'generic'.")
+        ctx.fail("experiment.loop", f"= {config.experiment.loop!r} is not allowed: tlb.levels[{i}] ({lv.name!r}) "
+                                    f"serves {lv.side} accesses only, and a loop compiled for the TLB needs every "
+                                    "level to serve both; use 'auto' or 'generic'.")
     accesses = getattr(config.workload.options, "accesses", None)
     if config.experiment.warmup and isinstance(accesses, int) and config.experiment.warmup >= accesses:
         ctx.fail("experiment.warmup", f"= {config.experiment.warmup} is not allowed: the workload has "

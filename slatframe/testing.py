@@ -42,27 +42,28 @@ def run_trace(config: Config, registry: Any, trace: np.ndarray) -> tuple[dict[st
     return counters.as_dict(), hpa
 
 
-def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096, shaped: bool = False
-             ) -> dict[str, tuple[dict[str, int], np.ndarray, dict]]:
+def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096, shaped: bool = False,
+             exact: bool = False) -> dict[str, tuple[dict[str, int], np.ndarray, dict]]:
     """Run ``trace`` under each engine tier on fresh machines: tier -> (counters, hPAs,
     the counts charged to each scope: VM, or (VM, asid) with ``experiment.per_asid``).
     With ``shaped``, also the compiled tier's loop compiled for the config's TLB shape,
-    as tier "shaped" (ValueError when the config has no shape: a data- or instruction-only
+    as tier "shaped"; with ``exact``, its loop compiled for the config's whole TLB, as
+    tier "exact" (ValueError when the config has no shape: a data- or instruction-only
     level)."""
     from .engine import make_engine
     from .engine.shape import shape_of
 
-    shape, why = shape_of(config)
-    if shaped and shape is None:
-        raise ValueError(f"run_both(shaped=True) cannot run this config's shaped loop: {why}")
+    loops = {tier: shape_of(config, tier == "exact") for tier, wanted in (("shaped", shaped), ("exact", exact))
+             if wanted}
+    for tier, (shape, why) in loops.items():
+        if shape is None:
+            raise ValueError(f"run_both({tier}=True) cannot run this config's {tier} loop: {why}")
     out = {}
-    for tier in ("reference", "compiled", "shaped") if shaped else ("reference", "compiled"):
+    for tier in ("reference", "compiled", *loops):
         counters = Counters()
         machine = build_machine(config, registry, counters)
-        if tier == "shaped":
-            engine = make_engine("compiled", machine, registry, shape)
-        else:
-            engine = make_engine(tier, machine, registry)
+        engine = make_engine("compiled", machine, registry, loops[tier][0]) if tier in loops else \
+            make_engine(tier, machine, registry)
         hpa = np.zeros(len(trace), dtype=np.uint64)
         for start in range(0, len(trace), chunk_size):
             engine.run_chunk(trace[start:start + chunk_size], hpa[start:start + chunk_size])
@@ -72,13 +73,14 @@ def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int =
 
 
 def assert_engines_agree(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096,
-                         shaped: bool = False) -> dict:
-    """Run ``trace`` under the reference and the compiled engine (and, with ``shaped``, the
-    compiled engine's loop compiled for the config's TLB shape) and fail, naming the first
-    differing counter, scope's count (the per-VM metrics) or access, unless every counter,
-    every scope's count and every hPA agree, and the scopes' counts add up to the totals.
+                         shaped: bool = False, exact: bool = False) -> dict:
+    """Run ``trace`` under the reference and the compiled engine (and, with ``shaped`` or
+    ``exact``, the compiled engine's loop compiled for the config's TLB shape or whole TLB
+    config) and fail, naming the first differing counter, scope's count (the per-VM
+    metrics) or access, unless every counter, every scope's count and every hPA agree, and
+    the scopes' counts add up to the totals.
     Returns the counters. Use it to check a plugin's kernels against its reference code."""
-    both = run_both(config, registry, trace, chunk_size, shaped)
+    both = run_both(config, registry, trace, chunk_size, shaped, exact)
     ref, ref_hpa, ref_scoped = both["reference"]
     for tier, (comp, comp_hpa, comp_scoped) in both.items():
         if tier == "reference":

@@ -27,24 +27,11 @@ def source_and_lru():
 @pytest.mark.parametrize("label", list(VARIANTS))
 def test_every_variant_applies_and_parses(source_and_lru, label):
     source, lru = source_and_lru
-    geometry = ((15, 4, lru), (127, 12, lru))
     for what, cuts in VARIANTS[label]:
-        text = edited(source, cuts, 2, lru, geometry)
+        text = edited(source, cuts, 2, lru)
         ast.parse(text)  # a SyntaxError here names the variant in the traceback
         for j, name in enumerate(cuts):  # each cut changes what the cuts before it left
-            assert edited(source, cuts[:j + 1], 2, lru, geometry) != edited(source, cuts[:j], 2, lru, geometry), \
-                (what, name)
-
-
-def test_geometry_compiled_in_needs_the_geometry(source_and_lru):
-    source, lru = source_and_lru
-    text = edited(source, ["geometry compiled in"], 2, lru, ((15, 4, lru), (127, 12, lru)))
-    assert f"GEO_MASK = (15, 127)\nGEO_WAYS = (4, 12)\nGEO_PID = ({lru}, {lru})\n" in text
-    assert "vpn & GEO_MASK[level]" in text and "k & GEO_MASK[level]" in text  # the lookup and the fill
-    assert text.count("GEO_WAYS[level]") == text.count("GEO_PID[level]") == 2
-    for geometry in ((), ((-1, 4, lru),)):  # none given; 3 sets (modulo, not a mask)
-        with pytest.raises(ValueError, match="needs each level's geometry"):
-            edited(source, ["geometry compiled in"], 2, lru, geometry)
+            assert edited(source, cuts[:j + 1], 2, lru) != edited(source, cuts[:j], 2, lru), (what, name)
 
 
 def test_a_missing_edit_stops_with_the_cut_name(source_and_lru):

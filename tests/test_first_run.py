@@ -195,5 +195,5 @@ def test_the_build_command_takes_a_config_files_shape(registry, tmp_path):
     proc = subprocess.run(command + [str(tmp_path / "split.toml")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1].endswith(
-        "split.toml: no loop for this config's TLB shape: TLB level 'l1' serves instruction accesses only, and a "
-        "shaped loop needs every level to serve both.")
+        "split.toml: no loop compiled for this config's TLB: TLB level 'l1' serves instruction accesses only, and "
+        "a loop compiled for the TLB needs every level to serve both.")

@@ -79,19 +79,21 @@ def test_auto_takes_the_shaped_loop_once_it_is_compiled(registry):
     assert again.metrics == shaped.metrics
 
 
-def test_shaped_refuses_a_split_level_in_one_sentence(registry):
+@pytest.mark.parametrize("loop", ["shaped", "exact"])
+def test_a_compiled_in_loop_refuses_a_split_level_in_one_sentence(registry, loop):
     """The config is refused when it is read (so `slatframe validate` says it too), and a
     config built otherwise is refused when the loop is chosen."""
     levels = [{"name": "itlb", "sets": 4, "ways": 2, "side": "instruction"}, {"name": "stlb", "sets": 8, "ways": 4}]
-    with pytest.raises(ConfigError, match=r"experiment.loop = 'shaped' is not allowed: tlb.levels\[0\] \('itlb'\) "
-                                          r"serves instruction accesses only"):
-        build(tiny_config(tlb={"levels": levels}, experiment={"name": "x", "loop": "shaped"}), registry)
+    with pytest.raises(ConfigError, match=rf"experiment.loop = '{loop}' is not allowed: tlb.levels\[0\] \('itlb'\) "
+                                          r"serves instruction accesses only, and a loop compiled for the TLB needs "
+                                          r"every level to serve both; use 'auto' or 'generic'\."):
+        build(tiny_config(tlb={"levels": levels}, experiment={"name": "x", "loop": loop}), registry)
     auto, _ = build(tiny_config(tlb={"levels": levels}), registry)
     assert "the generic loop (auto: TLB level 'itlb'" in run_experiment(auto, registry, engine="compiled").engine_reason
-    forced = attrs.evolve(auto, experiment=attrs.evolve(auto.experiment, loop="shaped"))
-    with pytest.raises(ConfigError, match=r"experiment.loop = 'shaped' cannot run this config: TLB level 'itlb' "
+    forced = attrs.evolve(auto, experiment=attrs.evolve(auto.experiment, loop=loop))
+    with pytest.raises(ConfigError, match=rf"experiment.loop = '{loop}' cannot run this config: TLB level 'itlb' "
                                           r"serves instruction accesses only"):
         choose_loop(forced, registry, "compiled")
-    with pytest.raises(ValueError, match=r"run_both\(shaped=True\) cannot run this config's shaped loop: TLB level "
+    with pytest.raises(ValueError, match=rf"run_both\({loop}=True\) cannot run this config's {loop} loop: TLB level "
                                          r"'itlb' serves instruction accesses only"):
-        assert_engines_agree(auto, registry, trace("zipf", seed=7), shaped=True)
+        assert_engines_agree(auto, registry, trace("zipf", seed=7), **{loop: True})

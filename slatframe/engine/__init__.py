@@ -67,24 +67,37 @@ def first_run(registry: Any) -> bool:
     return os.environ.get("SLATFRAME_FIRST_RUN", "reference") != "compiled" and not codegen.engine_cached(registry)
 
 
+#: what an engine reason calls the two compiled-in loops
+SHAPED_LOOP = "the loop compiled for the TLB's shape"
+EXACT_LOOP = "the loop compiled for this TLB config"
+
+
 def choose_loop(config: Config, registry: Any, tier: str) -> tuple[Shape | None, str]:
-    """The compiled tier's loop as ``experiment.loop`` asks (a shape, or None for the
-    generic loop) and what the result's engine reason says of it."""
+    """The compiled tier's loop as ``experiment.loop`` asks (a shape, exact or not, or None
+    for the generic loop) and what the result's engine reason says of it. ``auto`` takes
+    the exact loop when it is compiled, else the shaped one when it is compiled, else the
+    generic one."""
     wanted = config.experiment.loop
     if tier != "compiled":
-        return None, "" if wanted != "shaped" else "; experiment.loop = 'shaped' is for the compiled tier only"
+        return None, "" if wanted in ("auto", "generic") else (f"; experiment.loop = {wanted!r} is for the compiled "
+                                                               "tier only")
     if wanted == "generic":
         return None, "; the generic loop (requested)"
     shape, why = shape_of(config)
     if shape is None:
-        if wanted == "shaped":
-            raise ConfigError(f"experiment.loop = 'shaped' cannot run this config: {why}; use 'auto' or 'generic'.")
+        if wanted != "auto":
+            raise ConfigError(f"experiment.loop = {wanted!r} cannot run this config: {why}; use 'auto' or 'generic'.")
         return None, f"; the generic loop (auto: {why})"
+    exact = shape_of(config, exact=True)[0]
+    if wanted == "exact":
+        return exact, f"; {EXACT_LOOP}, {exact.describe()} (requested)"
     if wanted == "shaped":
-        return shape, f"; the loop compiled for the TLB's shape, {shape.describe()} (requested)"
+        return shape, f"; {SHAPED_LOOP}, {shape.describe()} (requested)"
+    if codegen.engine_cached(registry, exact):
+        return exact, f"; {EXACT_LOOP}, {exact.describe()} (auto: it is compiled)"
     if codegen.engine_cached(registry, shape):
-        return shape, f"; the loop compiled for the TLB's shape, {shape.describe()} (auto: it is compiled)"
-    return None, (f"; the generic loop (auto: the loop for the TLB's shape, {shape.describe()}, is not compiled; "
+        return shape, f"; {SHAPED_LOOP}, {shape.describe()} (auto: it is compiled)"
+    return None, (f"; the generic loop (auto: {SHAPED_LOOP}, {shape.describe()}, is not compiled; "
                   "experiment.loop = 'shaped' compiles it once)")
 
 

@@ -72,7 +72,7 @@ def _ref(fn: Any) -> tuple[str, str]:
 def module_source(registry: Any, shape: Shape | None = None) -> str:
     """The generated module: dispatch over the inline policies' kernels, then calls of
     separately compiled kernels by their address in ``pk``, then loop.py (with ``shape``'s
-    constants in place of its generic ``SHAPE_*`` lines, for a shaped module).
+    constants in place of its generic ``SHAPE_*`` lines, for a shaped or exact module).
 
     One module serves every run, with or without plugin policies: the call by address goes
     through a function that saves every register it uses (kernel_slots.py), so the builtin
@@ -110,7 +110,9 @@ def module_source(registry: Any, shape: Shape | None = None) -> str:
     loop = [line for line in LOOP_SOURCE.read_text().splitlines() if not line.endswith(STUB_MARK)]
     if shape is not None:
         first = next(n for n, line in enumerate(loop) if line.endswith(SHAPE_MARK))
-        loop = loop[:first] + shape.constants() + [line for line in loop[first:] if not line.endswith(SHAPE_MARK)]
+        numbers = {**ids, **slot_ids(registry, list(shape.policies))}  # the engine's, for the TLB levels
+        rest = [line for line in loop[first:] if not line.endswith(SHAPE_MARK)]
+        loop = loop[:first] + shape.constants(numbers) + rest
     return "\n".join(lines + ["", ""] + loop) + "\n"
 
 

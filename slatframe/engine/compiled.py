@@ -280,9 +280,10 @@ class CompiledEngine:
         self.machine = machine
         ctx = machine.context
         config = ctx.config
-        if shape is not None and shape != shape_of(config)[0]:
-            raise ValueError(f"a loop shaped for {shape.describe()} cannot run this config's TLB "
-                             f"({shape_of(config)[1] or shape_of(config)[0].describe()})")
+        if shape is not None and shape != shape_of(config, shape.exact)[0]:
+            theirs, why = shape_of(config, shape.exact)
+            raise ValueError(f"a loop {'compiled' if shape.exact else 'shaped'} for {shape.describe()} cannot run "
+                             f"this config's TLB ({why or theirs.describe()})")
         self.shape = shape
         used = [lv.policy.name for lv in config.tlb.levels] + [c.policy.name for c in machine.walk_caches
                                                                if type(c) in KINDS]
@@ -307,6 +308,12 @@ class CompiledEngine:
             record = registry.get("TLB policies", lv.policy.name)
             states.append(record.kernels.init(lv.policy.options, lv.sets, lv.ways,
                                               ctx.structure_rng(f"tlb.{lv.name}")))
+        k = self.k
+        if shape is not None and shape.exact:  # the module's policy numbers must be this engine's
+            rows = [tuple(tcfg[:, col].tolist()) for col in (k.T_SETS, k.T_WAYS, k.T_PID)]
+            if rows != [k.SHAPE_SETS, k.SHAPE_WAYS, k.SHAPE_PIDS]:
+                raise RuntimeError(f"the exact loop's sets, ways and policy numbers "
+                                   f"{[k.SHAPE_SETS, k.SHAPE_WAYS, k.SHAPE_PIDS]} are not this engine's {rows}")
         ttag = tag_array(self.k, L, S, W)
         self.tlb = (tcfg, ttag, INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)

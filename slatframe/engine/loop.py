@@ -75,10 +75,18 @@ T_MASK = 9  # sets - 1 when sets is a power of two, else -1
 # ``tcfg``. A shaped module (codegen writes these three lines) serves only configs whose
 # instruction fetches and data accesses both look up levels 0..SHAPE_LEVELS-1 in order,
 # level l holding the SHAPE_NSHIFTS[l] page sizes SHAPE_SHIFTS[l][:n]: its lookups unroll
-# and their offsets and shifts fold. Sets, ways and policies stay run-time values.
+# and their offsets and shifts fold. Sets, ways and policies stay run-time values, unless
+# SHAPE_EXACT is 1 (an exact module, for one TLB config): then level l has SHAPE_SETS[l]
+# sets (index mask SHAPE_MASKS[l], -1 for a modulo), SHAPE_WAYS[l] ways and policy number
+# SHAPE_PIDS[l], all constants of the lookup and the fill.
 SHAPE_LEVELS = 0  # SHAPE
 SHAPE_NSHIFTS = (0,)  # SHAPE
 SHAPE_SHIFTS = ((0, 0, 0, 0),)  # SHAPE
+SHAPE_EXACT = 0  # SHAPE
+SHAPE_SETS = (0,)  # SHAPE
+SHAPE_MASKS = (0,)  # SHAPE
+SHAPE_WAYS = (0,)  # SHAPE
+SHAPE_PIDS = (0,)  # SHAPE
 
 # wcfg columns and kinds
 W_KIND = 0
@@ -297,6 +305,26 @@ def level_shift(tcfg, level, j):
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def level_set(tcfg, level, key):
+    """The set of ``level`` that ``key`` maps to."""
+    if SHAPE_EXACT == 0:
+        return set_of(key, tcfg[level, T_SETS], tcfg[level, T_MASK])
+    return set_of(key, SHAPE_SETS[level], SHAPE_MASKS[level])
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def level_ways(tcfg, level):
+    """How many ways ``level``'s sets have."""
+    return tcfg[level, T_WAYS] if SHAPE_EXACT == 0 else SHAPE_WAYS[level]
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def level_pid(tcfg, level):
+    """``level``'s TLB policy (its dispatch number)."""
+    return tcfg[level, T_PID] if SHAPE_EXACT == 0 else SHAPE_PIDS[level]
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def tlb_holds(tcfg, level, shift):
     for j in range(level_nshifts(tcfg, level)):
         if level_shift(tcfg, level, j) == shift:
@@ -308,9 +336,9 @@ def tlb_holds(tcfg, level, shift):
 def tlb_place(tcfg, ttag, pstate, pk, level, c, k, value, absent):
     """Write one entry into ``level``: (evicted?, and the evicted ctx, key, value);
     ``absent`` as sa_place."""
-    s = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
-    pid = tcfg[level, T_PID]
-    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, pid, level, level, s, c, k, tcfg[level, T_WAYS], absent)
+    s = level_set(tcfg, level, k)
+    pid = level_pid(tcfg, level)
+    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, pid, level, level, s, c, k, level_ways(tcfg, level), absent)
     ev_value = ttag[level, s, w, 3]
     ttag[level, s, w, 3] = value
     policy_fill(pid, pstate, pk, level, s, w)
@@ -974,9 +1002,10 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
                 for j in range(level_nshifts(tcfg, level)):
                     shift = level_shift(tcfg, level, j)
                     vpn = va >> shift
-                    s = set_of(vpn, tcfg[level, T_SETS], tcfg[level, T_MASK])
+                    s = level_set(tcfg, level, vpn)
                     c = tlb_ctx(vm, asid, shift)
-                    w = sa_lookup(ttag, pstate, pk, tcfg[level, T_PID], level, level, s, c, vpn, tcfg[level, T_WAYS])
+                    w = sa_lookup(ttag, pstate, pk, level_pid(tcfg, level), level, level, s, c, vpn,
+                                  level_ways(tcfg, level))
                     if w >= 0:
                         found = True
                         break

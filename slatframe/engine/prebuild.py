@@ -1,10 +1,12 @@
 """Build the compiled engine ahead of use: ``python -m slatframe.engine.prebuild [--shape
-SHAPE | --shape-of CONFIG] [PLUGIN_FILE ...]`` compiles it (or finds it in numba's cache)
-for the builtins and the given plugin files, on a tiny configuration: the generic loop,
-which serves every configuration of that registry (:mod:`slatframe.engine.codegen`), or
-the loop for one TLB shape: ``--shape 12/12,21`` (levels in lookup order separated by
-``/``, each one's page-size shifts; :class:`slatframe.engine.shape.Shape`) or
-``--shape-of`` a config file's, with its plugin files.
+SHAPE | --shape-of CONFIG | --exact-of CONFIG] [PLUGIN_FILE ...]`` compiles it (or finds
+it in numba's cache) for the builtins and the given plugin files, on a tiny configuration:
+the generic loop, which serves every configuration of that registry
+(:mod:`slatframe.engine.codegen`), or the loop for one TLB shape: ``--shape 12/12,21``
+(levels in lookup order separated by ``/``, each one's page-size shifts;
+:class:`slatframe.engine.shape.Shape`) or ``--shape-of`` a config file's, with its plugin
+files, or ``--exact-of`` the loop for a config file's whole TLB config
+(``experiment.loop = "exact"``).
 
 A first ``auto`` run on an installation whose engine is not compiled yet runs small
 workloads on the reference tier and starts this in the background
@@ -99,6 +101,8 @@ def start_background_build(plugin_files: Sequence[str | Path], shape: Shape | No
     """Start :func:`build` (of the generic loop, or of ``shape``'s) in a detached process,
     its output discarded; False when ``SLATFRAME_BACKGROUND_BUILD=0`` or a build is running
     already."""
+    if shape is not None and shape.exact:
+        raise ValueError("a background build takes a TLB shape, not a whole TLB config (--exact-of builds one)")
     if os.environ.get("SLATFRAME_BACKGROUND_BUILD", "1") == "0" or _held(cache_dir() / LOCK):
         return False
     shaped = ["--shape", shape_text(shape)] if shape is not None else []
@@ -119,27 +123,32 @@ def main(argv: Sequence[str]) -> int:
                                        "(12: 4K, 21: 2M, 30: 1G), e.g. 12/12,21")
     which.add_argument("--shape-of", metavar="CONFIG", help="compile the loop for this config file's TLB shape, "
                                                             "with its plugin files")
+    which.add_argument("--exact-of", metavar="CONFIG", help="compile the loop for this config file's whole TLB "
+                                                            "config (experiment.loop = 'exact'), with its plugin "
+                                                            "files")
     ap.add_argument("plugin_files", nargs="*", help="plugin files whose policies the engine compiles in")
     args = ap.parse_args(argv)
     files = list(args.plugin_files)
     try:
         shape = parse_shape(args.shape) if args.shape is not None else None
-        if args.shape_of is not None:
+        path = args.shape_of if args.shape_of is not None else args.exact_of
+        if path is not None:
             from ..config import load_config
             from ..errors import SlatframeError
             from .shape import shape_of
 
             try:
-                config, registry = load_config(args.shape_of)
+                config, registry = load_config(path)
             except SlatframeError as exc:
                 raise ValueError(str(exc)) from None
-            shape, why = shape_of(config)
+            shape, why = shape_of(config, exact=args.exact_of is not None)
             if shape is None:
-                raise ValueError(f"{args.shape_of}: no loop for this config's TLB shape: {why}.")
+                raise ValueError(f"{path}: no loop compiled for this config's TLB: {why}.")
             files += [str(f) for f in registry.files]
     except ValueError as exc:
         ap.error(str(exc))
-    what = "the generic loop" if shape is None else f"the loop for the TLB's shape, {shape.describe()}"
+    what = ("the generic loop" if shape is None else f"the loop compiled for this TLB config, {shape.describe()}"
+            if shape.exact else f"the loop for the TLB's shape, {shape.describe()}")
     if not build(files, shape):
         print(f"another build is running (lock {cache_dir() / LOCK}); {what} was not built", file=sys.stderr)
         return 1
