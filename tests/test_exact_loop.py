@@ -104,3 +104,20 @@ def test_the_build_command_takes_a_config_files_tlb(tmp_path):
     assert proc.stdout == f"compiled, or found in numba's cache: the loop compiled for this TLB config, {EXACT.describe()}\n"
     _, reg = exact_config()
     assert codegen.engine_cached(reg, EXACT)
+
+
+def test_the_build_command_refuses_a_policy_without_kernels_in_one_sentence(tmp_path):
+    """An exact loop compiles its levels' policy numbers in: a policy with no compiled
+    kernels (the reference-only LFU example) is refused before anything is built (it ended
+    in a KeyError traceback)."""
+    plugin = LFU.with_name("lfu_policy.py")
+    text = (f'[experiment]\nname = "x"\nplugins = ["{plugin}"]\n[machine]\nslat = "native"\nhost_memory = "4G"\n'
+            '[[tlb.levels]]\nname = "l1"\nsets = 4\nways = 4\npolicy = "lfu"\n'
+            '[[vms]]\nname = "vm0"\nmemory = "1G"\n[workload]\nsource = "synthetic"\naccesses = 10\n')
+    (tmp_path / "ref.toml").write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "slatframe.engine.prebuild", "--exact-of", str(tmp_path / "ref.toml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith(f"python -m slatframe.engine.prebuild: error: {tmp_path / 'ref.toml'}: the compiled tier "
+                           "cannot run this config: ") and "'lfu'" in last and "tlb.levels[0]" in last

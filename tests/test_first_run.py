@@ -190,7 +190,7 @@ def test_the_build_command_takes_a_config_files_shape(registry, tmp_path):
     command = [sys.executable, "-m", "slatframe.engine.prebuild", "--shape-of"]
     proc = subprocess.run(command + [str(tmp_path / "shaped.toml")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"compiled, or found in numba's cache: the loop for the TLB's shape, {SHAPE.describe()}\n"
+    assert proc.stdout == f"compiled, or found in numba's cache: the loop compiled for the TLB's shape, {SHAPE.describe()}\n"
     assert codegen.engine_cached(registry, SHAPE)
     proc = subprocess.run(command + [str(tmp_path / "split.toml")], capture_output=True, text=True)
     assert proc.returncode == 2

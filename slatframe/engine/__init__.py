@@ -67,11 +67,6 @@ def first_run(registry: Any) -> bool:
     return os.environ.get("SLATFRAME_FIRST_RUN", "reference") != "compiled" and not codegen.engine_cached(registry)
 
 
-#: what an engine reason calls the two compiled-in loops
-SHAPED_LOOP = "the loop compiled for the TLB's shape"
-EXACT_LOOP = "the loop compiled for this TLB config"
-
-
 def choose_loop(config: Config, registry: Any, tier: str) -> tuple[Shape | None, str]:
     """The compiled tier's loop as ``experiment.loop`` asks (a shape, exact or not, or None
     for the generic loop) and what the result's engine reason says of it. ``auto`` takes
@@ -90,14 +85,14 @@ def choose_loop(config: Config, registry: Any, tier: str) -> tuple[Shape | None,
         return None, f"; the generic loop (auto: {why})"
     exact = shape_of(config, exact=True)[0]
     if wanted == "exact":
-        return exact, f"; {EXACT_LOOP}, {exact.describe()} (requested)"
+        return exact, f"; {exact.loop_name()} (requested)"
     if wanted == "shaped":
-        return shape, f"; {SHAPED_LOOP}, {shape.describe()} (requested)"
+        return shape, f"; {shape.loop_name()} (requested)"
     if codegen.engine_cached(registry, exact):
-        return exact, f"; {EXACT_LOOP}, {exact.describe()} (auto: it is compiled)"
+        return exact, f"; {exact.loop_name()} (auto: it is compiled)"
     if codegen.engine_cached(registry, shape):
-        return shape, f"; {SHAPED_LOOP}, {shape.describe()} (auto: it is compiled)"
-    return None, (f"; the generic loop (auto: {SHAPED_LOOP}, {shape.describe()}, is not compiled; "
+        return shape, f"; {shape.loop_name()} (auto: it is compiled)"
+    return None, (f"; the generic loop (auto: {shape.loop_name()}, is not compiled; "
                   "experiment.loop = 'shaped' compiles it once)")
 
 

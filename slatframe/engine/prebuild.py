@@ -144,11 +144,17 @@ def main(argv: Sequence[str]) -> int:
             shape, why = shape_of(config, exact=args.exact_of is not None)
             if shape is None:
                 raise ValueError(f"{path}: no loop compiled for this config's TLB: {why}.")
+            if shape.exact:  # its policies' numbers are compiled in: each needs kernels
+                from ..machine import build_machine
+                from .compiled import compiled_refusals
+
+                refusals = compiled_refusals(build_machine(config, registry), registry)
+                if refusals:
+                    raise ValueError(f"{path}: the compiled tier cannot run this config: {refusals[0]}.")
             files += [str(f) for f in registry.files]
     except ValueError as exc:
         ap.error(str(exc))
-    what = ("the generic loop" if shape is None else f"the loop compiled for this TLB config, {shape.describe()}"
-            if shape.exact else f"the loop for the TLB's shape, {shape.describe()}")
+    what = "the generic loop" if shape is None else shape.loop_name()
     if not build(files, shape):
         print(f"another build is running (lock {cache_dir() / LOCK}); {what} was not built", file=sys.stderr)
         return 1

@@ -23,6 +23,10 @@ from ..setassoc import set_mask
 #: page sizes a TLB level holds, at most (the columns of the engine's TLB config rows)
 MAX_SHIFTS = 4
 
+#: what an engine reason calls the two compiled-in loops
+SHAPED_LOOP = "the loop compiled for the TLB's shape"
+EXACT_LOOP = "the loop compiled for this TLB config"
+
 #: loop.py's geometry lines when sets, ways and policies are run-time values
 GENERIC_GEOMETRY = ["SHAPE_EXACT = 0", "SHAPE_SETS = (0,)", "SHAPE_MASKS = (0,)", "SHAPE_WAYS = (0,)",
                     "SHAPE_PIDS = (0,)"]
@@ -63,6 +67,10 @@ class Shape:
         return lines + ["SHAPE_EXACT = 1", f"SHAPE_SETS = {row(self.sets)}",
                         f"SHAPE_MASKS = {row(set_mask(s) for s in self.sets)}", f"SHAPE_WAYS = {row(self.ways)}",
                         f"SHAPE_PIDS = {row(policy_ids[p] for p in self.policies)}"]
+
+    def loop_name(self) -> str:
+        """What a result's engine reason and the build command call this shape's loop."""
+        return f"{EXACT_LOOP if self.exact else SHAPED_LOOP}, {self.describe()}"
 
     def describe(self) -> str:
         """For a result's engine reason: '2 levels (4K | 4K, 2M)', or for an exact shape
