@@ -7,7 +7,8 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --builtins-apart [--accesses N]  (builtin PSCs and radix walk against plugin kernels)
     python -m benchmarks --streaming N [N ...]          (peak RSS against trace length)
     python -m benchmarks --readers [--accesses N]       (trace readers: records per second, against the previous ones)
-    python -m benchmarks --end-to-end [--accesses N]    (slatframe run from a trace file, beside the bare loop)
+    python -m benchmarks --end-to-end [--accesses N]    (slatframe run from a trace file, beside the bare loop;
+                                                         the Skylake-like config's runs beside a fed bare loop)
     python -m benchmarks --bounds [--accesses N]        (throughput targets beside bare loops counting as the engine)
     python -m benchmarks --cuts [--accesses N]          (the engine's loop beside copies with one piece cut)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)

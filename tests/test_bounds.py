@@ -16,8 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is n
 
 from benchmarks.__main__ import CONFIGS, TLB, workload  # noqa: E402
 from benchmarks.bounds import LEAVES, SKYLAKE, WALK, Bare  # noqa: E402
-from benchmarks.end_to_end import e2e_config  # noqa: E402
+from benchmarks.end_to_end import e2e_config, fed_run, skylake_toml  # noqa: E402
+from slatframe.config import load_config  # noqa: E402
+from slatframe.engine import run_experiment  # noqa: E402
 from slatframe.testing import build, tiny_config  # noqa: E402
+from slatframe.tracefile import write_npz  # noqa: E402
 
 
 def nested(accesses: int, seed: int = 3) -> np.ndarray:
@@ -55,3 +58,16 @@ def test_bare_lru_and_walks_count_and_translate_as_the_engine_for_the_end_to_end
     bare = Bare(config, registry, workload("hit-heavy", 30_000), [(16, 4)], False)
     assert bare.counts["walks"] > 10_000
     assert bare.differences(WALK, False) == {}
+
+
+def test_fed_bare_loop_misses_as_a_run_of_the_skylake_like_config_counts(tmp_path):
+    """The end-to-end benchmark's Skylake-like table times a bare two-level loop fed by
+    slatframe's reader beside `slatframe run`: its misses per level are the reference
+    tier's counts for the same file and config."""
+    write_npz(tmp_path / "t.npz", workload("hit-heavy", 30_000), compressed=False)
+    (tmp_path / "sky.toml").write_text(skylake_toml("generic", "t.npz"))
+    config, registry = load_config(tmp_path / "sky.toml")
+    metrics = run_experiment(config, registry, engine="reference").metrics
+    misses = fed_run(str(tmp_path / "sky.toml"))["misses"]
+    assert metrics["tlb.l1d.misses"] > 10_000 and metrics["tlb.l2.misses"] > 500  # both levels miss often
+    assert misses == [metrics["tlb.l1d.misses"], metrics["tlb.l2.misses"]]

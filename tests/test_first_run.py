@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -26,7 +27,7 @@ def fresh_install(monkeypatch):
     monkeypatch.setattr(codegen, "engine_cached", lambda registry, shape=None: False)
     started = []
     monkeypatch.setattr(prebuild, "start_background_build",
-                        lambda files, shape=None: started.append((tuple(files), shape)) or True)
+                        lambda files, name, shape=None: started.append((tuple(files), shape)) or True)
     return started
 
 
@@ -61,18 +62,69 @@ def test_one_build_at_a_time(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SLATFRAME_CACHE_DIR", str(tmp_path))
     held = prebuild._lock()
     assert held is not None and prebuild._lock() is None
-    assert prebuild.start_background_build(()) is False  # a build is running
+    assert prebuild.start_background_build((), "m") is False  # a build is running
     assert prebuild.main(["--shape", "12"]) == 1  # the command says so, and builds nothing
     assert capsys.readouterr().err.startswith("another build is running (lock ")
     import os
 
     os.utime(held, (0, 0))  # a lock left by a build that died long ago does not stop a new one
     monkeypatch.setattr(prebuild.subprocess, "Popen", lambda *a, **k: None)
-    assert prebuild.start_background_build(()) is True and not held.exists()
+    assert prebuild.start_background_build((), "m") is True and not held.exists()
     assert prebuild._lock() is not None
     monkeypatch.setenv("SLATFRAME_BACKGROUND_BUILD", "0")
     (tmp_path / prebuild.LOCK).unlink()
-    assert prebuild.start_background_build(()) is False
+    assert prebuild.start_background_build((), "m") is False
+
+
+def test_a_failed_background_build_leaves_its_output_and_later_runs_say_so(tmp_path, monkeypatch):
+    """A background build writes to its log and removes it only on success; a log left
+    while no build runs makes the next first run say the build failed, name the file, and
+    start no other."""
+    monkeypatch.setenv("SLATFRAME_CACHE_DIR", str(tmp_path))
+    children = []
+    real_popen = prebuild.subprocess.Popen
+    monkeypatch.setattr(prebuild.subprocess, "Popen", lambda *a, **k: children.append(real_popen(*a, **k)))
+    missing = tmp_path / "gone.py"  # the build fails at once: its plugin file is not there
+    assert prebuild.start_background_build([missing], "mod") is True
+    assert children[0].wait(timeout=120) != 0
+    assert prebuild.failed_build("mod") == prebuild.build_log("mod") and "gone.py" in prebuild.build_log("mod").read_text()
+    held = prebuild._lock()  # while a build runs, its log is no failure
+    assert prebuild.failed_build("mod") is None
+    held.unlink()
+
+    monkeypatch.setenv("SLATFRAME_FIRST_RUN", "reference")
+    monkeypatch.setattr(codegen, "engine_cached", lambda registry, shape=None: False)
+    config, registry = build(tiny_config(workload={"source": "synthetic", "accesses": 3000}))
+    log = prebuild.build_log(codegen.module_name(registry))
+    log.write_text("Traceback ...\n")
+    result = run_experiment(config, registry)
+    assert result.engine == "reference" and len(children) == 1  # no second build
+    assert result.engine_reason.endswith(f"; the background build of the generic loop failed (its output: {log}), so "
+                                         "none was started: `python -m slatframe.engine.prebuild` builds it in the "
+                                         "foreground and shows why")
+
+
+def test_the_build_command_refuses_a_missing_plugin_file_in_one_sentence(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        prebuild.main([str(tmp_path / "gone.py")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m slatframe.engine.prebuild: error: the build's plugin files: experiment.plugins names "
+        f"'{tmp_path / 'gone.py'}', which does not exist (looked in {Path.cwd()}).")
+
+
+def test_a_build_that_succeeds_removes_the_failed_builds_log(registry, tmp_path):
+    """The build command (in the foreground, or a background build given its log) removes
+    what a failed build of the same module left."""
+    log = prebuild.build_log(codegen.module_name(registry))
+    other = tmp_path / "background.log"
+    try:
+        log.write_text("Traceback ...\n")
+        other.write_text("")
+        assert prebuild.main(["--log", str(other)]) == 0
+        assert not log.exists() and not other.exists()
+    finally:
+        log.unlink(missing_ok=True)
 
 
 def test_the_build_command_compiles_or_finds_the_engine(registry):
@@ -100,7 +152,7 @@ def shape_not_compiled(monkeypatch):
     monkeypatch.setattr(codegen, "engine_cached", lambda registry, shape=None: shape is None)
     started = []
     monkeypatch.setattr(prebuild, "start_background_build",
-                        lambda files, shape=None: started.append((tuple(files), shape)) or True)
+                        lambda files, name, shape=None: started.append((tuple(files), shape)) or True)
     return started
 
 

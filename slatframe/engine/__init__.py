@@ -115,12 +115,10 @@ def shaped_build(config: Config, registry: Any, tier: str, shape: Shape | None, 
     wanted, _ = shape_of(config)
     if wanted is None or codegen.engine_cached(registry, wanted):
         return ""
-    from .prebuild import start_background_build
+    from .prebuild import next_run_build
 
-    if not start_background_build(files, wanted):
-        return ""
-    return (f"; this run took {run_s:.0f} s, so the loop for the TLB's shape is being compiled in the background "
-            "for the next run")
+    return next_run_build(files, registry, wanted, f"; this run took {run_s:.0f} s, so the loop for the TLB's shape "
+                                                   "is being compiled in the background for the next run")
 
 
 def make_engine(tier: str, machine: Any, registry: Any, shape: Shape | None = None) -> Any:
@@ -197,10 +195,9 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     tier, reason = choose_engine(config, registry, engine, machine)
     files = getattr(registry, "files", None)  # None: another process cannot build this registry again
     if reason.startswith(f"auto: {FIRST_RUN_REASON}") and files is not None:  # build it for the next run, meanwhile
-        from .prebuild import start_background_build
+        from .prebuild import next_run_build
 
-        if start_background_build(files):
-            reason += "; it is being compiled in the background for the next run"
+        reason += next_run_build(files, registry, None, "; it is being compiled in the background for the next run")
     shape, loop_reason = choose_loop(config, registry, tier)
     reason += loop_reason
     compiling = time.perf_counter()  # the compiled tier compiles plugin kernels as it is made

@@ -12,7 +12,10 @@ A first ``auto`` run on an installation whose engine is not compiled yet runs sm
 workloads on the reference tier and starts this in the background
 (:func:`start_background_build`), so the next run finds the engine compiled; a long
 ``auto`` run of the generic loop starts the build of its shape's loop the same way. A lock
-file in the kernel cache folder keeps two builds from running at once.
+file in the kernel cache folder keeps two builds from running at once. A background
+build's output goes to ``NAME.build.log`` beside the module it builds, removed when the
+build succeeds: one left while no build runs is a build that failed, which later runs
+report (with the file) instead of starting it again (:func:`failed_build`).
 """
 from __future__ import annotations
 
@@ -29,6 +32,24 @@ from .shape import MAX_SHIFTS, Shape
 
 LOCK = "prebuild.lock"
 STALE_LOCK_S = 15 * 60  #: a lock older than this is from a build that died
+
+
+def build_log(name: str) -> Path:
+    """Where a background build of the engine module ``name`` writes its output."""
+    return cache_dir() / f"{name}.build.log"
+
+
+def failed_build(name: str) -> Path | None:
+    """The output of a background build of module ``name`` that did not succeed (its log,
+    left while no build runs), or None."""
+    log = build_log(name)
+    return log if log.exists() and not _held(cache_dir() / LOCK) else None
+
+
+def failure_reason(log: Path, what: str) -> str:
+    """What a result's engine reason adds when the background build of ``what`` failed."""
+    return (f"; the background build of {what} failed (its output: {log}), so none was started: "
+            "`python -m slatframe.engine.prebuild` builds it in the foreground and shows why")
 
 
 def _held(path: Path) -> bool:
@@ -79,37 +100,57 @@ def parse_shape(text: str) -> Shape:
 
 def build(plugin_files: Sequence[str] = (), shape: Shape | None = None) -> bool:
     """Compile the engine for the builtins and ``plugin_files``: the generic loop, or the
-    loop for ``shape``; False when another build holds the lock."""
+    loop for ``shape``; False when another build holds the lock. A success removes the
+    log a failed background build of the same module left."""
     lock = _lock()
     if lock is None:
         return False
     try:
+        from ..config import config_from_dict
         from ..counters import Counters
         from ..machine import build_machine
-        from ..testing import build as build_config, tiny_config
+        from ..testing import tiny_config
+        from .codegen import module_name
         from .compiled import compile_loop
 
-        config, registry = build_config(tiny_config(experiment={"name": "prebuild",
-                                                                "plugins": [str(Path(f).resolve()) for f in plugin_files]}))
+        raw = tiny_config(experiment={"name": "prebuild", "plugins": [str(Path(f).resolve()) for f in plugin_files]})
+        config, registry = config_from_dict(raw, where="the build's plugin files")
         compile_loop(build_machine(config, registry, Counters()), registry, shape)
+        build_log(module_name(registry, shape)).unlink(missing_ok=True)
     finally:
         lock.unlink(missing_ok=True)
     return True
 
 
-def start_background_build(plugin_files: Sequence[str | Path], shape: Shape | None = None) -> bool:
-    """Start :func:`build` (of the generic loop, or of ``shape``'s) in a detached process,
-    its output discarded; False when ``SLATFRAME_BACKGROUND_BUILD=0`` or a build is running
-    already."""
+def start_background_build(plugin_files: Sequence[str | Path], name: str, shape: Shape | None = None) -> bool:
+    """Start :func:`build` (of the generic loop, or of ``shape``'s: the module ``name``) in a
+    detached process, its output to :func:`build_log`; False when
+    ``SLATFRAME_BACKGROUND_BUILD=0`` or a build is running already."""
     if shape is not None and shape.exact:
         raise ValueError("a background build takes a TLB shape, not a whole TLB config (--exact-of builds one)")
     if os.environ.get("SLATFRAME_BACKGROUND_BUILD", "1") == "0" or _held(cache_dir() / LOCK):
         return False
     shaped = ["--shape", shape_text(shape)] if shape is not None else []
-    subprocess.Popen([sys.executable, "-m", "slatframe.engine.prebuild", *shaped, *map(str, plugin_files)],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True)
+    log = build_log(name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:  # the child holds its own descriptor
+        subprocess.Popen([sys.executable, "-m", "slatframe.engine.prebuild", "--log", str(log), *shaped,
+                          *map(str, plugin_files)],
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return True
+
+
+def next_run_build(files: Sequence[str | Path], registry: object, shape: Shape | None, started: str) -> str:
+    """What a result's engine reason adds about building the generic loop (or ``shape``'s)
+    for the next run: ``started`` when a background build starts; the failure, and no new
+    build, when the last background build of that module failed; else nothing."""
+    from .codegen import module_name
+
+    name = module_name(registry, shape)
+    failed = failed_build(name)
+    if failed is not None:
+        return failure_reason(failed, "the generic loop" if shape is None else shape.loop_name())
+    return started if start_background_build(files, name, shape) else ""
 
 
 def main(argv: Sequence[str]) -> int:
@@ -126,6 +167,7 @@ def main(argv: Sequence[str]) -> int:
     which.add_argument("--exact-of", metavar="CONFIG", help="compile the loop for this config file's whole TLB "
                                                             "config (experiment.loop = 'exact'), with its plugin "
                                                             "files")
+    ap.add_argument("--log", help=argparse.SUPPRESS)  # a background build's output file: removed unless it fails
     ap.add_argument("plugin_files", nargs="*", help="plugin files whose policies the engine compiles in")
     args = ap.parse_args(argv)
     files = list(args.plugin_files)
@@ -155,9 +197,19 @@ def main(argv: Sequence[str]) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     what = "the generic loop" if shape is None else shape.loop_name()
-    if not build(files, shape):
+    from ..errors import SlatframeError
+
+    try:
+        built = build(files, shape)
+    except SlatframeError as exc:  # a plugin file gone or broken since the run that started the build
+        ap.error(str(exc))
+    if not built:
         print(f"another build is running (lock {cache_dir() / LOCK}); {what} was not built", file=sys.stderr)
+        if args.log is not None:  # not a failure: the other build builds it
+            Path(args.log).unlink(missing_ok=True)
         return 1
+    if args.log is not None:
+        Path(args.log).unlink(missing_ok=True)
     print(f"compiled, or found in numba's cache: {what}")
     return 0
 
