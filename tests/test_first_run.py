@@ -74,6 +74,10 @@ def test_one_build_at_a_time(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SLATFRAME_BACKGROUND_BUILD", "0")
     (tmp_path / prebuild.LOCK).unlink()
     assert prebuild.start_background_build((), "m") is False
+    monkeypatch.setenv("SLATFRAME_BACKGROUND_BUILD", "1")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("SLATFRAME_CACHE_DIR", str(tmp_path / "file" / "kernels"))  # a folder that cannot be made
+    assert prebuild.start_background_build((), "m") is False
 
 
 def test_a_failed_background_build_leaves_its_output_and_later_runs_say_so(tmp_path, monkeypatch):

@@ -125,15 +125,20 @@ def build(plugin_files: Sequence[str] = (), shape: Shape | None = None) -> bool:
 def start_background_build(plugin_files: Sequence[str | Path], name: str, shape: Shape | None = None) -> bool:
     """Start :func:`build` (of the generic loop, or of ``shape``'s: the module ``name``) in a
     detached process, its output to :func:`build_log`; False when
-    ``SLATFRAME_BACKGROUND_BUILD=0`` or a build is running already."""
+    ``SLATFRAME_BACKGROUND_BUILD=0``, a build is running already, or the kernel cache
+    folder cannot be written (the build could not store the engine either)."""
     if shape is not None and shape.exact:
         raise ValueError("a background build takes a TLB shape, not a whole TLB config (--exact-of builds one)")
     if os.environ.get("SLATFRAME_BACKGROUND_BUILD", "1") == "0" or _held(cache_dir() / LOCK):
         return False
     shaped = ["--shape", shape_text(shape)] if shape is not None else []
     log = build_log(name)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:  # the child holds its own descriptor
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log, "w")
+    except OSError:
+        return False
+    with out:  # the child holds its own descriptor
         subprocess.Popen([sys.executable, "-m", "slatframe.engine.prebuild", "--log", str(log), *shaped,
                           *map(str, plugin_files)],
                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
