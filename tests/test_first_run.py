@@ -106,6 +106,19 @@ def test_a_failed_background_build_leaves_its_output_and_later_runs_say_so(tmp_p
     assert result.engine_reason.endswith(f"; the background build of the generic loop failed (its output: {log}), so "
                                          "none was started: `python -m slatframe.engine.prebuild` builds it in the "
                                          "foreground and shows why")
+    levels = [{"name": "l1", "sets": 4, "ways": 2}, {"name": "l2", "sets": 8, "ways": 4, "page_sizes": ["4K", "2M"]}]
+    plugin = tmp_path / "mine.py"  # the command names the shape and the plugin files, as the build got them
+    plugin.write_text("")
+    config, registry = build(tiny_config(experiment={"name": "p", "plugins": ["mine.py"]}, tlb={"levels": levels}),
+                             base_dir=tmp_path)
+    shape = Shape(((12,), (12, 21)))
+    log = prebuild.build_log(codegen.module_name(registry, shape))
+    log.write_text("")
+    assert prebuild.next_run_build(registry.files, registry, shape, "; started") == (
+        f"; the background build of {shape.loop_name()} failed (its output: {log}), so none was started: "
+        f"`python -m slatframe.engine.prebuild --shape 12/12,21 {plugin.resolve()}` builds it in the foreground and "
+        "shows why")
+    assert len(children) == 1
 
 
 def test_the_build_command_refuses_a_missing_plugin_file_in_one_sentence(tmp_path, capsys):

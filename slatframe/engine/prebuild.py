@@ -46,10 +46,11 @@ def failed_build(name: str) -> Path | None:
     return log if log.exists() and not _held(cache_dir() / LOCK) else None
 
 
-def failure_reason(log: Path, what: str) -> str:
-    """What a result's engine reason adds when the background build of ``what`` failed."""
+def failure_reason(log: Path, what: str, command: str) -> str:
+    """What a result's engine reason adds when the background build of ``what`` (the build
+    ``command``) failed."""
     return (f"; the background build of {what} failed (its output: {log}), so none was started: "
-            "`python -m slatframe.engine.prebuild` builds it in the foreground and shows why")
+            f"`{command}` builds it in the foreground and shows why")
 
 
 def _held(path: Path) -> bool:
@@ -131,7 +132,6 @@ def start_background_build(plugin_files: Sequence[str | Path], name: str, shape:
         raise ValueError("a background build takes a TLB shape, not a whole TLB config (--exact-of builds one)")
     if os.environ.get("SLATFRAME_BACKGROUND_BUILD", "1") == "0" or _held(cache_dir() / LOCK):
         return False
-    shaped = ["--shape", shape_text(shape)] if shape is not None else []
     log = build_log(name)
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -139,10 +139,16 @@ def start_background_build(plugin_files: Sequence[str | Path], name: str, shape:
     except OSError:
         return False
     with out:  # the child holds its own descriptor
-        subprocess.Popen([sys.executable, "-m", "slatframe.engine.prebuild", "--log", str(log), *shaped,
-                          *map(str, plugin_files)],
+        subprocess.Popen([sys.executable, "-m", "slatframe.engine.prebuild", "--log", str(log),
+                          *build_arguments(plugin_files, shape)],
                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return True
+
+
+def build_arguments(plugin_files: Sequence[str | Path], shape: Shape | None) -> list[str]:
+    """The build command's arguments for the generic loop (or ``shape``'s) of a registry of
+    the builtins and ``plugin_files``."""
+    return (["--shape", shape_text(shape)] if shape is not None else []) + [str(f) for f in plugin_files]
 
 
 def next_run_build(files: Sequence[str | Path], registry: object, shape: Shape | None, started: str) -> str:
@@ -154,7 +160,8 @@ def next_run_build(files: Sequence[str | Path], registry: object, shape: Shape |
     name = module_name(registry, shape)
     failed = failed_build(name)
     if failed is not None:
-        return failure_reason(failed, "the generic loop" if shape is None else shape.loop_name())
+        command = " ".join(["python -m slatframe.engine.prebuild", *build_arguments(files, shape)])
+        return failure_reason(failed, "the generic loop" if shape is None else shape.loop_name(), command)
     return started if start_background_build(files, name, shape) else ""
 
 
