@@ -220,7 +220,7 @@ def skylake_rows(trace_path: Path, accesses: int, rounds: int, where: Path) -> l
 
     configs = {loop: where / f"skylake.{loop}.toml" for loop in ("shaped", "exact")}
     for loop, path in configs.items():
-        path.write_text(skylake_toml(loop, trace_path.name))
+        path.write_text(skylake_toml(loop, str(trace_path.resolve())))
     fed = where / "fed.py"
     fed.write_text(FED)
     root = str(Path(__file__).resolve().parents[1])
