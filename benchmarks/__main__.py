@@ -525,7 +525,7 @@ def readers(accesses: int, rounds: int = 5) -> None:
     from pathlib import Path
 
     import slatframe_plugins.trace_readers as module
-    from slatframe.lackey import DECLINED, fill_records
+    from slatframe.lackey import DECLINED
 
     with tempfile.TemporaryDirectory() as tmp:
         lackey, champsim, instructions = reader_files(accesses, Path(tmp))

@@ -23,7 +23,6 @@ import functools
 import importlib.util
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -45,7 +44,7 @@ _WALKS = """            if plain:
                 if out[WT_ON] != 0:
                     wt_begin(out, cnt, hitbase, i, vm, asid, va, op)
                 walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
-                     pk, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+                     pk, occ, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
                 if out[WT_ON] != 0:
                     wt_end(out, cnt, hitbase)
 """
@@ -66,8 +65,8 @@ _CHECKS = """            if vm != last_vm[0] or op >= CONTEXT_SWITCH:
                     return EVENT, i
                 current_asid[vm] = asid
 """
-_WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, "
-              "shift, missed)\n")
+_WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, vm, asid, va, "
+              "value, shift, missed)\n")
 _VICTIM = "    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
 _FILL = "    ttag[level, s, w, 3] = value\n    policy_fill(pid, pstate, pk, level, s, w)"
 
@@ -79,7 +78,7 @@ CUTS: dict[str, list[tuple[str, str]]] = {
     "no tail": [(_TAIL, "        memo[0, 1] += hpa\n")],
     "no record checks": [(_CHECKS, "")],  # VM, asid and control records
     "no fill after a walk": [(_WALK_FILL, "")],
-    "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, path[0], "
+    "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, occ, path[0], "
                                      "tlb_ctx(vm, asid, shift), va >> shift, value, missed)\n")],
     "LRU called directly": [(_VICTIM, "    w = free if free >= 0 else LRU_victim(pstate, si, s)"),
                             (_FILL, "    ttag[level, s, w, 3] = value\n    LRU_fill(pstate, level, s, w)")],

@@ -9,17 +9,20 @@ refer to docs/latency-sources.md).
 """
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import Any, Iterator
 
 import attrs
 
 from slatframe import hookimpl
-from slatframe.datacache import CacheLevelSpec, DataCacheSpec
-from slatframe.options import option
+from slatframe.datacache import LINE_SHIFT, CacheLevelSpec, DataCacheSpec
+from slatframe.options import ConfigFacts, option
+from slatframe.units import format_size
 from slatframe.records import CostModelRecord
 
 PRESETS = ("", "intel-server", "amd-server")
 CYCLES_MAX = 1 << 32  #: cycles of one event at most, so cycle totals stay within int64
+LINE_BYTES = 1 << LINE_SHIFT  #: the data caches' line size
 
 
 def _one_per_reason(items: tuple) -> None:
@@ -32,6 +35,20 @@ def _one_per_reason(items: tuple) -> None:
 def _reason_name(value: str) -> None:
     if not value or not value.replace("_", "").isalnum():
         raise ValueError("an exit reason as counted in vm_exits.<reason>: letters, digits and underscores")
+
+
+def _exit_reason_problems(work: tuple, known: frozenset[str] | None) -> Iterator[tuple[str, str]]:
+    """Each ``exit_work`` reason that no registered SLAT scheme counts (a misspelling would
+    never be charged)."""
+    if known is None:
+        return
+    for i, item in enumerate(work):
+        if item.reason not in known:
+            close = difflib.get_close_matches(item.reason, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            yield f"exit_work[{i}].reason", (f"= {item.reason!r} is not allowed: no registered SLAT scheme counts "
+                                             f"exits of that reason{hint}; the reasons counted are "
+                                             f"{', '.join(sorted(known)) or 'none'}.")
 
 
 @attrs.frozen
@@ -73,6 +90,9 @@ class EventCostOptions:
     scan_page: int = option(860, "cycles of the dedup scanner per page visited: one xxhash64 of 4 KiB "
                             "[BTRFS-XXH]; tree comparisons are not charged", min=0, max=CYCLES_MAX)
 
+    def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+        yield from _exit_reason_problems(self.exit_work, facts.exit_reasons)
+
 
 @attrs.frozen
 class FixedCostOptions(EventCostOptions):
@@ -96,6 +116,17 @@ class CacheAwareOptions(EventCostOptions):
     llc_latency: int = option(56, "last-level cache load-to-use cycles [ANA-SPEPYC]", min=0, max=CYCLES_MAX)
     memory_latency: int = option(189, "cycles of a reference served by DRAM: 90 ns [ANA-SPEPYC] at "
                                  "2.1 GHz", min=0, max=CYCLES_MAX)
+
+    def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+        yield from super().problems(facts)
+        for level in ("l1d", "l2", "llc"):
+            size, ways = getattr(self, f"{level}_size"), getattr(self, f"{level}_ways")
+            line_set = ways * LINE_BYTES
+            if size and size % line_set:
+                yield f"{level}_size", (f"= {format_size(size)!r} is not allowed: a cache of {ways} ways "
+                                        f"(cost.{level}_ways) of {LINE_BYTES}-byte lines holds a whole number of "
+                                        f"sets, so its size is a multiple of {format_size(line_set)} "
+                                        f"({ways} x {LINE_BYTES} bytes).")
 
     def spec(self) -> DataCacheSpec:
         levels = [CacheLevelSpec("l1d", self.l1d_size, self.l1d_ways)]

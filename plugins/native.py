@@ -51,4 +51,4 @@ class NativeTranslator:
 def slatframe_slat_schemes():
     return [SlatSchemeRecord(name="native", summary="no virtualization: 1D walks of the guest format",
                              factory=lambda options, ctx: NativeTranslator(ctx), guest_format="x86-64",
-                             backs_guest_memory=False)]
+                             backs_guest_memory=False, exit_reasons=())]

@@ -101,9 +101,9 @@ def slatframe_slat_schemes():
         SlatSchemeRecord(
             name="intel-ept", summary="Intel EPT: 2D walks, EPT violations exit",
             factory=lambda o, ctx: NestedTranslator(o, ctx, "ept_violation"),
-            options=NestedOptions, guest_format="x86-64", host_format="ept"),
+            options=NestedOptions, guest_format="x86-64", host_format="ept", exit_reasons=("ept_violation",)),
         SlatSchemeRecord(
             name="amd-npt", summary="AMD NPT/RVI: 2D walks, nested page faults exit",
             factory=lambda o, ctx: NestedTranslator(o, ctx, "npf"),
-            options=NestedOptions, guest_format="x86-64", host_format="npt"),
+            options=NestedOptions, guest_format="x86-64", host_format="npt", exit_reasons=("npf",)),
     ]

@@ -479,4 +479,5 @@ class ShadowOptions:
 def slatframe_slat_schemes():
     return [SlatSchemeRecord(name="shadow", summary="shadow page tables: 1D walks, VM exits on guest PT writes and CR3 loads",
                              factory=lambda options, ctx: ShadowTranslator(ctx, options), options=ShadowOptions,
-                             guest_format="x86-64")]
+                             guest_format="x86-64",
+                             exit_reasons=("page_fault", "pt_write", "cr3_write", "invlpg", "hypercall"))]

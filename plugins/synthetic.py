@@ -50,6 +50,11 @@ LINE = 64
 DISTRIBUTIONS = ("uniform", "zipf", "sequential", "gups", "pointer-chase")
 SAMPLER_BYTES = 40  #: bytes per page of a zipf sampler's arrays (weights, cdf, permutation, temporaries)
 INT64_LIMIT = 1 << 63
+#: Beyond an exponent of 53, rank 2's share (2^-s of rank 1's) is lost in a double's 53-bit
+#: mantissa: every access goes to one page, as it would at any larger exponent.
+ZIPF_MAX = 64.0
+ZIPF_MAX_HELP = "at most 64 (from about 53 on, every access goes to the first-ranked page)"
+WEIGHT_MAX = 1e6  #: a part a million times lighter than the heaviest already runs one record a turn
 
 
 def _address_problem(base: int, extent: int, key: str, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
@@ -70,7 +75,8 @@ class SyntheticOptions:
     accesses: int = option(100_000, "number of accesses (records)", min=1)
     footprint: int = option(64 << 20, "bytes of virtual memory touched", size=True, min=4096)
     page: int = option(4096, "granularity of page choices (uniform, zipf, pointer-chase)", size=True, min=64)
-    zipf_exponent: float = option(1.0, "zipf exponent s (probability of rank r ~ 1/r^s)", min=0.0)
+    zipf_exponent: float = option(1.0, "zipf exponent s (probability of rank r ~ 1/r^s); " + ZIPF_MAX_HELP,
+                                  min=0.0, max=ZIPF_MAX)
     stride: int = option(64, "bytes between consecutive sequential accesses; the stream wraps around at footprint", size=True, min=1)
     write_fraction: float = option(0.0, "probability that an access is a write", min=0.0, max=1.0)
     base: int = option(1 << 32, "first virtual address of the footprint", min=0)
@@ -99,7 +105,8 @@ def page_sampler(distribution: str, pages: int, exponent: float, rng: np.random.
     """f(u) mapping uniform [0,1) samples to page indices."""
     if distribution == "uniform":
         return lambda u: np.minimum((u * pages).astype(np.int64), pages - 1)
-    weights = 1.0 / np.arange(1, pages + 1, dtype=np.float64) ** exponent
+    with np.errstate(over="ignore"):  # r**s beyond float64's range: its weight is 0 (below 1e-308 of rank 1's)
+        weights = 1.0 / np.arange(1, pages + 1, dtype=np.float64) ** exponent
     cdf = np.cumsum(weights)
     cdf /= cdf[-1]
     scatter = rng.permutation(pages)
@@ -164,7 +171,8 @@ class SessionsOptions:
                                     "come on top)", min=1)
     switch_every: int = option(2000, "accesses between context switches", min=1)
     distribution: str = option("zipf", "page choice within a working set", choices=("uniform", "zipf"))
-    zipf_exponent: float = option(1.0, "zipf exponent within a working set", min=0.0)
+    zipf_exponent: float = option(1.0, "zipf exponent within a working set; " + ZIPF_MAX_HELP, min=0.0,
+                                  max=ZIPF_MAX)
     churn_rate: float = option(0.001, "probability that an access is preceded by an unmap and a map "
                                "of a working-set page (free and reallocate)", min=0.0, max=1.0)
     write_fraction: float = option(0.3, "probability that an access is a write", min=0.0, max=1.0)
@@ -361,7 +369,9 @@ class MixPart:
 
     workload: PluginChoice = option(help="the part's workload table (with its 'source')",
                                     plugin="workloads", name_key="source")
-    weight: float = option(1.0, "share of each time slice", min=0.0)
+    weight: float = option(1.0, "share of each time slice, relative to the other parts' weights (the heaviest "
+                                "part runs slice records a turn, every other part at least one)", min=0.0,
+                           max=WEIGHT_MAX)
     vm: int = option(0, "VM index given to the part's records", min=0, max=65535)
 
 

@@ -31,6 +31,11 @@ _CHAMPSIM_PSC_WAYS = {4: 4, 3: 8, 2: 32, 5: 2}
 NAME_HELP = "name used in metrics: walk_cache.<name>.hits / .misses"
 
 
+def _default_or_name(value: str) -> None:
+    if value:
+        nonempty_name(value)
+
+
 def _levels(value: tuple[int, ...]) -> None:
     if not value:
         raise ValueError("list at least one non-leaf table level, from 2 (PDE) to 5 (PML5E)")
@@ -50,7 +55,7 @@ def _level_problem(level: int, dimension: str, facts: ConfigFacts) -> str | None
 
 @attrs.frozen
 class PscOptions:
-    name: str = option("", NAME_HELP + " (default psc-<dimension>-l<level>)")
+    name: str = option("", NAME_HELP + " (default psc-<dimension>-l<level>)", check=_default_or_name)
     sets: int = option(1, "number of sets (1 = fully associative)", min=1)
     ways: int = option(0, "entries per set (0: ChampSim's size for the level: 2, 4, 8, 32 for levels 5..2)", min=0)
     policy: PluginChoice = option("lru", "replacement policy", plugin="TLB policies")

@@ -15,7 +15,7 @@ from .registry import HOOK_POINTS, Registry, plugin_file_raised
 from .report import summary, table
 from .results import (NAME_RULE, check_output_dir, check_output_file, describe_os_error, file_name_problem,
                       short_repr, write_atomic)
-from .sweeps import has_sweep, load_base, plan_sweep
+from .sweeps import SweepPlan, has_sweep, load_base, plan_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -162,24 +162,62 @@ def _sweep_warnings(rows: list) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .workload import read_first_records
+
     config, registry = load_base(args.config, args.overrides)
     default_result_path(args.config, config.experiment.name)  # what `run` without --out would refuse
     if config.experiment.engine == "compiled":  # refused by `run` when the compiled tier cannot honour a plugin
         from .engine import choose_engine
 
         choose_engine(config, registry, "compiled")
+    records = read_first_records(config, registry)  # a damaged trace or a bad first record, as `run` refuses it
     note = ""
     if has_sweep(args.config):
-        points = plan_sweep(args.config, args.overrides).points
-        errors = [p.error for p in points if p.error]
+        plan = plan_sweep(args.config, args.overrides)
+        errors = [p.error for p in plan.points if p.error]
+        read = 0 if errors else _read_sweep_workloads(plan, errors)
         for error in errors:
             print(f"slatframe: error: {error}", file=sys.stderr)
         if errors:
             return 2
-        note = f"; so are its {len(points)} sweep points"
+        note = f"; so are its {len(plan.points)} sweep points" + (
+            f" (the first records of their {read} distinct workload(s) read too)" if read else "")
     print(f"{args.config}: valid ({config.machine.slat.name}, {len(config.tlb.levels)} TLB level(s), "
-          f"{len(config.vms)} VM(s), workload {config.workload.name}){note}.")
+          f"{len(config.vms)} VM(s), workload {config.workload.name}, its first {records:,} record(s) read and "
+          f"checked){note}.")
     return 0
+
+
+#: Config tables whose values decide what a point's workload reads and how its records are
+#: checked (the VMs they may name, the guest format's address width).
+_WORKLOAD_TABLES = ("workload", "vms", "machine")
+
+
+def _read_sweep_workloads(plan: SweepPlan, errors: list[str]) -> int:
+    """When the sweep's axes change a point's workload, its VMs, its machine or its plugin
+    files, read the first records of each distinct one of them, as :func:`cmd_validate`
+    reads the base config's (otherwise every point reads what the base config read); each
+    failure is appended to ``errors`` naming the points. Returns how many were read."""
+    if not any(a.path[0] in _WORKLOAD_TABLES or a.path[:2] == ("experiment", "plugins") for a in plan.spec.axes):
+        return 0
+    from .config import config_from_dict
+    from .errors import SlatframeError
+    from .workload import read_first_records
+
+    groups: dict[str, list] = {}
+    for point in plan.points:
+        key = [point.raw.get(t) for t in _WORKLOAD_TABLES] + [point.raw.get("experiment", {}).get("plugins")]
+        groups.setdefault(json.dumps(key, sort_keys=True, default=str), []).append(point)
+    for points in groups.values():
+        first = points[0]
+        where = f"{plan.path} (sweep point {first.index + 1}: {first.describe()})"
+        try:
+            config, registry = config_from_dict(first.raw, where=where, base_dir=plan.base_dir)
+            read_first_records(config, registry)
+        except SlatframeError as exc:
+            which = ", ".join(str(p.index + 1) for p in points)
+            errors.append(f"{plan.path} (sweep point{'s' if len(points) > 1 else ''} {which}): {exc}")
+    return len(groups)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -278,6 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except OSError as exc:  # a file the command reads or writes: one sentence, not a traceback
         return _error(describe_os_error(exc))
+    except MemoryError as exc:  # past the estimate (slatframe/footprint.py), which is of the order only
+        from .footprint import out_of_memory
+
+        return _error(out_of_memory(exc))
     except Exception as exc:  # a bug in a researcher's plugin file: one sentence naming it
         where = plugin_file_raised(exc)
         if where is None or os.environ.get("SLATFRAME_TRACEBACK"):

@@ -205,7 +205,9 @@ REFUSED_INPUTS = """## Inputs that are refused
 `slatframe validate`, `run` and `sweep` resolve the whole config before anything runs, and
 refuse a bad input with one sentence (`slatframe: error: FILE: KEY.PATH = VALUE is not
 allowed: ...`, exit status 2) naming the key path and what is allowed; whatever `run`
-would refuse, `validate` refuses too. Refused:
+would refuse, `validate` refuses too (it also reads the workload's first 4,096 records,
+through the workload and the checks a run uses, so a damaged trace file or a bad first
+record is refused there with the run's sentence: docs/trace-format.md). Refused:
 
 - a config file that does not exist, is a folder, is not UTF-8 text or not TOML;
 - a key that is not known here, a required key that is missing, a value of the wrong
@@ -223,13 +225,28 @@ would refuse, `validate` refuses too. Refused:
 - a workload or mix part whose `vm` index is not a configured VM, a `mix` with no parts,
   more than 65536 VMs (trace records carry a 16-bit VM index);
 - an empty or duplicate `tlb.levels[].name` or `vms[].name`, two walk caches with the
-  same name (their counters would merge), an empty walk-cache name (`pwc`, `nested-tlb`);
+  same name (their counters would merge), an empty walk-cache name (`pwc`, `nested-tlb`),
+  and a TLB level, VM or walk-cache name with a dot: names are parts of metric paths
+  joined by dots (`vm.<name>.asid.<n>.accesses`), so VMs `a` and `a.asid.0` would share
+  metrics;
 - TLB `page_sizes` that are empty, repeated, or not a leaf size of the configured
   formats (`4K`, `2M`, `1G` on every built-in format); the message lists the sizes;
 - a walk cache of a level its dimension's format does not have (`psc` `level = 5` or
   `pwc` `levels = [5]` on a 4-level format; a dimension the scheme lacks is allowed, so
   one config can sweep `machine.slat`);
-- an input file (`workload.path`, `vms[].image`) that does not exist or is a folder;
+- `vms[].guest_page_size` that the guest format does not map, `vms[].host_page_size` that
+  the second-level format does not map or, under a scheme that backs guest memory without
+  one (`shadow`: its tables map host pages in the guest format), that the guest format
+  does not map (`8K` is refused everywhere), and a `host_page_size` other than the
+  default `4K` under a scheme with no hypervisor (`native`), where it would mean nothing;
+- a `cost.exit_work` reason that no registered SLAT scheme counts (`pt_wirte`, with a
+  "did you mean"; schemes say which reasons they count, `SlatSchemeRecord.exit_reasons`,
+  and a reason of any registered scheme is allowed so that one config can sweep
+  `machine.slat`), and a `cache-aware` cache size that is not a whole number of sets of
+  its ways x 64-byte lines (`l1d_size = 256` with 8 ways);
+- an input file (`workload.path`, `vms[].image`) that does not exist or is a folder, and
+  an `experiment.plugins` entry that does not exist, is a folder, or is not a regular
+  file (`/dev/null`);
 - an output file (`walk-trace`'s `path`) that is a folder, or whose nearest existing
   folder is a file or takes no new file (refused before the run, not when it ends);
 - a `[dedup]` strategy under a scheme with no hypervisor backing guest memory (`native`);
@@ -245,9 +262,14 @@ would refuse, `validate` refuses too. Refused:
   `run` could not use as a result file name (`validate` only);
 - a config whose estimated memory (TLB and walk-cache arrays, the cost model's data
   caches, simulated-memory bookkeeping, the workload's arrays, records in flight; see
-  `slatframe/footprint.py`) exceeds the memory available on this machine
-  (`MemAvailable`); the message names the key that dominates. The environment variable
-  `SLATFRAME_MEMORY_LIMIT` (a size such as `"8G"`) sets another limit.
+  `slatframe/footprint.py`) exceeds the memory the run may use: the tightest of the
+  memory available on this machine (`MemAvailable`), what this process may still map
+  under its `RLIMIT_AS` (`ulimit -v`, as batch schedulers set) and `RLIMIT_DATA`
+  (`ulimit -d`), and what is left under its cgroup's memory limit (`memory.max`, or v1's
+  `memory.limit_in_bytes`, of its group or any above it); the message names the key
+  that dominates and the limit. The environment variable `SLATFRAME_MEMORY_LIMIT` (a
+  size such as `"8G"`) sets another limit instead. The estimate is of the order of
+  magnitude: an allocation that fails anyway ends the run with one sentence (exit 2).
 """
 
 # -- overrides -------------------------------------------------------------------
@@ -355,14 +377,25 @@ def plugin_files(raw: dict[str, Any], base_dir: Path, where: str) -> list[Path]:
     out = []
     for f in files:
         p = Path(f) if Path(f).is_absolute() else base_dir / f
-        try:
-            found = p.is_file()
-        except (OSError, ValueError):
-            found = False
-        if not found:
-            raise ConfigError(f"{where}: experiment.plugins names {f!r}, which does not exist (looked in {base_dir}).")
+        problem = _plugin_file_problem(p)
+        if problem:
+            raise ConfigError(f"{where}: experiment.plugins names {f!r}, which {problem}.")
         out.append(p)
     return out
+
+
+def _plugin_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a plugin file (None if it is a regular file)."""
+    try:
+        if path.is_file():
+            return None
+        if path.is_dir():
+            return f"is a folder ({path}); a plugin is a Python file"
+        if path.exists():
+            return f"is not a regular file ({path}); a plugin is a Python file"
+    except (OSError, ValueError) as exc:
+        return f"cannot be a file name ({exc.__class__.__name__})"
+    return f"does not exist (looked in {path.parent})"
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = (), registry: Any = None) -> tuple[Config, Any]:
@@ -380,8 +413,11 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), registry: Any =
 
 
 def config_from_dict(raw: dict[str, Any], *, where: str = "<config>", base_dir: Path | None = None,
-                     registry: Any = None) -> tuple[Config, Any]:
-    """Build a :class:`Config` from plain TOML-like data."""
+                     registry: Any = None, output_dir: Path | None = None,
+                     output_prefix: str = "") -> tuple[Config, Any]:
+    """Build a :class:`Config` from plain TOML-like data; with ``output_dir``, every output
+    file an option names is written there as ``output_prefix`` + its file name (a sweep
+    point's own files)."""
     from .registry import Registry
 
     base_dir = base_dir or Path.cwd()
@@ -389,7 +425,8 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "<config>", base_dir: 
         registry = Registry(files=plugin_files(raw, base_dir, where))
     raw = dict(raw)
     raw.setdefault("vms", [{"name": "vm0"}])
-    ctx = BuildContext(where=where, registry=registry, base_dir=base_dir)
+    ctx = BuildContext(where=where, registry=registry, base_dir=base_dir, output_dir=output_dir,
+                       output_prefix=output_prefix)
     config = build(Config, raw, "", ctx)
     check_config(config, ctx)
     return config, registry
@@ -424,13 +461,7 @@ def check_config(config: Config, ctx: BuildContext) -> None:
     guest_fmt = resolved_format(config, "guest", ctx.registry)
     host_fmt = resolved_format(config, "host", ctx.registry)
     for i, vm in enumerate(config.vms):
-        for key, fmt in (("guest_page_size", guest_fmt), ("host_page_size", host_fmt)):
-            if fmt is None:
-                continue
-            size = getattr(vm, key)
-            if size not in fmt.leaf_sizes:
-                allowed = ", ".join(format_size(s) for s in fmt.leaf_sizes)
-                ctx.fail(f"vms[{i}].{key}", f"= {format_size(size)!r} is not allowed: format {fmt.name!r} maps {allowed}.")
+        _check_vm_page_sizes(config, ctx, i, scheme, guest_fmt, host_fmt)
         if vm.memory % max(vm.guest_page_size, vm.host_page_size):
             ctx.fail(f"vms[{i}].memory", f"= {format_size(vm.memory)!r} is not allowed: it must be a multiple of the page sizes.")
     if host_fmt is not None:
@@ -442,7 +473,8 @@ def check_config(config: Config, ctx: BuildContext) -> None:
     _check_physical_widths(config, ctx, guest_fmt, host_fmt)
     _check_page_sizes(config, ctx, guest_fmt, host_fmt)
     _check_walk_cache_names(config, ctx)
-    facts = ConfigFacts(vms=len(config.vms), guest_format=guest_fmt, host_format=host_fmt)
+    facts = ConfigFacts(vms=len(config.vms), guest_format=guest_fmt, host_format=host_fmt,
+                        exit_reasons=_exit_reasons(scheme, ctx.registry))
     for path, choice in _plugin_choices(config):
         problems = getattr(choice.options, "problems", None)
         for key, message in (problems(facts) if callable(problems) else ()):
@@ -470,6 +502,14 @@ def check_config(config: Config, ctx: BuildContext) -> None:
     check_footprint(config, ctx, guest_fmt, host_fmt)
 
 
+def _exit_reasons(scheme: Any, registry: Any) -> frozenset[str] | None:
+    """Every exit reason a registered SLAT scheme declares, or None if ``scheme`` declares none."""
+    if scheme.exit_reasons is None:
+        return None
+    return frozenset(r for provided in registry.records["SLAT schemes"].values()
+                     for r in (provided.record.exit_reasons or ()))
+
+
 def _plugin_choices(config: Config) -> list[tuple[str, PluginChoice]]:
     """Every resolved plugin reference of ``config`` with its key path."""
     out = [("machine.slat", config.machine.slat), ("workload", config.workload), ("cost", config.cost)]
@@ -477,6 +517,33 @@ def _plugin_choices(config: Config) -> list[tuple[str, PluginChoice]]:
     if config.dedup is not None:
         out.append(("dedup", config.dedup))
     return out
+
+
+def _check_vm_page_sizes(config: Config, ctx: BuildContext, i: int, scheme: Any, guest_fmt: Any,
+                         host_fmt: Any) -> None:
+    """``vms[i]``'s page sizes are leaf sizes of the tables that map them: the guest's of
+    the guest format; the host's of the second-level format or, for a scheme that backs
+    guest memory without one (shadow tables map gVA -> hPA in the guest format), of the
+    guest format. A scheme with no hypervisor has no host pages: only the default is
+    allowed there."""
+    vm, slat = config.vms[i], config.machine.slat.name
+    if not scheme.backs_guest_memory:
+        if vm.host_page_size != PAGE_4K:
+            ctx.fail(f"vms[{i}].host_page_size", f"= {format_size(vm.host_page_size)!r} is not allowed: SLAT scheme "
+                                                 f"{slat!r} has no hypervisor backing guest memory with host pages, "
+                                                 "so the key means nothing there; remove it.")
+        host_fmt = None
+    elif host_fmt is None:
+        host_fmt = guest_fmt
+    for key, fmt in (("guest_page_size", guest_fmt), ("host_page_size", host_fmt)):
+        size = getattr(vm, key)
+        if fmt is None or size in fmt.leaf_sizes:
+            continue
+        allowed = ", ".join(format_size(s) for s in fmt.leaf_sizes)
+        why = (f" (SLAT scheme {slat!r} has no second-level format: its tables map host pages in the guest "
+               "format)" if key == "host_page_size" and fmt is guest_fmt else "")
+        ctx.fail(f"vms[{i}].{key}", f"= {format_size(size)!r} is not allowed: format {fmt.name!r} maps "
+                                    f"{allowed}{why}.")
 
 
 def _check_physical_widths(config: Config, ctx: BuildContext, guest_fmt: Any, host_fmt: Any) -> None:

@@ -23,15 +23,23 @@ KIND_NAMES = ("walk", "data")
 
 @attrs.frozen
 class CacheLevelSpec:
-    """One level: its name (in counter names), capacity in bytes and associativity."""
+    """One level: its name (in counter names), capacity in bytes and associativity. The
+    size is a whole number (at least one) of sets of ``ways`` 64-byte lines: a size that is
+    not is a ValueError, never rounded."""
 
     name: str
     size: int
     ways: int
 
+    def __attrs_post_init__(self) -> None:
+        line_set = self.ways << LINE_SHIFT if isinstance(self.ways, int) and self.ways > 0 else 0
+        if not line_set or not isinstance(self.size, int) or self.size <= 0 or self.size % line_set:
+            raise ValueError(f"data cache level {self.name!r}: size {self.size!r} with {self.ways!r} ways is not "
+                             f"a whole number of sets of {self.ways!r} x {1 << LINE_SHIFT}-byte lines")
+
     @property
     def sets(self) -> int:
-        return max(1, self.size // (self.ways << LINE_SHIFT))
+        return self.size // (self.ways << LINE_SHIFT)
 
 
 @attrs.frozen

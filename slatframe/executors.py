@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator
 
 import attrs
 
-from .errors import ConfigError, SlatframeError
+from .errors import ConfigError, SimulationError, SlatframeError
 
 EXECUTORS = ("local", "dask")
 DASK_MISSING = 'the dask executor needs dask.distributed, which is not installed: run pip install -e ".[dask]".'
@@ -29,13 +29,22 @@ DASK_MISSING = 'the dask executor needs dask.distributed, which is not installed
 
 def run_point(raw: dict[str, Any], base_dir: str, out: str) -> str:
     """Resolve one point's raw config (plugin files and paths relative to ``base_dir``),
-    run it and write its result JSON atomically to ``out``; return ``out``."""
+    run it and write its result JSON atomically to ``out``; return ``out``. Output files the
+    config names (a walk trace) go beside it, each prefixed with the point's hash, so that
+    no two points write one file."""
     from .config import config_from_dict
     from .engine import run_experiment
     from .results import write_atomic
 
-    config, registry = config_from_dict(raw, where=f"sweep point {Path(out).stem}", base_dir=Path(base_dir))
-    result = run_experiment(config, registry)
+    out_path = Path(out)
+    config, registry = config_from_dict(raw, where=f"sweep point {out_path.stem}", base_dir=Path(base_dir),
+                                        output_dir=out_path.parent, output_prefix=f"{out_path.stem}.")
+    try:
+        result = run_experiment(config, registry)
+    except MemoryError as exc:
+        from .footprint import out_of_memory
+
+        raise SimulationError(out_of_memory(exc)) from None
     write_atomic(out, result.to_json())
     return out
 
@@ -128,9 +137,17 @@ def _serial(tasks: list[Task]) -> Iterator[Completion]:
             yield task, None
 
 
+#: A -W option for multiprocessing's resource tracker (its warnings start "resource_tracker:"):
+#: when a sweep is killed, the tracker removes the pool's semaphores, which is all that is
+#: needed, and warns that they leaked.
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning:multiprocessing.resource_tracker"
+
+
 def _processes(tasks: list[Task], jobs: int) -> Iterator[Completion]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    if QUIET_TRACKER not in sys.warnoptions:  # passed on to the tracker process the pool starts
+        sys.warnoptions.append(QUIET_TRACKER)
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
                                mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(os.getpid(),))

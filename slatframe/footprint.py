@@ -1,9 +1,10 @@
 """How much memory a run of a config needs, estimated before anything is built.
 
 Config resolution calls :func:`check_footprint`, which refuses a config whose estimate
-exceeds this machine's available memory (``MemAvailable`` of /proc/meminfo, or the
-``SLATFRAME_MEMORY_LIMIT`` environment variable, a size such as ``"8G"``), naming the
-key whose structures dominate. The estimate is an upper bound of the order of magnitude,
+exceeds the memory the run may use (the tightest of ``MemAvailable`` of /proc/meminfo,
+this process's RLIMIT_AS and RLIMIT_DATA, and its cgroup's memory limit:
+:mod:`slatframe.memlimits`; or the ``SLATFRAME_MEMORY_LIMIT`` environment variable, a
+size such as ``"8G"``), naming the key whose structures dominate. The estimate is an upper bound of the order of magnitude,
 not an exact figure: per-entry costs below are measured on CPython 3.11 / numpy.
 
 - TLB levels and walk caches: the reference tier's lists (tag, value, policy stamp per
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
 import attrs
@@ -73,16 +73,9 @@ def memory_limit() -> tuple[int, str] | None:
             return parse_size(text.strip()), f"{ENV}={text.strip()}"
         except ValueError as exc:
             raise ConfigError(f"{ENV} = {text!r} is not allowed: {exc}.") from None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024, "available on this machine (MemAvailable)"
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available on this machine"
-    except (ValueError, OSError, AttributeError):
-        return None
+    from .memlimits import tightest
+
+    return tightest()
 
 
 def _arrays(arrays: list[tuple[str, int, int]], compiled: bool) -> list[Item]:
@@ -210,3 +203,15 @@ def summary(items: Iterable[Item]) -> dict[str, int]:
     for item in items:
         out[item.key] = out.get(item.key, 0) + item.nbytes
     return out
+
+
+def out_of_memory(exc: MemoryError) -> str:
+    """The one sentence for an allocation that failed although the estimate allowed the run."""
+    from .memlimits import tightest
+
+    what = str(exc).strip().rstrip(".") or "an allocation failed"
+    limit = tightest()
+    under = f" (this process may use {human(limit[0])} more, {limit[1]})" if limit else ""
+    return (f"the run ran out of memory{under}: {what}; the estimate made before the run (slatframe/footprint.py) "
+            "is of the order of magnitude only: make the config's largest tables or footprint smaller, or give the "
+            f"run more memory (set {ENV} lower to have such configs refused before they start).")

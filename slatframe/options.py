@@ -62,9 +62,13 @@ def option(
 
 
 def nonempty_name(value: str) -> None:
-    """A ``check`` for names used in metrics and messages: not empty, not only spaces."""
+    """A ``check`` for names used in metrics and messages: not empty, not only spaces, and
+    without a dot (metric paths such as ``vm.<name>.asid.<n>.accesses`` join their parts
+    with dots, so a dotted name could read as another name's metric)."""
     if not value.strip():
         raise ValueError("a name must not be empty")
+    if "." in value:
+        raise ValueError("a name is one part of a metric path (parts are joined with dots), so it holds no '.'")
 
 
 @attrs.frozen
@@ -87,6 +91,10 @@ class ConfigFacts:
     vms: int  #: number of configured VMs
     guest_format: Any  #: the guest side's PageTableFormat
     host_format: Any = None  #: the host side's PageTableFormat (None without a second level)
+    #: The VM-exit reasons the registered SLAT schemes count, all of them (so that one
+    #: config can sweep ``machine.slat``); None when the configured scheme does not declare
+    #: its own (``SlatSchemeRecord.exit_reasons``), and nothing can be checked.
+    exit_reasons: frozenset[str] | None = None
 
     @property
     def va_bits(self) -> int:
@@ -106,6 +114,10 @@ class BuildContext:
     where: str
     registry: Any = None
     base_dir: Path | None = None
+    #: Where output files go instead (a sweep's points folder): an ``output`` option's
+    #: file is then ``output_dir / (output_prefix + its file name)``, one per sweep point.
+    output_dir: Path | None = None
+    output_prefix: str = ""
 
     def fail(self, path: str, message: str) -> typing.NoReturn:
         raise ConfigError(f"{self.where}: {path} {message}")
@@ -209,7 +221,9 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
         out = value
     else:
         out = value
-    if (meta.get("path") or meta.get("output")) and isinstance(out, str) and ctx.base_dir is not None:
+    if meta.get("output") and isinstance(out, str) and ctx.output_dir is not None:
+        out = str(ctx.output_dir / f"{ctx.output_prefix}{Path(out).name}")
+    elif (meta.get("path") or meta.get("output")) and isinstance(out, str) and ctx.base_dir is not None:
         p = Path(out)
         out = str(p if p.is_absolute() else (ctx.base_dir / p))
         # refused now, not after the run has started

@@ -48,8 +48,9 @@ class PageTableFormat:
     ``entry & present_mask`` is non-zero. ``table_bits`` / ``leaf_bits`` are set in every
     non-leaf / leaf entry the OS writes (for example present, user, memory type), and
     ``page_flag`` in leaves of level 1 only (where a format marks pages apart from larger
-    leaves); ``write_flag`` grants writes; ``accessed_flag`` and ``dirty_flag`` are 0
-    where the format has none.
+    leaves); ``write_flag`` grants writes, and is set in every non-leaf entry the OS
+    writes (:meth:`table_entry`: write protection is the leaves' business, as x86 and Arm
+    kernels do it); ``accessed_flag`` and ``dirty_flag`` are 0 where the format has none.
     """
 
     name: str
@@ -186,6 +187,8 @@ class PageTableFormat:
         return entry & self.frame_mask
 
     def table_entry(self, table: int) -> int:
+        """A non-leaf entry pointing at ``table``: its frame, ``table_bits`` and always
+        ``write_flag`` (a walk then takes a page's writability from its leaf)."""
         return (table & self.frame_mask) | self.table_bits | self.write_flag
 
     def leaf_entry(self, page: int, level: int, writable: bool = True) -> int:

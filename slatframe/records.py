@@ -50,7 +50,10 @@ class SlatSchemeRecord(Registration):
     (see :class:`slatframe.machine.Translator`).
 
     ``guest_format`` is the format used when the config names none; ``host_format`` the
-    format of the second level (``None`` for schemes without one).
+    format of the second level (``None`` for schemes without one). ``exit_reasons`` lists
+    the VM-exit reasons the translator counts (``counters.vm_exit(reason)``): a
+    ``cost.exit_work`` reason that no registered scheme lists is refused with a "did you
+    mean"; a scheme that leaves it None turns that check off for its configs.
     """
 
     guest_format: str
@@ -58,6 +61,10 @@ class SlatSchemeRecord(Registration):
     #: Whether a hypervisor backs the VMs' guest memory with host pages (``translator.backings``),
     #: which a dedup strategy merges; False for schemes without one (``native``).
     backs_guest_memory: bool = True
+    #: The VM-exit reasons its translator counts (``counters.vm_exit(reason)``, the
+    #: ``vm_exits.<reason>`` metrics), so that a cost model's per-reason options can be
+    #: checked against them; None if it does not say (they are then not checked).
+    exit_reasons: tuple[str, ...] | None = None
     kind = "SLAT scheme"
 
 
@@ -114,7 +121,7 @@ class PolicyKernels:
     ``inline``: False (the default) compiles the kernels apart, in about a second, and the
     loop calls them through function pointers, so adding or editing a plugin never
     recompiles the loop; True compiles them into the loop itself (a few ns faster a call,
-    but every change recompiles the whole loop, about a minute): the builtins do that.
+    but every change recompiles the whole loop, about three minutes): the builtins do that.
     """
 
     init: Callable[..., Any]
@@ -240,6 +247,18 @@ class CostModelRecord(Registration):
     machine: slatframe.config.Config) -> dict[str, int | float]`` returning the ``cycles.*``
     metrics. The resolved options are stored in the result so every figure can be
     recomputed from the result file alone.
+
+    Every key ``cycles`` returns becomes a metric. Two are read by the rest of slatframe:
+    ``cycles.total`` (the sweep summary's and the report's cycles column) and
+    ``cycles.per_access`` (per-VM tables, and ``[consolidation]``, which refuses a model
+    without it); the builtins also return ``cycles.access``, ``.tlb``, ``.walk``,
+    ``.vm_exit`` (and ``.vm_exit.<reason>``), ``.fault``, ``.cow``, ``.dedup_scan``,
+    ``.translation`` and ``translation_overhead``. ``cycles`` is called once with the run's
+    counters, then again with each scope's own: each VM's (``vm.<name>.cycles.*``), each
+    address space's with ``experiment.per_asid``, and the work between records (a dedup
+    strategy's wake-ups, ``between_records.cycles.*``); each call has every counter name
+    any scope counted and those always reported (0 where the scope counted none), so
+    ``counters["accesses"]`` is that scope's accesses, and may be 0.
 
     ``data_caches(options) -> slatframe.datacache.DataCacheSpec | None``, when given, asks
     the engines to pass every page-walk reference (and, if the spec says so, every data

@@ -1,10 +1,12 @@
 """The plugin registry: entry points, plugin files, and the records they return."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
 import operator
+import os
 import sys
 import traceback
 import typing
@@ -79,12 +81,26 @@ def load_plugin_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     module.__slatframe_content__ = content
     sys.modules[name] = module
+    bytecode = path.parent / "__pycache__"
+    made = not os.path.lexists(bytecode)
     try:  # the text just hashed, not a .pyc: its check (mtime in seconds, size) misses quick edits
         exec(compile(source, str(path), "exec"), module.__dict__)
     except (Exception, SystemExit) as exc:  # a user's file: report, do not crash (nor exit 0)
         del sys.modules[name]
         raise PluginError(f"plugin file {path}: importing it failed: {exception_text(exc, path)}.") from None
+    finally:
+        if made:
+            _remove_if_empty(bytecode)
     return module
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it is an empty folder: numba makes ``__pycache__`` beside a file
+    whose functions say ``@njit(cache=True)`` when they are defined, to check that it could
+    cache them there; slatframe compiles plugin kernels apart and never caches them there
+    (slatframe/engine/kernel_slots.py), so it would stay empty beside the researcher's file."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # fails, as it should, on a folder that holds anything
 
 
 def exception_text(exc: BaseException, file: str | Path | None = None) -> str:
@@ -193,6 +209,9 @@ def _record_problem(record: object, expected: type) -> str | None:
     if kernels is not None and not isinstance(kernels, kinds):
         return (f"{what} whose kernels {_short(kernels)} are not a "
                 f"{' or '.join(f'slatframe.records.{k.__name__}' for k in kinds)}")
+    reasons = getattr(record, "exit_reasons", None)
+    if reasons is not None and not (isinstance(reasons, tuple) and all(isinstance(r, str) for r in reasons)):
+        return f"{what} whose exit_reasons {_short(reasons)} are not a tuple of strings (or None)"
     for field in ("data_caches",):
         value = getattr(record, field, None)
         if value is not None and not callable(value):

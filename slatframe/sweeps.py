@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import re
+import stat
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -247,8 +248,8 @@ def input_stamps(plugin_paths: Iterable[Path], config: Any) -> dict[str, str]:
     inputs = [getattr(config.workload.options, "path", None)] + [vm.image for vm in config.vms]
     for name in inputs:
         if isinstance(name, str) and Path(name).is_file():
-            stat = Path(name).stat()
-            stamps[name] = f"{stat.st_size}:{stat.st_mtime_ns}"
+            st = Path(name).stat()
+            stamps[name] = f"{st.st_size}:{st.st_mtime_ns}"
     return stamps
 
 
@@ -293,10 +294,17 @@ def locked_folder(out_dir: Path) -> Iterator[None]:
         yield
         return
     path = out_dir / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:  # never through a link: truncating it would empty the file it points at
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as exc:
+        if path.is_symlink():
+            raise OutputError(f"{path}: is a symbolic link; the sweep's lock file is a plain file that the sweep "
+                              "writes its pid to, so it is not opened through a link: remove the link.") from None
         raise OutputError(describe_os_error(exc, "cannot create the sweep's lock file")) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{path}: is not a plain file; the sweep's lock file is one that the sweep writes its pid "
+                          "to: remove it.")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -317,8 +325,7 @@ def locked_folder(out_dir: Path) -> Iterator[None]:
 
 
 #: Temporary files of :func:`slatframe.results.replacing` for the files a sweep writes.
-_STALE = re.compile(r"\.(sweep\.json|results\.csv|results\.parquet|[0-9a-f]{16}(\.error\.txt|\.json))"
-                    r"\.[A-Za-z0-9_]+\.tmp")
+_STALE = re.compile(r"\.(sweep\.json|results\.csv|results\.parquet|[0-9a-f]{16}\..+)\.[A-Za-z0-9_]+\.tmp")
 
 
 def _remove_stale_temporaries(folder: Path) -> None:

@@ -31,7 +31,7 @@ class TlbLevel:
         self.config = config
         self.name = config.name
         self.sets = config.sets
-        self.array = SetAssoc(config.sets, config.ways, policy)
+        self.array = SetAssoc(config.sets, config.ways, policy, group=2)  # contexts: (vm, asid)
         self.shifts = tuple(size.bit_length() - 1 for size in sorted(config.page_sizes))
         self.sizes = frozenset(config.page_sizes)
         self.instruction = config.side in ("instruction", "unified")
@@ -125,12 +125,12 @@ class TlbHierarchy:
                 level.invalidate_page(vm, asid, va)
             return
         if scope == "all":
-            drop = lambda tag: True  # noqa: E731
+            select = lambda context: True  # noqa: E731
         elif scope == "vm":
-            drop = lambda tag: tag[0] == vm  # noqa: E731
+            select = lambda context: context[0] == vm  # noqa: E731
         elif scope == "asid":
-            drop = lambda tag: tag[0] == vm and tag[1] == asid  # noqa: E731
+            select = lambda context: context == (vm, asid)  # noqa: E731
         else:
             raise ValueError(f"unknown invalidation scope {scope!r}")
         for level in self.levels:
-            level.array.remove_if(drop)
+            level.array.remove_groups(select)

@@ -8,11 +8,14 @@ chunk; :class:`NpzWriter` writes one chunk by chunk. Both run in bounded memory.
 """
 from __future__ import annotations
 
-import gzip
+import io
 import lzma
 import os
 import shutil
+import struct
 import tempfile
+import tokenize
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,7 +30,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
-#: What reading a damaged compressed stream raises (gzip: EOFError, BadGzipFile, zlib.error).
+#: What reading a damaged compressed stream raises (truncated: EOFError; damaged: zlib.error, LZMAError).
 DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
 
 
@@ -52,9 +55,11 @@ def open_raw(path: str | Path) -> BinaryIO:
 
 
 def open_trace(path: str | Path) -> BinaryIO:
-    """Open a trace file for binary reading, decompressing gzip or xz by magic bytes.
+    """Open a trace file for binary reading, decompressing gzip or xz by magic bytes
+    (:class:`Decompressed`).
 
-    Damage inside a compressed stream surfaces on read as one of :data:`DECOMPRESS_ERRORS`."""
+    Damage inside a compressed stream surfaces on read as one of :data:`DECOMPRESS_ERRORS`;
+    bytes after the last stream that its format does not allow, as a :class:`TraceError`."""
     fh = open_raw(path)
     try:
         head = fh.read(6)
@@ -62,15 +67,163 @@ def open_trace(path: str | Path) -> BinaryIO:
     except OSError as exc:
         fh.close()
         raise open_error(path, exc) from None
-    if not head.startswith((GZIP_MAGIC, XZ_MAGIC)):
-        return fh
-    fh.close()  # reopened by name, so that closing the decompressor closes the file
-    try:
-        if head.startswith(GZIP_MAGIC):
-            return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
-        return lzma.LZMAFile(path)  # type: ignore[return-value]
-    except OSError as exc:
-        raise open_error(path, exc) from None
+    if head.startswith(GZIP_MAGIC):
+        return io.BufferedReader(Decompressed(path, fh, _GzipMember))  # type: ignore[return-value]
+    if head.startswith(XZ_MAGIC):
+        return io.BufferedReader(Decompressed(path, fh, _XzStream))  # type: ignore[return-value]
+    return fh
+
+
+class _XzStream:
+    """The decoder of one xz stream (its integrity check verified)."""
+
+    name, magic = "xz stream", XZ_MAGIC
+    padding = 4  #: after a stream: zero bytes, a multiple of 4 (.xz format, section 2.2)
+
+    def __init__(self) -> None:
+        self._d = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+
+    def decode(self, data: bytes, size: int) -> bytes:
+        return self._d.decompress(data, size)
+
+    @property
+    def wants_input(self) -> bool:
+        return self._d.needs_input
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def rest(self) -> bytes:
+        return self._d.unused_data
+
+
+class _GzipMember:
+    """The decoder of one gzip member (zlib checks its header, CRC-32 and length)."""
+
+    name, magic = "gzip member", GZIP_MAGIC
+    padding = 0  #: no padding between members; after the last, any number of zero bytes (as gzip -t accepts)
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._tail = b""  # input given but not yet decoded (output was full)
+
+    def decode(self, data: bytes, size: int) -> bytes:
+        out = self._d.decompress(self._tail + data, size)
+        self._tail = self._d.unconsumed_tail
+        return out
+
+    @property
+    def wants_input(self) -> bool:
+        return not self._tail
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def rest(self) -> bytes:
+        return self._d.unused_data
+
+
+#: Compressed bytes read at a time.
+_COMPRESSED_BLOCK = 1 << 17
+
+
+class Decompressed(io.RawIOBase):
+    """The decompressed bytes of a gzip or xz file, read as the format's own tools read it:
+    streams (gzip members) one after another; after the last, only zero bytes, and for xz
+    only a multiple of 4 of them (stream padding, which may also separate streams).
+    Anything else after a stream is a :class:`TraceError` naming its byte offset (Python's
+    ``gzip`` and ``lzma`` modules skip some such bytes silently and refuse xz padding)."""
+
+    def __init__(self, path: str | Path, raw: BinaryIO, kind: type) -> None:
+        self.path, self._raw, self._kind = path, raw, kind
+        self._decoder = kind()
+        self._pending = b""  # bytes read from the file, not yet given to a decoder
+        self._offset = 0  # bytes read from the file
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        size = len(buf)
+        while size and not self._ended:
+            decoder = self._decoder
+            if decoder.eof:
+                self._next_stream(decoder.rest)
+                continue
+            data = self._take(_COMPRESSED_BLOCK) if decoder.wants_input else b""
+            out = decoder.decode(data, size)
+            if out:
+                buf[:len(out)] = out
+                return len(out)
+            if decoder.wants_input and not data and not decoder.eof:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        return 0
+
+    def _take(self, size: int) -> bytes:
+        """The pending bytes, or the file's next ``size`` bytes (b"" at its end)."""
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        data = self._raw.read(size)
+        self._offset += len(data)
+        return data
+
+    def _next_stream(self, rest: bytes) -> None:
+        """After a stream that ended before ``rest``: start the next stream, or end the
+        file, or refuse what follows."""
+        end = self._offset - len(self._pending) - len(rest)  # the stream's end in the file
+        self._pending = rest + self._pending
+        zeros = self._skip_zeros()
+        padding = self._kind.padding
+        padded = zeros % padding == 0 if padding else zeros == 0  # what may come before another stream
+        if not self._pending and (padded or not padding):  # zero bytes to the end of the file
+            self._ended = True
+        elif self._pending and padded and self._starts_with(self._kind.magic):
+            self._decoder = self._kind()
+        else:
+            raise self._trailing(end)
+
+    def _skip_zeros(self) -> int:
+        """Drop zero bytes from the pending bytes and the file on; how many were dropped."""
+        zeros = 0
+        while True:
+            if not self._pending:
+                self._pending = self._take(_COMPRESSED_BLOCK)
+                if not self._pending:
+                    return zeros
+            kept = self._pending.lstrip(b"\0")
+            zeros += len(self._pending) - len(kept)
+            self._pending = kept
+            if kept:
+                return zeros
+
+    def _starts_with(self, magic: bytes) -> bool:
+        """Whether the pending bytes (read on as far as needed) start with ``magic``."""
+        while len(self._pending) < len(magic):
+            more = self._raw.read(len(magic) - len(self._pending))
+            if not more:
+                break
+            self._offset += len(more)
+            self._pending += more
+        return self._pending.startswith(magic)
+
+    def _trailing(self, end: int) -> TraceError:
+        kind = self._kind
+        size = os.fstat(self._raw.fileno()).st_size
+        allowed = ("stream padding (zero bytes, a multiple of 4) nor another xz stream" if kind.padding else
+                   "another gzip member nor zero bytes up to the end of the file")
+        return TraceError(f"{self.path}: {size - end} byte(s) from byte offset {end} follow the end of the "
+                          f"{kind.name} but are neither {allowed}.")
 
 
 COLUMNS = {"vaddr": np.uint64, "op": np.uint8, "vm": np.uint16, "asid": np.uint16}
@@ -82,6 +235,49 @@ REQUIRED = ("vaddr", "op")
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
                zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
 _NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
+
+
+#: What numpy's .npy header parser raises on a damaged header: ValueError (most damage),
+#: SyntaxError and tokenize.TokenError (an unclosed bracket or string: numpy's fallback
+#: parser for Python 2 headers tokenizes it), TypeError, and RecursionError or
+#: MemoryError (Python's parser on deeply nested or long unary chains of the <= 10,000
+#: characters numpy allows), OverflowError.
+NPY_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, tokenize.TokenError, RecursionError, MemoryError,
+                     OverflowError)
+
+
+def _npy_header(fh: BinaryIO, where: str, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a member's .npy header gives; a damaged header is a :class:`TraceError`."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version not in _NPY_VERSIONS:
+            raise ValueError(f"unknown .npy version {version[0]}.{version[1]}")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        with warnings.catch_warnings():  # a damaged header's "\o" is an invalid escape to Python's parser
+            warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+            shape, _, dtype = read_header(fh)
+        if any(type(n) is not int for n in shape):  # numpy checks isinstance(n, int): True passes
+            raise ValueError(f"its shape {shape} is not a tuple of integers")
+    except NPY_HEADER_ERRORS as exc:
+        raise TraceError(f"{where}: array {name!r} is not a valid .npy member: {_header_problem(exc)}; "
+                         "a .npy header is a Python dict literal with 'descr', 'fortran_order' and 'shape' "
+                         "(as numpy.save writes it).") from None
+    return shape, dtype
+
+
+def _header_problem(exc: BaseException) -> str:
+    """What is wrong with a .npy header, in a few words (numpy's messages quote the whole header)."""
+    if isinstance(exc, tokenize.TokenError):
+        return f"its header does not parse ({exc.args[0]}: an unclosed bracket or string)"
+    if isinstance(exc, (RecursionError, MemoryError)):
+        return "its header is nested too deeply to parse"
+    text = " ".join(str(exc).split())
+    if text.startswith("Cannot parse header"):
+        return "its header does not parse"
+    if text.startswith("malformed node or string"):  # ast.literal_eval: an expression such as 2**40
+        return "its header holds an expression, not only literals"
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 class _Member:
@@ -98,19 +294,13 @@ class _Member:
             raise TraceError(f"{where}: array {name!r} uses zip compression method {info.compress_type} "
                              f"({method}); allowed are {', '.join(ZIP_METHODS.values())}.")
         self.fh = zf.open(info)
-        try:
-            version = np.lib.format.read_magic(self.fh)
-            if version not in _NPY_VERSIONS:
-                raise ValueError(f"unknown .npy version {version[0]}.{version[1]}")
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(self.fh)
-        except (ValueError, SyntaxError, TypeError) as exc:
-            raise TraceError(f"{where}: array {name!r} is not a valid .npy member ({exc}).") from None
+        shape, dtype = _npy_header(self.fh, where, name)
         if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
             raise TraceError(f"{where}: array {name!r} has shape {shape} and dtype {dtype}; "
                              f"expected a 1-D integer array ({np.dtype(COLUMNS[name]).name}).")
-        self.length = shape[0]
+        if shape[0] < 0:
+            raise TraceError(f"{where}: array {name!r} has a negative length ({shape[0]}) in its .npy header.")
+        self.length = int(shape[0])
         self.dtype = dtype
         target = self.target = np.dtype(COLUMNS[name])
         self.fits = dtype.kind == "u" and dtype.itemsize <= target.itemsize  # no value can be out of range
@@ -140,6 +330,86 @@ _DAMAGE = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, Va
            RuntimeError, NotImplementedError)
 
 
+_EOCD, _EOCD_SIZE = b"PK\x05\x06", 22  # the zip's end of central directory record (APPNOTE 4.3.16)
+_LOCAL, _LOCAL_SIZE = b"PK\x03\x04", 30  # a member's local file header (APPNOTE 4.3.7)
+
+
+def _check_zip_end(fh: BinaryIO, where: str) -> None:
+    """Nothing may follow the zip's end of central directory record and its comment. The
+    record is found as :mod:`zipfile` finds it (the last signature in the last 64 KiB and
+    22 bytes); without one, :mod:`zipfile` refuses the file."""
+    size = fh.seek(0, os.SEEK_END)
+    start = max(0, size - _EOCD_SIZE - 0xFFFF)
+    fh.seek(start)
+    tail = fh.read()
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < _EOCD_SIZE:
+        return
+    comment = struct.unpack_from("<H", tail, at + 20)[0]
+    end = start + at + _EOCD_SIZE + comment
+    if end < size:
+        raise TraceError(f"{where}: {size - end} byte(s) from byte offset {end} follow the zip's end of central "
+                         f"directory record{f' and its {comment}-byte comment' if comment else ''}; nothing may "
+                         "follow them in a zip.")
+    if end > size:
+        raise TraceError(f"{where}: the zip's end of central directory record at byte offset {start + at} gives a "
+                         f"{comment}-byte comment, but the file ends {end - size} byte(s) before its end.")
+
+
+def _check_zip_members(fh: BinaryIO, zf: zipfile.ZipFile, where: str) -> None:
+    """The members follow each other from byte 0, and the central directory follows the
+    last, without gaps or overlaps (APPNOTE 4.3.6; :mod:`zipfile` reads members where the
+    central directory places them, skipping bytes between them)."""
+    at, before = 0, ""
+    for info in sorted(zf.infolist(), key=lambda i: i.header_offset):
+        what = f"member {info.filename!r}"
+        if not before and info.header_offset != 0:
+            raise TraceError(f"{where}: the zip's central directory places its first member at byte offset "
+                             f"{info.header_offset}, not 0: bytes were inserted or removed before the central "
+                             "directory (a zip's members and central directory follow each other without gaps).")
+        if info.header_offset != at:
+            raise _zip_gap(where, info.header_offset, at, what, before)
+        at, before = _member_end(fh, info, where), what
+    if zf.start_dir != at:
+        raise _zip_gap(where, zf.start_dir, at, "the central directory", before or "the start of the file")
+
+
+def _member_end(fh: BinaryIO, info: zipfile.ZipInfo, where: str) -> int:
+    """Where a member ends: its local header, name, extra field, data, and its data
+    descriptor if it has one (flag bit 3; 8-byte sizes with a zip64 extra field)."""
+    fh.seek(info.header_offset)
+    header = fh.read(_LOCAL_SIZE)
+    if len(header) < _LOCAL_SIZE or not header.startswith(_LOCAL):
+        raise TraceError(f"{where}: the zip's central directory places member {info.filename!r} at byte offset "
+                         f"{info.header_offset}, where there is no member header (PK\\x03\\x04).")
+    name_len, extra_len = struct.unpack_from("<HH", header, 26)
+    extra = fh.read(name_len + extra_len)[name_len:]
+    end = info.header_offset + _LOCAL_SIZE + name_len + extra_len + info.compress_size
+    if info.flag_bits & 0x08:
+        fh.seek(end)
+        signed = fh.read(4) == b"PK\x07\x08"
+        end += 4 * signed + (20 if _has_zip64_extra(extra) else 12)
+    return end
+
+
+def _has_zip64_extra(extra: bytes) -> bool:
+    i = 0
+    while i + 4 <= len(extra):
+        kind, size = struct.unpack_from("<HH", extra, i)
+        if kind == 0x0001:
+            return True
+        i += 4 + size
+    return False
+
+
+def _zip_gap(where: str, found: int, expected: int, what: str, before: str) -> TraceError:
+    if found > expected:
+        return TraceError(f"{where}: {found - expected} byte(s) from byte offset {expected} lie between {before} "
+                          f"and {what}; a zip's members and central directory follow each other without gaps.")
+    return TraceError(f"{where}: {what} starts at byte offset {found}, inside {before} (which ends at byte offset "
+                      f"{expected}); a zip's members and central directory do not overlap.")
+
+
 def read_npz(path: str | Path, chunk_size: int) -> Iterator[np.ndarray]:
     """Yield :data:`TRACE_DTYPE` chunks of an npz trace."""
     where = str(path)
@@ -158,12 +428,14 @@ def _read_npz(path: str | Path, chunk_size: int, where: str) -> Iterator[np.ndar
     with open_raw(path) as fh:
         if fh.read(4) != b"PK\x03\x04":  # as numpy.load: a zip with bytes before it is not an npz
             raise TraceError(f"{where}: not an npz file: it does not start with a zip member header (PK\\x03\\x04).")
+        _check_zip_end(fh, where)
         fh.seek(0)
         try:
             zf = zipfile.ZipFile(fh)
         except _DAMAGE as exc:
             raise TraceError(f"{where}: not an npz (zip) file: {exc}.") from None
         with zf:
+            _check_zip_members(fh, zf, where)
             infos = {}
             for info in zf.infolist():
                 name = info.filename[:-4]
@@ -171,6 +443,8 @@ def _read_npz(path: str | Path, chunk_size: int, where: str) -> Iterator[np.ndar
                     what = f"array {name!r}" if info.filename.endswith(".npy") else f"member {info.filename!r}"
                     raise TraceError(f"{where}: {what} is not part of the format; "
                                      f"allowed arrays are {', '.join(COLUMNS)} (.npy members).")
+                if name in infos:
+                    raise TraceError(f"{where}: array {name!r} is in the zip twice; an npz holds each array once.")
                 infos[name] = info
             for name in REQUIRED:
                 if name not in infos:

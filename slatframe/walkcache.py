@@ -139,7 +139,8 @@ class WalkCache:
         self.sets = sets
         self.ways = ways
         self.policy = policy
-        self.array = SetAssoc(sets, ways, ctx.make_policy(policy, sets, ways, f"walk_cache.{name}"))
+        self.array = SetAssoc(sets, ways, ctx.make_policy(policy, sets, ways, f"walk_cache.{name}"),
+                              group=3)  # contexts: (dim, vm, asid), the first fields of every kind's key
         self.hits = f"walk_cache.{name}.hits"
         self.misses = f"walk_cache.{name}.misses"
 
@@ -151,11 +152,11 @@ class WalkCache:
         entries of the asid (Intel SDM 4.10.4.1: INVLPG invalidates all paging-structure
         caches of the current PCID); ``vm`` and ``all`` (INVEPT-like) drop more."""
         if scope in ("page", "asid"):
-            self.array.remove_if(lambda k: k[0] == GUEST and k[1] == vm and k[2] == asid)
+            self.array.remove_groups(lambda context: context == (GUEST, vm, asid))
         elif scope == "vm":
-            self.array.remove_if(lambda k: k[1] == vm)
+            self.array.remove_groups(lambda context: context[1] == vm)
         else:
-            self.array.remove_if(lambda k: True)
+            self.array.remove_groups(lambda context: True)
 
 
 class PrefixCache(WalkCache):
@@ -207,7 +208,7 @@ class EntryCache(WalkCache):
         # physically tagged: a guest invalidation cannot tell which lines changed, so it
         # drops all of the VM's guest-dimension entries (conservative; never a false hit)
         if scope in ("page", "asid"):
-            self.array.remove_if(lambda k: k[0] == GUEST and k[1] == vm)
+            self.array.remove_groups(lambda context: context[0] == GUEST and context[1] == vm)
         else:
             super().invalidate(scope, vm, asid)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
+from contextlib import closing
 from typing import Any, Iterator
 
 import attrs
@@ -119,3 +120,25 @@ def workload_where(name: str, options: Any) -> str:
     """How errors name a workload: ``workload 'lackey' (file t.lackey)``."""
     path = getattr(options, "path", None)
     return f"workload {name!r}" + (f" (file {path})" if isinstance(path, str) else "")
+
+
+#: Records ``slatframe validate`` reads of a workload: its first chunk at most this long.
+FIRST_RECORDS = 4096
+
+
+def read_first_records(config: Any, registry: Any, count: int = FIRST_RECORDS) -> int:
+    """Read the first records (at least ``count`` or all there are, in chunks of at most
+    ``count``) of the configured workload as a run reads them: through the workload's
+    factory and the run's chunk checks (:func:`slatframe.engine.workload_chunks`), so that
+    a damaged file or a bad first record is the error the run would raise. Returns how
+    many records were read; nothing is run or written."""
+    from .engine import workload_chunks
+
+    experiment = attrs.evolve(config.experiment, chunk_size=min(count, config.experiment.chunk_size))
+    done = 0
+    with closing(workload_chunks(attrs.evolve(config, experiment=experiment), registry)) as chunks:
+        for chunk in chunks:
+            done += len(chunk)
+            if done >= count:
+                break
+    return done

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +22,39 @@ from slatframe.registry import Registry
 def registry() -> Registry:
     """The registry of installed plugins (builtins through their entry points)."""
     return Registry()
+
+
+TESTS = Path(__file__).resolve().parent
+#: The engine modules the suite compiles (tests/compile_modules.py), and the test files whose
+#: runs need them.
+MODULES = ("generic", "shaped", "exact")
+_builds: list[subprocess.Popen] = []
+
+
+def _runs_the_suite(config: pytest.Config) -> bool:
+    """Whether this session runs the whole suite (``pytest``, ``pytest tests``), not a few files."""
+    return all(Path(arg.split("::")[0]).resolve() in (TESTS, TESTS.parent) for arg in config.args)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """When the whole suite runs and the engine modules it needs are not compiled yet,
+    compile each in a process of its own from the start (the cores then compile different
+    modules at once, not the same one twice); a test that needs one meanwhile waits on
+    its compile lock (slatframe.engine.codegen.compiling). SLATFRAME_TEST_PREBUILD=0
+    turns this off."""
+    if hasattr(session.config, "workerinput") or os.environ.get("SLATFRAME_TEST_PREBUILD") == "0" \
+            or not _runs_the_suite(session.config):
+        return
+    for which in MODULES:
+        proc = subprocess.Popen([sys.executable, str(TESTS / "compile_modules.py"), which], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        proc.stdout.readline()  # "held": the lock is taken before any test runs (or the process ended)
+        _builds.append(proc)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for proc in _builds:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

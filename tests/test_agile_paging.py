@@ -12,7 +12,6 @@ from slatframe.counters import Counters
 from slatframe.engine import choose_engine
 from slatframe.engine.compiled import compiled_refusals
 from slatframe.machine import build_machine
-from slatframe.errors import ConfigError
 from slatframe.testing import assert_engines_agree, build, run_trace, tiny_config
 from slatframe.trace import CONTEXT_SWITCH, INVLPG, PROTECT, UNMAP, make_trace
 

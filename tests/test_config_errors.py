@@ -301,7 +301,7 @@ def test_names_are_not_empty_or_repeated(registry, raw, key):
 
 @pytest.mark.parametrize("raw,key", [
     (tiny_config(tlb={"levels": [{"name": "l1", "sets": 10 ** 9, "ways": 4}]}), "tlb.levels[0] (sets = 1000000000"),
-    (tiny_config(cost={"model": "cache-aware", "llc_size": "1T"}), "cost.llc_size = '1T'"),
+    (tiny_config(cost={"model": "cache-aware", "llc_size": "1T", "llc_ways": 16}), "cost.llc_size = '1T'"),
     (tiny_config(workload={**SYN, "distribution": "zipf", "footprint": "1T"}), "workload.footprint = 1T"),
     (tiny_config(walk_caches=[{"type": "pwc", "sets": 1 << 26}]), "walk_caches[0] (sets = 67108864"),
     (tiny_config(experiment={"chunk_size": 1 << 30}, workload={**SYN, "accesses": 1 << 40}), "experiment.chunk_size"),
@@ -409,3 +409,117 @@ def test_a_host_format_under_a_scheme_without_second_level_tables_is_refused(reg
 def test_dedup_under_a_scheme_without_a_hypervisor_is_refused_before_the_run(registry):
     with pytest.raises(ConfigError, match="dedup = 'ksm' is not allowed: SLAT scheme 'native' has no hypervisor"):
         build(tiny_config(dedup={"strategy": "ksm"}), registry)
+
+
+@pytest.mark.parametrize("raw,key", [
+    (tiny_config(vms=[{"name": "a"}, {"name": "a.asid.0"}]), "vms[1].name = 'a.asid.0'"),
+    (tiny_config(tlb={"levels": [{"name": "l1.hits", "sets": 4, "ways": 2}]}), "tlb.levels[0].name = 'l1.hits'"),
+    (tiny_config(walk_caches=[{"type": "pwc", "name": "p.q"}]), "walk_caches[0].name = 'p.q'"),
+    (tiny_config(walk_caches=[{"type": "psc", "name": "psc.x"}]), "walk_caches[0].name = 'psc.x'"),
+])
+def test_names_in_metric_paths_hold_no_dot(registry, raw, key):
+    """VMs 'a' and 'a.asid.0' with per_asid would both write vm.a.asid.0.accesses."""
+    refused(raw, registry, key, "no '.'")
+
+
+def test_metric_names_of_vms_and_their_address_spaces_are_distinct(registry):
+    """With the names that remain allowed, every per-VM and per-asid metric has one owner:
+    two VMs' per-asid counts add up to each VM's own accesses (counted from the trace)."""
+    from slatframe.engine import run_experiment
+
+    raw = tiny_config(experiment={"name": "t", "per_asid": True}, vms=[{"name": "a"}, {"name": "a-asid-0"}],
+                      workload={"source": "mix", "parts": [{"workload": {**SYN, "accesses": 100}, "vm": 0},
+                                                           {"workload": {**SYN, "accesses": 300}, "vm": 1}]})
+    metrics = run_experiment(*build(raw, registry), engine="reference").metrics
+    assert (metrics["vm.a.accesses"], metrics["vm.a-asid-0.accesses"]) == (100, 300)
+    assert (metrics["vm.a.asid.0.accesses"], metrics["vm.a-asid-0.asid.0.accesses"]) == (100, 300)
+
+
+@pytest.mark.parametrize("slat,size,needles", [
+    ("shadow", "8K", ["vms[0].host_page_size = '8K'", "'x86-64' maps 4K, 2M, 1G", "guest format"]),
+    ("native", "2M", ["vms[0].host_page_size = '2M'", "'native' has no hypervisor", "remove it"]),
+    ("intel-ept", "8K", ["vms[0].host_page_size = '8K'", "'ept' maps 4K, 2M, 1G"]),
+])
+def test_host_page_sizes_are_those_the_scheme_maps(registry, slat, size, needles):
+    refused(tiny_config(machine={"slat": slat, "host_memory": "4G"},
+                        vms=[{"name": "vm0", "memory": "1G", "host_page_size": size}]), registry, *needles)
+
+
+@pytest.mark.parametrize("slat,size", [("shadow", "2M"), ("shadow", "1G"), ("native", "4K")])
+def test_host_page_sizes_the_scheme_maps_are_allowed(registry, slat, size):
+    config, _ = build(tiny_config(machine={"slat": slat, "host_memory": "4G"},
+                                  vms=[{"name": "vm0", "memory": "1G", "host_page_size": size}]), registry)
+    assert config.vms[0].host_page_size == {"4K": 4096, "2M": 2 << 20, "1G": 1 << 30}[size]
+
+
+def _float_fields(cls, seen):
+    """(class, field) of every float option reachable from the attrs class ``cls``."""
+    import typing
+
+    import attrs
+
+    if cls in seen or not attrs.has(cls):
+        return
+    seen.add(cls)
+    for field in attrs.fields(cls):
+        kind = typing.get_type_hints(cls).get(field.name)
+        if kind is float:
+            yield cls, field
+        for arg in (kind, *typing.get_args(kind)):
+            for inner in (arg, *typing.get_args(arg)):
+                if isinstance(inner, type):
+                    yield from _float_fields(inner, seen)
+
+
+def test_every_float_option_has_a_maximum(registry):
+    """A float without a bound validates 1e30 and then overflows where it is used
+    (zipf_exponent = 1e30 printed numpy overflow warnings; a mix weight of 1e308 raised)."""
+    from slatframe.config import Config
+
+    seen: set = set()
+    classes = [Config] + [p.record.options for point in registry.records.values() for p in point.values()]
+    fields = [pair for cls in classes for pair in _float_fields(cls, seen)]
+    assert len(fields) >= 10
+    unbounded = [f"{cls.__name__}.{field.name}" for cls, field in fields
+                 if field.metadata.get("max") is None and not field.metadata.get("nonfinite")]
+    assert not unbounded
+
+
+@pytest.mark.parametrize("raw,needles", [
+    (tiny_config(workload={**SYN, "distribution": "zipf", "zipf_exponent": 1e30}),
+     ["workload.zipf_exponent = 1e+30", "maximum is 64"]),
+    (tiny_config(workload={"source": "mix", "parts": [{"workload": SYN, "weight": 2.0 ** 64}]}),
+     ["workload.parts[0].weight", "maximum is 1000000"]),
+])
+def test_huge_floats_are_refused(registry, raw, needles):
+    refused(raw, registry, *needles)
+
+
+def test_the_largest_zipf_exponent_draws_the_first_ranked_page_without_warnings():
+    """At s = 64 the weight of rank r >= 2 is below 2^-64 of rank 1's: every draw is the
+    page the permutation put first; r**64 overflows for r > 2^16, silently."""
+    import warnings
+
+    import numpy as np
+
+    from slatframe_plugins.synthetic import ZIPF_MAX, page_sampler
+
+    pages = 1 << 18
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample = page_sampler("zipf", pages, ZIPF_MAX, np.random.default_rng(3))
+        drawn = sample(np.random.default_rng(4).random(10_000))
+    first = np.random.default_rng(3).permutation(pages)[0]
+    assert set(drawn.tolist()) == {first}
+
+
+@pytest.mark.parametrize("entry,needles", [
+    ("folder", ["'folder', which is a folder", "a plugin is a Python file"]),
+    ("/dev/null", ["'/dev/null', which is not a regular file", "a plugin is a Python file"]),
+    ("gone.py", ["'gone.py', which does not exist"]),
+])
+def test_a_plugins_entry_that_is_no_file_says_what_it_is(config_file, entry, needles):
+    (config_file.parent / "folder").mkdir()
+    message = error_of(config_file, f"experiment.plugins=['{entry}']")
+    for needle in needles:
+        assert needle in message, (needle, message)

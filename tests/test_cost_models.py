@@ -201,6 +201,59 @@ def test_exit_work_is_checked(work, sentence):
         build(tiny_config(cost={"model": "fixed", "exit_work": work}))
 
 
+@pytest.mark.parametrize("model", ["fixed", "cache-aware"])
+def test_an_exit_reason_no_scheme_counts_is_refused_with_a_close_match(registry, model):
+    """It would never be charged: 'pt_wirte' was accepted and cost nothing."""
+    raw = tiny_config(machine={"slat": "shadow"}, cost={"model": model, "exit_work": [
+        {"reason": "pt_write", "cycles": 5}, {"reason": "pt_wirte", "cycles": 5000}]})
+    with pytest.raises(ConfigError, match=r"cost\.exit_work\[1\]\.reason = 'pt_wirte' is not allowed: no registered "
+                                          r"SLAT scheme counts exits of that reason \(did you mean 'pt_write'\?\); "
+                                          r"the reasons counted are cr3_write, ept_violation, .*pt_write\."):
+        build(raw, registry)
+
+
+def test_a_reason_of_another_registered_scheme_is_allowed(registry):
+    """One config sweeps machine.slat: shadow's reasons are allowed under intel-ept (they
+    count 0 there), and each scheme's reasons are those its translator counts."""
+    config, _ = build(tiny_config(machine={"slat": "intel-ept"}, cost={"model": "fixed", "exit_work": [
+        {"reason": "pt_write", "cycles": 5}, {"reason": "npf", "cycles": 5}]}), registry)
+    assert [w.reason for w in config.cost.options.exit_work] == ["pt_write", "npf"]
+    schemes = registry.records["SLAT schemes"]
+    assert schemes["intel-ept"].record.exit_reasons == ("ept_violation",)
+    assert schemes["native"].record.exit_reasons == ()
+
+
+def test_the_exit_reasons_a_scheme_declares_are_those_it_counts(registry):
+    """Every vm_exits.<reason> counted by runs that exercise each scheme's exits (faults,
+    page-table writes, CR3 loads, INVLPG, hypercalls) is one its record declares."""
+    from slatframe.engine import run_experiment
+
+    churn = {"source": "sessions", "accesses": 3000, "processes": 3, "working_set": "256K", "churn_rate": 0.05}
+    for slat, options in (("shadow", {}), ("shadow", {"enlightened": True}), ("intel-ept", {}),
+                          ("amd-npt", {}), ("native", {})):
+        raw = tiny_config(machine={"slat": {"name": slat, **options}}, workload=churn)
+        metrics = run_experiment(*build(raw, registry), engine="reference").metrics
+        counted = {k[len("vm_exits."):] for k, v in metrics.items() if k.startswith("vm_exits.") and v}
+        assert counted <= set(registry.get("SLAT schemes", slat).exit_reasons), (slat, counted)
+        assert counted or slat == "native"
+
+
+@pytest.mark.parametrize("size,ways,ok", [(64, 8, False), (256, 8, False), (512, 8, True), ("32K", 1000, False),
+                                         ("1536", 2, True), ("1408K", 11, True)])
+def test_a_cache_size_is_a_whole_number_of_sets(registry, size, ways, ok):
+    """64, 256 and 512 bytes with 8 ways all became one 512-byte set; 32K with 1,000 ways
+    became 62.5K. Only whole sets of ways x 64-byte lines are allowed."""
+    raw = tiny_config(cost={"model": "cache-aware", "l1d_size": size, "l1d_ways": ways})
+    if ok:
+        config, _ = build(raw, registry)
+        spec = config.cost.options.spec()
+        assert spec.levels[0].sets * ways * 64 == config.cost.options.l1d_size
+        return
+    with pytest.raises(ConfigError, match=rf"cost\.l1d_size = .* is not allowed: a cache of {ways} ways "
+                                          rf"\(cost\.l1d_ways\) of 64-byte lines holds a whole number of sets"):
+        build(raw, registry)
+
+
 def test_consolidation_recomputes_from_the_result(tmp_path):
     """Sessions by CPU and by memory recomputed by hand from the result file."""
     out = tmp_path / "r.json"

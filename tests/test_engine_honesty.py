@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from slatframe.engine import choose_engine, run_experiment
 from slatframe.errors import ConfigError
@@ -147,12 +148,55 @@ def test_a_subclassed_format_or_walk_cache_takes_the_reference_tier(tmp_path, ch
     with pytest.raises(ConfigError, match="cannot run this config") as err:
         choose_engine(config, reg, "compiled")
     assert all(word in str(err.value) for word in expected_words)
+    if change == "format":
+        assert "a subclass of PageTableFormat that defines is_present again" in str(err.value)
     trace = zipf_trace()
     got, _ = run_trace(config, reg, trace)
     builtin, _ = run_trace(*build(tiny_config(experiment={"name": "plain"}, walk_caches=plain_caches)), trace)
     assert got == builtin and got["walk.refs"] > 0 and got["walk_cache.psc-guest-l2.hits"] > 0
     result = run_experiment(config, reg)
     assert result.engine == "reference" and result.engine_reason.startswith("auto: ")
+
+
+ADDS_ONLY = '''
+import attrs
+
+from slatframe import hookimpl
+from slatframe.paging import PageTableFormat
+from slatframe.records import PageTableFormatRecord
+from slatframe_plugins.formats import long_mode
+
+
+@attrs.frozen
+class NamedFormat(PageTableFormat):
+    """x86-64 with a field and a method of its own; none of PageTableFormat's redefined."""
+
+    vendor: str = "acme"
+
+    def describe(self):
+        return f"{self.vendor}: {self.levels} levels"
+
+
+@hookimpl
+def slatframe_page_table_formats():
+    fields = attrs.asdict(long_mode("x86-64", 4), recurse=False)
+    return [PageTableFormatRecord(name="named-x86-64", summary="x86-64, subclassed to add only",
+                                  factory=lambda options: NamedFormat(**{**fields, "name": "named-x86-64"}))]
+'''
+
+
+def test_a_format_subclass_that_only_adds_runs_in_both_tiers(tmp_path):
+    """It was refused as "a NamedFormat, not a PageTableFormat" although it changes
+    nothing the walk decodes: both tiers run it, with the builtin format's counts."""
+    plugin = plugin_file(tmp_path, "adds", ADDS_ONLY)
+    raw = tiny_config(experiment={"name": "adds", "plugins": [str(plugin)]},
+                      machine={"slat": "intel-ept", "guest_format": "named-x86-64", "host_memory": "4G"})
+    config, reg = build(raw)
+    assert choose_engine(config, reg)[0] == "compiled"
+    trace = zipf_trace()
+    counts = assert_engines_agree(config, reg, trace)
+    plain = tiny_config(experiment={"name": "plain"}, machine={"slat": "intel-ept", "host_memory": "4G"})
+    assert counts == run_trace(*build(plain), trace)[0] and counts["walk.refs"] > 0
 
 
 NEW_KIND = '''
@@ -429,3 +473,33 @@ def test_a_loop_that_fails_to_compile_is_named_as_such(monkeypatch):
                                           r"in nopython mode pipeline \(step: nopython frontend\)\); it compiles "
                                           r"in the kernels of every inline TLB policy: .*'lru'"):
         engine.run_chunk(make_trace([0x1000]))
+
+
+def _array_of(dtype: str, ndim: int, order: str, step: int, writeable: bool) -> np.ndarray:
+    a = np.zeros((4,) * ndim, dtype=dtype, order=order)
+    if step > 1 and ndim:
+        a = a[::step]
+    a.flags.writeable = writeable
+    return a
+
+
+ARRAYS = st.builds(_array_of, st.sampled_from(["int64", "int32", "uint64", "uint8"]), st.integers(0, 3),
+                   st.sampled_from(["C", "F"]), st.integers(1, 2), st.booleans())
+VALUES = st.one_of(ARRAYS, st.integers(-(1 << 64), 1 << 64), st.booleans(), st.floats(allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES, VALUES)
+def test_equal_type_keys_mean_equal_numba_types(a, b):
+    """SLATFRAME_CHECK_ENTRY types the loop's 40 arguments with numba once per distinct
+    key (numba's typing took 3 ms a call: a test's run was 19x slower with the check); a
+    key must never hide a change of numba type."""
+    from numba import typeof
+
+    from slatframe.engine.compiled import type_key
+
+    if type_key(a) == type_key(b):
+        try:
+            assert typeof(a) == typeof(b)
+        except ValueError:  # an int numba cannot type at all (beyond 64 bits): the same value twice
+            assert a == b

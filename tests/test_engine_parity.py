@@ -57,19 +57,45 @@ def config_for(registry, slat, policy="lru", caches=(), **tlb):
     return build(raw, registry)
 
 
-@pytest.mark.parametrize("kind", ["uniform", "zipf", "sequential", "churn"])
-@pytest.mark.parametrize("slat", SCHEMES)
-@pytest.mark.parametrize("policy", POLICIES)
-def test_policies_with_every_walk_cache(registry, slat, policy, kind):
+KINDS = ["uniform", "zipf", "sequential", "churn"]
+#: Every (policy, scheme), (policy, trace kind) and (scheme, trace kind) pair, each
+#: (policy, scheme) once: the trace kind of policy i under scheme j is KINDS[(i + j) % 4].
+PAIRWISE = [(policy, slat, KINDS[(i + j) % len(KINDS)])
+            for i, policy in enumerate(POLICIES) for j, slat in enumerate(SCHEMES)]
+EVERY = [(policy, slat, kind) for policy in POLICIES for slat in SCHEMES for kind in KINDS]
+
+
+def _policies_with_every_walk_cache(registry, policy, slat, kind):
     config, reg = config_for(registry, slat, policy, ALL_CACHES)
     counts = assert_engines_agree(config, reg, trace(kind), chunk_size=997)
     assert counts["accesses"] > 0
 
 
-@pytest.mark.parametrize("kind", ["zipf", "churn"])
-@pytest.mark.parametrize("slat", SCHEMES)
-@pytest.mark.parametrize("caches", list(CACHES))
+@pytest.mark.parametrize("policy,slat,kind", PAIRWISE)
+def test_policies_with_every_walk_cache(registry, policy, slat, kind):
+    _policies_with_every_walk_cache(registry, policy, slat, kind)
+
+
+@pytest.mark.slow  # every combination; the pairs above cover each policy, scheme and trace kind with each other
+@pytest.mark.parametrize("policy,slat,kind", [c for c in EVERY if c not in PAIRWISE])
+def test_policies_with_every_walk_cache_every_combination(registry, policy, slat, kind):
+    _policies_with_every_walk_cache(registry, policy, slat, kind)
+
+
+@pytest.mark.parametrize("caches,slat,kind", [(caches, slat, ("zipf", "churn")[(i + j) % 2])
+                                              for i, caches in enumerate(CACHES) for j, slat in enumerate(SCHEMES)])
 def test_walk_caches_one_at_a_time(registry, slat, caches, kind):
+    _walk_caches_one_at_a_time(registry, slat, caches, kind)
+
+
+@pytest.mark.slow  # the other trace kind of each pair above
+@pytest.mark.parametrize("caches,slat,kind", [(caches, slat, ("zipf", "churn")[(i + j + 1) % 2])
+                                              for i, caches in enumerate(CACHES) for j, slat in enumerate(SCHEMES)])
+def test_walk_caches_one_at_a_time_other_trace(registry, slat, caches, kind):
+    _walk_caches_one_at_a_time(registry, slat, caches, kind)
+
+
+def _walk_caches_one_at_a_time(registry, slat, caches, kind):
     config, reg = config_for(registry, slat, "lru", CACHES[caches])
     assert_engines_agree(config, reg, trace(kind, seed=3))
 

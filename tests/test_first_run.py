@@ -4,6 +4,7 @@ of the compiled engine in the background; a large one waits for the compile. A l
 ``auto`` run of the generic loop starts the build of its TLB shape's loop the same way."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from slatframe.engine import codegen, prebuild
 from slatframe.engine.shape import Shape
 from slatframe.registry import Registry
 from slatframe.testing import build, tiny_config
+from tiny_files import wait_for
 
 
 @pytest.fixture
@@ -127,7 +129,7 @@ def test_the_build_command_refuses_a_missing_plugin_file_in_one_sentence(tmp_pat
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"python -m slatframe.engine.prebuild: error: the build's plugin files: experiment.plugins names "
-        f"'{tmp_path / 'gone.py'}', which does not exist (looked in {Path.cwd()}).")
+        f"'{tmp_path / 'gone.py'}', which does not exist (looked in {tmp_path}).")
 
 
 def test_a_build_that_succeeds_removes_the_failed_builds_log(registry, tmp_path):
@@ -266,3 +268,88 @@ def test_the_build_command_takes_a_config_files_shape(registry, tmp_path):
     assert proc.stderr.splitlines()[-1].endswith(
         "split.toml: no loop compiled for this config's TLB: TLB level 'l1' serves instruction accesses only, and "
         "a loop compiled for the TLB needs every level to serve both.")
+
+
+TINY_MODULE = "from numba import njit\n\n\n@njit(cache=True)\ndef run(x):\n    return x + 1\n"
+LOAD_AND_LOCATE = """
+import importlib.util, sys
+from pathlib import Path
+source = Path(sys.argv[1])
+spec = importlib.util.spec_from_file_location(source.stem, source)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module.run(1)
+from slatframe.engine.codegen import numba_cache_folder
+print(numba_cache_folder(source))
+"""
+
+
+@pytest.mark.parametrize("numba_dir", [None, "numba-cache"])
+def test_the_engine_is_looked_for_where_numba_caches_it(tmp_path, numba_dir):
+    """With NUMBA_CACHE_DIR set (containers, clusters, a read-only site-packages) numba
+    caches a module's functions there, not beside the module: auto looked beside it only,
+    so it never saw the engine compiled. The folder is the one numba itself wrote to."""
+    source = tmp_path / "kernels" / "tiny_module.py"
+    source.parent.mkdir()
+    source.write_text(TINY_MODULE)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    if numba_dir:
+        env["NUMBA_CACHE_DIR"] = str(tmp_path / numba_dir)
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_LOCATE, str(source)], env=env, capture_output=True,
+                         text=True, check=True)
+    folder = Path(out.stdout.strip())
+    assert folder.parent == (tmp_path / numba_dir if numba_dir else source.parent)
+    assert any(p.name.startswith("tiny_module.run-") and p.suffix == ".nbi" for p in folder.iterdir())
+    beside = list((source.parent / "__pycache__").glob("*.nbi"))  # (Python's own .pyc may be there)
+    assert bool(beside) == (numba_dir is None)
+
+
+COMPILE_UNDER_LOCK = """
+import importlib.util, sys
+from pathlib import Path
+from slatframe.engine.codegen import compiling
+source, role = Path(sys.argv[1]), sys.argv[2]
+spec = importlib.util.spec_from_file_location(source.stem, source)
+module = sys.modules[source.stem] = importlib.util.module_from_spec(spec)  # numba's cache imports it by name
+spec.loader.exec_module(module)
+with compiling(source.stem):
+    print("held", flush=True)
+    if role == "first":
+        sys.stdin.readline()  # compile only when the test says so
+    module.run.compile("int64(int64)")
+print(sum(module.run.stats.cache_hits.values()), sum(module.run.stats.cache_misses.values()), flush=True)
+"""
+
+
+def _blocked_on_a_lock(pid: int) -> bool:
+    """/proc/locks marks a process waiting for a lock with '->' before the lock's line."""
+    with open("/proc/locks") as fh:
+        return any(line.split()[1] == "->" and line.split()[5] == str(pid) for line in fh if "->" in line)
+
+
+def test_a_second_process_waits_for_the_first_compile_and_loads_it(tmp_path):
+    """Two processes that need a module no cache holds compile it once: the second waits on
+    its compile lock (seen in /proc/locks), then numba loads what the first stored (a cache
+    hit, no compile of its own)."""
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    source = folder / "tiny_locked.py"
+    source.write_text(TINY_MODULE)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["SLATFRAME_CACHE_DIR"] = str(folder)
+    run = [sys.executable, "-c", COMPILE_UNDER_LOCK, str(source)]
+    first = subprocess.Popen([*run, "first"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    second = None
+    try:
+        assert first.stdout.readline() == "held\n"
+        second = subprocess.Popen([*run, "second"], stdout=subprocess.PIPE, text=True, env=env)
+        wait_for(lambda: _blocked_on_a_lock(second.pid), 120, "the second process to wait on the lock")
+        first.stdin.write("go\n")
+        first.stdin.flush()
+        assert first.communicate(timeout=120)[0].split() == ["0", "1"]  # compiled: one miss, no hit
+        out = second.communicate(timeout=120)[0].split()
+        assert out == ["held", "1", "0"]  # loaded from the cache the first wrote
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()

@@ -1,14 +1,16 @@
 """Fuzzing every trace format slatframe reads: lackey text and ChampSim binary (plain, gz,
 xz) and npz. Each case builds a small trace, damages it (flipped, inserted, deleted bytes;
-truncation; fields replaced by huge or negative numbers; garbage lines) and reads it the
+truncation; fields replaced by huge or negative numbers; garbage lines; bytes after a
+compressed stream or after a zip; damaged .npy headers; gaps in a zip) and reads it the
 way ``slatframe trace info`` does (format detected, :func:`slatframe.tracetools.read_trace`)
 and the way ``slatframe run`` does (:func:`slatframe.engine.workload_chunks` of a config
 naming the file). Either the records are exactly what the small parsers below compute
 from the same bytes, or the error is a :class:`SlatframeError` -- never another exception.
 
 The parsers here are written from docs/trace-format.md, not from the readers: lackey
-lines are taken apart with ``bytes`` methods, ChampSim records with ``struct``, npz files
-with ``numpy.load``.
+lines are taken apart with ``bytes`` methods, ChampSim records with ``struct``, gzip and
+xz files a whole stream at a time, npz files with ``numpy.load`` and a walk through the
+zip from its first byte.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ import io
 import lzma
 import struct
 import tempfile
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -96,16 +101,40 @@ def parse_champsim(data: bytes) -> list[tuple[int, int]] | None:
     return out
 
 
+GZIP_MAGIC, XZ_MAGIC = b"\x1f\x8b", b"\xfd7zXZ\x00"
+
+
 def decompress(raw: bytes) -> bytes | None:
     """The bytes a trace file holds (gzip and xz recognized by their magic), None if damaged."""
     try:
-        if raw.startswith(b"\x1f\x8b"):
-            return gzip.decompress(raw)
-        if raw.startswith(b"\xfd7zXZ\x00"):
-            return lzma.decompress(raw)
+        if raw.startswith(GZIP_MAGIC):
+            return streams(raw, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), GZIP_MAGIC, None)
+        if raw.startswith(XZ_MAGIC):
+            return streams(raw, lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ), XZ_MAGIC, 4)
     except Exception:  # the oracle only needs to know that the stream is damaged
         return None
     return raw
+
+
+def streams(raw: bytes, decoder, magic: bytes, padding: int | None) -> bytes | None:
+    """The concatenated streams of a whole file, by docs/trace-format.md's "What may follow
+    a stream": xz stream padding (a multiple of ``padding`` zero bytes) between and after
+    streams; for gzip (``padding`` None) zero bytes only after the last member."""
+    out = []
+    while True:
+        d = decoder()
+        out.append(d.decompress(raw))
+        if not d.eof:
+            return None
+        body = d.unused_data.lstrip(b"\0")
+        zeros = len(d.unused_data) - len(body)
+        if padding is not None and zeros % padding:
+            return None
+        if not body:
+            return b"".join(out)
+        if (padding is None and zeros) or not body.startswith(magic):
+            return None
+        raw = body
 
 
 def detected(raw: bytes, data: bytes) -> str:
@@ -255,6 +284,33 @@ def compressed(data: bytes, how: str) -> bytes:
 
 
 @st.composite
+def tailed(draw, data: bytes, how: str, clean: bool) -> bytes:
+    """``data`` compressed as ``how``, sometimes followed by what may (or, unless ``clean``,
+    may not) come after a stream: zero bytes (a multiple of 4 when ``clean``), another
+    stream, garbage, part of a stream."""
+    raw = compressed(data, how)
+    if how == "plain" or not draw(rarely(3)):
+        return raw
+    zeros = st.integers(0, 3).map(lambda k: b"\0" * (4 * k))
+    if not clean:
+        zeros = st.integers(0, 13).map(lambda k: b"\0" * k)
+    for _ in range(draw(st.integers(1, 2))):
+        pad = draw(zeros)
+        kinds = ["stream", "end"] + ([] if clean else ["garbage", "header"])
+        kind = draw(st.sampled_from(kinds))
+        if kind == "stream":  # (after zero bytes, refused for gzip)
+            raw += pad + compressed(draw(st.sampled_from([data, b"", b"I  10,4\n"])), how)
+        elif kind == "garbage":
+            junk = st.sampled_from([b"garbage!", b"\x01", b"\0\0\0\x01"]) | st.binary(min_size=1, max_size=9)
+            raw += pad + draw(junk)
+        elif kind == "header":
+            raw += pad + compressed(data, how)[:draw(st.integers(1, 12))]
+        else:
+            raw += pad
+    return raw
+
+
+@st.composite
 def lackey_files(draw) -> bytes:
     clean = draw(st.booleans())  # half the files hold only valid lines, left intact
     lines = draw(st.lists(lackey_line(clean), max_size=12))
@@ -263,7 +319,7 @@ def lackey_files(draw) -> bytes:
         text += b" L " + b"0" * LINE_LIMIT + b"1,8\n"
     if not clean and draw(st.booleans()):
         text = draw(mutated(text))
-    raw = compressed(text, draw(st.sampled_from(["plain", "gz", "xz"])))
+    raw = draw(tailed(text, draw(st.sampled_from(["plain", "gz", "xz"])), clean))
     if not clean and draw(rarely(4)):
         raw = draw(mutated(raw))
     return raw
@@ -288,7 +344,7 @@ def champsim_files(draw) -> bytes:
     data = b"".join(champsim_record(*r) for r in records)
     if not clean and draw(st.booleans()):
         data = draw(mutated(data))
-    raw = compressed(data, draw(st.sampled_from(["plain", "gz", "xz"])))
+    raw = draw(tailed(data, draw(st.sampled_from(["plain", "gz", "xz"])), clean))
     if not clean and draw(rarely(4)):
         raw = draw(mutated(raw))
     return raw
@@ -335,22 +391,119 @@ def npz_files(draw) -> bytes:
         if not clean and draw(rarely(10)):
             array = array.reshape(-1, 1) if draw(st.booleans()) else np.array(values[0] if values else 0, dtype=dtype)
         arrays[name] = array
-    buf = io.BytesIO()
-    (np.savez_compressed if draw(st.booleans()) else np.savez)(buf, **arrays)
-    raw = buf.getvalue()
+    if not clean and draw(rarely(3)):  # .npy headers damaged, or bytes between or after the zip's parts
+        raw = draw(damaged_npz(arrays))
+    else:
+        buf = io.BytesIO()
+        (np.savez_compressed if draw(st.booleans()) else np.savez)(buf, **arrays)
+        raw = buf.getvalue()
     if not clean and draw(rarely(3)):
         raw = draw(mutated(raw))
     return raw
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_with_header(text: str, data: bytes) -> bytes:
+    """A version 1.0 .npy member of header ``text`` (padded as numpy pads it) and ``data``."""
+    header = text.encode("latin1")
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data
+
+
+#: Headers that once ended a read in a traceback, or that numpy parses but the format refuses.
+CRAFTED_HEADERS = [
+    "{'descr': 'DT', 'fortran_order': False, 'shape': (1, }",  # issue 37 (tokenize.TokenError)
+    "{'descr': 'DT', 'fortran_order': False, 'shape': (" + "'" * 3 + "N, }",  # an unclosed string (TokenError)
+    "{'descr': 'DT', 'fortran_order': False, 'shape': (N,)} \\\n",  # a backslash at the end (TokenError)
+    "{'descr': 'DT', 'fortran_order': False, 'shape': (" + "-" * 3000 + "N,)}",  # RecursionError
+    "{'descr': 'DT', 'fortran_order': False, 'shape': (" + "-" * 9000 + "N,)}",  # MemoryError
+    "{'descr': 'DT', 'fortran_order': False, 'shape': (-N,)}",
+    "{'descr': 'DT', 'fortran_order': False, 'shape': (True,)}",
+    "{'descr': 'DT', 'fortran_order': True, 'shape': (N,)}",
+    "{'descr': [('', 'DT')], 'fortran_order': False, 'shape': (N,)}",
+    "{'descr': 'DT', 'fortran_order': False, 'shape': (N,), 'shape': (N,)}",
+]
+HEADER_CHARS = "(){}[],:'\" \n\t\\#-+0123456789LjeTrueFalseNone<>|u8"
+
+
+@st.composite
+def damaged_npy(draw, array: np.ndarray) -> bytes:
+    """The .npy bytes of ``array`` with its header damaged: characters replaced by ones
+    that matter to Python's parser, bits flipped, its length field changed, or a crafted
+    header (:data:`CRAFTED_HEADERS`)."""
+    raw = bytearray(npy_bytes(array))
+    end = 10 + int.from_bytes(raw[8:10], "little")
+    how = draw(st.sampled_from(["chars", "bits", "length", "crafted"]))
+    if how == "crafted":
+        text = draw(st.sampled_from(CRAFTED_HEADERS)).replace("DT", array.dtype.str).replace("N", str(array.size))
+        return npy_with_header(text, array.tobytes())
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(10, end - 1))
+        if how == "chars":
+            raw[at] = ord(draw(st.sampled_from(HEADER_CHARS)))
+        elif how == "bits":
+            raw[at] ^= 1 << draw(st.integers(0, 7))
+        else:
+            raw[8:10] = (end - 10 + draw(st.integers(-4, 4))).to_bytes(2, "little")
+    return bytes(raw)
+
+
+def gap(out: io.BytesIO, zf: zipfile.ZipFile, data: bytes) -> None:
+    """Bytes where ``zf`` would write its next part, which then goes after them."""
+    out.seek(0, io.SEEK_END)
+    out.write(data)
+    zf.start_dir = out.tell()
+
+
+@st.composite
+def damaged_npz(draw, arrays: dict[str, np.ndarray]) -> bytes:
+    """A zip of the arrays' .npy members (stored or deflated; a header damaged now and
+    then; an array twice), sometimes with a comment, bytes between its parts (its central
+    directory stepping over them) or bytes after its end."""
+    members = [(f"{name}.npy", draw(damaged_npy(a)) if draw(rarely(2)) else npy_bytes(a))
+               for name, a in arrays.items()]
+    if members and draw(rarely(10)):
+        members.append(draw(st.sampled_from(members)))
+    gap_at = draw(st.sampled_from([None, None, *range(1, len(members) + 1)]))  # before member i or the directory
+    filler = st.sampled_from([b"\0" * 4, b"junk", b"PK\x03\x04"]) | st.binary(min_size=1, max_size=6)
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name
+        method = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+        with zipfile.ZipFile(out, "w", compression=method) as zf:
+            for i, (name, data) in enumerate(members):
+                if gap_at == i:
+                    gap(out, zf, draw(filler))
+                zf.writestr(name, data)
+            if gap_at == len(members):
+                gap(out, zf, draw(filler))
+            if draw(rarely(4)):
+                zf.comment = draw(st.binary(max_size=10))
+    raw = out.getvalue()
+    if draw(rarely(3)):
+        raw += draw(st.sampled_from([b"garbage!", b"\0" * 8]) | st.binary(min_size=1, max_size=9))
+    return raw
+
+
 def expected_npz(path: Path, n_vms: int | None, va_bits: int | None) -> np.ndarray | None:
     """The records of an npz trace as numpy.load reads it, or None when it must be refused."""
+    raw = path.read_bytes()
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
+            members = {name: z.zip.read(f"{name}.npy") for name in z.files}  # whole, CRC checked
+            names = [info.filename for info in z.zip.infolist()]
     except Exception:  # any damage numpy notices
         return None
-    if not set(arrays) <= set(NPZ_COLUMNS) or not {"vaddr", "op"} <= set(arrays):
+    if not set(arrays) <= set(NPZ_COLUMNS) or not {"vaddr", "op"} <= set(arrays) or len(set(names)) != len(names):
+        return None
+    if not zip_layout_ok(raw) or any(len(members[n]) != npy_data_offset(members[n]) + a.nbytes
+                                     for n, a in arrays.items()):
         return None
     lengths = set()
     for a in arrays.values():
@@ -372,6 +525,55 @@ def expected_npz(path: Path, n_vms: int | None, va_bits: int | None) -> np.ndarr
             return None
         if va_bits is not None and op in ADDRESS_OPS and va >> va_bits:
             return None
+    return out
+
+
+def npy_data_offset(member: bytes) -> int:
+    """Where a .npy member's data starts: after its magic, version, header length and header."""
+    if member[6] == 1:
+        return 10 + int.from_bytes(member[8:10], "little")
+    return 12 + int.from_bytes(member[8:12], "little")
+
+
+def zip_layout_ok(raw: bytes) -> bool:
+    """Whether a zip's parts follow each other from its first byte to its last, as
+    docs/trace-format.md says: its members in order (local header, name, extra field,
+    data; with flag bit 3 a data descriptor), the central directory, the zip64 end record
+    and locator if any, the end record and its comment."""
+    try:
+        infos = zipfile.ZipFile(io.BytesIO(raw)).infolist()
+    except Exception:
+        return False
+    pos = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.header_offset != pos or raw[pos:pos + 4] != b"PK\x03\x04":
+            return False
+        name, extra = struct.unpack_from("<HH", raw, pos + 26)
+        zip64 = any(struct.unpack_from("<H", raw, pos + 30 + name + i)[0] == 1 for i in extra_fields(
+            raw[pos + 30 + name:pos + 30 + name + extra]))
+        pos += 30 + name + extra + info.compress_size
+        if info.flag_bits & 8:
+            pos += 4 * (raw[pos:pos + 4] == b"PK\x07\x08") + (20 if zip64 else 12)
+    for _ in infos:
+        if raw[pos:pos + 4] != b"PK\x01\x02":
+            return False
+        pos += 46 + sum(struct.unpack_from("<HHH", raw, pos + 28))
+    if raw[pos:pos + 4] == b"PK\x06\x06":
+        pos += 12 + struct.unpack_from("<Q", raw, pos + 4)[0]
+        if raw[pos:pos + 4] != b"PK\x06\x07":
+            return False
+        pos += 20
+    if raw[pos:pos + 4] != b"PK\x05\x06" or len(raw) < pos + 22:
+        return False
+    return pos + 22 + struct.unpack_from("<H", raw, pos + 20)[0] == len(raw)
+
+
+def extra_fields(extra: bytes) -> list[int]:
+    """The offsets of the fields (2-byte id, 2-byte size, data) of a zip extra field."""
+    out, i = [], 0
+    while i + 4 <= len(extra):
+        out.append(i)
+        i += 4 + struct.unpack_from("<H", extra, i + 2)[0]
     return out
 
 
@@ -408,6 +610,34 @@ def test_fuzz_npz(registry, raw):
     check_npz(raw, registry)
 
 
+@st.composite
+def valid_arrays(draw) -> dict[str, np.ndarray]:
+    """The arrays of a valid npz trace of 1 to 6 records."""
+    n = draw(st.integers(1, 6))
+    arrays = {"vaddr": np.array(draw(st.lists(st.integers(0, 1 << 20), min_size=n, max_size=n)), np.uint64),
+              "op": np.array(draw(st.lists(st.sampled_from([0, 1, 2]), min_size=n, max_size=n)), np.uint8)}
+    for name in draw(st.lists(st.sampled_from(["vm", "asid"]), max_size=2, unique=True)):
+        arrays[name] = np.zeros(n, np.uint16)
+    return arrays
+
+
+@CI
+@given(raw=valid_arrays().flatmap(damaged_npz))
+def test_fuzz_npz_headers_and_zip_layout(registry, raw):
+    """A valid trace's npz with .npy headers damaged (characters, bits, the length field,
+    issue 37's unclosed parenthesis), bytes between or after the zip's parts, a comment, an
+    array twice: the records numpy.load reads where the zip is laid out as the format says,
+    or one sentence."""
+    check_npz(raw, registry)
+
+
+@pytest.mark.slow
+@SLOW
+@given(raw=valid_arrays().flatmap(damaged_npz))
+def test_fuzz_npz_headers_and_zip_layout_many(registry, raw):
+    check_npz(raw, registry)
+
+
 @pytest.mark.slow
 @SLOW
 @given(raw=lackey_files())
@@ -436,7 +666,7 @@ def long_lackey_files(draw) -> bytes:
     text = b"\n".join(draw(st.lists(lackey_line(clean), max_size=80))) + draw(st.sampled_from([b"\n", b""]))
     if not clean and draw(st.booleans()):
         text = draw(mutated(text))
-    return compressed(text, draw(st.sampled_from(["plain", "plain", "gz", "xz"])))
+    return draw(tailed(text, draw(st.sampled_from(["plain", "plain", "gz", "xz"])), clean))
 
 
 @CI

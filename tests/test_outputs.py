@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -219,11 +218,14 @@ def test_ctrl_c_during_a_sweep_stops_the_workers(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_sweep_workers_exit_when_the_parent_is_killed(tmp_path, sig):
-    """Kill the parent of a --jobs 2 sweep: its workers are gone within seconds and its
-    stdout pipe reaches end-of-file (nothing holds it open, so `| tee` would not hang)."""
+    """Kill the parent of a --jobs 2 sweep: its workers are gone within seconds, its stdout
+    pipe reaches end-of-file (nothing holds it open, so `| tee` would not hang), and
+    nothing is printed on stderr once every process holding it (multiprocessing's resource
+    tracker too, which removes the pool's semaphores) has exited: it used to warn of
+    "leaked semaphore objects"."""
     cfg = marked_config(tmp_path, 50_000_000, "s.toml", sweep='[sweep.axes]\n"tlb.levels[0].sets" = [1, 2, 4]\n')
     proc = subprocess.Popen([*PY, "sweep", str(cfg), "--out", str(tmp_path / "out"), "--jobs", "2", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     workers: set[int] = set()
     try:
         workers = wait_for(lambda: marks(tmp_path) if len(marks(tmp_path)) == 2 else None, 180, "two workers")
@@ -233,15 +235,21 @@ def test_sweep_workers_exit_when_the_parent_is_killed(tmp_path, sig):
         start = time.monotonic()
         wait_for(lambda: not any(alive(p) for p in workers), 10, "the workers to exit")
         os.set_blocking(proc.stdout.fileno(), False)
+        os.set_blocking(proc.stderr.fileno(), False)
+        printed: list[bytes] = []
 
-        def at_eof() -> bool:
+        def at_eof(pipe) -> bool:
             try:
-                return os.read(proc.stdout.fileno(), 65536) == b""
+                data = os.read(pipe.fileno(), 65536)
             except BlockingIOError:
                 return False
+            printed.append(data)
+            return data == b""
 
-        wait_for(at_eof, 10, "end-of-file on the sweep's stdout")
+        wait_for(lambda: at_eof(proc.stdout), 10, "end-of-file on the sweep's stdout")
         assert time.monotonic() - start < 20
+        wait_for(lambda: at_eof(proc.stderr), 30, "end-of-file on the sweep's stderr")
+        assert b"".join(printed) == b""
     finally:
         proc.kill()
         kill_quietly(workers)
@@ -272,6 +280,26 @@ def test_a_second_sweep_into_a_busy_folder_is_refused(tmp_path):
     assert main(["sweep", str(cfg), "--out", str(out), "--quiet", "--set", "workload.accesses=500"]) == 0
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
     assert [(r["tlb.levels[0].sets"], r["accesses"]) for r in rows] == [("1", "500"), ("2", "500")]
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_lock_file_that_is_not_a_plain_file_is_refused_and_left_alone(tmp_path, capsys, kind):
+    """The lock was opened, and truncated, through a link: a sweep exited 0 and left the
+    link's target empty. A link or a FIFO there is refused in one sentence."""
+    cfg = write_config(tmp_path, "s.toml", sweep='[sweep.axes]\n"tlb.levels[0].sets" = [1, 2]\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    if kind == "link":
+        (out / "sweep.lock").symlink_to(victim)
+    else:
+        os.mkfifo(out / "sweep.lock")
+    assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 2
+    err = one_line_error(capsys.readouterr().err)
+    assert str(out / "sweep.lock") in err and ("symbolic link" if kind == "link" else "not a plain file") in err
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.lock"]
 
 
 def test_a_sweep_removes_only_its_own_stale_temporary_files(tmp_path):

@@ -117,7 +117,7 @@ def test_victim_out_of_range_is_a_plugin_error(tmp_path, capsys, victim):
     assert code == 2 and not out.exists()
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "broken_plugin.py" in err and "slatframe_tlb_policies" in err
-    assert f"victim(" in err and f"returned {victim}" in err and "allowed 0 to 1" in err
+    assert "victim(" in err and f"returned {victim}" in err and "allowed 0 to 1" in err
 
 
 def test_victim_as_numpy_int_is_accepted(tmp_path, capsys):

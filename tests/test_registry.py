@@ -113,3 +113,27 @@ def test_an_edit_of_the_same_size_in_the_same_second_is_imported(tmp_path, monke
     path.write_text("VALUE = 4\n")
     os.utime(path, ns=(stamp, stamp))  # the same second, the same size
     assert load_plugin_file(path).VALUE == 4
+
+
+NJIT_CACHED = '''
+from numba import njit
+
+
+@njit(cache=True)
+def kernel(x):
+    return x + 1
+'''
+
+
+def test_loading_a_plugin_file_leaves_no_empty_bytecode_folder_beside_it(tmp_path):
+    """numba makes __pycache__ beside a file whose functions say cache=True when they are
+    defined; slatframe never caches plugin kernels there, so it was left empty."""
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "k.py").write_text(NJIT_CACHED)
+    Registry(entry_points=False, files=[tmp_path / "fresh" / "k.py"])
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["k.py"]
+    # a folder the researcher already had is theirs: left as it was, even if empty
+    (tmp_path / "own" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "own" / "k.py").write_text(NJIT_CACHED)
+    Registry(entry_points=False, files=[tmp_path / "own" / "k.py"])
+    assert (tmp_path / "own" / "__pycache__").is_dir()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import re
 import json
 import lzma
@@ -9,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -597,3 +599,372 @@ def test_readers_stream_in_flat_memory(tmp_path):
     short.write_bytes(instr * 50_000)  # 100,000 instructions, 6.4 MB
     long.write_bytes(instr * 250_000)  # 500,000 instructions, 32 MB
     assert peak(read_champsim, long) < peak(read_champsim, short) + (1 << 20) < 8 << 20
+
+
+# -- issue 37: damaged .npy headers, what may follow a compressed stream or a zip, validate ---------
+
+
+def _npy(text: str, data: bytes, length: int | None = None) -> bytes:
+    """A version 1.0 .npy member of header ``text``, padded with blanks (and a newline) to
+    ``length`` header bytes, or as numpy pads it."""
+    header = text.encode("latin1")
+    length = length or len(header) + 1 + (-(10 + len(header) + 1) % 64)
+    header = header.ljust(length - 1) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data
+
+
+def _npz_members(vaddr: bytes | None = None, records: int = 10) -> dict[str, bytes]:
+    """The members of a ``records``-record npz trace (numpy.save's bytes), ``vaddr.npy`` replaced by ``vaddr``."""
+    out = {}
+    for name, array in (("vaddr", np.arange(records, dtype=np.uint64) << np.uint64(12)),
+                        ("op", np.zeros(records, np.uint8))):
+        buf = io.BytesIO()
+        np.save(buf, array)
+        out[f"{name}.npy"] = buf.getvalue()
+    if vaddr is not None:
+        out["vaddr.npy"] = vaddr
+    return out
+
+
+def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+_DATA = (np.arange(10, dtype=np.uint64) << np.uint64(12)).tobytes()
+_UNPARSED = ("its header does not parse (", ": an unclosed bracket or string)")  # around tokenize.TokenError's words
+_TOO_DEEP = ("its header is nested too deeply to parse", "its header does not parse")  # as Python's parser decides
+_DAMAGED_HEADERS = {  # header text: what the sentence says of it (all of _UNPARSED, else one of)
+    "{'descr': '<u8', 'fortran_order': False, 'shape': (1, }": _UNPARSED,  # issue 37's reproducer
+    "{'descr': '<u8', 'fortran_order': False, 'shape': (" + "'" * 3 + "10, }": _UNPARSED,  # an unclosed string
+    "{'descr': '<u8', 'fortran_order': False, 'shape': (10,)} \\": ("its header does not parse;",),
+    "{'descr': '<u8', 'fortran_order': False, 'shape': (2**4,)}": (
+        "its header holds an expression, not only literals",),
+    "{'descr': '<u8', 'fortran_order': False, 'shape': (" + "-" * 3000 + "10,)}": _TOO_DEEP,  # RecursionError
+    "{'descr': '<u8', 'fortran_order': False, 'shape': (" + "-" * 9000 + "10,)}": _TOO_DEEP,  # MemoryError
+    "{'descr': '<u8', 'fortran_order': False, 'shape': (True,)}": ("its shape (True,) is not a tuple of integers",),
+}
+
+
+@pytest.mark.parametrize("header", list(_DAMAGED_HEADERS), ids=["paren", "string", "backslash", "expression",
+                                                                 "recursion", "memory", "bool"])
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflate"])
+def test_damaged_npy_header_is_one_sentence(tmp_path, header, method):
+    """A damaged .npy header (issue 37: an unclosed parenthesis, padded to the header's
+    length, raised tokenize.TokenError from numpy's fallback parser) is one sentence
+    naming the file and the array, whatever numpy's parser raises."""
+    path = tmp_path / "bad_hdr.npz"
+    path.write_bytes(_zip(_npz_members(_npy(header, _DATA, 118 if len(header) < 110 else None)), method))
+    message = refused(path)
+    assert message.startswith(f"{path}: array 'vaddr' is not a valid .npy member: ") and len(message) < 400
+    expected = _DAMAGED_HEADERS[header]
+    assert (all if expected is _UNPARSED else any)(part in message for part in expected), message
+    assert message.endswith("a .npy header is a Python dict literal with 'descr', 'fortran_order' and 'shape' "
+                            "(as numpy.save writes it).")
+
+
+def test_negative_npy_length_is_refused(tmp_path):
+    """numpy parses shape (-10,); the reader used to read such arrays as empty, silently."""
+    path = tmp_path / "t.npz"
+    members = {name: _npy(f"{{'descr': '{dt}', 'fortran_order': False, 'shape': (-10,), }}", b"")
+               for name, dt in (("vaddr.npy", "<u8"), ("op.npy", "|u1"))}
+    path.write_bytes(_zip(members))
+    assert refused(path) == f"{path}: array 'vaddr' has a negative length (-10) in its .npy header."
+
+
+def _exit_2_with(argv: list[str], capsys) -> str:
+    """The one line a command that exits 2 prints."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    return captured.err
+
+
+@pytest.mark.parametrize("engine", ["reference", "compiled"])
+def test_damaged_npy_header_in_every_command(tmp_path, capsys, monkeypatch, engine):
+    """Issue 37's file in trace info, trace convert, validate and run (both tiers): exit 2
+    and the same sentence, no traceback, no output file."""
+    from tiny_files import write_config
+
+    monkeypatch.chdir(tmp_path)
+    trace = tmp_path / "bad_hdr.npz"
+    trace.write_bytes(_zip(_npz_members(_npy(list(_DAMAGED_HEADERS)[0], _DATA, 118))))
+    sentence = f"slatframe: error: {refused(trace)}\n"
+    assert "array 'vaddr' is not a valid .npy member: its header does not parse" in sentence
+    config = write_config(tmp_path, workload={"source": "npz", "path": str(trace)})
+    out = tmp_path / "out"
+    for argv in (["trace", "info", str(trace)], ["trace", "convert", str(trace), f"{out}.npz"],
+                 ["validate", str(config)], ["run", str(config), "--engine", engine, "--out", f"{out}.json"]):
+        assert _exit_2_with(argv, capsys) == sentence, argv
+    assert not list(tmp_path.glob("out*")) and not (tmp_path / "results").exists()
+
+
+_XZ_STREAM = lzma.compress(LACKEY)
+_GZ_MEMBER = gzip.compress(LACKEY)
+
+
+def _tool_accepts(tool: str, path) -> bool | None:
+    """Whether ``xz -t`` or ``gzip -t`` calls the file OK (exit 0); None without the tool."""
+    if shutil.which(tool) is None:
+        return None
+    return subprocess.run([tool, "-t", str(path)], capture_output=True).returncode == 0
+
+
+# What may follow an xz stream (.xz format, section 2.2): more streams and stream padding,
+# zero bytes in multiples of 4; anything else is refused (xz -t: "corrupt" or "unexpected end").
+_XZ_TAILS = {
+    "nothing": (b"", 1), "garbage": (b"garbage!", 0), "8 zero bytes": (b"\0" * 8, 1), "4 zero bytes": (b"\0" * 4, 1),
+    "3 zero bytes": (b"\0" * 3, 0), "5 zero bytes": (b"\0" * 5, 0), "a stream": (_XZ_STREAM, 2),
+    "padding, a stream": (b"\0" * 4 + _XZ_STREAM + b"\0" * 12, 2), "3 zeros, a stream": (b"\0" * 3 + _XZ_STREAM, 0),
+    "part of a header": (_XZ_STREAM[:3], 0), "zeros, garbage": (b"\0" * 8 + b"x", 0),
+    "an empty stream": (lzma.compress(b""), 1),
+}
+_GZ_TAILS = {
+    "nothing": (b"", 1), "garbage": (b"garbage!", 0), "8 zero bytes": (b"\0" * 8, 1), "3 zero bytes": (b"\0" * 3, 1),
+    "a member": (_GZ_MEMBER, 2), "zeros, a member": (b"\0" * 8 + _GZ_MEMBER, 0), "zeros, garbage": (b"\0\0garbage", 0),
+    "part of a header": (_GZ_MEMBER[:1], 0),
+}
+
+
+@pytest.mark.parametrize("kind,first,tail,copies", [
+    ("xz", _XZ_STREAM, *value) for value in _XZ_TAILS.values()] + [
+    ("gzip", _GZ_MEMBER, *value) for value in _GZ_TAILS.values()],
+    ids=[f"xz: {k}" for k in _XZ_TAILS] + [f"gzip: {k}" for k in _GZ_TAILS])
+def test_what_may_follow_a_compressed_stream(tmp_path, kind, first, tail, copies):
+    """Concatenated streams, and zero bytes where the format allows them, are read; any
+    other bytes after a stream are one sentence naming the file, the byte offset and the
+    count. Each case is what ``xz -t`` or ``gzip -t`` says of it (exit 0 or not)."""
+    path = tmp_path / f"t.lackey.{kind}"
+    path.write_bytes(first + tail)
+    assert _tool_accepts(kind, path) in (None, bool(copies))
+    if copies:
+        assert records(read_lackey(path, 4)) == LACKEY_RECORDS * copies
+        return
+    allowed = ("stream padding (zero bytes, a multiple of 4) nor another xz stream" if kind == "xz" else
+               "another gzip member nor zero bytes up to the end of the file")
+    for fmt in (None, "lackey"):
+        assert refused(path, fmt) == (f"{path}: {len(tail)} byte(s) from byte offset {len(first)} follow the end "
+                                      f"of the {'xz stream' if kind == 'xz' else 'gzip member'} but are neither "
+                                      f"{allowed}.")
+
+
+def test_champsim_xz_with_garbage_after_it(tmp_path):
+    path = tmp_path / "t.champsim.xz"
+    path.write_bytes(lzma.compress(champsim_record(1) * 3) + b"garbage!")
+    assert "8 byte(s) from byte offset" in refused(path, "champsim")
+
+
+_TAIL_PART = st.one_of(st.integers(1, 13).map(lambda k: b"\0" * k), st.just("stream"),
+                       st.sampled_from([b"garbage!", b"\x01", b"\xfd7z"]), st.binary(min_size=1, max_size=6))
+
+
+@pytest.mark.parametrize("kind", ["xz", "gzip"])
+@settings(max_examples=40, deadline=None)
+@given(parts=st.lists(_TAIL_PART, max_size=3))
+def test_compressed_tails_agree_with_the_command_line_tools(tmp_path_factory, kind, parts):
+    """Random tails after a stream: the reader reads the file exactly when ``xz -t`` or
+    ``gzip -t`` calls it OK."""
+    if shutil.which(kind) is None:
+        pytest.skip(f"{kind} is not installed")
+    first = _XZ_STREAM if kind == "xz" else _GZ_MEMBER
+    path = tmp_path_factory.mktemp("tail") / f"t.{kind}"
+    path.write_bytes(first + b"".join(first if p == "stream" else p for p in parts))
+    try:
+        got = records(read_lackey(path, 64))
+    except TraceError:
+        got = None
+    assert (got is not None) == _tool_accepts(kind, path), parts
+    assert got is None or got == LACKEY_RECORDS * (1 + parts.count("stream"))
+
+
+def test_a_large_compressed_file_reads_whole(tmp_path):
+    """Streams longer than a read (1 MiB out, 128 KiB in), concatenated and padded."""
+    text, short = _lackey_lines(200_000), _lackey_lines(100)
+    for compress, pad in ((gzip.compress, b""), (lzma.compress, b"\0" * 4)):
+        path = tmp_path / "t"
+        path.write_bytes(compress(text) + pad + compress(short) + pad)
+        assert records(read_lackey(path, 65536)) == records(read_lackey_text(text + short, tmp_path))
+
+
+def read_lackey_text(text: bytes, folder) -> list:
+    """The chunks of ``text`` read as a plain lackey file."""
+    path = folder / "plain.lackey"
+    path.write_bytes(text)
+    return list(read_lackey(path, 65536))
+
+
+def _streamed_zip(members: dict[str, bytes], zip64: bool) -> bytes:
+    """A zip written to a stream that cannot seek: each member with a data descriptor."""
+    class Stream(io.RawIOBase):
+        def __init__(self):
+            self.data = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.data += b
+            return len(b)
+
+    out = Stream()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            with zf.open(name, "w", force_zip64=zip64) as fh:
+                fh.write(data)
+    return bytes(out.data)
+
+
+def _gapped_zip(members: dict[str, bytes], before: int, filler: bytes = b"GAPGAP", comment: bytes = b"") -> bytes:
+    """A zip with ``filler`` before member ``before`` (or before the central directory), its
+    central directory stepping over it."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for i, (name, data) in enumerate([*members.items(), (None, b"")]):
+            if i == before:
+                out.seek(0, io.SEEK_END)
+                out.write(filler)
+                zf.start_dir = out.tell()
+            if name is not None:
+                zf.writestr(name, data)
+        zf.comment = comment
+    return out.getvalue()
+
+
+def test_zips_laid_out_as_the_format_says_are_read(tmp_path):
+    path = tmp_path / "t.npz"
+    members = _npz_members()
+    for raw in (_zip(members), _zip(members, zipfile.ZIP_DEFLATED), _streamed_zip(members, False),
+                _streamed_zip(members, True), _gapped_zip(members, -1, b"", b"a comment")):
+        path.write_bytes(raw)
+        assert records(read_npz(path, 4)) == [(0, i << 12) for i in range(10)]
+
+
+def test_what_may_follow_a_zip(tmp_path):
+    """Nothing may follow the end of central directory record and its comment (numpy.load
+    ignored such bytes); no bytes may lie between a zip's parts."""
+    path = tmp_path / "t.npz"
+    members = _npz_members()
+    whole = _zip(members)
+    second = zipfile.ZipFile(io.BytesIO(whole)).infolist()[1].header_offset
+    directory = zipfile.ZipFile(io.BytesIO(whole)).start_dir
+    commented = _gapped_zip(members, -1, b"", b"hello")
+    cases = {
+        whole + b"garbage!": f"8 byte(s) from byte offset {len(whole)} follow the zip's end of central directory "
+                             "record; nothing may follow them in a zip.",
+        whole + b"\0" * 8: f"8 byte(s) from byte offset {len(whole)} follow the zip's end of central directory "
+                           "record; nothing may follow them in a zip.",
+        commented + b"xy": f"2 byte(s) from byte offset {len(commented)} follow the zip's end of central directory "
+                           "record and its 5-byte comment; nothing may follow them in a zip.",
+        commented[:-2]: f"the zip's end of central directory record at byte offset {len(commented) - 27} gives a "
+                        "5-byte comment, but the file ends 2 byte(s) before its end.",
+        _gapped_zip(members, 1): f"6 byte(s) from byte offset {second} lie between member 'vaddr.npy' and member "
+                                 "'op.npy'; a zip's members and central directory follow each other without gaps.",
+        _gapped_zip(members, 2): f"6 byte(s) from byte offset {directory} lie between member 'op.npy' and the central "
+                                 "directory; a zip's members and central directory follow each other without gaps.",
+        whole[:second] + b"junk" + whole[second:]: (
+            "the zip's central directory places its first member at byte offset 4, not 0: bytes were inserted or "
+            "removed before the central directory (a zip's members and central directory follow each other without "
+            "gaps)."),
+    }
+    for i, (raw, sentence) in enumerate(cases.items()):
+        path.write_bytes(raw)
+        assert refused(path) == f"{path}: {sentence}"
+        if i < 6:  # numpy.load reads all but the last (zipfile then looks for the members in the wrong place)
+            with np.load(path) as z:
+                assert len(z["vaddr"]) == 10
+    with pytest.warns(UserWarning):  # zipfile warns of the duplicate name
+        path.write_bytes(_duplicate_zip(members))
+    assert refused(path) == f"{path}: array 'op' is in the zip twice; an npz holds each array once."
+
+
+def _duplicate_zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in [*members.items(), ("op.npy", members["op.npy"])]:
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+# -- slatframe validate reads the first records ------------------------------------------------------
+
+
+def _config(tmp_path, **workload):
+    from tiny_files import write_config
+
+    return write_config(tmp_path, workload=workload)
+
+
+def _run_error(config, capsys) -> str:
+    return _exit_2_with(["run", str(config), "--engine", "reference", "--out", str(config.with_suffix(".json"))],
+                        capsys)
+
+
+def test_validate_reads_the_first_records(tmp_path, capsys, monkeypatch):
+    """validate says the first records were read; it refuses a bad one with the run's
+    sentence; a bad record past the first 4,096 is left to the run."""
+    monkeypatch.chdir(tmp_path)
+    lackey = tmp_path / "t.lackey"
+    lackey.write_bytes(LACKEY)
+    config = _config(tmp_path, source="lackey", path=str(lackey))
+    assert main(["validate", str(config)]) == 0
+    assert capsys.readouterr().out == (f"{config}: valid (native, 1 TLB level(s), 1 VM(s), workload lackey, its first "
+                                       "6 record(s) read and checked).\n")
+    lackey.write_bytes(LACKEY + b" L 12,8\n X 12,8\n")
+    assert _exit_2_with(["validate", str(config)], capsys) == _run_error(config, capsys)
+    ops = np.zeros(5000, np.uint8)
+    ops[4500] = 7
+    np.savez(tmp_path / "t.npz", vaddr=np.arange(5000, dtype=np.uint64), op=ops)
+    config = _config(tmp_path, source="npz", path=str(tmp_path / "t.npz"))
+    assert main(["validate", str(config)]) == 0 and "its first 4,096 record(s) read" in capsys.readouterr().out
+    assert "record 4500 has op 7" in _run_error(config, capsys)
+    ops[4500], ops[9] = 0, 7
+    np.savez(tmp_path / "t.npz", vaddr=np.arange(5000, dtype=np.uint64), op=ops)
+    assert "record 9 has op 7" in _exit_2_with(["validate", str(config)], capsys)
+    assert not (tmp_path / "results").exists()
+
+
+def test_validate_of_a_long_synthetic_workload_runs_nothing(tmp_path, capsys, monkeypatch):
+    """A synthetic workload of 10^12 accesses: validate reads 4,096 of them, builds no
+    engine (so compiles nothing), runs nothing and writes nothing."""
+    import slatframe.engine as engine
+
+    def never(*args, **kwargs):
+        raise AssertionError("validate started a run")
+
+    monkeypatch.setattr(engine, "run_machine", never)
+    monkeypatch.setattr(engine, "make_engine", never)
+    monkeypatch.chdir(tmp_path)
+    config = _config(tmp_path, source="synthetic", accesses=10**12, footprint="64M", distribution="zipf")
+    assert main(["validate", str(config)]) == 0
+    assert "its first 4,096 record(s) read and checked" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["cfg.toml"]
+
+
+def test_validate_of_a_sweep_reads_each_distinct_workload(tmp_path, capsys, monkeypatch):
+    """A sweep whose axes leave the workload alone reads the base config's once; one whose
+    axes change it reads each distinct one too and names the points of a bad one."""
+    from slatframe import workload
+
+    calls = []
+    real = workload.read_first_records
+    monkeypatch.setattr(workload, "read_first_records", lambda config, registry: calls.append(1) or real(config,
+                                                                                                          registry))
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    good.write_bytes(_zip(_npz_members()))
+    bad.write_bytes(_zip(_npz_members(_npy(list(_DAMAGED_HEADERS)[0], _DATA, 118))))
+    from tiny_files import write_config
+
+    config = write_config(tmp_path, sweep='[sweep.axes]\n"tlb.levels[0].ways" = [1, 2]\n',
+                          workload={"source": "npz", "path": str(good)})
+    assert main(["validate", str(config)]) == 0 and len(calls) == 1
+    assert capsys.readouterr().out.endswith("read and checked); so are its 2 sweep points.\n")
+    config = write_config(tmp_path, sweep=f'[sweep.axes]\n"workload.path" = ["{good}", "{bad}"]\n'
+                                          '"tlb.levels[0].ways" = [1, 2]\n',
+                          workload={"source": "npz", "path": str(good)})
+    calls.clear()
+    error = _exit_2_with(["validate", str(config)], capsys)
+    assert len(calls) == 3  # the base config, then the two workloads of the four points
+    assert error.startswith(f"slatframe: error: {config} (sweep points 3, 4): {bad}: array 'vaddr' is not a valid")

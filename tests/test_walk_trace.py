@@ -222,3 +222,48 @@ def test_fuzz_walk_trace_options_run_or_stop_with_one_sentence(tmp_path_factory,
         return
     trace = load_walk_trace(folder / path)
     assert 0 < len(trace.walks) <= options.get("limit", 10_000) and trace.seen > 0
+
+
+def test_each_sweep_point_writes_its_own_walk_trace_under_the_sweep_folder(tmp_path):
+    """Every point wrote the same file beside the config, the last one winning, and each
+    result named it. Now each point's file is points/<hash>.<name>, holding that point's
+    walks: as many as its own counters say, and the same walks as a run of that point alone."""
+    import json
+
+    from slatframe.cli import main
+
+    trace = churn_trace(5, n=1500)
+    np.savez(tmp_path / "t.npz", **{k: trace[k] for k in ("vm", "asid", "op", "vaddr")})
+    (tmp_path / "s.toml").write_text("""
+[experiment]
+name = "wt"
+engine = "reference"
+observers = [{name = "walk-trace", path = "walks.npz"}]
+[machine]
+slat = "intel-ept"
+[[tlb.levels]]
+name = "l1"
+sets = 1
+ways = 1
+[workload]
+source = "npz"
+path = "t.npz"
+[sweep.axes]
+"tlb.levels[0].ways" = [1, 4]
+""")
+    assert main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert not (tmp_path / "walks.npz").exists()
+    seen = []
+    for result_file in sorted((tmp_path / "out" / "points").glob("*.json")):
+        result = json.loads(result_file.read_text())
+        observer = result["config"]["experiment"]["observers"][0]
+        assert observer["path"] == str(result_file.with_suffix(".walks.npz"))
+        walks = load_walk_trace(observer["path"])
+        m = result["metrics"]
+        assert len(walks.walks) == m["walks"] + m["walk.aborted"]
+        seen.append(len(walks.walks))
+        observer["path"] = str(tmp_path / "alone.npz")
+        run_machine(*build(result["config"], base_dir=tmp_path))
+        alone = load_walk_trace(tmp_path / "alone.npz")
+        assert all(np.array_equal(alone.walks[k], walks.walks[k]) for k in walks.walks.dtype.names)
+    assert len(seen) == 2 and seen[0] != seen[1]

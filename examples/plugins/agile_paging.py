@@ -234,4 +234,5 @@ def slatframe_walks():
 def slatframe_slat_schemes():
     return [SlatSchemeRecord(name="agile", summary="agile paging (ISCA 2016): shadowed upper levels, nested below",
                              factory=AgileTranslator, options=AgileOptions, guest_format="x86-64",
-                             host_format="ept")]
+                             host_format="ept",
+                             exit_reasons=("ept_violation", "agile_fill", "agile_pt_write", "cr3_write"))]

@@ -58,7 +58,7 @@ def choose_engine(config: Config, registry: Any, requested: str | None = None,
 #: A run of at most this many accesses takes the reference tier while the compiled
 #: engine is not compiled yet (the reference tier runs about 10^5 accesses a second here).
 FIRST_RUN_LIMIT = 1_000_000
-FIRST_RUN_REASON = "the compiled engine is not compiled yet (a one-time compile of one to two minutes)"
+FIRST_RUN_REASON = "the compiled engine is not compiled yet (a one-time compile of about three minutes)"
 
 
 def first_run(registry: Any) -> bool:

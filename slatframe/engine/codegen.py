@@ -14,13 +14,15 @@ it calls, gives a new module that numba compiles afresh.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 import numba
 
@@ -36,6 +38,7 @@ IMPORTED_SOURCES = (Path(__file__).with_name("kernel_slots.py"), Path(__file__).
 STUB_MARK = "# STUB"
 SHAPE_MARK = "# SHAPE"  #: loop.py's lines a shaped module replaces (slatframe.engine.shape)
 _loaded: dict[str, ModuleType] = {}
+_compiling: set[str] = set()  #: modules whose compile lock this process holds (:func:`compiling`)
 
 
 def cache_dir() -> Path:
@@ -123,12 +126,49 @@ def module_name(registry: Any, shape: Shape | None = None, source: str | None = 
     return f"slatframe_kernels_{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
+def numba_cache_folder(source: Path) -> Path:
+    """Where numba caches the functions of the module file ``source``: under
+    ``$NUMBA_CACHE_DIR`` when it is set (numba's UserProvidedCacheLocator, in a folder
+    named after ``source``'s folder), else in ``__pycache__`` beside it."""
+    if numba.config.CACHE_DIR:
+        from numba.core.caching import _CacheLocator
+
+        return Path(numba.config.CACHE_DIR) / _CacheLocator.get_suitable_cache_subpath(str(source))
+    return source.parent / "__pycache__"
+
+
 def engine_cached(registry: Any, shape: Shape | None = None) -> bool:
     """Whether numba's cache holds the compiled loop for this registry's module (so a run
-    loads it in about a second instead of compiling it for one to two minutes)."""
-    folder = cache_dir() / "__pycache__"
+    loads it in about a second instead of compiling it for about three minutes)."""
     name = module_name(registry, shape)
+    folder = numba_cache_folder(cache_dir() / f"{name}.py")
     return any(folder.glob(f"{name}.run-*.nbi")) and any(folder.glob(f"{name}.run-*.nbc"))
+
+
+@contextlib.contextmanager
+def compiling(name: str) -> Iterator[None]:
+    """Hold an exclusive lock on the compile of module ``name`` (``NAME.compile.lock`` in
+    the kernel cache) while numba loads or compiles it: two processes that need a module
+    no cache holds yet (a sweep's workers, the test suite's) compile it once, the second
+    waiting for the first and then loading what it stored. Without a writable cache
+    folder there is no lock (nor a cache to share). A process holding it may take it again."""
+    if name in _compiling:
+        yield
+        return
+    try:
+        folder = cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f"{name}.compile.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, or when this process dies
+        _compiling.add(name)
+        yield
+    finally:
+        _compiling.discard(name)
+        os.close(fd)
 
 
 def load_kernels(registry: Any, shape: Shape | None = None) -> ModuleType:

@@ -36,6 +36,9 @@ State layout (``loop.py`` names the columns):
 - data caches: ``dcfg``, ``dctl``, ``dtag``, ``dage`` (:meth:`slatframe.datacache.DataCaches.arrays`).
 - ``memo[MEMO_ROWS + 1, 4]``: the walk memo of the loop's ``plain_walk`` (one call's walks
   of a page, counted again without reading the tables; see ``loop.py``).
+- ``occ[n, C]``: each structure's occupancy, indexed as ``pstate`` (valid entries in all
+  and per VM, bitmaps of its valid slots; ``loop.py``, before ``sa_find``), which fills
+  and drops keep and invalidations read, so they visit valid entries only.
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ from ..walkcache import (ENTRY as ENTRY_POINT, GUEST, HOST, HOST_POINT, START as
 from ..paging import PageTableFormat
 from ..walker import FAULT_LIMIT, Fault, RootTable, Walker, stuck
 from . import kernel_slots
-from .codegen import load_kernels, policy_ids, slot_ids
+from .codegen import compiling, load_kernels, policy_ids, slot_ids
 from .shape import Shape, shape_of
 from .kernel_slots import SLOTS
 from .reference import NO_HPA
@@ -118,14 +121,28 @@ def _policy_refusals(machine: Machine, registry: Any) -> list[str]:
     return why
 
 
+def redefined_methods(cls: type) -> list[str]:
+    """The methods and properties of :class:`PageTableFormat` that its subclass ``cls``
+    defines again (a subclass that only sets field defaults or adds methods has none)."""
+    own = {name for name, value in vars(PageTableFormat).items()
+           if not name.startswith("__") and (callable(value) or isinstance(value, property))}
+    below = cls.__mro__[:cls.__mro__.index(PageTableFormat)]
+    return sorted({name for klass in below for name in vars(klass) if name in own})
+
+
 def _format_refusal(fmt: Any, role: str) -> str | None:
     """Why the loop cannot decode ``fmt`` exactly (it knows :class:`PageTableFormat`'s
     geometry and mask codec, with masks below bit 63), or None."""
     if fmt is None:
         return None
-    if type(fmt) is not PageTableFormat:
+    if not isinstance(fmt, PageTableFormat):
         return (f"{role} page-table format {getattr(fmt, 'name', '?')!r} is a {type(fmt).__name__}, not a "
                 "PageTableFormat: the compiled walk decodes only PageTableFormat's own geometry and masks")
+    redefined = redefined_methods(type(fmt))
+    if redefined:
+        return (f"{role} page-table format {fmt.name!r} is a {type(fmt).__name__}, a subclass of PageTableFormat "
+                f"that defines {', '.join(redefined)} again; the compiled walk decodes entries with "
+                "PageTableFormat's own geometry and masks, not with a subclass's methods")
     masks = (fmt.present_mask, fmt.leaf_flag, fmt.frame_mask, fmt.write_flag, fmt.accessed_flag, fmt.dirty_flag,
              fmt.leaf_mask)
     if any(not 0 <= m < 1 << 63 for m in masks) or not 1 <= fmt.levels <= MAX_LEVELS or fmt.va_bits > 63:
@@ -255,6 +272,38 @@ def tag_array(k: Any, n: int, sets: int, ways: int) -> np.ndarray:
     return tag
 
 
+def occupancy(k: Any, slots: list[int], vms: int) -> np.ndarray:
+    """``occ`` (layout in ``loop.py``) for structures of ``slots`` slots each (sets x
+    ways) and ``vms`` VMs: no valid entry, each bitmap level a zero word past its last bit."""
+    rows = []
+    for n in slots:
+        words = []
+        for _ in range(3):
+            n = (n >> 6) + 1  # the words of this level, which are the bits of the next
+            words.append(n)
+        header = np.zeros(k.O_VMS + vms, dtype=np.int64)
+        starts = np.cumsum([len(header)] + words[:-1])
+        header[k.O_BITS:k.O_BITS + 3] = starts
+        header[k.O_TOP] = words[2]
+        rows.append((header, sum(words)))
+    occ = np.zeros((len(rows), max(len(h) + n for h, n in rows)), dtype=np.int64)
+    for row, (header, _) in zip(occ, rows):
+        row[:len(header)] = header
+    return occ
+
+
+def type_key(value: Any) -> Any:
+    """What numba's type of an argument depends on: an array's dtype, dimensions, layout,
+    alignment and writability; whether a Python int is an int64 (any other int is its own
+    key); else the value's class. Equal keys, equal numba types (``SLATFRAME_CHECK_ENTRY``)."""
+    if isinstance(value, np.ndarray):
+        flags = value.flags
+        return (value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.aligned, flags.writeable)
+    if type(value) is int:
+        return (int, True) if -(1 << 63) <= value < 1 << 63 else (int, value)
+    return type(value)
+
+
 def _pad(states: list[np.ndarray]) -> np.ndarray:
     rows = max([s.shape[0] for s in states] + [1])
     cols = max([s.shape[1] for s in states] + [1])
@@ -318,6 +367,8 @@ class CompiledEngine:
         self.tlb = (tcfg, ttag, INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)
         self.pstate = _pad(states)
+        core = [c.sets * c.ways if type(c) in KINDS else 0 for c in machine.walk_caches]
+        self.occ = occupancy(k, [lv.sets * lv.ways for lv in levels] + (core or [0]), len(ctx.vms))
         hw = self.hw = getattr(machine.walker, "hw", machine.translator.hw)  # what the walk walks
         kernels = walk_kernels(machine, registry)
         self.wk, self.wstate = 0, None
@@ -359,6 +410,7 @@ class CompiledEngine:
         self.records = 0  # trace records run so far
         self._entry: Any = None  # the loop's compiled entry point, after the first call
         self._signature: tuple = ()
+        self._checked: set = set()  # argument type keys already checked against _signature
         self.recorder: WalkRecorder | None = None  # walk recording: its control columns and rows are in out
 
     def _walk_caches(self, caches: list, registry: Any, ids: dict, states: list) -> tuple:
@@ -415,10 +467,10 @@ class CompiledEngine:
     def invalidate(self, inv: Invalidation) -> None:
         scope = SCOPES[inv.scope]
         tcfg, ttag = self.tlb[0], self.tlb[1]
-        self.k.tlb_invalidate(tcfg, ttag, self.pstate, self.pk, scope, inv.vm, inv.asid, inv.va)
+        self.k.tlb_invalidate(tcfg, ttag, self.pstate, self.pk, self.occ, scope, inv.vm, inv.asid, inv.va)
         if self.machine.walk_caches:
-            self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, self.pk, self.cstate, self.ck, len(tcfg), scope,
-                                 inv.vm, inv.asid)
+            self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, self.pk, self.occ, self.cstate, self.ck,
+                                 len(tcfg), scope, inv.vm, inv.asid)
 
     def record_walks(self, sampling: WalkSampling) -> None:
         """Record the walks ``sampling`` takes (:mod:`slatframe.walk_record`)."""
@@ -507,7 +559,7 @@ class CompiledEngine:
                                        fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe,
                                        wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
                                        self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,
-                                       wstate, self.cstate, self.ck, self.memo)
+                                       wstate, self.cstate, self.ck, self.memo, self.occ)
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             except Exception as exc:  # raised in a kernel: the loop raises nothing else
@@ -547,7 +599,7 @@ class CompiledEngine:
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
-        39 arguments (and loads or compiles the loop); later calls go straight to the
+        40 arguments (and loads or compiles the loop); later calls go straight to the
         compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
         which a run pays at every fault and every switch of VM or asid). Every argument's
         type is fixed when the engine is built (int64 C-contiguous arrays of a fixed
@@ -557,6 +609,9 @@ class CompiledEngine:
         entry = self._entry
         if entry is None:
             loop = self.k.run
+            if hasattr(loop, "overloads"):  # numba's dispatcher (not NUMBA_DISABLE_JIT's function)
+                with compiling(self.k.__name__):  # a process compiling this module already: wait for it
+                    loop.compile(tuple(loop.typeof_pyval(a) for a in args))
             result = loop(*args)
             self._entry = loop  # the dispatcher (or, under NUMBA_DISABLE_JIT, the function) ...
             overloads = getattr(loop, "overloads", None)
@@ -567,9 +622,12 @@ class CompiledEngine:
                     self._entry = compiled.entry_point
             return result
         if CHECK_ENTRY and self._signature:
-            typed = tuple(self.k.run.typeof_pyval(a) for a in args)
-            if typed != self._signature:
-                raise AssertionError(f"the loop's argument types changed: {typed} after {self._signature}")
+            key = tuple(map(type_key, args))
+            if key not in self._checked:  # numba's typing of 40 arguments takes ms: once per distinct key
+                typed = tuple(self.k.run.typeof_pyval(a) for a in args)
+                if typed != self._signature:
+                    raise AssertionError(f"the loop's argument types changed: {typed} after {self._signature}")
+                self._checked.add(key)
         return entry(*args)
 
     def _kernel_names(self) -> str:

@@ -183,6 +183,100 @@ def index_unlink(tag, i, s, w, k):
         x = nxt
 
 
+# Occupancy: occ[si] (si as in pstate: TLB level l, then walk cache L + j) counts and
+# locates structure si's valid entries, so that an invalidation visits those only, in the
+# order of a sweep of every set and way (slatframe.setassoc.SetAssoc.remove_groups):
+# O_VALID valid entries; O_EXAMINED / O_REMOVED entries invalidations examined / dropped
+# (a diagnostic, not a metric); O_BITS + d where bitmap level d starts and O_TOP the
+# words of level 2; from O_VMS the valid entries of each VM; then the bitmaps: bit x of
+# level 0 is slot x (set * ways + way) valid, bit x of level d + 1 is word x of level d
+# nonzero (each level has a zero word past its last bit).
+O_VALID = 0
+O_EXAMINED = 1
+O_REMOVED = 2
+O_BITS = 3  # .. 5
+O_TOP = 6
+O_VMS = 8
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def ctx_vm(c):
+    """The VM of a TLB or walk-cache ctx (bits 24-39 of both)."""
+    return (c >> 24) & 0xFFFF
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def bit(x):
+    """The int64 with bit ``x & 63`` set (bit 63 is the sign bit)."""
+    return np.int64(1) << (x & 63)
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def lowest_bit(word):
+    """The index of the lowest set bit of ``word`` (nonzero)."""
+    n = 0
+    for width in (32, 16, 8, 4, 2, 1):
+        if word & ((1 << width) - 1) == 0:
+            n += width
+            word >>= width
+    return n
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def occ_add(occ, si, c, slot):
+    """``slot`` of structure si, invalid until now, holds an entry of ctx ``c``."""
+    occ[si, O_VALID] += 1
+    occ[si, O_VMS + ctx_vm(c)] += 1
+    x = slot
+    for d in range(3):
+        q = occ[si, O_BITS + d] + (x >> 6)
+        word = occ[si, q]
+        occ[si, q] = word | bit(x)
+        if word != 0:
+            return
+        x >>= 6
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def occ_drop(occ, si, c, slot):
+    """``slot`` of structure si, which held an entry of ctx ``c``, is invalid now."""
+    occ[si, O_VALID] -= 1
+    occ[si, O_VMS + ctx_vm(c)] -= 1
+    x = slot
+    for d in range(3):
+        q = occ[si, O_BITS + d] + (x >> 6)
+        word = occ[si, q] & ~bit(x)
+        occ[si, q] = word
+        if word != 0:
+            return
+        x >>= 6
+
+
+@njit(cache=True, _nrt=False)
+def occ_next(occ, si, slot):
+    """The first valid slot of structure si at or after ``slot`` (at most its number of
+    slots), or -1."""
+    x, level = slot, -1
+    for d in range(3):  # the rest of x's word at level d, else (at level d + 1) the words after it
+        q = x >> 6
+        word = occ[si, occ[si, O_BITS + d] + q] & (np.int64(-1) << (x & 63))  # bits x & 63 and up
+        if word != 0:
+            x, level = (q << 6) | lowest_bit(word), d
+            break
+        x = q + 1
+    if level < 0:  # nothing in x's word of level 2: the words of level 2 after it
+        for q in range(x, occ[si, O_TOP]):
+            word = occ[si, occ[si, O_BITS + 2] + q]
+            if word != 0:
+                x, level = (q << 6) | lowest_bit(word), 2
+                break
+        if level < 0:
+            return -1
+    for d in range(level - 1, -1, -1):  # down to level 0: each set bit names a nonzero word
+        x = (x << 6) | lowest_bit(occ[si, occ[si, O_BITS + d] + x])
+    return x
+
+
 @njit(cache=True, inline="always", _nrt=False)
 def sa_find(tag, i, s, c, k, ways):
     if ways > INDEX_MIN_WAYS:  # wide sets: follow the key's chain
@@ -209,11 +303,11 @@ def sa_lookup(tag, pstate, pk, pid, i, si, s, c, k, ways):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_place(tag, pstate, pk, pid, i, si, s, c, k, ways, absent):
+def sa_place(tag, pstate, pk, occ, pid, i, si, s, c, k, ways, absent):
     """The way ``(c, k)`` goes to: its own, the first invalid one, or the policy's victim.
     Returns (way, evicted?, evicted ctx, evicted key); the caller writes the value and
     then calls policy_fill. ``absent``: the caller knows ``(c, k)`` is not in the set (a
-    lookup of it just missed), so its own way is not looked for."""
+    lookup of it just missed), so its own way is not looked for. Keeps ``occ[si]``."""
     free = -1
     wide = ways > INDEX_MIN_WAYS
     last = tag.shape[2] - 1
@@ -252,25 +346,30 @@ def sa_place(tag, pstate, pk, pid, i, si, s, c, k, ways, absent):
     tag[i, s, w, 0] = c
     tag[i, s, w, 1] = k
     if free >= 0:
+        occ_add(occ, si, c, s * ways + w)
         return w, False, -1, 0
+    if ctx_vm(ev_c) != ctx_vm(c):  # the slot stays valid: only its VM's count moves
+        occ[si, O_VMS + ctx_vm(ev_c)] -= 1
+        occ[si, O_VMS + ctx_vm(c)] += 1
     return w, True, ev_c, ev_k
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_drop(tag, pstate, pk, pid, i, si, s, w, ways):
+def sa_drop(tag, pstate, pk, occ, pid, i, si, s, w, ways):
     if ways > INDEX_MIN_WAYS:
         index_unlink(tag, i, s, w, tag[i, s, w, 1])
         tag[i, s, tag.shape[2] - 1, 0] -= 1
+    occ_drop(occ, si, tag[i, s, w, 0], s * ways + w)
     tag[i, s, w, 0] = -1
     tag[i, s, w, 1] = 0
     policy_invalidate(pid, pstate, pk, si, s, w)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def sa_remove(tag, pstate, pk, pid, i, si, s, c, k, ways):
+def sa_remove(tag, pstate, pk, occ, pid, i, si, s, c, k, ways):
     w = sa_find(tag, i, s, c, k, ways)
     if w >= 0:
-        sa_drop(tag, pstate, pk, pid, i, si, s, w, ways)
+        sa_drop(tag, pstate, pk, occ, pid, i, si, s, w, ways)
 
 
 # -- TLB hierarchy (slatframe/tlb.py) ------------------------------------------------------
@@ -333,12 +432,13 @@ def tlb_holds(tcfg, level, shift):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_place(tcfg, ttag, pstate, pk, level, c, k, value, absent):
+def tlb_place(tcfg, ttag, pstate, pk, occ, level, c, k, value, absent):
     """Write one entry into ``level``: (evicted?, and the evicted ctx, key, value);
     ``absent`` as sa_place."""
     s = level_set(tcfg, level, k)
     pid = level_pid(tcfg, level)
-    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, pid, level, level, s, c, k, level_ways(tcfg, level), absent)
+    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, occ, pid, level, level, s, c, k, level_ways(tcfg, level),
+                                      absent)
     ev_value = ttag[level, s, w, 3]
     ttag[level, s, w, 3] = value
     policy_fill(pid, pstate, pk, level, s, w)
@@ -346,7 +446,7 @@ def tlb_place(tcfg, ttag, pstate, pk, level, c, k, value, absent):
 
 
 @njit(cache=True, _nrt=False)
-def tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, ev_value):
+def tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, ev_c, ev_k, ev_value):
     """What an inclusive or exclusive hierarchy does with the entry an insert into
     path[pos] evicted (not inlined: non-inclusive hierarchies never come here)."""
     while True:
@@ -354,7 +454,7 @@ def tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, 
             for j in range(pos):
                 lj = path[j]
                 sj = set_of(ev_k, tcfg[lj, T_SETS], tcfg[lj, T_MASK])
-                sa_remove(ttag, pstate, pk, tcfg[lj, T_PID], lj, lj, sj, ev_c, ev_k, tcfg[lj, T_WAYS])
+                sa_remove(ttag, pstate, pk, occ, tcfg[lj, T_PID], lj, lj, sj, ev_c, ev_k, tcfg[lj, T_WAYS])
             return
         ev_shift = ev_c & 0xFF  # exclusive: the victim moves to the next level holding its size
         nxt = -1
@@ -364,23 +464,23 @@ def tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, 
                 break
         if nxt < 0:
             return
-        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path[nxt], ev_c, ev_k, ev_value, False)
+        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, occ, path[nxt], ev_c, ev_k, ev_value, False)
         if not evicted:
             return
         pos = nxt
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, absent):
+def tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, c, k, value, absent):
     """Insert into level path[pos]; handle the victim as the inclusion policy says;
     ``absent`` as sa_place."""
-    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, path_level(path, pos), c, k, value, absent)
+    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, occ, path_level(path, pos), c, k, value, absent)
     if evicted and inclusion != 0:
-        tlb_victim(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, ev_c, ev_k, ev_value)
+        tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, ev_c, ev_k, ev_value)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift, missed):
+def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, vm, asid, va, value, shift, missed):
     """Fill the levels of ``path`` that hold ``shift``. ``missed``: this access's lookup
     missed at every level of ``path``, for each of its page sizes, so no level holds the
     entry (a walk does not touch the TLB, and an insert into one level adds nothing to
@@ -388,13 +488,13 @@ def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid,
     c, k = tlb_ctx(vm, asid, shift), va >> shift
     for pos in range(path_len(npath)):
         if tlb_holds(tcfg, path_level(path, pos), shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, missed)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, c, k, value, missed)
             if inclusion == 2:
                 return
 
 
 @njit(cache=True, _nrt=False)
-def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift):
+def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth, c, k, value, shift):
     """An exclusive hierarchy moves a hit below the first level holding its size to that
     level (not inlined: other hierarchies never come here)."""
     first = -1
@@ -405,27 +505,36 @@ def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, 
     if first != depth:
         level = path[depth]
         sl = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
-        sa_remove(ttag, pstate, pk, tcfg[level, T_PID], level, level, sl, c, k, tcfg[level, T_WAYS])
-        tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, first, c, k, value, False)
+        sa_remove(ttag, pstate, pk, occ, tcfg[level, T_PID], level, level, sl, c, k, tcfg[level, T_WAYS])
+        tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, first, c, k, value, False)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift):
+def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth, c, k, value, shift):
     """Fill the levels before ``depth`` (where the lookup hit) that hold ``shift``. Each of
     them was looked up for this page size just before and missed, and an insert adds the
     entry to its own level only (an inclusive victim is removed, never added), so no
     insert looks for the entry's own way (``absent``)."""
     if inclusion == 2:
-        tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, k, value, shift)
+        tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth, c, k, value, shift)
         return
     for pos in range(depth):
         if tlb_holds(tcfg, path_level(path, pos), shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, pk, path, npath, pos, c, k, value, True)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, c, k, value, True)
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def occ_left(occ, si, scope, vm):
+    """Whether structure si holds entries an invalidation of ``scope`` (3 all, else the
+    VM's) may drop."""
+    return occ[si, O_VALID] > 0 if scope == 3 else occ[si, O_VMS + vm] > 0
 
 
 @njit(cache=True, _nrt=False)
-def tlb_invalidate(tcfg, ttag, pstate, pk, scope, vm, asid, va):
-    """scope: 0 page, 1 asid, 2 vm, 3 all (slatframe.tlb.TlbHierarchy.invalidate)."""
+def tlb_invalidate(tcfg, ttag, pstate, pk, occ, scope, vm, asid, va):
+    """scope: 0 page, 1 asid, 2 vm, 3 all (slatframe.tlb.TlbHierarchy.invalidate). A
+    level visits only its valid entries (occ), in set and way order, and only while the
+    scope may have some left: a level without any costs nothing."""
     for level in range(tcfg.shape[0]):
         sets, ways, pid = tcfg[level, T_SETS], tcfg[level, T_WAYS], tcfg[level, T_PID]
         if scope == 0:
@@ -433,15 +542,20 @@ def tlb_invalidate(tcfg, ttag, pstate, pk, scope, vm, asid, va):
                 shift = tcfg[level, T_SHIFT0 + j]
                 vpn = va >> shift
                 s = set_of(vpn, sets, tcfg[level, T_MASK])
-                sa_remove(ttag, pstate, pk, pid, level, level, s, tlb_ctx(vm, asid, shift), vpn, ways)
+                sa_remove(ttag, pstate, pk, occ, pid, level, level, s, tlb_ctx(vm, asid, shift), vpn, ways)
             continue
-        for s in range(sets):
-            for w in range(ways):
-                c = ttag[level, s, w, 0]
-                if c == -1:
-                    continue
-                if scope == 3 or (c >> 24) == vm and (scope == 2 or ((c >> 8) & 0xFFFF) == asid):
-                    sa_drop(ttag, pstate, pk, pid, level, level, s, w, ways)
+        slot = occ_next(occ, level, 0) if occ_left(occ, level, scope, vm) else -1
+        while slot >= 0:
+            s = slot // ways
+            w = slot - s * ways
+            c = ttag[level, s, w, 0]
+            occ[level, O_EXAMINED] += 1
+            if scope == 3 or ctx_vm(c) == vm and (scope == 2 or ((c >> 8) & 0xFFFF) == asid):
+                sa_drop(ttag, pstate, pk, occ, pid, level, level, s, w, ways)
+                occ[level, O_REMOVED] += 1
+                if not occ_left(occ, level, scope, vm):
+                    break
+            slot = occ_next(occ, level, slot + 1)
 
 
 # -- walk caches (slatframe/walkcache.py) ------------------------------------------------
@@ -452,8 +566,9 @@ def wc_ctx(dim, vm, asid, level):
 
 
 @njit(cache=True, _nrt=False)
-def wc_invalidate(wcfg, wtag, pstate, pk, cstate, ck, base, scope, vm, asid):
-    """scope as tlb_invalidate; each kind drops what its reference class drops."""
+def wc_invalidate(wcfg, wtag, pstate, pk, occ, cstate, ck, base, scope, vm, asid):
+    """scope as tlb_invalidate; each kind drops what its reference class drops, visiting
+    only its valid entries, as tlb_invalidate (scopes 0 and 1 drop entries of the VM)."""
     for j in range(wcfg.shape[0]):
         kind = wcfg[j, W_KIND]
         if kind >= START:  # a plugin's kind
@@ -461,26 +576,32 @@ def wc_invalidate(wcfg, wtag, pstate, pk, cstate, ck, base, scope, vm, asid):
             continue
         if kind == 0 or (kind == TRANSLATION and scope < 2):
             continue
-        for s in range(wcfg[j, W_SETS]):
-            for w in range(wcfg[j, W_WAYS]):
-                c = wtag[j, s, w, 0]
-                if c == -1:
-                    continue
-                c_dim, c_vm, c_asid = c >> 40, (c >> 24) & 0xFFFF, (c >> 8) & 0xFFFF
-                if scope < 2:
-                    drop = c_dim == GUEST and c_vm == vm and (kind == ENTRY or c_asid == asid)
-                elif scope == 2:
-                    drop = c_vm == vm
-                else:
-                    drop = True
-                if drop:
-                    sa_drop(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, w, wcfg[j, W_WAYS])
+        si, ways = base + j, wcfg[j, W_WAYS]
+        slot = occ_next(occ, si, 0) if occ_left(occ, si, scope, vm) else -1
+        while slot >= 0:
+            s = slot // ways
+            w = slot - s * ways
+            c = wtag[j, s, w, 0]
+            occ[si, O_EXAMINED] += 1
+            c_dim, c_vm, c_asid = c >> 40, ctx_vm(c), (c >> 8) & 0xFFFF
+            if scope < 2:
+                drop = c_dim == GUEST and c_vm == vm and (kind == ENTRY or c_asid == asid)
+            elif scope == 2:
+                drop = c_vm == vm
+            else:
+                drop = True
+            if drop:
+                sa_drop(wtag, pstate, pk, occ, wcfg[j, W_PID], j, si, s, w, ways)
+                occ[si, O_REMOVED] += 1
+                if not occ_left(occ, si, scope, vm):
+                    break
+            slot = occ_next(occ, si, slot + 1)
 
 
 @njit(cache=True, _nrt=False)
-def wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, k, value):
+def wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, c, k, value):
     pid = wcfg[j, W_PID]
-    w, _, _, _ = sa_place(wtag, pstate, pk, pid, j, base + j, s, c, k, wcfg[j, W_WAYS], False)
+    w, _, _, _ = sa_place(wtag, pstate, pk, occ, pid, j, base + j, s, c, k, wcfg[j, W_WAYS], False)
     wtag[j, s, w, 3] = value
     policy_fill(pid, pstate, pk, base + j, s, w)
 
@@ -515,14 +636,14 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, 
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, dim, vm, asid, address, level,
+def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, dim, vm, asid, address, level,
                    table):
     for p in range(wcount[L_PREFIX + dim]):
         j = wlists[L_PREFIX + dim, p]
         if wcfg[j, W_LEVELS] >> level & 1:
             pre = address >> fmts[dim, F_SHIFT + level]
             s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
-            wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, level), pre, table)
+            wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, wc_ctx(dim, vm, asid, level), pre, table)
     for p in range(wcount[L_START + dim]):
         j = wlists[L_START + dim, p]
         call_learn(ck[1, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, level, table, fmts)
@@ -554,7 +675,7 @@ def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cst
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, dim, vm, asid, level, pa, entry):
+def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, dim, vm, asid, level, pa, entry):
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
         if wcfg[j, W_LEVELS] >> (level + 8 * dim) & 1:
@@ -563,7 +684,7 @@ def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, d
                 continue
             line = pa >> fmts[dim, F_ESHIFT]
             s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
-            wc_fill(wcfg, wtag, pstate, pk, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
+            wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
 
 
 # -- walk recording (slatframe/walk_record.py) ---------------------------------------------
@@ -635,7 +756,7 @@ def wt_end(out, cnt, hitbase):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate,
+def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, occ, cstate,
          ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
 
@@ -713,7 +834,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 while True:
                     hpa_entry = entry_pa(fmts, HOST, htable, addr, hlevel)
                     if hpending:
-                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, HOST, vm, 0,
+                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, HOST, vm, 0,
                                        addr, hpending, hpa_entry & ~PAGE_MASK)
                     hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate,
                                                 ck, base, cnt, hitbase, HOST, vm, 0, hlevel, hpa_entry)
@@ -735,7 +856,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                             status = HOST_PROTECTION
                         break
                     if not cached:
-                        fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, HOST, vm, 0,
+                        fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, HOST, vm, 0,
                                    hlevel, hpa_entry, hentry)
                     hpending = hlevel
                     htable = frame_of(fmts, HOST, hentry, hlevel)
@@ -757,13 +878,13 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                             call_hfill(ck[1, wcfg[j, W_PID]], cstate, j, vm, addr, served >> 1, value)
                             continue
                         s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
-                        wc_fill(wcfg, wtag, pstate, pk, base, j, s, c, page, value)
+                        wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, c, page, value)
         if final:
             hpa = pa
             break
         # -- one guest entry, at physical address pa ----------------------------------------
         if gpending:
-            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, GUEST, vm, asid, va,
+            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, GUEST, vm, asid, va,
                            gpending, pa & ~PAGE_MASK)
         entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base,
                                    cnt, hitbase, GUEST, vm, asid, glevel, pa)
@@ -793,7 +914,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             physical = False
             continue
         if not cached:
-            fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, fmts, GUEST, vm, asid, glevel, pa,
+            fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, GUEST, vm, asid, glevel, pa,
                        entry)
         gpending = glevel
         gtable = frame_of(fmts, GUEST, entry, glevel)
@@ -953,7 +1074,7 @@ def count_walk(cnt, out):
 def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
-        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, memo):
+        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, memo, occ):
     """Process records of ``chunk`` (a C-contiguous TRACE_DTYPE array, read in place)
     from ``start``; returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
@@ -964,7 +1085,8 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
     plugin's kernel (0: the radix walk here), called with its ``wstate``; ``cstate`` and
     ``ck`` are the plugins' start caches' states and kernel addresses. ``out`` also
     holds the walk recording's control columns and rows (``out[WT_ON]`` 0: no walk is
-    recorded). ``memo`` is plain_walk's walk memo, valid for this call only. Compiled
+    recorded). ``memo`` is plain_walk's walk memo, valid for this call only; ``occ`` the
+    TLB levels' and walk caches' occupancy (above, before sa_find). Compiled
     without numba's reference counting (``_nrt=False``):
     nothing here allocates; and without the GIL (``nogil``), so that a reader thread
     (:mod:`slatframe.prefetch`) prepares the next chunk meanwhile."""
@@ -1013,7 +1135,8 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
                     cnt[C_FIXED + 2 * level] += 1
                     value = ttag[level, s, w, 3]
                     if depth > 0:
-                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, path, npath, depth, c, vpn, value, shift)
+                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth, c, vpn, value,
+                                          shift)
                     break
                 cnt[C_FIXED + 2 * level + 1] += 1
             writable_dirty = (1 << V_WRITABLE) | (1 << V_DIRTY)
@@ -1034,14 +1157,14 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
                 if out[WT_ON] != 0:
                     wt_begin(out, cnt, hitbase, i, vm, asid, va, op)
                 walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
-                     pk, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+                     pk, occ, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
                 if out[WT_ON] != 0:
                     wt_end(out, cnt, hitbase)
             if out[0] != 0:
                 return FAULT, i
             shift = out[3]
             value = pack(out[2], shift, out[4], out[5])
-            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, path, npath, vm, asid, va, value, shift, missed)
+            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, vm, asid, va, value, shift, missed)
         hpa = (value & ~PAGE_MASK) + (va & ((1 << shift) - 1))
         if record_hpa:
             hpa_out[i] = hpa
