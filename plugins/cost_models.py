@@ -116,6 +116,15 @@ class CacheAwareOptions(EventCostOptions):
     llc_latency: int = option(56, "last-level cache load-to-use cycles [ANA-SPEPYC]", min=0, max=CYCLES_MAX)
     memory_latency: int = option(189, "cycles of a reference served by DRAM: 90 ns [ANA-SPEPYC] at "
                                  "2.1 GHz", min=0, max=CYCLES_MAX)
+    walk_l1d_latency: int | None = option(None, "cycles of a page-walk reference the L1D serves (absent: "
+                                          "l1d_latency); slatframe calibrate fits the walk's latencies apart from "
+                                          "the data's", min=0, max=CYCLES_MAX)
+    walk_l2_latency: int | None = option(None, "cycles of a page-walk reference the L2 serves (absent: l2_latency)",
+                                         min=0, max=CYCLES_MAX)
+    walk_llc_latency: int | None = option(None, "cycles of a page-walk reference the LLC serves (absent: "
+                                          "llc_latency)", min=0, max=CYCLES_MAX)
+    walk_memory_latency: int | None = option(None, "cycles of a page-walk reference DRAM serves (absent: "
+                                             "memory_latency)", min=0, max=CYCLES_MAX)
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
         yield from super().problems(facts)
@@ -137,9 +146,15 @@ class CacheAwareOptions(EventCostOptions):
         return DataCacheSpec(tuple(levels), self.data_accesses)
 
     def latencies(self) -> dict[str, int]:
-        """Cycles per reference served by each counted level, memory included."""
+        """Cycles per data access served by each counted level, memory included."""
         return {"l1d": self.l1d_latency, "l2": self.l2_latency, "llc": self.llc_latency,
                 "memory": self.memory_latency}
+
+    def walk_latencies(self) -> dict[str, int]:
+        """Cycles per page-walk reference served by each level (the data's where not given)."""
+        data = self.latencies()
+        return {level: data[level] if getattr(self, f"walk_{level}_latency") is None
+                else getattr(self, f"walk_{level}_latency") for level in data}
 
 
 # Presets: values per named machine; docs/cost-models.md gives each one's source.
@@ -218,13 +233,11 @@ class CacheAwareCost:
         self.o = options
 
     def cycles(self, m: dict, config: Any) -> dict:
-        latency = self.o.latencies()
-
-        def served(kind: str) -> int:
+        def served(kind: str, latency: dict[str, int]) -> int:
             return sum(m.get(f"dcache.{kind}.{level}", 0) * cycles for level, cycles in latency.items())
 
-        access = served("data") if self.o.data_accesses else m["accesses"] * self.o.access
-        return event_cycles(m, config, self.o, served("walk"), overlapped(access, self.o))
+        access = served("data", self.o.latencies()) if self.o.data_accesses else m["accesses"] * self.o.access
+        return event_cycles(m, config, self.o, served("walk", self.o.walk_latencies()), overlapped(access, self.o))
 
 
 @hookimpl

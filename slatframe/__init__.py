@@ -19,13 +19,13 @@ PROJECT_NAME = "slatframe"
 #: Decorate hook implementations with this marker.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-__all__ = ["__version__", "hookimpl", "PROJECT_NAME", "run", "sweep", "load_results"]
+__all__ = ["__version__", "hookimpl", "PROJECT_NAME", "run", "sweep", "load_results", "recost"]
 
 
 def __getattr__(name: str):
     """The Python API (:mod:`slatframe.api`), imported on first use so that plugins
     importing :data:`hookimpl` do not load the engine."""
-    if name in ("run", "sweep", "load_results"):
+    if name in ("run", "sweep", "load_results", "recost"):
         from . import api
 
         return getattr(api, name)

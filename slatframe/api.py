@@ -1,6 +1,7 @@
-"""The Python API, for notebooks and scripts: :func:`run`, :func:`sweep` and
-:func:`load_results` do what ``slatframe run``, ``slatframe sweep`` and the result files
-do, with the same configs, overrides and results (docs/python-api.md)."""
+"""The Python API, for notebooks and scripts: :func:`run`, :func:`sweep`,
+:func:`load_results` and :func:`recost` do what ``slatframe run``, ``slatframe sweep``,
+the result files and ``slatframe recost`` do, with the same configs, overrides and
+results (docs/python-api.md)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from typing import Any, Iterable, Mapping
 from .config import apply_override, config_from_dict, key_path, parse_override, read_toml, tomllib
 from .errors import ConfigError, SlatframeError
 from .results import Result
+from .tomlwrite import value_text
 
 Config = str | Path | Mapping[str, Any]  #: a TOML file's path, TOML text, or the same data as a dict
 
@@ -82,37 +84,34 @@ def run(config: Config, *, set: Mapping[str, Any] | None = None, engine: str | N
 
 
 def sweep(config: str | Path, out: str | Path, *, set: Mapping[str, Any] | None = None, jobs: int = 1,
-          executor: str = "local") -> Any:
+          executor: str = "local", engine: str | None = None) -> Any:
     """Run the sweep file ``config`` into the folder ``out`` (resuming it, as the CLI does)
-    and return its table (:func:`load_results` of ``out``)."""
-    from .sweeps import plan_sweep, run_sweep
+    and return its table (:func:`load_results` of ``out``). ``engine``: ``auto``,
+    ``reference`` or ``compiled`` for every point, as ``--engine`` gives it."""
+    from .sweeps import engine_override, plan_sweep, run_sweep
 
     _overrides(set)  # checked as run() checks them
+    chosen = engine_override(engine, "engine =")
     plan = plan_sweep(config, [f"{key}={value if isinstance(value, str) else toml_value(value)}"
-                               for key, value in (set or {}).items()])
+                               for key, value in (set or {}).items()] + chosen)
     run_sweep(plan, out, executor=executor, jobs=jobs)
     return load_results(out)
 
 
 def toml_value(value: Any) -> str:
     """``value`` written as a TOML value (for a ``--set`` text)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise ConfigError(f"{value!r} is not a value a config can hold (a number, string, boolean, list or table).")
+    try:
+        return value_text(value)
+    except TypeError:
+        raise ConfigError(f"{value!r} is not a value a config can hold (a number, string, boolean, list or "
+                          "table).") from None
 
 
 def load_results(path: str | Path) -> Any:
     """A result file (one row) or a sweep's output folder (one row per point, in sweep
     order: the point's hash, its swept values, its metrics, and ``error`` for a point
     without a result), as a pandas DataFrame when pandas is installed, else a list of dicts."""
+    from .derived import with_derived
     from .gather import gather, rows_json
 
     path = Path(path)
@@ -121,14 +120,37 @@ def load_results(path: str | Path) -> Any:
     else:
         try:
             result = json.loads(path.read_text())
-            rows = [{"name": result["name"], "engine": result["engine"], **result["metrics"]}]
+            rows = [{"name": result["name"], "engine": result["engine"],
+                     **with_derived(result["metrics"], result.get("config"))}]
         except FileNotFoundError:
             raise SlatframeError(f"{path}: does not exist.") from None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise SlatframeError(f"{path}: is not a slatframe result file (JSON with name, engine and metrics).") \
                 from None
+    return _table(rows)
+
+
+def _table(rows: list[dict[str, Any]]) -> Any:
+    """``rows`` as a pandas DataFrame when pandas is installed, else as they are."""
     try:
         import pandas
     except ImportError:
         return rows
     return pandas.DataFrame(rows)
+
+
+def recost(source: str | Path, *, set: Mapping[str, Any] | None = None, out: str | Path | None = None) -> Any:
+    """Every cycle, consolidation and derived figure of a result file or a sweep folder
+    computed again from its counters with the costs ``set`` changes (key path -> value, as
+    :func:`run` takes them; keys under ``cost.`` or ``consolidation.``, or
+    ``tlb.levels[i].latency``), as ``slatframe recost`` does. A result file gives its
+    re-costed :class:`~slatframe.results.Result`, a sweep folder its table (as
+    :func:`load_results`). Nothing is written without ``out``: a result file's path, or a
+    new folder for a sweep's."""
+    from .gather import rows_json
+    from .recosting import recost as recost_path
+
+    _overrides(set)  # checked as run() checks them
+    texts = [f"{key}={value if isinstance(value, str) else toml_value(value)}" for key, value in (set or {}).items()]
+    done = recost_path(source, texts, out)
+    return _table(rows_json(done)) if isinstance(done, list) else done.result()

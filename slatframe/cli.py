@@ -1,4 +1,4 @@
-"""The ``slatframe`` command: run, sweep, validate, plugins, trace, plot, report."""
+"""The ``slatframe`` command: run, sweep, validate, plugins, trace, plot, report, recost."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from .registry import HOOK_POINTS, Registry, plugin_file_raised
 from .report import summary, table
 from .results import (NAME_RULE, check_output_dir, check_output_file, describe_os_error, file_name_problem,
                       short_repr, write_atomic)
-from .sweeps import SweepPlan, has_sweep, load_base, plan_sweep
+from .sweeps import SweepPlan, engine_override, has_sweep, load_base, plan_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use a running dask scheduler")
     sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key in every point (after the axis values)")
+    sw.add_argument("--engine", metavar="auto|reference|compiled",
+                    help="engine tier of every point, instead of its experiment.engine")
     sw.add_argument("--json", action="store_true", help="print the gathered rows as JSON")
     sw.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
@@ -63,6 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="the HTML file to write")
     rep.add_argument("--y", action="append", metavar="METRIC", help="for a sweep folder: a metric to plot "
                      "against each swept key instead of the default ones (repeatable)")
+
+    cal = sub.add_parser("calibrate", help="fit the cache-aware cost model to this machine (needs cc)")
+    cal.add_argument("--out", default="calibration", help="folder for calibration.json, preset.toml, "
+                     "calibrated.toml and calibration.svg (default: calibration)")
+    cal.add_argument("--max-footprint", default="4G", help="the largest footprint measured (default 4G)")
+    cal.add_argument("--quick", action="store_true", help="every other footprint, one lap per pass")
+    cal.add_argument("--tlb", action="append", metavar="SETSxWAYS:SIZES", help="a TLB level, in lookup order, "
+                     "for a CPU the docs do not describe, e.g. --tlb 1x64:4K,2M,1G --tlb 128x16:4K,2M")
+    cal.add_argument("--jobs", type=int, default=2, help="processes simulating the chase at once (default 2)")
+
+    rc = sub.add_parser("recost", help="recompute the cycle, consolidation and derived figures of a result or a "
+                        "sweep folder from its counters, with other costs")
+    rc.add_argument("source", help="a result JSON file or a sweep's output folder")
+    rc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a cost to change: cost.KEY, consolidation.KEY or tlb.levels[i].latency (repeatable)")
+    rc.add_argument("--out", required=True, help="the re-costed result file, or for a sweep folder a new folder")
+    rc.add_argument("--json", action="store_true", help="print the re-costed result (or rows) as JSON")
+    rc.add_argument("--quiet", action="store_true", help="print nothing on success")
 
     trace = sub.add_parser("trace", help="record, convert and summarize traces")
     tsub = trace.add_subparsers(dest="trace_command", required=True)
@@ -129,7 +149,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .progress import Progress
     from .sweeps import run_sweep
 
-    plan = plan_sweep(args.config, args.overrides)
+    plan = plan_sweep(args.config, args.overrides + engine_override(args.engine))
     check_output_dir(args.out, "--out")
     executor = args.executor or ("dask" if args.scheduler else "local")
     bar = Progress("sweep", unit="points", enabled=False if args.quiet else None)
@@ -290,6 +310,50 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import FOOTPRINTS, QUICK_FOOTPRINTS, parse_tlbs, report_lines, run_calibration
+    from .units import parse_size
+
+    try:
+        limit = parse_size(args.max_footprint)
+    except ValueError as exc:
+        raise ConfigError(f"--max-footprint {args.max_footprint!r} is not allowed: {exc}.") from None
+    footprints = [f for f in (QUICK_FOOTPRINTS if args.quick else FOOTPRINTS) if f <= limit]
+    if not footprints:
+        raise ConfigError(f"--max-footprint {args.max_footprint!r} is not allowed: the smallest footprint is 16K.")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs} is not allowed: the minimum is 1.")
+    out = check_output_dir(args.out, "--out")
+    summary = run_calibration(out, footprints, parse_tlbs(args.tlb), rounds=1 if args.quick else 3, jobs=args.jobs,
+                              say=lambda line: print(line, flush=True))
+    print("\n".join(report_lines(summary)))
+    print(f"\nwritten to {out}: calibration.json, preset.toml ([cost] preset_file = ...), calibrated.toml, "
+          "calibration.svg (slatframe report calibration.json --out PAGE.html: the same, with the table)")
+    return 0
+
+
+def cmd_recost(args: argparse.Namespace) -> int:
+    from .gather import rows_json, summary_table
+    from .recosting import recost
+
+    done = recost(args.source, args.overrides, args.out)
+    if isinstance(done, list):
+        if args.json:
+            print(json.dumps(rows_json(done), indent=2))
+        elif not args.quiet:
+            print(summary_table(done))
+            missing = sum(1 for row in done if row.metrics is None)
+            print(f"\n{len(done) - missing} points re-costed, {missing} without a result; "
+                  f"table in {Path(args.out) / 'results.csv'}")
+        return 0
+    if args.json:
+        sys.stdout.write(json.dumps(done.data, indent=2) + "\n")
+    elif not args.quiet:
+        print(summary(done.result()))
+        print(f"\nre-costed result written to {args.out}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .html_report import write_report
 
@@ -300,6 +364,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "sweep": cmd_sweep, "validate": cmd_validate, "plugins": cmd_plugins,
+               "calibrate": cmd_calibrate, "recost": cmd_recost,
                "trace": cmd_trace, "plot": cmd_plot, "report": cmd_report}[args.command]
     try:
         return handler(args)

@@ -473,20 +473,14 @@ def check_config(config: Config, ctx: BuildContext) -> None:
     _check_physical_widths(config, ctx, guest_fmt, host_fmt)
     _check_page_sizes(config, ctx, guest_fmt, host_fmt)
     _check_walk_cache_names(config, ctx)
-    facts = ConfigFacts(vms=len(config.vms), guest_format=guest_fmt, host_format=host_fmt,
-                        exit_reasons=_exit_reasons(scheme, ctx.registry))
+    facts = config_facts(config, ctx.registry)
     for path, choice in _plugin_choices(config):
-        problems = getattr(choice.options, "problems", None)
-        for key, message in (problems(facts) if callable(problems) else ()):
-            ctx.fail(f"{path}.{key}" if key else path, message)
+        check_plugin_options(path, choice, facts, ctx)
     vm = getattr(config.workload.options, "vm", None)
     if isinstance(vm, int) and vm >= len(config.vms):
         ctx.fail("workload.vm", f"= {vm} is not allowed: VM indices go from 0 to {len(config.vms) - 1} "
                                 f"(the config has {len(config.vms)} VM(s)).")
-    c = config.consolidation
-    if c is not None and c.reserved_memory >= c.memory:
-        ctx.fail("consolidation.reserved_memory", f"= {format_size(c.reserved_memory)!r} is not allowed: it must be "
-                                                  f"less than consolidation.memory ({format_size(c.memory)}).")
+    check_consolidation(config, ctx)
     split = config.tlb.split_level()
     if config.experiment.loop in ("shaped", "exact") and split is not None:
         i, lv = split
@@ -500,6 +494,30 @@ def check_config(config: Config, ctx: BuildContext) -> None:
     from .footprint import check_footprint
 
     check_footprint(config, ctx, guest_fmt, host_fmt)
+
+
+def config_facts(config: Config, registry: Any) -> ConfigFacts:
+    """What plugin options' ``problems`` check their values against."""
+    scheme = registry.get("SLAT schemes", config.machine.slat.name)
+    return ConfigFacts(vms=len(config.vms), guest_format=resolved_format(config, "guest", registry),
+                       host_format=resolved_format(config, "host", registry),
+                       exit_reasons=_exit_reasons(scheme, registry))
+
+
+def check_plugin_options(path: str, choice: PluginChoice, facts: ConfigFacts, ctx: BuildContext) -> None:
+    """The first problem the options of the plugin ``choice`` at ``path`` report, as a
+    config error."""
+    problems = getattr(choice.options, "problems", None)
+    for key, message in (problems(facts) if callable(problems) else ()):
+        ctx.fail(f"{path}.{key}" if key else path, message)
+
+
+def check_consolidation(config: Config, ctx: BuildContext) -> None:
+    """The ``[consolidation]`` checks that span keys."""
+    c = config.consolidation
+    if c is not None and c.reserved_memory >= c.memory:
+        ctx.fail("consolidation.reserved_memory", f"= {format_size(c.reserved_memory)!r} is not allowed: it must be "
+                                                  f"less than consolidation.memory ({format_size(c.memory)}).")
 
 
 def _exit_reasons(scheme: Any, registry: Any) -> frozenset[str] | None:

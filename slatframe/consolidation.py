@@ -24,6 +24,7 @@ from .errors import ConfigError, SimulationError
 
 LIMIT = 1 << 63  #: sessions are stored in int64 columns
 TABLE_GAUGE = ".table_bytes.peak"  #: the suffix of the gauges of host memory held by translation tables
+TEXT_METRICS = frozenset({"consolidation.binding"})  #: the metrics whose values are names, not numbers
 
 
 def consolidation_metrics(m: dict[str, Any], c: Any) -> dict[str, Any]:

@@ -21,6 +21,12 @@ Sizes accept a number of bytes or a string with a binary unit: `"4K"`, `"2M"`, `
 name and the plugin's own options (`policy = { name = "lfu" }`); for `[workload]` and
 `[cost]` the plugin's options follow in the same table as `source` / `model`. Any key can
 be overridden on the command line: `--set tlb.levels[0].ways=8`.
+
+Any plugin table may name a preset file instead of (or beside) the plugin's name:
+`[cost] preset_file = "preset.toml"` reads that TOML file (relative to the config file),
+which names the plugin (`model = "cache-aware"`) and sets its options; keys written beside
+`preset_file` override the file's, key by key. `slatframe calibrate` writes one
+(docs/cost-models.md). The resolved options, not the file's name, go into the result.
 """
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from .derived import with_derived
 from .errors import SlatframeError
 from .report import table
 from .results import replacing, write_atomic
@@ -65,14 +66,19 @@ def gather(out_dir: str | Path) -> list[Row]:
             except ValueError:
                 raise SlatframeError(f"{result_file}: is not valid JSON; delete it and run the sweep again "
                                      "to redo that point.") from None
-            levels = result["config"]["tlb"]["levels"]
-            rows.append(Row(entry["index"], h, entry["values"], result["metrics"],
-                            last_tlb=levels[-1]["name"] if levels else None,
-                            warnings=tuple(result.get("warnings", ()))))
+            rows.append(result_row(entry, result))
         else:
             error = error_file.read_text().strip() if error_file.exists() else "not run"
             rows.append(Row(entry["index"], h, entry["values"], None, error=error or "failed"))
     return rows
+
+
+def result_row(entry: dict[str, Any], result: dict[str, Any]) -> Row:
+    """The row of the manifest's ``entry`` whose point has ``result`` (a result file's
+    data), with the derived metrics (:mod:`slatframe.derived`) computed again."""
+    levels = result["config"]["tlb"]["levels"]
+    return Row(entry["index"], entry["point"], entry["values"], with_derived(result["metrics"], result["config"]),
+               last_tlb=levels[-1]["name"] if levels else None, warnings=tuple(result.get("warnings", ())))
 
 
 def columns(rows: list[Row]) -> tuple[list[str], list[str]]:
@@ -163,8 +169,7 @@ def summary_table(rows: list[Row]) -> str:
         if m is None:
             lines.append(shown + ["failed"] + ["-"] * (len(header) - len(keys) - 1))
             continue
-        walks = m.get("walks", 0)
-        figures = [m.get("accesses", 0), round(m.get("walk.refs", 0) / walks, 3) if walks else 0.0,
+        figures = [m.get("accesses", 0), round(m.get("derived.refs_per_walk", 0.0), 3),
                    m.get(f"tlb.{r.last_tlb}.misses", 0), m.get("vm_exits", 0)]
         lines.append(shown + figures + ([m.get("cycles.total", 0)] if with_cycles else []))
     return table(lines, header)

@@ -3,23 +3,25 @@ network) of a run's result file or of a sweep's output folder (docs/report.md)."
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .calibration_report import calibration_page, calibration_problem, is_calibration
+from .consolidation import TEXT_METRICS
+from .derived import with_derived
 from .errors import SlatframeError
 from .gather import MANIFEST, Row, cell, gather
 from .plot import _number, xy_series
 from .results import check_output_file, write_atomic
-from .svg_charts import bar_chart, esc, grouped_bar_chart, line_chart, number
+from .scope_metrics import split_scopes
+from .svg_charts import CHART_CSS, bar_chart, esc, grouped_bar_chart, line_chart, number
 
-ALLOWED = ("give a result JSON file (as slatframe run --out writes it) or a sweep's output folder "
-           "(as slatframe sweep --out writes it)")
+ALLOWED = ("give a result JSON file (as slatframe run --out writes it), a sweep's output folder "
+           "(as slatframe sweep --out writes it) or a calibration.json (as slatframe calibrate writes it)")
 MIB = 1 << 20
 #: The metrics a sweep page plots against each swept key (those the points report).
-SWEEP_METRICS = ("cycles.per_access", "walk.refs", "walks", "tlb.{last}.misses", "vm_exits",
-                 "translation_overhead", "dedup.bytes_saved")
-_ASID = re.compile(r"asid\.(\d+)\.(.+)")
+SWEEP_METRICS = ("cycles.per_access", "walk.refs", "walks", "derived.refs_per_walk", "tlb.{last}.misses",
+                 "derived.mpka", "vm_exits", "translation_overhead", "dedup.bytes_saved")
 
 
 class ReportError(SlatframeError):
@@ -35,7 +37,8 @@ def check_result(data: Any, where: str) -> dict[str, Any]:
             or not isinstance(data.get("config"), dict) or "name" not in data:
         raise ReportError(f"{where}: is JSON but not a slatframe result (it needs name, config and metrics); "
                           f"{ALLOWED}.")
-    numbers = [(f"metrics[{json.dumps(k)}]", v) for k, v in data["metrics"].items()]
+    numbers = [(f"metrics[{json.dumps(k)}]", v) for k, v in data["metrics"].items()
+               if not (k in TEXT_METRICS and isinstance(v, str))]  # consolidation.binding: "cpu" or "memory"
     numbers += [(k, data[k]) for k in ("seed", "wall_time_s", "compile_time_s") if k in data]
     for what, value in numbers:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -49,6 +52,11 @@ def check_result(data: Any, where: str) -> dict[str, Any]:
 
 def load_result(path: str | Path) -> dict[str, Any]:
     """The result file at ``path``, checked; a :class:`ReportError` sentence otherwise."""
+    return check_result(read_json(path), str(path))
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON data of the file at ``path``; a :class:`ReportError` sentence otherwise."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -61,7 +69,7 @@ def load_result(path: str | Path) -> dict[str, Any]:
     except ValueError as exc:
         raise ReportError(f"{path}: is not JSON ({getattr(exc, 'msg', exc)} at line "
                           f"{getattr(exc, 'lineno', '?')}); {ALLOWED}.") from None
-    return check_result(data, str(path))
+    return data
 
 
 # -- pieces of a result ----------------------------------------------------------------
@@ -91,37 +99,26 @@ def split_vm_metrics(metrics: Mapping[str, Any], vm_names: Iterable[str]
                      ) -> tuple[dict[str, Any], dict[tuple[str | None, str], dict[str, Any]]]:
     """The metrics without per-VM keys, and (VM, asid or "") -> that scope's metrics from
     ``vm.<vm>.<metric>`` and ``vm.<vm>.asid.<n>.<metric>`` (VM names may hold dots); with
-    these, ``between_records.<metric>`` is the scope (None, "")."""
-    names = sorted(vm_names, key=len, reverse=True)
-    main: dict[str, Any] = {}
-    scoped: dict[tuple[str | None, str], dict[str, Any]] = {}
-    for key, value in metrics.items():
-        rest = key[3:] if key.startswith("vm.") else ""
-        vm = next((n for n in names if rest.startswith(n + ".")), rest.split(".", 1)[0])
-        tail = rest[len(vm) + 1:]
-        if not rest or not tail:
-            main[key] = value
-            continue
-        asid = _ASID.fullmatch(tail)
-        scope = (vm, asid.group(1)) if asid else (vm, "")
-        scoped.setdefault(scope, {})[asid.group(2) if asid else tail] = value
-    if scoped:
-        for key in [k for k in main if k.startswith("between_records.")]:
-            scoped.setdefault((None, ""), {})[key[16:]] = main.pop(key)
+    these, ``between_records.<metric>`` is the scope (None, "")
+    (:func:`slatframe.scope_metrics.split_scopes`)."""
+    main, scopes = split_scopes(metrics, list(vm_names))
+    scoped = {(vm, asid or ""): values for (vm, asid), values in scopes.items() if vm is not None}
+    between = scopes.get((None, None))
+    if between is not None:
+        if scoped:
+            scoped[(None, "")] = between
+        else:
+            main.update({f"between_records.{k}": v for k, v in between.items()})
     return main, scoped
 
 
 def hit_rates(metrics: Mapping[str, Any], level_order: Sequence[str] = ()) -> list[tuple[str, float]]:
-    """(level, hits / (hits + misses)) per TLB level with lookups, in ``level_order`` first."""
-    levels = [k[4:-5] for k in metrics if k.startswith("tlb.") and k.endswith(".hits")
-              and f"tlb.{k[4:-5]}.misses" in metrics]
+    """(level, hits / (hits + misses)) per TLB level with lookups, in ``level_order`` first:
+    the ``derived.tlb.<level>.hit_rate`` metrics."""
+    head, tail = "derived.tlb.", ".hit_rate"
+    levels = [k[len(head):-len(tail)] for k in metrics if k.startswith(head) and k.endswith(tail)]
     levels.sort(key=lambda n: (level_order.index(n) if n in level_order else len(level_order), n))
-    out = []
-    for name in levels:
-        hits, misses = metrics[f"tlb.{name}.hits"], metrics[f"tlb.{name}.misses"]
-        if hits + misses:
-            out.append((name, hits / (hits + misses)))
-    return out
+    return [(name, metrics[f"{head}{name}{tail}"]) for name in levels]
 
 
 def _numeric(value: Any) -> bool:
@@ -148,8 +145,9 @@ def _omitted(kind: str, sentence: str) -> str:
 
 
 def _metric_table(metrics: Mapping[str, Any]) -> str:
-    rows = "".join(f'<tr data-metric="{esc(k)}"><td>{esc(k)}</td><td class="num" data-value="{number(v)}">'
-                   f"{esc(_fmt(v))}</td></tr>" for k, v in sorted(metrics.items()))
+    rows = "".join(f'<tr data-metric="{esc(k)}"><td>{esc(k)}</td>' + (
+        f'<td class="num" data-value="{number(v)}">' if _numeric(v) else f'<td data-text="{esc(v)}">')
+        + f"{esc(_fmt(v))}</td></tr>" for k, v in sorted(metrics.items()))  # text: consolidation.binding
     return f'<table class="metrics" data-table="metrics"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
 
 
@@ -186,12 +184,13 @@ def result_figures(result: Mapping[str, Any], metrics: Mapping[str, Any]) -> lis
                        "hits / (hits + misses) of each TLB level") if rates else
                _omitted("tlb-hit-rates", "No TLB lookups, so no hit rates."))
     walks = m.get("walks", 0)
-    if walks:
-        bars = [(dim, m.get(f"walk.refs_{dim}", 0) / walks) for dim in ("guest", "host")]
-        bars.append(("all", m.get("walk.refs", 0) / walks))
-        out.append(_figure("walk-refs", bar_chart(bars, "Walk references per walk", "references per walk"),
-                           f"walk.refs_guest, walk.refs_host and walk.refs divided by walks ({walks:,}); "
-                           "a 1D walk has no host references"))
+    per_walk = [(label, m[f"derived.refs_per_walk{tail}"]) for label, tail in
+                (("guest", "_guest"), ("host", "_host"), ("all", "")) if f"derived.refs_per_walk{tail}" in m]
+    if per_walk:
+        out.append(_figure("walk-refs", bar_chart(per_walk, "Walk references per walk", "references per walk"),
+                           f"walk.refs_guest, walk.refs_host and walk.refs divided by walks ({walks:,}): "
+                           "derived.refs_per_walk_guest, _host and derived.refs_per_walk; a 1D walk has no "
+                           "host references"))
     else:
         out.append(_omitted("walk-refs", "No page walks, so no walk references per walk."))
     exits = sorted(((k[9:], v) for k, v in m.items() if k.startswith("vm_exits.") and v), key=lambda kv: -kv[1])
@@ -216,7 +215,7 @@ def result_sections(result: Mapping[str, Any], h: int = 2) -> str:
     config = result["config"]
     vms = config.get("vms") if isinstance(config.get("vms"), list) else []
     vm_names = [v["name"] for v in vms if isinstance(v, dict) and isinstance(v.get("name"), str)]
-    metrics, scoped = split_vm_metrics(result["metrics"], vm_names)
+    metrics, scoped = split_vm_metrics(with_derived(result["metrics"], config), vm_names)
     facts = [("name", result.get("name")), ("seed", result.get("seed")),
              ("engine", f"{result.get('engine', '?')} ({result.get('engine_reason', 'no reason recorded')})"),
              ("version", result.get("version")),
@@ -255,10 +254,7 @@ figure{margin:0;border:1px solid #e3e3e3;padding:6px;background:#fff}svg.chart{w
 figcaption{font-size:12px;color:#555;max-width:640px}.omitted{color:#555;font-style:italic}
 .warnings li{color:#8a4b00}details.point{border:1px solid #ddd;margin:6px 0;padding:4px 10px}
 details.point>summary{cursor:pointer;font-weight:600}
-svg.chart{font-family:system-ui,Helvetica,Arial,sans-serif}.chart-title{font-size:14px;font-weight:600}
-.tick{font-size:11px;fill:#444}.value{font-size:11px;fill:#222}.axis-label{font-size:12px;fill:#333}
-.legend{font-size:12px}.legend-title{font-size:12px;font-weight:600}.grid{stroke:#e8e8e8}.axis{stroke:#888}
-"""
+""" + CHART_CSS
 
 
 def page(title: str, body: str) -> str:
@@ -348,9 +344,8 @@ def _points_table(rows: list[Row], axes: list[str]) -> str:
         if m is None:
             figures = f'<td colspan="5">failed: {esc((r.error or "").splitlines()[0] if r.error else "")}</td>'
         else:
-            walks = m.get("walks", 0)
             figures = "".join(f'<td class="num">{esc(_fmt(v))}</td>' for v in (
-                m.get("accesses", 0), m.get("walk.refs", 0) / walks if walks else 0.0,
+                m.get("accesses", 0), m.get("derived.refs_per_walk", "-"),
                 m.get(f"tlb.{r.last_tlb}.misses", 0), m.get("vm_exits", 0), m.get("cycles.total", "-")))
         out.append(f'<tr data-point="{esc(r.point)}"><td><a href="#point-{r.index + 1}">{r.index + 1}</a></td>'
                    f"{cells}{figures}</tr>")
@@ -373,7 +368,15 @@ def write_report(source: str | Path, out: str | Path, metrics: Sequence[str] | N
         if metrics:
             raise ReportError(f"{src}: --y chooses what a sweep folder's report plots; a result file's report "
                               "shows its figures without it.")
-        text = result_page(load_result(src), str(src))
+        data = read_json(src)
+        if is_calibration(data):
+            problem = calibration_problem(data)
+            if problem:
+                raise ReportError(f"{src}: is a damaged calibration.json ({problem}); run slatframe calibrate "
+                                  "again to write a new one.")
+            text = calibration_page(data, str(src))
+        else:
+            text = result_page(check_result(data, str(src)), str(src))
     write_atomic(out, text)
     return out
 

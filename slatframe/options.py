@@ -7,6 +7,7 @@ values and unknown keys, and resolves plugin references against the registry.
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import types
 import typing
@@ -170,7 +171,7 @@ def build(cls: type, table: Any, path: str, ctx: BuildContext) -> Any:
         value = table[name]
         name_key = field.metadata.get("name_key", "name")
         if (field.metadata.get("plugin") and isinstance(field.default, str)
-                and isinstance(value, dict) and name_key not in value):
+                and isinstance(value, dict) and name_key not in value and "preset_file" not in value):
             value = {name_key: field.default, **value}  # options of the default plugin
         kwargs[name] = convert(field.type, field.metadata, value, key_path, ctx)
     try:
@@ -314,6 +315,8 @@ def _check(meta: Any, out: Any, raw: Any, path: str, ctx: BuildContext) -> None:
 
 def resolve_plugin(point: str, name_key: str, value: Any, path: str, ctx: BuildContext) -> PluginChoice:
     """Resolve ``"name"`` or ``{name_key = "name", ...options}`` against the registry."""
+    if isinstance(value, dict) and "preset_file" in value:
+        value = _with_preset_file(value, name_key, path, ctx)
     if isinstance(value, str):
         name, rest, name_path = value, {}, path
     elif isinstance(value, dict):
@@ -334,6 +337,41 @@ def resolve_plugin(point: str, name_key: str, value: Any, path: str, ctx: BuildC
     where = path if isinstance(value, dict) else _join(path, "<options>")
     rest = _with_preset(record, rest, where, ctx)
     return PluginChoice(name, build(record.options, rest, where, ctx))
+
+
+def _with_preset_file(table: dict[str, Any], name_key: str, path: str, ctx: BuildContext) -> dict[str, Any]:
+    """``table`` over the TOML file its ``preset_file`` names (relative to the config file;
+    ``slatframe calibrate`` writes one): the file names the plugin (``name_key``) and sets
+    its options, and keys written beside ``preset_file`` override the file's, key by key."""
+    where = _join(path, "preset_file")
+    text = table["preset_file"]
+    if not isinstance(text, str) or not text.strip():
+        ctx.fail(where, f"= {_describe(text)} is not allowed: expected the path of a TOML preset file.")
+    file = Path(text)
+    if not file.is_absolute() and ctx.base_dir is not None:
+        file = ctx.base_dir / file
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        ctx.fail(where, f"= {text!r} is not allowed: there is no such file ({file}).")
+    except IsADirectoryError:
+        ctx.fail(where, f"= {text!r} is not allowed: it is a folder ({file}).")
+    except (OSError, UnicodeDecodeError) as exc:
+        ctx.fail(where, f"= {text!r} is not allowed: the file cannot be read as UTF-8 text ({file}: {exc}).")
+    except tomllib.TOMLDecodeError as exc:
+        ctx.fail(where, f"= {text!r} is not allowed: the file is not valid TOML ({file}: {exc}).")
+    named = data.get(name_key)
+    if not isinstance(named, str):
+        ctx.fail(where, f"= {text!r} is not allowed: the file ({file}) names no plugin: a preset file gives "
+                        f"{name_key} = \"NAME\" and that plugin's option values.")
+    if name_key in table and table[name_key] != named:
+        ctx.fail(_join(path, name_key), f"= {_describe(table[name_key])} is not allowed: the preset file {file} is "
+                                        f"for {name_key} {named!r}; remove one of them.")
+    return {**data, **{k: v for k, v in table.items() if k != "preset_file"}}
 
 
 def _with_preset(record: Any, table: dict[str, Any], path: str, ctx: BuildContext) -> dict[str, Any]:

@@ -4,11 +4,14 @@ and the dedup memory-over-time plot of one run. Needs matplotlib (``pip install 
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from .derived import derived_metrics, with_derived
 from .errors import SlatframeError
+from .gather import MANIFEST, cell, gather
 
 MIB = 1 << 20
 
@@ -42,22 +45,31 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def load_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Rows from a sweep folder or its results.csv, or from result JSON files (one row
-    each: the config's key paths and the metrics)."""
+    each: the config's key paths and the metrics), with the derived metrics
+    (:mod:`slatframe.derived`): a sweep folder's rows are its point files' (as
+    :func:`slatframe.gather.gather` reads them); a table without its folder gets those
+    derived metrics its columns give that it lacks."""
     rows: list[dict[str, Any]] = []
     for raw in paths:
         path = Path(raw)
+        if path.is_file() and path.name == "results.csv" and (path.parent / MANIFEST).is_file():
+            path = path.parent
+        if path.is_dir() and (path / MANIFEST).is_file():
+            rows += [{**{k: _number(cell(v)) for k, v in r.cells.items()}, **(r.metrics or {})} for r in gather(path)]
+            continue
         if path.is_dir():
             path = path / "results.csv"
         if not path.exists():
             raise SlatframeError(f"{path}: no such file (give a sweep folder, its results.csv or result JSON files).")
         if path.suffix == ".csv":
             with path.open(newline="") as fh:
-                rows += [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+                table = [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+            rows += [{**derived_metrics(row, None), **row} for row in table]
         else:
             try:
                 result = json.loads(path.read_text())
-                rows.append({**flatten(result["config"]), **result["metrics"]})
-            except (ValueError, KeyError) as exc:
+                rows.append({**flatten(result["config"]), **with_derived(result["metrics"], result["config"])})
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise SlatframeError(f"{path}: not a slatframe result file ({exc}).") from None
     return rows
 
@@ -67,8 +79,7 @@ def xy_series(rows: list[dict[str, Any]], x: str, y: str, hue: str | None = None
     """hue value -> (x values, y values), rows sorted by x within each hue."""
     for key in (x, y) + ((hue,) if hue else ()):
         if not any(key in row for row in rows):
-            known = sorted({k for row in rows for k in row})
-            raise SlatframeError(f"{where}: no column {key!r}; columns include: {', '.join(known[:40])}.")
+            raise SlatframeError(f"{where}: no column {key!r}; {close_columns(key, rows)}.")
     groups: dict[Any, list[tuple[Any, Any]]] = {}
     for row in rows:
         if x in row and y in row:
@@ -79,6 +90,16 @@ def xy_series(rows: list[dict[str, Any]], x: str, y: str, hue: str | None = None
         pairs.sort(key=lambda p: (isinstance(p[0], str), order[p[0]] if isinstance(p[0], str) else p[0]))
         out[key] = ([p[0] for p in pairs], [p[1] for p in pairs])
     return out
+
+
+def close_columns(key: str, rows: list[dict[str, Any]]) -> str:
+    """What an error says of the columns whose names are close to ``key`` (difflib)."""
+    known = sorted({k for row in rows for k in row})
+    close = difflib.get_close_matches(key, known, n=6, cutoff=0.6)
+    if close:
+        return f"close matches: {', '.join(close)}"
+    return (f"no column has a close name (the {len(known)} columns are config key paths, metrics such as "
+            "walk.refs and derived metrics such as derived.refs_per_walk)")
 
 
 def _pyplot():

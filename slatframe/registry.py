@@ -250,8 +250,11 @@ class Registry:
             where = (f"plugin module {label}" if isinstance(plugin, ModuleType)
                      else f"plugin {label} (module {type(plugin).__module__})")
             self._register(plugin, f"{label}@{id(plugin):x}" if self.pm.has_plugin(label) else label, where)
+        #: each plugin file (resolved) -> the sha256 of the source imported from it
+        self.file_sha256: dict[Path, str] = {}
         for path in files:
             module = load_plugin_file(path)
+            self.file_sha256[path.resolve()] = module.__slatframe_content__
             if not self.pm.is_registered(module):
                 self._register(module, f"file:{path}", f"plugin file {path}")
         self._check_pending()

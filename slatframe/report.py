@@ -38,12 +38,11 @@ def summary(result: Any) -> str:
     for key in sorted(m):
         if key.startswith("tlb.") and key.endswith(".hits"):
             name = key[4:-5]
-            hits, misses = m[key], m[f"tlb.{name}.misses"]
-            rows.append((f"tlb.{name}", hits, misses, hits / (hits + misses) if hits + misses else 0.0))
+            rows.append((f"tlb.{name}", m[key], m[f"tlb.{name}.misses"], m.get(f"derived.tlb.{name}.hit_rate", "-")))
     lines.append(table(rows, ("TLB level", "hits", "misses", "hit rate")))
-    walks = m["walks"]
-    per_walk = m["walk.refs"] / walks if walks else 0.0
-    shown = [("walks", walks), ("walk refs per walk", per_walk), ("walk refs max", m["walk.refs_max"])]
+    shown = [("walks", m["walks"]), ("walk refs per walk", m.get("derived.refs_per_walk", "-")),
+             ("walk refs max", m["walk.refs_max"])]
+    shown += [(k, m[k]) for k in SUMMARY_DERIVED if k in m]
     shown += [(k, m[k]) for k in sorted(m) if k.startswith(("faults.", "vm_exits", "dedup.", "dcache."))]
     shown += [(k, m[k]) for k in sorted(m) if k.startswith(("cycles.", "consolidation."))
               or k == "translation_overhead"]
@@ -55,6 +54,10 @@ def summary(result: Any) -> str:
         lines += ["", table(rows, ("VM", *PER_VM_SHOWN))]
     return "\n".join(lines)
 
+
+#: The derived metrics (slatframe/derived.py) of the terminal summary, when the result has them.
+SUMMARY_DERIVED = ("derived.mpka", "derived.mpki", "derived.vm_exits_pka", "derived.translation_cycles_per_access",
+                   "derived.cycles_per_instruction")
 
 #: The per-VM figures of the terminal summary.
 PER_VM_SHOWN = ("accesses", "walks", "walk.refs", "faults.guest", "faults.host", "vm_exits", "cycles.per_access")

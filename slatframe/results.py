@@ -41,13 +41,18 @@ class Result:
     compile_time_s: float = 0.0  #: part of the wall time spent compiling (or loading) the engine
     series: dict[str, Any] = attrs.Factory(dict)  #: figures over time (e.g. dedup per scan interval)
     warnings: list[str] = attrs.Factory(list)  #: what a reader must know (e.g. dedup never woke up)
+    #: every plugin and input file the run read: key, path (as ``config`` has it), bytes,
+    #: sha256 (:mod:`slatframe.provenance`)
+    inputs: list[dict[str, Any]] = attrs.Factory(list)
+    #: what ``slatframe recost`` changed: its source file, overrides and version (None: as run)
+    recosted: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
-        """The result as plain data: what the result file holds."""
-        return attrs.asdict(self)
+        """The result as plain data: what the result file holds (``recosted`` only when set)."""
+        return attrs.asdict(self, filter=lambda field, value: field.name != "recosted" or value is not None)
 
     def to_frame(self) -> Any:
         """A one-row pandas DataFrame: the run's name, engine and metrics (pandas is an

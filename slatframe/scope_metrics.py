@@ -7,25 +7,40 @@ for every address space that ran (with ``experiment.per_asid``), and
 wake-ups), reported only when there was any. For every event counter, the VMs' values
 plus ``between_records`` add up to the total; so does every cycle figure of the builtin
 cost models (they are linear in the counts), but not their ratios
-(``cycles.per_access``, ``translation_overhead``), which are each scope's own.
+(``cycles.per_access``, ``translation_overhead``, ``derived.*``), which are each scope's
+own. The cost model's figures are computed on each scope's counts by
+:func:`slatframe.cost_figures.costed_metrics`.
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 from .counters import BETWEEN
 
-#: The cost model's figures for a dict of counts (zero-filled with every name it reads).
-Cycles = Callable[[dict[str, Any]], dict[str, Any]]
+#: A scope as the metrics name it: (VM name, asid text) for ``vm.<vm>.asid.<n>.*``,
+#: (VM name, None) for ``vm.<vm>.*``, (None, None) for ``between_records.*``.
+Scope = tuple[str | None, str | None]
+BETWEEN_RECORDS = "between_records"
+_ASID = re.compile(r"asid\.(\d+)\.(.+)")
 
 
-def scope_metrics(vm_names: Sequence[str], scoped: Mapping[Hashable, Mapping[str, int]],
-                  zero: Mapping[str, int], cycles: Cycles) -> dict[str, Any]:
-    """The per-scope metrics of a run. ``scoped`` maps a VM index, or a (VM index,
-    asid) pair, or :data:`BETWEEN`, to the counts charged to it; ``zero`` names the
-    counters every scope reports even when it counted none. Nothing charged (counters
-    filled by hand rather than by an engine) gives no per-scope figures at all."""
+def prefix(scope: Scope) -> str:
+    """The metric-name prefix of ``scope`` (without the final dot)."""
+    vm, asid = scope
+    if vm is None:
+        return BETWEEN_RECORDS
+    return f"vm.{vm}" if asid is None else f"vm.{vm}.asid.{asid}"
+
+
+def scope_counts(vm_names: Sequence[str], scoped: Mapping[Hashable, Mapping[str, int]],
+                 zero: Mapping[str, int]) -> dict[Scope, dict[str, int]]:
+    """Each scope's counts in a run. ``scoped`` maps a VM index, or a (VM index, asid)
+    pair, or :data:`BETWEEN`, to the counts charged to it; ``zero`` names the counters
+    every scope reports even when it counted none. A VM's counts are its own plus its
+    address spaces'. Nothing charged (counters filled by hand rather than by an engine)
+    gives no scopes at all."""
     if not scoped:
         return {}
     names = dict(zero)
@@ -41,18 +56,47 @@ def scope_metrics(vm_names: Sequence[str], scoped: Mapping[Hashable, Mapping[str
             by_asid[scope] = counts
         for name, n in counts.items():
             by_vm[vm][name] += n
-
-    def figures(prefix: str, counts: Mapping[str, int]) -> dict[str, Any]:
-        own = {**names, **counts}
-        own.update(cycles(own))
-        return {f"{prefix}.{name}": value for name, value in own.items()}
-
-    out: dict[str, Any] = {}
+    out: dict[Scope, dict[str, int]] = {}
     for vm, counts in by_vm.items():
-        out.update(figures(f"vm.{vm_names[vm]}", counts))
+        out[(vm_names[vm], None)] = {**names, **counts}
     for (vm, asid), counts in sorted(by_asid.items()):
-        out.update(figures(f"vm.{vm_names[vm]}.asid.{asid}", counts))
+        out[(vm_names[vm], str(asid))] = {**names, **counts}
     between = scoped.get(BETWEEN, {})
     if any(between.values()):
-        out.update(figures("between_records", between))
+        out[(None, None)] = {**names, **between}
+    return out
+
+
+def split_scopes(metrics: Mapping[str, Any], vm_names: Sequence[str]
+                 ) -> tuple[dict[str, Any], dict[Scope, dict[str, Any]]]:
+    """A result's metrics as the run's totals and each scope's own metrics (names without
+    the scope's prefix), in the order the metrics give them: the inverse of
+    :func:`join_scopes`. VM names may hold dots (the longest name that fits wins); a
+    ``vm.<name>.*`` key of a VM the config does not name is that name's scope up to the
+    first dot."""
+    names = sorted(vm_names, key=len, reverse=True)
+    totals: dict[str, Any] = {}
+    scoped: dict[Scope, dict[str, Any]] = {}
+    for key, value in metrics.items():
+        if key.startswith(BETWEEN_RECORDS + "."):
+            scoped.setdefault((None, None), {})[key[len(BETWEEN_RECORDS) + 1:]] = value
+            continue
+        rest = key[3:] if key.startswith("vm.") else ""
+        vm = next((n for n in names if rest.startswith(n + ".")), rest.split(".", 1)[0])
+        tail = rest[len(vm) + 1:]
+        if not rest or not tail:
+            totals[key] = value
+            continue
+        asid = _ASID.fullmatch(tail)
+        scope = (vm, asid.group(1)) if asid else (vm, None)
+        scoped.setdefault(scope, {})[asid.group(2) if asid else tail] = value
+    return totals, scoped
+
+
+def join_scopes(totals: Mapping[str, Any], scopes: Mapping[Scope, Mapping[str, Any]]) -> dict[str, Any]:
+    """The totals, then each scope's metrics under its prefix."""
+    out = dict(totals)
+    for scope, values in scopes.items():
+        head = prefix(scope)
+        out.update({f"{head}.{name}": value for name, value in values.items()})
     return out

@@ -14,6 +14,11 @@ WIDTH, HEIGHT = 640, 300
 LEFT, RIGHT, TOP, BOTTOM = 72, 16, 34, 58
 LEGEND_W = 170
 COLORS = ("#3366cc", "#dc7633", "#2e8b57", "#b03a8e", "#7f6a00", "#17a2b8", "#8e44ad", "#c0392b")
+#: The charts' own style rules (the HTML report's page includes them).
+CHART_CSS = """svg.chart{font-family:system-ui,Helvetica,Arial,sans-serif}.chart-title{font-size:14px;font-weight:600}
+.tick{font-size:11px;fill:#444}.value{font-size:11px;fill:#222}.axis-label{font-size:12px;fill:#333}
+.legend{font-size:12px}.legend-title{font-size:12px;font-weight:600}.grid{stroke:#e8e8e8}.axis{stroke:#888}
+"""
 
 
 def esc(value: Any) -> str:
@@ -59,6 +64,12 @@ def _svg(title: str, width: int, body: list[str]) -> str:
             f"<title>{esc(title)}</title>"
             f'<text x="{width / 2:.1f}" y="18" text-anchor="middle" class="chart-title">{esc(title)}</text>'
             + "".join(body) + "</svg>")
+
+
+def standalone(svg: str) -> str:
+    """A chart as an SVG file of its own: its style rules and a white ground inside it."""
+    head, _, rest = svg.partition(">")
+    return f'{head}><style>{CHART_CSS}</style><rect width="100%" height="100%" fill="#fff"/>{rest}\n'
 
 
 def _y_axis(ticks: list[float], y_of: Any, right: float, label: str) -> list[str]:

@@ -180,6 +180,20 @@ def config_hash(config_dict: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+ENGINES = ("auto", "reference", "compiled")
+
+
+def engine_override(engine: str | None, what: str = "--engine") -> list[str]:
+    """The ``--set`` that gives every point of a sweep ``experiment.engine = engine``
+    (after the axes and the other overrides, so it wins; nothing for None); any value but
+    auto, reference or compiled is a :class:`ConfigError` naming ``what``."""
+    if engine is None:
+        return []
+    if engine not in ENGINES:
+        raise ConfigError(f"{what} {engine!r} is not allowed: choose one of {', '.join(ENGINES)}.")
+    return [f"experiment.engine={engine}"]
+
+
 def _split_overrides(overrides: Iterable[str]) -> tuple[list[str], list[str]]:
     """``--set sweep.*`` changes the sweep itself; every other override applies per point."""
     sweep, other = [], []

@@ -59,6 +59,7 @@ def test_a_config_as_path_text_or_dict_runs_the_same(tmp_path, monkeypatch):
     (lambda: slatframe.run("[experiment\nname = 1"), r"<TOML text>: not valid TOML"),
     (lambda: slatframe.run({"workload": {"source": "nope"}}), r"<config dict>"),
     (lambda: slatframe.run(QUICKSTART, engine="fast"), r"engine = 'fast' is not allowed"),
+    (lambda: slatframe.sweep(EXAMPLES / "forkwait.toml", "unused", engine="fast"), r"engine = 'fast' is not allowed"),
     (lambda: slatframe.run(42), r"not an object of type int"),
     (lambda: slatframe.run(QUICKSTART, set={3: 4}), r"the key 3 is not a key path"),
 ])
@@ -105,6 +106,19 @@ def test_sweep_and_load_results(tmp_path, monkeypatch, pandas):
             assert slatframe.load_results(tmp_path / "cli") == cli
     one = records(slatframe.load_results(next((tmp_path / "cli" / "points").glob("*.json"))))
     assert len(one) == 1 and one[0]["name"] == "forkwait"
+
+
+def test_sweep_engine_applies_to_every_point(tmp_path):
+    """``engine=`` gives every point that tier, as ``slatframe sweep --engine`` does."""
+    rows = records(slatframe.sweep(EXAMPLES / "forkwait.toml", tmp_path / "api", set={"workload.forks": 2},
+                                   engine="reference"))
+    results = [json.loads(p.read_text()) for p in (tmp_path / "api" / "points").glob("*.json")]
+    assert len(results) == len(rows) > 1
+    assert all(r["engine"] == "reference" and r["config"]["experiment"]["engine"] == "reference" for r in results)
+    assert main(["sweep", str(EXAMPLES / "forkwait.toml"), "--out", str(tmp_path / "cli"), "--quiet",
+                 "--set", "workload.forks=2", "--engine", "reference"]) == 0
+    assert [{k: v for k, v in r.items() if k != "point"} for r in records(slatframe.load_results(tmp_path / "cli"))] \
+        == [{k: v for k, v in r.items() if k != "point"} for r in rows]
 
 
 @pytest.mark.parametrize("pandas", [True, False], ids=["pandas", "no-pandas"])

@@ -5,7 +5,6 @@ nothing outside the folder it was given."""
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -16,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slatframe.cli import main
-from tiny_files import write_config
+from tiny_files import call, write_config
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -32,15 +30,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "sweep": write_config(base, "s.toml", sweep='[sweep.axes]\n"tlb.levels[0].sets" = [1, 2]\n')}
 
 
-def call(argv: list[str]) -> tuple[int, str, str]:
-    """``main(argv)`` with stdout and stderr captured; argparse's exit becomes its code."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_clean_failure(code: int, err: str, allowed: tuple[int, ...] = (0, 2)) -> None:

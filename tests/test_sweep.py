@@ -411,3 +411,26 @@ def test_sweep_points_warnings_reach_stderr_once_each(tmp_path, capsys):
     assert err.count("slatframe: warning:") == 1 and "sweep point(s) 1, 2:" in err and "never woke up" in err
     points = sorted((tmp_path / "out" / "points").glob("*.json"))
     assert len(points) == 2 and all("never woke up" in json.loads(p.read_text())["warnings"][0] for p in points)
+
+
+def test_engine_option_gives_every_point_its_tier_and_records_it(tmp_path, capsys):
+    """--engine wins over experiment.engine in the file (BASE says reference) and in an
+    axis; each point's result records the tier, its config the request; both tiers give
+    the same table."""
+    path = sweep_file(tmp_path, '[sweep.axes]\n"machine.slat" = ["native", "intel-ept"]\n'
+                                '"experiment.engine" = ["auto"]\n')
+    tables = {}
+    for engine in ("reference", "compiled"):
+        out = tmp_path / engine
+        assert main(["sweep", str(path), "--out", str(out), "--quiet", "--engine", engine]) == 0
+        results = [json.loads(p.read_text()) for p in sorted((out / "points").glob("*.json"))]
+        assert len(results) == 2
+        for result in results:
+            assert result["engine"] == engine and result["engine_reason"].startswith("requested")
+            assert result["config"]["experiment"]["engine"] == engine
+        tables[engine] = [{k: v for k, v in row.items() if k != "point"} for row in read_csv(out / "results.csv")]
+    assert tables["reference"] == tables["compiled"] and len(tables["reference"]) == 2
+    assert main(["sweep", str(path), "--out", str(tmp_path / "bad"), "--engine", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert err == "slatframe: error: --engine 'fast' is not allowed: choose one of auto, reference, compiled.\n"
+    assert not (tmp_path / "bad").exists()

@@ -2,47 +2,27 @@
 when a run starts, and process look-ups in /proc."""
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from slatframe.cli import main
 from slatframe.testing import tiny_config
+from slatframe.tomlwrite import to_toml
 
 
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(v)
-
-
-def to_toml(raw: dict[str, Any], prefix: str = "") -> str:
-    """TOML text of plain config data (tables, arrays of tables, scalars, inline values)."""
-    scalars, tables, arrays = [], [], []
-    for key, value in raw.items():
-        full = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            tables.append((full, value))
-        elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
-            arrays.append((full, value))
-        else:
-            scalars.append(f"{json.dumps(key)} = {_value(value)}")
-    out = "\n".join(scalars) + ("\n" if scalars else "")
-    for full, value in tables:
-        out += f"\n[{full}]\n" + to_toml(value, full)
-    for full, items in arrays:
-        for item in items:
-            out += f"\n[[{full}]]\n" + to_toml(item, full)
-    return out
+def call(argv: list[str]) -> tuple[int, str, str]:
+    """``main(argv)`` with stdout and stderr captured; argparse's exit becomes its code."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+    return code, out.getvalue(), err.getvalue()
 
 
 def write_config(folder: Path, name: str = "cfg.toml", sweep: str = "", **sections: Any) -> Path:

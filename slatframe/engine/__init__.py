@@ -8,13 +8,14 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config, resolved_format
-from ..consolidation import consolidation_metrics
+from ..cost_figures import costed_metrics, data_cache_spec
 from ..counters import BETWEEN, NOT_ADDITIVE, Counters
 from ..errors import ConfigError
 from ..machine import build_machine
 from ..prefetch import prefetched
+from ..provenance import InputHashes
 from ..results import Result
-from ..scope_metrics import scope_metrics
+from ..scope_metrics import scope_counts
 from ..walk_record import requested_sampling
 from ..walker import Walker
 from ..workload import WorkloadContext, checked_chunks, workload_where
@@ -159,25 +160,20 @@ def dedup_figures(machine: Any, strategy: Any) -> dict[str, int]:
 def compute_metrics(config: Config, registry: Any, counters: Counters,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Counters plus the cost model's cycle figures (and the consolidation figures, if
-    configured), with every TLB level's and data-cache level's counters present even
-    when zero; then the same per VM (and per address space), as the engines charged them."""
+    configured) and the derived metrics, with every TLB level's and data-cache level's
+    counters present even when zero; then the same per VM (and per address space), as
+    the engines charged them (:func:`slatframe.cost_figures.costed_metrics`)."""
     zero: dict[str, Any] = dict.fromkeys(ALWAYS_REPORTED, 0)
     for level in config.tlb.levels:
         zero[f"tlb.{level.name}.hits"] = 0
         zero[f"tlb.{level.name}.misses"] = 0
-    record = registry.get("cost models", config.cost.name)
-    spec = record.data_caches(config.cost.options) if record.data_caches is not None else None
+    spec = data_cache_spec(config, registry)
     if spec is not None:
         zero.update(dict.fromkeys(spec.counter_names(), 0))
-    model = record.factory(config.cost.options)
-    metrics = {**zero, **(extra or {}), **counters.as_dict()}
-    metrics.update(model.cycles(metrics, config))
-    if config.consolidation is not None:
-        metrics.update(consolidation_metrics(metrics, config.consolidation))
+    totals = {**zero, **(extra or {}), **counters.as_dict()}
     additive = {name: 0 for name in zero if name not in NOT_ADDITIVE}
-    metrics.update(scope_metrics([vm.name for vm in config.vms], counters.by_scope(), additive,
-                                 lambda counts: model.cycles(counts, config)))
-    return metrics
+    scopes = scope_counts([vm.name for vm in config.vms], counters.by_scope(), additive)
+    return costed_metrics(config, registry, totals, scopes)
 
 
 def run_experiment(config: Config, registry: Any, *, engine: str | None = None,
@@ -200,6 +196,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         reason += next_run_build(files, registry, None, "; it is being compiled in the background for the next run")
     shape, loop_reason = choose_loop(config, registry, tier)
     reason += loop_reason
+    hashing = InputHashes(config, registry)  # the input files' sha256, in a thread while the run reads them
     compiling = time.perf_counter()  # the compiled tier compiles plugin kernels as it is made
     runner = make_engine(tier, machine, registry, shape)
     load_engine = getattr(runner, "warm_up", None)  # compile the loop, or load it from the cache
@@ -257,6 +254,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         f"record {strategy.interval:,}, and the workload has {done:,}, so no page was scanned "
         "(dedup.wakeups = 0); shorten its interval or lengthen the trace."]
     reason += shaped_build(config, registry, tier, shape, time.perf_counter() - compiling - compile_time)
+    inputs, input_warnings = hashing.finish()
     metrics = compute_metrics(config, registry, counters, extra)
     result = Result(
         name=config.experiment.name,
@@ -269,7 +267,8 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         wall_time_s=round(time.perf_counter() - start, 6),
         compile_time_s=round(compile_time, 6),
         series=series,
-        warnings=warnings,
+        warnings=warnings + input_warnings,
+        inputs=inputs,
     )
     if sampling is not None:
         _notify(observers, "walks", runner.walk_trace())
