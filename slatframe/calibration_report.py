@@ -11,7 +11,7 @@ from .svg_charts import esc, line_chart
 #: What a calibration.json holds, as the report reads it: key -> the kind of its value.
 TOP = {"machine": dict, "ghz": "positive", "latencies": dict, "fits": list, "points": list, "seconds": "number",
        "access_overlap": "number"}
-POINT = {"footprint": "positive", "page": str, "huge_fraction": "number", "ns": "positive",
+POINT = {"footprint": "bytes", "page": str, "huge_fraction": "number", "ns": "positive",
          "ns_independent": "number", "cycles": "positive", "modelled": "number", "error": "number", "role": str}
 FIT = {"rms_error": "number", "choice_error": "number"}
 LATENCIES = ("tlb2", *(f"{kind}.{level}" for kind in ("data", "walk") for level in ("l1d", "l2", "llc", "memory")))
@@ -24,11 +24,15 @@ def is_calibration(data: Any) -> bool:
 
 
 def _kind_problem(value: Any, kind: Any) -> str | None:
+    if kind == "bytes":
+        return None if isinstance(value, int) and not isinstance(value, bool) and value > 0 else \
+            "is not a positive whole number of bytes"
     if kind in ("number", "positive"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return "is not a finite number"
         return "is not positive" if kind == "positive" and value <= 0 else None
-    return None if isinstance(value, kind) else f"is not a JSON {'object' if kind is dict else kind.__name__}"
+    names = {dict: "an object", list: "an array", str: "a string"}
+    return None if isinstance(value, kind) else f"is not {names[kind]}"
 
 
 def calibration_problem(data: dict[str, Any]) -> str | None:

@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--processes", action="store_true",
                      help="also record every process the program starts (fork, exec, exit) into the same trace")
     rec.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND ARGS")
-    conv = tsub.add_parser("convert", help="convert a trace (lackey, champsim, npz) to npz")
+    conv = tsub.add_parser("convert", help="convert a trace (lackey, champsim, npz, drmemtrace) to npz")
     conv.add_argument("input")
     conv.add_argument("output")
     conv.add_argument("--format", help="input format (default: detected from the file)")

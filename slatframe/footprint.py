@@ -197,6 +197,47 @@ def check_footprint(config: Any, ctx: Any, guest_fmt: Any, host_fmt: Any) -> Non
                       f"make it smaller (or set {ENV} to another limit).")
 
 
+def estimated_bytes(config: Any, registry: Any) -> int:
+    """The estimate's total for ``config`` (what :func:`check_footprint` compares with the
+    limit): the process's baseline plus every item."""
+    from .config import resolved_format
+
+    items = estimate(config, registry, resolved_format(config, "guest", registry),
+                     resolved_format(config, "host", registry))
+    return BASELINE_BYTES + sum(item.nbytes for item in items)
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident set since it started its program: ``VmHWM`` of
+    /proc/self/status (ru_maxrss would include the image of a parent that forked it
+    before the exec); ``ru_maxrss`` where there is no /proc; None where neither is."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS: bytes; elsewhere KiB
+
+
+def memory_text(memory: Any) -> str | None:
+    """A result's ``memory`` in words (None when it does not hold both figures)."""
+    if not isinstance(memory, dict):
+        return None
+    peak, estimate_ = memory.get("peak_rss_bytes"), memory.get("estimate_bytes")
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (peak, estimate_)):
+        return None
+    return f"peak resident set {human(peak)} (the process's), estimated {human(estimate_)} before the run"
+
+
 def summary(items: Iterable[Item]) -> dict[str, int]:
     """Bytes by key (for tests and diagnostics)."""
     out: dict[str, int] = {}

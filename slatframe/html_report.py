@@ -10,6 +10,7 @@ from .calibration_report import calibration_page, calibration_problem, is_calibr
 from .consolidation import TEXT_METRICS
 from .derived import with_derived
 from .errors import SlatframeError
+from .footprint import memory_text
 from .gather import MANIFEST, Row, cell, gather
 from .plot import _number, xy_series
 from .results import check_output_file, write_atomic
@@ -221,6 +222,12 @@ def result_sections(result: Mapping[str, Any], h: int = 2) -> str:
              ("version", result.get("version")),
              ("wall time", f"{result.get('wall_time_s', 0):.3g} s, of which {result.get('compile_time_s', 0):.2f} s "
                            "compiling or loading the engine")]
+    notes = result.get("workload_notes")
+    if isinstance(notes, dict) and notes:
+        facts.append(("workload", ", ".join(f"{k} = {v}" for k, v in notes.items())))
+    memory = memory_text(result.get("memory"))
+    if memory:
+        facts.append(("memory", memory))
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
     warnings = result.get("warnings") or []
     warn = (f'<ul class="warnings">{"".join(f"<li>{esc(w)}</li>" for w in warnings)}</ul>' if warnings

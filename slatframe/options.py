@@ -37,6 +37,7 @@ def option(
     plugin: str | None = None,
     name_key: str = "name",
     path: bool = False,
+    folder: bool = False,
     output: bool = False,
     nonfinite: bool = False,
 ) -> Any:
@@ -48,14 +49,14 @@ def option(
     for the whole list); ``plugin`` names a hook point (``"TLB policies"``) whose
     registered name the value must be, given as a string or a table with ``name_key``
     plus the plugin's own options; ``path`` resolves a relative path against the config
-    file's folder and requires an existing file; ``output`` resolves it the same way, for
-    a file the run writes (not a folder, and in a folder that takes a new file, or in
-    folders the run can make). A float field takes finite numbers
-    only, unless ``nonfinite``.
+    file's folder and requires an existing file (or, with ``folder``, a file or folder);
+    ``output`` resolves it the same way, for a file the run writes (not a folder, and in a
+    folder that takes a new file, or in folders the run can make). A float field takes
+    finite numbers only, unless ``nonfinite``.
     """
     meta = {"help": help, "size": size, "choices": tuple(choices) if choices else None,
             "min": min, "max": max, "check": check, "check_all": check_all, "plugin": plugin,
-            "name_key": name_key, "path": path, "output": output, "nonfinite": nonfinite}
+            "name_key": name_key, "path": path, "folder": folder, "output": output, "nonfinite": nonfinite}
     if isinstance(default, (list, dict)):
         frozen = tuple(default) if isinstance(default, list) else dict(default)
         return attrs.field(factory=lambda: frozen, metadata=meta)
@@ -228,7 +229,8 @@ def convert(tp: Any, meta: Any, value: Any, path: str, ctx: BuildContext) -> Any
         p = Path(out)
         out = str(p if p.is_absolute() else (ctx.base_dir / p))
         # refused now, not after the run has started
-        problem = _input_file_problem(Path(out)) if meta.get("path") else _output_file_problem(Path(out))
+        problem = (_input_file_problem(Path(out), bool(meta.get("folder"))) if meta.get("path")
+                   else _output_file_problem(Path(out)))
         if problem:
             ctx.fail(path, f"= {_describe(value)} is not allowed: {problem} ({out}).")
     _check(meta, out, value, path, ctx)
@@ -259,12 +261,12 @@ def _output_file_problem(path: Path) -> str | None:
         return f"it cannot be a file name ({exc.__class__.__name__})"
 
 
-def _input_file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be read as an input file, or None."""
+def _input_file_problem(path: Path, folder: bool = False) -> str | None:
+    """Why ``path`` cannot be read as an input file (or, with ``folder``, a folder), or None."""
     try:
-        if path.is_file():
+        if path.is_file() or (folder and path.is_dir()):
             return None
-        return "it is a folder" if path.is_dir() else "there is no such file"
+        return "it is a folder" if path.is_dir() else "there is no such file" + (" or folder" if folder else "")
     except (OSError, ValueError) as exc:  # a name too long, a NUL byte
         return f"it cannot be a file name ({exc.__class__.__name__})"
 

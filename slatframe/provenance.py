@@ -7,7 +7,10 @@ the source the run executed (:attr:`slatframe.registry.Registry.file_sha256`). I
 ``vms[].image``) are hashed by a thread that streams each file once, in blocks, while the
 run goes on (hashlib and file reads release the GIL), and joined when the run ends; a
 file whose size, modification or change time differs at the end from what they were at
-the start gets no hash and a warning, since its hash may not be of what the run read.
+the start gets no hash and a warning, since its hash may not be of what the run read. An
+input that is a folder (``drmemtrace``'s ``path``) is hashed as the sha256 of the lines
+``<relative name>\0<sha256 of the file>`` of every file under it, in name order; its size
+is theirs summed.
 Hashes are kept per process by file identity and those times, so a sweep's points or a
 notebook's runs over one trace hash it once.
 """
@@ -57,13 +60,38 @@ def input_paths(obj: Any, key: str = "") -> Iterator[tuple[str, str, bool]]:
 
 
 def _identity(path: str) -> tuple[Any, ...]:
+    if os.path.isdir(path):
+        return tuple((name, _identity(os.path.join(path, name))) for name in _folder_files(path))
     st = os.stat(path)
     return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _folder_files(path: str) -> list[str]:
+    """The files under a folder, as names relative to it, sorted."""
+    return sorted(os.path.relpath(os.path.join(root, name), path)
+                  for root, _, names in os.walk(path) for name in names
+                  if os.path.isfile(os.path.join(root, name)))
+
+
+def input_size(path: str) -> int:
+    """A file's size, or the summed sizes of the files under a folder."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, name)) for name in _folder_files(path))
+    return os.path.getsize(path)
+
+
 def file_sha256(path: str | Path, cancelled: threading.Event | None = None) -> str | None:
     """The sha256 of a file, streamed in :data:`BLOCK`-byte reads into one buffer (None if
-    ``cancelled`` is set meanwhile); kept per process by the file's identity and times."""
+    ``cancelled`` is set meanwhile); kept per process by the file's identity and times.
+    A folder's: of its files' names and hashes (module docstring)."""
+    if os.path.isdir(path):
+        digest = hashlib.sha256()
+        for name in _folder_files(str(path)):
+            inner = file_sha256(os.path.join(path, name), cancelled)
+            if inner is None:
+                return None
+            digest.update(f"{name}\0{inner}\n".encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
     ident = _identity(str(path))
     with _digests_lock:
         known = _digests.get(ident)
@@ -97,7 +125,7 @@ class InputHashes:
         self.rows: list[dict[str, Any]] = []
         self.pending: list[tuple[dict[str, Any], tuple[Any, ...]]] = []
         for key, path, plugin in input_paths(config):
-            row: dict[str, Any] = {"key": key, "path": path, "bytes": os.path.getsize(path), "sha256": None}
+            row: dict[str, Any] = {"key": key, "path": path, "bytes": input_size(path), "sha256": None}
             self.rows.append(row)
             if plugin and Path(path).resolve() in loaded:
                 row["sha256"] = loaded[Path(path).resolve()]  # the source the run executed

@@ -279,6 +279,9 @@ class WorkloadRecord(Registration):
     ``context.chunk_size`` long. Errors in the input raise :class:`slatframe.errors.TraceError`.
     ``fresh_chunks=True`` says every array yielded is new (never refilled, never yielded
     twice): the compiled tier then reads the next chunk in a thread while it runs one.
+    The iterable may have a ``notes`` attribute, a dict of names to JSON scalars that it
+    fills while it is read (``drmemtrace.order``: which order it interleaved threads in):
+    the result records it as ``workload_notes`` and ``slatframe trace info`` prints it.
     """
 
     #: Every array the factory yields is new (never refilled, never yielded twice), so the

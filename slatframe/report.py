@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .footprint import memory_text
+
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     """Left-aligned first column, right-aligned numbers."""
@@ -34,6 +36,12 @@ def summary(result: Any) -> str:
                 if result.compile_time_s >= 1 else "")
     lines = [f"{result.name}: {m['accesses']:,} accesses, engine {result.engine} "
              f"({result.engine_reason}), {result.wall_time_s:.2f} s{compiled}"]
+    notes = getattr(result, "workload_notes", None) or {}
+    if notes:
+        lines.append("workload: " + ", ".join(f"{k} = {v}" for k, v in notes.items()))
+    memory = memory_text(getattr(result, "memory", None))
+    if memory:
+        lines.append(f"memory: {memory}")
     rows = []
     for key in sorted(m):
         if key.startswith("tlb.") and key.endswith(".hits"):

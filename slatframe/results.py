@@ -44,6 +44,12 @@ class Result:
     #: every plugin and input file the run read: key, path (as ``config`` has it), bytes,
     #: sha256 (:mod:`slatframe.provenance`)
     inputs: list[dict[str, Any]] = attrs.Factory(list)
+    #: ``estimate_bytes``: the memory estimate made before the run (slatframe/footprint.py);
+    #: ``peak_rss_bytes``: the process's peak resident set when the run ended (its whole
+    #: life: an in-process compile and earlier runs in the same process included)
+    memory: dict[str, Any] = attrs.Factory(dict)
+    #: what the workload said of its trace (its chunks' ``notes``: drmemtrace's thread order)
+    workload_notes: dict[str, Any] = attrs.Factory(dict)
     #: what ``slatframe recost`` changed: its source file, overrides and version (None: as run)
     recosted: dict[str, Any] | None = None
 

@@ -406,10 +406,30 @@ HELPER_POLICY = policy_plugin("picked", "helpers.pick.py_func(self.ways)", "help
                               imports="import pick_helpers as helpers")
 
 
+def _plugin_kernel_files(plugin: Path) -> dict[str, int]:
+    """The generated modules of ``plugin``'s kernels compiled apart, and numba's cache files
+    of them (engine/plugin_kernels.py), with their modification times."""
+    import hashlib
+
+    from slatframe.engine.codegen import cache_dir, numba_cache_folder
+    from slatframe.registry import PLUGIN_FILE_MODULE
+
+    module = f"{PLUGIN_FILE_MODULE}{hashlib.sha256(str(plugin.resolve()).encode()).hexdigest()[:16]}."
+    found = {}
+    for path in cache_dir().glob("slatframe_plugin_kernel_*.py"):
+        if module in path.read_text():
+            found[path.name] = path.stat().st_mtime_ns
+            for cached in numba_cache_folder(path).glob(f"{path.stem}.*.nb*"):
+                found[cached.name] = cached.stat().st_mtime_ns
+    return found
+
+
 def test_an_edited_helper_in_another_file_reaches_the_compiled_tier(tmp_path):
-    """The kernel's helper lives in another file, with numba's disk cache on: after the
-    helper is edited, a new process's compiled run agrees with its reference run and
-    differs from before (numba's own cache would have kept the old helper)."""
+    """The kernel's helper lives in another file, with the disk cache of kernels compiled
+    apart on: after the helper is edited, a new process's compiled run agrees with its
+    reference run and differs from before (numba's own cache, keyed on the kernel's file,
+    would have kept the old helper); the helper edited back, a new process loads the
+    first compile from the disk cache: no new module, no cache file written again."""
     import json
     import os
     import subprocess
@@ -424,8 +444,8 @@ def test_an_edited_helper_in_another_file_reaches_the_compiled_tier(tmp_path):
                       '[[vms]]\nname = "vm0"\nmemory = "1G"\n'
                       '[workload]\nsource = "synthetic"\ndistribution = "zipf"\naccesses = 20000\nfootprint = "4M"\n')
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    misses = {}
-    for body in ("return 0", "return ways - 1"):
+    misses, files = {}, []
+    for body in ("return 0", "return ways - 1", "return 0"):
         helper.write_text(f"from numba import njit\n\n\n@njit(cache=True)\ndef pick(ways):\n    {body}\n")
         for engine in ("compiled", "reference"):
             out = tmp_path / f"{engine}.json"
@@ -433,7 +453,12 @@ def test_an_edited_helper_in_another_file_reaches_the_compiled_tier(tmp_path):
                                    "--quiet", "--engine", engine], env=env, capture_output=True, text=True,
                                   timeout=900)
             assert proc.returncode == 0, proc.stderr
-            misses[body, engine] = json.loads(out.read_text())["metrics"]["tlb.l1.misses"]
+            got = json.loads(out.read_text())["metrics"]["tlb.l1.misses"]
+            assert misses.setdefault((body, engine), got) == got
+        files.append(_plugin_kernel_files(tmp_path / "picked_policy.py"))
+    assert len(files[0]) >= 4 * 3  # four kernels: a module, numba's index and code each
+    assert set(files[0]) < set(files[1])  # the edit: new modules beside the old
+    assert files[2] == files[1]  # edited back: the first modules, loaded, nothing written
     assert misses["return 0", "compiled"] == misses["return 0", "reference"]
     assert misses["return ways - 1", "compiled"] == misses["return ways - 1", "reference"]
     assert misses["return 0", "reference"] != misses["return ways - 1", "reference"]

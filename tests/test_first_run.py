@@ -353,3 +353,18 @@ def test_a_second_process_waits_for_the_first_compile_and_loads_it(tmp_path):
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+
+
+def test_a_build_lock_whose_process_died_is_not_held(tmp_path, monkeypatch):
+    """A background build killed before it removed its lock leaves the lock file: the
+    next run sees its process is gone and builds (it used to wait 15 minutes); a lock of
+    a live process, or one being written (no id yet), is held."""
+    monkeypatch.setenv("SLATFRAME_CACHE_DIR", str(tmp_path))
+    lock = tmp_path / prebuild.LOCK
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(dead.stdout.strip())
+    assert not prebuild._held(lock) and not lock.exists()
+    for text in (str(os.getpid()), ""):
+        lock.write_text(text)
+        assert prebuild._held(lock)
+    assert prebuild._lock() is None  # held by this process: no second build

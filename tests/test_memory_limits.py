@@ -2,16 +2,19 @@
 cgroup's limit; an allocation that fails anyway is one sentence (issue 37, N5)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from slatframe import memlimits
 
+ROOT = Path(__file__).resolve().parents[1]
 V1_CGROUP = "4:memory:/batch/job7\n1:cpu:/batch/job7\n0::/\n"
 V1_MOUNTS = ("35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
              "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n")
@@ -153,3 +156,28 @@ def test_the_machine_limit_is_at_most_memavailable():
         available = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
     left, _ = memlimits.tightest()
     assert 0 < left <= available * 1.05
+
+
+def test_a_result_reports_its_peak_resident_set_and_the_estimate_bounds_it(tmp_path):
+    """A fresh process runs a config dominated by one large TLB (2^17 entries): the result's
+    peak resident set is at least the resident set the process has right after the run
+    (pages of /proc/self/statm; a few MiB allowed for what Python allocates in between) and lies below the estimate made before the run (an upper bound,
+    slatframe/footprint.py), which the result records as check_footprint computes it."""
+    script = textwrap.dedent("""
+        import json, sys
+        import slatframe
+        from slatframe.config import load_config
+        from slatframe.footprint import estimated_bytes
+        overrides = {"tlb.levels[1].sets": 8192, "workload.accesses": 2000, "experiment.engine": "reference"}
+        result = slatframe.run("examples/quickstart.toml", set=overrides)
+        import os
+        now = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        config, registry = load_config("examples/quickstart.toml", [f"{k}={v!r}".replace("'", '"')
+                                                                     for k, v in overrides.items()])
+        print(json.dumps({**result.memory, "now": now, "again": estimated_bytes(config, registry)}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    memory = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 50 << 20 < memory["now"] <= memory["peak_rss_bytes"] + (4 << 20)  # the statm read comes a moment later
+    assert memory["peak_rss_bytes"] < memory["estimate_bytes"] == memory["again"]

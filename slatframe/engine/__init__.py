@@ -11,6 +11,7 @@ from ..config import Config, resolved_format
 from ..cost_figures import costed_metrics, data_cache_spec
 from ..counters import BETWEEN, NOT_ADDITIVE, Counters
 from ..errors import ConfigError
+from ..footprint import estimated_bytes, peak_rss_bytes
 from ..machine import build_machine
 from ..prefetch import prefetched
 from ..provenance import InputHashes
@@ -130,18 +131,30 @@ def make_engine(tier: str, machine: Any, registry: Any, shape: Shape | None = No
     return ReferenceEngine(machine)
 
 
-def workload_chunks(config: Config, registry: Any, read_ahead: bool = False):
+def workload_chunks(config: Config, registry: Any, read_ahead: bool = False, sources: list | None = None):
     """The checked chunks of the configured workload; with ``read_ahead``, read by a
-    thread ahead of the consumer when the workload yields fresh arrays."""
+    thread ahead of the consumer when the workload yields fresh arrays. What the
+    workload's factory returned is appended to ``sources`` (for its ``notes``)."""
     record = registry.get("workloads", config.workload.name)
     ctx = WorkloadContext(chunk_size=config.experiment.chunk_size, seed=config.experiment.seed,
                           vm_names=tuple(vm.name for vm in config.vms), registry=registry)
     where = workload_where(config.workload.name, config.workload.options)
     guest = resolved_format(config, "guest", registry)
     va_bits = getattr(guest, "va_bits", None)  # wider trace addresses are refused, not aliased
-    chunks = checked_chunks(record.factory(config.workload.options, ctx), where, len(config.vms), va_bits,
-                            record.fresh_chunks)
+    source = record.factory(config.workload.options, ctx)
+    if sources is not None:
+        sources.append(source)
+    chunks = checked_chunks(source, where, len(config.vms), va_bits, record.fresh_chunks)
     return prefetched(chunks) if read_ahead and record.fresh_chunks else chunks
+
+
+def workload_notes(source: Any) -> dict[str, Any]:
+    """What a workload says of the trace it read (the ``notes`` dict of the iterable its
+    factory returned: :class:`slatframe.records.WorkloadRecord`), with JSON scalar values."""
+    notes = getattr(source, "notes", None)
+    if not isinstance(notes, dict):
+        return {}
+    return {str(k): v for k, v in notes.items() if v is None or isinstance(v, (bool, int, float, str))}
 
 
 #: Dedup events counted since the statistics started (in the counters, so a warmup resets them).
@@ -219,7 +232,8 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     series: dict[str, Any] = {}
     next_run = strategy.interval if strategy is not None else None
     warmup = config.experiment.warmup or None  # where the counters start
-    chunks = workload_chunks(config, registry, read_ahead=getattr(runner, "reads_ahead", False))
+    sources: list[Any] = []
+    chunks = workload_chunks(config, registry, read_ahead=getattr(runner, "reads_ahead", False), sources=sources)
     with closing(chunks):  # a run that stops early stops the reader too
         for chunk in chunks:
             pos = 0
@@ -269,6 +283,8 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         series=series,
         warnings=warnings + input_warnings,
         inputs=inputs,
+        memory={"estimate_bytes": estimated_bytes(config, registry), "peak_rss_bytes": peak_rss_bytes()},
+        workload_notes=workload_notes(sources[0] if sources else None),
     )
     if sampling is not None:
         _notify(observers, "walks", runner.walk_trace())

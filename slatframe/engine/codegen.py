@@ -178,16 +178,25 @@ def load_kernels(registry: Any, shape: Shape | None = None) -> ModuleType:
     name = module_name(registry, shape, source)
     if name in _loaded:
         return _loaded[name]
+    module = _loaded[name] = generated_module(name, source)
+    return module
+
+
+def generated_module(name: str, text: str, bindings: dict[str, Any] | None = None) -> ModuleType:
+    """``text`` written as ``NAME.py`` in the kernel cache (atomically, unless it is there
+    already) and imported as ``name``, with ``bindings`` set in it before its code runs.
+    It is registered in ``sys.modules``: numba's cached code names its module, and
+    loading it imports that. OSError when the cache folder cannot be written."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.py"
-    if not path.exists() or path.read_text() != source:
+    if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
+        tmp.write_text(text)
         os.replace(tmp, path)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    module.__dict__.update(bindings or {})
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    _loaded[name] = module
     return module

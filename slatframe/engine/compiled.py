@@ -60,7 +60,7 @@ from ..walkcache import (ENTRY as ENTRY_POINT, GUEST, HOST, HOST_POINT, START as
                          TranslationCache)
 from ..paging import PageTableFormat
 from ..walker import FAULT_LIMIT, Fault, RootTable, Walker, stuck
-from . import kernel_slots
+from . import kernel_slots, plugin_kernels
 from .codegen import compiling, load_kernels, policy_ids, slot_ids
 from .shape import Shape, shape_of
 from .kernel_slots import SLOTS
@@ -339,7 +339,7 @@ class CompiledEngine:
         apart = slot_ids(registry, used)
         ids = {**policy_ids(registry), **apart}
         self.k = load_kernels(registry, shape)
-        self.pk = kernel_slots.tables([(f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)}",
+        self.pk = plugin_kernels.tables([(f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)}",
                                         registry.get("TLB policies", name).kernels) for name in apart])
         self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),
                                      config.tlb.tagged, self.invalidate)
@@ -374,7 +374,7 @@ class CompiledEngine:
         self.wk, self.wstate = 0, None
         if kernels is not None:
             label = f"walk {hw.walk!r}{_plugin(registry, 'walks', hw.walk)}"
-            self.wk = kernel_slots.kernel_address(kernels.walk, "walk", label)
+            self.wk = plugin_kernels.kernel_address(kernels.walk, "walk", label)
             self.wstate = lambda: plugin_array(kernels.state, machine.walker, label, "state function")
         self.names = list(FIXED_COUNTERS)
         for lv in levels:
@@ -429,7 +429,7 @@ class CompiledEngine:
                 roles = kernel_slots.CACHE_ROLES[c.point]
                 for row, (role, fn) in enumerate(zip(roles, (kernels.probe, getattr(kernels, "learn", None) or
                                                              getattr(kernels, "fill", None), kernels.invalidate))):
-                    ck[row, slot] = kernel_slots.kernel_address(fn, role, label)
+                    ck[row, slot] = plugin_kernels.kernel_address(fn, role, label)
                 wcfg[j] = (POINT_KERNELS[c.point][1], _plugin_levels(c), 0, 0, 0, slot, _serves(c), 0)
                 cstates.append(plugin_array(kernels.init, c, label, "init"))
                 states.append(np.zeros((1, 1), dtype=np.int64))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import types
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,27 @@ def fingerprint(*functions: Any) -> str:
     return digest.hexdigest()
 
 
-def _closure_digest(root: Any) -> str:
+def source_digest(*functions: Any) -> str:
+    """A hex digest of the contents of every source file that defines a function in
+    ``functions``' closures (as :func:`fingerprint` follows them) or an ``@intrinsic``
+    they read: what an ``@overload`` or ``@intrinsic`` written beside a kernel compiles
+    in, which the fingerprint itself does not follow."""
+    files: set[str] = set()
+    for fn in functions:
+        _closure_digest(fn, files)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        try:
+            content = hashlib.sha256(Path(name).read_bytes()).hexdigest()
+        except OSError:  # code made from a string: the fingerprint covers its code
+            content = "-"
+        digest.update(f"{name}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def _closure_digest(root: Any, files: set[str] | None = None) -> str:
+    """The digest of ``root`` and its closure; the source file of each function visited,
+    and of each ``@intrinsic`` read, goes into ``files`` when given."""
     digest = hashlib.sha256()
     seen: set[int] = set()
     fn0 = _python_function(root)
@@ -101,6 +122,8 @@ def _closure_digest(root: Any) -> str:
         if id(fn) in seen:
             continue
         seen.add(id(fn))
+        if files is not None:
+            files.add(fn.__code__.co_filename)
         parts: list[bytes] = [f"{fn.__module__}.{fn.__qualname__}".encode(),
                               repr(fn.__defaults__).encode(), repr(fn.__kwdefaults__).encode()]
         _code_parts(fn.__code__, parts)
@@ -121,6 +144,9 @@ def _closure_digest(root: Any) -> str:
                 if not is_library(called):
                     todo.append(called)
                 continue
+            defined = getattr(value, "_defn", None)  # an @intrinsic: numba compiles its codegen in
+            if files is not None and isinstance(defined, types.FunctionType):
+                files.add(defined.__code__.co_filename)
             frozen = _value_parts(value)
             if frozen is not None:
                 parts.append(f"{name}=".encode() + frozen)

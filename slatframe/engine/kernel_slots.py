@@ -1,10 +1,9 @@
-"""Separately compiled policy kernels, called by the compiled loop through their
-addresses.
+"""Separately compiled kernels, called by the compiled loop through their addresses.
 
-A policy whose kernels are not ``inline`` (:class:`slatframe.records.PolicyKernels`) is
-compiled apart, from the current code of its Python functions and of every function
-they call (nothing comes from numba's on-disk cache, which would not see an edited
-helper in another file), in about a second. The loop receives the machine-code
+A policy whose kernels are not ``inline`` (:class:`slatframe.records.PolicyKernels`), a
+walk plugin's kernels and walk caches' kernels are compiled apart
+(:mod:`slatframe.engine.plugin_kernels`: from their current code, or from numba's disk
+cache under a key of that code's content). The loop receives the machine-code
 addresses of the compiled kernels in ``pk``, an int64 array of one row per role (hit,
 fill, invalidate, victim) and :data:`SLOTS` columns, and calls column ``pid - inline
 policies`` with numba's own calling convention (:func:`call_update`,
@@ -13,22 +12,17 @@ installation and loaded from numba's cache for any set of plugins, and a call co
 a call of a non-inlined numba function costs. The call goes through a small function with
 LLVM's ``preserve_most`` calling convention (:func:`_thunk`), so the loop keeps its state
 in registers across the call sites in every policy dispatch: a call site the builtin
-policies never take costs them nothing.
+policies never take costs them nothing. Only what the loop compiles in lives here (the
+loop module's key holds this file's hash).
 """
 from __future__ import annotations
 
-import types as pytypes
-from typing import Any
-
-import numpy as np
 from llvmlite import binding as ll, ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.core.callconv import excinfo_t
 from numba.extending import intrinsic
 
-from ..errors import PluginError
-from .fingerprint import code_names, is_library
 
 #: Separately compiled policies one run can use (a run may use fewer).
 SLOTS = 4
@@ -197,81 +191,3 @@ def call_hfill(typingctx, address, state, j, vm, gpa, table_access, value):
         _call_address(context, builder, types.none, HFILL_ARGS, args[0], args[1:], "hfill")
         return context.get_dummy_value()
     return types.none(types.int64, *HFILL_ARGS), codegen
-
-
-def _python(fn: Any) -> pytypes.FunctionType | None:
-    fn = getattr(fn, "py_func", fn)
-    return fn if isinstance(fn, pytypes.FunctionType) else None
-
-
-def fresh(fn: Any, made: dict[int, Any] | None = None) -> Any:
-    """A new, uncached numba dispatcher of ``fn``'s current code, whose calls to other
-    plugin functions (globals, closure cells, attributes of plugin modules) go to fresh
-    dispatchers of theirs too."""
-    made = {} if made is None else made
-    py = _python(fn)
-    if py is None:
-        raise TypeError(f"{fn!r} is not a Python or numba function")
-    if id(py) in made:
-        return made[id(py)]
-    scope = dict(py.__globals__)
-    copy = pytypes.FunctionType(py.__code__, scope, py.__name__, py.__defaults__, py.__closure__)
-    copy.__kwdefaults__ = py.__kwdefaults__
-    dispatcher = njit(_nrt=False)(copy)
-    made[id(py)] = dispatcher
-    names = set(code_names(py.__code__))
-    for name in names & set(scope):
-        value = scope[name]
-        if isinstance(value, pytypes.ModuleType):
-            if not is_library(value):
-                scope[name] = _fresh_module(value, names, made)
-        elif _python(value) is not None and not is_library(value) and hasattr(value, "py_func"):
-            scope[name] = fresh(value, made)
-    return dispatcher
-
-
-def _fresh_module(module: pytypes.ModuleType, names: set[str], made: dict[int, Any]) -> pytypes.ModuleType:
-    """A stand-in for a plugin's helper module whose numba functions are fresh."""
-    stand_in = pytypes.ModuleType(module.__name__)
-    stand_in.__dict__.update(vars(module))
-    for attr in names & set(vars(module)):
-        value = getattr(module, attr)
-        if hasattr(value, "py_func") and _python(value) is not None:
-            setattr(stand_in, attr, fresh(value, made))
-        elif isinstance(value, pytypes.ModuleType) and not is_library(value):
-            setattr(stand_in, attr, _fresh_module(value, names, made))
-    return stand_in
-
-
-_compiled: dict[tuple[str, Any], tuple[int, Any]] = {}  # (role, Python function) -> (address, code)
-
-
-def kernel_address(fn: Any, role: str, label: str) -> int:
-    """The address of ``fn`` compiled for ``role``'s signature from its current code, once
-    per function object in a process (an edited plugin file is imported again: new
-    function objects). The compiled code is kept alive here. A kernel that does not
-    compile for the signature is a :class:`PluginError` naming ``label``."""
-    key = (role, _python(fn))
-    found = _compiled.get(key)
-    if found is None:
-        sig = ROLE_SIGNATURES[role]
-        try:
-            compiled = fresh(fn).get_compile_result(sig)
-        except Exception as exc:  # numba's typing and lowering errors are many classes
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PluginError(f"{label}: its {role} kernel {getattr(_python(fn), '__qualname__', fn)!r} does not "
-                              f"compile as {role}{sig.args} -> {sig.return_type}: {first}") from None
-        found = _compiled[key] = (compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), compiled)
-    return found[0]
-
-
-def tables(kernels: list[tuple[str, Any]]) -> np.ndarray:
-    """``pk`` for the separately compiled policies ``kernels`` ((label, PolicyKernels), at
-    most :data:`SLOTS`, in slot order): their kernels' addresses, 0 in unused slots."""
-    if len(kernels) > SLOTS:
-        raise ValueError(f"at most {SLOTS} separately compiled policies")
-    pk = np.zeros((len(ROLES), SLOTS), dtype=np.int64)
-    for row, role in enumerate(ROLES):
-        for slot, (label, k) in enumerate(kernels):
-            pk[row, slot] = kernel_address(getattr(k, role), role, label)
-    return pk

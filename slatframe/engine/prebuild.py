@@ -53,11 +53,24 @@ def failure_reason(log: Path, what: str, command: str) -> str:
             f"`{command}` builds it in the foreground and shows why")
 
 
-def _held(path: Path) -> bool:
-    """Whether a build holds the lock at ``path`` (a lock older than STALE_LOCK_S, left
-    by a build that died, is removed)."""
+def _alive(pid_text: str) -> bool:
+    """Whether the process whose id the lock holds still runs (True when unknown)."""
     try:
-        if time.time() - path.stat().st_mtime <= STALE_LOCK_S:
+        os.kill(int(pid_text), 0)
+    except (ValueError, OverflowError):
+        return True  # being written: the build that takes it writes its id next
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _held(path: Path) -> bool:
+    """Whether a build holds the lock at ``path``. A lock left by a build that died (its
+    process is gone, or the lock is older than STALE_LOCK_S) is removed."""
+    try:
+        if time.time() - path.stat().st_mtime <= STALE_LOCK_S and _alive(path.read_text().strip()):
             return True
         path.unlink(missing_ok=True)
     except OSError:
