@@ -428,7 +428,7 @@ class _PreviousChunker:
         self.pending = np.zeros(0, dtype=TRACE_DTYPE)
 
     def add(self, ops, vaddrs):
-        new = np.empty(len(ops), dtype=TRACE_DTYPE)
+        new = np.zeros(len(ops), dtype=TRACE_DTYPE)
         new["op"] = ops
         new["vaddr"] = vaddrs
         new["vm"] = self.vm
@@ -590,9 +590,9 @@ def where_the_time_goes(lackey, champsim, counts, rounds: int) -> list:
 
     text = lackey.read_bytes()
     lackey_buf = np.frombuffer(text, dtype=np.uint8)
-    out = np.empty(counts["lackey"] + 2, dtype=TRACE_DTYPE)
+    out = np.zeros(counts["lackey"] + 2, dtype=TRACE_DTYPE)
     words = np.frombuffer(champsim.read_bytes(), dtype="<u8").reshape(-1, 8)
-    out2 = np.empty(counts["champsim"] + 7, dtype=TRACE_DTYPE)
+    out2 = np.zeros(counts["champsim"] + 7, dtype=TRACE_DTYPE)
     steps = [
         ("lackey", f"read the file's bytes ({module._BLOCK >> 10} KiB blocks)",
          lambda: read_bytes(lackey, module._BLOCK)),

@@ -23,7 +23,8 @@ also at 4f0e90ba522f63393ed71bf82838401910d915f9); no code is copied:
   instruction (counted as ``type_is_instr`` counts them).
 
 What becomes a record (:data:`TRACE_DTYPE`, ``vm`` and ``asid`` from the options, every
-thread the same ``asid``: one process, one address space):
+thread the same ``asid``: one process, one address space; ``thread`` the index of the
+thread's file in name order):
 
 - ``type_is_instr`` types (``TRACE_TYPE_INSTR`` 10 .. ``TRACE_TYPE_INSTR_RETURN`` 16,
   ``TRACE_TYPE_INSTR_SYSENTER`` 31, ``TRACE_TYPE_INSTR_TAKEN_JUMP`` 48, ``..._UNTAKEN_JUMP`` 49):
@@ -96,6 +97,7 @@ FILTERED = 0x1 | 0x80 | 0x100  #: OFFLINE_FILE_TYPE_FILTERED | _IFILTERED | _DFI
 ARCH_32 = 0x10 | 0x20  #: OFFLINE_FILE_TYPE_ARCH_ARM32 | _ARCH_X86_32
 SCHEDULE = "cpu_schedule.bin.zip"
 SUFFIXES = (".trace.zip", ".trace.gz", ".trace")
+THREAD_LIMIT = 1 << 16  #: threads a trace may have: a record's ``thread`` is u16
 #: Entries read from a thread's file at a time (384 KiB).
 BLOCK_ENTRIES = 1 << 15
 
@@ -584,7 +586,12 @@ def _by_schedule(threads: list[_Thread], schedule: _Source) -> Interleaved:
 # -- the workload ---------------------------------------------------------------------------
 
 def open_threads(path: str | Path) -> tuple[list[_Thread], _Source | None]:
+    """The trace's threads, in the name order of their files (a record's ``thread`` is
+    its thread's index here), and its schedule file, if any."""
     sources, schedule = _find(path)
+    if len(sources) > THREAD_LIMIT:
+        raise TraceError(f"{path}: holds {len(sources)} thread files; a record's thread is a 16-bit index, so at "
+                         f"most {THREAD_LIMIT} threads are read.")
     return [_Thread(s, i) for i, s in enumerate(sources)], schedule
 
 
@@ -631,7 +638,7 @@ class DrmemtraceChunks:
                 ops, vaddrs = ops[:left], vaddrs[:left]
                 left -= len(ops)
             seen.add(i)
-            yield from out.add(ops, vaddrs)
+            yield from out.add(ops, vaddrs, i)
             if left == 0:
                 break
         self.notes["drmemtrace.threads"] = len(seen)

@@ -258,7 +258,7 @@ def sessions(o: SessionsOptions, chunk_size: int, seed: int, n_vms: int) -> Iter
             width = np.where(churn, 3, 1)
             ends = np.cumsum(width)
             out = np.zeros(1 + int(ends[-1]), dtype=TRACE_DTYPE)
-            out[0] = (o.vm, asid, CONTEXT_SWITCH, asid)
+            out[0] = (o.vm, asid, CONTEXT_SWITCH, asid, 0)
             at = 1 + ends - 1
             out["op"][at] = op
             out["vaddr"][at] = vaddr

@@ -59,14 +59,14 @@ class _Chunks:
     def __init__(self, size: int, spare: int, vm: int, asid: int) -> None:
         self.size, self.spare = size, spare
         self.vm, self.asid = int(np.uint16(vm)), int(np.uint16(asid))  # (OverflowError beyond uint16)
-        self.buf = np.empty(size + spare, dtype=TRACE_DTYPE)
+        self.buf = np.zeros(size + spare, dtype=TRACE_DTYPE)  # thread 0
         self.filled = 0  # records in ``buf``; below ``size`` between calls
         self.total = 0  # records in chunks handed out
 
     def take(self) -> np.ndarray:
         """The full chunk (``filled >= size``); the records beyond it start a new buffer."""
         chunk, over = self.buf[:self.size], self.buf[self.size:self.filled]
-        self.buf = np.empty(self.size + self.spare, dtype=TRACE_DTYPE)
+        self.buf = np.zeros(self.size + self.spare, dtype=TRACE_DTYPE)
         self.buf[:len(over)] = over
         self.filled = len(over)
         self.total += self.size
@@ -76,8 +76,8 @@ class _Chunks:
         while self.filled >= self.size:
             yield self.take()
 
-    def add(self, ops: np.ndarray, vaddrs: np.ndarray) -> Iterator[np.ndarray]:
-        """Append records given as columns; yield every full chunk."""
+    def add(self, ops: np.ndarray, vaddrs: np.ndarray, thread: int = 0) -> Iterator[np.ndarray]:
+        """Append records given as columns (of guest thread ``thread``); yield every full chunk."""
         done = 0
         while done < len(ops):
             n = min(self.size - self.filled, len(ops) - done)
@@ -86,6 +86,7 @@ class _Chunks:
             part["vaddr"] = vaddrs[done:done + n]
             part["vm"] = self.vm
             part["asid"] = self.asid
+            part["thread"] = thread
             self.filled += n
             done += n
             yield from self.full()

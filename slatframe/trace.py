@@ -1,14 +1,17 @@
 """Trace records: the chunk dtype every workload yields and the op codes.
 
 A record is one memory access or one control event of one address space (``asid``) of
-one VM (``vm``, an index into ``[[vms]]``). For control events ``vaddr`` carries the
-page concerned or, for a context switch, the new asid.
+one VM (``vm``, an index into ``[[vms]]``), issued by one of its guest threads
+(``thread``: 0 in traces that do not tell threads apart; the threads of one address
+space share it). For control events ``vaddr`` carries the page concerned or, for a
+context switch, the new asid.
 """
 from __future__ import annotations
 
 import numpy as np
 
-TRACE_DTYPE = np.dtype([("vm", np.uint16), ("asid", np.uint16), ("op", np.uint8), ("vaddr", np.uint64)])
+TRACE_DTYPE = np.dtype([("vm", np.uint16), ("asid", np.uint16), ("op", np.uint8), ("vaddr", np.uint64),
+                        ("thread", np.uint16)])
 
 # Accesses
 READ = 0
@@ -36,7 +39,7 @@ VALID_OPS = frozenset(OP_NAMES)
 PROCESS_OPS = frozenset((FORK, EXEC, EXIT, MAP_SHARED))  #: ops a SLAT scheme handles only if it says so
 
 
-def make_trace(vaddr, op=READ, vm=0, asid=0) -> np.ndarray:
+def make_trace(vaddr, op=READ, vm=0, asid=0, thread=0) -> np.ndarray:
     """Build a trace array from columns (scalars broadcast)."""
     vaddr = np.asarray(vaddr, dtype=np.uint64)
     out = np.empty(vaddr.shape[0], dtype=TRACE_DTYPE)
@@ -44,5 +47,6 @@ def make_trace(vaddr, op=READ, vm=0, asid=0) -> np.ndarray:
     out["op"] = op
     out["vm"] = vm
     out["asid"] = asid
+    out["thread"] = thread
     return out
 

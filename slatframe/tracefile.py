@@ -226,7 +226,8 @@ class Decompressed(io.RawIOBase):
                           f"{kind.name} but are neither {allowed}.")
 
 
-COLUMNS = {"vaddr": np.uint64, "op": np.uint8, "vm": np.uint16, "asid": np.uint16}
+COLUMNS = {"vaddr": np.uint64, "op": np.uint8, "vm": np.uint16, "asid": np.uint16, "thread": np.uint16}
+OMITTED_WHEN_ZERO = ("thread",)  #: columns the writers leave out when every record has 0 (the default)
 REQUIRED = ("vaddr", "op")
 
 
@@ -449,7 +450,7 @@ def _read_npz(path: str | Path, chunk_size: int, where: str) -> Iterator[np.ndar
             for name in REQUIRED:
                 if name not in infos:
                     raise TraceError(f"{where}: array {name!r} is missing; an npz trace needs "
-                                     f"'vaddr' and 'op', and may have 'vm' and 'asid'.")
+                                     f"'vaddr' and 'op', and may have 'vm', 'asid' and 'thread'.")
             members = {n: _Member(zf, infos[n], where) for n in COLUMNS if n in infos}
             length = members["vaddr"].length
             for m in members.values():
@@ -479,10 +480,14 @@ class NpzWriter:
         self.count = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = {name: tempfile.TemporaryFile(dir=self.path.parent) for name in COLUMNS}
+        self._nonzero: set[str] = set()  #: the OMITTED_WHEN_ZERO columns written, for a record not 0
 
     def append(self, chunk: np.ndarray) -> None:
         for name, fh in self._tmp.items():
-            fh.write(np.ascontiguousarray(chunk[name], dtype=COLUMNS[name]).tobytes())
+            column = np.ascontiguousarray(chunk[name], dtype=COLUMNS[name])
+            if name in OMITTED_WHEN_ZERO and column.any():
+                self._nonzero.add(name)
+            fh.write(column.tobytes())
         self.count += len(chunk)
 
     def close(self) -> None:
@@ -492,6 +497,9 @@ class NpzWriter:
         try:
             with zipfile.ZipFile(tmp, "w", compression=mode, allowZip64=True) as zf:
                 for name, fh in self._tmp.items():
+                    if name in OMITTED_WHEN_ZERO and name not in self._nonzero:
+                        fh.close()
+                        continue
                     fh.seek(0)
                     with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(COLUMNS[name])),
@@ -519,5 +527,6 @@ class NpzWriter:
 def write_npz(path: str | Path, trace: np.ndarray, compressed: bool = True) -> None:
     """Write a :data:`TRACE_DTYPE` array as an npz trace."""
     save = np.savez_compressed if compressed else np.savez
-    save(path, **{name: np.ascontiguousarray(trace[name]) for name in COLUMNS})
+    save(path, **{name: np.ascontiguousarray(trace[name]) for name in COLUMNS
+                  if name not in OMITTED_WHEN_ZERO or trace[name].any()})
 

@@ -155,7 +155,7 @@ def info(path: str | Path, fmt: str | None, registry: Any, limit: int = 1_000_00
     pages = np.zeros(0, dtype=np.uint64)
     sample: list[np.ndarray] = []
     taken = 0
-    vms, asids = set(), set()
+    vms, asids, threads = set(), set(), set()
     source, chunks = _read_trace(path, fmt, registry)
     for chunk in chunks:
         counts += np.bincount(chunk["op"], minlength=256)
@@ -164,6 +164,7 @@ def info(path: str | Path, fmt: str | None, registry: Any, limit: int = 1_000_00
         pages = np.union1d(pages, page)
         vms.update(np.unique(chunk["vm"]).tolist())
         asids.update(np.unique(chunk["asid"]).tolist())
+        threads.update(np.unique(chunk["thread"]).tolist())
         if taken < limit:
             sample.append(page[: limit - taken])
             taken += len(sample[-1])
@@ -175,6 +176,7 @@ def info(path: str | Path, fmt: str | None, registry: Any, limit: int = 1_000_00
         stats["processes.created"], stats["processes.exited"] = int(counts[FORK]), int(counts[EXIT])
     stats["vms"] = len(vms)
     stats["asids"] = len(asids)
+    stats["threads"] = len(threads)  #: distinct thread values (1 for a trace that does not tell threads apart)
     stats["pages"] = int(pages.size)
     stats["footprint"] = format_size(int(pages.size) * 4096) if pages.size else "0"
     if sample:

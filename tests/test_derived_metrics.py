@@ -37,13 +37,13 @@ def split_trace(seed: int, n: int = 4000) -> np.ndarray:
             vm = 1 - vm
         if rng.random() < 0.01:
             asid = int(rng.integers(0, 3))
-            t[i] = (vm, asid, CONTEXT_SWITCH, asid)
+            t[i] = (vm, asid, CONTEXT_SWITCH, asid, 0)
             continue
         if rng.random() < 0.4:
-            t[i] = (vm, asid, IFETCH, CODE + (int(rng.integers(0, 24)) << 12) + 4 * int(rng.integers(0, 1024)))
+            t[i] = (vm, asid, IFETCH, CODE + (int(rng.integers(0, 24)) << 12) + 4 * int(rng.integers(0, 1024)), 0)
         else:
             op = WRITE if rng.random() < 0.3 else READ
-            t[i] = (vm, asid, op, DATA + (asid << 24) + (int(rng.zipf(1.2)) % 200 << 12) + 8)
+            t[i] = (vm, asid, op, DATA + (asid << 24) + (int(rng.zipf(1.2)) % 200 << 12) + 8, 0)
     return t
 
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from slatframe.cli import main
 from slatframe.errors import TraceError
-from slatframe.trace import IFETCH, READ, WRITE
+from slatframe.trace import TRACE_DTYPE, IFETCH, READ, WRITE
 from slatframe_plugins.drmemtrace import (ENTRY_DTYPE, DrmemtraceChunks, interleave, open_threads,
                                           thread_counts)
 
@@ -70,12 +70,17 @@ def test_totals_match_dynamorios_figures():
 def test_records_add_up_to_the_thread_counts(order):
     chunks = DrmemtraceChunks(DATA, order, 50_000)
     ops = np.zeros(256, dtype=np.int64)
+    per_thread = np.zeros((THREADS, 256), dtype=np.int64)  # records by their thread field
     sizes = []
     for chunk in chunks:
         ops += np.bincount(chunk["op"], minlength=256)
+        np.add.at(per_thread, (chunk["thread"].astype(np.intp), chunk["op"].astype(np.intp)), 1)
         sizes.append(len(chunk))
         assert (chunk["asid"] == 0).all() and (chunk["vm"] == 0).all()
     c = counts()
+    # each record names its thread: the file (in name order) whose own counts it adds to
+    assert per_thread[:, IFETCH].tolist() == [t.instructions for t in c]
+    assert per_thread[:, WRITE].tolist() == [t.stores for t in c]
     assert ops[IFETCH] == sum(t.instructions for t in c) == FETCHED
     assert ops[READ] == sum(t.loads + t.prefetches for t in c) and ops[WRITE] == sum(t.stores for t in c)
     assert ops.sum() == sum(t.records for t in c)
@@ -258,7 +263,7 @@ def small_trace() -> bytes:
 def read_or_refuse(path: Path) -> None:
     try:
         for chunk in DrmemtraceChunks(path, "auto", 64):
-            assert chunk.dtype.names == ("vm", "asid", "op", "vaddr")
+            assert chunk.dtype == TRACE_DTYPE
     except TraceError as exc:
         assert "\n" not in str(exc) and str(path) in str(exc)
 

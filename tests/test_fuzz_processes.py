@@ -43,7 +43,7 @@ def process_traces(draw) -> np.ndarray:
         else:
             va = BASE + draw(st.integers(0, 40)) * 4096 + draw(st.integers(0, 4095)) + \
                 draw(st.sampled_from([0, 0, 1 << 30, 1 << 39]))
-        t[i] = (draw(st.integers(0, 1)), asid, op, va)
+        t[i] = (draw(st.integers(0, 1)), asid, op, va, 0)
     return t
 
 

@@ -192,7 +192,7 @@ def test_translations_are_consistent_and_keep_offsets():
     frame_of: dict[tuple[int, int], int] = {}
     owner: dict[int, tuple[int, int]] = {}
     for rec, pa in zip(trace.tolist(), hpa.tolist()):
-        _, asid, _, va = rec
+        _, asid, _, va, _ = rec
         assert pa & 4095 == va & 4095
         page = (asid, va >> 12)
         frame = pa >> 12
@@ -233,7 +233,7 @@ CONTROL_STEPS = [
 def control_trace(steps) -> np.ndarray:
     trace = np.zeros(len(steps), dtype=TRACE_DTYPE)
     for i, ((vm, asid, op, va), _) in enumerate(steps):
-        trace[i] = (vm, asid, op, va)
+        trace[i] = (vm, asid, op, va, 0)
     return trace
 
 

@@ -968,3 +968,24 @@ def test_validate_of_a_sweep_reads_each_distinct_workload(tmp_path, capsys, monk
     error = _exit_2_with(["validate", str(config)], capsys)
     assert len(calls) == 3  # the base config, then the two workloads of the four points
     assert error.startswith(f"slatframe: error: {config} (sweep points 3, 4): {bad}: array 'vaddr' is not a valid")
+
+
+def test_npz_keeps_the_thread_column_and_leaves_it_out_when_all_zero(tmp_path):
+    """A trace whose records name threads round-trips them through both npz writers; one
+    whose threads are all 0 gets no ``thread`` member (the files of before the field, byte
+    for byte the same arrays), and such a file reads with thread 0."""
+    from slatframe.trace import make_trace
+    from slatframe.tracefile import NpzWriter, write_npz
+
+    trace = make_trace(np.arange(1000, dtype=np.uint64) << np.uint64(12), thread=np.arange(1000) % 7)
+    plain = make_trace(np.arange(1000, dtype=np.uint64) << np.uint64(12))
+    for name, data in (("threads", trace), ("plain", plain)):
+        write_npz(tmp_path / f"{name}.npz", data)
+        with NpzWriter(tmp_path / f"{name}-streamed.npz") as writer:
+            for start in range(0, len(data), 300):
+                writer.append(data[start:start + 300])
+        for file in (f"{name}.npz", f"{name}-streamed.npz"):
+            members = set(zipfile.ZipFile(tmp_path / file).namelist())
+            assert ("thread.npy" in members) == (name == "threads")
+            back = np.concatenate(list(read_npz(tmp_path / file, 256)))
+            assert back.tobytes() == data.tobytes()

@@ -68,7 +68,7 @@ def test_hpa_matches_brute_force(slat, gsize, hsize):
     trace = random_trace(10_000, seed=11)
     machine, hpa = run(slat, gsize, hsize, trace)
     model: dict[tuple[int, int, int], int] = {}
-    for (vm, asid, op, va), pa in zip(trace.tolist(), hpa.tolist()):
+    for (vm, asid, op, va, _), pa in zip(trace.tolist(), hpa.tolist()):
         assert pa == expected_hpa(slat, machine, vm, asid, va)
         assert pa & 0xFFF == va & 0xFFF
         assert model.setdefault((vm, asid, va >> 12), pa >> 12) == pa >> 12
@@ -84,7 +84,7 @@ def test_schemes_agree_on_guest_layout():
         machine, _ = run(slat, "4K", "4K", trace)
         kernel = machine.translator.kernels[0]
         gpas[slat] = [kernel.lookup(asid, va).entry & 0xFFFFFFFFFF000
-                      for vm, asid, op, va in trace.tolist() if vm == 0]
+                      for vm, asid, op, va, _ in trace.tolist() if vm == 0]
     assert gpas["intel-ept"] == gpas["amd-npt"] == gpas["shadow"]
 
 

@@ -28,12 +28,12 @@ def scheduled_trace(seed: int, n: int = 4000, asids: int = 3) -> np.ndarray:
             vm = 1 - vm
         if rng.random() < 0.01:  # an explicit switch
             asid = int(rng.integers(0, asids))
-            t[i] = (vm, asid, CONTEXT_SWITCH, asid)
+            t[i] = (vm, asid, CONTEXT_SWITCH, asid, 0)
             continue
         if rng.random() < 0.01:  # an implicit one: an access of another address space
             asid = int(rng.integers(0, asids))
         page = int(rng.zipf(1.3)) % 64
-        t[i] = (vm, asid, WRITE if rng.random() < 0.3 else READ, BASE + (asid << 24) + page * PAGE + 8)
+        t[i] = (vm, asid, WRITE if rng.random() < 0.3 else READ, BASE + (asid << 24) + page * PAGE + 8, 0)
     return t
 
 

@@ -133,7 +133,7 @@ def first_bad_record(chunk, n_vms, va_bits):
 def test_check_chunk_agrees_with_a_record_by_record_check(records, n_vms, va_bits):
     chunk = np.zeros(len(records), dtype=TRACE_DTYPE)
     for i, (vm, op, va) in enumerate(records):
-        chunk[i] = (vm, 0, op, va)
+        chunk[i] = (vm, 0, op, va, 0)
     expected = first_bad_record(chunk, n_vms, va_bits)
     messages = {"vm": "names vm", "op": "has op", "asid": "asid", "address": "has address"}
     if expected is None:

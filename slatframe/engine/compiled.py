@@ -542,7 +542,7 @@ class CompiledEngine:
         i, resume, faults, resume_at = 0, False, 0, -1
         while True:
             if i < n and not resume:  # the loop runs records of one scope: it returns at a change of VM or asid
-                vm, asid, _, _ = chunk.item(i)
+                vm, asid, _, _, _ = chunk.item(i)
                 self._charge(counters, (vm, asid) if per_asid else vm)
             # re-read: the software side may grow or replace these
             roots = hw.guest_roots.array if isinstance(hw.guest_roots, RootTable) else self.no_guest_roots
@@ -579,7 +579,7 @@ class CompiledEngine:
             resume = False
             if status == k.DONE:
                 break
-            vm, asid, op, va = chunk.item(i)
+            vm, asid, op, va, _ = chunk.item(i)
             self._charge(counters, (vm, asid) if per_asid else vm)
             if status == k.FAULT:
                 fault = Fault(self.out.item(0), self.out.item(1))
