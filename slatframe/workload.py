@@ -48,7 +48,9 @@ def check_chunk(chunk: Any, where: str, n_vms: int | None, first_record: int,
         raise PluginError(f"{where}: yielded a {type(chunk).__name__} after record {first_record}; "
                           f"a workload yields numpy arrays of dtype {TRACE_DTYPE}.")
     if chunk.dtype != TRACE_DTYPE:
-        raise TraceError(f"{where}: yielded records of dtype {chunk.dtype}, expected {TRACE_DTYPE}.")
+        hint = ("; records gained a 'thread' field: build them with np.zeros(n, dtype=slatframe.trace.TRACE_DTYPE) "
+                "or slatframe.trace.make_trace" if chunk.dtype.names == ("vm", "asid", "op", "vaddr") else "")
+        raise TraceError(f"{where}: yielded records of dtype {chunk.dtype}, expected {TRACE_DTYPE}{hint}.")
     if chunk.ndim != 1:
         raise TraceError(f"{where}: yielded an array of shape {chunk.shape} after record {first_record}; "
                          "chunks are 1-D.")

@@ -320,6 +320,8 @@ def test_run_refuses_a_wide_address_and_names_the_file(tmp_path, capsys):
     ([[1, 2]], "yielded a list after record 0", "PluginError"),
     ([np.zeros(2, dtype=TRACE_DTYPE), "x"], "yielded a str after record 2", "PluginError"),
     ([np.zeros(2, dtype=np.uint64)], "yielded records of dtype uint64", "TraceError"),
+    ([np.zeros(2, dtype=[("vm", "u2"), ("asid", "u2"), ("op", "u1"), ("vaddr", "u8")])],
+     "records gained a 'thread' field", "TraceError"),  # a plugin written before the field
     ([np.zeros((2, 2), dtype=TRACE_DTYPE)], "yielded an array of shape (2, 2)", "TraceError"),
 ])
 def test_bad_workload_plugins_are_one_sentence(registry, result, needle, error):
