@@ -528,3 +528,23 @@ def test_equal_type_keys_mean_equal_numba_types(a, b):
             assert typeof(a) == typeof(b)
         except ValueError:  # an int numba cannot type at all (beyond 64 bits): the same value twice
             assert a == b
+
+
+def test_kernels_compiled_without_the_disk_cache_say_so(tmp_path, monkeypatch):
+    """When the disk cache of kernels cannot be used (here: as if its folder could not be
+    written), the kernels are compiled directly, the counters are the reference tier's, and
+    the result's engine reason names each kernel so compiled and why."""
+    from slatframe.engine import plugin_kernels
+
+    plugin = tmp_path / "lfu_policy_compiled.py"
+    plugin.write_bytes((EXAMPLES / "plugins" / "lfu_policy_compiled.py").read_bytes())
+    level = {"name": "l1", "sets": 4, "ways": 4, "policy": "lfu"}
+    config, reg = build(tiny_config(experiment={"name": "lfu", "plugins": [str(plugin)]}, tlb={"levels": [level]}))
+    monkeypatch.setattr(plugin_kernels, "_cached_compile", lambda fn, role: None)
+    compiled = run_experiment(config, reg, engine="compiled")
+    assert compiled.metrics == run_experiment(config, reg, engine="reference").metrics
+    assert "compiled apart without the disk cache" in compiled.engine_reason
+    for role in ("hit", "fill", "invalidate", "victim"):
+        assert f"{role} kernel (the kernel cache folder cannot be written)" in compiled.engine_reason
+    again = run_experiment(config, reg, engine="compiled")  # compiled once per process: nothing new to say
+    assert "disk cache" not in again.engine_reason

@@ -21,7 +21,7 @@ from ..walk_record import requested_sampling
 from ..walker import Walker
 from ..workload import WorkloadContext, checked_chunks, workload_where
 from .compiled import CompiledEngine, compiled_refusals
-from . import codegen
+from . import codegen, plugin_kernels
 from .reference import ReferenceEngine
 from .shape import Shape, shape_of
 
@@ -211,7 +211,9 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     reason += loop_reason
     hashing = InputHashes(config, registry)  # the input files' sha256, in a thread while the run reads them
     compiling = time.perf_counter()  # the compiled tier compiles plugin kernels as it is made
+    plugin_kernels.uncached.clear()
     runner = make_engine(tier, machine, registry, shape)
+    reason += plugin_kernels.uncached_note()
     load_engine = getattr(runner, "warm_up", None)  # compile the loop, or load it from the cache
     if load_engine is not None:
         load_engine()

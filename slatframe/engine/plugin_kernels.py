@@ -103,6 +103,20 @@ def _cached_compile(fn: Any, role: str) -> Any:
         return module.kernel.get_compile_result(ROLE_SIGNATURES[role])
 
 
+#: Kernels compiled apart without the disk cache since :func:`uncached_note` last ran: why.
+uncached: list[str] = []
+
+
+def uncached_note() -> str:
+    """What a result's engine reason adds when kernels were compiled without the disk cache
+    (the run is the same; a later process compiles them again), and forget them."""
+    if not uncached:
+        return ""
+    note = f"; compiled apart without the disk cache, so every process compiles them again: {'; '.join(uncached)}"
+    uncached.clear()
+    return note
+
+
 def kernel_address(fn: Any, role: str, label: str) -> int:
     """The address of ``fn`` compiled for ``role``'s signature from its current code, once
     per function object in a process (an edited plugin file is imported again: new
@@ -113,15 +127,18 @@ def kernel_address(fn: Any, role: str, label: str) -> int:
     found = _compiled.get(key)
     if found is None:
         sig = ROLE_SIGNATURES[role]
-        compiled = None
+        compiled, why = None, "it is not a Python function"
         if _python(fn) is not None:
             try:
                 compiled = _cached_compile(fn, role)
-            except Exception:  # compiled again below, directly: that gives the kernel's own error
-                compiled = None
+                why = "the kernel cache folder cannot be written"
+            except Exception as exc:  # compiled again below, directly: that gives the kernel's own error
+                text = str(exc).strip()
+                why = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
         try:
             if compiled is None:
                 compiled = fresh(fn).get_compile_result(sig)
+                uncached.append(f"{label}'s {role} kernel ({why})")
         except Exception as exc:  # numba's typing and lowering errors are many classes
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PluginError(f"{label}: its {role} kernel {getattr(_python(fn), '__qualname__', fn)!r} does not "
