@@ -182,6 +182,7 @@ def _sweep_warnings(rows: list) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .footprint import estimate_line
     from .workload import read_first_records
 
     config, registry = load_base(args.config, args.overrides)
@@ -205,6 +206,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.config}: valid ({config.machine.slat.name}, {len(config.tlb.levels)} TLB level(s), "
           f"{len(config.vms)} VM(s), workload {config.workload.name}, its first {records:,} record(s) read and "
           f"checked){note}.")
+    if not note:  # a sweep's points have their own estimates, each checked against the limit as it was planned
+        print(estimate_line(config, registry))
     return 0
 
 

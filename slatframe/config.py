@@ -207,7 +207,10 @@ refuse a bad input with one sentence (`slatframe: error: FILE: KEY.PATH = VALUE 
 allowed: ...`, exit status 2) naming the key path and what is allowed; whatever `run`
 would refuse, `validate` refuses too (it also reads the workload's first 4,096 records,
 through the workload and the checks a run uses, so a damaged trace file or a bad first
-record is refused there with the run's sentence: docs/trace-format.md). Refused:
+record is refused there with the run's sentence: docs/trace-format.md). A valid config's
+`validate` also prints the memory estimate its run is checked against (for a sweep, each
+point is checked as it is planned); the result records it beside the run's peak resident
+set (`memory`). Refused:
 
 - a config file that does not exist, is a folder, is not UTF-8 text or not TOML;
 - a key that is not known here, a required key that is missing, a value of the wrong

@@ -207,6 +207,15 @@ def estimated_bytes(config: Any, registry: Any) -> int:
     return BASELINE_BYTES + sum(item.nbytes for item in items)
 
 
+def estimate_line(config: Any, registry: Any) -> str:
+    """What ``slatframe validate`` says of a config's memory before any run: the estimate
+    and the limit it is checked against."""
+    limit = memory_limit()
+    against = f"; the run may use {human(limit[0])}, {limit[1]}" if limit else ""
+    return (f"memory: about {human(estimated_bytes(config, registry))} estimated for the run (an upper bound of "
+            f"the order of magnitude; the result records its peak resident set){against}.")
+
+
 def peak_rss_bytes() -> int | None:
     """This process's peak resident set since it started its program: ``VmHWM`` of
     /proc/self/status (ru_maxrss would include the image of a parent that forked it

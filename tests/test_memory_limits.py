@@ -181,3 +181,20 @@ def test_a_result_reports_its_peak_resident_set_and_the_estimate_bounds_it(tmp_p
     memory = json.loads(done.stdout.strip().splitlines()[-1])
     assert 50 << 20 < memory["now"] <= memory["peak_rss_bytes"] + (4 << 20)  # the statm read comes a moment later
     assert memory["peak_rss_bytes"] < memory["estimate_bytes"] == memory["again"]
+
+
+def test_validate_says_the_estimate_the_run_records(capsys):
+    """What validate prints before any run is the estimate the result records after it."""
+    import slatframe
+    from slatframe.cli import main
+    from slatframe.footprint import human
+
+    overrides = ["workload.accesses=3000", "experiment.engine='reference'"]
+    args = ["validate", str(ROOT / "examples" / "quickstart.toml")]
+    for text in overrides:
+        args += ["--set", text]
+    assert main(args) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    result = slatframe.run(ROOT / "examples" / "quickstart.toml",
+                           set={"workload.accesses": 3000, "experiment.engine": "reference"})
+    assert line.startswith(f"memory: about {human(result.memory['estimate_bytes'])} estimated for the run")

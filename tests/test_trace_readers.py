@@ -910,8 +910,10 @@ def test_validate_reads_the_first_records(tmp_path, capsys, monkeypatch):
     lackey.write_bytes(LACKEY)
     config = _config(tmp_path, source="lackey", path=str(lackey))
     assert main(["validate", str(config)]) == 0
-    assert capsys.readouterr().out == (f"{config}: valid (native, 1 TLB level(s), 1 VM(s), workload lackey, its first "
-                                       "6 record(s) read and checked).\n")
+    first, memory = capsys.readouterr().out.splitlines()
+    assert first == (f"{config}: valid (native, 1 TLB level(s), 1 VM(s), workload lackey, its first "
+                     "6 record(s) read and checked).")
+    assert memory.startswith("memory: about ") and "estimated for the run" in memory
     lackey.write_bytes(LACKEY + b" L 12,8\n X 12,8\n")
     assert _exit_2_with(["validate", str(config)], capsys) == _run_error(config, capsys)
     ops = np.zeros(5000, np.uint8)
