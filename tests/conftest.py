@@ -14,6 +14,10 @@ os.environ["SLATFRAME_FIRST_RUN"] = "compiled"
 # Every call of the compiled loop through its entry point checks that its argument types
 # are the ones the dispatcher typed at the first call (slatframe.engine.compiled).
 os.environ["SLATFRAME_CHECK_ENTRY"] = "1"
+# No test run starts a detached build of a loop (a long generic run would, for its shape):
+# it would hold the shared build lock that the build-command tests take, and compile for
+# minutes beside the suite. The tests of background builds set it back.
+os.environ["SLATFRAME_BACKGROUND_BUILD"] = "0"
 
 from slatframe.registry import Registry
 
@@ -22,6 +26,21 @@ from slatframe.registry import Registry
 def registry() -> Registry:
     """The registry of installed plugins (builtins through their entry points)."""
     return Registry()
+
+
+@pytest.fixture
+def serial_builds(tmp_path_factory):
+    """Hold, for the test, an exclusive lock that every test process of this pytest run
+    shares: tests that run the build command or take its lock (prebuild.lock in the
+    shared kernel cache, which a second build refuses) take it, so two of them never run
+    at once on different workers. It blocks until the other test is done: no timer."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if root.name.startswith("popen-gw") else root  # xdist: one folder per worker
+    with open(shared / "serial-builds.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 TESTS = Path(__file__).resolve().parent

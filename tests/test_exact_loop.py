@@ -90,7 +90,7 @@ def test_auto_takes_the_exact_loop_once_it_is_compiled():
     assert "this TLB config" not in run_experiment(other, reg, engine="compiled").engine_reason
 
 
-def test_the_build_command_takes_a_config_files_tlb(tmp_path):
+def test_the_build_command_takes_a_config_files_tlb(tmp_path, serial_builds):
     """prebuild --exact-of: the exact loop of a config file with an outside plugin policy
     (compiled by the tests above, or found in the cache), named as a run names it."""
     text = (f'[experiment]\nname = "x"\nplugins = ["{LFU}"]\n[machine]\nslat = "native"\nhost_memory = "4G"\n'
@@ -106,7 +106,7 @@ def test_the_build_command_takes_a_config_files_tlb(tmp_path):
     assert codegen.engine_cached(reg, EXACT)
 
 
-def test_the_build_command_refuses_a_policy_without_kernels_in_one_sentence(tmp_path):
+def test_the_build_command_refuses_a_policy_without_kernels_in_one_sentence(tmp_path, serial_builds):
     """An exact loop compiles its levels' policy numbers in: a policy with no compiled
     kernels (the reference-only LFU example) is refused before anything is built (it ended
     in a KeyError traceback)."""

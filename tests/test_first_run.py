@@ -62,6 +62,7 @@ def test_engine_cached_looks_for_the_compiled_loop(registry, tmp_path, monkeypat
 
 def test_one_build_at_a_time(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SLATFRAME_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SLATFRAME_BACKGROUND_BUILD", "1")  # the suite's default is 0 (conftest.py)
     held = prebuild._lock()
     assert held is not None and prebuild._lock() is None
     assert prebuild.start_background_build((), "m") is False  # a build is running
@@ -87,6 +88,7 @@ def test_a_failed_background_build_leaves_its_output_and_later_runs_say_so(tmp_p
     while no build runs makes the next first run say the build failed, name the file, and
     start no other."""
     monkeypatch.setenv("SLATFRAME_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SLATFRAME_BACKGROUND_BUILD", "1")
     children = []
     real_popen = prebuild.subprocess.Popen
     monkeypatch.setattr(prebuild.subprocess, "Popen", lambda *a, **k: children.append(real_popen(*a, **k)))
@@ -123,7 +125,7 @@ def test_a_failed_background_build_leaves_its_output_and_later_runs_say_so(tmp_p
     assert len(children) == 1
 
 
-def test_the_build_command_refuses_a_missing_plugin_file_in_one_sentence(tmp_path, capsys):
+def test_the_build_command_refuses_a_missing_plugin_file_in_one_sentence(tmp_path, capsys, serial_builds):
     with pytest.raises(SystemExit) as exit_:
         prebuild.main([str(tmp_path / "gone.py")])
     assert exit_.value.code == 2
@@ -132,7 +134,7 @@ def test_the_build_command_refuses_a_missing_plugin_file_in_one_sentence(tmp_pat
         f"'{tmp_path / 'gone.py'}', which does not exist (looked in {tmp_path}).")
 
 
-def test_a_build_that_succeeds_removes_the_failed_builds_log(registry, tmp_path):
+def test_a_build_that_succeeds_removes_the_failed_builds_log(registry, tmp_path, serial_builds):
     """The build command (in the foreground, or a background build given its log) removes
     what a failed build of the same module left."""
     log = prebuild.build_log(codegen.module_name(registry))
@@ -146,7 +148,7 @@ def test_a_build_that_succeeds_removes_the_failed_builds_log(registry, tmp_path)
         log.unlink(missing_ok=True)
 
 
-def test_the_build_command_compiles_or_finds_the_engine(registry):
+def test_the_build_command_compiles_or_finds_the_engine(registry, serial_builds):
     proc = subprocess.run([sys.executable, "-m", "slatframe.engine.prebuild"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "compiled, or found in numba's cache: the generic loop\n"
@@ -199,7 +201,7 @@ def test_a_long_auto_run_of_the_generic_loop_builds_its_shape(shape_not_compiled
     assert shape_not_compiled == []
 
 
-def test_shape_text_round_trips_and_bad_shapes_are_refused():
+def test_shape_text_round_trips_and_bad_shapes_are_refused(serial_builds):
     for shape in (Shape(((12,),)), Shape(((12,), (12, 21))), Shape(((12, 21, 30), (12,), (21,)))):
         assert prebuild.parse_shape(prebuild.shape_text(shape)) == shape
     for bad in ("", "12/", "x", "12,12", "21,12", "11", "12,13,14,15,16", "12//21", "12;21"):
@@ -221,7 +223,7 @@ def test_any_shape_text_is_a_shape_or_one_sentence(text):
         assert prebuild.parse_shape(prebuild.shape_text(shape)) == shape
 
 
-def test_the_build_command_compiles_a_shape_that_a_real_config_then_loads(registry):
+def test_the_build_command_compiles_a_shape_that_a_real_config_then_loads(registry, serial_builds):
     """The build compiles the shaped loop on a tiny native config with another TLB; a fresh
     process running an EPT config with walk caches and two VMs of that shape then loads it
     from numba's cache, compiling nothing (the loop's argument types do not depend on the
@@ -247,7 +249,7 @@ def test_the_build_command_compiles_a_shape_that_a_real_config_then_loads(regist
     assert loaded.stdout.split() == ["1", "0"]
 
 
-def test_the_build_command_takes_a_config_files_shape(registry, tmp_path):
+def test_the_build_command_takes_a_config_files_shape(registry, tmp_path, serial_builds):
     """--shape-of: the shape of a config file (here tests/test_shaped_loop.py's, compiled by
     the test above or loaded from the cache), and one sentence for a config without one."""
     from test_shaped_loop import SHAPE
