@@ -294,6 +294,14 @@ def _entry_blocks(source: _Source) -> Iterator[tuple[str, int, np.ndarray]]:
         yield from _zip_entry_blocks(fh, source.where)
 
 
+def _open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, member: str) -> BinaryIO:
+    """A zip member opened for reading; one sentence naming ``member`` when it cannot be."""
+    try:
+        return zf.open(info)
+    except _ZIP_DAMAGE as exc:
+        raise TraceError(f"{member}: cannot be read: {exc}.") from None
+
+
 def _zip_entry_blocks(fh: BinaryIO, where: str) -> Iterator[tuple[str, int, np.ndarray]]:
     try:
         zf = zipfile.ZipFile(fh)
@@ -313,11 +321,7 @@ def _zip_entry_blocks(fh: BinaryIO, where: str) -> Iterator[tuple[str, int, np.n
         first = 0
         for _, info in chunks:
             member = f"{where}: member {info.filename}"
-            try:
-                stream = zf.open(info)
-            except _ZIP_DAMAGE as exc:
-                raise TraceError(f"{member}: cannot be read: {exc}.") from None
-            with stream:
+            with _open_member(zf, info, member) as stream:
                 for block in _fixed_records(stream, member, "entry", ENTRY_DTYPE, first, BLOCK_ENTRIES):
                     yield member, first, block
                     first += len(block)
@@ -515,11 +519,7 @@ def read_schedule(source: _Source) -> np.ndarray:
         with zf:
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
                 member = f"{source.where}: member {info.filename}"
-                try:
-                    stream = zf.open(info)
-                except _ZIP_DAMAGE as exc:
-                    raise TraceError(f"{member}: cannot be read: {exc}.") from None
-                with stream:
+                with _open_member(zf, info, member) as stream:
                     parts.extend(_fixed_records(stream, member, "schedule entry", SCHEDULE_DTYPE, 0, 1 << 16))
     if not parts:
         raise TraceError(f"{source.where}: holds no schedule entries.")

@@ -19,7 +19,7 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -74,7 +74,21 @@ def open_trace(path: str | Path) -> BinaryIO:
     return fh
 
 
-class _XzStream:
+class _Decoder:
+    """What a stream decoder (``self._d``, an lzma or zlib decompressor) says when done."""
+
+    _d: Any
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def rest(self) -> bytes:
+        return self._d.unused_data
+
+
+class _XzStream(_Decoder):
     """The decoder of one xz stream (its integrity check verified)."""
 
     name, magic = "xz stream", XZ_MAGIC
@@ -90,16 +104,8 @@ class _XzStream:
     def wants_input(self) -> bool:
         return self._d.needs_input
 
-    @property
-    def eof(self) -> bool:
-        return self._d.eof
 
-    @property
-    def rest(self) -> bytes:
-        return self._d.unused_data
-
-
-class _GzipMember:
+class _GzipMember(_Decoder):
     """The decoder of one gzip member (zlib checks its header, CRC-32 and length)."""
 
     name, magic = "gzip member", GZIP_MAGIC
@@ -117,14 +123,6 @@ class _GzipMember:
     @property
     def wants_input(self) -> bool:
         return not self._tail
-
-    @property
-    def eof(self) -> bool:
-        return self._d.eof
-
-    @property
-    def rest(self) -> bytes:
-        return self._d.unused_data
 
 
 #: Compressed bytes read at a time.
