@@ -1,6 +1,7 @@
 """Synthetic workloads, seeded, each stated in one sentence.
 
-``synthetic`` (one address space, records round-robin over the configured VMs):
+``synthetic`` (one address space, records round-robin over the configured VMs, and each
+VM's round-robin over ``threads`` threads of the process):
 
 - ``uniform``: every page of the footprint equally likely.
 - ``zipf``: the page of rank r with probability proportional to 1 / r**zipf_exponent,
@@ -80,6 +81,8 @@ class SyntheticOptions:
     stride: int = option(64, "bytes between consecutive sequential accesses; the stream wraps around at footprint", size=True, min=1)
     write_fraction: float = option(0.0, "probability that an access is a write", min=0.0, max=1.0)
     base: int = option(1 << 32, "first virtual address of the footprint", min=0)
+    threads: int = option(1, "threads of the one process: each VM's records go to them in turn (its record j to "
+                             "thread j mod threads), so thread t runs on vCPU t mod vms[].vcpus", min=1, max=65536)
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
         extent_key = "page" if self.page > self.footprint else "footprint"
@@ -153,6 +156,7 @@ def generate(o: SyntheticOptions, chunk_size: int, seed: int, n_vms: int) -> Ite
         else:
             chunk["op"] = np.where(write_rng.random(n) < o.write_fraction, WRITE, READ)
         chunk["vm"] = (index % n_vms).astype(np.uint16)
+        chunk["thread"] = (index // n_vms % o.threads).astype(np.uint16)
         yield chunk
 
 

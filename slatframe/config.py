@@ -26,6 +26,7 @@ PAGE_4K = 1 << 12
 
 
 MAX_VMS = 1 << 16  #: trace records' VM index is a uint16
+MAX_CORES = 1 << 10  #: cores of a machine, and vCPUs of a VM
 PHYS_LIMIT = 1 << 52  #: physical addresses of the formats' entries: 52 bits
 
 
@@ -84,6 +85,11 @@ class MachineConfig:
         "ignored by schemes without one, so one config can sweep machine.slat)",
         plugin="page-table formats")
     host_memory: int = option(64 << 30, "host physical memory", size=True, min=PAGE_4K, max=PHYS_LIMIT)
+    cores: int = option(1, "physical cores; each has its own TLB levels (but those with shared = true) and walk "
+                           "caches, and runs the vCPUs the scheduler places on it (docs/architecture.md, "
+                           "\"Cores and vCPUs\")", min=1, max=MAX_CORES)
+    scheduler: PluginChoice = option("pinned", "how vCPUs are placed on cores, record by record",
+                                     plugin="schedulers")
 
 
 @attrs.frozen
@@ -99,6 +105,7 @@ class TlbLevelConfig:
     latency: int = option(1, "cycles of a lookup in this level, used by cost models", min=0, max=1 << 32)
     side: str = option("unified", "accesses this level serves: data (read, write), instruction "
                        "(ifetch) or both", choices=("data", "instruction", "unified"))
+    shared: bool = option(False, "one array for all cores (machine.cores) instead of one per core")
 
     @property
     def entries(self) -> int:
@@ -155,6 +162,8 @@ class VmConfig:
                                      "zero-filled); the guest kernel allocates above it, so vms[].memory must "
                                      "be larger; contents are read only when a dedup strategy runs", path=True)
     content: ContentConfig = option(ContentConfig(), "synthetic content model (when there is no image)")
+    vcpus: int = option(1, "virtual CPUs; guest thread t of the VM runs on its vCPU t mod vcpus, and the "
+                           "scheduler (machine.scheduler) places vCPUs on cores", min=1, max=MAX_CORES)
 
 
 @attrs.frozen(kw_only=True)
@@ -504,7 +513,8 @@ def config_facts(config: Config, registry: Any) -> ConfigFacts:
     scheme = registry.get("SLAT schemes", config.machine.slat.name)
     return ConfigFacts(vms=len(config.vms), guest_format=resolved_format(config, "guest", registry),
                        host_format=resolved_format(config, "host", registry),
-                       exit_reasons=_exit_reasons(scheme, registry))
+                       exit_reasons=_exit_reasons(scheme, registry), cores=config.machine.cores,
+                       vcpus=tuple(vm.vcpus for vm in config.vms))
 
 
 def check_plugin_options(path: str, choice: PluginChoice, facts: ConfigFacts, ctx: BuildContext) -> None:
@@ -533,7 +543,8 @@ def _exit_reasons(scheme: Any, registry: Any) -> frozenset[str] | None:
 
 def _plugin_choices(config: Config) -> list[tuple[str, PluginChoice]]:
     """Every resolved plugin reference of ``config`` with its key path."""
-    out = [("machine.slat", config.machine.slat), ("workload", config.workload), ("cost", config.cost)]
+    out = [("machine.slat", config.machine.slat), ("machine.scheduler", config.machine.scheduler),
+           ("workload", config.workload), ("cost", config.cost)]
     out += [(f"walk_caches[{i}]", c) for i, c in enumerate(config.walk_caches)]
     if config.dedup is not None:
         out.append(("dedup", config.dedup))

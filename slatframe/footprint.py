@@ -116,6 +116,11 @@ def estimate(config: Any, registry: Any, guest_fmt: Any, host_fmt: Any) -> list[
         if isinstance(sets, int) and isinstance(ways, int):
             caches.append((f"walk_caches[{i}]", sets, ways or 32))  # psc: 0 is ChampSim's size, at most 32
     items += _arrays(caches, compiled)
+    cores = config.machine.cores
+    if cores > 1:  # each core has its own arrays, but the TLB levels that say shared
+        private = [not lv.shared for lv in config.tlb.levels] + [True] * len(caches)
+        items = [attrs.evolve(item, shown=f"{item.shown} x {cores} cores", nbytes=item.nbytes * cores) if own else item
+                 for item, own in zip(items, private)]
     record = registry.get("cost models", config.cost.name)
     spec = record.data_caches(config.cost.options) if record.data_caches is not None else None
     for level in (spec.levels if spec is not None else ()):

@@ -27,6 +27,7 @@ from .records import (
     DedupStrategyRecord,
     PageTableFormatRecord,
     RunObserverRecord,
+    SchedulerRecord,
     SlatSchemeRecord,
     TlbPolicyRecord,
     WalkCacheRecord,
@@ -115,6 +116,16 @@ def slatframe_cost_models() -> Iterable[CostModelRecord]:
 def slatframe_workloads() -> Iterable[WorkloadRecord]:
     """Return the workloads (trace readers and generators) this plugin provides
     (``workload.source``)."""
+
+
+@hookspec
+def slatframe_schedulers() -> Iterable[SchedulerRecord]:
+    """Return the schedulers this plugin provides (``machine.scheduler``).
+
+    A scheduler places each record's vCPU on a core; it may reorder records (time
+    slices). It runs in Python on whole chunks, before the engine: a plugin scheduler
+    runs under both engine tiers.
+    """
 
 
 @hookspec

@@ -98,12 +98,13 @@ def toml_text(value: Any) -> str:
 
 def split_vm_metrics(metrics: Mapping[str, Any], vm_names: Iterable[str]
                      ) -> tuple[dict[str, Any], dict[tuple[str | None, str], dict[str, Any]]]:
-    """The metrics without per-VM keys, and (VM, asid or "") -> that scope's metrics from
-    ``vm.<vm>.<metric>`` and ``vm.<vm>.asid.<n>.<metric>`` (VM names may hold dots); with
-    these, ``between_records.<metric>`` is the scope (None, "")
-    (:func:`slatframe.scope_metrics.split_scopes`)."""
+    """The metrics without scoped keys, and (VM, sub-scope or "") -> that scope's metrics
+    from ``vm.<vm>.<metric>``, ``vm.<vm>.asid.<n>.<metric>`` and ``vm.<vm>.vcpu.<k>.<metric>``
+    (VM names may hold dots; the sub-scope is ``asid.<n>`` or ``vcpu.<k>``), and
+    (None, ``core.<n>``) from ``core.<n>.<metric>``; with these, ``between_records.<metric>``
+    is the scope (None, "") (:func:`slatframe.scope_metrics.split_scopes`)."""
     main, scopes = split_scopes(metrics, list(vm_names))
-    scoped = {(vm, asid or ""): values for (vm, asid), values in scopes.items() if vm is not None}
+    scoped = {(vm, sub or ""): values for (vm, sub), values in scopes.items() if (vm, sub) != (None, None)}
     between = scopes.get((None, None))
     if between is not None:
         if scoped:
@@ -152,19 +153,31 @@ def _metric_table(metrics: Mapping[str, Any]) -> str:
     return f'<table class="metrics" data-table="metrics"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
 
 
+def _scope_order(scope: tuple[str | None, str]) -> tuple:
+    vm, sub = scope
+    kind, _, n = sub.partition(".")
+    return (vm is None, kind != "core", vm or "", kind, int(n or 0))
+
+
 def _vm_table(scoped: Mapping[tuple[str | None, str], Mapping[str, Any]]) -> str:
+    """One row per core, per VM, per vCPU and per address space, and for work between records."""
     columns = sorted({m for values in scoped.values() for m in values})
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = []
-    for (vm, asid), values in sorted(scoped.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or "",
-                                                                     kv[0][1] != "", int(kv[0][1] or 0))):
+    for (vm, sub), values in sorted(scoped.items(), key=lambda kv: _scope_order(kv[0])):
         cells = "".join(f'<td class="num" data-metric="{esc(c)}" data-value="{number(values[c])}">'
                         f"{esc(_fmt(values[c]))}</td>" if c in values else "<td>-</td>" for c in columns)
-        scope = f'data-vm="{esc(vm)}" data-asid="{esc(asid)}"' if vm is not None else 'data-scope="between_records"'
-        body.append(f"<tr {scope}><td>{esc(vm if vm is not None else '(between records)')}</td>"
-                    f"<td>{esc(asid or ('all' if vm is not None else '-'))}</td>{cells}</tr>")
-    return (f'<div class="scroll"><table class="per-vm" data-table="per-vm"><tr><th>VM</th><th>asid</th>{head}'
-            f"</tr>{''.join(body)}</table></div>")
+        kind, _, n = sub.partition(".")
+        if vm is None:
+            scope = f'data-core="{esc(n)}"' if kind == "core" else 'data-scope="between_records"'
+            label = (f"core {n}", "all") if kind == "core" else ("(between records)", "-")
+        else:
+            scope = f'data-vm="{esc(vm)}" ' + (f'data-vcpu="{esc(n)}"' if kind == "vcpu" else
+                                               f'data-asid="{esc(n)}"')
+            label = (vm, f"vCPU {n}" if kind == "vcpu" else f"asid {n}" if kind == "asid" else "all")
+        body.append(f"<tr {scope}><td>{esc(label[0])}</td><td>{esc(label[1])}</td>{cells}</tr>")
+    return (f'<div class="scroll"><table class="per-vm" data-table="per-vm"><tr><th>core or VM</th><th>scope</th>'
+            f"{head}</tr>{''.join(body)}</table></div>")
 
 
 def _config_table(config: Any) -> str:
@@ -237,8 +250,9 @@ def result_sections(result: Mapping[str, Any], h: int = 2) -> str:
              f"<h{h}>Metrics</h{h}>", _metric_table(metrics)]
     if scoped:
         between = "; work between trace records (dedup wake-ups) is a row of its own" if (None, "") in scoped else ""
-        parts += [f"<h{h}>Per-VM metrics</h{h}>", f"<p>One row per VM (asid <em>all</em>) and per address space"
-                  f"{between}.</p>", _vm_table(scoped)]
+        cores = "core, per " if any(vm is None and sub for vm, sub in scoped) else ""
+        parts += [f"<h{h}>Per-VM metrics</h{h}>", f"<p>One row per {cores}VM (scope <em>all</em>), per vCPU and "
+                  f"per address space{between}.</p>", _vm_table(scoped)]
     parts += [f"<h{h}>Config</h{h}>", f"<details><summary>resolved config ({len(config_paths(config))} keys)"
               f"</summary>{_config_table(config)}</details>"]
     return "".join(parts)

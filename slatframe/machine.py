@@ -54,6 +54,7 @@ class MachineContext:
     registry: Any = None
     store: ContentStore | None = None
     contents: tuple[VmContents, ...] = ()  #: initial page contents of each VM (for backings)
+    core: int = 0  #: the core whose structures a walk cache's factory builds (machine.cores)
 
     def make_policy(self, choice: Any, sets: int, ways: int, structure: str) -> Any:
         """Build the TLB-policy object ``choice`` (a resolved plugin reference) for the
@@ -63,13 +64,26 @@ class MachineContext:
 
     def structure_rng(self, structure: str) -> np.random.Generator:
         """A generator that depends only on the run's seed and the structure's name, so
-        every engine tier and every construction order draws the same numbers."""
-        return np.random.default_rng([self.config.experiment.seed, zlib.crc32(structure.encode())])
+        every engine tier and every construction order draws the same numbers (and, on
+        a machine of several cores, on its core)."""
+        key = [self.config.experiment.seed, zlib.crc32(structure.encode())]
+        return np.random.default_rng(key + [self.core] if self.core else key)
+
+
+@attrs.define
+class Core:
+    """One core's translation hardware: its TLB hierarchy (whose ``shared`` levels are
+    the same objects on every core), its walk caches and its walker."""
+
+    tlb: TlbHierarchy
+    walk_caches: list[Any]
+    walker: Any
 
 
 @attrs.define
 class Machine:
-    """A built machine: the scheme's translator, the walker, the TLBs and walk caches."""
+    """A built machine: the scheme's translator, the walker, the TLBs and walk caches
+    (``tlb``, ``walk_caches`` and ``walker`` are core 0's; ``cores`` has every core's)."""
 
     context: MachineContext
     translator: Any
@@ -79,12 +93,15 @@ class Machine:
     data_caches: DataCaches | None = None  #: what walk references go through, if the cost model asks
     dedup: Any = None  #: the dedup strategy object, if the config names one
     dedup_host: DedupHost | None = None
+    cores: list[Core] = attrs.Factory(list)
 
-    def translate(self, vm: int, asid: int, va: int, op: int) -> Translation:
-        """Walk until a translation comes back, letting the scheme's software handle faults."""
+    def translate(self, vm: int, asid: int, va: int, op: int, core: int = 0) -> Translation:
+        """Walk on ``core`` until a translation comes back, letting the scheme's software
+        handle faults."""
         faults = 0
+        walker = self.cores[core].walker if self.cores else self.walker
         while True:
-            result = self.walker.walk(vm, asid, va, op)
+            result = walker.walk(vm, asid, va, op)
             if not isinstance(result, Fault):
                 return result
             faults += 1
@@ -94,9 +111,18 @@ class Machine:
                 self.invalidate(inv)
 
     def invalidate(self, inv: Invalidation) -> None:
-        """Carry out an invalidation in the TLBs and the walk caches."""
-        self.tlb.invalidate(*inv)
-        for cache in self.walk_caches:
+        """Carry out an invalidation in the TLBs and the walk caches of every core (a
+        mapping changed: no core may keep it)."""
+        for core in range(max(len(self.cores), 1)):
+            self.flush_core(inv, core)
+
+    def flush_core(self, inv: Invalidation, core: int) -> None:
+        """Carry out an invalidation in one core's TLBs and walk caches (a VM or context
+        switch on it)."""
+        tlb, caches = (self.cores[core].tlb, self.cores[core].walk_caches) if self.cores else (self.tlb,
+                                                                                                self.walk_caches)
+        tlb.invalidate(*inv)
+        for cache in caches:
             cache.invalidate(inv.scope, inv.vm, inv.asid)
 
 
@@ -133,15 +159,25 @@ def build_machine(config: Config, registry: Any, counters: Counters | None = Non
     )
     scheme = registry.get("SLAT schemes", config.machine.slat.name)
     translator = scheme.factory(config.machine.slat.options, ctx)
-    levels = [TlbLevel(lv, ctx.make_policy(lv.policy, lv.sets, lv.ways, f"tlb.{lv.name}"))
-              for lv in config.tlb.levels]
-    caches = [registry.get("walk caches", c.name).factory(c.options, ctx) for c in config.walk_caches]
     cost = registry.get("cost models", config.cost.name)
     spec = cost.data_caches(config.cost.options) if cost.data_caches is not None else None
     data_caches = DataCaches(spec, counters) if spec is not None and spec.levels else None
-    walker = _walk_plugin(config, registry, translator.hw).factory(
-        WalkContext(translator.hw, ctx.host, counters, tuple(caches), data_caches))
-    machine = Machine(ctx, translator, TlbHierarchy(levels, config.tlb.inclusion), caches, walker, data_caches)
+    walk = _walk_plugin(config, registry, translator.hw)
+    cores: list[Core] = []
+    shared: dict[int, TlbLevel] = {}
+    for n in range(config.machine.cores):
+        own = attrs.evolve(ctx, core=n) if n else ctx
+        levels = []
+        for i, lv in enumerate(config.tlb.levels):
+            level = shared.get(i) or TlbLevel(lv, own.make_policy(lv.policy, lv.sets, lv.ways, f"tlb.{lv.name}"))
+            if lv.shared:
+                shared[i] = level
+            levels.append(level)
+        caches = [registry.get("walk caches", c.name).factory(c.options, own) for c in config.walk_caches]
+        walker = walk.factory(WalkContext(translator.hw, ctx.host, counters, tuple(caches), data_caches))
+        cores.append(Core(TlbHierarchy(levels, config.tlb.inclusion), caches, walker))
+    first = cores[0]
+    machine = Machine(ctx, translator, first.tlb, first.walk_caches, first.walker, data_caches, cores=cores)
     if config.dedup is not None:
         machine.dedup_host = DedupHost(translator, ctx.host, counters, store)
         translator.dedup = machine.dedup_host

@@ -97,6 +97,8 @@ class ConfigFacts:
     #: config can sweep ``machine.slat``); None when the configured scheme does not declare
     #: its own (``SlatSchemeRecord.exit_reasons``), and nothing can be checked.
     exit_reasons: frozenset[str] | None = None
+    cores: int = 1  #: machine.cores
+    vcpus: tuple[int, ...] = ()  #: each VM's vCPUs (vms[].vcpus)
 
     @property
     def va_bits(self) -> int:

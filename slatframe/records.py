@@ -293,6 +293,23 @@ class WorkloadRecord(Registration):
 
 
 @attrs.frozen(kw_only=True)
+class SchedulerRecord(Registration):
+    """Places vCPUs on cores (``machine.scheduler``).
+
+    ``factory(options, context: slatframe.smp.SmpContext) -> scheduler`` with
+    ``schedule(chunks) -> iterable of slatframe.smp.Placed``: it takes the workload's
+    checked chunks in trace order and yields them (in that order, or reordered: the
+    engines run records in the order yielded) with each record's vCPU (within its VM) and
+    core. The core checks every placement (vCPU and core in range, every record run once)
+    and refuses a wrong one in one sentence. Guest thread t of a VM runs on its vCPU
+    ``t mod vms[].vcpus`` (:func:`slatframe.smp.thread_vcpus`) unless a scheduler says
+    otherwise. A config of one core and one vCPU per VM runs without a scheduler.
+    """
+
+    kind = "scheduler"
+
+
+@attrs.frozen(kw_only=True)
 class RunObserverRecord(Registration):
     """Watches a run. ``factory(options) -> observer`` with optional methods
     ``started(run)``, ``chunk(run, done, chunk_len)`` and ``finished(run, result)``. An

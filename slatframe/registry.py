@@ -34,6 +34,7 @@ HOOK_POINTS: dict[str, str] = {
     "slatframe_cost_models": "cost models",
     "slatframe_workloads": "workloads",
     "slatframe_run_observers": "run observers",
+    "slatframe_schedulers": "schedulers",
 }
 
 

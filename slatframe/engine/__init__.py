@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import closing
-from typing import Any
+from typing import Any, Iterator
 
 from .. import __version__
 from ..config import Config, resolved_format
@@ -17,6 +17,7 @@ from ..prefetch import prefetched
 from ..provenance import InputHashes
 from ..results import Result
 from ..scope_metrics import scope_counts
+from ..smp import Placed, is_smp, placed_chunks, smp_context
 from ..walk_record import requested_sampling
 from ..walker import Walker
 from ..workload import WorkloadContext, checked_chunks, workload_where
@@ -185,7 +186,9 @@ def compute_metrics(config: Config, registry: Any, counters: Counters,
         zero.update(dict.fromkeys(spec.counter_names(), 0))
     totals = {**zero, **(extra or {}), **counters.as_dict()}
     additive = {name: 0 for name in zero if name not in NOT_ADDITIVE}
-    scopes = scope_counts([vm.name for vm in config.vms], counters.by_scope(), additive)
+    smp = is_smp(config)
+    scopes = scope_counts([vm.name for vm in config.vms], counters.by_scope(), additive,
+                          [vm.vcpus for vm in config.vms] if smp else (), config.machine.cores if smp else 0)
     return costed_metrics(config, registry, totals, scopes)
 
 
@@ -223,6 +226,10 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         for choice in config.experiment.observers]
     sampling = requested_sampling(observers)
     if sampling is not None:
+        if config.machine.cores > 1:
+            raise ConfigError(f"experiment.observers record walks, which a machine of one core does, and "
+                              f"machine.cores = {config.machine.cores}; drop the walk-recording observer or "
+                              "run one core.")
         if type(machine.walker) is not Walker:
             raise ConfigError(f"experiment.observers record walks, which only the radix walk does: SLAT scheme "
                               f"{config.machine.slat.name!r} walks with {getattr(machine.translator.hw, 'walk', '?')!r}; "
@@ -237,14 +244,14 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
     sources: list[Any] = []
     chunks = workload_chunks(config, registry, read_ahead=getattr(runner, "reads_ahead", False), sources=sources)
     with closing(chunks):  # a run that stops early stops the reader too
-        for chunk in chunks:
+        for chunk, placed in scheduled(config, registry, chunks):
             pos = 0
             while True:
                 stop = min((at for at in (next_run, warmup) if at is not None), default=None)
                 if stop is None or stop - done >= len(chunk) - pos:
                     break
                 step = stop - done
-                runner.run_chunk(chunk[pos:pos + step])
+                runner.run_chunk(chunk[pos:pos + step], **_part(placed, pos, pos + step))
                 pos += step
                 done += step
                 if done == warmup:
@@ -258,7 +265,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                         runner.invalidate(inv)
                     series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
                     next_run += strategy.interval
-            runner.run_chunk(chunk[pos:])
+            runner.run_chunk(chunk[pos:], **_part(placed, pos, len(chunk)))
             done += len(chunk) - pos
             _notify(observers, "chunk", config, done, len(chunk))
     if warmup is not None:
@@ -269,6 +276,10 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         f"the dedup strategy {config.dedup.name!r} never woke up: it wakes up between records, first after "
         f"record {strategy.interval:,}, and the workload has {done:,}, so no page was scanned "
         "(dedup.wakeups = 0); shorten its interval or lengthen the trace."]
+    if config.machine.cores > 1 and machine.data_caches is not None:
+        warnings.append(f"machine.cores = {config.machine.cores}: the cost model's data caches (dcache.*) are one "
+                        "hierarchy that every core's walks go through; per-core L1 and L2 caches are not modelled "
+                        "yet.")
     reason += shaped_build(config, registry, tier, shape, time.perf_counter() - compiling - compile_time)
     inputs, input_warnings = hashing.finish()
     metrics = compute_metrics(config, registry, counters, extra)
@@ -292,6 +303,25 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
         _notify(observers, "walks", runner.walk_trace())
     _notify(observers, "finished", config, result)
     return result, machine
+
+
+def scheduled(config: Config, registry: Any, chunks: Any) -> Iterator[tuple[Any, Placed | None]]:
+    """Each chunk in the order it runs, with its placement on cores and vCPUs (None on a
+    machine of one core and one vCPU per VM, which runs without a scheduler)."""
+    if not is_smp(config):
+        for chunk in chunks:
+            yield chunk, None
+        return
+    choice = config.machine.scheduler
+    ctx = smp_context(config)
+    scheduler = registry.get("schedulers", choice.name).factory(choice.options, ctx)
+    for placed in placed_chunks(scheduler, chunks, ctx, choice.name):
+        yield placed.records, placed
+
+
+def _part(placed: Placed | None, start: int, stop: int) -> dict[str, Any]:
+    """The placement arguments of records ``start:stop`` of a chunk."""
+    return {} if placed is None else {"vcpu": placed.vcpu[start:stop], "core": placed.core[start:stop]}
 
 
 def _notify(observers: list[Any], method: str, *args: Any) -> None:

@@ -66,6 +66,7 @@ from .shape import Shape, shape_of
 from .kernel_slots import SLOTS
 from .reference import NO_HPA
 from .walklib import F_LEVELS, format_row
+from ..smp import is_smp
 from .software import SoftwareSide
 
 #: Check the loop's argument types at every call (the test suite sets it; see CompiledEngine._loop).
@@ -168,6 +169,13 @@ def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
     :class:`PageTableFormat` tables, the core walk-cache kinds and TLB policies that have
     kernels; anything else on the per-access path is refused here, never approximated."""
     why = _policy_refusals(machine, registry)
+    config = machine.context.config
+    if is_smp(config):
+        many = [f"vms[{i}].vcpus = {vm.vcpus}" for i, vm in enumerate(config.vms) if vm.vcpus > 1]
+        if config.machine.cores > 1:
+            many.insert(0, f"machine.cores = {config.machine.cores}")
+        why.append(f"{many[0]}: the compiled tier runs one core and one vCPU per VM (cores and vCPUs come to it "
+                   "in a later version; the reference tier runs them)")
     hw = machine.walker.hw if type(machine.walker) is Walker else machine.translator.hw
     kernels = walk_kernels(machine, registry)
     if type(machine.walker) is not Walker:
@@ -341,7 +349,7 @@ class CompiledEngine:
         self.k = load_kernels(registry, shape)
         self.pk = plugin_kernels.tables([(f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)}",
                                         registry.get("TLB policies", name).kernels) for name in apart])
-        self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),
+        self.software = SoftwareSide(machine.translator, ctx.counters.values, [1] * len(ctx.vms),
                                      config.tlb.tagged, self.invalidate)
         states = []
         levels = config.tlb.levels
@@ -555,7 +563,7 @@ class CompiledEngine:
             self.written[0] = store.next_written  # software may have written pages since
             try:
                 status, i = self._loop(chunk, i, resume, hpa, record,
-                                       software.current_asid, software.last_vm, host.slot_of, self._words[1],
+                                       software.current_asid, software.last_vcpu, host.slot_of, self._words[1],
                                        fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe,
                                        wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
                                        self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,

@@ -28,8 +28,10 @@ class ReferenceEngine:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         ctx = machine.context
-        self.software = SoftwareSide(machine.translator, ctx.counters.values, len(ctx.vms),
-                                     ctx.config.tlb.tagged, machine.invalidate)
+        self.software = SoftwareSide(machine.translator, ctx.counters.values, [vm.vcpus for vm in ctx.vms],
+                                     ctx.config.tlb.tagged, machine.invalidate, ctx.config.machine.cores,
+                                     machine.flush_core)
+        self.first_vcpu = np.concatenate(([0], np.cumsum([vm.vcpus for vm in ctx.vms])[:-1])).tolist()
         self.invalidate = machine.invalidate
         self.track_writes = machine.dedup is not None  # contents matter only to dedup
         caches = machine.data_caches
@@ -47,31 +49,44 @@ class ReferenceEngine:
     def walk_trace(self) -> WalkTrace:
         return self.machine.walker.recorder.trace()
 
-    def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None) -> None:
+    def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None,
+                  vcpu: np.ndarray | None = None, core: np.ndarray | None = None) -> None:
         """Process one chunk; if ``hpa_out`` is given, store each access's hPA there
-        (control events get 2**64-1)."""
+        (control events get 2**64-1). ``vcpu`` (each record's vCPU within its VM) and
+        ``core`` place the records on a machine of several cores or vCPUs
+        (:class:`slatframe.smp.Placed`); without them every record runs on core 0 as
+        its VM's only vCPU."""
         machine, software = self.machine, self.software
         values = machine.context.counters.values
-        tlb = machine.tlb
-        levels = tlb.levels
         hit_names, miss_names = self._hit_names, self._miss_names
         vms, asids, ops, vaddrs = (chunk[f].tolist() for f in ("vm", "asid", "op", "vaddr"))
+        smp = vcpu is not None
+        vcpus = vcpu.tolist() if smp else None
+        cores = core.tolist() if smp else None
+        first, all_cores = self.first_vcpu, machine.cores
         track, store, host = self.track_writes, machine.context.store, machine.context.host
         data_caches = self.data_caches
         charge, per_asid = machine.context.counters.charge, self.per_asid
         recorder, base = getattr(machine.walker, "recorder", None), self.records
         self.records += len(ops)
+        c, k, tlb = 0, 0, machine.tlb
         for i in range(len(ops)):
             vm, asid, op, va = vms[i], asids[i], ops[i], vaddrs[i]
-            charge((vm, asid) if per_asid else vm)  # this record's work is its VM's (and asid's)
+            if smp:
+                c, k = cores[i], vcpus[i]
+                tlb = all_cores[c].tlb
+                charge((vm, asid if per_asid else None, k, c))  # this record's work is its vCPU's and core's
+            else:
+                charge((vm, asid) if per_asid else vm)  # this record's work is its VM's (and asid's)
             if recorder is not None:
                 recorder.record = base + i
-            if software.record(vm, asid, op, va):
+            if software.record(vm, asid, op, va, first[vm] + k, c):
                 if hpa_out is not None:
                     hpa_out[i] = NO_HPA
                 continue
             values["accesses"] += 1
             path = tlb.path(op)
+            levels = tlb.levels
             found = None
             for depth, index in enumerate(path):
                 hit = levels[index].lookup(vm, asid, va)
@@ -84,7 +99,7 @@ class ReferenceEngine:
             if found is None or (op == WRITE and not (found.writable and found.dirty)):
                 if found is not None:  # a write through a read-only or clean entry walks
                     values["walk.on_hit"] += 1
-                found = machine.translate(vm, asid, va, op)
+                found = machine.translate(vm, asid, va, op, c)
                 tlb.fill_from_walk(path, vm, asid, va, found)
             if hpa_out is not None or (track and op == WRITE) or data_caches is not None:
                 hpa = found.page + (va & (found.size - 1))
@@ -94,4 +109,3 @@ class ReferenceEngine:
                     hpa_out[i] = hpa
                 if track and op == WRITE:  # the page now holds new content
                     host.content[hpa >> 12] = store.written()
-

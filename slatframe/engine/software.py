@@ -3,7 +3,7 @@ VM switches, context switches and control records go to the SLAT scheme's softwa
 and the invalidations they imply go to the tier's own TLBs and walk caches."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -15,34 +15,44 @@ EVENT_NAMES = {op: f"events.{name}" for op, name in OP_NAMES.items()}
 
 
 class SoftwareSide:
-    """The current asid of each VM (-1: none yet) and the VM that ran last, as numpy
-    arrays the compiled loop reads too."""
+    """The current asid of each vCPU (-1: none yet) and the vCPU that ran last on each
+    core (-1: none yet), as numpy arrays the compiled loop reads too. vCPUs are numbered
+    machine-wide (:meth:`slatframe.smp.SmpContext.first_vcpu`); with one vCPU per VM, a
+    VM's vCPU number is its VM index.
 
-    def __init__(self, translator: Any, values: dict, n_vms: int, tagged: bool,
-                 invalidate: Callable[[Invalidation], None]) -> None:
+    ``invalidate`` carries out an invalidation on every core (a mapping changed);
+    ``flush_core(inv, core)`` on one core only (its VM or context switch)."""
+
+    def __init__(self, translator: Any, values: dict, vcpus: Sequence[int], tagged: bool,
+                 invalidate: Callable[[Invalidation], None], cores: int = 1,
+                 flush_core: Callable[[Invalidation, int], None] | None = None) -> None:
         self.translator = translator
         self.values = values
         self.tagged = tagged
         self.invalidate = invalidate
-        self.current_asid = np.full(n_vms, -1, dtype=np.int64)
-        self.last_vm = np.full(1, -1, dtype=np.int64)
+        self.flush_core = flush_core or (lambda inv, core: invalidate(inv))
+        self.vm_of = np.repeat(np.arange(len(vcpus), dtype=np.int64), vcpus)  # each vCPU's VM
+        self.current_asid = np.full(len(self.vm_of), -1, dtype=np.int64)
+        self.last_vcpu = np.full(cores, -1, dtype=np.int64)
 
-    def vm_switch(self, vm: int) -> None:
-        """Record of ``vm`` after a record of another VM."""
-        if self.last_vm[0] >= 0:
-            self.values["events.vm_switch"] += 1
-            if not self.tagged:  # no VPID: a VM switch drops every entry
-                self.invalidate(Invalidation("all"))
-        self.last_vm[0] = vm
+    def vcpu_switch(self, vm: int, vcpu: int, core: int) -> None:
+        """A record of ``vcpu`` (of ``vm``) after a record of another vCPU on ``core``."""
+        last = self.last_vcpu[core]
+        if last >= 0:
+            self.values["events.vm_switch" if self.vm_of[last] != vm else "events.vcpu_switch"] += 1
+            if not self.tagged:  # no VPID: entering another vCPU drops every entry
+                self.flush_core(Invalidation("all"), core)
+        self.last_vcpu[core] = vcpu
 
-    def context_switch(self, vm: int, asid: int) -> None:
-        """``vm`` switches to ``asid`` (an op-16 record, or an access of another asid)."""
+    def context_switch(self, vm: int, asid: int, vcpu: int | None = None, core: int = 0) -> None:
+        """``vcpu`` of ``vm`` switches to ``asid`` (an op-16 record, or an access of another
+        asid); ``vcpu`` None: the VM's only one."""
         self.values["events.context_switch"] += 1
         for inv in self.translator.control(vm, asid, CONTEXT_SWITCH, asid):
             self.invalidate(inv)
         if not self.tagged:  # no PCID: a CR3 load drops the VM's entries
-            self.invalidate(Invalidation("vm", vm))
-        self.current_asid[vm] = asid
+            self.flush_core(Invalidation("vm", vm), core)
+        self.current_asid[vm if vcpu is None else vcpu] = asid
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> None:
         """A control record other than a context switch."""
@@ -55,21 +65,25 @@ class SoftwareSide:
         for inv in self.translator.control(vm, asid, op, arg):
             self.invalidate(inv)
 
-    def record(self, vm: int, asid: int, op: int, va: int) -> bool:
-        """The software part of one record, before any lookup. Returns True when the
-        record was a control record (nothing left to do for it)."""
-        if vm != self.last_vm[0]:
-            self.vm_switch(vm)
+    def record(self, vm: int, asid: int, op: int, va: int, vcpu: int | None = None, core: int = 0) -> bool:
+        """The software part of one record, before any lookup; ``vcpu`` is the
+        machine-wide vCPU that issued it (None: the VM's only one), ``core`` the core it
+        runs on. Returns True when the record was a control record (nothing left to do
+        for it)."""
+        if vcpu is None:
+            vcpu = vm
+        if vcpu != self.last_vcpu[core]:
+            self.vcpu_switch(vm, vcpu, core)
         if op == CONTEXT_SWITCH:
-            self.context_switch(vm, va)
+            self.context_switch(vm, va, vcpu, core)
             return True
         if op > CONTEXT_SWITCH:
             self.control(vm, asid, op, va)
             return True
-        running = self.current_asid[vm]
+        running = self.current_asid[vcpu]
         if running != asid:
             if running < 0:
-                self.current_asid[vm] = asid
+                self.current_asid[vcpu] = asid
             else:  # an access of another address space: an implicit switch
-                self.context_switch(vm, asid)
+                self.context_switch(vm, asid, vcpu, core)
         return False

@@ -1,0 +1,127 @@
+"""Cores and vCPUs: what a scheduler receives (:class:`SmpContext`) and yields
+(:class:`Placed`), and the checks the core applies to what it yields.
+
+A machine has ``machine.cores`` cores; VM v has ``vms[v].vcpus`` vCPUs, numbered 0 to
+K-1 within the VM and, machine-wide, VM by VM (:meth:`SmpContext.first_vcpu`). A
+scheduler (``machine.scheduler``, the ``slatframe_schedulers`` hook) says for each trace
+record which vCPU of its VM issued it and which core runs that vCPU then. A config of
+one core and one vCPU per VM has no scheduler: every record runs on core 0, vCPU 0,
+exactly as before cores existed.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import attrs
+import numpy as np
+
+from .errors import PluginError
+
+
+@attrs.frozen
+class SmpContext:
+    """What a scheduler's factory receives."""
+
+    cores: int  #: machine.cores
+    vcpus: tuple[int, ...]  #: each VM's vCPUs (vms[].vcpus)
+    vm_names: tuple[str, ...] = ()
+    seed: int = 1  #: experiment.seed, for a scheduler that draws
+
+    @property
+    def total_vcpus(self) -> int:
+        return sum(self.vcpus)
+
+    def first_vcpu(self) -> np.ndarray:
+        """The machine-wide number of each VM's vCPU 0 (vCPU k of VM v is
+        ``first_vcpu()[v] + k``)."""
+        return np.concatenate(([0], np.cumsum(self.vcpus[:-1]))).astype(np.int64)
+
+
+@attrs.frozen(eq=False)
+class Placed:
+    """Records (:data:`slatframe.trace.TRACE_DTYPE`) in the order they run, with each
+    one's vCPU (within its VM) and core."""
+
+    records: np.ndarray
+    vcpu: np.ndarray
+    core: np.ndarray
+
+
+def is_smp(config: Any) -> bool:
+    """Whether ``config`` has more than one core or a VM with more than one vCPU."""
+    return config.machine.cores > 1 or any(vm.vcpus > 1 for vm in config.vms)
+
+
+def smp_context(config: Any) -> SmpContext:
+    return SmpContext(cores=config.machine.cores, vcpus=tuple(vm.vcpus for vm in config.vms),
+                      vm_names=tuple(vm.name for vm in config.vms), seed=config.experiment.seed)
+
+
+def thread_vcpus(records: np.ndarray, ctx: SmpContext) -> np.ndarray:
+    """Each record's vCPU within its VM by the default rule: thread t of VM v runs on
+    vCPU ``t mod vms[v].vcpus``."""
+    per_vm = np.asarray(ctx.vcpus, dtype=np.int64)
+    return records["thread"].astype(np.int64) % per_vm[records["vm"].astype(np.int64)]
+
+
+def round_robin(ctx: SmpContext) -> np.ndarray:
+    """The core of each machine-wide vCPU when a placement is not given: vCPU n on core
+    ``n mod cores``."""
+    return np.arange(ctx.total_vcpus, dtype=np.int64) % ctx.cores
+
+
+def windows(chunks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The records of ``chunks`` again, ``size`` at a time (the last window shorter): what
+    a reordering scheduler sorts, whatever ``experiment.chunk_size`` is."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        while held >= size:
+            records = np.concatenate(pending)
+            pending, held = [records[size:]], held - size
+            yield records[:size]
+    if held:
+        yield np.concatenate(pending)
+
+
+def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext, name: str) -> Iterator[Placed]:
+    """What ``scheduler`` (the registered scheduler ``name``) yields for ``chunks``,
+    checked: each placement's arrays are as long as its records, vCPUs and cores are in
+    range, and it places as many records in all as the workload gave."""
+    given = [0]
+
+    def counted() -> Iterator[np.ndarray]:
+        for chunk in chunks:
+            given[0] += len(chunk)
+            yield chunk
+
+    per_vm = np.asarray(ctx.vcpus, dtype=np.int64)
+    placed = 0
+    source = counted()
+    for item in scheduler.schedule(source):
+        if not isinstance(item, Placed):
+            raise PluginError(f"scheduler {name!r} yielded a {type(item).__name__}, not a slatframe.smp.Placed.")
+        records = item.records
+        vcpu, core = np.asarray(item.vcpu), np.asarray(item.core)
+        n = len(records)
+        if vcpu.shape != (n,) or core.shape != (n,) or vcpu.dtype.kind not in "iu" or core.dtype.kind not in "iu":
+            raise PluginError(f"scheduler {name!r} yielded {n} records with vcpu and core arrays of shapes "
+                              f"{vcpu.shape} and {core.shape} ({vcpu.dtype}, {core.dtype}); each must be one "
+                              "integer per record.")
+        if n:
+            vms = records["vm"].astype(np.int64)
+            bad = np.flatnonzero((vcpu < 0) | (vcpu >= per_vm[vms]) | (core < 0) | (core >= ctx.cores))
+            if len(bad):
+                i = int(bad[0])
+                raise PluginError(f"scheduler {name!r} placed record {placed + i} (vm {int(vms[i])}) on vCPU "
+                                  f"{int(vcpu[i])} and core {int(core[i])}; vCPUs of that VM go from 0 to "
+                                  f"{int(per_vm[vms[i]]) - 1} and cores from 0 to {ctx.cores - 1}.")
+        placed += n
+        yield Placed(records, vcpu.astype(np.int64, copy=False), core.astype(np.int64, copy=False))
+    for _ in source:  # records the scheduler left unread count as given
+        pass
+    if placed != given[0]:
+        raise PluginError(f"scheduler {name!r} placed {placed:,} records of the workload's {given[0]:,}; a "
+                          "scheduler runs every record once.")
