@@ -38,7 +38,7 @@ def _reason_name(value: str) -> None:
 
 
 def _exit_reason_problems(work: tuple, known: frozenset[str] | None) -> Iterator[tuple[str, str]]:
-    """Each ``exit_work`` reason that no registered SLAT scheme counts (a misspelling would
+    """Each ``exit_work`` reason that neither a registered SLAT scheme nor the core counts (a misspelling would
     never be charged)."""
     if known is None:
         return
@@ -46,8 +46,8 @@ def _exit_reason_problems(work: tuple, known: frozenset[str] | None) -> Iterator
         if item.reason not in known:
             close = difflib.get_close_matches(item.reason, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            yield f"exit_work[{i}].reason", (f"= {item.reason!r} is not allowed: no registered SLAT scheme counts "
-                                             f"exits of that reason{hint}; the reasons counted are "
+            yield f"exit_work[{i}].reason", (f"= {item.reason!r} is not allowed: neither a registered SLAT scheme "
+                                             f"nor the core counts exits of that reason{hint}; the reasons counted are "
                                              f"{', '.join(sorted(known)) or 'none'}.")
 
 
@@ -89,6 +89,10 @@ class EventCostOptions:
                            "[BTRFS-XXH])", min=0, max=CYCLES_MAX)
     scan_page: int = option(860, "cycles of the dedup scanner per page visited: one xxhash64 of 4 KiB "
                             "[BTRFS-XXH]; tree comparisons are not charged", min=0, max=CYCLES_MAX)
+    ipi: int = option(3645, "cycles of one inter-processor interrupt, from the send to the end of its handler on the "
+                            "receiver, besides any VM exit it takes (charged as vm_exit) and its flush: kvm-unit-tests' "
+                            "IPI test, x2APIC, with Intel IPI virtualization, so with no exit on either side "
+                            "[KVM-IPIV]; only runs of several vCPUs count IPIs", min=0, max=CYCLES_MAX)
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
         yield from _exit_reason_problems(self.exit_work, facts.exit_reasons)
@@ -194,7 +198,8 @@ def event_cycles(m: dict, config: Any, o: Any, walk: int, access: int) -> dict:
                  for k, v in m.items() if k.startswith("vm_exits.")}
     vm_exit = m.get("vm_exits", 0) * o.vm_exit + sum(m.get(f"vm_exits.{r}", 0) * c for r, c in work.items())
     fault = m.get("faults.guest", 0) * o.guest_fault + m.get("faults.host", 0) * o.host_fault
-    translation = tlb + walk + vm_exit + fault
+    ipi = m.get("ipi.received", 0) * o.ipi
+    translation = tlb + walk + vm_exit + fault + ipi
     # copies of 4 KiB: the hypervisor's copy-on-write breaks, and the guest kernel's (by bytes: its pages may be large)
     cow = (m.get("dedup.cow_breaks", 0) + m.get("guest.cow_copy_bytes", 0) // 4096) * o.cow_copy
     scan = m.get("dedup.pages_scanned", 0) * o.scan_page
@@ -212,6 +217,7 @@ def event_cycles(m: dict, config: Any, o: Any, walk: int, access: int) -> dict:
         "cycles.per_access": total / m["accesses"] if m["accesses"] else 0.0,
         "translation_overhead": translation / total if total else 0.0,
         **{"cycles.vm_exit." + k[len("vm_exits."):]: v for k, v in sorted(by_reason.items())},
+        **({"cycles.ipi": ipi} if "ipi.received" in m else {}),
     }
 
 

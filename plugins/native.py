@@ -38,7 +38,7 @@ class NativeTranslator:
         else:
             self.counters.add("faults.guest")
             kernel.fault(asid, va, op == WRITE)
-        return []
+        return kernel.take_flushes(vm)
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
         invalidations = guest_control(self.kernels[vm], vm, asid, op, arg)[1]

@@ -78,6 +78,7 @@ class NestedTranslator:
         elif fault.kind in (GUEST_NOT_PRESENT, GUEST_PROTECTION):
             self.counters.add("faults.guest")
             kernel.fault(asid, va, op == WRITE)
+            return kernel.take_flushes(vm)
         elif fault.kind == HOST_NOT_PRESENT:
             self.backings[vm].fault(fault.address)
         elif self.dedup is not None:  # a write to a merged page: copy-on-write

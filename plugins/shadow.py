@@ -69,6 +69,7 @@ from slatframe import hookimpl
 from slatframe.backing import DictBacking, back_image
 from slatframe.guest import DROPS_ROOT, GuestOs, VmPhysical, guest_control
 from slatframe.machine import Invalidation, MachineContext
+from slatframe.translation import HYPERVISOR
 from slatframe.paging import PAGE_SHIFT, WalkStep, split_leaf, walk
 from slatframe.options import option
 from slatframe.records import SlatSchemeRecord
@@ -157,7 +158,7 @@ class ShadowTranslator:
             victim = next(iter(recent))
             if self._drop_root(vm, victim):
                 self.counters.add("shadow.roots_evicted")
-                dropped.append(Invalidation("asid", vm, victim))
+                dropped.append(Invalidation("asid", vm, victim, by=HYPERVISOR))
         return dropped
 
     def _make_room(self, vm: int, asid: int) -> list[Invalidation]:
@@ -185,7 +186,7 @@ class ShadowTranslator:
             else:
                 self.pages.zap(table)
         self._forget_unprotected(vm)
-        return [Invalidation("asid", vm, owner) for owner in sorted(owners)]
+        return [Invalidation("asid", vm, owner, by=HYPERVISOR) for owner in sorted(owners)]
 
     # -- faults ------------------------------------------------------------------------
     def _kernel_store(self, vm: int, gpa: int) -> None:
@@ -213,7 +214,7 @@ class ShadowTranslator:
         if not guest.present or (write and not fmt.is_writable(guest.entry)):
             self.counters.add("faults.guest")  # injected: the guest kernel handles it (its stores trap)
             kernel.fault(asid, va, write)
-            return []
+            return kernel.take_flushes(vm)
         # hidden fault: the guest maps it; set the guest's A/D flags and fill the shadow
         guest = walk(fmt, kernel.root(asid), va, kernel.phys, accessed=True, dirty=write)
         gsize = fmt.page_size(guest.level)
@@ -228,7 +229,8 @@ class ShadowTranslator:
         size = min(gsize, host_size)
         writable = (fmt.is_writable(guest.entry) and host_writable
                     and bool(guest.entry & fmt.dirty_flag or not fmt.dirty_flag))
-        self._zap(root, va, size)
+        if self._zap(root, va, size):
+            self._zapped_leaf(vm, asid, va)
         va_base, hpa_base = va & ~(size - 1), hpa & ~(size - 1)
         tables = self._guest_tables(vm, asid, va)
         self._fill(vm, root, va_base, hpa_base, size, writable, tables)
@@ -281,7 +283,7 @@ class ShadowTranslator:
         cleared = self.pages.zap_entry(table, entry)
         if cleared == TABLE:
             page = self.pages.pages[table]
-            self.stale.append(Invalidation("asid", page.vm, self.owner[page.root]))
+            self.stale.append(Invalidation("asid", page.vm, self.owner[page.root], by=HYPERVISOR))
         return bool(cleared)
 
     def _remapped(self, vm: int, gpa: int) -> None:
@@ -333,16 +335,27 @@ class ShadowTranslator:
             table = fmt.frame(entry, level)
         return None
 
-    def _zap(self, root: int, va: int, size: int) -> None:
-        """Drop the shadow leaf entries that map ``va``'s page of ``size`` bytes."""
+    def _zap(self, root: int, va: int, size: int) -> bool:
+        """Drop the shadow leaf entries that map ``va``'s page of ``size`` bytes; True if
+        one was present."""
         addr = va & ~(size - 1)
         end = addr + size
+        zapped = False
         while addr < end:
             step = walk(self.fmt, root, addr, self.host)
             if step.present:
                 self.fmt.store(self.host, step.entry_address, 0)
+                zapped = True
             span = self.fmt.page_size(step.level)
             addr = (addr & ~(span - 1)) + span
+        return zapped
+
+    def _zapped_leaf(self, vm: int, asid: int, va: int) -> None:
+        """A present shadow leaf of ``va`` was dropped or overwritten: every vCPU of the VM
+        may cache it, so KVM flushes them all (kvm_flush_remote_tlbs_gfn). The vCPU at
+        hand needs nothing more (its guest's INVLPG, or the walk in progress, follows):
+        ``local = False``, so on one vCPU this changes nothing."""
+        self.stale.append(Invalidation("page", vm, asid, va, HYPERVISOR, local=False))
 
     # -- guest page-table stores and their resynchronisation ---------------------------
     def _guest_store(self, vm: int, asid: int, va: int, address: int) -> None:
@@ -367,9 +380,12 @@ class ShadowTranslator:
             return
         self.counters.vm_exit("pt_write")
         self.counters.add("shadow.emulated_writes")
+        zapped = False
         for table in list(shadows):
             if table in self.pages.pages:  # not freed with an earlier one's subtree
-                self._zap_entry(table, table + offset)
+                zapped |= self._zap_entry(table, table + offset)
+        if zapped:
+            self._zapped_leaf(vm, asid, va)
         self._forget_unprotected(vm)
 
     def _synced(self, vm: int, guest_tables: dict[int, int], va: int) -> None:
@@ -391,7 +407,7 @@ class ShadowTranslator:
         for table in list(self.pages.shadows_of(vm, table_gpa)):
             for offset, (asid, va) in written.items():
                 if table in self.pages.pages and self._zap_entry(table, table + offset):
-                    stale.append(Invalidation("page", vm, asid, va))
+                    stale.append(Invalidation("page", vm, asid, va, HYPERVISOR))
         return stale
 
     def _sync_root(self, vm: int, asid: int) -> list[Invalidation]:
@@ -419,7 +435,8 @@ class ShadowTranslator:
             self.counters.vm_exit("hypercall" if hypercall else "invlpg")
             root = self.hw.guest_roots.get(vm, asid)
             if root >= 0:
-                self._zap(root, arg, self.kernels[vm].page_size)
+                if self._zap(root, arg, self.kernels[vm].page_size):
+                    self._zapped_leaf(vm, asid, arg)
                 self._synced(vm, self._guest_tables(vm, asid, arg), arg)
         if op == CONTEXT_SWITCH:
             invalidations += self._use(vm, asid)

@@ -90,6 +90,9 @@ class MachineConfig:
                            "\"Cores and vCPUs\")", min=1, max=MAX_CORES)
     scheduler: PluginChoice = option("pinned", "how vCPUs are placed on cores, record by record",
                                      plugin="schedulers")
+    ipi_virtualization: bool = option(False, "a guest's IPI reaches a running vCPU without a VM exit (Intel IPI "
+                                             "virtualization, AMD AVIC); without it each IPI a guest sends exits "
+                                             "(vm_exits.ipi). Receivers take posted interrupts either way")
 
 
 @attrs.frozen
@@ -251,9 +254,10 @@ set (`memory`). Refused:
   one (`shadow`: its tables map host pages in the guest format), that the guest format
   does not map (`8K` is refused everywhere), and a `host_page_size` other than the
   default `4K` under a scheme with no hypervisor (`native`), where it would mean nothing;
-- a `cost.exit_work` reason that no registered SLAT scheme counts (`pt_wirte`, with a
-  "did you mean"; schemes say which reasons they count, `SlatSchemeRecord.exit_reasons`,
-  and a reason of any registered scheme is allowed so that one config can sweep
+- a `cost.exit_work` reason that neither a registered SLAT scheme nor the core counts
+  (`pt_wirte`, with a "did you mean"; schemes say which reasons they count,
+  `SlatSchemeRecord.exit_reasons`, the core counts `ipi` and `remote_flush` on several
+  vCPUs, and a reason of any registered scheme is allowed so that one config can sweep
   `machine.slat`), and a `cache-aware` cache size that is not a whole number of sets of
   its ways x 64-byte lines (`l1d_size = 256` with 8 ways);
 - an input file (`workload.path`, `vms[].image`) that does not exist or is a folder, and
@@ -534,11 +538,14 @@ def check_consolidation(config: Config, ctx: BuildContext) -> None:
 
 
 def _exit_reasons(scheme: Any, registry: Any) -> frozenset[str] | None:
-    """Every exit reason a registered SLAT scheme declares, or None if ``scheme`` declares none."""
+    """Every exit reason a registered SLAT scheme declares and those the core counts on a
+    machine of several vCPUs, or None if ``scheme`` declares none."""
+    from .coherence import EXIT_REASONS
+
     if scheme.exit_reasons is None:
         return None
     return frozenset(r for provided in registry.records["SLAT schemes"].values()
-                     for r in (provided.record.exit_reasons or ()))
+                     for r in (provided.record.exit_reasons or ())) | frozenset(EXIT_REASONS)
 
 
 def _plugin_choices(config: Config) -> list[tuple[str, PluginChoice]]:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol
 from .errors import SimulationError
 from .paging import PAGE_SHIFT, PageTableFormat, WalkStep, map_page, walk
 from .trace import EXEC, EXIT, FLUSH, FORK, INVLPG, MAP, MAP_SHARED, PROTECT, UNMAP
-from .translation import Invalidation
+from .translation import CPU, GUEST, Invalidation
 from .units import format_size
 
 TABLE_SIZE = 1 << PAGE_SHIFT  #: a 4K page (a table below the root)
@@ -107,6 +107,7 @@ class GuestOs:
         self.tables: dict[int, list[tuple[int, int, int]]] = {}
         self.mappings: dict[int, int] = {}  # a private page mapped more than once (COW) -> its mappings
         self.cow: set[tuple[int, int]] = set()  # (asid, page number) mapped copy-on-write
+        self.replaced: list[tuple[int, int]] = []  # (asid, va) whose frame a fault replaced: take_flushes
         self.shared: dict[int, int] = {}  # page number -> the VM's shared page (map_shared)
         self.shared_vmas: dict[int, set[int]] = {}  # asid -> page numbers it maps shared (its VMAs)
         self.free: dict[int, list[int]] = {}  # bytes -> freed pages and tables, reused first
@@ -248,7 +249,16 @@ class GuestOs:
             self.counters.add("guest.cow_copies")
             self.counters.add("guest.cow_copy_bytes", self.page_size)
         copy = self.alloc(self.page_size)
+        self.replaced.append((asid, va))
         return self._store(asid, va, address, fmt.leaf_entry(copy, level, True), "fault")
+
+    def take_flushes(self, vm: int) -> list[Invalidation]:
+        """The flushes of the pages whose frame a fault replaced since the last call (a
+        copy-on-write copy: Linux's ptep_clear_flush, a shootdown of the page), as
+        invalidations of ``vm`` for the scheme's ``handle_fault`` to return. The
+        faulting core's own entry is replaced by the walk that follows (``local = False``)."""
+        replaced, self.replaced = self.replaced, []
+        return [Invalidation("page", vm, asid, va, GUEST, local=False) for asid, va in replaced]
 
     def fork(self, parent: int, child: int) -> list[int]:
         """Give ``child`` a copy-on-write copy of ``parent``'s address space."""
@@ -312,9 +322,9 @@ def guest_control(kernel: GuestOs, vm: int, asid: int, op: int, arg: int) -> tup
     if op == PROTECT:
         return kernel.protect(asid, arg), [Invalidation("page", vm, asid, arg)]
     if op == INVLPG:
-        return [], [Invalidation("page", vm, asid, arg)]
+        return [], [Invalidation("page", vm, asid, arg, CPU)]
     if op == FLUSH:
-        return [], [Invalidation("asid", vm, asid)]
+        return [], [Invalidation("asid", vm, asid, 0, CPU)]
     if op == MAP_SHARED:
         return kernel.map_shared(asid, arg), []
     if op == FORK:

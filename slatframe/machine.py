@@ -17,7 +17,7 @@ from .dedup import DedupHost
 from .memory import PhysicalMemory
 from .paging import PageTableFormat
 from .tlb import TlbHierarchy, TlbLevel
-from .translation import Invalidation, Translation
+from .translation import CPU, Invalidation, Translation
 from .errors import PluginError
 from .walker import FAULT_LIMIT, Fault, HardwareView, WalkContext, stuck
 
@@ -94,6 +94,7 @@ class Machine:
     dedup: Any = None  #: the dedup strategy object, if the config names one
     dedup_host: DedupHost | None = None
     cores: list[Core] = attrs.Factory(list)
+    coherence: Any = None  #: a slatframe.coherence.Coherence on a machine of several vCPUs
 
     def translate(self, vm: int, asid: int, va: int, op: int, core: int = 0) -> Translation:
         """Walk on ``core`` until a translation comes back, letting the scheme's software
@@ -111,17 +112,26 @@ class Machine:
                 self.invalidate(inv)
 
     def invalidate(self, inv: Invalidation) -> None:
-        """Carry out an invalidation in the TLBs and the walk caches of every core (a
-        mapping changed: no core may keep it)."""
-        for core in range(max(len(self.cores), 1)):
-            self.flush_core(inv, core)
+        """Carry out an invalidation in the TLBs and walk caches of the cores it reaches:
+        a CPU's own flush its core's, any other every core's (a mapping changed: no core
+        may keep it), with what keeping them coherent costs counted by ``coherence``
+        (:class:`slatframe.coherence.Coherence`, on a machine of several vCPUs). On one
+        vCPU, an invalidation that is not ``local`` does nothing."""
+        coherence = self.coherence
+        if coherence is None:
+            if inv.local:
+                self.flush_core(inv, 0)
+        elif inv.by == CPU:
+            self.flush_core(inv, coherence.core)
+        else:
+            coherence.invalidated(inv)
 
     def flush_core(self, inv: Invalidation, core: int) -> None:
         """Carry out an invalidation in one core's TLBs and walk caches (a VM or context
         switch on it)."""
         tlb, caches = (self.cores[core].tlb, self.cores[core].walk_caches) if self.cores else (self.tlb,
                                                                                                 self.walk_caches)
-        tlb.invalidate(*inv)
+        tlb.invalidate(inv.scope, inv.vm, inv.asid, inv.va)
         for cache in caches:
             cache.invalidate(inv.scope, inv.vm, inv.asid)
 

@@ -42,6 +42,32 @@ def run_trace(config: Config, registry: Any, trace: np.ndarray) -> tuple[dict[st
     return counters.as_dict(), hpa
 
 
+def run_placed(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096
+               ) -> tuple[dict[str, int], np.ndarray, dict]:
+    """Run ``trace`` on a fresh machine of ``config`` with the reference engine, placed on
+    cores and vCPUs by the config's scheduler (which must keep the trace's order, as
+    ``pinned`` does), in chunks of ``chunk_size``; return the counters, each record's hPA
+    (2**64-1 for control events) and the counts charged to each scope."""
+    from .smp import is_smp, placed_chunks, smp_context
+
+    counters = Counters()
+    engine = ReferenceEngine(build_machine(config, registry, counters))
+    hpa = np.zeros(len(trace), dtype=np.uint64)
+    chunks = (trace[i:i + chunk_size] for i in range(0, len(trace), chunk_size))
+    if not is_smp(config):
+        for i, chunk in zip(range(0, len(trace), chunk_size), chunks):
+            engine.run_chunk(chunk, hpa[i:i + len(chunk)])
+    else:
+        choice, ctx, at = config.machine.scheduler, smp_context(config), 0
+        scheduler = registry.get("schedulers", choice.name).factory(choice.options, ctx)
+        for placed in placed_chunks(scheduler, chunks, ctx, choice.name):
+            n = len(placed.records)
+            engine.run_chunk(placed.records, hpa[at:at + n], placed.vcpu, placed.core)
+            at += n
+        engine.settle()
+    return counters.as_dict(), hpa, counters.by_scope()
+
+
 def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096, shaped: bool = False,
              exact: bool = False) -> dict[str, tuple[dict[str, int], np.ndarray, dict]]:
     """Run ``trace`` under each engine tier on fresh machines: tier -> (counters, hPAs,

@@ -206,9 +206,10 @@ def test_an_exit_reason_no_scheme_counts_is_refused_with_a_close_match(registry,
     """It would never be charged: 'pt_wirte' was accepted and cost nothing."""
     raw = tiny_config(machine={"slat": "shadow"}, cost={"model": model, "exit_work": [
         {"reason": "pt_write", "cycles": 5}, {"reason": "pt_wirte", "cycles": 5000}]})
-    with pytest.raises(ConfigError, match=r"cost\.exit_work\[1\]\.reason = 'pt_wirte' is not allowed: no registered "
-                                          r"SLAT scheme counts exits of that reason \(did you mean 'pt_write'\?\); "
-                                          r"the reasons counted are cr3_write, ept_violation, .*pt_write\."):
+    with pytest.raises(ConfigError, match=r"cost\.exit_work\[1\]\.reason = 'pt_wirte' is not allowed: neither a "
+                                          r"registered SLAT scheme nor the core counts exits of that reason \(did you "
+                                          r"mean 'pt_write'\?\); the reasons counted are cr3_write, ept_violation, "
+                                          r".*pt_write, remote_flush\."):
         build(raw, registry)
 
 

@@ -255,10 +255,12 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                 pos += step
                 done += step
                 if done == warmup:
+                    _call(runner, "settle")  # what the warmup's last records started
                     counters.restart()  # state stays warm; statistics start here
                     series.clear()
                     warmup = None
                 if done == next_run:
+                    _call(runner, "between")
                     counters.charge(BETWEEN)  # the wake-up's work is no VM's
                     counters.add("dedup.wakeups")
                     for inv in strategy.run():  # the strategy's wake-up, between records
@@ -268,6 +270,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
             runner.run_chunk(chunk[pos:], **_part(placed, pos, len(chunk)))
             done += len(chunk) - pos
             _notify(observers, "chunk", config, done, len(chunk))
+    _call(runner, "settle")
     if warmup is not None:
         raise ConfigError(f"experiment.warmup = {warmup} is not allowed: the workload ends at record {done}, "
                           "and the warmup must end before it.")
@@ -322,6 +325,13 @@ def scheduled(config: Config, registry: Any, chunks: Any) -> Iterator[tuple[Any,
 def _part(placed: Placed | None, start: int, stop: int) -> dict[str, Any]:
     """The placement arguments of records ``start:stop`` of a chunk."""
     return {} if placed is None else {"vcpu": placed.vcpu[start:stop], "core": placed.core[start:stop]}
+
+
+def _call(runner: Any, method: str) -> None:
+    """``runner.method()`` if the engine has it."""
+    fn = getattr(runner, method, None)
+    if fn is not None:
+        fn()
 
 
 def _notify(observers: list[Any], method: str, *args: Any) -> None:

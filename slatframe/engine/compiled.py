@@ -473,6 +473,8 @@ class CompiledEngine:
         return wcfg, wtag, wprobe, wlists, wcount
 
     def invalidate(self, inv: Invalidation) -> None:
+        if not inv.local:  # one vCPU: the walk in progress replaces its entry
+            return
         scope = SCOPES[inv.scope]
         tcfg, ttag = self.tlb[0], self.tlb[1]
         self.k.tlb_invalidate(tcfg, ttag, self.pstate, self.pk, self.occ, scope, inv.vm, inv.asid, inv.va)

@@ -15,6 +15,8 @@ from ..datacache import DATA
 from ..machine import Machine
 from ..trace import WRITE
 from ..walk_record import WalkRecorder, WalkSampling, WalkTrace
+from ..coherence import Coherence
+from ..smp import is_smp
 from .software import SoftwareSide
 
 NO_HPA = np.iinfo(np.uint64).max
@@ -32,6 +34,11 @@ class ReferenceEngine:
                                      ctx.config.tlb.tagged, machine.invalidate, ctx.config.machine.cores,
                                      machine.flush_core)
         self.first_vcpu = np.concatenate(([0], np.cumsum([vm.vcpus for vm in ctx.vms])[:-1])).tolist()
+        self.coherence = None
+        if is_smp(ctx.config):
+            scheme = ctx.registry.get("SLAT schemes", ctx.config.machine.slat.name)
+            self.coherence = machine.coherence = self.software.coherence = Coherence(
+                machine, self.software, scheme.backs_guest_memory)
         self.invalidate = machine.invalidate
         self.track_writes = machine.dedup is not None  # contents matter only to dedup
         caches = machine.data_caches
@@ -41,6 +48,17 @@ class ReferenceEngine:
         self._miss_names = [f"tlb.{lv.name}.misses" for lv in levels]
         self.per_asid = ctx.config.experiment.per_asid
         self.records = 0  # trace records run so far
+
+    def settle(self) -> None:
+        """Carry out and count what coherence still gathers (a shootdown of the last
+        records): before a warmup restart, a dedup wake-up and the end of the run."""
+        if self.coherence is not None:
+            self.coherence.settle()
+
+    def between(self) -> None:
+        """Work between records follows (a dedup wake-up)."""
+        if self.coherence is not None:
+            self.coherence.between()
 
     def record_walks(self, sampling: WalkSampling) -> None:
         """Record the walks ``sampling`` takes (:mod:`slatframe.walk_record`)."""
@@ -69,13 +87,14 @@ class ReferenceEngine:
         charge, per_asid = machine.context.counters.charge, self.per_asid
         recorder, base = getattr(machine.walker, "recorder", None), self.records
         self.records += len(ops)
-        c, k, tlb = 0, 0, machine.tlb
+        c, k, tlb, coherence = 0, 0, machine.tlb, self.coherence
         for i in range(len(ops)):
             vm, asid, op, va = vms[i], asids[i], ops[i], vaddrs[i]
             if smp:
                 c, k = cores[i], vcpus[i]
                 tlb = all_cores[c].tlb
                 charge((vm, asid if per_asid else None, k, c))  # this record's work is its vCPU's and core's
+                coherence.at(vm, asid, op, first[vm] + k, c)
             else:
                 charge((vm, asid) if per_asid else vm)  # this record's work is its VM's (and asid's)
             if recorder is not None:

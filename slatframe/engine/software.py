@@ -34,6 +34,7 @@ class SoftwareSide:
         self.vm_of = np.repeat(np.arange(len(vcpus), dtype=np.int64), vcpus)  # each vCPU's VM
         self.current_asid = np.full(len(self.vm_of), -1, dtype=np.int64)
         self.last_vcpu = np.full(cores, -1, dtype=np.int64)
+        self.coherence: Any = None  #: a slatframe.coherence.Coherence, told which space each vCPU runs
 
     def vcpu_switch(self, vm: int, vcpu: int, core: int) -> None:
         """A record of ``vcpu`` (of ``vm``) after a record of another vCPU on ``core``."""
@@ -52,7 +53,12 @@ class SoftwareSide:
             self.invalidate(inv)
         if not self.tagged:  # no PCID: a CR3 load drops the VM's entries
             self.flush_core(Invalidation("vm", vm), core)
-        self.current_asid[vm if vcpu is None else vcpu] = asid
+        self._runs(vm, asid, vm if vcpu is None else vcpu, core)
+
+    def _runs(self, vm: int, asid: int, vcpu: int, core: int) -> None:
+        self.current_asid[vcpu] = asid
+        if self.coherence is not None:
+            self.coherence.running(vm, asid, vcpu, core)
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> None:
         """A control record other than a context switch."""
@@ -83,7 +89,7 @@ class SoftwareSide:
         running = self.current_asid[vcpu]
         if running != asid:
             if running < 0:
-                self.current_asid[vcpu] = asid
+                self._runs(vm, asid, vcpu, core)
             else:  # an access of another address space: an implicit switch
                 self.context_switch(vm, asid, vcpu, core)
         return False

@@ -1,0 +1,232 @@
+"""Keeping translations coherent on a machine of several vCPUs: who is flushed when a
+mapping changes, and what it costs. The rules are Linux's and KVM's
+(docs/architecture.md, "Keeping translations coherent"; each fact with its source in
+docs/design/smp-coherence-facts.md).
+
+No core ever uses a stale translation: a guest's flush reaches every core that may
+hold the address space's entries, by IPI or when it next runs the space, before that
+core's next access (``tests/test_coherence.py`` checks every hPA against one vCPU's):
+
+- The guest kernel keeps each address space's ``mm_cpumask``: a vCPU enters it when it
+  starts running the space and leaves it only when a shootdown reaches it while it runs
+  another (Linux's lazy clearing). A guest invalidation (``by = "guest"``) is a
+  ``flush_tlb_mm_range``: one per trace record, and one for consecutive unmap or protect
+  records of one vCPU and address space (an munmap or mprotect of a range). It sends an
+  IPI to every other vCPU of the mask that runs the space (to all of the mask when the
+  operation frees page tables: exit, exec). A receiver running the space flushes it, as
+  its kernel does: one INVLPG a page, or a full flush above 33 pages
+  (``tlb_single_page_flush_ceiling``), which the sender's core takes too; the
+  receiver's flush goes through the SLAT scheme's ``control`` as the guest's own INVLPG
+  or CR3 load would, so a shadow-paging hypervisor takes its exits. A receiver that
+  runs another space only leaves the mask. A vCPU that starts running a space flushed
+  since it last ran it flushes it first (Linux's ``tlb_gen`` check in ``switch_mm``).
+  Under a hypervisor each IPI sent is a VM exit (``vm_exits.ipi``: an ICR write)
+  unless ``machine.ipi_virtualization``; receivers take posted interrupts (no exit).
+- A hypervisor invalidation (``by = "hypervisor"``: a shadow zap, a dedup merge) is a
+  ``kvm_flush_remote_tlbs`` of the VM, one per trace record: every vCPU of the VM gets a
+  flush request, and those running on a core other than the sender get a host IPI and
+  exit (``vm_exits.remote_flush``).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Hashable, Iterator
+
+import attrs
+
+from .translation import CPU, HYPERVISOR, Invalidation
+from .trace import EXEC, EXIT, FLUSH, INVLPG, PROTECT, UNMAP
+
+RANGE_OPS = (UNMAP, PROTECT)  #: consecutive records of these by one vCPU and space are one flush
+FREES_TABLES = (EXEC, EXIT)  #: operations that free page tables: every vCPU of the mask gets the IPI
+#: VM-exit reasons counted here, under any scheme with a hypervisor (backs_guest_memory)
+EXIT_REASONS = ("ipi", "remote_flush")
+#: Linux's tlb_single_page_flush_ceiling (arch/x86/mm/tlb.c): above it a range flush is a full flush
+FLUSH_CEILING = 33
+
+
+@attrs.define
+class Shootdown:
+    """A guest flush being gathered (one ``flush_tlb_mm_range``)."""
+
+    vm: int
+    asid: int
+    vcpu: int  #: the sender, machine-wide
+    op: int  #: the trace op of its first record
+    scope: Hashable  #: the counters' scope its sender's events go to
+    pages: list[int] = attrs.Factory(list)
+    full: bool = False
+
+
+class Coherence:
+    """The coherence state of one run on a machine of several vCPUs."""
+
+    def __init__(self, machine: Any, software: Any, hypervisor: bool) -> None:
+        config = machine.context.config
+        self.machine, self.software = machine, software
+        self.counters = machine.context.counters
+        self.values = self.counters.values
+        self.per_asid = config.experiment.per_asid
+        self.ipi_exits = hypervisor and not config.machine.ipi_virtualization
+        self.vm_of = software.vm_of.tolist()
+        self.first = [0]
+        for vm in config.vms:
+            self.first.append(self.first[-1] + vm.vcpus)
+        self.core_of = [-1] * len(self.vm_of)  # the core each vCPU last ran on
+        self.masks: dict[tuple[int, int], set[int]] = {}  # (vm, asid) -> mm_cpumask
+        self.generation: dict[tuple[int, int], int] = {}  # (vm, asid) -> flushes so far (tlb_gen)
+        self.seen: dict[tuple[int, int], int] = {}  # (vcpu, asid) -> the generation it last flushed
+        self.private = [[lv.array for i, lv in enumerate(core.tlb.levels) if not config.tlb.levels[i].shared]
+                        for core in machine.cores]
+        self.batch: Shootdown | None = None
+        self.host: dict[int, tuple[int, Hashable]] = {}  # VM -> (sender vCPU, scope) of a remote flush due
+        self.vcpu, self.core, self.vm, self.asid, self.op = -1, 0, 0, 0, 0
+
+    # -- what the engine tells it ------------------------------------------------------
+    def at(self, vm: int, asid: int, op: int, vcpu: int, core: int) -> None:
+        """The engine is about to run a record of machine-wide ``vcpu`` on ``core``."""
+        b = self.batch
+        if b is not None and not (op in RANGE_OPS and b.op in RANGE_OPS and (b.vcpu, b.vm, b.asid) == (vcpu, vm, asid)):
+            self._shoot(b)
+        if self.host:
+            self._remote_flushes()
+        self.vm, self.asid, self.op, self.vcpu, self.core = vm, asid, op, vcpu, core
+        self.core_of[vcpu] = core
+
+    def between(self) -> None:
+        """Work between records follows (a dedup wake-up): no vCPU sends what it causes."""
+        self.settle()
+        self.vcpu, self.op = -1, -1
+
+    def settle(self) -> None:
+        """Count and carry out what is still gathered (before a warmup restart, a dedup
+        wake-up, the end of the run)."""
+        if self.batch is not None:
+            self._shoot(self.batch)
+        if self.host:
+            self._remote_flushes()
+
+    def running(self, vm: int, asid: int, vcpu: int, core: int) -> None:
+        """``vcpu`` runs ``asid`` from now on (its first record, or a context switch): it
+        enters the space's mm_cpumask, and flushes the space on its core first if it was
+        flushed since this vCPU last flushed it."""
+        self.masks.setdefault((vm, asid), set()).add(vcpu)
+        generation = self.generation.get((vm, asid), 0)
+        if self.seen.get((vcpu, asid), generation) < generation:
+            self.machine.flush_core(Invalidation("asid", vm, asid, 0, CPU), core)
+            self.values["tlb.catch_up_flushes"] += 1
+        self.seen[(vcpu, asid)] = generation
+
+    def invalidated(self, inv: Invalidation) -> None:
+        """A guest's or the hypervisor's invalidation. The hypervisor's is carried out
+        on every core now (KVM waits for its remote flush) and its flush requests
+        gathered; the guest's on the sender's core now (unless ``local`` is False) and
+        its shootdown gathered: the other cores flush when the IPIs reach them, or when
+        they next run the address space."""
+        if inv.by == HYPERVISOR:
+            removed = self._removed()
+            for core in range(len(self.machine.cores)):
+                self.machine.flush_core(inv, core)
+            self._count_remote(removed, self.core)
+            self.host.setdefault(inv.vm, (self.vcpu, self.counters.scope))
+            return
+        if inv.local:
+            self.machine.flush_core(inv, self.core)
+        b = self.batch
+        if b is not None and (b.vm, b.asid) != (inv.vm, inv.asid):
+            self._shoot(b)
+            b = None
+        if b is None:
+            b = self.batch = Shootdown(inv.vm, inv.asid, self.vcpu, self.op, self.counters.scope)
+        if inv.scope == "page" and not b.full:
+            b.pages.append(inv.va)
+            b.full = len(b.pages) > FLUSH_CEILING
+        else:
+            b.full = True
+
+    # -- what it does ------------------------------------------------------------------
+    def _shoot(self, b: Shootdown) -> None:
+        """One guest flush_tlb_mm_range: the sender's full flush above the ceiling, the
+        IPIs, each receiver's flush or its leaving the mask."""
+        self.batch = None
+        key = (b.vm, b.asid)
+        generation = self.generation[key] = self.generation.get(key, 0) + 1
+        asid_of = self.software.current_asid
+        mask = self.masks.setdefault(key, set())
+        if b.vcpu >= 0:
+            self.seen[(b.vcpu, b.asid)] = generation
+            if b.full and self.core_of[b.vcpu] >= 0:
+                self.machine.flush_core(Invalidation("asid", b.vm, b.asid, 0, CPU), self.core_of[b.vcpu])
+        frees = b.op in FREES_TABLES
+        targets = sorted(t for t in mask if t != b.vcpu and (frees or asid_of[t] == b.asid))
+        if targets:
+            with self._charged(b.scope):
+                self.values["tlb.shootdowns"] += 1
+                self.values["ipi.sent"] += len(targets)
+                for _ in targets if self.ipi_exits else ():
+                    self.counters.vm_exit("ipi")
+        flushes = [(FLUSH, 0)] if b.full else [(INVLPG, va) for va in b.pages]
+        for t in targets:
+            with self._charged(self._scope_of(t)):
+                self.values["ipi.received"] += 1
+                if asid_of[t] != b.asid:  # it runs another space: it only leaves the mask
+                    mask.discard(t)
+                    continue
+                self.seen[(t, b.asid)] = generation
+                removed = self._removed()
+                here = self.vcpu, self.core
+                self.vcpu, self.core = t, self.core_of[t]  # the receiver's flush is its own
+                try:
+                    for op, va in flushes:
+                        for inv in self.machine.translator.control(b.vm, b.asid, op, va):
+                            self.machine.invalidate(inv)
+                finally:
+                    self.vcpu, self.core = here
+                self._count_remote(removed, self.core_of[b.vcpu] if b.vcpu >= 0 else -1)
+        if b.op == EXIT:
+            self.masks.pop(key, None)
+        elif b.op == EXEC and b.vcpu >= 0:
+            self.masks[key] = {b.vcpu}
+
+    def _remote_flushes(self) -> None:
+        """The hypervisor's flush requests of this record: a host IPI and an exit for each
+        vCPU of the VM running on a core, the sender's own excepted."""
+        host, self.host = self.host, {}
+        last = self.software.last_vcpu
+        for vm, (sender, scope) in sorted(host.items()):
+            running = [t for t in range(self.first[vm], self.first[vm + 1])
+                       if t != sender and self.core_of[t] >= 0 and last[self.core_of[t]] == t]
+            with self._charged(scope):
+                self.values["hypervisor.remote_flushes"] += 1
+                self.values["hypervisor.flush_ipis"] += len(running)
+            for t in running:
+                with self._charged(self._scope_of(t)):
+                    self.counters.vm_exit("remote_flush")
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def _scope_of(self, vcpu: int) -> Hashable:
+        vm = self.vm_of[vcpu]
+        asid = int(self.software.current_asid[vcpu])
+        return (vm, asid if self.per_asid and asid >= 0 else None, vcpu - self.first[vm], max(self.core_of[vcpu], 0))
+
+    @contextmanager
+    def _charged(self, scope: Hashable) -> Iterator[None]:
+        """Count what follows to ``scope``, then go back to the current one."""
+        now = self.counters.scope
+        self.counters.charge(scope)
+        try:
+            yield
+        finally:
+            self.counters.charge(now)
+
+    def _removed(self) -> list[int]:
+        """Each core's valid entries in its private TLB levels (invalidations only drop them)."""
+        return [sum(len(array.where) for array in arrays) for arrays in self.private]
+
+    def _count_remote(self, before: list[int], own_core: int) -> None:
+        """TLB entries dropped since ``before`` from the private levels of cores other
+        than ``own_core``."""
+        after = self._removed()
+        gone = sum(b - a for core, (a, b) in enumerate(zip(after, before)) if core != own_core)
+        if gone:
+            self.values["tlb.remote_invalidations"] += gone

@@ -1,0 +1,198 @@
+"""Keeping translations coherent on several vCPUs (issue 34, phase 3): shootdowns, IPIs,
+VM exits and remote flushes, each against a count worked out from the trace by hand,
+and translations against a machine of one vCPU (a stale entry would change an hPA)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slatframe.errors import SlatframeError
+from slatframe.testing import build, run_placed, tiny_config
+from slatframe.trace import (CONTEXT_SWITCH, EXIT, FLUSH, FORK, INVLPG, PROTECT, READ, TRACE_DTYPE, UNMAP,
+                             WRITE)
+
+PAGE = 4096
+BASE = 1 << 30
+TLB = {"levels": [{"name": "l1", "sets": 64, "ways": 4}]}  # 256 entries: nothing here is evicted
+
+
+def trace(rows: list[tuple[int, int, int, int, int]]) -> np.ndarray:
+    """(vm, asid, op, vaddr, thread) rows."""
+    return np.array(rows, dtype=TRACE_DTYPE)
+
+
+def machine(vcpus: int, slat: str = "native", **extra) -> tuple:
+    """One VM of ``vcpus`` vCPUs, each on a core of its own (thread t on vCPU t)."""
+    raw = tiny_config(machine={"slat": slat, "host_memory": "4G", "cores": vcpus, **extra},
+                      vms=[{"name": "vm0", "memory": "256M", "vcpus": vcpus}], tlb=TLB)
+    return build(raw)
+
+
+def page(n: int) -> int:
+    return BASE + n * PAGE
+
+
+def counts(config_registry: tuple, rows: list) -> dict:
+    totals, _, scoped = run_placed(*config_registry, trace(rows))
+    out = dict(totals)
+    for scope, part in scoped.items():
+        if scope is None:  # work before the first record (none of these tests has any)
+            continue
+        core = scope[3]
+        for name, n in part.items():
+            out[f"core.{core}.{name}"] = out.get(f"core.{core}.{name}", 0) + n
+    return out
+
+
+def warm(k: int, shared: int = 5) -> list:
+    """Each of ``k`` threads reads the shared page and a page of its own."""
+    return [(0, 0, READ, page(shared), t) for t in range(k)] + [(0, 0, READ, page(10 + t), t) for t in range(k)]
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("slat, ipiv, exits", [("native", False, 0), ("intel-ept", False, 1), ("intel-ept", True, 0),
+                                               ("amd-npt", False, 1)])
+def test_one_unmap_is_one_shootdown_of_every_other_vcpu(k, slat, ipiv, exits):
+    """k threads cache page 5; thread 0 unmaps it: 1 shootdown, k - 1 IPIs (each a VM
+    exit under a hypervisor without IPI virtualization), the k - 1 remote entries gone
+    (each thread's next read of page 5 walks), the threads' own pages kept (they hit)."""
+    rows = warm(k) + [(0, 0, UNMAP, page(5), 0)] + warm(k)
+    m = counts(machine(k, slat, ipi_virtualization=ipiv), rows)
+    assert (m["tlb.shootdowns"], m["ipi.sent"], m["ipi.received"]) == (1, k - 1, k - 1)
+    assert m.get("vm_exits.ipi", 0) == exits * (k - 1)
+    assert m["tlb.remote_invalidations"] == k - 1
+    assert m["walks"] == 3 * k  # page 5 twice and its own page once, per thread
+    assert all(m[f"core.{c}.walks"] == 3 for c in range(k))
+    assert m["faults.guest"] == 1 + k + 1  # page 5 twice (mapped again), each own page once
+    assert m["core.0.tlb.shootdowns"] == 1 and m["core.1.ipi.received"] == 1
+
+
+@pytest.mark.parametrize("pages, full", [(33, False), (34, True)])
+def test_more_than_33_pages_is_one_full_flush(pages, full):
+    """Thread 0 unmaps a range of consecutive pages both threads read: one shootdown,
+    one IPI; above Linux's ceiling of 33 pages the receiver flushes the whole address
+    space, so thread 1's own page (10) is gone too and its next read walks."""
+    rng = [page(100 + i) for i in range(pages)]
+    rows = [(0, 0, READ, va, t) for t in (0, 1) for va in rng] + [(0, 0, READ, page(10), 1)]
+    rows += [(0, 0, UNMAP, va, 0) for va in rng] + [(0, 0, READ, page(10), 1)]
+    m = counts(machine(2), rows)
+    assert (m["tlb.shootdowns"], m["ipi.sent"]) == (1, 1)
+    assert m["core.1.walks"] == pages + 1 + full
+
+
+@pytest.mark.parametrize("pages, invlpg, cr3", [(33, 33, 0), (34, 0, 1)])
+def test_under_shadow_paging_the_receiver_s_flush_exits(pages, invlpg, cr3):
+    """Under shadow paging the receiver's flush is the guest's INVLPG of each page (an
+    exit each) or, above the ceiling, a CR3 load (one exit)."""
+    rng = [page(100 + i) for i in range(pages)]
+    rows = [(0, 0, READ, va, t) for t in (0, 1) for va in rng]
+    rows += [(0, 0, UNMAP, va, 0) for va in rng]
+    m = counts(machine(2, "shadow"), rows)
+    assert m.get("core.1.vm_exits.invlpg", 0) == invlpg
+    assert m.get("core.1.vm_exits.cr3_write", 0) == cr3
+    assert m["core.0.vm_exits.invlpg"] == pages  # the sender's own, one per unmap record
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_a_shadow_zap_flushes_every_running_vcpu(k):
+    """Under shadow paging (emulated guest table writes), thread 0's unmap of a page
+    every thread caches: the guest's shootdown (k - 1 IPIs, each an exit, each receiver's
+    INVLPG an exit) and the hypervisor's flush of the zapped shadow entry: one remote
+    flush, a host IPI and an exit on each of the k - 1 other running vCPUs."""
+    m = counts(machine(k, "shadow"), warm(k) + [(0, 0, UNMAP, page(5), 0)])
+    assert m["vm_exits.ipi"] == k - 1
+    assert m["vm_exits.invlpg"] == 1 + (k - 1)
+    assert (m["hypervisor.remote_flushes"], m["hypervisor.flush_ipis"], m["vm_exits.remote_flush"]) == \
+        (1, k - 1, k - 1)
+
+
+def test_enlightened_shadow_flushes_by_hypercall():
+    """The enlightened guest's own INVLPG is a hypercall, not an exit of its own kind."""
+    m = counts(machine(2, {"name": "shadow", "enlightened": True}), warm(2) + [(0, 0, UNMAP, page(5), 0)])
+    assert m.get("vm_exits.invlpg", 0) == 0 and m["vm_exits.hypercall"] >= 2
+
+
+def test_the_mask_is_cleared_lazily_and_a_stale_vcpu_catches_up():
+    """Thread 1 reads pages 5 and 6 of space 0, then runs space 1. Thread 0's unmap of
+    page 5 sends no IPI (thread 1 runs another space); when thread 1 comes back to space 0
+    its core flushes the space first (tlb_gen), so page 6 walks again. Then it runs space
+    1 again, and thread 0's exit of space 0 (it frees page tables) does reach it, once."""
+    rows = [(0, 0, READ, page(5), 0), (0, 0, READ, page(5), 1), (0, 0, READ, page(6), 1),
+            (0, 1, READ, page(7), 1),  # thread 1 switches to space 1
+            (0, 0, UNMAP, page(5), 0)]
+    m = counts(machine(2), rows)
+    assert m.get("ipi.sent", 0) == 0 and m.get("tlb.shootdowns", 0) == 0
+    back = rows + [(0, 0, READ, page(6), 1)]
+    m = counts(machine(2), back)
+    assert m["tlb.catch_up_flushes"] == 1
+    assert m["core.1.walks"] == 4  # 5, 6, 7, and 6 again after the catch-up flush
+    gone = back + [(0, 1, READ, page(7), 1), (0, 0, EXIT, 0, 0)]
+    m = counts(machine(2), gone)
+    assert (m["ipi.sent"], m["core.1.ipi.received"]) == (1, 1)
+
+
+def test_a_cow_break_is_shot_down_so_both_threads_see_the_copy():
+    """Threads 0 and 1 of process 0 read page 5; it forks; thread 0 writes page 5 (a
+    copy-on-write copy) and thread 1 reads it: thread 1 must see the copy, at the hPA of
+    thread 0's write, not the frame the child keeps."""
+    rows = [(0, 0, WRITE, page(5), 0), (0, 0, READ, page(5), 1), (0, 0, FORK, 1, 0), (0, 0, READ, page(5), 1),
+            (0, 0, WRITE, page(5), 0), (0, 0, READ, page(5), 1), (0, 1, READ, page(5), 0)]
+    m, hpa, _ = run_placed(*machine(2), trace(rows))
+    assert hpa[5] == hpa[4] != hpa[6]
+    assert m["guest.cow_copies"] == 1
+    assert m["tlb.shootdowns"] == 2  # the fork's flush of the parent and the copy's
+    assert m["ipi.sent"] == 2
+
+
+# -- translations on several vCPUs are those of one: a stale entry would show -----------
+
+OPS = [READ, WRITE, READ, WRITE, READ, UNMAP, PROTECT, FORK, EXIT, INVLPG, FLUSH, CONTEXT_SWITCH]
+CI = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@st.composite
+def threaded_traces(draw) -> np.ndarray:
+    n = draw(st.integers(1, 80))
+    t = np.zeros(n, dtype=TRACE_DTYPE)
+    for i in range(n):
+        op = draw(st.sampled_from(OPS))
+        va = draw(st.integers(0, 5)) if op in (FORK, CONTEXT_SWITCH) else page(draw(st.integers(0, 12)))
+        t[i] = (0, draw(st.integers(0, 2)), op, va, draw(st.integers(0, 3)))
+    return t
+
+
+_BUILT: dict = {}
+
+
+def built(slat: str, vcpus: int, cores: int) -> tuple:
+    key = (slat, vcpus, cores)
+    if key not in _BUILT:
+        raw = tiny_config(machine={"slat": slat, "host_memory": "4G", "cores": cores},
+                          vms=[{"name": "vm0", "memory": "256M", "vcpus": vcpus}], tlb=TLB,
+                          walk_caches=[{"type": "pwc"}])
+        _BUILT[key] = build(raw)
+    return _BUILT[key]
+
+
+@pytest.mark.parametrize("slat", ["native", "intel-ept", "shadow"])
+@pytest.mark.parametrize("vcpus, cores", [(4, 4), (4, 2), (3, 1)])
+@CI
+@given(rows=threaded_traces())
+def test_every_access_translates_as_on_one_vcpu(slat, vcpus, cores, rows):
+    """Random threads of three processes with unmaps, protects, forks, exits and
+    flushes: on several vCPUs every access reaches the hPA it reaches on one, and the
+    guest takes the same faults; the counts of each core add up to the totals."""
+    try:
+        one, one_hpa, _ = run_placed(*built(slat, 1, 1), rows)
+    except SlatframeError:
+        return  # a trace one vCPU refuses (an exit of a space never run, ...) is no test
+    many, many_hpa, scoped = run_placed(*built(slat, vcpus, cores), rows, chunk_size=7)
+    differ = np.flatnonzero(one_hpa != many_hpa)
+    assert not differ.size, f"record {differ[0]} {rows[differ[0]]}: {one_hpa[differ[0]]:#x} on one vCPU, " \
+                            f"{many_hpa[differ[0]]:#x} on {vcpus}"
+    for name in ("faults.guest", "accesses", "guest.cow_copies", "guest.pt_writes"):
+        assert many.get(name, 0) == one.get(name, 0), name
+    for name in ("ipi.sent", "walks", "vm_exits"):
+        assert sum(part.get(name, 0) for part in scoped.values()) == many.get(name, 0)
