@@ -35,6 +35,9 @@ class NestedOptions:
     table_access_dirties: bool = option(
         True, "a guest page-table access counts as a write for second-level dirty flags "
               "(Intel SDM 29.3.5 with EPT A/D on; assumed the same on AMD)")
+    enlightened: bool = option(
+        False, "on several vCPUs, the guest sends a TLB shootdown as one flush hypercall with a processor mask "
+               "(Hyper-V TLFS HvCallFlushVirtualAddressSpace/List) instead of IPIs")
 
 
 class NestedTranslator:
@@ -44,6 +47,7 @@ class NestedTranslator:
     process_events = True  #: handles fork, exec, exit and map_shared (slatframe.guest.GuestOs)
 
     def __init__(self, options: NestedOptions, ctx: MachineContext, exit_reason: str) -> None:
+        self.flush_hypercall = options.enlightened  #: shootdowns by hypercall (slatframe.coherence)
         self.counters = ctx.counters
         self.exit_reason = exit_reason
         self.dedup = None  # set by the machine when a dedup strategy runs

@@ -97,6 +97,7 @@ class ShadowTranslator:
     def __init__(self, ctx: MachineContext, options: "ShadowOptions | None" = None) -> None:
         options = options if options is not None else ShadowOptions()
         self.options = options
+        self.flush_hypercall = options.enlightened  #: shootdowns by hypercall (slatframe.coherence)
         self.fmt = ctx.guest_format
         self.host = ctx.host
         self.counters = ctx.counters
@@ -229,9 +230,12 @@ class ShadowTranslator:
         size = min(gsize, host_size)
         writable = (fmt.is_writable(guest.entry) and host_writable
                     and bool(guest.entry & fmt.dirty_flag or not fmt.dirty_flag))
-        if self._zap(root, va, size):
-            self._zapped_leaf(vm, asid, va)
         va_base, hpa_base = va & ~(size - 1), hpa & ~(size - 1)
+        old = walk(fmt, root, va_base, self.host)
+        if self._zap(root, va, size) and not (  # a permission upgrade of the same frame needs no flush
+                old.level == fmt.level_of_size(size) and fmt.frame(old.entry, old.level) == hpa_base
+                and (writable or not fmt.is_writable(old.entry))):
+            self._zapped_leaf(vm, asid, va)
         tables = self._guest_tables(vm, asid, va)
         self._fill(vm, root, va_base, hpa_base, size, writable, tables)
         self._synced(vm, tables, va)
@@ -351,8 +355,10 @@ class ShadowTranslator:
         return zapped
 
     def _zapped_leaf(self, vm: int, asid: int, va: int) -> None:
-        """A present shadow leaf of ``va`` was dropped or overwritten: every vCPU of the VM
-        may cache it, so KVM flushes them all (kvm_flush_remote_tlbs_gfn). The vCPU at
+        """A present shadow leaf of ``va`` was dropped or overwritten with another frame or
+        fewer rights: every vCPU of the VM may cache it, so KVM flushes them all
+        (kvm_flush_remote_tlbs_gfn; a permission upgrade of the same frame needs none, as
+        in KVM's mmu_spte_update). The vCPU at
         hand needs nothing more (its guest's INVLPG, or the walk in progress, follows):
         ``local = False``, so on one vCPU this changes nothing."""
         self.stale.append(Invalidation("page", vm, asid, va, HYPERVISOR, local=False))

@@ -22,6 +22,9 @@ core's next access (``tests/test_coherence.py`` checks every hPA against one vCP
   since it last ran it flushes it first (Linux's ``tlb_gen`` check in ``switch_mm``).
   Under a hypervisor each IPI sent is a VM exit (``vm_exits.ipi``: an ICR write)
   unless ``machine.ipi_virtualization``; receivers take posted interrupts (no exit).
+  An enlightened guest (its translator's ``flush_hypercall`` is True) sends one flush
+  hypercall instead (``vm_exits.hypercall``); the hypervisor flushes each target's whole
+  TLB context and kicks the running ones (``vm_exits.remote_flush``).
 - A hypervisor invalidation (``by = "hypervisor"``: a shadow zap, a dedup merge) is a
   ``kvm_flush_remote_tlbs`` of the VM, one per trace record: every vCPU of the VM gets a
   flush request, and those running on a core other than the sender get a host IPI and
@@ -40,7 +43,7 @@ from .trace import EXEC, EXIT, FLUSH, INVLPG, PROTECT, UNMAP
 RANGE_OPS = (UNMAP, PROTECT)  #: consecutive records of these by one vCPU and space are one flush
 FREES_TABLES = (EXEC, EXIT)  #: operations that free page tables: every vCPU of the mask gets the IPI
 #: VM-exit reasons counted here, under any scheme with a hypervisor (backs_guest_memory)
-EXIT_REASONS = ("ipi", "remote_flush")
+EXIT_REASONS = ("ipi", "remote_flush", "hypercall")
 #: Linux's tlb_single_page_flush_ceiling (arch/x86/mm/tlb.c): above it a range flush is a full flush
 FLUSH_CEILING = 33
 
@@ -68,6 +71,7 @@ class Coherence:
         self.values = self.counters.values
         self.per_asid = config.experiment.per_asid
         self.ipi_exits = hypervisor and not config.machine.ipi_virtualization
+        self.hypercall = bool(getattr(machine.translator, "flush_hypercall", False))
         self.vm_of = software.vm_of.tolist()
         self.first = [0]
         for vm in config.vms:
@@ -127,7 +131,7 @@ class Coherence:
             removed = self._removed()
             for core in range(len(self.machine.cores)):
                 self.machine.flush_core(inv, core)
-            self._count_remote(removed, self.core)
+            self._count_remote(removed, self.core if self.vcpu >= 0 else -1)  # between records: every core's
             self.host.setdefault(inv.vm, (self.vcpu, self.counters.scope))
             return
         if inv.local:
@@ -159,6 +163,19 @@ class Coherence:
                 self.machine.flush_core(Invalidation("asid", b.vm, b.asid, 0, CPU), self.core_of[b.vcpu])
         frees = b.op in FREES_TABLES
         targets = sorted(t for t in mask if t != b.vcpu and (frees or asid_of[t] == b.asid))
+        if self.hypercall:
+            self._flush_by_hypercall(b, targets, generation)
+        else:
+            self._send_ipis(b, targets, generation)
+        if b.op == EXIT:
+            self.masks.pop(key, None)
+        elif b.op == EXEC and b.vcpu >= 0:
+            self.masks[key] = {b.vcpu}
+
+    def _send_ipis(self, b: Shootdown, targets: list[int], generation: int) -> None:
+        """The IPIs of a shootdown and each receiver's flush, or its leaving the mask."""
+        asid_of = self.software.current_asid
+        mask = self.masks[(b.vm, b.asid)]
         if targets:
             with self._charged(b.scope):
                 self.values["tlb.shootdowns"] += 1
@@ -183,10 +200,31 @@ class Coherence:
                 finally:
                     self.vcpu, self.core = here
                 self._count_remote(removed, self.core_of[b.vcpu] if b.vcpu >= 0 else -1)
-        if b.op == EXIT:
-            self.masks.pop(key, None)
-        elif b.op == EXEC and b.vcpu >= 0:
-            self.masks[key] = {b.vcpu}
+
+    def _flush_by_hypercall(self, b: Shootdown, targets: list[int], generation: int) -> None:
+        """An enlightened guest's shootdown: one flush hypercall (an exit) with the
+        targets' mask; the hypervisor flushes each target's whole TLB context (KVM's
+        kvm_hv_flush_tlb ignores the address space) and kicks those running on a core
+        (a host IPI and an exit each); the others flush when they next run (their entries
+        are dropped now, which is the same to every later access). No guest IPI, so no
+        receiver leaves the mask."""
+        if not targets:
+            return
+        with self._charged(b.scope):
+            self.values["tlb.shootdowns"] += 1
+            self.values["tlb.flush_hypercalls"] += 1
+            self.counters.vm_exit("hypercall")
+        last = self.software.last_vcpu
+        for t in targets:
+            core = self.core_of[t]
+            self.seen[(t, b.asid)] = generation
+            with self._charged(self._scope_of(t)):
+                removed = self._removed()
+                if core >= 0:
+                    self.machine.flush_core(Invalidation("vm", b.vm, 0, 0, CPU), core)
+                    if last[core] == t:
+                        self.counters.vm_exit("remote_flush")
+                self._count_remote(removed, self.core_of[b.vcpu] if b.vcpu >= 0 else -1)
 
     def _remote_flushes(self) -> None:
         """The hypervisor's flush requests of this record: a host IPI and an exit for each

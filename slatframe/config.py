@@ -256,8 +256,8 @@ set (`memory`). Refused:
   default `4K` under a scheme with no hypervisor (`native`), where it would mean nothing;
 - a `cost.exit_work` reason that neither a registered SLAT scheme nor the core counts
   (`pt_wirte`, with a "did you mean"; schemes say which reasons they count,
-  `SlatSchemeRecord.exit_reasons`, the core counts `ipi` and `remote_flush` on several
-  vCPUs, and a reason of any registered scheme is allowed so that one config can sweep
+  `SlatSchemeRecord.exit_reasons`, the core counts `ipi`, `remote_flush` and `hypercall`
+  on several vCPUs, and a reason of any registered scheme is allowed so that one config can sweep
   `machine.slat`), and a `cache-aware` cache size that is not a whole number of sets of
   its ways x 64-byte lines (`l1d_size = 256` with 8 ways);
 - an input file (`workload.path`, `vms[].image`) that does not exist or is a folder, and

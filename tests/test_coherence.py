@@ -108,10 +108,22 @@ def test_a_shadow_zap_flushes_every_running_vcpu(k):
         (1, k - 1, k - 1)
 
 
-def test_enlightened_shadow_flushes_by_hypercall():
-    """The enlightened guest's own INVLPG is a hypercall, not an exit of its own kind."""
-    m = counts(machine(2, {"name": "shadow", "enlightened": True}), warm(2) + [(0, 0, UNMAP, page(5), 0)])
-    assert m.get("vm_exits.invlpg", 0) == 0 and m["vm_exits.hypercall"] >= 2
+@pytest.mark.parametrize("slat", [{"name": "shadow", "enlightened": True}, {"name": "intel-ept", "enlightened": True}])
+@pytest.mark.parametrize("k", [2, 4])
+def test_an_enlightened_guest_shoots_down_by_one_hypercall(slat, k):
+    """k threads cache page 5 and their own pages; thread 0 unmaps page 5: one flush
+    hypercall, no IPI; the hypervisor flushes each other vCPU's whole TLB context and
+    kicks it (each runs on its core): k - 1 remote-flush exits, and every thread's own
+    page walks again."""
+    rows = warm(k) + [(0, 0, UNMAP, page(5), 0)] + warm(k)
+    m = counts(machine(k, slat), rows)
+    assert m["tlb.shootdowns"] == m["tlb.flush_hypercalls"] == 1
+    assert m.get("ipi.sent", 0) == 0 and m.get("vm_exits.ipi", 0) == 0
+    own = 1 if slat["name"] == "shadow" else 0  # its unmap's INVLPG is a hypercall too; its zap kicks them too
+    assert m["core.0.vm_exits.hypercall"] == 1 + own
+    assert all(m.get(f"core.{c}.vm_exits.hypercall", 0) == 0 for c in range(1, k))
+    assert m["vm_exits.remote_flush"] == (k - 1) * (1 + own)
+    assert all(m[f"core.{c}.walks"] == 4 for c in range(1, k))  # 5, own, 5 again, own again
 
 
 def test_the_mask_is_cleared_lazily_and_a_stale_vcpu_catches_up():
@@ -166,17 +178,22 @@ def threaded_traces(draw) -> np.ndarray:
 _BUILT: dict = {}
 
 
+SCHEMES = {"native": "native", "intel-ept": "intel-ept", "shadow": "shadow",
+           "shadow-unsync": {"name": "shadow", "writes": "unsync"},
+           "ept-enlightened": {"name": "intel-ept", "enlightened": True}}
+
+
 def built(slat: str, vcpus: int, cores: int) -> tuple:
     key = (slat, vcpus, cores)
     if key not in _BUILT:
-        raw = tiny_config(machine={"slat": slat, "host_memory": "4G", "cores": cores},
+        raw = tiny_config(machine={"slat": SCHEMES[slat], "host_memory": "4G", "cores": cores},
                           vms=[{"name": "vm0", "memory": "256M", "vcpus": vcpus}], tlb=TLB,
                           walk_caches=[{"type": "pwc"}])
         _BUILT[key] = build(raw)
     return _BUILT[key]
 
 
-@pytest.mark.parametrize("slat", ["native", "intel-ept", "shadow"])
+@pytest.mark.parametrize("slat", list(SCHEMES))
 @pytest.mark.parametrize("vcpus, cores", [(4, 4), (4, 2), (3, 1)])
 @CI
 @given(rows=threaded_traces())
