@@ -51,7 +51,8 @@ def summary(result: Any) -> str:
     shown = [("walks", m["walks"]), ("walk refs per walk", m.get("derived.refs_per_walk", "-")),
              ("walk refs max", m["walk.refs_max"])]
     shown += [(k, m[k]) for k in SUMMARY_DERIVED if k in m]
-    shown += [(k, m[k]) for k in sorted(m) if k.startswith(("faults.", "vm_exits", "dedup.", "dcache."))]
+    shown += [(k, m[k]) for k in sorted(m) if k.startswith(("faults.", "vm_exits", "dedup.", "dcache.", "ipi.",
+                                                             "hypervisor.")) or k in COHERENCE_SHOWN]
     shown += [(k, m[k]) for k in sorted(m) if k.startswith(("cycles.", "consolidation."))
               or k == "translation_overhead"]
     lines.append("")
@@ -60,12 +61,22 @@ def summary(result: Any) -> str:
     if len(vms) > 1:  # each VM's share (every vm.<name>.* metric is in the result file)
         rows = [(name, *(m.get(f"vm.{name}.{k}", 0) for k in PER_VM_SHOWN)) for name in vms]
         lines += ["", table(rows, ("VM", *PER_VM_SHOWN))]
+    cores = result.config.get("machine", {}).get("cores", 1)
+    if isinstance(cores, int) and cores > 1:  # each core's share (core.<n>.* metrics)
+        rows = [(n, *(m.get(f"core.{n}.{k}", 0) for k in PER_CORE_SHOWN)) for n in range(cores)]
+        lines += ["", table(rows, ("core", *PER_CORE_SHOWN))]
     return "\n".join(lines)
 
 
 #: The derived metrics (slatframe/derived.py) of the terminal summary, when the result has them.
 SUMMARY_DERIVED = ("derived.mpka", "derived.mpki", "derived.vm_exits_pka", "derived.translation_cycles_per_access",
                    "derived.cycles_per_instruction")
+
+#: The TLB-coherence counters of the terminal summary (runs of several vCPUs), with ipi.* and hypervisor.*.
+COHERENCE_SHOWN = ("tlb.shootdowns", "tlb.remote_invalidations", "tlb.catch_up_flushes", "tlb.flush_hypercalls")
+
+#: The per-core figures of the terminal summary.
+PER_CORE_SHOWN = ("accesses", "walks", "vm_exits", "ipi.sent", "ipi.received", "cycles.per_access")
 
 #: The per-VM figures of the terminal summary.
 PER_VM_SHOWN = ("accesses", "walks", "walk.refs", "faults.guest", "faults.host", "vm_exits", "cycles.per_access")

@@ -301,3 +301,15 @@ def test_time_slicing_two_vms_on_one_core_switches_once_per_quantum(tmp_path):
 def test_every_builtin_scheduler_is_registered():
     names = set(Registry().records["schedulers"])
     assert {"pinned", "time-sliced"} <= names
+
+
+def test_the_run_summary_shows_each_core(tmp_path):
+    from slatframe.report import summary
+
+    trace = random_trace(5, 400, vms=1, threads=2)
+    result = run_experiment(*build(smp_raw(tmp_path, trace, 2, [2])), engine="reference")
+    lines = summary(result).splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("core "))
+    rows = [line.split() for line in lines[head + 2:head + 4]]
+    assert [(int(r[0]), int(r[1].replace(",", ""))) for r in rows] == \
+        [(c, result.metrics[f"core.{c}.accesses"]) for c in (0, 1)]
