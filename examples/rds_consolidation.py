@@ -2,7 +2,7 @@
 examples/rds-consolidation.toml, with the ratios, the hypervisor's share of the CPU and a
 sensitivity table for the parameters that are assumptions.
 
-    python examples/rds_consolidation.py [--scale 1.0] [--set KEY=VALUE ...]
+    python examples/rds_consolidation.py [--scale 1.0] [--set KEY=VALUE ...] [--vcpus K] [--no-sensitivity]
 
 Runs the example on each machine preset (intel-server: intel-ept with paging-structure
 caches; amd-server: amd-npt with a page walk cache and a nested TLB) and under two
@@ -12,7 +12,9 @@ INVLPG or a CR3 load, a pool of 2% of guest memory). The warmup is one turn of e
 process (found by reading the workload's records), then ``3.2e6 x scale`` accesses are
 counted. The sensitivity table varies one assumption at a time on intel-server (the
 Hyper-V-like shadow against intel-ept); the cost and consolidation parameters need no
-new run, because those models work on the counters after the run.
+new run, because those models work on the counters after the run. ``--vcpus K`` gives
+the VM K vCPUs, each on a core of its own, with process p on vCPU p mod K (an SMP guest;
+these run on the reference tier).
 """
 from __future__ import annotations
 
@@ -142,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the counted accesses (for quick checks)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override of every run, as slatframe run --set (before the script's own)")
+    ap.add_argument("--vcpus", type=int, default=1, help="vCPUs of the VM, each on a core (an SMP guest)")
+    ap.add_argument("--no-sensitivity", action="store_true", help="print the two main tables only")
     args = ap.parse_args(argv)
-    run = Runner(args.scale, tuple(args.set))
+    smp = (f"machine.cores={args.vcpus}", f"vms[0].vcpus={args.vcpus}", "workload.threads='process'")
+    run = Runner(args.scale, (*(smp if args.vcpus > 1 else ()), *args.set))
 
     rows, ratios = [], []
     for preset, (nested, extra) in MACHINES.items():
@@ -166,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(ratios, ("machine", "shadow", "sessions (nested)", "sessions (shadow)", "ratio",
                          "cores/session shadow / nested")))
+    if args.no_sensitivity:
+        return 0
 
     sens = []
     shadow_slat = SHADOWS["shadow, Hyper-V-like"]

@@ -193,6 +193,9 @@ class SessionsOptions:
     spawn_shared_pages: int = option(SPAWN_SHARED, "library pages a spawned command maps and touches, the first "
                                                    "of the shared pages (a recorded /bin/true's)", min=0, max=1 << 20)
     vm: int = option(0, "VM index of every record", min=0, max=65535)
+    threads: str = option("one", "the guest threads that issue the records: one (thread 0 runs every process, so "
+                                 "they take turns on vCPU 0) or process (process p is thread p and runs on vCPU p mod "
+                                 "vms[].vcpus; a command it spawns runs on its vCPU)", choices=("one", "process"))
     base: int = option(0x5555_0000_0000, "first virtual address of each working set", min=0)
     shared_base: int = option(0x7F00_0000_0000, "first virtual address of the shared (library) pages", min=0)
 
@@ -276,6 +279,8 @@ def sessions(o: SessionsOptions, chunk_size: int, seed: int, n_vms: int) -> Iter
             done += n
         turn += 1
         for out in blocks:
+            if o.threads == "process":
+                out["thread"] = asid
             pending.append(out)
             held += len(out)
         while held >= chunk_size:

@@ -1,6 +1,7 @@
 """Synthetic generators: each checked against what its one-sentence definition implies."""
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 
@@ -127,3 +128,27 @@ def test_mix_part_vm_out_of_range(registry):
     with pytest.raises(ConfigError, match=r"workload.parts\[0\].vm = 3"):  # validate refuses it, as run does
         config, reg = build(raw, registry)
         list(workload_chunks(config, reg))
+
+
+@pytest.mark.parametrize("threads, vms", [(1, 1), (3, 1), (4, 2)])
+def test_synthetic_threads_take_each_vms_records_in_turn(threads, vms):
+    o = SyntheticOptions(accesses=1000, footprint=1 << 20, threads=threads)
+    t = np.concatenate(list(generate(o, 97, 1, vms)))
+    for vm in range(vms):
+        mine = t[t["vm"] == vm]
+        assert (mine["thread"] == np.arange(len(mine)) % threads).all()
+
+
+def test_sessions_threads_process_runs_each_process_as_its_own_thread():
+    """Every record of process p (its switches, accesses, churn, library maps) is thread
+    p, and so is every record of a command it spawns (asid processes + p); with threads =
+    "one" the same records are all thread 0."""
+    o = SessionsOptions(processes=5, working_set=1 << 20, accesses=60_000, switch_every=4000, churn_rate=0.01,
+                        spawn_every=20_000, spawn_accesses=500, spawn_private_pages=4, spawn_shared_pages=2,
+                        shared_pages=4, threads="process")
+    t = np.concatenate(list(sessions(o, 1000, 1, 1)))
+    one = np.concatenate(list(sessions(attrs.evolve(o, threads="one"), 1000, 1, 1)))
+    assert np.array_equal(t[["vm", "asid", "op", "vaddr"]], one[["vm", "asid", "op", "vaddr"]])
+    assert (one["thread"] == 0).all()
+    assert (t["thread"] == t["asid"] % o.processes).all()
+    assert set(t["asid"].tolist()) > set(range(o.processes))  # spawned commands ran
