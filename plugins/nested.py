@@ -38,6 +38,10 @@ class NestedOptions:
     enlightened: bool = option(
         False, "on several vCPUs, the guest sends a TLB shootdown as one flush hypercall with a processor mask "
                "(Hyper-V TLFS HvCallFlushVirtualAddressSpace/List) instead of IPIs")
+    pv_tlb_flush: bool = option(
+        False, "on several vCPUs, KVM's paravirtual TLB flush (KVM_FEATURE_PV_TLB_FLUSH, Linux's kvm_flush_tlb_multi): "
+               "a shootdown sends no IPI to a preempted vCPU (one not running on its core); KVM flushes its TLB "
+               "when it next runs")
 
 
 class NestedTranslator:
@@ -48,6 +52,7 @@ class NestedTranslator:
 
     def __init__(self, options: NestedOptions, ctx: MachineContext, exit_reason: str) -> None:
         self.flush_hypercall = options.enlightened  #: shootdowns by hypercall (slatframe.coherence)
+        self.pv_tlb_flush = options.pv_tlb_flush  #: no IPI to preempted vCPUs (slatframe.coherence)
         self.counters = ctx.counters
         self.exit_reason = exit_reason
         self.dedup = None  # set by the machine when a dedup strategy runs

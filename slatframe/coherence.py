@@ -22,6 +22,8 @@ core's next access (``tests/test_coherence.py`` checks every hPA against one vCP
   since it last ran it flushes it first (Linux's ``tlb_gen`` check in ``switch_mm``).
   Under a hypervisor each IPI sent is a VM exit (``vm_exits.ipi``: an ICR write)
   unless ``machine.ipi_virtualization``; receivers take posted interrupts (no exit).
+  With KVM's paravirtual flush (the translator's ``pv_tlb_flush``), a vCPU preempted
+  from its core gets no IPI; its TLB context is flushed for its next run.
   An enlightened guest (its translator's ``flush_hypercall`` is True) sends one flush
   hypercall instead (``vm_exits.hypercall``); the hypervisor flushes each target's whole
   TLB context and kicks the running ones (``vm_exits.remote_flush``).
@@ -72,6 +74,7 @@ class Coherence:
         self.per_asid = config.experiment.per_asid
         self.ipi_exits = hypervisor and not config.machine.ipi_virtualization
         self.hypercall = bool(getattr(machine.translator, "flush_hypercall", False))
+        self.pv_flush = bool(getattr(machine.translator, "pv_tlb_flush", False))
         self.vm_of = software.vm_of.tolist()
         self.first = [0]
         for vm in config.vms:
@@ -173,9 +176,22 @@ class Coherence:
             self.masks[key] = {b.vcpu}
 
     def _send_ipis(self, b: Shootdown, targets: list[int], generation: int) -> None:
-        """The IPIs of a shootdown and each receiver's flush, or its leaving the mask."""
+        """The IPIs of a shootdown and each receiver's flush, or its leaving the mask.
+        With KVM's paravirtual flush, a preempted target gets no IPI: it is flagged,
+        and KVM flushes its TLB context when it next runs (here: now, on its core)."""
         asid_of = self.software.current_asid
         mask = self.masks[(b.vm, b.asid)]
+        if self.pv_flush:
+            last = self.software.last_vcpu
+            preempted = [t for t in targets if self.core_of[t] >= 0 and last[self.core_of[t]] != t]
+            for t in preempted:
+                self.seen[(t, b.asid)] = generation
+                with self._charged(self._scope_of(t)):
+                    removed = self._removed()
+                    self.machine.flush_core(Invalidation("vm", b.vm, 0, 0, CPU), self.core_of[t])
+                    self.values["tlb.pv_flushes"] += 1
+                    self._count_remote(removed, self.core_of[b.vcpu] if b.vcpu >= 0 else -1)
+            targets = [t for t in targets if t not in preempted]
         if targets:
             with self._charged(b.scope):
                 self.values["tlb.shootdowns"] += 1

@@ -126,6 +126,23 @@ def test_an_enlightened_guest_shoots_down_by_one_hypercall(slat, k):
     assert all(m[f"core.{c}.walks"] == 4 for c in range(1, k))  # 5, own, 5 again, own again
 
 
+@pytest.mark.parametrize("pv", [False, True])
+def test_kvm_s_paravirtual_flush_sends_no_ipi_to_a_preempted_vcpu(pv):
+    """vCPUs 1 and 2 share core 1 (vCPU 2 ran last there, so vCPU 1 is preempted); all
+    three threads cache page 5; thread 0 unmaps it. Without the paravirtual flush both
+    get an IPI (each an exit); with it only vCPU 2 does, and vCPU 1 is flushed for its
+    next run: its next read of page 5 walks either way."""
+    raw = tiny_config(machine={"slat": {"name": "intel-ept", "pv_tlb_flush": pv}, "host_memory": "4G", "cores": 2,
+                               "scheduler": {"name": "pinned", "placement": [0, 1, 1]}},
+                      vms=[{"name": "vm0", "memory": "256M", "vcpus": 3}], tlb=TLB)
+    rows = [(0, 0, READ, page(5), t) for t in range(3)] + [(0, 0, UNMAP, page(5), 0), (0, 0, READ, page(5), 1)]
+    m = counts(build(raw), rows)
+    assert (m["ipi.sent"], m["vm_exits.ipi"]) == ((1, 1) if pv else (2, 2))
+    assert m.get("tlb.pv_flushes", 0) == pv
+    # vCPU 1's first read (vCPU 2's hits the entry it filled: tags are per VM) and its read after the unmap
+    assert m["core.1.walks"] == 2
+
+
 def test_the_mask_is_cleared_lazily_and_a_stale_vcpu_catches_up():
     """Thread 1 reads pages 5 and 6 of space 0, then runs space 1. Thread 0's unmap of
     page 5 sends no IPI (thread 1 runs another space); when thread 1 comes back to space 0
@@ -180,7 +197,8 @@ _BUILT: dict = {}
 
 SCHEMES = {"native": "native", "intel-ept": "intel-ept", "shadow": "shadow",
            "shadow-unsync": {"name": "shadow", "writes": "unsync"},
-           "ept-enlightened": {"name": "intel-ept", "enlightened": True}}
+           "ept-enlightened": {"name": "intel-ept", "enlightened": True},
+           "ept-pv-flush": {"name": "intel-ept", "pv_tlb_flush": True}}
 
 
 def built(slat: str, vcpus: int, cores: int) -> tuple:
