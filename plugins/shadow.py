@@ -159,7 +159,7 @@ class ShadowTranslator:
             victim = next(iter(recent))
             if self._drop_root(vm, victim):
                 self.counters.add("shadow.roots_evicted")
-                dropped.append(Invalidation("asid", vm, victim, by=HYPERVISOR))
+                dropped.append(Invalidation("asid", vm, victim, by=HYPERVISOR, reason="root_dropped"))
         return dropped
 
     def _make_room(self, vm: int, asid: int) -> list[Invalidation]:
@@ -187,7 +187,7 @@ class ShadowTranslator:
             else:
                 self.pages.zap(table)
         self._forget_unprotected(vm)
-        return [Invalidation("asid", vm, owner, by=HYPERVISOR) for owner in sorted(owners)]
+        return [Invalidation("asid", vm, owner, by=HYPERVISOR, reason="pool_reclaim") for owner in sorted(owners)]
 
     # -- faults ------------------------------------------------------------------------
     def _kernel_store(self, vm: int, gpa: int) -> None:
@@ -287,7 +287,7 @@ class ShadowTranslator:
         cleared = self.pages.zap_entry(table, entry)
         if cleared == TABLE:
             page = self.pages.pages[table]
-            self.stale.append(Invalidation("asid", page.vm, self.owner[page.root], by=HYPERVISOR))
+            self.stale.append(Invalidation("asid", page.vm, self.owner[page.root], by=HYPERVISOR, reason="table_zapped"))
         return bool(cleared)
 
     def _remapped(self, vm: int, gpa: int) -> None:
@@ -361,7 +361,7 @@ class ShadowTranslator:
         in KVM's mmu_spte_update). The vCPU at
         hand needs nothing more (its guest's INVLPG, or the walk in progress, follows):
         ``local = False``, so on one vCPU this changes nothing."""
-        self.stale.append(Invalidation("page", vm, asid, va, HYPERVISOR, local=False))
+        self.stale.append(Invalidation("page", vm, asid, va, HYPERVISOR, local=False, reason="leaf_zapped"))
 
     # -- guest page-table stores and their resynchronisation ---------------------------
     def _guest_store(self, vm: int, asid: int, va: int, address: int) -> None:
@@ -413,7 +413,7 @@ class ShadowTranslator:
         for table in list(self.pages.shadows_of(vm, table_gpa)):
             for offset, (asid, va) in written.items():
                 if table in self.pages.pages and self._zap_entry(table, table + offset):
-                    stale.append(Invalidation("page", vm, asid, va, HYPERVISOR))
+                    stale.append(Invalidation("page", vm, asid, va, HYPERVISOR, reason="resync"))
         return stale
 
     def _sync_root(self, vm: int, asid: int) -> list[Invalidation]:

@@ -28,8 +28,9 @@ core's next access (``tests/test_coherence.py`` checks every hPA against one vCP
   hypercall instead (``vm_exits.hypercall``); the hypervisor flushes each target's whole
   TLB context and kicks the running ones (``vm_exits.remote_flush``).
 - A hypervisor invalidation (``by = "hypervisor"``: a shadow zap, a dedup merge) is a
-  ``kvm_flush_remote_tlbs`` of the VM, one per trace record: every vCPU of the VM gets a
-  flush request, and those running on a core other than the sender get a host IPI and
+  ``kvm_flush_remote_tlbs`` of the VM, one per trace record (counted by the reason of its
+  first invalidation: ``hypervisor.remote_flushes.<reason>``): every vCPU of the VM gets
+  a flush request, and those running on a core other than the sender get a host IPI and
   exit (``vm_exits.remote_flush``).
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Coherence:
         self.private = [[lv.array for i, lv in enumerate(core.tlb.levels) if not config.tlb.levels[i].shared]
                         for core in machine.cores]
         self.batch: Shootdown | None = None
-        self.host: dict[int, tuple[int, Hashable]] = {}  # VM -> (sender vCPU, scope) of a remote flush due
+        self.host: dict[int, tuple[int, Hashable, str]] = {}  # VM -> (sender, scope, reason) of a remote flush due
         self.vcpu, self.core, self.vm, self.asid, self.op = -1, 0, 0, 0, 0
 
     # -- what the engine tells it ------------------------------------------------------
@@ -135,7 +136,7 @@ class Coherence:
             for core in range(len(self.machine.cores)):
                 self.machine.flush_core(inv, core)
             self._count_remote(removed, self.core if self.vcpu >= 0 else -1)  # between records: every core's
-            self.host.setdefault(inv.vm, (self.vcpu, self.counters.scope))
+            self.host.setdefault(inv.vm, (self.vcpu, self.counters.scope, inv.reason or "other"))
             return
         if inv.local:
             self.machine.flush_core(inv, self.core)
@@ -247,11 +248,12 @@ class Coherence:
         vCPU of the VM running on a core, the sender's own excepted."""
         host, self.host = self.host, {}
         last = self.software.last_vcpu
-        for vm, (sender, scope) in sorted(host.items()):
+        for vm, (sender, scope, reason) in sorted(host.items()):
             running = [t for t in range(self.first[vm], self.first[vm + 1])
                        if t != sender and self.core_of[t] >= 0 and last[self.core_of[t]] == t]
             with self._charged(scope):
                 self.values["hypervisor.remote_flushes"] += 1
+                self.values[f"hypervisor.remote_flushes.{reason}"] += 1
                 self.values["hypervisor.flush_ipis"] += len(running)
             for t in running:
                 with self._charged(self._scope_of(t)):

@@ -89,7 +89,7 @@ class DedupHost:
         else:
             self.refs[into] = self.refs.get(into, 0) + 1
         self.counters.add("dedup.merges")
-        return [Invalidation("vm", vm, by=HYPERVISOR)]
+        return [Invalidation("vm", vm, by=HYPERVISOR, reason="dedup")]
 
     def share(self, vm: int, gfn: int) -> tuple[int, list[Invalidation]]:
         """Make (vm, gfn)'s own frame a shared frame (write-protected in place), register
@@ -98,7 +98,7 @@ class DedupHost:
         self.counters.add("dedup.large_pages_split", self.backings[vm].remap_small(gfn << PAGE_SHIFT, frame, False))
         self.refs[frame] = 1
         self.by_content[int(self.host.content[frame >> PAGE_SHIFT])] = frame
-        return frame, [Invalidation("vm", vm, by=HYPERVISOR)]
+        return frame, [Invalidation("vm", vm, by=HYPERVISOR, reason="dedup")]
 
     def zero(self) -> int:
         """The shared zero frame (allocated on first use)."""
@@ -134,7 +134,7 @@ class DedupHost:
         self._drop(old)
         self.backings[vm].remap_small(gfn << PAGE_SHIFT, new, True)
         self.counters.add("dedup.cow_breaks")
-        return [Invalidation("vm", vm, by=HYPERVISOR)]
+        return [Invalidation("vm", vm, by=HYPERVISOR, reason="dedup")]
 
     def store(self, vm: int, gpa: int) -> bool:
         """Software (the guest kernel) stores to (vm, gpa): copy a merged page first, and

@@ -29,7 +29,8 @@ class Invalidation(NamedTuple):
     ``mm_cpumask``), the issuing CPU alone (:data:`CPU`), or the hypervisor
     (:data:`HYPERVISOR`: a remote flush of the VM's vCPUs). ``local = False`` says the
     issuing core's own entry needs no flush because the walk in progress replaces it (a
-    copy-on-write break): on one core such an invalidation does nothing."""
+    copy-on-write break): on one core such an invalidation does nothing. ``reason`` names
+    why the hypervisor invalidates (``hypervisor.remote_flushes.<reason>``)."""
 
     scope: str
     vm: int = 0
@@ -37,3 +38,4 @@ class Invalidation(NamedTuple):
     va: int = 0
     by: str = GUEST
     local: bool = True
+    reason: str = ""

@@ -106,6 +106,7 @@ def test_a_shadow_zap_flushes_every_running_vcpu(k):
     assert m["vm_exits.invlpg"] == 1 + (k - 1)
     assert (m["hypervisor.remote_flushes"], m["hypervisor.flush_ipis"], m["vm_exits.remote_flush"]) == \
         (1, k - 1, k - 1)
+    assert m["hypervisor.remote_flushes.leaf_zapped"] == 1
 
 
 @pytest.mark.parametrize("slat", [{"name": "shadow", "enlightened": True}, {"name": "intel-ept", "enlightened": True}])
