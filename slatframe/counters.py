@@ -64,11 +64,11 @@ class Counters:
     def settle(self) -> None:
         """Charge what was counted since the last change of scope to the current scope."""
         mark, values = self._mark, self.values
-        changed = values.items() - mark.items()  # (name, value) pairs new since the mark (a set operation, in C)
-        if changed:
+        changed = [(name, value - mark.get(name, 0)) for name, value in values.items() if value != mark.get(name, 0)]
+        if changed:  # in the values' order, so every scope's metrics come in one order
             own = self.scoped.setdefault(self._scope, defaultdict(int))
-            for name, value in changed:
-                own[name] += value - mark.get(name, 0)
+            for name, delta in changed:
+                own[name] += delta
             self._mark = dict(values)
 
     def by_scope(self) -> dict[Hashable, dict[str, int]]:
