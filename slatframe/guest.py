@@ -222,7 +222,9 @@ class GuestOs:
 
     def fault(self, asid: int, va: int, write: bool) -> list[int]:
         """The page-fault handler: map an unmapped page (demand paging), break a
-        copy-on-write, or make a protected page writable again."""
+        copy-on-write, or make a protected page writable again. A copy-on-write copy
+        leaves a flush for :meth:`take_flushes`, which the scheme's ``handle_fault``
+        returns."""
         number = va >> self.shift
         if number not in self.spaces.get(asid, {}):
             if number in self.shared_vmas.get(asid, ()):
