@@ -25,8 +25,6 @@ from slatframe.options import ConfigFacts, option
 from slatframe.records import WorkloadRecord
 from slatframe.trace import READ, TRACE_DTYPE, UNMAP, WRITE
 
-from slatframe_plugins.synthetic import address_problem
-
 PAGE = 4096
 LINE = 64
 
@@ -53,7 +51,11 @@ class ChurnOptions:
         if self.free_pages > self.arena // PAGE:
             yield "free_pages", (f"= {self.free_pages} is not allowed: a free returns pages of one arena, which "
                                  f"has {self.arena // PAGE} (arena = {self.arena} bytes).")
-        yield from address_problem(self.base, self.touched_bytes(), "arena", facts)
+        top = 1 << facts.va_bits
+        if self.base + self.touched_bytes() > top:
+            yield "arena", (f"= {self.arena} is not allowed: threads x arena + shared = {self.touched_bytes():,} "
+                            f"bytes from base {self.base:#x} would reach beyond the {facts.va_bits}-bit virtual "
+                            f"addresses of the guest format {facts.guest_format.name!r} ({top:#x}).")
 
     def touched_bytes(self) -> int:
         return self.threads * self.arena + self.shared
@@ -68,13 +70,14 @@ def churn(o: ChurnOptions, chunk_size: int, seed: int) -> Iterator[np.ndarray]:
     arena_base = o.base + np.arange(T, dtype=np.uint64) * np.uint64(o.arena)
     shared_base = np.uint64(o.base + T * o.arena)
     stagger = np.arange(T) * P // T  # thread t frees after its access stagger[t] of each period
-    thread = np.tile(np.arange(T, dtype=np.uint16), P)  # record j * T + t: thread t's access j
     freed = 0  # frees so far of each thread (they move on together)
     left = o.accesses
     pending: list[np.ndarray] = []
     held = 0
     while left > 0:
-        n = P * T
+        p = min(P, -(-left // T))  # accesses of each thread in this period (the last one: those the run needs)
+        n = p * T
+        thread = np.tile(np.arange(T, dtype=np.uint16), p)  # record j * T + t: thread t's access j
         block = np.zeros(n, dtype=TRACE_DTYPE)
         block["vm"], block["asid"], block["thread"] = o.vm, o.asid, thread
         shared = shared_rng.random(n) < o.shared_fraction
@@ -83,13 +86,14 @@ def churn(o: ChurnOptions, chunk_size: int, seed: int) -> Iterator[np.ndarray]:
         lines = (line_rng.random(n) * (PAGE // LINE)).astype(np.uint64) * np.uint64(LINE)
         block["vaddr"] = np.where(shared, shared_base, arena_base[thread]) + pages * np.uint64(PAGE) + lines
         block["op"] = np.where(~shared & (write_rng.random(n) < o.write_fraction), WRITE, READ)
-        frees = np.zeros(T * F, dtype=TRACE_DTYPE)
+        freeing = np.flatnonzero(stagger < p)  # the threads whose free falls in this period
+        frees = np.zeros(len(freeing) * F, dtype=TRACE_DTYPE)
         frees["vm"], frees["asid"], frees["op"] = o.vm, o.asid, UNMAP
-        frees["thread"] = np.repeat(np.arange(T, dtype=np.uint16), F)
+        frees["thread"] = np.repeat(freeing.astype(np.uint16), F)
         first = (freed * F + np.arange(F)) % arena_pages
-        frees["vaddr"] = (arena_base[:, None] + (first * PAGE).astype(np.uint64)[None, :]).reshape(-1)
+        frees["vaddr"] = (arena_base[freeing, None] + (first * PAGE).astype(np.uint64)[None, :]).reshape(-1)
         freed += 1
-        at = np.repeat(stagger * T + np.arange(T) + 1, F)  # after thread t's access stagger[t]
+        at = np.repeat(stagger[freeing] * T + freeing + 1, F)  # after thread t's access stagger[t]
         records = np.insert(block, at, frees)
         if n > left:  # the last period: cut after the left-th access
             is_access = records["op"] != UNMAP

@@ -67,14 +67,26 @@ class Pinned:
             yield Placed(chunk, vcpu, self.home[self.first[chunk["vm"].astype(np.int64)] + vcpu])
 
 
+#: bytes a window holds per record while it is reordered: the records twice (15 bytes each)
+#: and about eight int64 index arrays
+WINDOW_RECORD_BYTES = 2 * 15 + 8 * 8
+
+
 @attrs.frozen
 class TimeSlicedOptions:
-    quantum: int = option(100_000, "records a vCPU runs before its core turns to its next vCPU", min=1)
+    quantum: int = option(100_000, "records a vCPU runs before its core turns to its next vCPU (an assumption, "
+                                   "no source: a scheduler's slice of a few milliseconds is millions of memory "
+                                   "accesses; shorter, so that short traces switch)", min=1)
     window: int = option(1 << 20, "trace records reordered at a time", min=1, max=1 << 30)
     placement: tuple[int, ...] = option([], PLACEMENT_HELP, min=0)
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
         yield from _placement_problems(self.placement, facts)
+
+    def memory_items(self, records: int | None = None) -> Iterator[tuple[str, int]]:
+        """The memory a window holds (slatframe.footprint), given the workload's records
+        when it says how many."""
+        yield "window", min(self.window, records or self.window) * WINDOW_RECORD_BYTES
 
 
 class TimeSliced:

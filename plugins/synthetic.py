@@ -58,7 +58,7 @@ ZIPF_MAX_HELP = "at most 64 (from about 53 on, every access goes to the first-ra
 WEIGHT_MAX = 1e6  #: a part a million times lighter than the heaviest already runs one record a turn
 
 
-def address_problem(base: int, extent: int, key: str, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
+def _address_problem(base: int, extent: int, key: str, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
     """Addresses [base, base + extent) must fit the guest format's virtual addresses."""
     top = 1 << facts.va_bits
     if extent > top:
@@ -86,7 +86,7 @@ class SyntheticOptions:
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
         extent_key = "page" if self.page > self.footprint else "footprint"
-        yield from address_problem(self.base, max(self.footprint, self.page), extent_key, facts)
+        yield from _address_problem(self.base, max(self.footprint, self.page), extent_key, facts)
         if self.distribution == "sequential" and self.accesses * self.stride >= INT64_LIMIT:
             yield "stride", (f"= {self.stride} is not allowed: accesses x stride must stay below 2^63 "
                              f"(the stream's offsets are 64-bit integers); here workload.accesses = {self.accesses}.")
@@ -200,8 +200,8 @@ class SessionsOptions:
     shared_base: int = option(0x7F00_0000_0000, "first virtual address of the shared (library) pages", min=0)
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
-        yield from address_problem(self.base, self.working_set, "working_set", facts)
-        yield from address_problem(self.shared_base, max(1, self.shared_pages, self.spawn_shared_pages) * 4096,
+        yield from _address_problem(self.base, self.working_set, "working_set", facts)
+        yield from _address_problem(self.shared_base, max(1, self.shared_pages, self.spawn_shared_pages) * 4096,
                                     "shared_pages", facts)
         if self.spawn_every and self.spawn_shared_pages > self.shared_pages:
             yield "spawn_shared_pages", (f"= {self.spawn_shared_pages} is not allowed: a spawned command maps "
@@ -332,7 +332,7 @@ class ForkwaitOptions:
                        "start 1G above them", min=0)
 
     def problems(self, facts: ConfigFacts) -> Iterator[tuple[str, str]]:
-        yield from address_problem(self.base, (1 << 30) + self.shared_pages * 4096, "shared_pages", facts)
+        yield from _address_problem(self.base, (1 << 30) + self.shared_pages * 4096, "shared_pages", facts)
         for key in ("child_writes", "parent_writes"):
             if getattr(self, key) > self.private_pages:
                 yield key, f"= {getattr(self, key)} is not allowed: at most private_pages = {self.private_pages}."

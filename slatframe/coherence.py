@@ -40,6 +40,7 @@ from typing import Any, Hashable, Iterator
 
 import attrs
 
+from .smp import first_vcpus
 from .translation import CPU, HYPERVISOR, Invalidation
 from .trace import EXEC, EXIT, FLUSH, INVLPG, PROTECT, UNMAP
 
@@ -77,9 +78,7 @@ class Coherence:
         self.hypercall = bool(getattr(machine.translator, "flush_hypercall", False))
         self.pv_flush = bool(getattr(machine.translator, "pv_tlb_flush", False))
         self.vm_of = software.vm_of.tolist()
-        self.first = [0]
-        for vm in config.vms:
-            self.first.append(self.first[-1] + vm.vcpus)
+        self.first = first_vcpus([vm.vcpus for vm in config.vms])
         self.core_of = [-1] * len(self.vm_of)  # the core each vCPU last ran on
         self.masks: dict[tuple[int, int], set[int]] = {}  # (vm, asid) -> mm_cpumask
         self.generation: dict[tuple[int, int], int] = {}  # (vm, asid) -> flushes so far (tlb_gen)

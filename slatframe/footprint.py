@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 import attrs
 
+from .smp import is_smp
 from .units import format_size, parse_size
 
 ENV = "SLATFRAME_MEMORY_LIMIT"
@@ -133,6 +134,11 @@ def estimate(config: Any, registry: Any, guest_fmt: Any, host_fmt: Any) -> list[
     for key, nbytes in (own() if callable(own) else ()):
         items.append(Item(f"workload.{key}", f"= {_value(options, key)}", nbytes))
     accesses = getattr(options, "accesses", None)
+    scheduler = config.machine.scheduler.options
+    own = getattr(scheduler, "memory_items", None)  # given the workload's records, when it says
+    for key, nbytes in (own(accesses if isinstance(accesses, int) else None) if callable(own) and is_smp(config)
+                        else ()):
+        items.append(Item(f"machine.scheduler.{key}", f"= {_value(scheduler, key)}", nbytes))
     in_flight = min(config.experiment.chunk_size, accesses if isinstance(accesses, int) else math.inf)
     items.append(Item("experiment.chunk_size", f"= {config.experiment.chunk_size}", int(in_flight) * RECORD_BYTES))
     for i, vm in enumerate(config.vms):

@@ -37,7 +37,11 @@ class Translator(Protocol):
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
         """Carry out a control event (trace op >= 16); return the invalidations it implies.
         The process ops (fork, exec, exit, map_shared) come only to a translator whose
-        ``process_events`` is True; a trace with them is refused under any other."""
+        ``process_events`` is True; a trace with them is refused under any other.
+
+        Optional attributes for machines of several vCPUs (slatframe.coherence): a true
+        ``flush_hypercall`` says the guest sends TLB shootdowns as one hypercall, a true
+        ``pv_tlb_flush`` that it sends no IPI to a preempted vCPU (KVM's PV flush)."""
 
 
 @attrs.frozen
@@ -112,15 +116,16 @@ class Machine:
                 self.invalidate(inv)
 
     def invalidate(self, inv: Invalidation) -> None:
-        """Carry out an invalidation in the TLBs and walk caches of the cores it reaches:
-        a CPU's own flush its core's, any other every core's (a mapping changed: no core
-        may keep it), with what keeping them coherent costs counted by ``coherence``
-        (:class:`slatframe.coherence.Coherence`, on a machine of several vCPUs). On one
-        vCPU, an invalidation that is not ``local`` does nothing."""
+        """Carry out an invalidation. On a machine of several vCPUs, a CPU's own flush
+        on its core, and the others through ``coherence``
+        (:class:`slatframe.coherence.Coherence`: the guest's as a shootdown, the
+        hypervisor's on every core, with what each costs). Without coherence (one vCPU)
+        on the one core, and not at all when it is not ``local``."""
         coherence = self.coherence
         if coherence is None:
             if inv.local:
-                self.flush_core(inv, 0)
+                for core in range(max(len(self.cores), 1)):
+                    self.flush_core(inv, core)
         elif inv.by == CPU:
             self.flush_core(inv, coherence.core)
         else:

@@ -303,7 +303,10 @@ class SchedulerRecord(Registration):
     core. The core checks every placement (vCPU and core in range, every record run once)
     and refuses a wrong one in one sentence. Guest thread t of a VM runs on its vCPU
     ``t mod vms[].vcpus`` (:func:`slatframe.smp.thread_vcpus`) unless a scheduler says
-    otherwise. A config of one core and one vCPU per VM runs without a scheduler.
+    otherwise. A config of one core and one vCPU per VM runs without a scheduler. Its
+    options may have ``memory_items(records)`` (``records``: the workload's records, or
+    None) yielding (key, bytes) for the memory estimate (slatframe/footprint.py), as a
+    scheduler that holds records to reorder them does.
     """
 
     kind = "scheduler"

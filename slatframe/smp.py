@@ -10,12 +10,13 @@ exactly as before cores existed.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import attrs
 import numpy as np
 
 from .errors import PluginError
+from .trace import TRACE_DTYPE
 
 
 @attrs.frozen
@@ -34,7 +35,16 @@ class SmpContext:
     def first_vcpu(self) -> np.ndarray:
         """The machine-wide number of each VM's vCPU 0 (vCPU k of VM v is
         ``first_vcpu()[v] + k``)."""
-        return np.concatenate(([0], np.cumsum(self.vcpus[:-1]))).astype(np.int64)
+        return np.asarray(first_vcpus(self.vcpus)[:-1], dtype=np.int64)
+
+
+def first_vcpus(vcpus: Sequence[int]) -> list[int]:
+    """The machine-wide number of each VM's vCPU 0 given each VM's vCPUs, and then the
+    number of vCPUs in all: VM v's vCPUs are ``first[v]`` to ``first[v + 1] - 1``."""
+    first = [0]
+    for n in vcpus:
+        first.append(first[-1] + n)
+    return first
 
 
 @attrs.frozen(eq=False)
@@ -104,6 +114,11 @@ def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext,
         if not isinstance(item, Placed):
             raise PluginError(f"scheduler {name!r} yielded a {type(item).__name__}, not a slatframe.smp.Placed.")
         records = item.records
+        if not isinstance(records, np.ndarray) or records.dtype != TRACE_DTYPE or records.ndim != 1:
+            raise PluginError(f"scheduler {name!r} yielded records that are not a one-dimensional array of "
+                              f"slatframe.trace.TRACE_DTYPE (got {type(records).__name__}"
+                              f"{f' of {records.dtype}' if isinstance(records, np.ndarray) else ''}); "
+                              "a scheduler yields the workload's records.")
         vcpu, core = np.asarray(item.vcpu), np.asarray(item.core)
         n = len(records)
         if vcpu.shape != (n,) or core.shape != (n,) or vcpu.dtype.kind not in "iu" or core.dtype.kind not in "iu":

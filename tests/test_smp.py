@@ -196,7 +196,8 @@ class LastCore:
             core = np.full(len(chunk), self.ctx.cores - 1 + (self.mode == "beyond"))
             if self.mode == "drop":
                 chunk, core = chunk[1:], core[1:]
-            yield Placed(chunk, thread_vcpus(chunk, self.ctx), core)
+            vcpu = thread_vcpus(chunk, self.ctx)
+            yield Placed(chunk["vaddr"] if self.mode == "addresses" else chunk, vcpu, core)
 
 
 @hookimpl
@@ -206,7 +207,7 @@ def slatframe_schedulers():
 '''
 
 
-@pytest.mark.parametrize("mode", ["last", "beyond", "drop"])
+@pytest.mark.parametrize("mode", ["last", "beyond", "drop", "addresses"])
 def test_an_outside_scheduler_runs_and_its_mistakes_are_named(tmp_path, mode):
     (tmp_path / "sched.py").write_text(OUTSIDE)
     trace = random_trace(4, 300, vms=1, threads=2)
@@ -220,8 +221,9 @@ def test_an_outside_scheduler_runs_and_its_mistakes_are_named(tmp_path, mode):
         run(raw)
     assert str(info.value).startswith("scheduler 'last-core' ")
     dropped = math.ceil(300 / 97)  # one record of each chunk (experiment.chunk_size = 97)
-    assert ("cores from 0 to 2" if mode == "beyond" else f"placed {300 - dropped} records of the workload's 300"
-            ) in str(info.value)
+    expected = {"beyond": "cores from 0 to 2", "drop": f"placed {300 - dropped} records of the workload's 300",
+                "addresses": "not a one-dimensional array of slatframe.trace.TRACE_DTYPE (got ndarray of uint64)"}
+    assert expected[mode] in str(info.value)
 
 
 # -- time-sliced: the scheduler against a brute-force simulation of its rule -----------
@@ -313,3 +315,19 @@ def test_the_run_summary_shows_each_core(tmp_path):
     rows = [line.split() for line in lines[head + 2:head + 4]]
     assert [(int(r[0]), int(r[1].replace(",", ""))) for r in rows] == \
         [(c, result.metrics[f"core.{c}.accesses"]) for c in (0, 1)]
+
+
+def test_a_time_sliced_window_the_memory_cannot_hold_is_refused_by_name(tmp_path, monkeypatch):
+    """The window is held in memory while it is reordered: a window of 2^30 records over a
+    trace that long is refused before the run, naming the key; the same window over a
+    short trace holds only the trace and is accepted."""
+    monkeypatch.setenv("SLATFRAME_MEMORY_LIMIT", "2G")
+    raw = tiny_config(machine={"slat": "native", "host_memory": "4G", "cores": 2,
+                               "scheduler": {"name": "time-sliced", "window": 1 << 30}},
+                      vms=[{"name": "vm0", "memory": "1G", "vcpus": 2}],
+                      workload={"source": "synthetic", "accesses": 1 << 30, "footprint": "1M", "threads": 2})
+    with pytest.raises(ConfigError, match=r"machine\.scheduler\.window = 1073741824 is not allowed: the run "
+                                          r"would need about"):
+        build(raw)
+    raw["workload"]["accesses"] = 1000
+    build(raw)

@@ -16,7 +16,7 @@ from ..machine import Machine
 from ..trace import WRITE
 from ..walk_record import WalkRecorder, WalkSampling, WalkTrace
 from ..coherence import Coherence
-from ..smp import is_smp
+from ..smp import first_vcpus, is_smp
 from .software import SoftwareSide
 
 NO_HPA = np.iinfo(np.uint64).max
@@ -33,7 +33,7 @@ class ReferenceEngine:
         self.software = SoftwareSide(machine.translator, ctx.counters.values, [vm.vcpus for vm in ctx.vms],
                                      ctx.config.tlb.tagged, machine.invalidate, ctx.config.machine.cores,
                                      machine.flush_core)
-        self.first_vcpu = np.concatenate(([0], np.cumsum([vm.vcpus for vm in ctx.vms])[:-1])).tolist()
+        self.first_vcpu = first_vcpus([vm.vcpus for vm in ctx.vms])
         self.coherence = None
         if is_smp(ctx.config):
             scheme = ctx.registry.get("SLAT schemes", ctx.config.machine.slat.name)
