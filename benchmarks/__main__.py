@@ -12,7 +12,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --bounds [--accesses N]        (throughput targets beside bare loops counting as the engine)
     python -m benchmarks --cuts [--accesses N]          (the engine's loop beside copies with one piece cut)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
-    python -m benchmarks --cores N [--reference-accesses N]  (N cores against one, per access)
+    python -m benchmarks --cores N [--accesses N] [--reference-accesses N]  (N cores against one, per access)
 
 The compiled tier's rates are those of its generic loop and of its loop shaped for the
 config's TLB (``experiment.loop = "shaped"``). All ratios are measured in this one process
@@ -630,9 +630,9 @@ def cuts(accesses: int) -> None:
     run(accesses)
 
 
-def cores(n: int, accesses: int) -> None:
+def cores(n: int, accesses: int, reference_accesses: int) -> None:
     from .smp import smp as run  # (it imports this module's functions)
-    run(n, accesses)
+    run(n, accesses, reference_accesses)
 
 
 def positive(text: str) -> int:
@@ -666,12 +666,12 @@ def main(argv=None) -> None:
     ap.add_argument("--bounds", action="store_true",
                     help="instead: each throughput target's engine row beside bare loops that count as the engine does")
     ap.add_argument("--cores", type=positive, metavar="N",
-                    help="instead: accesses per second on N cores against one (the reference tier for now)")
+                    help="instead: accesses per second on N cores against one, in each tier")
     ap.add_argument("--cuts", action="store_true",
                     help="instead: the engine's loop beside copies of it with one piece cut or fixed (minutes)")
     args = ap.parse_args(argv)
     instead = [(args.bounds, lambda: bounds(args.accesses)), (args.cuts, lambda: cuts(args.accesses)),
-               (args.cores, lambda: cores(args.cores, args.reference_accesses)),
+               (args.cores, lambda: cores(args.cores, args.accesses, args.reference_accesses)),
                (args.faults, lambda: faults(args.faults)),
                (args.end_to_end, lambda: end_to_end(args.accesses)),
                (args.readers, lambda: readers(args.accesses)),

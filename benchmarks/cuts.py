@@ -43,8 +43,9 @@ _WALKS = """            if plain:
             else:
                 if out[WT_ON] != 0:
                     wt_begin(out, cnt, hitbase, i, vm, asid, va, op)
-                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
-                     pk, occ, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag[core], wprobe, wlists, wcount,
+                     pstate, pk, occ, cstate[core], ck, rows + core * ncaches, cnt, hitbase, vm, asid, va, op, out,
+                     dcfg, dctl, dtag, dage)
                 if out[WT_ON] != 0:
                     wt_end(out, cnt, hitbase)
 """
@@ -57,18 +58,20 @@ _TAIL = """        if record_hpa:
             content[hpa >> 12] = written[0]
             written[0] += 1
 """
-_CHECKS = """            if vm != last_vm[0] or op >= CONTEXT_SWITCH:
+_CHECKS = """            if vcpu != last_vcpu[core] or op >= CONTEXT_SWITCH:
                 return EVENT, i
-            running = current_asid[vm]
+            running = current_asid[vcpu]
             if running != asid:
-                if running >= 0:
+                if running >= 0 or smp:  # (a vCPU's first address space enters its mm_cpumask, in Python)
                     return EVENT, i
-                current_asid[vm] = asid
+                current_asid[vcpu] = asid
+            if smp:
+                core_of[vcpu] = core
 """
-_WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, vm, asid, va, "
-              "value, shift, missed)\n")
+_WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, "
+              "value, shift,\n                               missed)\n")
 _VICTIM = "    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
-_FILL = "    ttag[level, s, w, 3] = value\n    policy_fill(pid, pstate, pk, level, s, w)"
+_FILL = "    ttag[row, s, w, 3] = value\n    policy_fill(pid, pstate, pk, row, s, w)"
 
 CUTS: dict[str, list[tuple[str, str]]] = {
     # walk() and a walk plugin's call out of the loop: every walk is plain_walk's (timing only)
@@ -78,10 +81,10 @@ CUTS: dict[str, list[tuple[str, str]]] = {
     "no tail": [(_TAIL, "        memo[0, 1] += hpa\n")],
     "no record checks": [(_CHECKS, "")],  # VM, asid and control records
     "no fill after a walk": [(_WALK_FILL, "")],
-    "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, occ, path[0], "
+    "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, occ, path[0], lr[path[0]], "
                                      "tlb_ctx(vm, asid, shift), va >> shift, value, missed)\n")],
     "LRU called directly": [(_VICTIM, "    w = free if free >= 0 else LRU_victim(pstate, si, s)"),
-                            (_FILL, "    ttag[level, s, w, 3] = value\n    LRU_fill(pstate, level, s, w)")],
+                            (_FILL, "    ttag[row, s, w, 3] = value\n    LRU_fill(pstate, row, s, w)")],
     "no victim check": [("""    if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
         raise IndexError("a TLB policy's victim kernel returned a way outside its set")
 """, "")],
@@ -183,7 +186,7 @@ def pass_rate(run: Callable, calls: list[tuple], accesses: int) -> float:
 def cut_rows(label: str, config, registry, trace: np.ndarray, rounds: int, yardstick) -> list:
     """Rows of ``VARIANTS[label]``: each variant's rate beside ``yardstick`` and the engine's loop."""
     engine, calls = captured_calls(config, registry, trace)
-    k, (tcfg, paths, npaths) = engine.k, (calls[0][j] for j in (13, 25, 26))
+    k, (tcfg, paths, npaths) = engine.k, (calls[0][j] for j in (16, 29, 30))
     lru = policy_ids(registry)["lru"]
     in_order = all(npaths[row] == npaths[1] and (paths[row, :npaths[row]] == np.arange(npaths[1])).all()
                    for row in (0, 1))

@@ -60,11 +60,13 @@ class Pinned:
         self.ctx = ctx
         self.home = home_cores(options.placement, ctx)
         self.first = ctx.first_vcpu()
+        self.identity = bool((self.home == np.arange(len(self.home))).all())  # vCPU n on core n: no look-up
 
     def schedule(self, chunks: Iterable[np.ndarray]) -> Iterator[Placed]:
         for chunk in chunks:
             vcpu = thread_vcpus(chunk, self.ctx)
-            yield Placed(chunk, vcpu, self.home[self.first[chunk["vm"].astype(np.int64)] + vcpu])
+            machine_wide = vcpu if len(self.first) == 1 else self.first[chunk["vm"].astype(np.int64)] + vcpu
+            yield Placed(chunk, vcpu, machine_wide if self.identity else self.home[machine_wide])
 
 
 #: bytes a window holds per record while it is reordered: the records twice (15 bytes each)

@@ -36,9 +36,10 @@ core's next access (``tests/test_coherence.py`` checks every hPA against one vCP
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 import attrs
+import numpy as np
 
 from .smp import first_vcpus
 from .translation import CPU, HYPERVISOR, Invalidation
@@ -68,7 +69,12 @@ class Shootdown:
 class Coherence:
     """The coherence state of one run on a machine of several vCPUs."""
 
-    def __init__(self, machine: Any, software: Any, hypervisor: bool) -> None:
+    def __init__(self, machine: Any, software: Any, hypervisor: bool,
+                 flush_core: Callable[[Invalidation, int], None] | None = None,
+                 private_entries: Callable[[], list[int]] | None = None) -> None:
+        """``flush_core(inv, core)`` carries out an invalidation in one core's TLBs and walk
+        caches, and ``private_entries()`` gives each core's valid entries in its private
+        TLB levels: the engine tier's (by default the reference tier's, ``machine``'s)."""
         config = machine.context.config
         self.machine, self.software = machine, software
         self.counters = machine.context.counters
@@ -79,17 +85,33 @@ class Coherence:
         self.pv_flush = bool(getattr(machine.translator, "pv_tlb_flush", False))
         self.vm_of = software.vm_of.tolist()
         self.first = first_vcpus([vm.vcpus for vm in config.vms])
-        self.core_of = [-1] * len(self.vm_of)  # the core each vCPU last ran on
+        self.core_of = np.full(len(self.vm_of), -1, dtype=np.int64)  # the core each vCPU last ran on
+        self.flush_core = flush_core or machine.flush_core
+        self.cores = config.machine.cores
         self.masks: dict[tuple[int, int], set[int]] = {}  # (vm, asid) -> mm_cpumask
         self.generation: dict[tuple[int, int], int] = {}  # (vm, asid) -> flushes so far (tlb_gen)
         self.seen: dict[tuple[int, int], int] = {}  # (vcpu, asid) -> the generation it last flushed
         self.private = [[lv.array for i, lv in enumerate(core.tlb.levels) if not config.tlb.levels[i].shared]
                         for core in machine.cores]
+        self._removed = private_entries or self._reference_entries
         self.batch: Shootdown | None = None
         self.host: dict[int, tuple[int, Hashable, str]] = {}  # VM -> (sender, scope, reason) of a remote flush due
         self.vcpu, self.core, self.vm, self.asid, self.op = -1, 0, 0, 0, 0
 
     # -- what the engine tells it ------------------------------------------------------
+    def pending(self) -> bool:
+        """Whether a guest flush or a hypervisor's flush requests are gathered: they go out
+        at the next record's :meth:`at`, unless it continues them."""
+        return self.batch is not None or bool(self.host)
+
+    def invalidate(self, inv: Invalidation) -> None:
+        """An invalidation the software side returned: a CPU's own flush on its core, the
+        others as :meth:`invalidated` says."""
+        if inv.by == CPU:
+            self.flush_core(inv, self.core)
+        else:
+            self.invalidated(inv)
+
     def at(self, vm: int, asid: int, op: int, vcpu: int, core: int) -> None:
         """The engine is about to run a record of machine-wide ``vcpu`` on ``core``."""
         b = self.batch
@@ -120,7 +142,7 @@ class Coherence:
         self.masks.setdefault((vm, asid), set()).add(vcpu)
         generation = self.generation.get((vm, asid), 0)
         if self.seen.get((vcpu, asid), generation) < generation:
-            self.machine.flush_core(Invalidation("asid", vm, asid, 0, CPU), core)
+            self.flush_core(Invalidation("asid", vm, asid, 0, CPU), core)
             self.values["tlb.catch_up_flushes"] += 1
         self.seen[(vcpu, asid)] = generation
 
@@ -132,13 +154,13 @@ class Coherence:
         they next run the address space."""
         if inv.by == HYPERVISOR:
             removed = self._removed()
-            for core in range(len(self.machine.cores)):
-                self.machine.flush_core(inv, core)
+            for core in range(self.cores):
+                self.flush_core(inv, core)
             self._count_remote(removed, self.core if self.vcpu >= 0 else -1)  # between records: every core's
             self.host.setdefault(inv.vm, (self.vcpu, self.counters.scope, inv.reason or "other"))
             return
         if inv.local:
-            self.machine.flush_core(inv, self.core)
+            self.flush_core(inv, self.core)
         b = self.batch
         if b is not None and (b.vm, b.asid) != (inv.vm, inv.asid):
             self._shoot(b)
@@ -163,7 +185,7 @@ class Coherence:
         if b.vcpu >= 0:
             self.seen[(b.vcpu, b.asid)] = generation
             if b.full and self.core_of[b.vcpu] >= 0:
-                self.machine.flush_core(Invalidation("asid", b.vm, b.asid, 0, CPU), self.core_of[b.vcpu])
+                self.flush_core(Invalidation("asid", b.vm, b.asid, 0, CPU), self.core_of[b.vcpu])
         frees = b.op in FREES_TABLES
         targets = sorted(t for t in mask if t != b.vcpu and (frees or asid_of[t] == b.asid))
         if self.hypercall:
@@ -188,7 +210,7 @@ class Coherence:
                 self.seen[(t, b.asid)] = generation
                 with self._charged(self._scope_of(t)):
                     removed = self._removed()
-                    self.machine.flush_core(Invalidation("vm", b.vm, 0, 0, CPU), self.core_of[t])
+                    self.flush_core(Invalidation("vm", b.vm, 0, 0, CPU), self.core_of[t])
                     self.values["tlb.pv_flushes"] += 1
                     self._count_remote(removed, self.core_of[b.vcpu] if b.vcpu >= 0 else -1)
             targets = [t for t in targets if t not in preempted]
@@ -212,7 +234,7 @@ class Coherence:
                 try:
                     for op, va in flushes:
                         for inv in self.machine.translator.control(b.vm, b.asid, op, va):
-                            self.machine.invalidate(inv)
+                            self.invalidate(inv)
                 finally:
                     self.vcpu, self.core = here
                 self._count_remote(removed, self.core_of[b.vcpu] if b.vcpu >= 0 else -1)
@@ -237,7 +259,7 @@ class Coherence:
             with self._charged(self._scope_of(t)):
                 removed = self._removed()
                 if core >= 0:
-                    self.machine.flush_core(Invalidation("vm", b.vm, 0, 0, CPU), core)
+                    self.flush_core(Invalidation("vm", b.vm, 0, 0, CPU), core)
                     if last[core] == t:
                         self.counters.vm_exit("remote_flush")
                 self._count_remote(removed, self.core_of[b.vcpu] if b.vcpu >= 0 else -1)
@@ -262,7 +284,8 @@ class Coherence:
     def _scope_of(self, vcpu: int) -> Hashable:
         vm = self.vm_of[vcpu]
         asid = int(self.software.current_asid[vcpu])
-        return (vm, asid if self.per_asid and asid >= 0 else None, vcpu - self.first[vm], max(self.core_of[vcpu], 0))
+        return (vm, asid if self.per_asid and asid >= 0 else None, vcpu - self.first[vm],
+                max(int(self.core_of[vcpu]), 0))
 
     @contextmanager
     def _charged(self, scope: Hashable) -> Iterator[None]:
@@ -274,7 +297,7 @@ class Coherence:
         finally:
             self.counters.charge(now)
 
-    def _removed(self) -> list[int]:
+    def _reference_entries(self) -> list[int]:
         """Each core's valid entries in its private TLB levels (invalidations only drop them)."""
         return [sum(len(array.where) for array in arrays) for arrays in self.private]
 

@@ -71,6 +71,20 @@ class Counters:
                 own[name] += delta
             self._mark = dict(values)
 
+    def add_scoped(self, scope: Hashable, counts: list[tuple[str, int]]) -> None:
+        """Count ``counts`` ((name, n) pairs) and charge them to ``scope`` directly,
+        whatever the current scope (the compiled loop's counts of one vCPU and core)."""
+        values, mark = self.values, self._mark
+        own = self.scoped.setdefault(scope, defaultdict(int))
+        for name, n in counts:
+            if name in NOT_ADDITIVE:
+                values[name] = max(values[name], n)
+                mark[name] = values[name]
+                continue
+            values[name] += n
+            own[name] += n
+            mark[name] = mark.get(name, 0) + n
+
     def by_scope(self) -> dict[Hashable, dict[str, int]]:
         """Each scope's event counts (gauges and :data:`NOT_ADDITIVE` counters left out)."""
         self.settle()

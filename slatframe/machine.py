@@ -17,7 +17,7 @@ from .dedup import DedupHost
 from .memory import PhysicalMemory
 from .paging import PageTableFormat
 from .tlb import TlbHierarchy, TlbLevel
-from .translation import CPU, Invalidation, Translation
+from .translation import Invalidation, Translation
 from .errors import PluginError
 from .walker import FAULT_LIMIT, Fault, HardwareView, WalkContext, stuck
 
@@ -126,10 +126,8 @@ class Machine:
             if inv.local:
                 for core in range(max(len(self.cores), 1)):
                     self.flush_core(inv, core)
-        elif inv.by == CPU:
-            self.flush_core(inv, coherence.core)
         else:
-            coherence.invalidated(inv)
+            coherence.invalidate(inv)
 
     def flush_core(self, inv: Invalidation, core: int) -> None:
         """Carry out an invalidation in one core's TLBs and walk caches (a VM or context

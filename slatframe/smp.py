@@ -70,8 +70,12 @@ def smp_context(config: Any) -> SmpContext:
 def thread_vcpus(records: np.ndarray, ctx: SmpContext) -> np.ndarray:
     """Each record's vCPU within its VM by the default rule: thread t of VM v runs on
     vCPU ``t mod vms[v].vcpus``."""
+    threads = records["thread"].astype(np.int64)
+    if len(set(ctx.vcpus)) == 1:  # (every VM has as many vCPUs: no per-record look-up)
+        k = ctx.vcpus[0]
+        return threads if len(threads) and threads.max() < k else threads % k
     per_vm = np.asarray(ctx.vcpus, dtype=np.int64)
-    return records["thread"].astype(np.int64) % per_vm[records["vm"].astype(np.int64)]
+    return threads % per_vm[records["vm"].astype(np.int64)]
 
 
 def round_robin(ctx: SmpContext) -> np.ndarray:
@@ -108,6 +112,7 @@ def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext,
             yield chunk
 
     per_vm = np.asarray(ctx.vcpus, dtype=np.int64)
+    fewest = int(per_vm.min()) if len(per_vm) else 0
     placed = 0
     source = counted()
     for item in scheduler.schedule(source):
@@ -125,8 +130,8 @@ def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext,
             raise PluginError(f"scheduler {name!r} yielded {n} records with vcpu and core arrays of shapes "
                               f"{vcpu.shape} and {core.shape} ({vcpu.dtype}, {core.dtype}); each must be one "
                               "integer per record.")
-        if n:
-            vms = records["vm"].astype(np.int64)
+        if n and not (vcpu.min() >= 0 and vcpu.max() < fewest and core.min() >= 0 and core.max() < ctx.cores):
+            vms = records["vm"].astype(np.int64)  # (the whole check only when the quick one fails)
             bad = np.flatnonzero((vcpu < 0) | (vcpu >= per_vm[vms]) | (core < 0) | (core >= ctx.cores))
             if len(bad):
                 i = int(bad[0])

@@ -42,40 +42,51 @@ def run_trace(config: Config, registry: Any, trace: np.ndarray) -> tuple[dict[st
     return counters.as_dict(), hpa
 
 
-def run_placed(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096
-               ) -> tuple[dict[str, int], np.ndarray, dict]:
-    """Run ``trace`` on a fresh machine of ``config`` with the reference engine, placed on
-    cores and vCPUs by the config's scheduler (which must keep the trace's order, as
-    ``pinned`` does), in chunks of ``chunk_size``; return the counters, each record's hPA
-    (2**64-1 for control events) and the counts charged to each scope."""
+def run_chunks(engine: Any, config: Config, registry: Any, trace: np.ndarray, chunk_size: int,
+               hpa: np.ndarray) -> None:
+    """Run ``trace`` through ``engine`` (either tier) in chunks of ``chunk_size``, storing
+    each record's hPA in ``hpa``; on a machine of several cores or vCPUs, placed by the
+    config's scheduler (which must keep the trace's order, as ``pinned`` does), and what
+    coherence still gathers at the end carried out."""
     from .smp import is_smp, placed_chunks, smp_context
 
-    counters = Counters()
-    engine = ReferenceEngine(build_machine(config, registry, counters))
-    hpa = np.zeros(len(trace), dtype=np.uint64)
     chunks = (trace[i:i + chunk_size] for i in range(0, len(trace), chunk_size))
     if not is_smp(config):
         for i, chunk in zip(range(0, len(trace), chunk_size), chunks):
             engine.run_chunk(chunk, hpa[i:i + len(chunk)])
-    else:
-        choice, ctx, at = config.machine.scheduler, smp_context(config), 0
-        scheduler = registry.get("schedulers", choice.name).factory(choice.options, ctx)
-        for placed in placed_chunks(scheduler, chunks, ctx, choice.name):
-            n = len(placed.records)
-            engine.run_chunk(placed.records, hpa[at:at + n], placed.vcpu, placed.core)
-            at += n
-        engine.settle()
+        return
+    choice, ctx, at = config.machine.scheduler, smp_context(config), 0
+    scheduler = registry.get("schedulers", choice.name).factory(choice.options, ctx)
+    for placed in placed_chunks(scheduler, chunks, ctx, choice.name):
+        n = len(placed.records)
+        engine.run_chunk(placed.records, hpa[at:at + n], placed.vcpu, placed.core)
+        at += n
+    engine.settle()
+
+
+def run_placed(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096, tier: str = "reference"
+               ) -> tuple[dict[str, int], np.ndarray, dict]:
+    """Run ``trace`` on a fresh machine of ``config`` with the engine ``tier``, placed on
+    cores and vCPUs as :func:`run_chunks` says; return the counters, each record's hPA
+    (2**64-1 for control events) and the counts charged to each scope."""
+    from .engine import make_engine
+
+    counters = Counters()
+    engine = make_engine(tier, build_machine(config, registry, counters), registry)
+    hpa = np.zeros(len(trace), dtype=np.uint64)
+    run_chunks(engine, config, registry, trace, chunk_size, hpa)
     return counters.as_dict(), hpa, counters.by_scope()
 
 
 def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int = 4096, shaped: bool = False,
              exact: bool = False) -> dict[str, tuple[dict[str, int], np.ndarray, dict]]:
-    """Run ``trace`` under each engine tier on fresh machines: tier -> (counters, hPAs,
-    the counts charged to each scope: VM, or (VM, asid) with ``experiment.per_asid``).
-    With ``shaped``, also the compiled tier's loop compiled for the config's TLB shape,
-    as tier "shaped"; with ``exact``, its loop compiled for the config's whole TLB, as
-    tier "exact" (ValueError when the config has no shape: a data- or instruction-only
-    level)."""
+    """Run ``trace`` under each engine tier on fresh machines (placed on cores and vCPUs
+    as :func:`run_chunks` says): tier -> (counters, hPAs, the counts charged to each
+    scope: VM, or (VM, asid) with ``experiment.per_asid``, or (VM, asid, vCPU, core) on
+    several cores or vCPUs). With ``shaped``, also the compiled tier's loop compiled for
+    the config's TLB shape, as tier "shaped"; with ``exact``, its loop compiled for the
+    config's whole TLB, as tier "exact" (ValueError when the config has no shape: a
+    data- or instruction-only level)."""
     from .engine import make_engine
     from .engine.shape import shape_of
 
@@ -91,8 +102,7 @@ def run_both(config: Config, registry: Any, trace: np.ndarray, chunk_size: int =
         engine = make_engine("compiled", machine, registry, loops[tier][0]) if tier in loops else \
             make_engine(tier, machine, registry)
         hpa = np.zeros(len(trace), dtype=np.uint64)
-        for start in range(0, len(trace), chunk_size):
-            engine.run_chunk(trace[start:start + chunk_size], hpa[start:start + chunk_size])
+        run_chunks(engine, config, registry, trace, chunk_size, hpa)
         scoped = {scope: {k: v for k, v in counts.items() if v} for scope, counts in counters.by_scope().items()}
         out[tier] = ({k: v for k, v in counters.as_dict().items() if v}, hpa, scoped)
     return out

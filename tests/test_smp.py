@@ -149,15 +149,26 @@ def test_cores_and_vcpus_add_up_to_the_totals(tmp_path, slat):
             assert m[f"vm.v{vm}.vcpu.{j}.accesses"] == np.count_nonzero(access & (trace["vm"] == vm) & (vcpu == j))
 
 
-def test_the_compiled_tier_refuses_several_cores_and_auto_says_why(tmp_path):
-    trace = random_trace(2, 200, vms=1, threads=2)
-    config, registry = build(smp_raw(tmp_path, trace, 2, [2]))
-    with pytest.raises(ConfigError, match=r"machine.cores = 2: the compiled tier runs one core"):
-        choose_engine(config, registry, "compiled")
-    tier, reason = choose_engine(config, registry, "auto")
-    assert tier == "reference" and "machine.cores = 2" in reason
-    config, registry = build(smp_raw(tmp_path, trace, 1, [2]))
-    assert "vms[0].vcpus = 2" in choose_engine(config, registry, "auto")[1]
+@pytest.mark.parametrize("cores, vcpus, extra", [
+    (2, [2], {}),
+    (4, [3, 2], {"slat": "intel-ept", "walk_caches": [{"type": "pwc"}, {"type": "nested-tlb"}]}),
+    (2, [3, 2], {"machine": {"scheduler": {"name": "time-sliced", "quantum": 7, "window": 50}},
+                 "tlb": {"tagged": False, "inclusion": "inclusive",
+                         "levels": [{"name": "l1", "sets": 4, "ways": 2},
+                                    {"name": "l2", "sets": 8, "ways": 4, "shared": True}]}}),
+    (1, [3], {"slat": "shadow", "experiment": {"name": "smp", "chunk_size": 97, "per_asid": True}}),
+])
+def test_the_compiled_tier_runs_cores_and_vcpus_as_the_reference_tier_does(tmp_path, cores, vcpus, extra):
+    """The whole run (scheduler, coherence, per-core and per-vCPU metrics) in both tiers:
+    every metric equal, and ``auto`` takes the compiled tier."""
+    trace = random_trace(5, 1500, vms=len(vcpus), threads=4)
+    config, registry = build(smp_raw(tmp_path, trace, cores, vcpus, **extra))
+    assert choose_engine(config, registry, "auto")[0] == "compiled"
+    compiled = run_experiment(config, registry, engine="compiled")
+    reference = run_experiment(config, registry, engine="reference")
+    assert compiled.engine == "compiled" and compiled.metrics == reference.metrics
+    assert any(key.startswith("core.1.") for key in reference.metrics) == (cores > 1)
+    assert reference.metrics["vm.v0.vcpu.1.accesses"] > 0
 
 
 @pytest.mark.parametrize("placement, key, text", [

@@ -7,9 +7,12 @@ out in int64 arrays and drives the jitted loop, which stops for the software sid
 
 State layout (``loop.py`` names the columns):
 
-- TLB: ``tcfg[L, 10]`` (sets, ways, side: 1 instruction / 2 data / 3 both, policy id,
-  number of page sizes, up to 4 page-size shifts, set mask: sets - 1 or -1 when sets is
-  not a power of two), ``ttag[L, S, W + index rows, 4]`` (ctx = vm<<24 | asid<<8 | shift,
+- TLB: ``tcfg[L, 10]`` (per configured level: sets, ways, side: 1 instruction / 2 data /
+  3 both, policy id, number of page sizes, up to 4 page-size shifts, set mask: sets - 1
+  or -1 when sets is not a power of two), ``lrow[cores, L]`` (the row of each core's
+  level in the state arrays: core 0's levels are rows 0 to L-1, then each further core's
+  private levels; a shared level has core 0's row), ``ttag[R, S, W + index rows, 4]``
+  (a row per structure; ctx = vm<<24 | asid<<8 | shift,
   -1 when invalid; virtual page number; next way of its index chain; value: the page frame
   packed with its shift, writable and dirty bits, see ``loop.pack``; then the index of sets
   wider than 8 ways, see ``loop.sa_find``), ``inclusion`` (0 non-inclusive, 1 inclusive,
@@ -18,17 +21,17 @@ State layout (``loop.py`` names the columns):
   plugin's kind at the start, entry or host point; levels (prefix: a level mask; entry
   kinds: guest levels in bits 0-7, host levels in bits 8-15); dimension mask; sets; ways;
   policy id (a plugin's kind: its slot in ``ck``); gPAs served (host kinds: bit 0 the
-  data's, bit 1 table entries'); set mask), ``wtag``
-  (as ``ttag``, ctx = dim<<40 | vm<<24 | asid<<8 | level; value: a table address, an
-  entry, or a nested TLB's packed frame),
+  data's, bit 1 table entries'); set mask), ``wtag[cores, n, ...]``
+  (each core's, as ``ttag``, ctx = dim<<40 | vm<<24 | asid<<8 | level; value: a table
+  address, an entry, or a nested TLB's packed frame),
   ``wprobe[2, P, 2]`` (the start point's probe order per dimension: cache, level),
   ``wlists[9, n]`` and ``wcount[9]`` (rows: probe guest/host, prefix caches guest/host,
   entry-point caches guest/host, host-point caches, plugins' start caches guest/host);
-  ``cstate[n, R, C]`` the plugins' kinds' states (padded) and ``ck[3, 4]`` their probe,
+  ``cstate[cores, n, R, C]`` the plugins' kinds' states (each core's, padded) and ``ck[3, 4]`` their probe,
   learn or fill, and invalidate kernels' addresses.
 - a walk plugin's kernel: its address ``wk`` (0: the loop's radix walk) and ``wstate``.
-- ``pstate[n, R, C]``: every structure's policy state, padded: TLB level l is structure
-  l, walk cache j is structure L + j.
+- ``pstate[n, R, C]``: every structure's policy state, padded: TLB row r is structure r,
+  walk cache j of core c is structure R + c * n + j (R TLB rows, n walk caches).
 - hardware view: ``fmts[2, 21]`` (guest, host format: levels, present mask, leaf flag,
   frame mask, write, accessed, dirty flags, leaf mask, log2 of the entry size, then the
   index shift and index mask of each level), ``hwcfg[4]`` (2D?, host A/D, table accesses
@@ -39,6 +42,11 @@ State layout (``loop.py`` names the columns):
 - ``occ[n, C]``: each structure's occupancy, indexed as ``pstate`` (valid entries in all
   and per VM, bitmaps of its valid slots; ``loop.py``, before ``sa_find``), which fills
   and drops keep and invalidations read, so they visit valid entries only.
+- counts: ``cnt[rows, counters]``, a row per (machine-wide vCPU, core) on a machine of
+  several cores or vCPUs (row ``vcpu * cores + core``), else one row; ``names`` names the
+  columns. Python charges each row to its scope when the loop returns.
+- placement: ``place[2, records]`` (each record's machine-wide vCPU and core) and
+  ``core_of[vcpus]`` (the core each vCPU last ran on, kept by the loop for coherence).
 """
 from __future__ import annotations
 
@@ -46,6 +54,7 @@ import os
 import re
 from typing import Any
 
+import attrs
 import numpy as np
 
 from ..datacache import no_data_caches
@@ -66,7 +75,8 @@ from .shape import Shape, shape_of
 from .kernel_slots import SLOTS
 from .reference import NO_HPA
 from .walklib import F_LEVELS, format_row
-from ..smp import is_smp
+from ..coherence import Coherence
+from ..smp import first_vcpus, is_smp
 from .software import SoftwareSide
 
 #: Check the loop's argument types at every call (the test suite sets it; see CompiledEngine._loop).
@@ -169,13 +179,6 @@ def compiled_refusals(machine: Machine, registry: Any) -> list[str]:
     :class:`PageTableFormat` tables, the core walk-cache kinds and TLB policies that have
     kernels; anything else on the per-access path is refused here, never approximated."""
     why = _policy_refusals(machine, registry)
-    config = machine.context.config
-    if is_smp(config):
-        many = [f"vms[{i}].vcpus = {vm.vcpus}" for i, vm in enumerate(config.vms) if vm.vcpus > 1]
-        if config.machine.cores > 1:
-            many.insert(0, f"machine.cores = {config.machine.cores}")
-        why.append(f"{many[0]}: the compiled tier runs one core and one vCPU per VM (cores and vCPUs come to it "
-                   "in a later version; the reference tier runs them)")
     hw = machine.walker.hw if type(machine.walker) is Walker else machine.translator.hw
     kernels = walk_kernels(machine, registry)
     if type(machine.walker) is not Walker:
@@ -349,8 +352,12 @@ class CompiledEngine:
         self.k = load_kernels(registry, shape)
         self.pk = plugin_kernels.tables([(f"TLB policy {name!r}{_plugin(registry, 'TLB policies', name)}",
                                         registry.get("TLB policies", name).kernels) for name in apart])
-        self.software = SoftwareSide(machine.translator, ctx.counters.values, [1] * len(ctx.vms),
-                                     config.tlb.tagged, self.invalidate)
+        cores = config.machine.cores
+        self.smp = is_smp(config)
+        vcpus = [vm.vcpus for vm in ctx.vms]
+        self.first = np.asarray(first_vcpus(vcpus), dtype=np.int64)  # each VM's first machine-wide vCPU
+        self.software = SoftwareSide(machine.translator, ctx.counters.values, vcpus, config.tlb.tagged,
+                                     self.invalidate, cores, self.flush_core)
         states = []
         levels = config.tlb.levels
         L = len(levels)
@@ -362,21 +369,33 @@ class CompiledEngine:
             tcfg[i, :5] = (lv.sets, lv.ways, SIDES[lv.side], ids[lv.policy.name], len(sizes))
             tcfg[i, 5:5 + len(sizes)] = [size.bit_length() - 1 for size in sizes]
             tcfg[i, 9] = set_mask(lv.sets)
-            record = registry.get("TLB policies", lv.policy.name)
-            states.append(record.kernels.init(lv.policy.options, lv.sets, lv.ways,
-                                              ctx.structure_rng(f"tlb.{lv.name}")))
+        self.core_contexts = [attrs.evolve(ctx, core=n) if n else ctx for n in range(cores)]  # as build_machine's
+        self.lrow = np.zeros((cores, L), dtype=np.int64)  # each core's TLB levels' rows (loop.py, run)
+        row_levels = []
+        for n, own in enumerate(self.core_contexts):
+            for i, lv in enumerate(levels):
+                if n and lv.shared:  # one structure for every core: core 0's
+                    self.lrow[n, i] = self.lrow[0, i]
+                    continue
+                self.lrow[n, i] = len(row_levels)
+                row_levels.append(i)
+                record = registry.get("TLB policies", lv.policy.name)
+                states.append(record.kernels.init(lv.policy.options, lv.sets, lv.ways,
+                                                  own.structure_rng(f"tlb.{lv.name}")))
+        self.private_rows = [[int(self.lrow[n, i]) for i, lv in enumerate(levels) if not lv.shared]
+                             for n in range(cores)]
         k = self.k
         if shape is not None and shape.exact:  # the module's policy numbers must be this engine's
             rows = [tuple(tcfg[:, col].tolist()) for col in (k.T_SETS, k.T_WAYS, k.T_PID)]
             if rows != [k.SHAPE_SETS, k.SHAPE_WAYS, k.SHAPE_PIDS]:
                 raise RuntimeError(f"the exact loop's sets, ways and policy numbers "
                                    f"{[k.SHAPE_SETS, k.SHAPE_WAYS, k.SHAPE_PIDS]} are not this engine's {rows}")
-        ttag = tag_array(self.k, L, S, W)
+        ttag = tag_array(self.k, len(row_levels), S, W)
         self.tlb = (tcfg, ttag, INCLUSION[config.tlb.inclusion])
-        self.wc = self._walk_caches(machine.walk_caches, registry, ids, states)
+        self.wc = self._walk_caches(machine, registry, ids, states)
         self.pstate = _pad(states)
-        core = [c.sets * c.ways if type(c) in KINDS else 0 for c in machine.walk_caches]
-        self.occ = occupancy(k, [lv.sets * lv.ways for lv in levels] + (core or [0]), len(ctx.vms))
+        core = [c.sets * c.ways if type(c) in KINDS else 0 for c in machine.walk_caches] or [0]
+        self.occ = occupancy(k, [levels[i].sets * levels[i].ways for i in row_levels] + core * cores, len(ctx.vms))
         hw = self.hw = getattr(machine.walker, "hw", machine.translator.hw)  # what the walk walks
         kernels = walk_kernels(machine, registry)
         self.wk, self.wstate = 0, None
@@ -395,7 +414,8 @@ class CompiledEngine:
             self.names += machine.data_caches.spec.counter_names()
         else:
             self.dc = no_data_caches()
-        self.cnt = np.zeros(len(self.names), dtype=np.int64)
+        self.cnt = np.zeros((len(self.software.vm_of) * cores if self.smp else 1, len(self.names)), dtype=np.int64)
+        self.no_place = np.zeros((2, 1), dtype=np.int64)  # the loop's record placement, unused with one core
         self.written = np.zeros(1, dtype=np.int64)  # next content id of a written page
         self.track_writes = machine.dedup is not None
         self.per_asid = config.experiment.per_asid
@@ -409,7 +429,7 @@ class CompiledEngine:
         self.out = np.zeros(self.k.WT_END, dtype=np.int64)  # the walk's result, then the walk recording's
         self.fmts = np.stack([format_row(hw.guest_format), format_row(hw.host_format)])
         self.hwcfg = np.array([1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0,
-                               1 if hw.table_access_dirties else 0, 0], dtype=np.int64)
+                               1 if hw.table_access_dirties else 0, 1 if self.smp else 0], dtype=np.int64)
         self.no_host_roots = np.zeros(1, dtype=np.int64)
         self.no_guest_roots = self.no_host_roots[None]
         self._words: tuple[Any, Any] = (None, None)  # host.words and its int64 view, made once per array
@@ -420,15 +440,25 @@ class CompiledEngine:
         self._signature: tuple = ()
         self._checked: set = set()  # argument type keys already checked against _signature
         self.recorder: WalkRecorder | None = None  # walk recording: its control columns and rows are in out
+        self.coherence: Coherence | None = None
+        self.core_of = np.zeros(1, dtype=np.int64)
+        if self.smp:
+            scheme = registry.get("SLAT schemes", config.machine.slat.name)
+            self.coherence = self.software.coherence = Coherence(
+                machine, self.software, scheme.backs_guest_memory, self.flush_core, self._private_entries)
+            self.core_of = self.coherence.core_of
 
-    def _walk_caches(self, caches: list, registry: Any, ids: dict, states: list) -> tuple:
+    def _walk_caches(self, machine: Machine, registry: Any, ids: dict, states: list) -> tuple:
+        """The walk caches' arrays (core 0's caches give the layout; every core has its
+        own states and tags); appends each core's policy states to ``states``."""
+        caches = machine.walk_caches
         n = max(1, len(caches))
         core = [c for c in caches if type(c) in KINDS]
         S = max([c.sets for c in core] + [1])
         W = max([c.ways for c in core] + [1])
         ctx = self.machine.context
         wcfg = np.zeros((n, 8), dtype=np.int64)
-        cstates, ck = [], np.zeros((3, SLOTS), dtype=np.int64)
+        ck = np.zeros((3, SLOTS), dtype=np.int64)
         for j, (c, choice) in enumerate(zip(caches, ctx.config.walk_caches)):
             kernels = cache_kernels(c, choice, registry)
             if kernels is not None:  # a plugin's kind: its kernels by address, its own state
@@ -439,17 +469,25 @@ class CompiledEngine:
                                                              getattr(kernels, "fill", None), kernels.invalidate))):
                     ck[row, slot] = plugin_kernels.kernel_address(fn, role, label)
                 wcfg[j] = (POINT_KERNELS[c.point][1], _plugin_levels(c), 0, 0, 0, slot, _serves(c), 0)
-                cstates.append(plugin_array(kernels.init, c, label, "init"))
-                states.append(np.zeros((1, 1), dtype=np.int64))
                 continue
-            cstates.append(np.zeros((1, 1), dtype=np.int64))
             levels = sum(1 << lv for lv in c.levels)
             wcfg[j] = (KINDS[type(c)], levels | levels << 8 if type(c) is EntryCache else levels,
                        sum(1 << d for d in c.dimensions), c.sets, c.ways, ids[c.policy.name], _serves(c),
                        set_mask(c.sets))
-            record = registry.get("TLB policies", c.policy.name)
-            states.append(record.kernels.init(c.policy.options, c.sets, c.ways,
-                                              ctx.structure_rng(f"walk_cache.{c.name}")))
+        cstates = []  # each core's plugin kinds' states
+        for own, on_core in zip(self.core_contexts, machine.cores):
+            cstates.append([])
+            for c, choice in zip(on_core.walk_caches, ctx.config.walk_caches):
+                kernels = cache_kernels(c, choice, registry)
+                if kernels is not None:
+                    label = f"walk cache {c.name!r}{_plugin(registry, 'walk caches', choice.name)}"
+                    cstates[-1].append(plugin_array(kernels.init, c, label, "init"))
+                    states.append(np.zeros((1, 1), dtype=np.int64))
+                    continue
+                cstates[-1].append(np.zeros((1, 1), dtype=np.int64))
+                record = registry.get("TLB policies", c.policy.name)
+                states.append(record.kernels.init(c.policy.options, c.sets, c.ways,
+                                                  own.structure_rng(f"walk_cache.{c.name}")))
         walker = self.machine.walker
         wprobe = np.zeros((2, max(1, 8 * len(caches)), 2), dtype=np.int64)
         wlists = np.zeros((9, n), dtype=np.int64)
@@ -468,19 +506,47 @@ class CompiledEngine:
                 listed(4 + dim, cache)
         for cache in walker.ntlb if caches else ():
             listed(6, cache)
-        wtag = tag_array(self.k, n, S, W)
-        self.cstate, self.ck = _pad(cstates), ck
+        cores = len(self.core_contexts)
+        wtag = tag_array(self.k, cores * n, S, W)
+        wtag = wtag.reshape((cores, n) + wtag.shape[1:])
+        padded = _pad([state for per_core in cstates for state in per_core or [np.zeros((1, 1), dtype=np.int64)]])
+        self.cstate, self.ck = padded.reshape((cores, n) + padded.shape[1:]), ck
         return wcfg, wtag, wprobe, wlists, wcount
 
     def invalidate(self, inv: Invalidation) -> None:
-        if not inv.local:  # one vCPU: the walk in progress replaces its entry
-            return
+        """Carry out an invalidation the software side returned: on a machine of several
+        vCPUs through coherence (as :meth:`slatframe.machine.Machine.invalidate`), else on
+        the one core, and not at all when it is not ``local``."""
+        if self.coherence is not None:
+            self.coherence.invalidate(inv)
+        elif inv.local:  # (one vCPU: the walk in progress replaces its entry)
+            self.flush_core(inv, 0)
+
+    def flush_core(self, inv: Invalidation, core: int) -> None:
+        """Carry out ``inv`` in one core's TLB levels (and shared ones) and walk caches."""
         scope = SCOPES[inv.scope]
         tcfg, ttag = self.tlb[0], self.tlb[1]
-        self.k.tlb_invalidate(tcfg, ttag, self.pstate, self.pk, self.occ, scope, inv.vm, inv.asid, inv.va)
+        self.k.tlb_invalidate(tcfg, ttag, self.pstate, self.pk, self.occ, self.lrow[core], scope, inv.vm, inv.asid,
+                              inv.va)
         if self.machine.walk_caches:
-            self.k.wc_invalidate(self.wc[0], self.wc[1], self.pstate, self.pk, self.occ, self.cstate, self.ck,
-                                 len(tcfg), scope, inv.vm, inv.asid)
+            wcfg, wtag = self.wc[0], self.wc[1]
+            self.k.wc_invalidate(wcfg, wtag[core], self.pstate, self.pk, self.occ, self.cstate[core], self.ck,
+                                 len(ttag) + core * len(wcfg), scope, inv.vm, inv.asid)
+
+    def _private_entries(self) -> list[int]:
+        """Each core's valid entries in its private TLB levels (for coherence's counts)."""
+        valid = self.occ[:, self.k.O_VALID]
+        return [int(valid[rows].sum()) for rows in self.private_rows]
+
+    def settle(self) -> None:
+        """As :meth:`slatframe.engine.reference.ReferenceEngine.settle`."""
+        if self.coherence is not None:
+            self.coherence.settle()
+
+    def between(self) -> None:
+        """As :meth:`slatframe.engine.reference.ReferenceEngine.between`."""
+        if self.coherence is not None:
+            self.coherence.between()
 
     def record_walks(self, sampling: WalkSampling) -> None:
         """Record the walks ``sampling`` takes (:mod:`slatframe.walk_record`)."""
@@ -531,11 +597,26 @@ class CompiledEngine:
         """Compile the loop (or load it from numba's cache) before the first chunk."""
         self.run_chunk(np.zeros(0, dtype=TRACE_DTYPE))
 
-    def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None) -> None:
-        """Process one chunk; ``hpa_out`` as in the reference engine."""
+    def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None,
+                  vcpu: np.ndarray | None = None, core: np.ndarray | None = None) -> None:
+        """Process one chunk; ``hpa_out``, ``vcpu`` and ``core`` as in the reference engine.
+
+        On a machine of several vCPUs the loop runs records of any vCPU and core, and
+        stops where the software side (and coherence) must act. A flush that coherence
+        gathers goes out before the next record that does not continue it, as in the
+        reference tier: after a record whose software part gathered one, the loop runs
+        that record to its end only (``stop``), and coherence looks at the next."""
         k, software, translator = self.k, self.software, self.machine.translator
         host = self.machine.context.host
         chunk = loop_chunk(chunk)
+        smp = vcpu is not None
+        coherence = self.coherence
+        if smp:
+            place = np.empty((2, len(chunk)), dtype=np.int64)
+            place[0] = vcpu if len(self.first) == 2 else self.first[chunk["vm"]] + vcpu  # machine-wide vCPUs
+            place[1] = core
+        else:
+            place = self.no_place
         record = hpa_out is not None
         if record and not (hpa_out.flags.c_contiguous and hpa_out.ndim == 1 and hpa_out.dtype.itemsize == 8):
             raise ValueError("hpa_out must be a C-contiguous 1D array of 8-byte integers")
@@ -549,11 +630,18 @@ class CompiledEngine:
         if recording:
             self.out[k.WT_BASE] = self.records
             self._room_for_walks(n)
-        i, resume, faults, resume_at = 0, False, 0, -1
+        i, stop, resume, faults, resume_at = 0, n, False, 0, -1
+        told = -1  # the last record coherence was told of (once a record, before its software part, as the reference)
         while True:
-            if i < n and not resume:  # the loop runs records of one scope: it returns at a change of VM or asid
-                vm, asid, _, _, _ = chunk.item(i)
-                self._charge(counters, (vm, asid) if per_asid else vm)
+            if i < n and not resume:
+                if smp:
+                    if coherence.pending() and told < i:  # what was gathered goes out, unless record i continues it
+                        vm, asid, op, _, _ = chunk.item(i)
+                        coherence.at(vm, asid, op, int(place[0, i]), int(place[1, i]))
+                        told = i
+                else:  # the loop runs records of one scope: it returns at a change of VM or asid
+                    vm, asid, _, _, _ = chunk.item(i)
+                    self._charge(counters, (vm, asid) if per_asid else vm)
             # re-read: the software side may grow or replace these
             roots = hw.guest_roots.array if isinstance(hw.guest_roots, RootTable) else self.no_guest_roots
             wstate = self.no_walk_state if self.wstate is None else self.wstate()
@@ -564,9 +652,10 @@ class CompiledEngine:
                 self._words = (words, words.view(np.int64))
             self.written[0] = store.next_written  # software may have written pages since
             try:
-                status, i = self._loop(chunk, i, resume, hpa, record,
-                                       software.current_asid, software.last_vcpu, host.slot_of, self._words[1],
-                                       fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion, wcfg, wtag, wprobe,
+                status, i = self._loop(chunk, i, stop, resume, hpa, record, place, software.current_asid,
+                                       software.last_vcpu, self.core_of, host.slot_of, self._words[1],
+                                       fmts, hwcfg, roots, host_roots, tcfg, ttag, self.lrow, inclusion, wcfg, wtag,
+                                       wprobe,
                                        wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
                                        self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,
                                        wstate, self.cstate, self.ck, self.memo, self.occ)
@@ -587,10 +676,23 @@ class CompiledEngine:
             if recording and self.out[k.WT_ROWS]:
                 self._drain_walks()
             resume = False
+            if smp:
+                self._merge_rows()
             if status == k.DONE:
+                if i < n:  # stopped after a record whose software part gathered a flush
+                    stop = n
+                    continue
                 break
             vm, asid, op, va, _ = chunk.item(i)
-            self._charge(counters, (vm, asid) if per_asid else vm)
+            where: tuple = ()
+            if smp:
+                where = int(place[0, i]), int(place[1, i])
+                counters.charge((vm, asid if per_asid else None, where[0] - int(self.first[vm]), where[1]))
+                if told < i:
+                    coherence.at(vm, asid, op, *where)
+                    told = i
+            else:
+                self._charge(counters, (vm, asid) if per_asid else vm)
             if status == k.FAULT:
                 fault = Fault(self.out.item(0), self.out.item(1))
                 faults = faults + 1 if resume_at == i else 1
@@ -600,12 +702,16 @@ class CompiledEngine:
                 for inv in translator.handle_fault(vm, asid, va, op, fault):
                     self.invalidate(inv)
                 resume = True
-            elif software.record(vm, asid, op, va):
+            elif software.record(vm, asid, op, va, *where):
                 if record:
                     hpa_out[i] = NO_HPA
                 i += 1
+                continue
+            if smp and coherence.pending():  # record i's access comes first, then what it gathered goes out
+                stop = i + 1
         self.records += n
-        self._merge()
+        if not smp:
+            self._merge()
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
@@ -667,11 +773,23 @@ class CompiledEngine:
 
     def _merge(self) -> None:
         values = self.machine.context.counters.values
-        for name, value in zip(self.names, self.cnt.tolist()):
+        for name, value in zip(self.names, self.cnt[0].tolist()):
             if not value:
                 continue
             if name == "walk.refs_max":
                 values[name] = max(values[name], value)
             else:
                 values[name] += value
-        self.cnt[:] = 0
+        self.cnt[0] = 0
+
+    def _merge_rows(self) -> None:
+        """Charge each (vCPU, core) row of the loop's counts to its scope (the vCPU's
+        asid cannot change inside a loop call: a switch stops the loop)."""
+        cnt, cores, counters = self.cnt, len(self.core_contexts), self.machine.context.counters
+        vm_of, asid_of, per_asid = self.software.vm_of, self.software.current_asid, self.per_asid
+        for row in np.flatnonzero(cnt.any(axis=1)).tolist():
+            vcpu, core = divmod(row, cores)
+            vm, asid = int(vm_of[vcpu]), int(asid_of[vcpu])
+            counters.add_scoped((vm, asid if per_asid else None, vcpu - int(self.first[vm]), core),
+                                [(name, value) for name, value in zip(self.names, cnt[row].tolist()) if value])
+            cnt[row] = 0

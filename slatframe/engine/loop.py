@@ -432,29 +432,29 @@ def tlb_holds(tcfg, level, shift):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_place(tcfg, ttag, pstate, pk, occ, level, c, k, value, absent):
-    """Write one entry into ``level``: (evicted?, and the evicted ctx, key, value);
-    ``absent`` as sa_place."""
+def tlb_place(tcfg, ttag, pstate, pk, occ, level, row, c, k, value, absent):
+    """Write one entry into ``level`` (its structure ``row``: see ``lrow`` in ``run``):
+    (evicted?, and the evicted ctx, key, value); ``absent`` as sa_place."""
     s = level_set(tcfg, level, k)
     pid = level_pid(tcfg, level)
-    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, occ, pid, level, level, s, c, k, level_ways(tcfg, level),
-                                      absent)
-    ev_value = ttag[level, s, w, 3]
-    ttag[level, s, w, 3] = value
-    policy_fill(pid, pstate, pk, level, s, w)
+    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, occ, pid, row, row, s, c, k, level_ways(tcfg, level), absent)
+    ev_value = ttag[row, s, w, 3]
+    ttag[row, s, w, 3] = value
+    policy_fill(pid, pstate, pk, row, s, w)
     return evicted, ev_c, ev_k, ev_value
 
 
 @njit(cache=True, _nrt=False)
-def tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, ev_c, ev_k, ev_value):
+def tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, ev_c, ev_k, ev_value):
     """What an inclusive or exclusive hierarchy does with the entry an insert into
     path[pos] evicted (not inlined: non-inclusive hierarchies never come here)."""
     while True:
         if inclusion == 1:  # inclusive: back-invalidate the levels before this one
             for j in range(pos):
                 lj = path[j]
+                rj = lr[lj]
                 sj = set_of(ev_k, tcfg[lj, T_SETS], tcfg[lj, T_MASK])
-                sa_remove(ttag, pstate, pk, occ, tcfg[lj, T_PID], lj, lj, sj, ev_c, ev_k, tcfg[lj, T_WAYS])
+                sa_remove(ttag, pstate, pk, occ, tcfg[lj, T_PID], rj, rj, sj, ev_c, ev_k, tcfg[lj, T_WAYS])
             return
         ev_shift = ev_c & 0xFF  # exclusive: the victim moves to the next level holding its size
         nxt = -1
@@ -464,23 +464,25 @@ def tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, ev_c, e
                 break
         if nxt < 0:
             return
-        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, occ, path[nxt], ev_c, ev_k, ev_value, False)
+        evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, occ, path[nxt], lr[path[nxt]], ev_c, ev_k,
+                                                  ev_value, False)
         if not evicted:
             return
         pos = nxt
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, c, k, value, absent):
+def tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, c, k, value, absent):
     """Insert into level path[pos]; handle the victim as the inclusion policy says;
     ``absent`` as sa_place."""
-    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, occ, path_level(path, pos), c, k, value, absent)
+    level = path_level(path, pos)
+    evicted, ev_c, ev_k, ev_value = tlb_place(tcfg, ttag, pstate, pk, occ, level, lr[level], c, k, value, absent)
     if evicted and inclusion != 0:
-        tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, ev_c, ev_k, ev_value)
+        tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, ev_c, ev_k, ev_value)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, vm, asid, va, value, shift, missed):
+def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, value, shift, missed):
     """Fill the levels of ``path`` that hold ``shift``. ``missed``: this access's lookup
     missed at every level of ``path``, for each of its page sizes, so no level holds the
     entry (a walk does not touch the TLB, and an insert into one level adds nothing to
@@ -488,13 +490,13 @@ def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, vm, 
     c, k = tlb_ctx(vm, asid, shift), va >> shift
     for pos in range(path_len(npath)):
         if tlb_holds(tcfg, path_level(path, pos), shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, c, k, value, missed)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, c, k, value, missed)
             if inclusion == 2:
                 return
 
 
 @njit(cache=True, _nrt=False)
-def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth, c, k, value, shift):
+def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, depth, c, k, value, shift):
     """An exclusive hierarchy moves a hit below the first level holding its size to that
     level (not inlined: other hierarchies never come here)."""
     first = -1
@@ -504,23 +506,24 @@ def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth
             break
     if first != depth:
         level = path[depth]
+        row = lr[level]
         sl = set_of(k, tcfg[level, T_SETS], tcfg[level, T_MASK])
-        sa_remove(ttag, pstate, pk, occ, tcfg[level, T_PID], level, level, sl, c, k, tcfg[level, T_WAYS])
-        tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, first, c, k, value, False)
+        sa_remove(ttag, pstate, pk, occ, tcfg[level, T_PID], row, row, sl, c, k, tcfg[level, T_WAYS])
+        tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, first, c, k, value, False)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth, c, k, value, shift):
+def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, depth, c, k, value, shift):
     """Fill the levels before ``depth`` (where the lookup hit) that hold ``shift``. Each of
     them was looked up for this page size just before and missed, and an insert adds the
     entry to its own level only (an inclusive victim is removed, never added), so no
     insert looks for the entry's own way (``absent``)."""
     if inclusion == 2:
-        tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth, c, k, value, shift)
+        tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, depth, c, k, value, shift)
         return
     for pos in range(depth):
         if tlb_holds(tcfg, path_level(path, pos), shift):
-            tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, pos, c, k, value, True)
+            tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, c, k, value, True)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -531,17 +534,19 @@ def occ_left(occ, si, scope, vm):
 
 
 @njit(cache=True, _nrt=False)
-def tlb_invalidate(tcfg, ttag, pstate, pk, occ, scope, vm, asid, va):
-    """scope: 0 page, 1 asid, 2 vm, 3 all (slatframe.tlb.TlbHierarchy.invalidate). A
-    level visits only its valid entries (occ), in set and way order, and only while the
-    scope may have some left: a level without any costs nothing."""
-    for level in range(tcfg.shape[0]):
-        sets, ways, pid = tcfg[level, T_SETS], tcfg[level, T_WAYS], tcfg[level, T_PID]
+def tlb_invalidate(tcfg, ttag, pstate, pk, occ, lr, scope, vm, asid, va):
+    """scope: 0 page, 1 asid, 2 vm, 3 all (slatframe.tlb.TlbHierarchy.invalidate), in the
+    levels of one core (``lr``: its row of ``lrow``, see ``run``). A level visits only
+    its valid entries (occ), in set and way order, and only while the scope may have some
+    left: a level without any costs nothing."""
+    for lv in range(tcfg.shape[0]):
+        level = lr[lv]  # the structure's row in ttag, pstate and occ
+        sets, ways, pid = tcfg[lv, T_SETS], tcfg[lv, T_WAYS], tcfg[lv, T_PID]
         if scope == 0:
-            for j in range(tcfg[level, T_NSHIFTS]):
-                shift = tcfg[level, T_SHIFT0 + j]
+            for j in range(tcfg[lv, T_NSHIFTS]):
+                shift = tcfg[lv, T_SHIFT0 + j]
                 vpn = va >> shift
-                s = set_of(vpn, sets, tcfg[level, T_MASK])
+                s = set_of(vpn, sets, tcfg[lv, T_MASK])
                 sa_remove(ttag, pstate, pk, occ, pid, level, level, s, tlb_ctx(vm, asid, shift), vpn, ways)
             continue
         slot = occ_next(occ, level, 0) if occ_left(occ, level, scope, vm) else -1
@@ -1071,12 +1076,12 @@ def count_walk(cnt, out):
 # -- the loop --------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, _nrt=False)
-def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
-        slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, inclusion,
-        wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt, out, paths, npaths, content, written,
+def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asid, last_vcpu, core_of,
+        slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, lrow, inclusion,
+        wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt2d, out, paths, npaths, content, written,
         track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, memo, occ):
-    """Process records of ``chunk`` (a C-contiguous TRACE_DTYPE array, read in place)
-    from ``start``; returns (status, index). On FAULT, ``out`` holds
+    """Process records ``start`` to ``stop`` of ``chunk`` (a C-contiguous TRACE_DTYPE
+    array, read in place); returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
     instruction fetch / a data access looks up. With ``track_writes`` a write gives its
@@ -1086,14 +1091,29 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
     ``ck`` are the plugins' start caches' states and kernel addresses. ``out`` also
     holds the walk recording's control columns and rows (``out[WT_ON]`` 0: no walk is
     recorded). ``memo`` is plain_walk's walk memo, valid for this call only; ``occ`` the
-    TLB levels' and walk caches' occupancy (above, before sa_find). Compiled
+    TLB levels' and walk caches' occupancy (above, before sa_find).
+
+    Cores and vCPUs: with ``hwcfg[3]`` nonzero (a machine of several cores or vCPUs),
+    record i runs on machine-wide vCPU ``place[0, i]`` and core ``place[1, i]``; else
+    every record runs on core 0, and VM v's only vCPU is vCPU v. ``current_asid[vcpu]``
+    and ``last_vcpu[core]`` are the software side's; the loop stops (EVENT) at a record
+    whose vCPU is not the last one on its core, or (several vCPUs) whose vCPU starts
+    running an address space, and keeps ``core_of[vcpu]``, the core each vCPU last ran
+    on. ``lrow[core, level]`` is the row of TLB level ``level`` of ``core`` in ``ttag``,
+    ``pstate`` and ``occ`` (a shared level has one row for all cores); walk cache j of
+    ``core`` is ``wtag[core, j]`` and ``cstate[core, j]``, and row ``ttag.shape[0] +
+    core * wcfg.shape[0] + j`` of ``pstate`` and ``occ``. A record's counts go to row
+    ``vcpu * cores + core`` of ``cnt2d`` (row 0 with one core and one vCPU per VM),
+    which Python charges to that vCPU's and core's scope. Compiled
     without numba's reference counting (``_nrt=False``):
     nothing here allocates; and without the GIL (``nogil``), so that a reader thread
     (:mod:`slatframe.prefetch`) prepares the next chunk meanwhile."""
-    n = chunk.shape[0]
-    nlevels = tcfg.shape[0]
-    base = nlevels
-    hitbase = C_FIXED + 2 * nlevels
+    n = stop
+    hitbase = C_FIXED + 2 * tcfg.shape[0]
+    smp = hwcfg[3] != 0
+    ncores, rows, ncaches = lrow.shape[0], ttag.shape[0], wcfg.shape[0]
+    vcpu = core = 0
+    cnt, lr = cnt2d[0], lrow[0]
     plain = wk == 0 and hwcfg[0] == 0 and dctl[0] == 0 and out[WT_ON] == 0  # plain_walk() will do
     for p in range(wcount.shape[0]):
         if wcount[p] != 0:
@@ -1103,40 +1123,48 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
     while i < n:
         rec = chunk[i]
         vm, asid, op, va = np.int64(rec["vm"]), np.int64(rec["asid"]), np.int64(rec["op"]), np.int64(rec["vaddr"])
-        row = 0 if op == IFETCH else 1
-        path = paths[row]
-        npath = npaths[row]
+        if smp:
+            vcpu, core = place[0, i], place[1, i]
+            cnt, lr = cnt2d[vcpu * ncores + core], lrow[core]
+        else:
+            vcpu = vm
+        side = 0 if op == IFETCH else 1
+        path = paths[side]
+        npath = npaths[side]
         translated = False  # a TLB hit that needs no walk
         missed = False  # the lookup ran and missed at every level
         if not resume_walk:
-            if vm != last_vm[0] or op >= CONTEXT_SWITCH:
+            if vcpu != last_vcpu[core] or op >= CONTEXT_SWITCH:
                 return EVENT, i
-            running = current_asid[vm]
+            running = current_asid[vcpu]
             if running != asid:
-                if running >= 0:
+                if running >= 0 or smp:  # (a vCPU's first address space enters its mm_cpumask, in Python)
                     return EVENT, i
-                current_asid[vm] = asid
+                current_asid[vcpu] = asid
+            if smp:
+                core_of[vcpu] = core
             cnt[C_ACCESSES] += 1
             found = False
             s = w = c = vpn = shift = value = 0
             for depth in range(path_len(npath)):
                 level = path_level(path, depth)
+                row = lr[level]
                 for j in range(level_nshifts(tcfg, level)):
                     shift = level_shift(tcfg, level, j)
                     vpn = va >> shift
                     s = level_set(tcfg, level, vpn)
                     c = tlb_ctx(vm, asid, shift)
-                    w = sa_lookup(ttag, pstate, pk, level_pid(tcfg, level), level, level, s, c, vpn,
+                    w = sa_lookup(ttag, pstate, pk, level_pid(tcfg, level), row, row, s, c, vpn,
                                   level_ways(tcfg, level))
                     if w >= 0:
                         found = True
                         break
                 if found:
                     cnt[C_FIXED + 2 * level] += 1
-                    value = ttag[level, s, w, 3]
+                    value = ttag[row, s, w, 3]
                     if depth > 0:
-                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, depth, c, vpn, value,
-                                          shift)
+                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, depth, c, vpn,
+                                          value, shift)
                     break
                 cnt[C_FIXED + 2 * level + 1] += 1
             writable_dirty = (1 << V_WRITABLE) | (1 << V_DIRTY)
@@ -1156,15 +1184,17 @@ def run(chunk, start, resume_walk, hpa_out, record_hpa, current_asid, last_vm,
             else:
                 if out[WT_ON] != 0:
                     wt_begin(out, cnt, hitbase, i, vm, asid, va, op)
-                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate,
-                     pk, occ, cstate, ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
+                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag[core], wprobe, wlists, wcount,
+                     pstate, pk, occ, cstate[core], ck, rows + core * ncaches, cnt, hitbase, vm, asid, va, op, out,
+                     dcfg, dctl, dtag, dage)
                 if out[WT_ON] != 0:
                     wt_end(out, cnt, hitbase)
             if out[0] != 0:
                 return FAULT, i
             shift = out[3]
             value = pack(out[2], shift, out[4], out[5])
-            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, path, npath, vm, asid, va, value, shift, missed)
+            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, value, shift,
+                               missed)
         hpa = (value & ~PAGE_MASK) + (va & ((1 << shift) - 1))
         if record_hpa:
             hpa_out[i] = hpa
