@@ -53,7 +53,7 @@ _PLAIN = "\n            plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, v
 _TAIL = """        if record_hpa:
             hpa_out[i] = hpa
         if dctl[1] != 0:
-            dc_access(dcfg, dctl, dtag, dage, cnt, hpa, 1)
+            dc_access(dcfg, dctl, dtag, dage, cnt2d[crow], hpa, 1)
         if track_writes and op == WRITE:
             content[hpa >> 12] = written[0]
             written[0] += 1
@@ -65,7 +65,7 @@ _CHECKS = """            if vcpu != last_vcpu[core] or op >= CONTEXT_SWITCH:
                 if running >= 0 or smp:  # (a vCPU's first address space enters its mm_cpumask, in Python)
                     return EVENT, i
                 current_asid[vcpu] = asid
-            if smp:
+            if smp and core_of[vcpu] != core:  # (no store on the usual path: a vCPU stays on its core)
                 core_of[vcpu] = core
 """
 _WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, "

@@ -13,8 +13,7 @@ process (found by reading the workload's records), then ``3.2e6 x scale`` access
 counted. The sensitivity table varies one assumption at a time on intel-server (the
 Hyper-V-like shadow against intel-ept); the cost and consolidation parameters need no
 new run, because those models work on the counters after the run. ``--vcpus K`` gives
-the VM K vCPUs, each on a core of its own, with process p on vCPU p mod K (an SMP guest;
-these run on the reference tier).
+the VM K vCPUs, each on a core of its own, with process p on vCPU p mod K (an SMP guest).
 """
 from __future__ import annotations
 

@@ -73,9 +73,8 @@ def thread_vcpus(records: np.ndarray, ctx: SmpContext) -> np.ndarray:
     threads = records["thread"].astype(np.int64)
     if len(set(ctx.vcpus)) == 1:  # (every VM has as many vCPUs: no per-record look-up)
         k = ctx.vcpus[0]
-        return threads if len(threads) and threads.max() < k else threads % k
-    per_vm = np.asarray(ctx.vcpus, dtype=np.int64)
-    return threads % per_vm[records["vm"].astype(np.int64)]
+        return threads if not len(threads) or threads.max() < k else threads % k
+    return threads % np.asarray(ctx.vcpus, dtype=np.int64)[records["vm"].astype(np.int64)]
 
 
 def round_robin(ctx: SmpContext) -> np.ndarray:

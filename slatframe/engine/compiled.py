@@ -416,6 +416,7 @@ class CompiledEngine:
             self.dc = no_data_caches()
         self.cnt = np.zeros((len(self.software.vm_of) * cores if self.smp else 1, len(self.names)), dtype=np.int64)
         self.no_place = np.zeros((2, 1), dtype=np.int64)  # the loop's record placement, unused with one core
+        self._place = np.zeros(0, dtype=np.int64)  # the placement's buffer (several cores or vCPUs)
         self.written = np.zeros(1, dtype=np.int64)  # next content id of a written page
         self.track_writes = machine.dedup is not None
         self.per_asid = config.experiment.per_asid
@@ -612,7 +613,9 @@ class CompiledEngine:
         smp = vcpu is not None
         coherence = self.coherence
         if smp:
-            place = np.empty((2, len(chunk)), dtype=np.int64)
+            if len(self._place) < 2 * len(chunk):  # (one buffer, not a fresh megabyte's page faults a chunk)
+                self._place = np.empty(2 * len(chunk), dtype=np.int64)
+            place = self._place[:2 * len(chunk)].reshape(2, len(chunk))
             place[0] = vcpu if len(self.first) == 2 else self.first[chunk["vm"]] + vcpu  # machine-wide vCPUs
             place[1] = core
         else:

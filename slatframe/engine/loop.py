@@ -1112,7 +1112,7 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     hitbase = C_FIXED + 2 * tcfg.shape[0]
     smp = hwcfg[3] != 0
     ncores, rows, ncaches = lrow.shape[0], ttag.shape[0], wcfg.shape[0]
-    vcpu = core = 0
+    vcpu = core = crow = 0
     cnt, lr = cnt2d[0], lrow[0]
     plain = wk == 0 and hwcfg[0] == 0 and dctl[0] == 0 and out[WT_ON] == 0  # plain_walk() will do
     for p in range(wcount.shape[0]):
@@ -1125,7 +1125,7 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
         vm, asid, op, va = np.int64(rec["vm"]), np.int64(rec["asid"]), np.int64(rec["op"]), np.int64(rec["vaddr"])
         if smp:
             vcpu, core = place[0, i], place[1, i]
-            cnt, lr = cnt2d[vcpu * ncores + core], lrow[core]
+            crow = vcpu * ncores + core  # its row of counts (views of it and of lrow only off the hit path)
         else:
             vcpu = vm
         side = 0 if op == IFETCH else 1
@@ -1141,14 +1141,14 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
                 if running >= 0 or smp:  # (a vCPU's first address space enters its mm_cpumask, in Python)
                     return EVENT, i
                 current_asid[vcpu] = asid
-            if smp:
+            if smp and core_of[vcpu] != core:  # (no store on the usual path: a vCPU stays on its core)
                 core_of[vcpu] = core
-            cnt[C_ACCESSES] += 1
+            cnt2d[crow, C_ACCESSES] += 1
             found = False
             s = w = c = vpn = shift = value = 0
             for depth in range(path_len(npath)):
                 level = path_level(path, depth)
-                row = lr[level]
+                row = lrow[core, level]
                 for j in range(level_nshifts(tcfg, level)):
                     shift = level_shift(tcfg, level, j)
                     vpn = va >> shift
@@ -1160,21 +1160,22 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
                         found = True
                         break
                 if found:
-                    cnt[C_FIXED + 2 * level] += 1
+                    cnt2d[crow, C_FIXED + 2 * level] += 1
                     value = ttag[row, s, w, 3]
                     if depth > 0:
-                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, depth, c, vpn,
-                                          value, shift)
+                        tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, lrow[core], path, npath, depth, c,
+                                          vpn, value, shift)
                     break
-                cnt[C_FIXED + 2 * level + 1] += 1
+                cnt2d[crow, C_FIXED + 2 * level + 1] += 1
             writable_dirty = (1 << V_WRITABLE) | (1 << V_DIRTY)
             if found and not (op == WRITE and (value & writable_dirty) != writable_dirty):
                 translated = True
             elif found:
-                cnt[C_ON_HIT] += 1
+                cnt2d[crow, C_ON_HIT] += 1
             else:
                 missed = True
         if not translated:
+            cnt, lr = cnt2d[crow], lrow[core]
             resume_walk = False
             if plain:
                 plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo)
@@ -1199,7 +1200,7 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
         if record_hpa:
             hpa_out[i] = hpa
         if dctl[1] != 0:
-            dc_access(dcfg, dctl, dtag, dage, cnt, hpa, 1)
+            dc_access(dcfg, dctl, dtag, dage, cnt2d[crow], hpa, 1)
         if track_writes and op == WRITE:
             content[hpa >> 12] = written[0]
             written[0] += 1
