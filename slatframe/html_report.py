@@ -186,9 +186,38 @@ def _config_table(config: Any) -> str:
     return f'<table class="config" data-table="config"><tr><th>key</th><th>value</th></tr>{rows}</table>'
 
 
-def result_figures(result: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+#: what the per-core figure shows of each core, per 1,000 of its accesses: (label, metric)
+PER_CORE = (("TLB misses (last level)", None), ("walks", "walks"), ("VM exits", "vm_exits"),
+            ("IPIs received", "ipi.received"))
+
+
+def per_core_figure(scoped: Mapping[tuple[str | None, str], Mapping[str, Any]], levels: Sequence[str]) -> str | None:
+    """Each core's walks, last-level TLB misses, VM exits and IPIs received per 1,000 of its
+    accesses (a machine of several cores), or None."""
+    cores = sorted((int(sub[5:]), counts) for (vm, sub), counts in scoped.items()
+                   if vm is None and sub.startswith("core.") and sub[5:].isdigit())
+    if len(cores) < 2:
+        return None
+    series: dict[str, list[float | None]] = {}
+    for label, name in PER_CORE:
+        name = name or (f"tlb.{levels[-1]}.misses" if levels else "")
+        values = [1000 * counts.get(name, 0) / counts["accesses"] if _numeric(counts.get("accesses")) and
+                  counts.get("accesses") and _numeric(counts.get(name, 0)) else None for _, counts in cores]
+        if any(values):
+            series[label] = values
+    if not series:
+        return None
+    return _figure("per-core", grouped_bar_chart([f"core {n}" for n, _ in cores], series,
+                                                 "Per core, per 1,000 of its accesses", "", "per 1,000 accesses"),
+                   "core.<n>.walks, core.<n>.tlb.<last level>.misses, core.<n>.vm_exits and core.<n>.ipi.received, "
+                   "each per 1,000 core.<n>.accesses")
+
+
+def result_figures(result: Mapping[str, Any], metrics: Mapping[str, Any],
+                   scoped: Mapping[tuple[str | None, str], Mapping[str, Any]] | None = None) -> list[str]:
     """The result's figures (or the sentence that replaces one): TLB hit rates, walk
-    references per walk, VM exits by reason, dedup over time."""
+    references per walk, VM exits by reason, each core's misses, walks, exits and IPIs
+    (a machine of several cores), dedup over time."""
     m, out = metrics, []
     tlb = result["config"].get("tlb")
     levels = tlb.get("levels") if isinstance(tlb, dict) else None
@@ -210,6 +239,9 @@ def result_figures(result: Mapping[str, Any], metrics: Mapping[str, Any]) -> lis
     exits = sorted(((k[9:], v) for k, v in m.items() if k.startswith("vm_exits.") and v), key=lambda kv: -kv[1])
     out.append(_figure("vm-exits", bar_chart(exits, "VM exits by reason", "exits"),
                        "vm_exits.<reason> counts") if exits else _omitted("vm-exits", "No VM exits."))
+    cores = per_core_figure(scoped or {}, [name for name in order if isinstance(name, str)])
+    if cores is not None:
+        out.append(cores)
     dedup = (result.get("series") or {}).get("dedup")
     points = [p for p in dedup if isinstance(p, dict) and _numeric(p.get("records"))] if isinstance(dedup, list) else []
     keys = [k for k in ("dedup.bytes_saved", "dedup.host_bytes_in_use") if any(_numeric(p.get(k)) for p in points)]
@@ -246,7 +278,7 @@ def result_sections(result: Mapping[str, Any], h: int = 2) -> str:
     warn = (f'<ul class="warnings">{"".join(f"<li>{esc(w)}</li>" for w in warnings)}</ul>' if warnings
             else "<p>No warnings.</p>")
     parts = [f'<dl class="facts">{dl}</dl>', f"<h{h}>Warnings</h{h}>{warn}", f"<h{h}>Figures</h{h}>",
-             '<div class="figures">', *result_figures(result, metrics), "</div>",
+             '<div class="figures">', *result_figures(result, metrics, scoped), "</div>",
              f"<h{h}>Metrics</h{h}>", _metric_table(metrics)]
     if scoped:
         between = "; work between trace records (dedup wake-ups) is a row of its own" if (None, "") in scoped else ""

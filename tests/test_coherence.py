@@ -248,3 +248,36 @@ def test_both_tiers_agree_on_random_threads(slat, vcpus, cores, rows, chunk):
     except SlatframeError:
         return  # a trace the machine refuses (an exit of a space never run, ...) is no test
     assert_engines_agree(*built(slat, vcpus, cores), rows, chunk_size=chunk)
+
+
+@st.composite
+def smp_machines(draw) -> tuple:
+    """A machine of two cores and two VMs (2 and 3 vCPUs): scheme, inclusion, tagging, a
+    shared L2, scheduler and per-asid scopes drawn."""
+    slat = draw(st.sampled_from(["native", "intel-ept", "shadow"]))
+    levels = [{"name": "l1", "sets": 4, "ways": 2},
+              {"name": "l2", "sets": 8, "ways": 4, "shared": draw(st.booleans())}]
+    scheduler = draw(st.sampled_from([{"name": "pinned"}, {"name": "pinned", "placement": [1, 1, 0, 1, 0]},
+                                      {"name": "time-sliced", "quantum": draw(st.integers(1, 9)), "window": 64}]))
+    raw = tiny_config(experiment={"name": "t", "seed": 3, "per_asid": draw(st.booleans())},
+                      machine={"slat": slat, "host_memory": "4G", "cores": 2, "scheduler": scheduler},
+                      vms=[{"name": "a", "memory": "2G", "vcpus": 2}, {"name": "b", "memory": "2G", "vcpus": 3}],
+                      tlb={"levels": levels, "tagged": draw(st.booleans()),
+                           "inclusion": draw(st.sampled_from(["non-inclusive", "inclusive", "exclusive"]))},
+                      walk_caches=[{"type": "pwc"}] + ([{"type": "nested-tlb"}] if slat == "intel-ept" else []))
+    return raw
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(raw=smp_machines(), seed=st.integers(0, 2 ** 20), chunk=st.integers(30, 400))
+def test_both_tiers_agree_on_two_vms_and_any_scheduler(raw, seed, chunk):
+    """The compiled tier against the reference tier on two VMs of several vCPUs, shared
+    and private TLB levels, every inclusion, tagged or not, pinned or time-sliced: a
+    churn of both VMs' threads (unmaps, protects, flushes, switches, evictions)."""
+    from slatframe.testing import churn_trace
+
+    rng = np.random.default_rng(seed)
+    trace = churn_trace(seed, n=600, events=30)
+    trace["vm"] = rng.integers(0, 2, len(trace))
+    trace["thread"] = rng.integers(0, 4, len(trace))
+    assert_engines_agree(*build(raw), trace, chunk_size=chunk)

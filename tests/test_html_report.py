@@ -446,3 +446,26 @@ def test_every_figure_renders_in_chromium(made, sweep_dir, tmp_path):
             region = image.crop((int(x), int(y), int(x + w), int(y + h)))
             colored = sum(region.convert("HSV").getchannel("S").histogram()[100:])  # saturated: not text or grid
             assert colored >= 40, (name, x, y, "a figure's area has no colored marks in the screenshot")
+
+
+def test_a_machine_of_several_cores_has_a_per_core_figure(tmp_path):
+    """Each core's walks, last-level misses and VM exits per 1,000 of its accesses, from
+    the result's core.<n>.* metrics; one core has no such figure."""
+    result = slatframe.run(QUICKSTART, engine="reference",
+                           set={"workload.accesses": 6000, "machine.slat": "intel-ept", "machine.cores": 2,
+                                "vms[0].vcpus": 2, "workload.threads": 2})
+    source = tmp_path / "smp.json"
+    source.write_text(result.to_json())
+    m = result.metrics
+    metric = {"walks": "walks", "VM exits": "vm_exits", "IPIs received": "ipi.received",
+              "TLB misses (last level)": f"tlb.{result.config['tlb']['levels'][-1]['name']}.misses"}
+    shown = figure(report(source, tmp_path / "smp.html"), "per-core").find_all("rect", data_value=None)
+    assert {(b.attrs["data-label"], b.attrs["data-series"]) for b in shown} >= {
+        (f"core {n}", name) for n in (0, 1) for name in ("walks", "VM exits", "TLB misses (last level)")}
+    for bar in shown:
+        n = int(bar.attrs["data-label"].split()[1])
+        assert float(bar.attrs["data-value"]) == pytest.approx(
+            1000 * m.get(f"core.{n}.{metric[bar.attrs['data-series']]}", 0) / m[f"core.{n}.accesses"], rel=1e-3)
+    one = slatframe.run(QUICKSTART, engine="reference", set={"workload.accesses": 2000})
+    (tmp_path / "one.json").write_text(one.to_json())
+    assert not report(tmp_path / "one.json", tmp_path / "one.html").find_all("figure", data_figure="per-core")

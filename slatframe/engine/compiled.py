@@ -718,7 +718,7 @@ class CompiledEngine:
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
-        40 arguments (and loads or compiles the loop); later calls go straight to the
+        44 arguments (and loads or compiles the loop); later calls go straight to the
         compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
         which a run pays at every fault and every switch of VM or asid). Every argument's
         type is fixed when the engine is built (int64 C-contiguous arrays of a fixed
@@ -742,7 +742,7 @@ class CompiledEngine:
             return result
         if CHECK_ENTRY and self._signature:
             key = tuple(map(type_key, args))
-            if key not in self._checked:  # numba's typing of 40 arguments takes ms: once per distinct key
+            if key not in self._checked:  # numba's typing of 44 arguments takes ms: once per distinct key
                 typed = tuple(self.k.run.typeof_pyval(a) for a in args)
                 if typed != self._signature:
                     raise AssertionError(f"the loop's argument types changed: {typed} after {self._signature}")
