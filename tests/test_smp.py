@@ -342,3 +342,22 @@ def test_a_time_sliced_window_the_memory_cannot_hold_is_refused_by_name(tmp_path
         build(raw)
     raw["workload"]["accesses"] = 1000
     build(raw)
+
+
+def test_dedup_wake_ups_and_a_warmup_on_several_cores_agree_in_both_tiers():
+    """KSM merging pages of two 2-vCPU VMs time-sliced on 3 cores (each merge a hypervisor
+    flush of the VM's vCPUs), with a warmup restart in the middle: every metric equal in
+    both tiers, and the merges did flush other cores."""
+    import slatframe
+
+    sets = {"workload.accesses": 30000, "workload.threads": 3, "experiment.warmup": 7000,
+            "dedup.sleep": 3000, "dedup.pages_to_scan": 20000, "machine.cores": 3,
+            "machine.scheduler.name": "time-sliced", "machine.scheduler.quantum": 500,
+            **{f"vms[{v}].{key}": value for v in (0, 1) for key, value in
+               (("vcpus", 2), ("guest_page_size", "4K"), ("host_page_size", "4K"))}}
+    ksm = Path(__file__).resolve().parents[1] / "examples" / "ksm-vs-large-pages.toml"
+    reference = slatframe.run(ksm, set=sets, engine="reference")
+    compiled = slatframe.run(ksm, set=sets, engine="compiled")
+    assert compiled.metrics == reference.metrics
+    assert reference.metrics["dedup.merges"] > 0 and reference.metrics["hypervisor.remote_flushes.dedup"] > 0
+    assert reference.metrics["tlb.remote_invalidations"] > 0
