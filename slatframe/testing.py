@@ -46,8 +46,8 @@ def run_chunks(engine: Any, config: Config, registry: Any, trace: np.ndarray, ch
                hpa: np.ndarray) -> None:
     """Run ``trace`` through ``engine`` (either tier) in chunks of ``chunk_size``, storing
     each record's hPA in ``hpa``; on a machine of several cores or vCPUs, placed by the
-    config's scheduler (which must keep the trace's order, as ``pinned`` does), and what
-    coherence still gathers at the end carried out."""
+    config's scheduler (``hpa`` is then in the order the records ran: the trace's under
+    ``pinned``), and what coherence still gathers at the end carried out."""
     from .smp import is_smp, placed_chunks, smp_context
 
     chunks = (trace[i:i + chunk_size] for i in range(0, len(trace), chunk_size))

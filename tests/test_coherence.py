@@ -236,7 +236,7 @@ def test_every_access_translates_as_on_one_vcpu(slat, vcpus, cores, rows):
 
 @pytest.mark.parametrize("slat", list(SCHEMES))
 @pytest.mark.parametrize("vcpus, cores", [(4, 4), (4, 2), (3, 1)])
-@CI
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rows=threaded_traces(), chunk=st.integers(1, 40))
 def test_both_tiers_agree_on_random_threads(slat, vcpus, cores, rows, chunk):
     """The compiled tier against the reference tier, through random shootdowns, remote
@@ -268,7 +268,7 @@ def smp_machines(draw) -> tuple:
     return raw
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(raw=smp_machines(), seed=st.integers(0, 2 ** 20), chunk=st.integers(30, 400))
 def test_both_tiers_agree_on_two_vms_and_any_scheduler(raw, seed, chunk):
     """The compiled tier against the reference tier on two VMs of several vCPUs, shared

@@ -241,7 +241,7 @@ def test_shadow_and_nested_split_the_same_large_pages(registry, host_page):
     for slat in ("intel-ept", "shadow"):
         raw = tiny_config(machine={"slat": slat, "host_memory": "8G"}, vms=vms,
                           tlb={"levels": [{"name": "l1", "sets": 16, "ways": 4, "page_sizes": ["4K", "2M", "1G"]}]},
-                          workload={"source": "synthetic", "distribution": "uniform", "accesses": 6000,
+                          workload={"source": "synthetic", "distribution": "uniform", "accesses": 3000,
                                     "footprint": "64M", "write_fraction": 0.05},
                           dedup={"strategy": "ideal", "interval": 2000})
         results[slat] = run_machine(*build(raw, registry))[0].metrics

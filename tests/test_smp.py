@@ -350,7 +350,7 @@ def test_dedup_wake_ups_and_a_warmup_on_several_cores_agree_in_both_tiers():
     both tiers, and the merges did flush other cores."""
     import slatframe
 
-    sets = {"workload.accesses": 30000, "workload.threads": 3, "experiment.warmup": 7000,
+    sets = {"workload.accesses": 20000, "workload.threads": 3, "experiment.warmup": 7000,
             "dedup.sleep": 3000, "dedup.pages_to_scan": 20000, "machine.cores": 3,
             "machine.scheduler.name": "time-sliced", "machine.scheduler.quantum": 500,
             **{f"vms[{v}].{key}": value for v in (0, 1) for key, value in
