@@ -29,7 +29,7 @@ needs_valgrind_and_strace = pytest.mark.skipif(not (HAVE_VALGRIND and HAVE_STRAC
                                                reason="valgrind or strace is not installed")
 
 LOOP = "i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i + 1)); done"
-LOOP_20 = ["sh", "-c", LOOP.format(n=20)]
+LOOP_8 = ["sh", "-c", LOOP.format(n=8)]
 
 
 # -- parsing and merging hand-written logs (no valgrind) ------------------------------------------
@@ -242,22 +242,22 @@ def check_process_order(trace: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def loop_20(tmp_path_factory):
-    """A shell running /bin/true 20 times, recorded with --processes."""
+def loop_8(tmp_path_factory):
+    """A shell running /bin/true 8 times, recorded with --processes."""
     if not HAVE_VALGRIND:
         pytest.skip("valgrind is not installed")
     out = tmp_path_factory.mktemp("loop") / "loop.npz"
-    proc = record(LOOP_20, out)
+    proc = record(LOOP_8, out)
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr
     return out
 
 
 @needs_valgrind_and_strace
-def test_shell_loop_process_counts_match_strace(loop_20, tmp_path, registry):
-    expected = strace_processes(LOOP_20, tmp_path)
-    assert expected["created"] >= 20  # strace saw the loop's processes
-    stats = info(loop_20, None, registry)
+def test_shell_loop_process_counts_match_strace(loop_8, tmp_path, registry):
+    expected = strace_processes(LOOP_8, tmp_path)
+    assert expected["created"] >= 8  # strace saw the loop's processes
+    stats = info(loop_8, None, registry)
     assert stats["processes.created"] == expected["created"]
     assert stats["processes.exited"] == expected["exited"]
     assert stats["ops.exec"] == expected["execs"]
@@ -265,8 +265,8 @@ def test_shell_loop_process_counts_match_strace(loop_20, tmp_path, registry):
 
 
 @needs_valgrind
-def test_fork_exec_exit_records_in_a_valid_order(loop_20, tmp_path):
-    t = np.load(loop_20)
+def test_fork_exec_exit_records_in_a_valid_order(loop_8, tmp_path):
+    t = np.load(loop_8)
     trace = np.empty(len(t["op"]), dtype=[("asid", "u2"), ("op", "u1"), ("vaddr", "u8")])
     for name in trace.dtype.names:
         trace[name] = t[name]
@@ -281,8 +281,8 @@ def test_fork_exec_exit_records_in_a_valid_order(loop_20, tmp_path):
 
 
 @needs_valgrind
-def test_recorded_processes_run_under_shadow_paging(loop_20, tmp_path):
-    t = np.load(loop_20)
+def test_recorded_processes_run_under_shadow_paging(loop_8, tmp_path):
+    t = np.load(loop_8)
     forks = int(np.count_nonzero(t["op"] == FORK))
     config = tmp_path / "exp.toml"
     config.write_text(f'''[experiment]
@@ -298,12 +298,12 @@ name = "vm0"
 memory = "1G"
 [workload]
 source = "npz"
-path = "{loop_20}"
+path = "{loop_8}"
 ''')
     out = tmp_path / "r.json"
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
     m = json.loads(out.read_text())["metrics"]
-    assert m["processes.created"] == forks >= 20 and m["processes.exited"] == forks + 1
+    assert m["processes.created"] == forks >= 8 and m["processes.exited"] == forks + 1
     assert m["accesses"] == int(np.count_nonzero(t["op"] <= IFETCH))
     assert m["events.exec"] == forks and m["guest.pt_writes.fork"] > 0 and m["vm_exits"] > 0
 
