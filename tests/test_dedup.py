@@ -132,7 +132,7 @@ def test_ksm_converges_to_ideal_two_full_scans_after_the_last_page_appears(tmp_p
     """All pages are backed within the first 2700 records; the scan that starts after that
     (the second) records their checksums, the third merges them."""
     images = make_images(tmp_path)
-    trace = touch_trace(3, rereads=40_000)
+    trace = touch_trace(3, rereads=15_000)
     ideal, _ = run_machine(*dedup_config(tmp_path, images, trace, {"strategy": "ideal", "interval": 1000}))
     ksm, _ = run_machine(*dedup_config(tmp_path, images, trace, {
         "strategy": "ksm", "pages_to_scan": 1000, "sleep": 1000, "max_page_sharing": 100_000}))
@@ -147,7 +147,7 @@ def test_ksm_converges_to_ideal_two_full_scans_after_the_last_page_appears(tmp_p
 
 def test_ksm_max_page_sharing_caps_each_shared_page(tmp_path):
     images = make_images(tmp_path)
-    trace = touch_trace(3, rereads=40_000)
+    trace = touch_trace(3, rereads=15_000)
     ksm, machine = run_machine(*dedup_config(tmp_path, images, trace, {
         "strategy": "ksm", "pages_to_scan": 1000, "sleep": 1000, "max_page_sharing": 64}))
     refs = machine.dedup_host.refs

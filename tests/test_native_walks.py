@@ -32,7 +32,7 @@ def test_refs_per_walk_and_faults(registry, fmt, levels, page_size, leaf_level):
     # distinct pages spread over a 2**44-byte range, each visited twice in a row and then
     # again after a different page, so the one-entry TLB misses on the third visit
     shift = 12 + 9 * (leaf_level - 1)
-    pages = np.unique(rng.integers(0, 1 << (44 - shift), 300)) << shift
+    pages = np.unique(rng.integers(0, 1 << (44 - shift), 300 if leaf_level < 3 else 60)) << shift  # (1G: 60 GiB)
     rng.shuffle(pages)
     vaddrs = np.concatenate([pages, pages[::-1]]).astype(np.uint64)
     raw = tiny_config(machine={"slat": "native", "guest_format": fmt, "host_memory": "2T"},
