@@ -30,10 +30,9 @@ import time
 import numpy as np
 
 from slatframe.counters import Counters
-from slatframe.engine import make_engine
+from slatframe.engine import make_engine, scheduled
 from slatframe.machine import build_machine
 from slatframe.report import table
-from slatframe.smp import is_smp, placed_chunks, smp_context
 from slatframe.testing import build, tiny_config
 
 from .__main__ import TLB, workload
@@ -44,17 +43,9 @@ SCHEMES = {"native": {"slat": "native", "host_memory": "64G"}, "intel-ept": {"sl
 def one_pass(engine, config, registry, trace: np.ndarray, chunk: int = 65536) -> float:
     """Seconds of one pass of ``trace`` through ``engine``, the placement included."""
     start = time.perf_counter()
-    chunks = (trace[i:i + chunk] for i in range(0, len(trace), chunk))
-    if is_smp(config):
-        ctx = smp_context(config)
-        choice = config.machine.scheduler
-        scheduler = registry.get("schedulers", choice.name).factory(choice.options, ctx)
-        for placed in placed_chunks(scheduler, chunks, ctx, choice.name):
-            engine.run_chunk(placed.records, None, placed.vcpu, placed.core)
-        engine.settle()
-    else:
-        for part in chunks:
-            engine.run_chunk(part)
+    for records, placed in scheduled(config, registry, (trace[i:i + chunk] for i in range(0, len(trace), chunk))):
+        engine.run_chunk(records, None, *(() if placed is None else (placed.vcpu, placed.core)))
+    engine.settle()
     return time.perf_counter() - start
 
 

@@ -91,8 +91,6 @@ class Coherence:
         self.masks: dict[tuple[int, int], set[int]] = {}  # (vm, asid) -> mm_cpumask
         self.generation: dict[tuple[int, int], int] = {}  # (vm, asid) -> flushes so far (tlb_gen)
         self.seen: dict[tuple[int, int], int] = {}  # (vcpu, asid) -> the generation it last flushed
-        self.private = [[lv.array for i, lv in enumerate(core.tlb.levels) if not config.tlb.levels[i].shared]
-                        for core in machine.cores]
         self._removed = private_entries or self._reference_entries
         self.batch: Shootdown | None = None
         self.host: dict[int, tuple[int, Hashable, str]] = {}  # VM -> (sender, scope, reason) of a remote flush due
@@ -298,8 +296,11 @@ class Coherence:
             self.counters.charge(now)
 
     def _reference_entries(self) -> list[int]:
-        """Each core's valid entries in its private TLB levels (invalidations only drop them)."""
-        return [sum(len(array.where) for array in arrays) for arrays in self.private]
+        """Each core's valid entries in its private TLB levels (invalidations only drop them),
+        in the reference tier's TLB objects."""
+        shared = [lv.shared for lv in self.machine.context.config.tlb.levels]
+        return [sum(len(lv.array.where) for lv, apart in zip(core.tlb.levels, shared) if not apart)
+                for core in self.machine.cores]
 
     def _count_remote(self, before: list[int], own_core: int) -> None:
         """TLB entries dropped since ``before`` from the private levels of cores other

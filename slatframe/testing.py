@@ -48,18 +48,13 @@ def run_chunks(engine: Any, config: Config, registry: Any, trace: np.ndarray, ch
     each record's hPA in ``hpa``; on a machine of several cores or vCPUs, placed by the
     config's scheduler (``hpa`` is then in the order the records ran: the trace's under
     ``pinned``), and what coherence still gathers at the end carried out."""
-    from .smp import is_smp, placed_chunks, smp_context
+    from .engine import scheduled
 
-    chunks = (trace[i:i + chunk_size] for i in range(0, len(trace), chunk_size))
-    if not is_smp(config):
-        for i, chunk in zip(range(0, len(trace), chunk_size), chunks):
-            engine.run_chunk(chunk, hpa[i:i + len(chunk)])
-        return
-    choice, ctx, at = config.machine.scheduler, smp_context(config), 0
-    scheduler = registry.get("schedulers", choice.name).factory(choice.options, ctx)
-    for placed in placed_chunks(scheduler, chunks, ctx, choice.name):
-        n = len(placed.records)
-        engine.run_chunk(placed.records, hpa[at:at + n], placed.vcpu, placed.core)
+    at = 0
+    for records, placed in scheduled(config, registry, (trace[i:i + chunk_size]
+                                                        for i in range(0, len(trace), chunk_size))):
+        n = len(records)
+        engine.run_chunk(records, hpa[at:at + n], *(() if placed is None else (placed.vcpu, placed.core)))
         at += n
     engine.settle()
 
