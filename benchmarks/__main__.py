@@ -22,8 +22,13 @@ end of each row.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -162,8 +167,12 @@ def run_engine(tier: str, config, registry, trace: np.ndarray, chunk: int = 6553
 
 def faults(pages: int, rounds: int = 3) -> None:
     """Microseconds per first touch of a page under native paging: ``pages`` pages touched
-    once each (a one-entry TLB), so every access is a guest page fault that the compiled
-    loop hands to the software side and resumes; best of ``rounds`` fresh engines."""
+    once each (a one-entry TLB), so every access is a guest page fault; best of ``rounds``
+    fresh engines, taking turns: the compiled loop serving the faults itself
+    (slatframe/engine/demand.py) and the same engine with that turned off (every fault
+    handled in Python, as before). Then issue 35's GUPS rows: ``slatframe run`` of the
+    quickstart with ``distribution = "gups"``, a 4 GiB footprint and 4x10^6 accesses, a
+    fresh process each, native and intel-ept (4K host pages)."""
     config, registry = build(tiny_config(machine={"slat": "native", "host_memory": "64G"},
                                          tlb={"levels": [{"name": "l1", "sets": 1, "ways": 1}]},
                                          vms=[{"name": "vm0", "memory": "8G"}]))
@@ -171,16 +180,39 @@ def faults(pages: int, rounds: int = 3) -> None:
     trace["vaddr"] = (np.random.default_rng(1).permutation(pages).astype(np.uint64) << np.uint64(12)) \
         + np.uint64(1 << 32)
     run_engine("compiled", config, registry, trace[:1000], warm_passes=0)  # compile / load the cache
-    times = []
+    times: dict[str, list[float]] = {"in the loop": [], "in Python": []}
+    served: dict[str, int] = {}  # faults the loop served (the others: room ran out, the log filled)
     for _ in range(rounds):
-        engine = make_engine("compiled", build_machine(config, registry, Counters()), registry)
-        start = time.perf_counter()
-        for i in range(0, pages, 65536):
-            engine.run_chunk(trace[i:i + 65536])
-        times.append((time.perf_counter() - start) / pages * 1e6)
-        assert engine.machine.context.counters.values["faults.guest"] == pages
-    print(f"{pages:,} pages touched once, native: {min(times):.1f} us per first touch "
-          f"(best of {rounds}: {', '.join(f'{t:.1f}' for t in times)})")
+        for where, spent in times.items():
+            engine = make_engine("compiled", build_machine(config, registry, Counters()), registry)
+            if where == "in Python":  # (no VM offers its faults to the loop: each returns to Python)
+                engine.pager.paging = [None] * len(engine.pager.paging)
+            start = time.perf_counter()
+            for i in range(0, pages, 65536):
+                engine.run_chunk(trace[i:i + 65536])
+            spent.append((time.perf_counter() - start) / pages * 1e6)
+            assert engine.machine.context.counters.values["faults.guest"] == pages
+            served[where] = engine.pager.served
+    for where, spent in times.items():
+        print(f"{pages:,} pages touched once, native, faults served {where}: {min(spent):.2f} us per first touch "
+              f"(best of {rounds}: {', '.join(f'{t:.2f}' for t in spent)}; {served[where]:,} in the loop)")
+    print(f"in the loop / in Python: {min(times['in the loop']) / min(times['in Python']):.3f}")
+    quickstart = Path(__file__).resolve().parents[1] / "examples" / "quickstart.toml"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for slat in ("native", "intel-ept"):
+            command = [sys.executable, "-m", "slatframe.cli", "run", str(quickstart), "--quiet", "--engine", "compiled",
+                       "--out", f"{tmp}/gups.json", "--set", "workload.distribution='gups'",
+                       "--set", "workload.footprint='4G'", "--set", "workload.accesses=4000000",
+                       "--set", "vms[0].memory='8G'", "--set", f"machine.slat='{slat}'"]
+            start = time.perf_counter()
+            subprocess.run(command, check=True)
+            seconds = time.perf_counter() - start
+            result = json.loads(Path(f"{tmp}/gups.json").read_text())
+            rows.append((slat, f"{seconds:.2f}", f"{result['wall_time_s']:.2f}",
+                         f"{result['metrics'].get('faults.guest', 0):,}", f"{result['metrics'].get('faults.host', 0):,}",
+                         f"{result['memory']['peak_rss_bytes'] / 2**20:.0f}"))
+    print(table(rows, ("scheme", "whole process s", "run s", "guest faults", "host faults", "peak RSS MiB")))
 
 
 def peak_rss_mib() -> float:
@@ -660,7 +692,8 @@ def main(argv=None) -> None:
                     help="instead: the builtin PSCs and radix walk against the same written as plugin kernels")
     ap.add_argument("--readers", action="store_true", help="instead: records per second of the trace readers")
     ap.add_argument("--faults", type=int, metavar="PAGES",
-                    help="instead: microseconds per first touch of a page (native), over PAGES pages")
+                    help="instead: microseconds per first touch of a page (native), over PAGES pages, "
+                         "served in the loop and in Python; then GUPS over 4 GiB in whole processes")
     ap.add_argument("--end-to-end", action="store_true",
                     help="instead: slatframe run from a trace file, in fresh processes, beside the bare loop")
     ap.add_argument("--bounds", action="store_true",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from slatframe import hookimpl
 from slatframe.contents import image_pages
-from slatframe.guest import DROPS_ROOT, GuestOs, guest_control
+from slatframe.guest import DROPS_ROOT, DemandPaging, GuestOs, guest_control
 from slatframe.machine import Invalidation, MachineContext
 from slatframe.paging import PAGE_SHIFT
 from slatframe.records import SlatSchemeRecord
@@ -39,6 +39,10 @@ class NativeTranslator:
             self.counters.add("faults.guest")
             kernel.fault(asid, va, op == WRITE)
         return kernel.take_flushes(vm)
+
+    def demand_paging(self) -> list[DemandPaging]:
+        """A not-present fault is ``faults.guest`` and the kernel's demand fault (above)."""
+        return [DemandPaging(kernel, "faults.guest") for kernel in self.kernels]
 
     def control(self, vm: int, asid: int, op: int, arg: int) -> list[Invalidation]:
         invalidations = guest_control(self.kernels[vm], vm, asid, op, arg)[1]

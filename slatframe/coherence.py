@@ -19,7 +19,9 @@ core's next access (``tests/test_coherence.py`` checks every hPA against one vCP
   receiver's flush goes through the SLAT scheme's ``control`` as the guest's own INVLPG
   or CR3 load would, so a shadow-paging hypervisor takes its exits. A receiver that
   runs another space only leaves the mask. A vCPU that starts running a space flushed
-  since it last ran it flushes it first (Linux's ``tlb_gen`` check in ``switch_mm``).
+  since it last ran it flushes it first (Linux's ``tlb_gen`` check in ``switch_mm``);
+  a sender that runs another space flushes only what it sends, so it catches up too.
+  After an exit or exec the mask holds the vCPUs that run the asid (the new space's).
   Under a hypervisor each IPI sent is a VM exit (``vm_exits.ipi``: an ICR write)
   unless ``machine.ipi_virtualization``; receivers take posted interrupts (no exit).
   With KVM's paravirtual flush (the translator's ``pv_tlb_flush``), a vCPU preempted
@@ -181,7 +183,8 @@ class Coherence:
         asid_of = self.software.current_asid
         mask = self.masks.setdefault(key, set())
         if b.vcpu >= 0:
-            self.seen[(b.vcpu, b.asid)] = generation
+            if asid_of[b.vcpu] == b.asid:  # (a sender in another space flushed only what it sent: it catches up later)
+                self.seen[(b.vcpu, b.asid)] = generation
             if b.full and self.core_of[b.vcpu] >= 0:
                 self.flush_core(Invalidation("asid", b.vm, b.asid, 0, CPU), self.core_of[b.vcpu])
         frees = b.op in FREES_TABLES
@@ -190,10 +193,8 @@ class Coherence:
             self._flush_by_hypercall(b, targets, generation)
         else:
             self._send_ipis(b, targets, generation)
-        if b.op == EXIT:
-            self.masks.pop(key, None)
-        elif b.op == EXEC and b.vcpu >= 0:
-            self.masks[key] = {b.vcpu}
+        if b.op in FREES_TABLES:  # a new space: the vCPUs that run the asid now run it
+            self.masks[key] = {t for t in range(self.first[b.vm], self.first[b.vm + 1]) if asid_of[t] == b.asid}
 
     def _send_ipis(self, b: Shootdown, targets: list[int], generation: int) -> None:
         """The IPIs of a shootdown and each receiver's flush, or its leaving the mask.

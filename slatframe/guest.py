@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
+import attrs
+
 from .errors import SimulationError
 from .paging import PAGE_SHIFT, PageTableFormat, WalkStep, map_page, walk
 from .trace import EXEC, EXIT, FLUSH, FORK, INVLPG, MAP, MAP_SHARED, PROTECT, UNMAP
@@ -305,6 +307,19 @@ class GuestOs:
         del self.spaces[asid]
         self.shared_vmas.pop(asid, None)
         return written
+
+
+@attrs.frozen
+class DemandPaging:
+    """What a SLAT scheme promises of one VM's not-present faults of a 1D walk (its
+    translator's optional ``demand_paging()``): each is ``counter`` counted once and
+    ``kernel.fault(asid, va, write)``, and nothing else (no invalidation, no hypervisor
+    work); ``kernel`` keeps its tables in the host memory the walk reads. The compiled
+    loop then maps such a page itself when the kernel would allocate fresh memory
+    (:mod:`slatframe.engine.demand`)."""
+
+    kernel: GuestOs
+    counter: str
 
 
 def guest_control(kernel: GuestOs, vm: int, asid: int, op: int, arg: int) -> tuple[list[int], list[Invalidation]]:

@@ -41,7 +41,12 @@ class Translator(Protocol):
 
         Optional attributes for machines of several vCPUs (slatframe.coherence): a true
         ``flush_hypercall`` says the guest sends TLB shootdowns as one hypercall, a true
-        ``pv_tlb_flush`` that it sends no IPI to a preempted vCPU (KVM's PV flush)."""
+        ``pv_tlb_flush`` that it sends no IPI to a preempted vCPU (KVM's PV flush).
+
+        Optional: ``demand_paging()`` returns, for each VM, a
+        :class:`slatframe.guest.DemandPaging` when a not-present fault of a 1D walk in that
+        VM is nothing but a count and that kernel's demand fault (so the compiled loop may
+        serve it itself, :mod:`slatframe.engine.demand`), else None."""
 
 
 @attrs.frozen

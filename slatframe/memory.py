@@ -65,6 +65,36 @@ class PhysicalMemory:
         """Bytes allocated and not given back."""
         return self.allocated - self.freed
 
+    def room(self, ahead: int, rows: int) -> tuple[int, int]:
+        """Get the frames up to ``ahead`` bytes past the bump pointer (within the memory's
+        size) and ``rows`` more rows of :attr:`words` ready to be allocated and written
+        without Python (the compiled loop's demand paging); returns (the end of those
+        frames, the rows :attr:`words` has). Only arrays grow: what a run counts is unchanged."""
+        limit = min(self.size, self.next_free + ahead)
+        frames = (limit + PAGE_SIZE - 1) >> PAGE_SHIFT
+        if frames > len(self._slot_of):
+            grown = np.full(max(frames, 2 * len(self._slot_of)), -1, dtype=np.int64)
+            grown[: len(self._slot_of)] = self._slot_of
+            self._slot_of = grown
+        if frames > len(self.content):
+            grown = np.zeros(max(frames, 2 * len(self.content)), dtype=np.int64)
+            grown[: len(self.content)] = self.content
+            self.content = grown
+        while self._rows + rows > len(self._words):
+            self._words = np.concatenate([self._words, np.zeros_like(self._words)])
+        return limit, len(self._words)
+
+    @property
+    def rows(self) -> int:
+        """Rows of :attr:`words` in use."""
+        return self._rows
+
+    def took(self, next_free: int, allocated: int, rows: int) -> None:
+        """What was allocated and written outside Python since :meth:`room`: the bump
+        pointer and the rows in use now, and the bytes handed out."""
+        self.next_free, self._rows = next_free, rows
+        self.allocated += allocated
+
     # -- contents -------------------------------------------------------------------
     def read(self, addr: int) -> int:
         """The 8-byte word at ``addr`` (0 where nothing was written)."""

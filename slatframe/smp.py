@@ -129,7 +129,9 @@ def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext,
             raise PluginError(f"scheduler {name!r} yielded {n} records with vcpu and core arrays of shapes "
                               f"{vcpu.shape} and {core.shape} ({vcpu.dtype}, {core.dtype}); each must be one "
                               "integer per record.")
-        if n and not (vcpu.min() >= 0 and vcpu.max() < fewest and core.min() >= 0 and core.max() < ctx.cores):
+        vcpu, core = vcpu.astype(np.int64, copy=False), core.astype(np.int64, copy=False)
+        # (as unsigned, a negative is above every limit: one reduction an array)
+        if n and not (vcpu.view(np.uint64).max() < fewest and core.view(np.uint64).max() < ctx.cores):
             vms = records["vm"].astype(np.int64)  # (the whole check only when the quick one fails)
             bad = np.flatnonzero((vcpu < 0) | (vcpu >= per_vm[vms]) | (core < 0) | (core >= ctx.cores))
             if len(bad):
@@ -138,7 +140,7 @@ def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext,
                                   f"{int(vcpu[i])} and core {int(core[i])}; vCPUs of that VM go from 0 to "
                                   f"{int(per_vm[vms[i]]) - 1} and cores from 0 to {ctx.cores - 1}.")
         placed += n
-        yield Placed(records, vcpu.astype(np.int64, copy=False), core.astype(np.int64, copy=False))
+        yield Placed(records, vcpu, core)
     for _ in source:  # records the scheduler left unread count as given
         pass
     if placed != given[0]:

@@ -45,7 +45,8 @@ State layout (``loop.py`` names the columns):
 - counts: ``cnt[rows, counters]``, a row per (machine-wide vCPU, core) on a machine of
   several cores or vCPUs (row ``vcpu * cores + core``), else one row; ``names`` names the
   columns. Python charges each row to its scope when the loop returns.
-- placement: ``place[2, records]`` (each record's machine-wide vCPU and core) and
+- placement: ``place = (vcpu, core, first)``: the scheduler's arrays (each record's vCPU
+  within its VM, and its core), read in place, and each VM's first machine-wide vCPU;
   ``core_of[vcpus]`` (the core each vCPU last ran on, kept by the loop for coherence).
 """
 from __future__ import annotations
@@ -58,6 +59,7 @@ import attrs
 import numpy as np
 
 from ..datacache import no_data_caches
+from .demand import LoopPager
 from ..setassoc import set_mask
 from ..errors import ConfigError, PluginError
 from ..machine import Machine
@@ -312,6 +314,8 @@ def type_key(value: Any) -> Any:
         return (value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.aligned, flags.writeable)
     if type(value) is int:
         return (int, True) if -(1 << 63) <= value < 1 << 63 else (int, value)
+    if type(value) is tuple:
+        return tuple(map(type_key, value))
     return type(value)
 
 
@@ -414,9 +418,12 @@ class CompiledEngine:
             self.names += machine.data_caches.spec.counter_names()
         else:
             self.dc = no_data_caches()
+        self.pager = LoopPager(self.k, machine, hw.host_format is None, self.smp, kernels is not None)
+        self.pager.columns(len(self.names))
+        self.names += self.pager.names()
         self.cnt = np.zeros((len(self.software.vm_of) * cores if self.smp else 1, len(self.names)), dtype=np.int64)
-        self.no_place = np.zeros((2, 1), dtype=np.int64)  # the loop's record placement, unused with one core
-        self._place = np.zeros(0, dtype=np.int64)  # the placement's buffer (several cores or vCPUs)
+        none = np.zeros(0, dtype=np.int64)
+        self.no_place = (none, none, self.first)  # the loop's record placement, unused with one core
         self.written = np.zeros(1, dtype=np.int64)  # next content id of a written page
         self.track_writes = machine.dedup is not None
         self.per_asid = config.experiment.per_asid
@@ -612,14 +619,13 @@ class CompiledEngine:
         chunk = loop_chunk(chunk)
         smp = vcpu is not None
         coherence = self.coherence
-        if smp:
-            if len(self._place) < 2 * len(chunk):  # (one buffer, not a fresh megabyte's page faults a chunk)
-                self._place = np.empty(2 * len(chunk), dtype=np.int64)
-            place = self._place[:2 * len(chunk)].reshape(2, len(chunk))
-            place[0] = vcpu if len(self.first) == 2 else self.first[chunk["vm"]] + vcpu  # machine-wide vCPUs
-            place[1] = core
+        if smp:  # (the scheduler's arrays, read in place by the loop: no copy)
+            vcpu = np.ascontiguousarray(vcpu, dtype=np.int64)
+            core = np.ascontiguousarray(core, dtype=np.int64)
+            place = (vcpu, core, self.first)
         else:
             place = self.no_place
+        first = self.first
         record = hpa_out is not None
         if record and not (hpa_out.flags.c_contiguous and hpa_out.ndim == 1 and hpa_out.dtype.itemsize == 8):
             raise ValueError("hpa_out must be a C-contiguous 1D array of 8-byte integers")
@@ -640,7 +646,7 @@ class CompiledEngine:
                 if smp:
                     if coherence.pending() and told < i:  # what was gathered goes out, unless record i continues it
                         vm, asid, op, _, _ = chunk.item(i)
-                        coherence.at(vm, asid, op, int(place[0, i]), int(place[1, i]))
+                        coherence.at(vm, asid, op, int(first[vm] + vcpu[i]), int(core[i]))
                         told = i
                 else:  # the loop runs records of one scope: it returns at a change of VM or asid
                     vm, asid, _, _, _ = chunk.item(i)
@@ -650,6 +656,7 @@ class CompiledEngine:
             wstate = self.no_walk_state if self.wstate is None else self.wstate()
             host_roots = self.no_host_roots if hw.host_roots is None else \
                 np.ascontiguousarray(hw.host_roots, dtype=np.int64).reshape(-1)
+            self.pager.ready(recording)  # (it may grow host memory's arrays: read below)
             words = host.words
             if words is not self._words[0]:
                 self._words = (words, words.view(np.int64))
@@ -661,7 +668,7 @@ class CompiledEngine:
                                        wprobe,
                                        wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
                                        self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,
-                                       wstate, self.cstate, self.ck, self.memo, self.occ)
+                                       wstate, self.cstate, self.ck, self.memo, self.occ, *self.pager.arrays)
             except IndexError as exc:  # the loop's own check of every victim way
                 raise PluginError(f"{exc} (compiled tier; the run's TLB policies: {self._policy_names()}).") from None
             except Exception as exc:  # raised in a kernel: the loop raises nothing else
@@ -675,6 +682,7 @@ class CompiledEngine:
                                       f"{inline}.") from None
                 raise PluginError(f"a plugin kernel raised {type(exc).__name__}: {exc} (compiled tier; the run's "
                                   f"kernels: {self._kernel_names()}).") from None
+            self.pager.settle()
             store.next_written = int(self.written[0])
             if recording and self.out[k.WT_ROWS]:
                 self._drain_walks()
@@ -689,8 +697,8 @@ class CompiledEngine:
             vm, asid, op, va, _ = chunk.item(i)
             where: tuple = ()
             if smp:
-                where = int(place[0, i]), int(place[1, i])
-                counters.charge((vm, asid if per_asid else None, where[0] - int(self.first[vm]), where[1]))
+                where = int(first[vm] + vcpu[i]), int(core[i])  # (machine-wide vCPU, core)
+                counters.charge((vm, asid if per_asid else None, int(vcpu[i]), where[1]))
                 if told < i:
                     coherence.at(vm, asid, op, *where)
                     told = i
@@ -718,7 +726,7 @@ class CompiledEngine:
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
-        44 arguments (and loads or compiles the loop); later calls go straight to the
+        47 arguments (and loads or compiles the loop); later calls go straight to the
         compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
         which a run pays at every fault and every switch of VM or asid). Every argument's
         type is fixed when the engine is built (int64 C-contiguous arrays of a fixed
@@ -742,7 +750,7 @@ class CompiledEngine:
             return result
         if CHECK_ENTRY and self._signature:
             key = tuple(map(type_key, args))
-            if key not in self._checked:  # numba's typing of 44 arguments takes ms: once per distinct key
+            if key not in self._checked:  # numba's typing of 47 arguments takes ms: once per distinct key
                 typed = tuple(self.k.run.typeof_pyval(a) for a in args)
                 if typed != self._signature:
                     raise AssertionError(f"the loop's argument types changed: {typed} after {self._signature}")

@@ -22,8 +22,9 @@ from numba import njit
 from slatframe.engine._policy_stub import policy_fill, policy_hit, policy_invalidate, policy_victim  # STUB
 from slatframe.engine.kernel_slots import (call_efill, call_eprobe, call_forget, call_hfill, call_hprobe, call_learn,
                                           call_probe, call_walk)
-from slatframe.engine.walklib import (F_DIRTY, F_ESHIFT, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, dc_access,
-                                      entry_load, entry_pa, entry_step, frame_of, O_AD_WRITES, O_FAULT,
+from slatframe.engine.walklib import (F_DIRTY, F_ESHIFT, F_FRAME, F_LEAF, F_LEAF_MASK, F_LEVELS, F_PRESENT,
+                                      F_SHIFT, F_WRITE, dc_access, entry_load, entry_pa, entry_step, entry_store,
+                                      frame_of, O_AD_WRITES, O_FAULT,
                                       O_REFS_GUEST, O_REFS_HOST, O_SPLINTERED, OUT_COLUMNS, set_of)
 
 # loop status
@@ -1073,13 +1074,104 @@ def count_walk(cnt, out):
     cnt[C_SPLINTERED] += out[O_SPLINTERED]
 
 
+# -- demand paging in the loop (slatframe/engine/demand.py) -----------------------------------
+# pg: the pager's control words (PG_*); pvm[vm] = (1 if the loop may serve the VM's
+# not-present faults, its page size, that size's leaf level, a leaf entry's bits beside its
+# frame); plog[k]: the k-th mapping served, for Python (PL_*; then a (table, the entry
+# pointing at it) pair per table created, top down).
+PG_ON = 0  # 1: the loop serves the not-present faults of the VMs pvm enables
+PG_NEXT = 1  # the host memory's bump pointer (bytes)
+PG_LIMIT = 2  # allocations end at or below this (the memory's size, and the frames slot_of covers)
+PG_ROWS = 3  # rows of words in use
+PG_ROW_CAP = 4  # rows of words there are
+PG_TAKEN = 5  # bytes allocated here since Python last settled
+PG_LOGGED = 6  # rows of plog in use
+PG_COUNT = 7  # the count columns of the fault, of the entries written, of the entries a fault wrote
+PG_TABLE_BITS = 8  # a non-leaf entry's bits beside its frame (PageTableFormat.table_entry)
+PG_COLUMNS = 9
+PL_VM = 0
+PL_ASID = 1
+PL_VA = 2
+PL_LEAF = 3  # the leaf entry's address
+PL_TABLES = 4  # tables created
+PL_FIRST = 5
+PL_COLUMNS = PL_FIRST + 2 * 6
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def pager_store(slot_of, words, fmts, pg, pa, entry):
+    """Store a guest entry in host memory (PhysicalMemory.write: a frame's first word gives
+    it the next row of ``words``)."""
+    frame = pa >> 12
+    if slot_of[frame] < 0:
+        slot_of[frame] = pg[PG_ROWS]
+        pg[PG_ROWS] += 1
+    entry_store(slot_of, words, fmts, GUEST, pa, entry)
+
+
+@njit(cache=True, _nrt=False)
+def demand_map(slot_of, words, fmts, roots, pg, pvm, plog, cnt, vm, asid, va):
+    """Serve a not-present fault of a 1D walk as slatframe.guest.GuestOs.map does when
+    nothing freed waits to be reused: a fresh page of the VM's page size, then each missing
+    table top down, bump-allocated from host memory at their natural alignment; each entry
+    stored as PageTableFormat.store would, counted as the guest's faults and entry writes
+    are; the mapping logged in ``plog`` for Python's bookkeeping. Returns False, having
+    changed nothing, when the loop may not or cannot (no room left in memory, ``words``
+    or ``plog``; a larger page in the way): Python then handles the fault."""
+    if pg[PG_ON] == 0 or pvm[vm, 0] == 0 or pg[PG_LOGGED] >= plog.shape[0]:
+        return False
+    size, leaf_level = pvm[vm, 1], pvm[vm, 2]
+    table = roots[vm, asid]
+    level = fmts[GUEST, F_LEVELS]
+    missing = 0
+    while level > leaf_level:  # what is missing (reads only)
+        entry = entry_load(slot_of, words, fmts, GUEST, entry_pa(fmts, GUEST, table, va, level))
+        if (entry & fmts[GUEST, F_PRESENT]) == 0:
+            missing = level - leaf_level
+            break
+        if (entry & fmts[GUEST, F_LEAF_MASK]) == fmts[GUEST, F_LEAF]:
+            return False  # a larger page maps it: Python says so
+        table = frame_of(fmts, GUEST, entry, level)
+        level -= 1
+    page = (pg[PG_NEXT] + size - 1) & ~(size - 1)
+    if page + size + missing * 4096 > pg[PG_LIMIT] or pg[PG_ROWS] + missing + 1 > pg[PG_ROW_CAP]:
+        return False
+    log = plog[pg[PG_LOGGED]]
+    pg[PG_LOGGED] += 1
+    pg[PG_NEXT] = page + size
+    pg[PG_TAKEN] += size
+    frame = fmts[GUEST, F_FRAME]
+    for k in range(missing):  # (the entries above the first missing one are as read above)
+        new = pg[PG_NEXT]
+        pg[PG_NEXT] = new + 4096
+        pg[PG_TAKEN] += 4096
+        pa = entry_pa(fmts, GUEST, table, va, level)
+        pager_store(slot_of, words, fmts, pg, pa, (new & frame) | pg[PG_TABLE_BITS])
+        log[PL_FIRST + 2 * k] = new
+        log[PL_FIRST + 2 * k + 1] = pa
+        table = new
+        level -= 1
+    pa = entry_pa(fmts, GUEST, table, va, leaf_level)
+    pager_store(slot_of, words, fmts, pg, pa, (page & frame) | pvm[vm, 3])
+    log[PL_VM] = vm
+    log[PL_ASID] = asid
+    log[PL_VA] = va
+    log[PL_LEAF] = pa
+    log[PL_TABLES] = missing
+    count = pg[PG_COUNT]
+    cnt[count] += 1
+    cnt[count + 1] += missing + 1
+    cnt[count + 2] += missing + 1
+    return True
+
+
 # -- the loop --------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, _nrt=False)
 def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asid, last_vcpu, core_of,
         slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, lrow, inclusion,
         wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt2d, out, paths, npaths, content, written,
-        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, memo, occ):
+        track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, memo, occ, pg, pvm, plog):
     """Process records ``start`` to ``stop`` of ``chunk`` (a C-contiguous TRACE_DTYPE
     array, read in place); returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
@@ -1091,10 +1183,12 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     ``ck`` are the plugins' start caches' states and kernel addresses. ``out`` also
     holds the walk recording's control columns and rows (``out[WT_ON]`` 0: no walk is
     recorded). ``memo`` is plain_walk's walk memo, valid for this call only; ``occ`` the
-    TLB levels' and walk caches' occupancy (above, before sa_find).
+    TLB levels' and walk caches' occupancy (above, before sa_find). ``pg``, ``pvm`` and
+    ``plog``: demand paging in the loop (above, demand_map).
 
     Cores and vCPUs: with ``hwcfg[3]`` nonzero (a machine of several cores or vCPUs),
-    record i runs on machine-wide vCPU ``place[0, i]`` and core ``place[1, i]``; else
+    ``place`` is (vcpu, core, first): record i runs on vCPU ``vcpu[i]`` of its VM (machine-wide
+    vCPU ``first[vm] + vcpu[i]``) and core ``core[i]``; else
     every record runs on core 0, and VM v's only vCPU is vCPU v. ``current_asid[vcpu]``
     and ``last_vcpu[core]`` are the software side's; the loop stops (EVENT) at a record
     whose vCPU is not the last one on its core, or (several vCPUs) whose vCPU starts
@@ -1113,6 +1207,8 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     smp = hwcfg[3] != 0
     ncores, rows, ncaches = lrow.shape[0], ttag.shape[0], wcfg.shape[0]
     vcpu = core = crow = 0
+    pvcpu, pcore, first = place
+    served = -1  # the record whose fault the loop served last (demand_map)
     cnt, lr = cnt2d[0], lrow[0]
     plain = wk == 0 and hwcfg[0] == 0 and dctl[0] == 0 and out[WT_ON] == 0  # plain_walk() will do
     for p in range(wcount.shape[0]):
@@ -1124,7 +1220,7 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
         rec = chunk[i]
         vm, asid, op, va = np.int64(rec["vm"]), np.int64(rec["asid"]), np.int64(rec["op"]), np.int64(rec["vaddr"])
         if smp:
-            vcpu, core = place[0, i], place[1, i]
+            vcpu, core = first[vm] + pvcpu[i], pcore[i]
             crow = vcpu * ncores + core  # its row of counts (views of it and of lrow only off the hit path)
         else:
             vcpu = vm
@@ -1191,6 +1287,12 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
                 if out[WT_ON] != 0:
                     wt_end(out, cnt, hitbase)
             if out[0] != 0:
+                if out[0] == GUEST_NOT_PRESENT and served != i and \
+                        demand_map(slot_of, words, fmts, roots, pg, pvm, plog, cnt, vm, asid, va):
+                    served = i  # (a record the loop mapped a page for and that faults again goes to Python)
+                    memo[0, 0] += 1
+                    resume_walk = True
+                    continue  # the walk again, as after a fault Python handled
                 return FAULT, i
             shift = out[3]
             value = pack(out[2], shift, out[4], out[5])
