@@ -19,7 +19,7 @@ import numpy as np
 from slatframe import hookimpl
 from slatframe.backing import RadixBacking, back_image
 from slatframe.errors import SimulationError
-from slatframe.guest import DROPS_ROOT, GuestOs, VmPhysical, guest_control
+from slatframe.guest import DROPS_ROOT, DemandPaging, GuestOs, VmPhysical, guest_control
 from slatframe.machine import Invalidation, MachineContext
 from slatframe.options import option
 from slatframe.records import SlatSchemeRecord
@@ -76,6 +76,15 @@ class NestedTranslator:
         changes, and a merged page is copied first, after its EPT write fault's exit."""
         if self.dedup is not None and self.dedup.store(vm, gpa):
             self.counters.vm_exit(self.exit_reason)
+
+    def demand_paging(self) -> list[DemandPaging | None]:
+        """A guest's not-present fault is ``faults.guest`` and its kernel's fault, a host's
+        the backing's fault and this scheme's exit (below), unless a dedup strategy runs
+        (its stores and copy-on-write breaks come into both)."""
+        if self.dedup is not None:
+            return [None] * len(self.kernels)
+        return [DemandPaging(kernel, "faults.guest", backing, self.exit_reason)
+                for kernel, backing in zip(self.kernels, self.backings)]
 
     def handle_fault(self, vm: int, asid: int, va: int, op: int, fault: Fault) -> list[Invalidation]:
         return self._handle(vm, asid, va, op, fault) + (self.dedup.take_pending() if self.dedup else [])

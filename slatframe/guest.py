@@ -55,6 +55,10 @@ class VmPhysical:
         self.next_free = base + size
         return base
 
+    def backed_by(self, backing: Any, host: Any) -> bool:
+        """Whether this memory is ``backing``'s, its words in ``host``'s memory."""
+        return self._backing == backing.backing and self._host_read == host.read and self._host_write == host.write
+
     def read(self, addr: int) -> int:
         return self._host_read(self._backing(addr))
 
@@ -311,15 +315,20 @@ class GuestOs:
 
 @attrs.frozen
 class DemandPaging:
-    """What a SLAT scheme promises of one VM's not-present faults of a 1D walk (its
-    translator's optional ``demand_paging()``): each is ``counter`` counted once and
-    ``kernel.fault(asid, va, write)``, and nothing else (no invalidation, no hypervisor
-    work); ``kernel`` keeps its tables in the host memory the walk reads. The compiled
-    loop then maps such a page itself when the kernel would allocate fresh memory
+    """What a SLAT scheme promises of one VM's not-present faults (its translator's
+    optional ``demand_paging()``, asked when an engine is built): a guest's is ``counter``
+    counted once and ``kernel.fault(asid, va, write)``; with a ``backing`` (a
+    :class:`slatframe.backing.RadixBacking` whose tables the walk walks, and which backs
+    ``kernel``'s memory), a host's is ``backing.fault(gpa)`` with an exit of
+    ``exit_reason``; nothing else either way (no invalidation, no other work). Without a
+    backing, ``kernel`` keeps its tables in the host memory a 1D walk reads. The compiled
+    loop then serves such faults itself when the result is the same
     (:mod:`slatframe.engine.demand`)."""
 
     kernel: GuestOs
     counter: str
+    backing: Any = None
+    exit_reason: str | None = None
 
 
 def guest_control(kernel: GuestOs, vm: int, asid: int, op: int, arg: int) -> tuple[list[int], list[Invalidation]]:

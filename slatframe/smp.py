@@ -130,8 +130,10 @@ def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext,
                               f"{vcpu.shape} and {core.shape} ({vcpu.dtype}, {core.dtype}); each must be one "
                               "integer per record.")
         vcpu, core = vcpu.astype(np.int64, copy=False), core.astype(np.int64, copy=False)
-        # (as unsigned, a negative is above every limit: one reduction an array)
-        if n and not (vcpu.view(np.uint64).max() < fewest and core.view(np.uint64).max() < ctx.cores):
+        # (as unsigned, a negative is above every limit: one reduction an array, one for both
+        # when they are one array, as a one-to-one placement gives)
+        if n and not (vcpu.view(np.uint64).max() < min(fewest, ctx.cores) if core is vcpu else
+                      vcpu.view(np.uint64).max() < fewest and core.view(np.uint64).max() < ctx.cores):
             vms = records["vm"].astype(np.int64)  # (the whole check only when the quick one fails)
             bad = np.flatnonzero((vcpu < 0) | (vcpu >= per_vm[vms]) | (core < 0) | (core >= ctx.cores))
             if len(bad):

@@ -418,7 +418,7 @@ class CompiledEngine:
             self.names += machine.data_caches.spec.counter_names()
         else:
             self.dc = no_data_caches()
-        self.pager = LoopPager(self.k, machine, hw.host_format is None, self.smp, kernels is not None)
+        self.pager = LoopPager(self.k, machine, self.smp, kernels is not None)
         self.pager.columns(len(self.names))
         self.names += self.pager.names()
         self.cnt = np.zeros((len(self.software.vm_of) * cores if self.smp else 1, len(self.names)), dtype=np.int64)
@@ -726,7 +726,7 @@ class CompiledEngine:
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
-        47 arguments (and loads or compiles the loop); later calls go straight to the
+        48 arguments (and loads or compiles the loop); later calls go straight to the
         compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
         which a run pays at every fault and every switch of VM or asid). Every argument's
         type is fixed when the engine is built (int64 C-contiguous arrays of a fixed
@@ -750,7 +750,7 @@ class CompiledEngine:
             return result
         if CHECK_ENTRY and self._signature:
             key = tuple(map(type_key, args))
-            if key not in self._checked:  # numba's typing of 47 arguments takes ms: once per distinct key
+            if key not in self._checked:  # numba's typing of 48 arguments takes ms: once per distinct key
                 typed = tuple(self.k.run.typeof_pyval(a) for a in args)
                 if typed != self._signature:
                     raise AssertionError(f"the loop's argument types changed: {typed} after {self._signature}")

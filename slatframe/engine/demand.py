@@ -1,23 +1,34 @@
 """Demand paging inside the compiled loop: a first touch served without leaving it.
 
-Every first touch of a page is a fault, and a fault handled in Python costs about 20 us
+Every first touch of a page is a fault, and a fault handled in Python costs 20 to 30 us
 (the handler, and the loop's return and re-entry): a GUPS run over gigabytes makes a
 million of them. A SLAT scheme whose translator offers ``demand_paging()``
-(:class:`slatframe.guest.DemandPaging` per VM: a not-present fault is a count and the
-guest kernel's demand fault, nothing else) lets the loop map such pages itself
-(``loop.py``, ``demand_map``), exactly as :meth:`slatframe.guest.GuestOs.map` would:
-the same frames from the host's bump allocator, the same entries in the same words, the
-same counts. The loop logs each mapping; :meth:`LoopPager.settle` then brings the
-kernel's bookkeeping (its leaves and tables) and the host memory's up to date, before
-Python sees anything else.
+(:class:`slatframe.guest.DemandPaging` per VM) lets the loop serve them itself
+(``loop.py``, ``guest_map`` and ``back_page``), exactly as Python would:
+
+- a guest's not-present fault (``GuestOs.map``): a page of the VM's page size from the
+  kernel's physical memory, then each missing table top down, each entry stored; under
+  a hypervisor the kernel's memory is guest-physical (``VmPhysical``) and a table's
+  first store backs its page (a host fault, below);
+- a host's not-present fault (``Backing.fault`` of a ``RadixBacking``): a host page of
+  the VM's host page size, then each missing second-level table, counted as
+  ``faults.host`` and the scheme's exit.
+
+The same frames from the same bump allocators at their natural alignment, the same
+entries in the same words of simulated memory (a frame's first stored word takes the
+next row of ``words``, as ``PhysicalMemory.write`` gives it), the same counts in the
+loop's count row (so they go to the same scope). The loop logs each mapping;
+:meth:`LoopPager.settle` brings the kernels', the backings' and host memory's
+bookkeeping up to date before Python sees anything else.
 
 The promise belongs to the class that defines both ``demand_paging`` and ``handle_fault``:
 a subclass that handles faults its own way does not inherit it. The loop leaves a fault
-to Python whenever its result could differ: a kernel with freed
-pages or tables to reuse, shared mappings (map_shared), a kernel whose entry stores are
-trapped (``on_store``), a format whose codec is not :class:`PageTableFormat`'s own, 2D
-walks, walk plugins, walk recording, several cores or vCPUs, and when it runs out of
-room (frames, rows of words, log rows) until Python makes more.
+to Python whenever its result could differ: a kernel with freed pages or tables to
+reuse, shared mappings (map_shared), trapped entry stores (``on_store``), pages a
+backing remapped one by one (dedup), a format whose codec is not
+:class:`PageTableFormat`'s own, walk plugins, walk recording, several cores or vCPUs,
+and whenever it runs out of room (frames, rows of words, log rows) until Python makes
+more.
 """
 from __future__ import annotations
 
@@ -25,23 +36,28 @@ from typing import Any
 
 import numpy as np
 
+from ..backing import RadixBacking
+from ..guest import VmPhysical
 from ..paging import PAGE_SIZE, PageTableFormat
 
-#: rows of the mapping log: the loop returns to Python (a fault handled there) when it is full
+#: rows of each mapping log: the loop returns to Python (a fault handled there) when one is full
 LOG_ROWS = 8192
 #: bytes of host frames past the bump pointer made ready before each loop call
 AHEAD = 64 << 20
-#: rows of words made ready before each loop call (a mapping writes at most one per level)
+#: rows of words made ready before each loop call
 ROWS_AHEAD = 256
-#: the counts a served fault adds besides the scheme's own (slatframe.guest.GuestOs._stored)
+#: the counts a guest fault served adds besides the scheme's own (slatframe.guest.GuestOs._stored)
 WRITES = ("guest.pt_writes", "guest.pt_writes.fault")
+#: the gauge of the second-level tables' bytes (slatframe.backing.RadixBacking._table)
+TABLE_BYTES = "slat.table_bytes"
 
 
-def _own_codec(fmt: PageTableFormat) -> bool:
+def _own_codec(fmt: PageTableFormat | None) -> bool:
     """The format encodes and stores entries as PageTableFormat does (the loop's copy)."""
     cls = type(fmt)
-    return all(getattr(cls, name) is getattr(PageTableFormat, name)
-               for name in ("table_entry", "leaf_entry", "store", "load", "entry_address", "table_alloc"))
+    return fmt is not None and all(
+        getattr(cls, name) is getattr(PageTableFormat, name)
+        for name in ("table_entry", "leaf_entry", "store", "load", "entry_address", "table_alloc", "frame"))
 
 
 def _owner(obj: Any, name: str) -> type | None:
@@ -50,34 +66,49 @@ def _owner(obj: Any, name: str) -> type | None:
 
 
 class LoopPager:
-    """The pager's arrays for the loop (``pg``, ``pvm``, ``plog``: loop.py) and the
-    Python side of each loop call: :meth:`ready` before, :meth:`settle` after."""
+    """The pager's arrays for the loop (``pg``, ``pvm``, ``plog``, ``hlog``: loop.py) and
+    the Python side of each loop call: :meth:`ready` before, :meth:`settle` after."""
 
-    def __init__(self, k: Any, machine: Any, one_dimension: bool, smp: bool, walk_plugin: bool) -> None:
+    def __init__(self, k: Any, machine: Any, smp: bool, walk_plugin: bool) -> None:
         self.k = k
         ctx = machine.context
-        self.host = ctx.host
+        self.host, self.counters = ctx.host, ctx.counters
         self.pg = np.zeros(k.PG_COLUMNS, dtype=np.int64)
-        self.pvm = np.zeros((max(1, len(ctx.vms)), 4), dtype=np.int64)
+        self.pvm = np.zeros((max(1, len(ctx.vms)), k.PV_COLUMNS), dtype=np.int64)
         self.plog = np.zeros((LOG_ROWS, k.PL_COLUMNS), dtype=np.int64)
+        self.hlog = np.zeros((LOG_ROWS, 3), dtype=np.int64)
         translator = machine.translator
         offer = getattr(translator, "demand_paging", None)
         # (a subclass that handles faults its own way does not inherit the promise)
         promised = offer is not None and _owner(translator, "demand_paging") is _owner(translator, "handle_fault")
-        paging = offer() if promised and one_dimension and not smp and not walk_plugin else None
-        fmt = ctx.guest_format
+        hw = getattr(machine.walker, "hw", translator.hw)
+        paging = offer() if promised and not smp and not walk_plugin else None
         self.paging: list[Any] = []
-        if paging and _own_codec(fmt):
-            counters = {p.counter for p in paging if p is not None}
-            self.paging = [p if p is not None and p.kernel.phys is ctx.host and p.kernel.counters is ctx.counters
-                           and len(counters) == 1 else None for p in paging]
-        self.counter = next((p.counter for p in self.paging if p is not None), None)
+        if paging and _own_codec(ctx.guest_format) and (hw.host_format is None or _own_codec(hw.host_format)):
+            self.paging = [p if p is not None and p.kernel.counters is ctx.counters and self._wired(p, hw) else None
+                           for p in paging]
+        names = {(p.counter, p.exit_reason) for p in self.paging if p is not None}
+        if len(names) != 1:  # (one count column each: every VM the loop serves counts alike)
+            self.paging = []
+        self.counter, self.exit_reason = next(iter(names)) if len(names) == 1 else (None, None)
         self.served = 0  #: faults the loop served so far
-        self.pg[k.PG_TABLE_BITS] = fmt.table_entry(0)
+        self.pg[k.PG_TABLE_BITS] = ctx.guest_format.table_entry(0)
+        if hw.host_format is not None:
+            self.pg[k.PG_HTABLE_BITS] = hw.host_format.table_entry(0)
+
+    def _wired(self, p: Any, hw: Any) -> bool:
+        """The kernel's memory is what the loop's walk reads: host memory under a 1D walk;
+        guest-physical memory backed by ``p.backing``'s second-level tables (the ones the
+        walk walks) under a 2D walk."""
+        if hw.host_format is None:
+            return p.kernel.phys is self.host and p.backing is None
+        return (isinstance(p.backing, RadixBacking) and p.backing.host is self.host and p.backing.contents is None
+                and isinstance(p.kernel.phys, VmPhysical) and p.kernel.phys.backed_by(p.backing, self.host)
+                and p.backing.fmt is hw.host_format)
 
     @property
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.pg, self.pvm, self.plog
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.pg, self.pvm, self.plog, self.hlog
 
     @property
     def active(self) -> bool:
@@ -85,47 +116,72 @@ class LoopPager:
         return self.counter is not None
 
     def names(self) -> list[str]:
-        """The count columns the loop adds to (in this order, from ``first``)."""
-        return [self.counter, *WRITES] if self.active else []
+        """The count columns the loop adds to, from the one :meth:`columns` was given."""
+        if not self.active:
+            return []
+        host = ["faults.host", "vm_exits", f"vm_exits.{self.exit_reason}"] if self.exit_reason is not None else []
+        return [self.counter, *WRITES, *host]
 
     def columns(self, first: int) -> None:
         self.pg[self.k.PG_COUNT] = first
+        self.pg[self.k.PG_HCOUNT] = first + 1 + len(WRITES)
 
     def ready(self, recording: bool) -> None:
         """Before a loop call: which VMs the loop may serve now, and room in host memory."""
         k, pg, pvm = self.k, self.pg, self.pvm
         on = 0
         for vm, p in enumerate(self.paging):
-            pvm[vm, 0] = 0
+            pvm[vm, k.PV_ON] = pvm[vm, k.PV_HON] = 0
             if p is None or recording:
                 continue
             kernel = p.kernel
-            if kernel.on_store is not None or kernel.free.get(kernel.page_size) or kernel.free.get(PAGE_SIZE) \
-                    or any(kernel.shared_vmas.values()):
-                continue
-            level = kernel.fmt.level_of_size(kernel.page_size)
-            pvm[vm] = (1, kernel.page_size, level, kernel.fmt.leaf_entry(0, level, True))
-            on = 1
+            if kernel.on_store is None and not kernel.free.get(kernel.page_size) and not kernel.free.get(PAGE_SIZE) \
+                    and not any(kernel.shared_vmas.values()):
+                level = kernel.fmt.level_of_size(kernel.page_size)
+                pvm[vm, k.PV_ON:k.PV_LEAF_BITS + 1] = (1, kernel.page_size, level,
+                                                       kernel.fmt.leaf_entry(0, level, True))
+                on = 1
+            backing = p.backing
+            if backing is not None:
+                if not backing.small:  # (no page remapped one by one: the tables and the dicts agree)
+                    level = backing.fmt.level_of_size(backing.page_size)
+                    pvm[vm, k.PV_HON:k.PV_HLEAF_BITS + 1] = (1, backing.page_size, level,
+                                                             backing.fmt.leaf_entry(0, level, True))
+                    on = 1
+                pvm[vm, k.PV_GNEXT], pvm[vm, k.PV_GLIMIT] = kernel.phys.next_free, kernel.phys.size
         pg[k.PG_ON] = on
         if on:
             host = self.host
             pg[k.PG_LIMIT], pg[k.PG_ROW_CAP] = host.room(AHEAD, ROWS_AHEAD)
             pg[k.PG_NEXT], pg[k.PG_ROWS] = host.next_free, host.rows
-            pg[k.PG_TAKEN] = pg[k.PG_LOGGED] = 0
+            pg[k.PG_TAKEN] = pg[k.PG_LOGGED] = pg[k.PG_HLOGGED] = pg[k.PG_HTABLES] = 0
 
     def settle(self) -> None:
-        """After a loop call: the host memory's and each kernel's bookkeeping of the pages
-        the loop mapped (GuestOs._map's, in the order they were mapped)."""
+        """After a loop call: the host memory's, each backing's and each kernel's
+        bookkeeping of what the loop mapped (in the order it was mapped)."""
         k, pg = self.k, self.pg
         if not pg[k.PG_ON]:
             return
+        pg[k.PG_ON] = 0
         self.host.took(int(pg[k.PG_NEXT]), int(pg[k.PG_TAKEN]), int(pg[k.PG_ROWS]))
+        for vm, p in enumerate(self.paging):
+            if p is not None and p.backing is not None:
+                p.kernel.phys.next_free = int(self.pvm[vm, k.PV_GNEXT])
+        if pg[k.PG_HTABLES]:
+            self.counters.gauge_add(TABLE_BYTES, int(pg[k.PG_HTABLES]) * PAGE_SIZE)
+        backed = int(pg[k.PG_HLOGGED])
+        for vm, gpa, hpa in self.hlog[:backed].tolist():
+            backing = self.paging[vm].backing
+            backing.pages[gpa >> backing.shift] = hpa
         logged = int(pg[k.PG_LOGGED])
-        pg[k.PG_TAKEN] = pg[k.PG_LOGGED] = 0
-        if not logged:
-            return
-        self.served += logged
-        log = self.plog[:logged]
+        self.served += logged + backed
+        if logged:
+            self._guest_maps(self.plog[:logged])
+
+    def _guest_maps(self, log: np.ndarray) -> None:
+        """GuestOs._map's bookkeeping of the pages the loop mapped: each leaf's address
+        and each table created, with the entry pointing at it."""
+        k = self.k
         key = (log[:, k.PL_VM] << 16) | log[:, k.PL_ASID]
         one = bool((key == key[0]).all())  # (the usual case: every mapping in one address space)
         for space in [int(key[0])] if one else np.unique(key).tolist():
