@@ -170,9 +170,12 @@ class LoopPager:
         if pg[k.PG_HTABLES]:
             self.counters.gauge_add(TABLE_BYTES, int(pg[k.PG_HTABLES]) * PAGE_SIZE)
         backed = int(pg[k.PG_HLOGGED])
-        for vm, gpa, hpa in self.hlog[:backed].tolist():
-            backing = self.paging[vm].backing
-            backing.pages[gpa >> backing.shift] = hpa
+        if backed:
+            hlog = self.hlog[:backed]
+            for vm in np.unique(hlog[:, 0]).tolist():
+                rows = hlog[hlog[:, 0] == vm]
+                backing = self.paging[vm].backing
+                backing.pages.update(zip((rows[:, 1] >> backing.shift).tolist(), rows[:, 2].tolist()))
         logged = int(pg[k.PG_LOGGED])
         self.served += logged + backed
         if logged:
