@@ -132,9 +132,13 @@ class LoopPager:
         on = 0
         for vm, p in enumerate(self.paging):
             pvm[vm, k.PV_ON] = pvm[vm, k.PV_HON] = 0
-            if p is None or recording:
+            if p is None:
                 continue
             kernel = p.kernel
+            if p.backing is not None:  # (what settle writes back, whatever the loop may serve)
+                pvm[vm, k.PV_GNEXT], pvm[vm, k.PV_GLIMIT] = kernel.phys.next_free, kernel.phys.size
+            if recording:
+                continue
             if kernel.on_store is None and not kernel.free.get(kernel.page_size) and not kernel.free.get(PAGE_SIZE) \
                     and not any(kernel.shared_vmas.values()):
                 level = kernel.fmt.level_of_size(kernel.page_size)
@@ -148,7 +152,6 @@ class LoopPager:
                     pvm[vm, k.PV_HON:k.PV_HLEAF_BITS + 1] = (1, backing.page_size, level,
                                                              backing.fmt.leaf_entry(0, level, True))
                     on = 1
-                pvm[vm, k.PV_GNEXT], pvm[vm, k.PV_GLIMIT] = kernel.phys.next_free, kernel.phys.size
         pg[k.PG_ON] = on
         if on:
             host = self.host
