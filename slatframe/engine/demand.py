@@ -4,7 +4,8 @@ Every first touch of a page is a fault, and a fault handled in Python costs 20 t
 (the handler, and the loop's return and re-entry): a GUPS run over gigabytes makes a
 million of them. A SLAT scheme whose translator offers ``demand_paging()``
 (:class:`slatframe.guest.DemandPaging` per VM) lets the loop serve them itself
-(``loop.py``, ``guest_map`` and ``back_page``), exactly as Python would:
+(:mod:`slatframe.engine.pager_kernel`, compiled apart and called by its address), exactly
+as Python would:
 
 - a guest's not-present fault (``GuestOs.map``): a page of the VM's page size from the
   kernel's physical memory, then each missing table top down, each entry stored; under
@@ -26,8 +27,8 @@ a subclass that handles faults its own way does not inherit it. The loop leaves 
 to Python whenever its result could differ: a kernel with freed pages or tables to
 reuse, shared mappings (map_shared), trapped entry stores (``on_store``), pages a
 backing remapped one by one (dedup), a format whose codec is not
-:class:`PageTableFormat`'s own, walk plugins, walk recording, several cores or vCPUs,
-and whenever it runs out of room (frames, rows of words, log rows) until Python makes
+:class:`PageTableFormat`'s own, walk plugins, walk recording, several cores or vCPUs, ``NUMBA_DISABLE_JIT`` (the pager
+is not compiled), and whenever it runs out of room (frames, rows of words, log rows) until Python makes
 more.
 """
 from __future__ import annotations
@@ -36,9 +37,13 @@ from typing import Any
 
 import numpy as np
 
+import numba
+
 from ..backing import RadixBacking
 from ..guest import VmPhysical
 from ..paging import PAGE_SIZE, PageTableFormat
+from . import pager_kernel as pk
+from .plugin_kernels import kernel_address
 
 #: rows of each mapping log: the loop returns to Python (a fault handled there) when one is full
 LOG_ROWS = 8192
@@ -66,23 +71,24 @@ def _owner(obj: Any, name: str) -> type | None:
 
 
 class LoopPager:
-    """The pager's arrays for the loop (``pg``, ``pvm``, ``plog``, ``hlog``: loop.py) and
+    """The pager's arrays (``pg``, ``pvm``, ``plog``, ``hlog``: pager_kernel.py) and
     the Python side of each loop call: :meth:`ready` before, :meth:`settle` after."""
 
     def __init__(self, k: Any, machine: Any, smp: bool, walk_plugin: bool) -> None:
-        self.k = k
+        if (k.PG_ON, k.PG_KERNEL) != (pk.PG_ON, pk.PG_KERNEL):
+            raise RuntimeError("loop.py and pager_kernel.py disagree on the pager's control words")
         ctx = machine.context
         self.host, self.counters = ctx.host, ctx.counters
-        self.pg = np.zeros(k.PG_COLUMNS, dtype=np.int64)
-        self.pvm = np.zeros((max(1, len(ctx.vms)), k.PV_COLUMNS), dtype=np.int64)
-        self.plog = np.zeros((LOG_ROWS, k.PL_COLUMNS), dtype=np.int64)
+        self.pg = np.zeros(pk.PG_COLUMNS, dtype=np.int64)
+        self.pvm = np.zeros((max(1, len(ctx.vms)), pk.PV_COLUMNS), dtype=np.int64)
+        self.plog = np.zeros((LOG_ROWS, pk.PL_COLUMNS), dtype=np.int64)
         self.hlog = np.zeros((LOG_ROWS, 3), dtype=np.int64)
         translator = machine.translator
         offer = getattr(translator, "demand_paging", None)
         # (a subclass that handles faults its own way does not inherit the promise)
         promised = offer is not None and _owner(translator, "demand_paging") is _owner(translator, "handle_fault")
         hw = getattr(machine.walker, "hw", translator.hw)
-        paging = offer() if promised and not smp and not walk_plugin else None
+        paging = offer() if promised and not smp and not walk_plugin and not numba.config.DISABLE_JIT else None
         self.paging: list[Any] = []
         if paging and _own_codec(ctx.guest_format) and (hw.host_format is None or _own_codec(hw.host_format)):
             self.paging = [p if p is not None and p.kernel.counters is ctx.counters and self._wired(p, hw) else None
@@ -92,9 +98,11 @@ class LoopPager:
             self.paging = []
         self.counter, self.exit_reason = next(iter(names)) if len(names) == 1 else (None, None)
         self.served = 0  #: faults the loop served so far
-        self.pg[k.PG_TABLE_BITS] = ctx.guest_format.table_entry(0)
+        if self.active:
+            self.pg[pk.PG_KERNEL] = kernel_address(pk.serve, "pager", "slatframe's demand pager")
+        self.pg[pk.PG_TABLE_BITS] = ctx.guest_format.table_entry(0)
         if hw.host_format is not None:
-            self.pg[k.PG_HTABLE_BITS] = hw.host_format.table_entry(0)
+            self.pg[pk.PG_HTABLE_BITS] = hw.host_format.table_entry(0)
 
     def _wired(self, p: Any, hw: Any) -> bool:
         """The kernel's memory is what the loop's walk reads: host memory under a 1D walk;
@@ -123,63 +131,63 @@ class LoopPager:
         return [self.counter, *WRITES, *host]
 
     def columns(self, first: int) -> None:
-        self.pg[self.k.PG_COUNT] = first
-        self.pg[self.k.PG_HCOUNT] = first + 1 + len(WRITES)
+        self.pg[pk.PG_COUNT] = first
+        self.pg[pk.PG_HCOUNT] = first + 1 + len(WRITES)
 
     def ready(self, recording: bool) -> None:
         """Before a loop call: which VMs the loop may serve now, and room in host memory."""
-        k, pg, pvm = self.k, self.pg, self.pvm
+        pg, pvm = self.pg, self.pvm
         on = 0
         for vm, p in enumerate(self.paging):
-            pvm[vm, k.PV_ON] = pvm[vm, k.PV_HON] = 0
+            pvm[vm, pk.PV_ON] = pvm[vm, pk.PV_HON] = 0
             if p is None:
                 continue
             kernel = p.kernel
             if p.backing is not None:  # (what settle writes back, whatever the loop may serve)
-                pvm[vm, k.PV_GNEXT], pvm[vm, k.PV_GLIMIT] = kernel.phys.next_free, kernel.phys.size
+                pvm[vm, pk.PV_GNEXT], pvm[vm, pk.PV_GLIMIT] = kernel.phys.next_free, kernel.phys.size
             if recording:
                 continue
             if kernel.on_store is None and not kernel.free.get(kernel.page_size) and not kernel.free.get(PAGE_SIZE) \
                     and not any(kernel.shared_vmas.values()):
                 level = kernel.fmt.level_of_size(kernel.page_size)
-                pvm[vm, k.PV_ON:k.PV_LEAF_BITS + 1] = (1, kernel.page_size, level,
+                pvm[vm, pk.PV_ON:pk.PV_LEAF_BITS + 1] = (1, kernel.page_size, level,
                                                        kernel.fmt.leaf_entry(0, level, True))
                 on = 1
             backing = p.backing
             if backing is not None:
                 if not backing.small:  # (no page remapped one by one: the tables and the dicts agree)
                     level = backing.fmt.level_of_size(backing.page_size)
-                    pvm[vm, k.PV_HON:k.PV_HLEAF_BITS + 1] = (1, backing.page_size, level,
+                    pvm[vm, pk.PV_HON:pk.PV_HLEAF_BITS + 1] = (1, backing.page_size, level,
                                                              backing.fmt.leaf_entry(0, level, True))
                     on = 1
-        pg[k.PG_ON] = on
+        pg[pk.PG_ON] = on
         if on:
             host = self.host
-            pg[k.PG_LIMIT], pg[k.PG_ROW_CAP] = host.room(AHEAD, ROWS_AHEAD)
-            pg[k.PG_NEXT], pg[k.PG_ROWS] = host.next_free, host.rows
-            pg[k.PG_TAKEN] = pg[k.PG_LOGGED] = pg[k.PG_HLOGGED] = pg[k.PG_HTABLES] = 0
+            pg[pk.PG_LIMIT], pg[pk.PG_ROW_CAP] = host.room(AHEAD, ROWS_AHEAD)
+            pg[pk.PG_NEXT], pg[pk.PG_ROWS] = host.next_free, host.rows
+            pg[pk.PG_TAKEN] = pg[pk.PG_LOGGED] = pg[pk.PG_HLOGGED] = pg[pk.PG_HTABLES] = 0
 
     def settle(self) -> None:
         """After a loop call: the host memory's, each backing's and each kernel's
         bookkeeping of what the loop mapped (in the order it was mapped)."""
-        k, pg = self.k, self.pg
-        if not pg[k.PG_ON]:
+        pg = self.pg
+        if not pg[pk.PG_ON]:
             return
-        pg[k.PG_ON] = 0
-        self.host.took(int(pg[k.PG_NEXT]), int(pg[k.PG_TAKEN]), int(pg[k.PG_ROWS]))
+        pg[pk.PG_ON] = 0
+        self.host.took(int(pg[pk.PG_NEXT]), int(pg[pk.PG_TAKEN]), int(pg[pk.PG_ROWS]))
         for vm, p in enumerate(self.paging):
             if p is not None and p.backing is not None:
-                p.kernel.phys.next_free = int(self.pvm[vm, k.PV_GNEXT])
-        if pg[k.PG_HTABLES]:
-            self.counters.gauge_add(TABLE_BYTES, int(pg[k.PG_HTABLES]) * PAGE_SIZE)
-        backed = int(pg[k.PG_HLOGGED])
+                p.kernel.phys.next_free = int(self.pvm[vm, pk.PV_GNEXT])
+        if pg[pk.PG_HTABLES]:
+            self.counters.gauge_add(TABLE_BYTES, int(pg[pk.PG_HTABLES]) * PAGE_SIZE)
+        backed = int(pg[pk.PG_HLOGGED])
         if backed:
             hlog = self.hlog[:backed]
             for vm in np.unique(hlog[:, 0]).tolist():
                 rows = hlog[hlog[:, 0] == vm]
                 backing = self.paging[vm].backing
                 backing.pages.update(zip((rows[:, 1] >> backing.shift).tolist(), rows[:, 2].tolist()))
-        logged = int(pg[k.PG_LOGGED])
+        logged = int(pg[pk.PG_LOGGED])
         self.served += logged + backed
         if logged:
             self._guest_maps(self.plog[:logged])
@@ -187,16 +195,15 @@ class LoopPager:
     def _guest_maps(self, log: np.ndarray) -> None:
         """GuestOs._map's bookkeeping of the pages the loop mapped: each leaf's address
         and each table created, with the entry pointing at it."""
-        k = self.k
-        key = (log[:, k.PL_VM] << 16) | log[:, k.PL_ASID]
+        key = (log[:, pk.PL_VM] << 16) | log[:, pk.PL_ASID]
         one = bool((key == key[0]).all())  # (the usual case: every mapping in one address space)
         for space in [int(key[0])] if one else np.unique(key).tolist():
             rows = log if one else log[key == space]
             vm, asid = space >> 16, space & 0xFFFF
             kernel = self.paging[vm].kernel
-            kernel.spaces[asid].update(zip((rows[:, k.PL_VA] >> kernel.shift).tolist(), rows[:, k.PL_LEAF].tolist()))
-        first = k.PL_FIRST
-        for row in log[log[:, k.PL_TABLES] > 0].tolist():  # (a table for every 512 pages or so)
-            vm, asid, tables = row[k.PL_VM], row[k.PL_ASID], row[k.PL_TABLES]
+            kernel.spaces[asid].update(zip((rows[:, pk.PL_VA] >> kernel.shift).tolist(), rows[:, pk.PL_LEAF].tolist()))
+        first = pk.PL_FIRST
+        for row in log[log[:, pk.PL_TABLES] > 0].tolist():  # (a table for every 512 pages or so)
+            vm, asid, tables = row[pk.PL_VM], row[pk.PL_ASID], row[pk.PL_TABLES]
             self.paging[vm].kernel.tables[asid].extend(
                 (row[first + 2 * t], PAGE_SIZE, row[first + 2 * t + 1]) for t in range(tables))

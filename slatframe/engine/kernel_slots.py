@@ -52,6 +52,11 @@ EFILL_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, t
 #: ... and at the host point (slatframe.records.HostCacheKernels)
 HPROBE_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64)
 HFILL_ARGS = (CACHE_STATE, types.int64, types.int64, types.int64, types.int64, types.int64)
+#: the demand pager (slatframe/engine/pager_kernel.py ``serve``): (slot_of, words, fmts, roots,
+#: host_roots, pg, pvm, plog, hlog, cnt, vm, asid, address, kind, two) -> 1 if it served the fault
+PAGER_ARGS = (types.int64[::1], types.int64[:, ::1], types.int64[:, ::1], types.int64[:, ::1], types.int64[::1],
+              types.int64[::1], types.int64[:, ::1], types.int64[:, ::1], types.int64[:, ::1], types.int64[::1],
+              types.int64, types.int64, types.int64, types.int64, types.int64)
 #: rows of the plugin walk caches' address table ``ck``: each point's probe, learn or
 #: fill, and invalidate kernels
 CACHE_ROLES = {"start": ("probe", "learn", "forget"), "entry": ("eprobe", "efill", "forget"),
@@ -60,7 +65,8 @@ CACHE_ROLES = {"start": ("probe", "learn", "forget"), "entry": ("eprobe", "efill
 ROLE_SIGNATURES = {**dict(zip(ROLES, SIGNATURES)), "walk": WALK_SIGNATURE, "probe": types.int64(*PROBE_ARGS),
                    "learn": types.none(*LEARN_ARGS), "forget": types.none(*FORGET_ARGS),
                    "eprobe": types.int64(*EPROBE_ARGS), "efill": types.none(*EFILL_ARGS),
-                   "hprobe": types.int64(*HPROBE_ARGS), "hfill": types.none(*HFILL_ARGS)}
+                   "hprobe": types.int64(*HPROBE_ARGS), "hfill": types.none(*HFILL_ARGS),
+                   "pager": types.int64(*PAGER_ARGS)}
 
 
 #: Calling convention of the small function the loop calls a kernel through: the callee
@@ -191,3 +197,12 @@ def call_hfill(typingctx, address, state, j, vm, gpa, table_access, value):
         _call_address(context, builder, types.none, HFILL_ARGS, args[0], args[1:], "hfill")
         return context.get_dummy_value()
     return types.none(types.int64, *HFILL_ARGS), codegen
+
+
+@intrinsic
+def call_pager(typingctx, address, slot_of, words, fmts, roots, host_roots, pg, pvm, plog, hlog, cnt, vm, asid,
+               fault_address, kind, two):
+    """The demand pager's ``serve`` at ``address``: 1 if it served the fault."""
+    def codegen(context, builder, signature, args):
+        return _call_address(context, builder, types.int64, PAGER_ARGS, args[0], args[1:], "pager")
+    return types.int64(types.int64, *PAGER_ARGS), codegen
