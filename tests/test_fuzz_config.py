@@ -337,9 +337,10 @@ def check_run(case, registry) -> None:
 RUNNABLE = mutated(values=None, most=3, actions=("nudge",) * 8 + ("delete",))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=RUNNABLE)
 def test_accepted_configs_run_or_refuse(registry, case):
+    """(Fifteen examples by default; the slow test below runs 400.)"""
     check_run(case, registry)
 
 
