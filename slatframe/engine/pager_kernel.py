@@ -21,9 +21,6 @@ from slatframe.walker import GUEST_NOT_PRESENT, HOST_NOT_PRESENT
 GUEST = 0
 HOST = 1
 
-# pg: the pager's control words (PG_*); pvm[vm]: what the loop may serve of the VM (PV_*);
-# plog[k]: the k-th guest mapping served, for Python (PL_*; then a (table, the entry pointing
-# at it) pair per table created, top down); hlog[k]: the k-th host page backed (vm, gPA, hPA).
 PG_ON = 0  # 1: the loop serves the not-present faults pvm enables
 PG_KERNEL = 1  # the address of serve() compiled apart (slatframe.engine.plugin_kernels)
 PG_NEXT = 2  # the host memory's bump pointer (bytes)
