@@ -49,11 +49,7 @@ class PhysicalMemory:
                 "raise machine.host_memory or lower the footprint.")
         self.next_free = base + size
         self.allocated += size
-        frames = self.next_free >> PAGE_SHIFT
-        if frames > len(self.content):
-            grown = np.zeros(max(frames, 2 * len(self.content)), dtype=np.int64)
-            grown[: len(self.content)] = self.content
-            self.content = grown
+        self.content = _covering(self.content, self.next_free >> PAGE_SHIFT, 0)
         return base
 
     def free(self, addr: int, size: int) -> None:
@@ -72,14 +68,8 @@ class PhysicalMemory:
         frames, the rows :attr:`words` has). Only arrays grow: what a run counts is unchanged."""
         limit = min(self.size, self.next_free + ahead)
         frames = (limit + PAGE_SIZE - 1) >> PAGE_SHIFT
-        if frames > len(self._slot_of):
-            grown = np.full(max(frames, 2 * len(self._slot_of)), -1, dtype=np.int64)
-            grown[: len(self._slot_of)] = self._slot_of
-            self._slot_of = grown
-        if frames > len(self.content):
-            grown = np.zeros(max(frames, 2 * len(self.content)), dtype=np.int64)
-            grown[: len(self.content)] = self.content
-            self.content = grown
+        self._slot_of = _covering(self._slot_of, frames, -1)
+        self.content = _covering(self.content, frames, 0)
         while self._rows + rows > len(self._words):
             self._words = np.concatenate([self._words, np.zeros_like(self._words)])
         return limit, len(self._words)
@@ -110,10 +100,8 @@ class PhysicalMemory:
     def write(self, addr: int, value: int) -> None:
         """Store the 8-byte word ``value`` at ``addr``."""
         frame = addr >> PAGE_SHIFT
-        if frame >= len(self._slot_of):
-            grown = np.full(max(frame + 1, 2 * len(self._slot_of)), -1, dtype=np.int64)
-            grown[: len(self._slot_of)] = self._slot_of
-            self._slot_of = grown
+        if frame >= len(self._slot_of):  # (a test per write: the call only when it grows)
+            self._slot_of = _covering(self._slot_of, frame + 1, -1)
         row = self._slot_of.item(frame)
         if row < 0:
             if self._rows == len(self._words):
@@ -131,3 +119,13 @@ class PhysicalMemory:
     def words(self) -> np.ndarray:
         """The stored words, one row per frame that holds any (grows; re-read it)."""
         return self._words
+
+
+def _covering(array: np.ndarray, n: int, fill: int) -> np.ndarray:
+    """``array``, or a copy of it at least ``n`` long (twice as long at least, the rest
+    ``fill``) when it is shorter."""
+    if n <= len(array):
+        return array
+    grown = np.full(max(n, 2 * len(array)), fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown

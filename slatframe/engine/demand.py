@@ -26,8 +26,7 @@ The promise belongs to the class that defines both ``demand_paging`` and ``handl
 a subclass that handles faults its own way does not inherit it. The loop leaves a fault
 to Python whenever its result could differ: a kernel with freed pages or tables to
 reuse, shared mappings (map_shared), trapped entry stores (``on_store``), pages a
-backing remapped one by one (dedup), a format whose codec is not
-:class:`PageTableFormat`'s own, walk plugins, walk recording, several cores or vCPUs, ``NUMBA_DISABLE_JIT`` (the pager
+backing remapped one by one (dedup), walk plugins, walk recording, several cores or vCPUs, ``NUMBA_DISABLE_JIT`` (the pager
 is not compiled), and whenever it runs out of room (frames, rows of words, log rows) until Python makes
 more.
 """
@@ -41,7 +40,7 @@ import numba
 
 from ..backing import RadixBacking
 from ..guest import VmPhysical
-from ..paging import PAGE_SIZE, PageTableFormat
+from ..paging import PAGE_SIZE
 from . import pager_kernel as pk
 from .plugin_kernels import kernel_address
 
@@ -55,14 +54,6 @@ ROWS_AHEAD = 256
 WRITES = ("guest.pt_writes", "guest.pt_writes.fault")
 #: the gauge of the second-level tables' bytes (slatframe.backing.RadixBacking._table)
 TABLE_BYTES = "slat.table_bytes"
-
-
-def _own_codec(fmt: PageTableFormat | None) -> bool:
-    """The format encodes and stores entries as PageTableFormat does (the loop's copy)."""
-    cls = type(fmt)
-    return fmt is not None and all(
-        getattr(cls, name) is getattr(PageTableFormat, name)
-        for name in ("table_entry", "leaf_entry", "store", "load", "entry_address", "table_alloc", "frame"))
 
 
 def _owner(obj: Any, name: str) -> type | None:
@@ -90,7 +81,7 @@ class LoopPager:
         hw = getattr(machine.walker, "hw", translator.hw)
         paging = offer() if promised and not smp and not walk_plugin and not numba.config.DISABLE_JIT else None
         self.paging: list[Any] = []
-        if paging and _own_codec(ctx.guest_format) and (hw.host_format is None or _own_codec(hw.host_format)):
+        if paging:  # (formats whose codec is not PageTableFormat's own never reach the compiled tier)
             self.paging = [p if p is not None and p.kernel.counters is ctx.counters and self._wired(p, hw) else None
                            for p in paging]
         names = {(p.counter, p.exit_reason) for p in self.paging if p is not None}
