@@ -55,17 +55,17 @@ WALK, LEAVES = 1, 2  # what a bare loop does on a TLB miss
 SKYLAKE = [(16, 4), (128, 12)]  # benchmarks' TLB: (sets, ways) per level
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def load(slot_of, words, pa):
     return words[slot_of[pa >> 12], (pa >> 3) & 511]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def shift_of(level):
     return 12 + 9 * (level - 1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def leaf_address(e, level, address):
     """Where ``address`` leads through entry ``e`` of ``level`` if it is a leaf (level 1,
     or the page-size bit set), else -1."""
@@ -75,7 +75,7 @@ def leaf_address(e, level, address):
     return (e & FRAME & ~((1 << sh) - 1)) | (address & ((1 << sh) - 1))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def lru_victim(stamps, ways):
     """The way an LRU set fills: the first invalid one, else the least recently used.
     An invalid way's stamp is 0 and a valid one's above, so that is the first way with
@@ -88,7 +88,7 @@ def lru_victim(stamps, ways):
     return v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def lookup(tags, p, ways):
     """The way holding page ``p`` in a TLB set, or -1 (stopping at the hit)."""
     for w in range(ways):
@@ -97,7 +97,7 @@ def lookup(tags, p, ways):
     return -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def find(keys, k, ways):
     """The way holding key ``k`` (keys are unique in a set), or -1: every way compared,
     without an early exit, which the compiler may vectorise."""
@@ -107,7 +107,7 @@ def find(keys, k, ways):
     return hit
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def psc_probe(keys, vals, stamps, on, dim, address, clock, counts):
     """The first hit, deepest level first: (level to read next, table), or (-1, 0)."""
     if not on:
@@ -123,7 +123,7 @@ def psc_probe(keys, vals, stamps, on, dim, address, clock, counts):
     return -1, 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def psc_fill(keys, vals, stamps, dim, level, address, table, clock, counts):
     li = level - 2
     v = lru_victim(stamps[dim, li], PSC_WAYS[li])
@@ -134,7 +134,7 @@ def psc_fill(keys, vals, stamps, dim, level, address, table, clock, counts):
     stamps[dim, li, v] = clock[0]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def host_walk(slot_of, words, hroot, gpa, keys, vals, stamps, psc, clock, counts):
     level, table = psc_probe(keys, vals, stamps, psc, HOST, gpa, clock, counts)
     if level < 0:
@@ -154,7 +154,7 @@ def host_walk(slot_of, words, hroot, gpa, keys, vals, stamps, psc, clock, counts
         level -= 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def walk(slot_of, words, groot, hroot, two_d, va, keys, vals, stamps, psc, clock, counts):
     """The walk of va, as the engine's walk reads entries and probes and fills its
     paging-structure caches; returns the data's host-physical address."""

@@ -137,7 +137,7 @@ def skylake_toml(loop: str, path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def lru_way(keys, s, p, ways):
     """The way of set ``s`` holding page ``p``, or -1."""
     for w in range(ways):
@@ -146,7 +146,7 @@ def lru_way(keys, s, p, ways):
     return -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, forceinline=True)
 def lru_victim(stamps, s, ways):
     """The way of set ``s`` a fill takes: the first of the smallest stamp (an invalid way's is 0)."""
     v = 0

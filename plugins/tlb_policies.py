@@ -139,7 +139,7 @@ class Srrip:
 # stacked 3D array and the structure's index i. Row s belongs to set s; column 0 holds
 # the number of ways, so no kernel depends on the array's (padded) shape.
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def no_op(state, i, s, w):
     pass
 
@@ -167,7 +167,7 @@ def recency_init(options, sets, ways, rng):
     return state
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def touch(state, i, s, w):
     """Make way w the most recent."""
     ways = state[i, s, 0]
@@ -190,7 +190,7 @@ def touch(state, i, s, w):
     state[i, s, 1] = w
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def least_recent(state, i, s):
     """The least recent way (the smallest stamp, kept in a register: a conditional move)."""
     ways = state[i, s, 0]
@@ -214,7 +214,7 @@ def random_init(options, sets, ways, rng):
     return state
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def random_victim(state, i, s):
     x = np.uint64(state[i, 0, 1])
     x ^= x >> np.uint64(12)
@@ -234,7 +234,7 @@ def plru_init(options, sets, ways, rng):
     return state
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def plru_touch(state, i, s, way):
     node, lo, size = 0, 0, state[i, s, 1]
     while size > 1:
@@ -248,7 +248,7 @@ def plru_touch(state, i, s, way):
     return
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def plru_victim(state, i, s):
     node, lo, size, ways = 0, 0, state[i, s, 1], state[i, s, 0]
     while size > 1:
@@ -268,22 +268,22 @@ def srrip_init(options, sets, ways, rng):
     return state
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def srrip_hit(state, i, s, w):
     state[i, s, w + 2] = 0
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def srrip_fill(state, i, s, w):
     state[i, s, w + 2] = state[i, s, 1] - 1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def srrip_invalidate(state, i, s, w):
     state[i, s, w + 2] = state[i, s, 1]
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def srrip_victim(state, i, s):
     ways, top = state[i, s, 0], state[i, s, 1]
     oldest = 0

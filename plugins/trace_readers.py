@@ -239,7 +239,7 @@ def read_champsim(path: str | Path, chunk_size: int, vm: int = 0, asid: int = 0)
     yield from out.rest()
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _put(out, filled, vm, asid, op, vaddr):
     """Record ``filled`` of ``out``; returns the next one."""
     rec = out[filled]

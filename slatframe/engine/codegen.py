@@ -101,7 +101,7 @@ def module_source(registry: Any, shape: Shape | None = None) -> str:
     for row, (role, entries) in enumerate(calls.items()):
         args = "pid, state, pk, i, s" if role == "victim" else "pid, state, pk, i, s, w"
         call_args = "state, i, s" if role == "victim" else "state, i, s, w"
-        lines += ["", '@njit(cache=True, inline="always", _nrt=False)', f"def policy_{role}({args}):"]
+        lines += ["", '@njit(cache=True, forceinline=True, _nrt=False)', f"def policy_{role}({args}):"]
         for n, (pid, alias) in enumerate(entries):
             keyword = "if" if n == 0 else "elif"
             body = f"return {alias}({call_args})" if role == "victim" else f"{alias}({call_args})"

@@ -135,7 +135,7 @@ V_WRITABLE = 6
 V_DIRTY = 7
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def pack(page, shift, writable, dirty):
     return page | shift | (writable << V_WRITABLE) | (dirty << V_DIRTY)
 
@@ -154,21 +154,21 @@ INDEX_MIN_WAYS = 8
 HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 (Fibonacci hashing) as an int64
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def bucket(tag, k):
     """(row, column) of the chain head for key ``k`` in a wide set's index."""
     h = ((k * HASH_MUL) >> 40) & (BUCKETS - 1)
     return tag.shape[2] - 1 - BUCKETS // 4 + (h >> 2), h & 3
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def index_link(tag, i, s, w, k):
     r, q = bucket(tag, k)
     tag[i, s, w, 2] = tag[i, s, r, q]
     tag[i, s, r, q] = w
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def index_unlink(tag, i, s, w, k):
     r, q = bucket(tag, k)
     x = tag[i, s, r, q]
@@ -199,19 +199,19 @@ O_TOP = 6
 O_VMS = 8
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def ctx_vm(c):
     """The VM of a TLB or walk-cache ctx (bits 24-39 of both)."""
     return (c >> 24) & 0xFFFF
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def bit(x):
     """The int64 with bit ``x & 63`` set (bit 63 is the sign bit)."""
     return np.int64(1) << (x & 63)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def lowest_bit(word):
     """The index of the lowest set bit of ``word`` (nonzero)."""
     n = 0
@@ -222,7 +222,7 @@ def lowest_bit(word):
     return n
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def occ_add(occ, si, c, slot):
     """``slot`` of structure si, invalid until now, holds an entry of ctx ``c``."""
     occ[si, O_VALID] += 1
@@ -237,7 +237,7 @@ def occ_add(occ, si, c, slot):
         x >>= 6
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def occ_drop(occ, si, c, slot):
     """``slot`` of structure si, which held an entry of ctx ``c``, is invalid now."""
     occ[si, O_VALID] -= 1
@@ -277,7 +277,7 @@ def occ_next(occ, si, slot):
     return x
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def sa_find(tag, i, s, c, k, ways):
     if ways > INDEX_MIN_WAYS:  # wide sets: follow the key's chain
         r, q = bucket(tag, k)
@@ -293,7 +293,7 @@ def sa_find(tag, i, s, c, k, ways):
     return -1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def sa_lookup(tag, pstate, pk, pid, i, si, s, c, k, ways):
     """Way of (c, k) in set s of array i, or -1; a hit tells the policy."""
     w = sa_find(tag, i, s, c, k, ways)
@@ -302,7 +302,7 @@ def sa_lookup(tag, pstate, pk, pid, i, si, s, c, k, ways):
     return w
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def sa_place(tag, pstate, pk, occ, pid, i, si, s, c, k, ways, absent):
     """The way ``(c, k)`` goes to: its own, the first invalid one, or the policy's victim.
     Returns (way, evicted?, evicted ctx, evicted key); the caller writes the value and
@@ -354,7 +354,7 @@ def sa_place(tag, pstate, pk, occ, pid, i, si, s, c, k, ways, absent):
     return w, True, ev_c, ev_k
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def sa_drop(tag, pstate, pk, occ, pid, i, si, s, w, ways):
     if ways > INDEX_MIN_WAYS:
         index_unlink(tag, i, s, w, tag[i, s, w, 1])
@@ -365,7 +365,7 @@ def sa_drop(tag, pstate, pk, occ, pid, i, si, s, w, ways):
     policy_invalidate(pid, pstate, pk, si, s, w)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def sa_remove(tag, pstate, pk, occ, pid, i, si, s, c, k, ways):
     w = sa_find(tag, i, s, c, k, ways)
     if w >= 0:
@@ -374,36 +374,36 @@ def sa_remove(tag, pstate, pk, occ, pid, i, si, s, c, k, ways):
 
 # -- TLB hierarchy (slatframe/tlb.py) ------------------------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def tlb_ctx(vm, asid, shift):
     return (vm << 24) | (asid << 8) | shift
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def path_len(npath):
     """How many levels an access looks up (a constant in a shaped module)."""
     return npath if SHAPE_LEVELS == 0 else SHAPE_LEVELS
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def path_level(path, depth):
     """The level an access looks up at ``depth`` (a constant in a shaped module)."""
     return path[depth] if SHAPE_LEVELS == 0 else depth
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def level_nshifts(tcfg, level):
     """How many page sizes ``level`` holds."""
     return tcfg[level, T_NSHIFTS] if SHAPE_LEVELS == 0 else SHAPE_NSHIFTS[level]
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def level_shift(tcfg, level, j):
     """The ``j``-th page size (its shift) ``level`` holds."""
     return tcfg[level, T_SHIFT0 + j] if SHAPE_LEVELS == 0 else SHAPE_SHIFTS[level][j]
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def level_set(tcfg, level, key):
     """The set of ``level`` that ``key`` maps to."""
     if SHAPE_EXACT == 0:
@@ -411,19 +411,19 @@ def level_set(tcfg, level, key):
     return set_of(key, SHAPE_SETS[level], SHAPE_MASKS[level])
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def level_ways(tcfg, level):
     """How many ways ``level``'s sets have."""
     return tcfg[level, T_WAYS] if SHAPE_EXACT == 0 else SHAPE_WAYS[level]
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def level_pid(tcfg, level):
     """``level``'s TLB policy (its dispatch number)."""
     return tcfg[level, T_PID] if SHAPE_EXACT == 0 else SHAPE_PIDS[level]
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def tlb_holds(tcfg, level, shift):
     for j in range(level_nshifts(tcfg, level)):
         if level_shift(tcfg, level, j) == shift:
@@ -431,7 +431,7 @@ def tlb_holds(tcfg, level, shift):
     return False
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def tlb_place(tcfg, ttag, pstate, pk, occ, level, row, c, k, value, absent):
     """Write one entry into ``level`` (its structure ``row``: see ``lrow`` in ``run``):
     (evicted?, and the evicted ctx, key, value); ``absent`` as sa_place."""
@@ -471,7 +471,7 @@ def tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, ev_
         pos = nxt
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, c, k, value, absent):
     """Insert into level path[pos]; handle the victim as the inclusion policy says;
     ``absent`` as sa_place."""
@@ -481,7 +481,7 @@ def tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, c, 
         tlb_victim(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, ev_c, ev_k, ev_value)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, value, shift, missed):
     """Fill the levels of ``path`` that hold ``shift``. ``missed``: this access's lookup
     missed at every level of ``path``, for each of its page sizes, so no level holds the
@@ -512,7 +512,7 @@ def tlb_exclusive_hit(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, d
         tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, first, c, k, value, False)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, depth, c, k, value, shift):
     """Fill the levels before ``depth`` (where the lookup hit) that hold ``shift``. Each of
     them was looked up for this page size just before and missed, and an insert adds the
@@ -526,7 +526,7 @@ def tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, d
             tlb_insert(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, pos, c, k, value, True)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def occ_left(occ, si, scope, vm):
     """Whether structure si holds entries an invalidation of ``scope`` (3 all, else the
     VM's) may drop."""
@@ -565,7 +565,7 @@ def tlb_invalidate(tcfg, ttag, pstate, pk, occ, lr, scope, vm, asid, va):
 
 # -- walk caches (slatframe/walkcache.py) ------------------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def wc_ctx(dim, vm, asid, level):
     return (dim << 40) | (vm << 24) | (asid << 8) | level
 
@@ -611,7 +611,7 @@ def wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, c, k, value):
     policy_fill(pid, pstate, pk, base + j, s, w)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, base, cnt, hitbase, fmts, dim, vm,
                     asid, address):
     """The first start-point hit, in the reference walker's order (wprobe: builtin PSCs
@@ -640,7 +640,7 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, 
     return -1, 0
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, dim, vm, asid, address, level,
                    table):
     for p in range(wcount[L_PREFIX + dim]):
@@ -654,7 +654,7 @@ def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base
         call_learn(ck[1, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, level, table, fmts)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, cnt, hitbase, dim,
                vm, asid, level, pa):
     """(entry, from an entry-point cache?); reads memory (one reference) on a miss."""
@@ -679,7 +679,7 @@ def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cst
     return entry_load(slot_of, words, fmts, dim, pa), False
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, dim, vm, asid, level, pa, entry):
     for p in range(wcount[L_ENTRY + dim]):
         j = wlists[L_ENTRY + dim, p]
@@ -723,7 +723,7 @@ def wt_begin(out, cnt, hitbase, i, vm, asid, va, op):
         out[WT_OPEN] = 1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def wt_ref(out, pa, level, dim, cached):
     k = out[WT_REFS]
     at = out[WT_REFS_AT] + 2 * k
@@ -760,7 +760,7 @@ def wt_end(out, cnt, hitbase):
 
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, occ, cstate,
          ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
@@ -974,12 +974,12 @@ MEMO_ROWS = 2048  # a power of two
 WRITABLE_DIRTY = (1 << V_WRITABLE) | (1 << V_DIRTY)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def memo_row(vm, asid, vpn):
     return 1 + ((((vpn ^ (asid << 20) ^ (vm << 36)) * HASH_MUL) >> 40) & (MEMO_ROWS - 1))
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def plain_walk_done(cnt, out, refs, value):
     """Count a plain walk that translated, with ``refs`` references, and report its
     packed TLB ``value`` in ``out`` (as walk() reports)."""
@@ -995,7 +995,7 @@ def plain_walk_done(cnt, out, refs, value):
     out[5] = (value >> V_DIRTY) & 1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo):
     """walk() for the commonest case, with nothing it does not need: one dimension, no
     walk cache of any kind, no data caches, no walk recorded (the loop's ``plain``).
@@ -1053,7 +1053,7 @@ def plain_walk(slot_of, words, fmts, roots, cnt, vm, asid, va, op, out, memo):
     memo[r, 3] = value | (refs << 8)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def count_walk(cnt, out):
     """Count a walk plugin's walk from its ``out`` (as slatframe.counters.Counters does)."""
     if out[O_FAULT] == NO_ROOT:  # no root loaded: no walk started (as slatframe.walker)

@@ -56,7 +56,7 @@ PL_FIRST = 5
 PL_COLUMNS = PL_FIRST + 2 * 6
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def pager_store(slot_of, words, fmts, f, pg, pa, entry):
     """Store an entry of format row f in host memory (PhysicalMemory.write: a frame's
     first word gives it the next row of ``words``)."""

@@ -66,7 +66,7 @@ def format_row(fmt: Any) -> np.ndarray:
 
 # -- memory: the words of slatframe.memory.PhysicalMemory (slot_of, words) ------------------
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def mem_read(slot_of, words, addr):
     frame = addr >> 12
     if frame >= slot_of.shape[0]:
@@ -77,12 +77,12 @@ def mem_read(slot_of, words, addr):
     return words[row, (addr >> 3) & 511]
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def mem_write(slot_of, words, addr, value):
     words[slot_of[addr >> 12], (addr >> 3) & 511] = value
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def entry_load(slot_of, words, fmts, f, pa):
     """The entry of format row f at pa (PageTableFormat.load): a word, or half of one."""
     if fmts[f, F_ESHIFT] == 3:
@@ -90,7 +90,7 @@ def entry_load(slot_of, words, fmts, f, pa):
     return (mem_read(slot_of, words, pa & ~7) >> ((pa & 4) << 3)) & 0xFFFFFFFF
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def entry_store(slot_of, words, fmts, f, pa, entry):
     """PageTableFormat.store: a 4-byte entry keeps the other half of its word."""
     if fmts[f, F_ESHIFT] == 3:
@@ -101,7 +101,7 @@ def entry_store(slot_of, words, fmts, f, pa, entry):
     mem_write(slot_of, words, word, (mem_read(slot_of, words, word) & ~(0xFFFFFFFF << at)) | (entry << at))
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def set_of(key, sets, mask):
     """The set of ``key``: a mask when ``sets`` is a power of two (no division), else modulo."""
     if mask >= 0:
@@ -113,7 +113,7 @@ def set_of(key, sets, mask):
 # dcfg[k] = (sets, ways, mask) of level k; dctl = (levels, data accesses?, first counter, clock);
 # dtag/dage[k, s, w] = line (-1 empty) and last use.
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
     """Look ``pa``'s line up level by level; fill the levels that missed (LRU victim);
     count the serving level (``nlevels`` = memory) for ``kind`` (0 walk, 1 data)."""
@@ -152,7 +152,7 @@ def dc_access(dcfg, dctl, dtag, dage, cnt, pa, kind):
 
 # -- page-table entries of the format in row f of fmts ----------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def entry_step(slot_of, words, fmts, f, pa, entry, level, accessed, dirty, write):
     """A/D update of a present entry of format row f: (entry, leaf?, protection?, wrote?)."""
     leaf = level == 1 or (entry & fmts[f, F_LEAF_MASK]) == fmts[f, F_LEAF]
@@ -169,14 +169,14 @@ def entry_step(slot_of, words, fmts, f, pa, entry, level, accessed, dirty, write
     return entry, leaf, protection, wrote
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def frame_of(fmts, f, entry, level):
     if level > 1 and (entry & fmts[f, F_LEAF_MASK]) == fmts[f, F_LEAF]:
         return entry & fmts[f, F_FRAME] & ~((1 << fmts[f, F_SHIFT + level]) - 1)
     return entry & fmts[f, F_FRAME]
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def entry_pa(fmts, f, table, address, level):
     return table + (((address >> fmts[f, F_SHIFT + level]) & fmts[f, F_IMASK + level]) << fmts[f, F_ESHIFT])
 
@@ -186,7 +186,7 @@ NOT_PRESENT = 1  # statuses of physical_walk
 PROTECTION = 2
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def walk_read(slot_of, words, fmts, f, pa, dcfg, dctl, dtag, dage, cnt, out, column):
     """One walk reference to the entry of format row f at ``pa``: counted in
     ``out[column]`` and sent through the data caches (slatframe.walker.Walker.read_entry
@@ -298,14 +298,14 @@ def translated(slot_of, words, fmts, g, h, two_d, host_root, entry, level, va, w
     out[O_DIRTY] = dirty
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def fault(out, kind, address):
     """Report a fault in ``out``."""
     out[O_FAULT] = kind
     out[O_ADDRESS] = address
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)
 def begin(out):
     """Clear ``out``'s counts before a walk."""
     for k in range(OUT_COLUMNS):
