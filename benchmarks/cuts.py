@@ -5,7 +5,7 @@ copies of it with one piece cut or fixed at a time, on the engine's own state.
 
 Each variant is the engine's generated module (:func:`slatframe.engine.codegen.module_source`)
 with text edits to ``run`` and its helpers, written to ``$SLATFRAME_CACHE_DIR/cuts`` and
-compiled there by numba (one to four minutes each the first time, then cached). It is called
+compiled there by numba (about half a minute each the first time, then cached). It is called
 with the arguments the engine's own ``run_chunk`` passed to its loop in a warm pass
 (captured, so every variant runs on the engine's tables, TLB and policy state), and timed
 on further warm passes, the rows taken in turn, each the best of ``rounds``.

@@ -54,7 +54,7 @@ class ExperimentConfig:
                                  "compiled refuses otherwise",
                          choices=("auto", "reference", "compiled"))
     loop: str = option("auto", "the compiled tier's loop: shaped compiles one for this config's TLB shape (which "
-                               "levels an access looks up, the page sizes each holds; one to four minutes once per "
+                               "levels an access looks up, the page sizes each holds; about half a minute once per "
                                "shape, then cached); exact compiles one for this config's whole TLB (the shape and "
                                "each level's sets, ways and policy: faster on hit-heavy traces, but a module per "
                                "TLB config); both refuse a config with a data-only or instruction-only level; "

@@ -121,7 +121,7 @@ class PolicyKernels:
     ``inline``: False (the default) compiles the kernels apart, in about a second, and the
     loop calls them through function pointers, so adding or editing a plugin never
     recompiles the loop; True compiles them into the loop itself (a few ns faster a call,
-    but every change recompiles the whole loop, about three minutes): the builtins do that.
+    but every change recompiles the whole loop, about half a minute): the builtins do that.
     """
 
     init: Callable[..., Any]

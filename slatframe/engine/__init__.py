@@ -61,7 +61,7 @@ def choose_engine(config: Config, registry: Any, requested: str | None = None,
 #: A run of at most this many accesses takes the reference tier while the compiled
 #: engine is not compiled yet (the reference tier runs about 10^5 accesses a second here).
 FIRST_RUN_LIMIT = 1_000_000
-FIRST_RUN_REASON = "the compiled engine is not compiled yet (a one-time compile of about three minutes)"
+FIRST_RUN_REASON = "the compiled engine is not compiled yet (a one-time compile of about half a minute)"
 
 
 def first_run(registry: Any) -> bool:
@@ -101,8 +101,8 @@ def choose_loop(config: Config, registry: Any, tier: str) -> tuple[Shape | None,
 
 #: an ``auto`` run of the generic loop at least this long (the run itself, in seconds)
 #: starts compiling its shape's loop in the background: the next run of the shape takes
-#: it, 1.35 to 1.7x faster on hit-heavy traces (docs/performance.md); the build is one
-#: to four minutes of one core
+#: it, 1.35 to 1.7x faster on hit-heavy traces (docs/performance.md); the build is about
+#: half a minute of one core
 SHAPED_BUILD_AFTER_S = 60.0
 
 

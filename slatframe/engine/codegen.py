@@ -139,7 +139,7 @@ def numba_cache_folder(source: Path) -> Path:
 
 def engine_cached(registry: Any, shape: Shape | None = None) -> bool:
     """Whether numba's cache holds the compiled loop for this registry's module (so a run
-    loads it in about a second instead of compiling it for about three minutes)."""
+    loads it in about a second instead of compiling it for about half a minute)."""
     name = module_name(registry, shape)
     folder = numba_cache_folder(cache_dir() / f"{name}.py")
     return any(folder.glob(f"{name}.run-*.nbi")) and any(folder.glob(f"{name}.run-*.nbc"))

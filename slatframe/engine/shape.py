@@ -9,7 +9,7 @@ shape is compiled in: a sweep over sets, ways, latencies or policies reuses one 
 module. An exact module (``experiment.loop = "exact"``) also has each level's sets, ways
 and policy as constants, so its set index is a mask or a constant modulo and its policy
 calls are direct: faster again on hit-heavy traces (docs/performance.md, session 16), at
-the price of a module per TLB config. Each module is compiled once (one to four minutes)
+the price of a module per TLB config. Each module is compiled once (about half a minute)
 and then loaded from numba's cache.
 """
 from __future__ import annotations
