@@ -44,7 +44,7 @@ def one_pass(engine, config, registry, trace: np.ndarray, chunk: int = 65536) ->
     """Seconds of one pass of ``trace`` through ``engine``, the placement included."""
     start = time.perf_counter()
     for records, placed in scheduled(config, registry, (trace[i:i + chunk] for i in range(0, len(trace), chunk))):
-        engine.run_chunk(records, None, *(() if placed is None else (placed.vcpu, placed.core)))
+        engine.run_chunk(records, None, **({} if placed is None else placed.engine_args()))
     engine.settle()
     return time.perf_counter() - start
 

@@ -59,14 +59,10 @@ class Pinned:
     def __init__(self, options: PinnedOptions, ctx: SmpContext) -> None:
         self.ctx = ctx
         self.home = home_cores(options.placement, ctx)
-        self.first = ctx.first_vcpu()
-        self.identity = bool((self.home == np.arange(len(self.home))).all())  # vCPU n on core n: no look-up
 
     def schedule(self, chunks: Iterable[np.ndarray]) -> Iterator[Placed]:
-        for chunk in chunks:
-            vcpu = thread_vcpus(chunk, self.ctx)
-            machine_wide = vcpu if len(self.first) == 1 else self.first[chunk["vm"].astype(np.int64)] + vcpu
-            yield Placed(chunk, vcpu, machine_wide if self.identity else self.home[machine_wide])
+        for chunk in chunks:  # the default rule: the engine places each record by its thread
+            yield Placed(chunk, home=self.home)
 
 
 #: bytes a window holds per record while it is reordered: the records twice (15 bytes each)

@@ -50,11 +50,23 @@ def first_vcpus(vcpus: Sequence[int]) -> list[int]:
 @attrs.frozen(eq=False)
 class Placed:
     """Records (:data:`slatframe.trace.TRACE_DTYPE`) in the order they run, with each
-    one's vCPU (within its VM) and core."""
+    one's vCPU (within its VM) and core: given record by record (``vcpu`` and ``core``),
+    or by the default rule (``home`` alone, the core of each machine-wide vCPU): thread t
+    of VM v runs on vCPU ``t mod vms[v].vcpus`` (:func:`thread_vcpus`), and machine-wide
+    vCPU g on core ``home[g]``. A scheduler that places by the rule says so with ``home``:
+    the compiled loop then places each record itself from its thread field, instead of
+    reading two arrays a record that Python computed."""
 
     records: np.ndarray
-    vcpu: np.ndarray
-    core: np.ndarray
+    vcpu: np.ndarray | None = None
+    core: np.ndarray | None = None
+    home: np.ndarray | None = None
+
+    def engine_args(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """The placement arguments of an engine's ``run_chunk`` for records ``start:stop``."""
+        if self.home is not None:
+            return {"home": self.home}
+        return {"vcpu": self.vcpu[start:stop], "core": self.core[start:stop]}
 
 
 def is_smp(config: Any) -> bool:
@@ -67,14 +79,23 @@ def smp_context(config: Any) -> SmpContext:
                       vm_names=tuple(vm.name for vm in config.vms), seed=config.experiment.seed)
 
 
-def thread_vcpus(records: np.ndarray, ctx: SmpContext) -> np.ndarray:
+def thread_vcpus(records: np.ndarray, ctx: SmpContext | Sequence[int]) -> np.ndarray:
     """Each record's vCPU within its VM by the default rule: thread t of VM v runs on
-    vCPU ``t mod vms[v].vcpus``."""
+    vCPU ``t mod vms[v].vcpus`` (``ctx``: the context, or each VM's vCPUs)."""
+    vcpus = tuple(ctx.vcpus if isinstance(ctx, SmpContext) else ctx)
     threads = records["thread"].astype(np.int64)
-    if len(set(ctx.vcpus)) == 1:  # (every VM has as many vCPUs: no per-record look-up)
-        k = ctx.vcpus[0]
+    if len(set(vcpus)) == 1:  # (every VM has as many vCPUs: no per-record look-up)
+        k = vcpus[0]
         return threads if not len(threads) or threads.max() < k else threads % k
-    return threads % np.asarray(ctx.vcpus, dtype=np.int64)[records["vm"].astype(np.int64)]
+    return threads % np.asarray(vcpus, dtype=np.int64)[records["vm"].astype(np.int64)]
+
+
+def by_rule(records: np.ndarray, vcpus: Sequence[int], home: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each record's vCPU (within its VM) and core by the default rule (:class:`Placed`),
+    ``vcpus`` each VM's vCPUs and ``home`` the core of each machine-wide vCPU."""
+    vcpu = thread_vcpus(records, vcpus)
+    first = np.asarray(first_vcpus(vcpus)[:-1], dtype=np.int64)
+    return vcpu, home[vcpu if len(first) == 1 else first[records["vm"].astype(np.int64)] + vcpu]
 
 
 def round_robin(ctx: SmpContext) -> np.ndarray:
@@ -97,6 +118,24 @@ def windows(chunks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
             yield records[:size]
     if held:
         yield np.concatenate(pending)
+
+
+def _checked_home(item: Placed, ctx: SmpContext, name: str) -> np.ndarray:
+    """A placement's ``home``, checked: one core per machine-wide vCPU, each a core of the
+    machine, and no per-record arrays beside it."""
+    home = np.asarray(item.home)
+    if item.vcpu is not None or item.core is not None:
+        raise PluginError(f"scheduler {name!r} yielded a Placed with both home and per-record vcpu and core; it "
+                          "gives one or the other.")
+    if home.shape != (ctx.total_vcpus,) or home.dtype.kind not in "iu":
+        raise PluginError(f"scheduler {name!r} yielded a home of shape {home.shape} ({home.dtype}); it is one "
+                          f"integer per vCPU of the machine ({ctx.total_vcpus}).")
+    home = np.ascontiguousarray(home, dtype=np.int64)
+    if len(home) and not home.view(np.uint64).max() < ctx.cores:  # (as unsigned, a negative is above every limit)
+        g = int(np.flatnonzero((home < 0) | (home >= ctx.cores))[0])
+        raise PluginError(f"scheduler {name!r} placed vCPU {g} of the machine on core {int(home[g])}; cores go "
+                          f"from 0 to {ctx.cores - 1}.")
+    return home
 
 
 def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext, name: str) -> Iterator[Placed]:
@@ -123,8 +162,12 @@ def placed_chunks(scheduler: Any, chunks: Iterable[np.ndarray], ctx: SmpContext,
                               f"slatframe.trace.TRACE_DTYPE (got {type(records).__name__}"
                               f"{f' of {records.dtype}' if isinstance(records, np.ndarray) else ''}); "
                               "a scheduler yields the workload's records.")
-        vcpu, core = np.asarray(item.vcpu), np.asarray(item.core)
         n = len(records)
+        if item.home is not None:
+            yield Placed(records, home=_checked_home(item, ctx, name))
+            placed += n
+            continue
+        vcpu, core = np.asarray(item.vcpu), np.asarray(item.core)
         if vcpu.shape != (n,) or core.shape != (n,) or vcpu.dtype.kind not in "iu" or core.dtype.kind not in "iu":
             raise PluginError(f"scheduler {name!r} yielded {n} records with vcpu and core arrays of shapes "
                               f"{vcpu.shape} and {core.shape} ({vcpu.dtype}, {core.dtype}); each must be one "

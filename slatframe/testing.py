@@ -54,7 +54,7 @@ def run_chunks(engine: Any, config: Config, registry: Any, trace: np.ndarray, ch
     for records, placed in scheduled(config, registry, (trace[i:i + chunk_size]
                                                         for i in range(0, len(trace), chunk_size))):
         n = len(records)
-        engine.run_chunk(records, hpa[at:at + n], *(() if placed is None else (placed.vcpu, placed.core)))
+        engine.run_chunk(records, hpa[at:at + n], **({} if placed is None else placed.engine_args()))
         at += n
     engine.settle()
 

@@ -361,3 +361,84 @@ def test_dedup_wake_ups_and_a_warmup_on_several_cores_agree_in_both_tiers():
     assert compiled.metrics == reference.metrics
     assert reference.metrics["dedup.merges"] > 0 and reference.metrics["hypervisor.remote_flushes.dedup"] > 0
     assert reference.metrics["tlb.remote_invalidations"] > 0
+
+
+# -- the default rule placed by the engine (Placed.home) against arrays placed record by record --
+
+BY_HAND = '''
+import attrs
+import numpy as np
+from slatframe import hookimpl
+from slatframe.records import SchedulerRecord
+from slatframe.smp import Placed
+
+HOME = [3, 1, 0, 2, 1]
+
+
+@attrs.frozen
+class Options:
+    mode: str = "by-hand"
+
+
+class ByHand:
+    """pinned's placement (HOME), record by record in Python; or home arrays that are wrong."""
+
+    def __init__(self, options, ctx):
+        self.mode, self.ctx = options.mode, ctx
+
+    def schedule(self, chunks):
+        first = [sum(self.ctx.vcpus[:v]) for v in range(len(self.ctx.vcpus))]
+        for chunk in chunks:
+            if self.mode == "short":
+                yield Placed(chunk, home=np.array(HOME[:-1]))
+            elif self.mode == "beyond":
+                yield Placed(chunk, home=np.array(HOME[:-1] + [self.ctx.cores]))
+            elif self.mode == "both":
+                zeros = np.zeros(len(chunk), dtype=np.int64)
+                yield Placed(chunk, zeros, zeros, home=np.array(HOME))
+            else:
+                vcpu = [int(t) % self.ctx.vcpus[int(vm)] for vm, t in zip(chunk["vm"], chunk["thread"])]
+                core = [HOME[first[int(vm)] + k] for vm, k in zip(chunk["vm"], vcpu)]
+                yield Placed(chunk, np.array(vcpu, dtype=np.int64), np.array(core, dtype=np.int64))
+
+
+@hookimpl
+def slatframe_schedulers():
+    return [SchedulerRecord(name="by-hand", summary="pinned, by hand", options=Options, factory=ByHand)]
+'''
+
+
+@pytest.mark.parametrize("slat", ["native", "intel-ept"])
+def test_the_engine_places_by_thread_as_arrays_placed_by_hand_do(tmp_path, slat):
+    """pinned gives the engine its rule (Placed.home) and the compiled loop places each
+    record from its thread field; a scheduler placing the same records by hand, record
+    by record, must give every metric the same, in both tiers. Two VMs of 3 and 2 vCPUs
+    on 4 cores, threads 0 to 6 (more threads than vCPUs)."""
+    (tmp_path / "by_hand.py").write_text(BY_HAND)
+    trace = random_trace(11, 1500, vms=2, threads=7)
+    home = [3, 1, 0, 2, 1]
+    runs = {}
+    for scheduler in ({"name": "pinned", "placement": home}, {"name": "by-hand"}):
+        raw = smp_raw(tmp_path, trace, 4, [3, 2], slat=slat, machine={"scheduler": scheduler})
+        raw["experiment"]["plugins"] = [str(tmp_path / "by_hand.py")]
+        for tier in ("reference", "compiled"):
+            runs[scheduler["name"], tier] = run_experiment(*build(raw), engine=tier).metrics
+    expected = runs["by-hand", "reference"]
+    assert expected["core.3.accesses"] > 0 and expected["vm.v0.vcpu.2.accesses"] > 0
+    for key, metrics in runs.items():
+        assert metrics == expected, key
+
+
+@pytest.mark.parametrize("mode, text", [
+    ("short", "yielded a home of shape (4,) (int64); it is one integer per vCPU of the machine (5)"),
+    ("beyond", "placed vCPU 4 of the machine on core 4; cores go from 0 to 3"),
+    ("both", "yielded a Placed with both home and per-record vcpu and core"),
+])
+def test_a_wrong_home_is_named(tmp_path, mode, text):
+    (tmp_path / "by_hand.py").write_text(BY_HAND)
+    raw = smp_raw(tmp_path, random_trace(12, 200, vms=2, threads=3), 4, [3, 2],
+                  machine={"scheduler": {"name": "by-hand", "mode": mode}})
+    raw["experiment"]["plugins"] = [str(tmp_path / "by_hand.py")]
+    with pytest.raises(PluginError) as info:
+        run(raw)
+    assert str(info.value).startswith("scheduler 'by-hand' ") and text in str(info.value)

@@ -251,7 +251,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                 if stop is None or stop - done >= len(chunk) - pos:
                     break
                 step = stop - done
-                runner.run_chunk(chunk[pos:pos + step], **_part(placed, pos, pos + step))
+                runner.run_chunk(chunk[pos:pos + step], **({} if placed is None else placed.engine_args(pos, pos + step)))
                 pos += step
                 done += step
                 if done == warmup:
@@ -267,7 +267,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                         runner.invalidate(inv)
                     series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
                     next_run += strategy.interval
-            runner.run_chunk(chunk[pos:], **_part(placed, pos, len(chunk)))
+            runner.run_chunk(chunk[pos:], **({} if placed is None else placed.engine_args(pos)))
             done += len(chunk) - pos
             _notify(observers, "chunk", config, done, len(chunk))
     _call(runner, "settle")
@@ -320,11 +320,6 @@ def scheduled(config: Config, registry: Any, chunks: Any) -> Iterator[tuple[Any,
     scheduler = registry.get("schedulers", choice.name).factory(choice.options, ctx)
     for placed in placed_chunks(scheduler, chunks, ctx, choice.name):
         yield placed.records, placed
-
-
-def _part(placed: Placed | None, start: int, stop: int) -> dict[str, Any]:
-    """The placement arguments of records ``start:stop`` of a chunk."""
-    return {} if placed is None else {"vcpu": placed.vcpu[start:stop], "core": placed.core[start:stop]}
 
 
 def _call(runner: Any, method: str) -> None:

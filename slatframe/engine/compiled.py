@@ -45,9 +45,11 @@ State layout (``loop.py`` names the columns):
 - counts: ``cnt[rows, counters]``, a row per (machine-wide vCPU, core) on a machine of
   several cores or vCPUs (row ``vcpu * cores + core``), else one row; ``names`` names the
   columns. Python charges each row to its scope when the loop returns.
-- placement: ``place = (vcpu, core, first)``: the scheduler's arrays (each record's vCPU
-  within its VM, and its core), read in place, and each VM's first machine-wide vCPU;
-  ``core_of[vcpus]`` (the core each vCPU last ran on, kept by the loop for coherence).
+- placement: ``place = (vcpu, core, first, vcpus, home)``: the scheduler's arrays (each
+  record's vCPU within its VM, and its core), read in place, or, when ``home`` (the core
+  of each machine-wide vCPU) is not empty, the default rule (``slatframe.smp.Placed``);
+  each VM's first machine-wide vCPU and its vCPUs; ``core_of[vcpus]`` (the core each vCPU
+  last ran on, kept by the loop for coherence).
 """
 from __future__ import annotations
 
@@ -422,8 +424,9 @@ class CompiledEngine:
         self.pager.columns(len(self.names))
         self.names += self.pager.names()
         self.cnt = np.zeros((len(self.software.vm_of) * cores if self.smp else 1, len(self.names)), dtype=np.int64)
-        none = np.zeros(0, dtype=np.int64)
-        self.no_place = (none, none, self.first)  # the loop's record placement, unused with one core
+        none = self.none = np.zeros(0, dtype=np.int64)
+        self.vcpus = np.asarray(vcpus, dtype=np.int64)  # each VM's vCPUs
+        self.no_place = (none, none, self.first, self.vcpus, none)  # the loop's record placement, unused with one core
         self.written = np.zeros(1, dtype=np.int64)  # next content id of a written page
         self.track_writes = machine.dedup is not None
         self.per_asid = config.experiment.per_asid
@@ -606,8 +609,10 @@ class CompiledEngine:
         self.run_chunk(np.zeros(0, dtype=TRACE_DTYPE))
 
     def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None,
-                  vcpu: np.ndarray | None = None, core: np.ndarray | None = None) -> None:
-        """Process one chunk; ``hpa_out``, ``vcpu`` and ``core`` as in the reference engine.
+                  vcpu: np.ndarray | None = None, core: np.ndarray | None = None,
+                  home: np.ndarray | None = None) -> None:
+        """Process one chunk; ``hpa_out``, ``vcpu``, ``core`` and ``home`` as in the
+        reference engine (with ``home``, the loop places each record by its thread).
 
         On a machine of several vCPUs the loop runs records of any vCPU and core, and
         stops where the software side (and coherence) must act. A flush that coherence
@@ -617,15 +622,16 @@ class CompiledEngine:
         k, software, translator = self.k, self.software, self.machine.translator
         host = self.machine.context.host
         chunk = loop_chunk(chunk)
-        smp = vcpu is not None
+        smp = vcpu is not None or home is not None
         coherence = self.coherence
-        if smp:  # (the scheduler's arrays, read in place by the loop: no copy)
+        if home is not None:  # the default rule: the loop places each record by its thread
+            place = (self.none, self.none, self.first, self.vcpus, np.ascontiguousarray(home, dtype=np.int64))
+        elif smp:  # (the scheduler's arrays, read in place by the loop: no copy)
             vcpu = np.ascontiguousarray(vcpu, dtype=np.int64)
             core = np.ascontiguousarray(core, dtype=np.int64)
-            place = (vcpu, core, self.first)
+            place = (vcpu, core, self.first, self.vcpus, self.none)
         else:
             place = self.no_place
-        first = self.first
         record = hpa_out is not None
         if record and not (hpa_out.flags.c_contiguous and hpa_out.ndim == 1 and hpa_out.dtype.itemsize == 8):
             raise ValueError("hpa_out must be a C-contiguous 1D array of 8-byte integers")
@@ -646,7 +652,7 @@ class CompiledEngine:
                 if smp:
                     if coherence.pending() and told < i:  # what was gathered goes out, unless record i continues it
                         vm, asid, op, _, _ = chunk.item(i)
-                        coherence.at(vm, asid, op, int(first[vm] + vcpu[i]), int(core[i]))
+                        coherence.at(vm, asid, op, *self._placed(chunk, i, place)[1:])
                         told = i
                 else:  # the loop runs records of one scope: it returns at a change of VM or asid
                     vm, asid, _, _, _ = chunk.item(i)
@@ -697,8 +703,9 @@ class CompiledEngine:
             vm, asid, op, va, _ = chunk.item(i)
             where: tuple = ()
             if smp:
-                where = int(first[vm] + vcpu[i]), int(core[i])  # (machine-wide vCPU, core)
-                counters.charge((vm, asid if per_asid else None, int(vcpu[i]), where[1]))
+                k_vcpu, *place_at = self._placed(chunk, i, place)
+                where = tuple(place_at)  # (machine-wide vCPU, core)
+                counters.charge((vm, asid if per_asid else None, k_vcpu, where[1]))
                 if told < i:
                     coherence.at(vm, asid, op, *where)
                     told = i
@@ -723,6 +730,16 @@ class CompiledEngine:
         self.records += n
         if not smp:
             self._merge()
+
+    @staticmethod
+    def _placed(chunk: np.ndarray, i: int, place: tuple) -> tuple[int, int, int]:
+        """Record i's vCPU within its VM, machine-wide vCPU and core, as the loop places it."""
+        pvcpu, pcore, first, vcpus, home = place
+        vm, _, _, _, thread = chunk.item(i)
+        if len(home):
+            k = thread % int(vcpus[vm])
+            return k, int(first[vm]) + k, int(home[first[vm] + k])
+        return int(pvcpu[i]), int(first[vm] + pvcpu[i]), int(pcore[i])
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the

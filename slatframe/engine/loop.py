@@ -1102,8 +1102,10 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     ``plog`` and ``hlog``: the demand pager's (slatframe/engine/pager_kernel.py).
 
     Cores and vCPUs: with ``hwcfg[3]`` nonzero (a machine of several cores or vCPUs),
-    ``place`` is (vcpu, core, first): record i runs on vCPU ``vcpu[i]`` of its VM (machine-wide
-    vCPU ``first[vm] + vcpu[i]``) and core ``core[i]``; else
+    ``place`` is (vcpu, core, first, vcpus, home): record i runs on vCPU ``vcpu[i]`` of its VM
+    (machine-wide vCPU ``first[vm] + vcpu[i]``) and core ``core[i]``, or, when ``home`` is not
+    empty, on vCPU ``thread mod vcpus[vm]`` of its VM (its thread field) and that machine-wide
+    vCPU's home core ``home[first[vm] + vCPU]``; else
     every record runs on core 0, and VM v's only vCPU is vCPU v. ``current_asid[vcpu]``
     and ``last_vcpu[core]`` are the software side's; the loop stops (EVENT) at a record
     whose vCPU is not the last one on its core, or (several vCPUs) whose vCPU starts
@@ -1122,7 +1124,8 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     smp = hwcfg[3] != 0
     ncores, rows, ncaches = lrow.shape[0], ttag.shape[0], wcfg.shape[0]
     vcpu = core = crow = 0
-    pvcpu, pcore, first = place
+    pvcpu, pcore, first, vcpus, home = place
+    by_thread = home.shape[0] != 0
     served_at, served = -1, 0  # the record whose faults the loop served last, and how many
     cnt, lr = cnt2d[0], lrow[0]
     plain = wk == 0 and hwcfg[0] == 0 and dctl[0] == 0 and out[WT_ON] == 0  # plain_walk() will do
@@ -1135,7 +1138,12 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
         rec = chunk[i]
         vm, asid, op, va = np.int64(rec["vm"]), np.int64(rec["asid"]), np.int64(rec["op"]), np.int64(rec["vaddr"])
         if smp:
-            vcpu, core = first[vm] + pvcpu[i], pcore[i]
+            if by_thread:
+                thread, k = np.int64(rec["thread"]), vcpus[vm]
+                vcpu = first[vm] + (thread if thread < k else thread % k)
+                core = home[vcpu]
+            else:
+                vcpu, core = first[vm] + pvcpu[i], pcore[i]
             crow = vcpu * ncores + core  # its row of counts (views of it and of lrow only off the hit path)
         else:
             vcpu = vm

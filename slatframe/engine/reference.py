@@ -16,7 +16,7 @@ from ..machine import Machine
 from ..trace import WRITE
 from ..walk_record import WalkRecorder, WalkSampling, WalkTrace
 from ..coherence import Coherence
-from ..smp import first_vcpus, is_smp
+from ..smp import by_rule, first_vcpus, is_smp
 from .software import SoftwareSide
 
 NO_HPA = np.iinfo(np.uint64).max
@@ -68,12 +68,15 @@ class ReferenceEngine:
         return self.machine.walker.recorder.trace()
 
     def run_chunk(self, chunk: np.ndarray, hpa_out: np.ndarray | None = None,
-                  vcpu: np.ndarray | None = None, core: np.ndarray | None = None) -> None:
+                  vcpu: np.ndarray | None = None, core: np.ndarray | None = None,
+                  home: np.ndarray | None = None) -> None:
         """Process one chunk; if ``hpa_out`` is given, store each access's hPA there
         (control events get 2**64-1). ``vcpu`` (each record's vCPU within its VM) and
-        ``core`` place the records on a machine of several cores or vCPUs
-        (:class:`slatframe.smp.Placed`); without them every record runs on core 0 as
-        its VM's only vCPU."""
+        ``core``, or ``home`` (the default rule), place the records on a machine of
+        several cores or vCPUs (:class:`slatframe.smp.Placed`); without them every record
+        runs on core 0 as its VM's only vCPU."""
+        if home is not None:
+            vcpu, core = by_rule(chunk, [vm.vcpus for vm in self.machine.context.vms], home)
         machine, software = self.machine, self.software
         values = machine.context.counters.values
         hit_names, miss_names = self._hit_names, self._miss_names
