@@ -133,7 +133,7 @@ class TimeSliced:
                 self.current[c], self.used[c] = (position + 1) % self.members[c], 0
             else:
                 self.current[c], self.used[c] = position, used
-        return Placed(records[order], vcpu[order], core[order])
+        return Placed(records[order], home=self.home)  # each record's vCPU and core by the default rule
 
 
 @hookimpl

@@ -53,7 +53,8 @@ class Placed:
     one's vCPU (within its VM) and core: given record by record (``vcpu`` and ``core``),
     or by the default rule (``home`` alone, the core of each machine-wide vCPU): thread t
     of VM v runs on vCPU ``t mod vms[v].vcpus`` (:func:`thread_vcpus`), and machine-wide
-    vCPU g on core ``home[g]``. A scheduler that places by the rule says so with ``home``:
+    vCPU g on core ``home[g]``, in whatever order the records come. A scheduler that places
+    by the rule says so with ``home``:
     the compiled loop then places each record itself from its thread field, instead of
     reading two arrays a record that Python computed."""
 

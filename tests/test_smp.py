@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from slatframe.engine import choose_engine, run_experiment
 from slatframe.errors import ConfigError, PluginError
 from slatframe.registry import Registry
-from slatframe.smp import SmpContext, placed_chunks
+from slatframe.smp import SmpContext, by_rule, placed_chunks
 from slatframe.testing import build, tiny_config
 from slatframe.trace import CONTEXT_SWITCH, READ, TRACE_DTYPE, UNMAP, WRITE
 
@@ -292,9 +292,10 @@ def test_time_sliced_runs_each_core_s_vcpus_in_turn(data):
     chunk = data.draw(st.integers(1, 50))  # the order must not depend on how the trace is chunked
     scheduler = TimeSliced(TimeSlicedOptions(quantum=quantum, window=window, placement=tuple(home)), ctx)
     placed = list(placed_chunks(scheduler, (trace[i:i + chunk] for i in range(0, n, chunk)), ctx, "time-sliced"))
-    got = [(int(va), int(c)) for p in placed for va, c in zip(p.records["vaddr"], p.core)]
+    arrays = [by_rule(p.records, vcpus, np.asarray(home, dtype=np.int64)) for p in placed]
+    got = [(int(va), int(c)) for p, (_, core) in zip(placed, arrays) for va, c in zip(p.records["vaddr"], core)]
     assert got == expected
-    vcpu = [int(k) for p in placed for k in p.vcpu]
+    vcpu = [int(k) for v, _ in arrays for k in v]
     assert vcpu == [int(trace["thread"][i]) % vcpus[int(trace["vm"][i])] for i, _ in expected]
 
 
