@@ -33,6 +33,7 @@ from slatframe.counters import Counters
 from slatframe.engine import make_engine, scheduled
 from slatframe.machine import build_machine
 from slatframe.report import table
+from slatframe.smp import engine_args
 from slatframe.testing import build, tiny_config
 
 from .__main__ import TLB, workload
@@ -44,7 +45,7 @@ def one_pass(engine, config, registry, trace: np.ndarray, chunk: int = 65536) ->
     """Seconds of one pass of ``trace`` through ``engine``, the placement included."""
     start = time.perf_counter()
     for records, placed in scheduled(config, registry, (trace[i:i + chunk] for i in range(0, len(trace), chunk))):
-        engine.run_chunk(records, None, **({} if placed is None else placed.engine_args()))
+        engine.run_chunk(records, None, **engine_args(placed))
     engine.settle()
     return time.perf_counter() - start
 

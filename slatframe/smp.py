@@ -54,20 +54,23 @@ class Placed:
     or by the default rule (``home`` alone, the core of each machine-wide vCPU): thread t
     of VM v runs on vCPU ``t mod vms[v].vcpus`` (:func:`thread_vcpus`), and machine-wide
     vCPU g on core ``home[g]``, in whatever order the records come. A scheduler that places
-    by the rule says so with ``home``:
-    the compiled loop then places each record itself from its thread field, instead of
-    reading two arrays a record that Python computed."""
+    by the rule says so with ``home``: the compiled loop then places each record itself
+    from its thread field, instead of reading two arrays a record that Python computed."""
 
     records: np.ndarray
     vcpu: np.ndarray | None = None
     core: np.ndarray | None = None
     home: np.ndarray | None = None
 
-    def engine_args(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
-        """The placement arguments of an engine's ``run_chunk`` for records ``start:stop``."""
-        if self.home is not None:
-            return {"home": self.home}
-        return {"vcpu": self.vcpu[start:stop], "core": self.core[start:stop]}
+
+def engine_args(placed: Placed | None, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """The placement arguments of an engine's ``run_chunk`` for records ``start:stop`` of
+    ``placed`` (none for a machine of one core and one vCPU per VM: ``placed`` None)."""
+    if placed is None:
+        return {}
+    if placed.home is not None:
+        return {"home": placed.home}
+    return {"vcpu": placed.vcpu[start:stop], "core": placed.core[start:stop]}
 
 
 def is_smp(config: Any) -> bool:

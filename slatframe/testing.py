@@ -49,12 +49,13 @@ def run_chunks(engine: Any, config: Config, registry: Any, trace: np.ndarray, ch
     config's scheduler (``hpa`` is then in the order the records ran: the trace's under
     ``pinned``), and what coherence still gathers at the end carried out."""
     from .engine import scheduled
+    from .smp import engine_args
 
     at = 0
     for records, placed in scheduled(config, registry, (trace[i:i + chunk_size]
                                                         for i in range(0, len(trace), chunk_size))):
         n = len(records)
-        engine.run_chunk(records, hpa[at:at + n], **({} if placed is None else placed.engine_args()))
+        engine.run_chunk(records, hpa[at:at + n], **engine_args(placed))
         at += n
     engine.settle()
 

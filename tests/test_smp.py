@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from slatframe.engine import choose_engine, run_experiment
 from slatframe.errors import ConfigError, PluginError
 from slatframe.registry import Registry
-from slatframe.smp import SmpContext, by_rule, placed_chunks
+from slatframe.smp import Placed, SmpContext, by_rule, placed_chunks
 from slatframe.testing import build, tiny_config
 from slatframe.trace import CONTEXT_SWITCH, READ, TRACE_DTYPE, UNMAP, WRITE
 
@@ -443,3 +443,36 @@ def test_a_wrong_home_is_named(tmp_path, mode, text):
     with pytest.raises(PluginError) as info:
         run(raw)
     assert str(info.value).startswith("scheduler 'by-hand' ") and text in str(info.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_home_a_scheduler_yields_runs_or_is_named(data):
+    """Fuzz: whatever ``home`` a scheduler yields (any shape, dtype or values), the core
+    places by it or refuses it in one PluginError naming the scheduler."""
+    ctx = SmpContext(cores=data.draw(st.integers(1, 4)), vcpus=tuple(data.draw(st.lists(st.integers(1, 3),
+                                                                                         min_size=1, max_size=3))))
+    kind = data.draw(st.sampled_from(["ints", "floats", "2d", "list", "bools"]))
+    n = data.draw(st.one_of(st.just(ctx.total_vcpus), st.integers(0, 8)))
+    values = data.draw(st.lists(st.integers(-2, 5), min_size=n, max_size=n))
+    home = {"ints": lambda: np.array(values, dtype=np.int64), "floats": lambda: np.array(values, dtype=float),
+            "2d": lambda: np.array(values, dtype=np.int32).reshape(1, -1), "list": lambda: values,
+            "bools": lambda: np.array(values, dtype=bool)}[kind]()
+    trace = np.zeros(5, dtype=TRACE_DTYPE)
+    trace["vm"] = np.arange(5) % len(ctx.vcpus)
+    trace["thread"] = np.arange(5)
+
+    class Scheduler:
+        def schedule(self, chunks):
+            for chunk in chunks:
+                yield Placed(chunk, home=home)
+
+    try:
+        placed = list(placed_chunks(Scheduler(), [trace], ctx, "fuzzed"))
+    except PluginError as exc:
+        assert str(exc).startswith("scheduler 'fuzzed' ") and "\n" not in str(exc)
+        return
+    got = placed[0].home
+    assert len(values) == ctx.total_vcpus and got.tolist() == values and ((got >= 0) & (got < ctx.cores)).all()
+    _, core = by_rule(placed[0].records, ctx.vcpus, got)
+    assert ((core >= 0) & (core < ctx.cores)).all()

@@ -17,7 +17,7 @@ from ..prefetch import prefetched
 from ..provenance import InputHashes
 from ..results import Result
 from ..scope_metrics import scope_counts
-from ..smp import Placed, is_smp, placed_chunks, smp_context
+from ..smp import Placed, engine_args, is_smp, placed_chunks, smp_context
 from ..walk_record import requested_sampling
 from ..walker import Walker
 from ..workload import WorkloadContext, checked_chunks, workload_where
@@ -251,7 +251,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                 if stop is None or stop - done >= len(chunk) - pos:
                     break
                 step = stop - done
-                runner.run_chunk(chunk[pos:pos + step], **({} if placed is None else placed.engine_args(pos, pos + step)))
+                runner.run_chunk(chunk[pos:pos + step], **engine_args(placed, pos, pos + step))
                 pos += step
                 done += step
                 if done == warmup:
@@ -267,7 +267,7 @@ def run_machine(config: Config, registry: Any, *, engine: str | None = None,
                         runner.invalidate(inv)
                     series.setdefault("dedup", []).append({"records": done, **dedup_figures(machine, strategy)})
                     next_run += strategy.interval
-            runner.run_chunk(chunk[pos:], **({} if placed is None else placed.engine_args(pos)))
+            runner.run_chunk(chunk[pos:], **engine_args(placed, pos))
             done += len(chunk) - pos
             _notify(observers, "chunk", config, done, len(chunk))
     _call(runner, "settle")
