@@ -70,8 +70,8 @@ _CHECKS = """            if vcpu != last_vcpu[core] or op >= CONTEXT_SWITCH:
 """
 _WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, "
               "value, shift,\n                               missed)\n")
-_VICTIM = "    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
-_FILL = "    ttag[row, s, w, 3] = value\n    policy_fill(pid, pstate, pk, row, s, w)"
+_VICTIM = "        w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
+_FILL = "    policy_fill(pid, pstate, pk, si, s, w)"  # (every set-associative fill: TLBs and walk caches)
 
 CUTS: dict[str, list[tuple[str, str]]] = {
     # walk() and a walk plugin's call out of the loop: every walk is plain_walk's (timing only)
@@ -83,16 +83,16 @@ CUTS: dict[str, list[tuple[str, str]]] = {
     "no fill after a walk": [(_WALK_FILL, "")],
     "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, occ, path[0], lr[path[0]], "
                                      "tlb_ctx(vm, asid, shift), va >> shift, value, missed)\n")],
-    "LRU called directly": [(_VICTIM, "    w = free if free >= 0 else LRU_victim(pstate, si, s)"),
-                            (_FILL, "    ttag[row, s, w, 3] = value\n    LRU_fill(pstate, row, s, w)")],
-    "no victim check": [("""    if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
-        raise IndexError("a TLB policy's victim kernel returned a way outside its set")
+    "LRU called directly": [(_VICTIM, "        w = free if free >= 0 else LRU_victim(pstate, si, s)"),
+                            (_FILL, "    LRU_fill(pstate, si, s, w)")],
+    "no victim check": [("""        if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
+            raise IndexError("a TLB policy's victim kernel returned a way outside its set")
 """, "")],
     # what a shaped module (experiment.loop = "shaped") has for NPATH levels of 4K pages
     "shape compiled in": [("SHAPE_LEVELS = 0  # SHAPE", "SHAPE_LEVELS = NPATH"),
                           ("SHAPE_NSHIFTS = (0,)  # SHAPE", "SHAPE_NSHIFTS = (1,) * NPATH"),
                           ("SHAPE_SHIFTS = ((0, 0, 0, 0),)  # SHAPE", "SHAPE_SHIFTS = ((12, 0, 0, 0),) * NPATH")],
-    "wide sets scanned": [("INDEX_MIN_WAYS = 8\n", "INDEX_MIN_WAYS = 64\n")],
+    "12-way sets indexed": [("INDEX_MIN_WAYS = 16\n", "INDEX_MIN_WAYS = 8\n")],  # (the layout before session 24)
 }
 
 # per config: (what the row is, the cuts it applies)
@@ -116,9 +116,9 @@ VARIANTS = {
         ("one walk function", ["one walk"]),
         ("  + the TLB's shape compiled in", ["one walk", "shape compiled in"]),
         ("  + LRU called directly", ["one walk", "LRU called directly"]),
-        ("  + the 12-way sets scanned (no index)", ["one walk", "wide sets scanned"]),
+        ("  + the 12-way sets indexed (hash chains)", ["one walk", "12-way sets indexed"]),
         ("  + no tail, no record checks, no walk", ["one walk", "no tail", "no record checks", "no walk"]),
-        ("  + all of these but the scan", ["one walk", "no tail", "no record checks", "no walk",
+        ("  + all of these but the index", ["one walk", "no tail", "no record checks", "no walk",
                                            "shape compiled in", "LRU called directly"]),
         ("the TLB's shape compiled in (what a shaped loop has)", ["shape compiled in"]),
     ],
@@ -192,8 +192,11 @@ def cut_rows(label: str, config, registry, trace: np.ndarray, rounds: int, yards
                    for row in (0, 1))
     if not ((tcfg[:, k.T_NSHIFTS] == 1).all() and (tcfg[:, k.T_SHIFT0] == 12).all() and in_order):
         raise ValueError(f"{label}: \"shape compiled in\" needs 4K-only levels, every one looked up in order")
-    if not (tcfg[:, k.T_PID] == lru).all():  # else "LRU called directly" would time another policy than configured
-        raise ValueError(f"{label}: \"LRU called directly\" needs every TLB level's policy to be LRU")
+    wcfg = calls[0][20]
+    builtin = (wcfg[:, k.W_KIND] > 0) & (wcfg[:, k.W_KIND] < k.START)
+    if not ((tcfg[:, k.T_PID] == lru).all() and (wcfg[builtin, k.W_PID] == lru).all()):
+        # else "LRU called directly" would time another policy than configured
+        raise ValueError(f"{label}: \"LRU called directly\" needs every TLB level's and walk cache's policy to be LRU")
     source = module_source(registry)
     timed = [yardstick, ("the engine's loop", functools.partial(pass_rate, engine.k.run, calls, len(trace)))]
     for what, cuts in VARIANTS[label]:

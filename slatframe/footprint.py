@@ -35,8 +35,7 @@ ENV = "SLATFRAME_MEMORY_LIMIT"
 PAGE = 4096
 ENTRY_BYTES = 40  #: per TLB / walk-cache entry, reference tier: tag, value, stamp slots, key dict
 SET_BYTES = 3 * 64  #: per set, reference tier: three list headers
-COMPILED_SLOT_BYTES = 32  #: per way slot of the compiled tier's tag array (4 x int64)
-COMPILED_EXTRA_SLOTS = 32 // 4 + 1  #: index rows per set (engine/loop.py BUCKETS // 4 + 1)
+COMPILED_INDEX_WORDS = 32 + 1  #: per set of the compiled tier's tag array: index heads and count (loop.py BUCKETS + 1)
 LINE_BYTES = 16 + 16  #: per data-cache line: tag and age, reference lists and compiled arrays
 FRAME_BYTES = 24  #: per 4 KiB host frame: an int64 content id, twice while the array grows
 MAPPED_PAGE_BYTES = 400  #: per mapped page: the kernel's leaf dict, the backing's page dict
@@ -79,6 +78,12 @@ def memory_limit() -> tuple[int, str] | None:
     return tightest()
 
 
+def compiled_set_bytes(ways: int) -> int:
+    """Bytes of one set of the compiled tier's tag array of up to ``ways`` ways: four int64
+    fields per way and the index, in whole 64-byte lines (engine/loop.py row_words)."""
+    return -(-(4 * ways + COMPILED_INDEX_WORDS) * 8 // 64) * 64
+
+
 def _arrays(arrays: list[tuple[str, int, int]], compiled: bool) -> list[Item]:
     """Items of set-associative arrays ``(key, sets, ways)``: each array's reference
     lists, and the compiled tier's tag array (``len x max sets x max ways``) charged to
@@ -88,8 +93,7 @@ def _arrays(arrays: list[tuple[str, int, int]], compiled: bool) -> list[Item]:
     items = [Item(key, f"(sets = {sets}, ways = {ways})", sets * (ways * ENTRY_BYTES + SET_BYTES))
              for key, sets, ways in arrays]
     if compiled:
-        tags = (len(arrays) * max(s for _, s, _ in arrays) * (max(w for _, _, w in arrays) + COMPILED_EXTRA_SLOTS)
-                * COMPILED_SLOT_BYTES)
+        tags = len(arrays) * max(s for _, s, _ in arrays) * compiled_set_bytes(max(w for _, _, w in arrays))
         big = max(range(len(arrays)), key=lambda i: arrays[i][1] * arrays[i][2])
         items[big] = attrs.evolve(items[big], nbytes=items[big].nbytes + tags)
     return items

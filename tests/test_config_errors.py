@@ -388,14 +388,14 @@ def test_memory_estimate_holds_the_compiled_tag_arrays(registry):
     """The compiled tier's TLB tag array, as built, is what the estimate charges for it."""
     from slatframe.counters import Counters
     from slatframe.engine import make_engine
-    from slatframe.footprint import COMPILED_EXTRA_SLOTS, COMPILED_SLOT_BYTES
+    from slatframe.footprint import compiled_set_bytes
     from slatframe.machine import build_machine
 
     levels = [{"name": "l1", "sets": 16, "ways": 4}, {"name": "l2", "sets": 128, "ways": 12}]
     config, reg = build(tiny_config(tlb={"levels": levels}), registry)
     engine = make_engine("compiled", build_machine(config, reg, Counters()), reg)
     ttag = engine.tlb[1]
-    assert ttag.nbytes == 2 * 128 * (12 + COMPILED_EXTRA_SLOTS) * COMPILED_SLOT_BYTES
+    assert ttag.nbytes == 2 * 128 * compiled_set_bytes(12) == 2 * 128 * 88 * 8  # 4 x 12 + 33 words, in 11 lines
 
 
 @pytest.mark.parametrize("slat", ["native", "shadow"])

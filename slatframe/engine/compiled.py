@@ -11,11 +11,11 @@ State layout (``loop.py`` names the columns):
   3 both, policy id, number of page sizes, up to 4 page-size shifts, set mask: sets - 1
   or -1 when sets is not a power of two), ``lrow[cores, L]`` (the row of each core's
   level in the state arrays: core 0's levels are rows 0 to L-1, then each further core's
-  private levels; a shared level has core 0's row), ``ttag[R, S, W + index rows, 4]``
-  (a row per structure; ctx = vm<<24 | asid<<8 | shift,
-  -1 when invalid; virtual page number; next way of its index chain; value: the page frame
-  packed with its shift, writable and dirty bits, see ``loop.pack``; then the index of sets
-  wider than 8 ways, see ``loop.sa_find``), ``inclusion`` (0 non-inclusive, 1 inclusive,
+  private levels; a shared level has core 0's row), ``ttag[R, S, loop.row_words(W)]``
+  (a row per structure, a set's fields side by side for its own ways: virtual page
+  numbers; ctx = vm<<24 | asid<<8 | shift, -1 when invalid; value: the page frame packed
+  with its shift, writable and dirty bits, see ``loop.pack``; next way of its index chain;
+  then the index of sets wider than 16 ways, see ``loop.sa_find``), ``inclusion`` (0 non-inclusive, 1 inclusive,
   2 exclusive).
 - walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation / 4, 5, 6 a
   plugin's kind at the start, entry or host point; levels (prefix: a level mask; entry
@@ -278,12 +278,14 @@ def compile_loop(machine: Machine, registry: Any, shape: Shape | None) -> None:
     engine.warm_up()
 
 
-def tag_array(k: Any, n: int, sets: int, ways: int) -> np.ndarray:
-    """Tags of ``n`` arrays of up to ``sets`` x ``ways``, all invalid, with the index rows
-    of wide sets (empty chains, no valid way); layout in ``loop.py``."""
-    tag = np.full((n, sets, ways + k.BUCKETS // 4 + 1, 4), -1, dtype=np.int64)
-    tag[:, :, :ways, 1:] = 0
-    tag[:, :, -1, :] = 0
+def tag_array(k: Any, ways: list[int], sets: int) -> np.ndarray:
+    """Tags of arrays of ``ways[i]`` ways and up to ``sets`` sets, every way invalid
+    (ctx -1; wide sets: empty chains, no valid way); layout in ``loop.py``."""
+    tag = np.zeros((len(ways), sets, k.row_words(max(ways + [1]))), dtype=np.int64)
+    for i, w in enumerate(ways):
+        tag[i, :, k.CTX * w:(k.CTX + 1) * w] = -1
+        if w > k.INDEX_MIN_WAYS:
+            tag[i, :, 4 * w:4 * w + k.BUCKETS] = -1
     return tag
 
 
@@ -368,7 +370,6 @@ class CompiledEngine:
         levels = config.tlb.levels
         L = len(levels)
         S = max(lv.sets for lv in levels)
-        W = max(lv.ways for lv in levels)
         tcfg = np.zeros((L, 10), dtype=np.int64)
         for i, lv in enumerate(levels):
             sizes = sorted(lv.page_sizes)
@@ -396,7 +397,7 @@ class CompiledEngine:
             if rows != [k.SHAPE_SETS, k.SHAPE_WAYS, k.SHAPE_PIDS]:
                 raise RuntimeError(f"the exact loop's sets, ways and policy numbers "
                                    f"{[k.SHAPE_SETS, k.SHAPE_WAYS, k.SHAPE_PIDS]} are not this engine's {rows}")
-        ttag = tag_array(self.k, len(row_levels), S, W)
+        ttag = tag_array(self.k, [levels[i].ways for i in row_levels], S)
         self.tlb = (tcfg, ttag, INCLUSION[config.tlb.inclusion])
         self.wc = self._walk_caches(machine, registry, ids, states)
         self.pstate = _pad(states)
@@ -466,7 +467,6 @@ class CompiledEngine:
         n = max(1, len(caches))
         core = [c for c in caches if type(c) in KINDS]
         S = max([c.sets for c in core] + [1])
-        W = max([c.ways for c in core] + [1])
         ctx = self.machine.context
         wcfg = np.zeros((n, 8), dtype=np.int64)
         ck = np.zeros((3, SLOTS), dtype=np.int64)
@@ -518,7 +518,7 @@ class CompiledEngine:
         for cache in walker.ntlb if caches else ():
             listed(6, cache)
         cores = len(self.core_contexts)
-        wtag = tag_array(self.k, cores * n, S, W)
+        wtag = tag_array(self.k, [c.ways if type(c) in KINDS else 0 for c in caches or [None]] * cores, S)
         wtag = wtag.reshape((cores, n) + wtag.shape[1:])
         padded = _pad([state for per_core in cstates for state in per_core or [np.zeros((1, 1), dtype=np.int64)]])
         self.cstate, self.ck = padded.reshape((cores, n) + padded.shape[1:]), ck

@@ -17,7 +17,13 @@ call, which cost more than the work of a TLB hit); their layout is documented in
 :mod:`slatframe.engine.compiled`. Small helpers are inlined into their callers.
 """
 import numpy as np
+from numba import config as numba_config
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
+
+if numba_config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT): the intrinsic has no Python body
+    def trailing_zeros(x):  # noqa: F811
+        return (int(x) & -int(x)).bit_length() - 1
 
 from slatframe.engine._policy_stub import policy_fill, policy_hit, policy_invalidate, policy_victim  # STUB
 from slatframe.engine.kernel_slots import (call_efill, call_eprobe, call_forget, call_hfill, call_hprobe, call_learn,
@@ -141,44 +147,59 @@ def pack(page, shift, writable, dirty):
 
 
 # -- set-associative arrays (slatframe/setassoc.py) --------------------------------------
-# tag[i, s, r] is a row of 4: rows [0, W) are the ways, (ctx, key, next way in the same
-# index chain, value), ctx -1 for an invalid way; a way's value sits next to its tag, so a
-# hit reads one cache line. The policy state of array i is pstate[si]. Sets wider than
-# INDEX_MIN_WAYS ways keep an exact index over their valid ways, so a lookup or a miss
-# reads a chain instead of scanning every way: after the ways, BUCKETS // 4 rows hold the
-# first way of each bucket's chain (-1: empty), 4 per row, and the last row holds the
-# number of valid ways (column 0).
+# tag[i, s] is set s of array i, one row of int64 laid out by field for the array's own W
+# ways: the keys at [0, W), the ctxs at [W, 2W) (-1: an invalid way), the values at
+# [2W, 3W), each way's next way in its index chain at [3W, 4W). A set of at most
+# INDEX_MIN_WAYS ways is scanned: every key compared at once (12 ways: 96 bytes, two
+# cache lines), a ctx read only where the key matches; a fill after a missed lookup reads
+# the ctxs for an invalid way and writes the victim's fields, and keeps no index. Wider
+# sets (a fully associative array of dozens or hundreds of ways) keep an exact index over
+# their valid ways, so a lookup or a miss reads a chain instead of scanning every way:
+# BUCKETS chain heads at [4W, 4W + BUCKETS) (-1: empty), and the row's last column holds
+# the number of valid ways. Rows are padded to whole 64-byte lines. The policy state of
+# array i is pstate[si].
+KEY, CTX, VAL, NEXT = 0, 1, 2, 3  # field f of way w is column f * W + w
 
 BUCKETS = 32
-INDEX_MIN_WAYS = 8
+INDEX_MIN_WAYS = 16
 HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 (Fibonacci hashing) as an int64
 
 
-@njit(cache=True, forceinline=True, _nrt=False)
-def bucket(tag, k):
-    """(row, column) of the chain head for key ``k`` in a wide set's index."""
-    h = ((k * HASH_MUL) >> 40) & (BUCKETS - 1)
-    return tag.shape[2] - 1 - BUCKETS // 4 + (h >> 2), h & 3
+def row_words(ways: int) -> int:
+    """The length of a set's row for arrays of up to ``ways`` ways (whole 64-byte lines)."""
+    return -(-(4 * ways + BUCKETS + 1) // 8) * 8
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def index_link(tag, i, s, w, k):
-    r, q = bucket(tag, k)
-    tag[i, s, w, 2] = tag[i, s, r, q]
-    tag[i, s, r, q] = w
+def col(field, w, ways):
+    """The column of ``field`` of way ``w`` in a set of ``ways`` ways."""
+    return field * ways + w
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def index_unlink(tag, i, s, w, k):
-    r, q = bucket(tag, k)
-    x = tag[i, s, r, q]
+def bucket(k, ways):
+    """The column of the chain head for key ``k`` in a wide set's index."""
+    return 4 * ways + (((k * HASH_MUL) >> 40) & (BUCKETS - 1))
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
+def index_link(tag, i, s, w, k, ways):
+    b = bucket(k, ways)
+    tag[i, s, NEXT * ways + w] = tag[i, s, b]
+    tag[i, s, b] = w
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
+def index_unlink(tag, i, s, w, k, ways):
+    b = bucket(k, ways)
+    x = tag[i, s, b]
     if x == w:
-        tag[i, s, r, q] = tag[i, s, w, 2]
+        tag[i, s, b] = tag[i, s, NEXT * ways + w]
         return
     while x >= 0:  # (a way missing from its chain ends the search rather than looping)
-        nxt = tag[i, s, x, 2]
+        nxt = tag[i, s, NEXT * ways + x]
         if nxt == w:
-            tag[i, s, x, 2] = tag[i, s, w, 2]
+            tag[i, s, NEXT * ways + x] = tag[i, s, NEXT * ways + w]
             return
         x = nxt
 
@@ -280,17 +301,33 @@ def occ_next(occ, si, slot):
 @njit(cache=True, forceinline=True, _nrt=False)
 def sa_find(tag, i, s, c, k, ways):
     if ways > INDEX_MIN_WAYS:  # wide sets: follow the key's chain
-        r, q = bucket(tag, k)
-        w = tag[i, s, r, q]
+        w = tag[i, s, bucket(k, ways)]
         while w >= 0:
-            if tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
+            if tag[i, s, w] == k and tag[i, s, CTX * ways + w] == c:
                 return w
-            w = tag[i, s, w, 2]
+            w = tag[i, s, NEXT * ways + w]
         return -1
-    for w in range(ways):  # the key first: it is what usually differs
-        if tag[i, s, w, 1] == k and tag[i, s, w, 0] == c:
+    match = 0
+    for w in range(ways):  # every key compared, without a branch (the compiler vectorises it)
+        match |= np.int64(tag[i, s, w] == k) << w
+    while match != 0:  # (a key may be in the set under other ctxs too)
+        w = trailing_zeros(match)
+        if tag[i, s, CTX * ways + w] == c:
             return w
+        match &= match - 1
     return -1
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
+def sa_value(tag, i, s, w, ways):
+    """The value of way ``w``."""
+    return tag[i, s, col(VAL, w, ways)]
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
+def sa_ctx(tag, i, s, w, ways):
+    """The ctx of way ``w`` (-1: invalid)."""
+    return tag[i, s, col(CTX, w, ways)]
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
@@ -303,65 +340,62 @@ def sa_lookup(tag, pstate, pk, pid, i, si, s, c, k, ways):
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def sa_place(tag, pstate, pk, occ, pid, i, si, s, c, k, ways, absent):
-    """The way ``(c, k)`` goes to: its own, the first invalid one, or the policy's victim.
-    Returns (way, evicted?, evicted ctx, evicted key); the caller writes the value and
-    then calls policy_fill. ``absent``: the caller knows ``(c, k)`` is not in the set (a
-    lookup of it just missed), so its own way is not looked for. Keeps ``occ[si]``."""
+def sa_free(tag, i, s, ways):
+    """The first invalid way of the set, or -1."""
+    if ways > INDEX_MIN_WAYS and tag[i, s, tag.shape[2] - 1] == ways:  # (a wide set counts its valid ways)
+        return -1
+    for x in range(ways):
+        if tag[i, s, CTX * ways + x] == -1:
+            return x
+    return -1
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
+def sa_place(tag, pstate, pk, occ, pid, i, si, s, c, k, ways, absent, value):
+    """Write ``(c, k) -> value`` to its own way, the first invalid one, or the policy's
+    victim, and tell the policy. Returns (evicted?, evicted ctx, key, value).
+    ``absent``: the caller knows ``(c, k)`` is not in the set (a lookup of it just
+    missed), so its own way is not looked for. Keeps ``occ[si]``."""
+    own = -1 if absent else sa_find(tag, i, s, c, k, ways)
     free = -1
-    wide = ways > INDEX_MIN_WAYS
-    last = tag.shape[2] - 1
-    if wide:
-        if not absent:
-            own = sa_find(tag, i, s, c, k, ways)
-            if own >= 0:
-                return own, False, -1, 0
-        if tag[i, s, last, 0] < ways:  # the set has an invalid way: the first one
-            for x in range(ways):
-                if tag[i, s, x, 0] == -1:
-                    free = x
-                    break
-    elif absent:
-        for x in range(ways):
-            if tag[i, s, x, 0] == -1:
-                free = x
-                break
+    if own >= 0:
+        w = own
     else:
-        for x in range(ways):  # one pass: the key's own way, else remember the first invalid one
-            if tag[i, s, x, 1] == k and tag[i, s, x, 0] == c:
-                return x, False, -1, 0
-            if free < 0 and tag[i, s, x, 0] == -1:
-                free = x
-    # one call site for the victim: each inlined copy of the policy dispatch costs compile time
-    w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)
-    if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
-        raise IndexError("a TLB policy's victim kernel returned a way outside its set")
-    if wide:
+        free = sa_free(tag, i, s, ways)
+        # one call site for the victim: each inlined copy of the policy dispatch costs compile time
+        w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)
+        if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
+            raise IndexError("a TLB policy's victim kernel returned a way outside its set")
+    ev_c, ev_k, ev_value = tag[i, s, col(CTX, w, ways)], tag[i, s, col(KEY, w, ways)], tag[i, s, col(VAL, w, ways)]
+    tag[i, s, col(VAL, w, ways)] = value
+    policy_fill(pid, pstate, pk, si, s, w)
+    if own >= 0:
+        return False, -1, 0, 0
+    if ways > INDEX_MIN_WAYS:
         if free >= 0:
-            tag[i, s, last, 0] += 1
+            tag[i, s, tag.shape[2] - 1] += 1
         else:
-            index_unlink(tag, i, s, w, tag[i, s, w, 1])
-        index_link(tag, i, s, w, k)
-    ev_c, ev_k = tag[i, s, w, 0], tag[i, s, w, 1]
-    tag[i, s, w, 0] = c
-    tag[i, s, w, 1] = k
+            index_unlink(tag, i, s, w, ev_k, ways)
+        index_link(tag, i, s, w, k, ways)
+    tag[i, s, col(CTX, w, ways)] = c
+    tag[i, s, col(KEY, w, ways)] = k
     if free >= 0:
         occ_add(occ, si, c, s * ways + w)
-        return w, False, -1, 0
+        return False, -1, 0, 0
     if ctx_vm(ev_c) != ctx_vm(c):  # the slot stays valid: only its VM's count moves
         occ[si, O_VMS + ctx_vm(ev_c)] -= 1
         occ[si, O_VMS + ctx_vm(c)] += 1
-    return w, True, ev_c, ev_k
+    return True, ev_c, ev_k, ev_value
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
 def sa_drop(tag, pstate, pk, occ, pid, i, si, s, w, ways):
     if ways > INDEX_MIN_WAYS:
-        index_unlink(tag, i, s, w, tag[i, s, w, 1])
-        tag[i, s, tag.shape[2] - 1, 0] -= 1
-    occ_drop(occ, si, tag[i, s, w, 0], s * ways + w)
-    tag[i, s, w, 0] = -1
-    tag[i, s, w, 1] = 0
+        index_unlink(tag, i, s, w, tag[i, s, w], ways)
+        tag[i, s, tag.shape[2] - 1] -= 1
+    occ_drop(occ, si, tag[i, s, col(CTX, w, ways)], s * ways + w)
+    tag[i, s, col(CTX, w, ways)] = -1
+    tag[i, s, col(KEY, w, ways)] = 0
     policy_invalidate(pid, pstate, pk, si, s, w)
 
 
@@ -437,11 +471,7 @@ def tlb_place(tcfg, ttag, pstate, pk, occ, level, row, c, k, value, absent):
     (evicted?, and the evicted ctx, key, value); ``absent`` as sa_place."""
     s = level_set(tcfg, level, k)
     pid = level_pid(tcfg, level)
-    w, evicted, ev_c, ev_k = sa_place(ttag, pstate, pk, occ, pid, row, row, s, c, k, level_ways(tcfg, level), absent)
-    ev_value = ttag[row, s, w, 3]
-    ttag[row, s, w, 3] = value
-    policy_fill(pid, pstate, pk, row, s, w)
-    return evicted, ev_c, ev_k, ev_value
+    return sa_place(ttag, pstate, pk, occ, pid, row, row, s, c, k, level_ways(tcfg, level), absent, value)
 
 
 @njit(cache=True, _nrt=False)
@@ -553,7 +583,7 @@ def tlb_invalidate(tcfg, ttag, pstate, pk, occ, lr, scope, vm, asid, va):
         while slot >= 0:
             s = slot // ways
             w = slot - s * ways
-            c = ttag[level, s, w, 0]
+            c = sa_ctx(ttag, level, s, w, ways)
             occ[level, O_EXAMINED] += 1
             if scope == 3 or ctx_vm(c) == vm and (scope == 2 or ((c >> 8) & 0xFFFF) == asid):
                 sa_drop(ttag, pstate, pk, occ, pid, level, level, s, w, ways)
@@ -586,7 +616,7 @@ def wc_invalidate(wcfg, wtag, pstate, pk, occ, cstate, ck, base, scope, vm, asid
         while slot >= 0:
             s = slot // ways
             w = slot - s * ways
-            c = wtag[j, s, w, 0]
+            c = sa_ctx(wtag, j, s, w, ways)
             occ[si, O_EXAMINED] += 1
             c_dim, c_vm, c_asid = c >> 40, ctx_vm(c), (c >> 8) & 0xFFFF
             if scope < 2:
@@ -606,9 +636,7 @@ def wc_invalidate(wcfg, wtag, pstate, pk, occ, cstate, ck, base, scope, vm, asid
 @njit(cache=True, _nrt=False)
 def wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, c, k, value):
     pid = wcfg[j, W_PID]
-    w, _, _, _ = sa_place(wtag, pstate, pk, occ, pid, j, base + j, s, c, k, wcfg[j, W_WAYS], False)
-    wtag[j, s, w, 3] = value
-    policy_fill(pid, pstate, pk, base + j, s, w)
+    sa_place(wtag, pstate, pk, occ, pid, j, base + j, s, c, k, wcfg[j, W_WAYS], False, value)
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
@@ -635,7 +663,7 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, 
                       wcfg[j, W_WAYS])
         if w >= 0:
             cnt[hitbase + 2 * j] += 1
-            return level - 1, wtag[j, s, w, 3]
+            return level - 1, sa_value(wtag, j, s, w, wcfg[j, W_WAYS])
         cnt[hitbase + 2 * j + 1] += 1
     return -1, 0
 
@@ -674,7 +702,7 @@ def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cst
                           wcfg[j, W_WAYS])
             if w >= 0:
                 cnt[hitbase + 2 * j] += 1
-                return wtag[j, s, w, 3], True
+                return sa_value(wtag, j, s, w, wcfg[j, W_WAYS]), True
             cnt[hitbase + 2 * j + 1] += 1
     return entry_load(slot_of, words, fmts, dim, pa), False
 
@@ -820,7 +848,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
                 w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
                 if w >= 0:
-                    value = wtag[j, s, w, 3]
+                    value = sa_value(wtag, j, s, w, wcfg[j, W_WAYS])
                     nt_writable, nt_dirty = (value >> V_WRITABLE) & 1, (value >> V_DIRTY) & 1
                     if (not hwrite or nt_writable != 0) and (not need_dirty or nt_dirty != 0):
                         cnt[hitbase + 2 * j] += 1
@@ -1180,7 +1208,7 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
                         break
                 if found:
                     cnt2d[crow, C_FIXED + 2 * level] += 1
-                    value = ttag[row, s, w, 3]
+                    value = sa_value(ttag, row, s, w, level_ways(tcfg, level))
                     if depth > 0:
                         tlb_fill_from_hit(tcfg, ttag, inclusion, pstate, pk, occ, lrow[core], path, npath, depth, c,
                                           vpn, value, shift)
