@@ -150,10 +150,11 @@ def pack(page, shift, writable, dirty):
 # tag[i, s] is set s of array i, one row of int64 laid out by field for the array's own W
 # ways: the keys at [0, W), the ctxs at [W, 2W) (-1: an invalid way), the values at
 # [2W, 3W), each way's next way in its index chain at [3W, 4W). A set of at most
-# INDEX_MIN_WAYS ways is scanned: every key compared at once (12 ways: 96 bytes, two
-# cache lines), a ctx read only where the key matches; a fill after a missed lookup reads
-# the ctxs for an invalid way and writes the victim's fields, and keeps no index. Wider
-# sets (a fully associative array of dozens or hundreds of ways) keep an exact index over
+# INDEX_MIN_WAYS ways is scanned: up to 8 ways way by way to the first match, wider ones
+# every key compared at once (12 ways: 96 bytes, two cache lines), a ctx read only where
+# the key matches; a fill after a missed lookup reads the ctxs for an invalid way and
+# writes the victim's fields, and keeps no index. Wider sets (a 32-way paging-structure
+# cache, a fully associative array of hundreds of ways) keep an exact index over
 # their valid ways, so a lookup or a miss reads a chain instead of scanning every way:
 # BUCKETS chain heads at [4W, 4W + BUCKETS) (-1: empty), and the row's last column holds
 # the number of valid ways. Rows are padded to whole 64-byte lines. The policy state of
@@ -306,6 +307,11 @@ def sa_find(tag, i, s, c, k, ways):
             if tag[i, s, w] == k and tag[i, s, CTX * ways + w] == c:
                 return w
             w = tag[i, s, NEXT * ways + w]
+        return -1
+    if ways <= 8:  # a few ways: the first whose key and ctx match
+        for w in range(ways):
+            if tag[i, s, w] == k and tag[i, s, CTX * ways + w] == c:
+                return w
         return -1
     match = 0
     for w in range(ways):  # every key compared, without a branch (the compiler vectorises it)
