@@ -356,13 +356,20 @@ def sa_free(tag, i, s, ways):
     return -1
 
 
+@njit(cache=True, _nrt=False)
+def sa_own(tag, i, s, c, k, ways):
+    """sa_find, called rather than inlined (a fill that may find its own way: one copy of
+    the lookup for every inlined fill)."""
+    return sa_find(tag, i, s, c, k, ways)
+
+
 @njit(cache=True, forceinline=True, _nrt=False)
 def sa_place(tag, pstate, pk, occ, pid, i, si, s, c, k, ways, absent, value):
     """Write ``(c, k) -> value`` to its own way, the first invalid one, or the policy's
     victim, and tell the policy. Returns (evicted?, evicted ctx, key, value).
     ``absent``: the caller knows ``(c, k)`` is not in the set (a lookup of it just
     missed), so its own way is not looked for. Keeps ``occ[si]``."""
-    own = -1 if absent else sa_find(tag, i, s, c, k, ways)
+    own = -1 if absent else sa_own(tag, i, s, c, k, ways)
     free = -1
     if own >= 0:
         w = own
