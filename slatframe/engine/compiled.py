@@ -15,8 +15,8 @@ State layout (``loop.py`` names the columns):
   (a row per structure, a set's fields side by side for its own ways: virtual page
   numbers; ctx = vm<<24 | asid<<8 | shift, -1 when invalid; value: the page frame packed
   with its shift, writable and dirty bits, see ``loop.pack``; next way of its index chain;
-  then the index of sets wider than 16 ways, see ``loop.sa_find``), ``inclusion`` (0 non-inclusive, 1 inclusive,
-  2 exclusive).
+  then the index of sets wider than 16 ways, see ``loop.sa_find``), ``inclusion`` (0
+  non-inclusive, 1 inclusive, 2 exclusive).
 - walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation / 4, 5, 6 a
   plugin's kind at the start, entry or host point; levels (prefix: a level mask; entry
   kinds: guest levels in bits 0-7, host levels in bits 8-15); dimension mask; sets; ways;

@@ -21,16 +21,17 @@ from numba import config as numba_config
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-if numba_config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT): the intrinsic has no Python body
-    def trailing_zeros(x):  # noqa: F811
-        return (int(x) & -int(x)).bit_length() - 1
-
 from slatframe.engine._policy_stub import policy_fill, policy_hit, policy_invalidate, policy_victim  # STUB
 from slatframe.engine.kernel_slots import (call_efill, call_eprobe, call_forget, call_hfill, call_hprobe, call_learn,
                                           call_pager, call_probe, call_walk)
 from slatframe.engine.walklib import (F_DIRTY, F_ESHIFT, F_LEVELS, F_PRESENT, F_SHIFT, F_WRITE, dc_access,
                                       entry_load, entry_pa, entry_step, frame_of, O_AD_WRITES, O_FAULT,
                                       O_REFS_GUEST, O_REFS_HOST, O_SPLINTERED, OUT_COLUMNS, set_of)
+
+if numba_config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT): the intrinsic has no Python body
+    def trailing_zeros(x):  # noqa: F811
+        return (int(x) & -int(x)).bit_length() - 1
+
 
 # loop status
 DONE = 0
@@ -186,7 +187,7 @@ def bucket(k, ways):
 @njit(cache=True, forceinline=True, _nrt=False)
 def index_link(tag, i, s, w, k, ways):
     b = bucket(k, ways)
-    tag[i, s, NEXT * ways + w] = tag[i, s, b]
+    tag[i, s, col(NEXT, w, ways)] = tag[i, s, b]
     tag[i, s, b] = w
 
 
@@ -195,12 +196,12 @@ def index_unlink(tag, i, s, w, k, ways):
     b = bucket(k, ways)
     x = tag[i, s, b]
     if x == w:
-        tag[i, s, b] = tag[i, s, NEXT * ways + w]
+        tag[i, s, b] = tag[i, s, col(NEXT, w, ways)]
         return
     while x >= 0:  # (a way missing from its chain ends the search rather than looping)
-        nxt = tag[i, s, NEXT * ways + x]
+        nxt = tag[i, s, col(NEXT, x, ways)]
         if nxt == w:
-            tag[i, s, NEXT * ways + x] = tag[i, s, NEXT * ways + w]
+            tag[i, s, col(NEXT, x, ways)] = tag[i, s, col(NEXT, w, ways)]
             return
         x = nxt
 
@@ -304,21 +305,21 @@ def sa_find(tag, i, s, c, k, ways):
     if ways > INDEX_MIN_WAYS:  # wide sets: follow the key's chain
         w = tag[i, s, bucket(k, ways)]
         while w >= 0:
-            if tag[i, s, w] == k and tag[i, s, CTX * ways + w] == c:
+            if tag[i, s, col(KEY, w, ways)] == k and tag[i, s, col(CTX, w, ways)] == c:
                 return w
-            w = tag[i, s, NEXT * ways + w]
+            w = tag[i, s, col(NEXT, w, ways)]
         return -1
     if ways <= 8:  # a few ways: the first whose key and ctx match
         for w in range(ways):
-            if tag[i, s, w] == k and tag[i, s, CTX * ways + w] == c:
+            if tag[i, s, col(KEY, w, ways)] == k and tag[i, s, col(CTX, w, ways)] == c:
                 return w
         return -1
     match = 0
     for w in range(ways):  # every key compared, without a branch (the compiler vectorises it)
-        match |= np.int64(tag[i, s, w] == k) << w
+        match |= np.int64(tag[i, s, col(KEY, w, ways)] == k) << w
     while match != 0:  # (a key may be in the set under other ctxs too)
         w = trailing_zeros(match)
-        if tag[i, s, CTX * ways + w] == c:
+        if tag[i, s, col(CTX, w, ways)] == c:
             return w
         match &= match - 1
     return -1
@@ -351,7 +352,7 @@ def sa_free(tag, i, s, ways):
     if ways > INDEX_MIN_WAYS and tag[i, s, tag.shape[2] - 1] == ways:  # (a wide set counts its valid ways)
         return -1
     for x in range(ways):
-        if tag[i, s, CTX * ways + x] == -1:
+        if tag[i, s, col(CTX, x, ways)] == -1:
             return x
     return -1
 
@@ -404,7 +405,7 @@ def sa_place(tag, pstate, pk, occ, pid, i, si, s, c, k, ways, absent, value):
 @njit(cache=True, forceinline=True, _nrt=False)
 def sa_drop(tag, pstate, pk, occ, pid, i, si, s, w, ways):
     if ways > INDEX_MIN_WAYS:
-        index_unlink(tag, i, s, w, tag[i, s, w], ways)
+        index_unlink(tag, i, s, w, tag[i, s, col(KEY, w, ways)], ways)
         tag[i, s, tag.shape[2] - 1] -= 1
     occ_drop(occ, si, tag[i, s, col(CTX, w, ways)], s * ways + w)
     tag[i, s, col(CTX, w, ways)] = -1
