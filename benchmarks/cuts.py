@@ -1,5 +1,6 @@
-"""Where the compiled loop's time goes on the hit path: the engine's own loop beside
-copies of it with one piece cut or fixed at a time, on the engine's own state.
+"""Where the compiled loop's time goes, on the hit path and on 2D walk-heavy runs: the
+engine's own loop beside copies of it with one piece cut or fixed at a time, on the
+engine's own state.
 
     python -m benchmarks --cuts [--accesses N]
 
@@ -12,7 +13,10 @@ on further warm passes, the rows taken in turn, each the best of ``rounds``.
 
 A cut that removes work (the TLB fill after a walk, say) changes what later passes find,
 so its row says what that work costs, roughly; a cut that fixes what the engine reads at
-run time (the hierarchy's shape, the policy) does the same work. Rows are for finding
+run time (the hierarchy's shape, the policy) does the same work. No cut may change what
+the tag arrays hold (the set-associative layout, which sets keep an index): every variant
+runs on the same captured arrays, and one reading chains that another did not keep would
+follow a cycle; compare layouts in separate processes. Rows are for finding
 where the time goes, not results: no variant is checked against the reference tier.
 An edit that no longer matches the loop's text stops the run with the cut's name
 (``tests/test_cuts.py`` checks that every edit still applies).
@@ -70,6 +74,12 @@ _CHECKS = """            if vcpu != last_vcpu[core] or op >= CONTEXT_SWITCH:
 """
 _WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, "
               "value, shift,\n                               missed)\n")
+_WALK_CALL = """                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag[core], wprobe, wlists, wcount,
+                     pstate, pk, occ, cstate[core], ck, rows + core * ncaches, cnt, hitbase, vm, asid, va, op, out,
+                     dcfg, dctl, dtag, dage)
+"""
+_FIXED = "".join(f"                out[{j}] = {v}\n" for j, v in ((0, 0), (2, "va & ~PAGE_MASK"), (3, 12), (4, 1), (5, 1)))
+_WC_FILL = "    sa_place(wtag, pstate, pk, occ, pid, j, base + j, s, c, k, wcfg[j, W_WAYS], False, value)\n"
 _VICTIM = "        w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
 _FILL = "    policy_fill(pid, pstate, pk, si, s, w)"  # (every set-associative fill: TLBs and walk caches)
 
@@ -81,6 +91,9 @@ CUTS: dict[str, list[tuple[str, str]]] = {
     "no tail": [(_TAIL, "        memo[0, 1] += hpa\n")],
     "no record checks": [(_CHECKS, "")],  # VM, asid and control records
     "no fill after a walk": [(_WALK_FILL, "")],
+    # the radix walk, walk caches and all, replaced by a 4K translation of va to itself (timing only)
+    "fixed translation": [(_WALK_CALL, _FIXED)],
+    "no walk-cache fills": [(_WC_FILL, "    return\n")],
     "fill: one place": [(_WALK_FILL, "            tlb_place(tcfg, ttag, pstate, pk, occ, path[0], lr[path[0]], "
                                      "tlb_ctx(vm, asid, shift), va >> shift, value, missed)\n")],
     "LRU called directly": [(_VICTIM, "        w = free if free >= 0 else LRU_victim(pstate, si, s)"),
@@ -92,7 +105,6 @@ CUTS: dict[str, list[tuple[str, str]]] = {
     "shape compiled in": [("SHAPE_LEVELS = 0  # SHAPE", "SHAPE_LEVELS = NPATH"),
                           ("SHAPE_NSHIFTS = (0,)  # SHAPE", "SHAPE_NSHIFTS = (1,) * NPATH"),
                           ("SHAPE_SHIFTS = ((0, 0, 0, 0),)  # SHAPE", "SHAPE_SHIFTS = ((12, 0, 0, 0),) * NPATH")],
-    "12-way sets indexed": [("INDEX_MIN_WAYS = 16\n", "INDEX_MIN_WAYS = 8\n")],  # (the layout before session 24)
 }
 
 # per config: (what the row is, the cuts it applies)
@@ -116,10 +128,17 @@ VARIANTS = {
         ("one walk function", ["one walk"]),
         ("  + the TLB's shape compiled in", ["one walk", "shape compiled in"]),
         ("  + LRU called directly", ["one walk", "LRU called directly"]),
-        ("  + the 12-way sets indexed (hash chains)", ["one walk", "12-way sets indexed"]),
         ("  + no tail, no record checks, no walk", ["one walk", "no tail", "no record checks", "no walk"]),
-        ("  + all of these but the index", ["one walk", "no tail", "no record checks", "no walk",
+        ("  + all of these", ["one walk", "no tail", "no record checks", "no walk",
                                            "shape compiled in", "LRU called directly"]),
+        ("the TLB's shape compiled in (what a shaped loop has)", ["shape compiled in"]),
+    ],
+    "Skylake-like walk-heavy 2D (intel-ept, 16x4 + 128x12, PSCs in both dimensions)": [
+        ("the engine's loop, compiled apart", []),
+        ("no fill after a walk (the TLB keeps what it held)", ["no fill after a walk"]),
+        ("no walk-cache fills (they keep what they held)", ["no walk-cache fills"]),
+        ("the walk replaced by a fixed translation (TLB work only)", ["fixed translation"]),
+        ("LRU called directly", ["LRU called directly"]),
         ("the TLB's shape compiled in (what a shaped loop has)", ["shape compiled in"]),
     ],
 }
@@ -219,7 +238,7 @@ def cuts(accesses: int, rounds: int = 15) -> None:
     """Print the cut variants' rates beside the engine's loop and the bare LRU loop."""
     from slatframe.testing import build, tiny_config
 
-    from .__main__ import CONFIGS, TLB, bare_rate, workload
+    from .__main__ import CONFIGS, TLB, bare_rate, radix_tables, workload
     from .end_to_end import e2e_config
 
     trace = workload("hit-heavy", accesses)
@@ -231,6 +250,14 @@ def cuts(accesses: int, rounds: int = 15) -> None:
     config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}],
                                          **CONFIGS["native + TLB + PSC"]))
     rows += cut_rows(labels[1], config, registry, trace, rounds, yardstick)
-    print(f"{accesses:,} hit-heavy accesses per warm pass; each row the best of {rounds} taken in turn")
+    walks = workload("walk-heavy", accesses // 4)
+    pages = (walks["vaddr"] >> np.uint64(12)).astype(np.int64)
+    yardstick = ("bare LRU loop 128x12 + a bare 4-level walk per miss",
+                 functools.partial(bare_rate, pages, 1, tables=radix_tables(pages)))
+    config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}],
+                                         **CONFIGS["intel-ept 2D + TLB + PSC"]))
+    rows += cut_rows(labels[2], config, registry, walks, rounds, yardstick)
+    print(f"{accesses:,} hit-heavy and {accesses // 4:,} walk-heavy accesses per warm pass; each row the best of "
+          f"{rounds} taken in turn")
     print(table(rows, ("config", "loop", "M accesses/s", "its rate / the engine's loop")))
 
