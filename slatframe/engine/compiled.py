@@ -285,7 +285,7 @@ def tag_array(k: Any, ways: list[int], sets: int) -> np.ndarray:
     for i, w in enumerate(ways):
         tag[i, :, k.CTX * w:(k.CTX + 1) * w] = -1
         if w > k.INDEX_MIN_WAYS:
-            tag[i, :, 4 * w:4 * w + k.BUCKETS] = -1
+            tag[i, :, k.FIELDS * w:k.FIELDS * w + k.BUCKETS] = -1
     return tag
 
 

@@ -161,6 +161,7 @@ def pack(page, shift, writable, dirty):
 # the number of valid ways. Rows are padded to whole 64-byte lines. The policy state of
 # array i is pstate[si].
 KEY, CTX, VAL, NEXT = 0, 1, 2, 3  # field f of way w is column f * W + w
+FIELDS = 4  # fields per way: a wide set's chain heads start at column FIELDS * W
 
 BUCKETS = 32
 INDEX_MIN_WAYS = 16
@@ -169,7 +170,7 @@ HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 (Fibonacci hashing) as an 
 
 def row_words(ways: int) -> int:
     """The length of a set's row for arrays of up to ``ways`` ways (whole 64-byte lines)."""
-    return -(-(4 * ways + BUCKETS + 1) // 8) * 8
+    return -(-(FIELDS * ways + BUCKETS + 1) // 8) * 8
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
@@ -181,7 +182,7 @@ def col(field, w, ways):
 @njit(cache=True, forceinline=True, _nrt=False)
 def bucket(k, ways):
     """The column of the chain head for key ``k`` in a wide set's index."""
-    return 4 * ways + (((k * HASH_MUL) >> 40) & (BUCKETS - 1))
+    return FIELDS * ways + (((k * HASH_MUL) >> 40) & (BUCKETS - 1))
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
