@@ -11,6 +11,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
                                                          the Skylake-like config's runs beside a fed bare loop)
     python -m benchmarks --bounds [--accesses N]        (throughput targets beside bare loops counting as the engine)
     python -m benchmarks --cuts [--accesses N]          (the engine's loop beside copies with one piece cut)
+    python -m benchmarks --lines [--accesses N] [--seconds S]  (a sampling profile of the loop by line; perf)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
     python -m benchmarks --cores N [--accesses N] [--reference-accesses N]  (N cores against one, per access)
 
@@ -667,6 +668,11 @@ def cuts(accesses: int) -> None:
     run(accesses)
 
 
+def lines(accesses: int, seconds: int) -> None:
+    from .lines import lines as run  # (it imports this module's functions)
+    run(accesses, seconds)
+
+
 def cores(n: int, accesses: int, reference_accesses: int) -> None:
     from .smp import smp as run  # (it imports this module's functions)
     run(n, accesses, reference_accesses)
@@ -707,8 +713,12 @@ def main(argv=None) -> None:
                     help="instead: accesses per second on N cores against one, in each tier")
     ap.add_argument("--cuts", action="store_true",
                     help="instead: the engine's loop beside copies of it with one piece cut or fixed (minutes)")
+    ap.add_argument("--lines", action="store_true",
+                    help="instead: a sampling profile of the engine's loop by line of loop.py (needs perf, binutils)")
+    ap.add_argument("--seconds", type=positive, default=15, help="with --lines: seconds sampled per config")
     args = ap.parse_args(argv)
     instead = [(args.bounds, lambda: bounds(args.accesses)), (args.cuts, lambda: cuts(args.accesses)),
+               (args.lines, lambda: lines(args.accesses, args.seconds)),
                (args.cores, lambda: cores(args.cores, args.accesses, args.reference_accesses)),
                (args.faults, lambda: faults(args.faults)),
                (args.end_to_end, lambda: end_to_end(args.accesses)),

@@ -348,14 +348,28 @@ def sa_lookup(tag, pstate, pk, pid, i, si, s, c, k, ways):
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def sa_free(tag, i, s, ways):
-    """The first invalid way of the set, or -1."""
-    if ways > INDEX_MIN_WAYS and tag[i, s, tag.shape[2] - 1] == ways:  # (a wide set counts its valid ways)
+def sa_free(tag, occ, i, si, s, ways):
+    """The first invalid way of the set, or -1. A set of up to INDEX_MIN_WAYS ways reads
+    it from the occupancy bitmap of structure si (its ways are adjacent bits there, in
+    one word or two), a wider one scans its contexts unless it counts them all valid."""
+    if ways > INDEX_MIN_WAYS:
+        if tag[i, s, tag.shape[2] - 1] == ways:
+            return -1
+        for x in range(ways):
+            if tag[i, s, col(CTX, x, ways)] == -1:
+                return x
         return -1
-    for x in range(ways):
-        if tag[i, s, col(CTX, x, ways)] == -1:
-            return x
-    return -1
+    x = s * ways
+    q = occ[si, O_BITS] + (x >> 6)
+    off = x & 63
+    valid = occ[si, q] >> off  # (an arithmetic shift: bits from 64 - off up copy bit 63)
+    if off + ways > 64:  # the set's last ways are in the next word
+        valid = (valid & ((np.int64(1) << (64 - off)) - 1)) | (occ[si, q + 1] << (64 - off))
+    full = (np.int64(1) << ways) - 1
+    valid &= full
+    if valid == full:
+        return -1
+    return trailing_zeros(~valid)
 
 
 @njit(cache=True, _nrt=False)
@@ -376,7 +390,7 @@ def sa_place(tag, pstate, pk, occ, pid, i, si, s, c, k, ways, absent, value):
     if own >= 0:
         w = own
     else:
-        free = sa_free(tag, i, s, ways)
+        free = sa_free(tag, occ, i, si, s, ways)
         # one call site for the victim: each inlined copy of the policy dispatch costs compile time
         w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)
         if w < 0 or w >= ways:  # a policy kernel's bug must not write outside the set
