@@ -12,6 +12,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --bounds [--accesses N]        (throughput targets beside bare loops counting as the engine)
     python -m benchmarks --cuts [--accesses N]          (the engine's loop beside copies with one piece cut)
     python -m benchmarks --lines [--accesses N] [--seconds S]  (a sampling profile of the loop by line; perf)
+    python -m benchmarks --against REV [--accesses N] [--copies K]  (loop.py now against loop.py at commit REV)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
     python -m benchmarks --cores N [--accesses N] [--reference-accesses N]  (N cores against one, per access)
 
@@ -668,6 +669,11 @@ def cuts(accesses: int) -> None:
     run(accesses)
 
 
+def against(rev: str, accesses: int, copies: int) -> None:
+    from .against import against as run  # (it imports this module's functions)
+    run(rev, accesses, copies)
+
+
 def lines(accesses: int, seconds: int) -> None:
     from .lines import lines as run  # (it imports this module's functions)
     run(accesses, seconds)
@@ -716,9 +722,13 @@ def main(argv=None) -> None:
     ap.add_argument("--lines", action="store_true",
                     help="instead: a sampling profile of the engine's loop by line of loop.py (needs perf, binutils)")
     ap.add_argument("--seconds", type=positive, default=15, help="with --lines: seconds sampled per config")
+    ap.add_argument("--against", metavar="REV",
+                    help="instead: the working tree's loop.py against the one at commit REV, several copies of each")
+    ap.add_argument("--copies", type=positive, default=3, help="with --against: compiled copies of each loop")
     args = ap.parse_args(argv)
     instead = [(args.bounds, lambda: bounds(args.accesses)), (args.cuts, lambda: cuts(args.accesses)),
                (args.lines, lambda: lines(args.accesses, args.seconds)),
+               (args.against, lambda: against(args.against, args.accesses, args.copies)),
                (args.cores, lambda: cores(args.cores, args.accesses, args.reference_accesses)),
                (args.faults, lambda: faults(args.faults)),
                (args.end_to_end, lambda: end_to_end(args.accesses)),

@@ -40,7 +40,7 @@ from .cuts import captured_calls, edited, load, pass_rate
 
 #: frames whose line is reported as "the part of the loop" (innermost first, the first found)
 PARTS = ("walk", "run")
-DRILL, DRILL_LINES = 3, 8  #: the parts shown with the innermost lines beneath them, and how many lines
+DRILL, DRILL_LINES = 6, 8  #: the parts shown with the innermost lines beneath them, and how many lines
 
 
 def debug_copy(source: str) -> str:

@@ -1,0 +1,30 @@
+"""benchmarks --against puts loop.py as it was at a commit into the engine's generated
+module: with the working tree's own text the module must be the engine's, an edit must
+show in it, and the engine's own source path must be left as it was."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
+
+from benchmarks.against import loop_at, module_with_loop  # noqa: E402
+from slatframe.engine import codegen  # noqa: E402
+from slatframe.testing import build, tiny_config  # noqa: E402
+
+
+def test_the_old_loop_goes_into_the_module_in_place_of_the_working_trees():
+    _, registry = build(tiny_config())
+    own = codegen.LOOP_SOURCE.read_text()
+    assert module_with_loop(registry, own) == codegen.module_source(registry)
+    edited = own.replace("BUCKETS = 32\n", "BUCKETS = 64\n")
+    assert edited != own
+    module = module_with_loop(registry, edited)
+    assert "BUCKETS = 64\n" in module and "BUCKETS = 32\n" not in module
+    assert codegen.LOOP_SOURCE == Path(codegen.__file__).with_name("loop.py")
+
+
+def test_a_commit_git_does_not_know_is_one_sentence():
+    import pytest
+    with pytest.raises(SystemExit, match="git cannot show slatframe/engine/loop.py at 'no-such-commit'"):
+        loop_at("no-such-commit")
