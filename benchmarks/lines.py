@@ -102,8 +102,8 @@ def shares(samples: collections.Counter, chains: dict[int, list[tuple[str, int]]
         found = next(((f, line) for f, line in named if f in PARTS), named[-1])
         part[found] += n
         beneath[found][chain[0][1]] += n
-    return ([(k, v / total) for k, v in inner.most_common()],
-            [(k, v / total, [(line, m / total) for line, m in beneath[k].most_common()]) for k, v in part.most_common()])
+    under = {k: [(line, m / total) for line, m in lines.most_common()] for k, lines in beneath.items()}
+    return ([(k, v / total) for k, v in inner.most_common()], [(k, v / total, under[k]) for k, v in part.most_common()])
 
 
 def _tools() -> None:
@@ -130,7 +130,7 @@ def profile_rows(label: str, config, registry, trace, seconds: float, top: int) 
     name = "lines_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
     run = load(source, name)
     pass_rate(run, calls, len(trace))  # compile or load
-    lines = (cache_dir() / "cuts" / f"{name}.py").read_text().splitlines()
+    source_lines = (cache_dir() / "cuts" / f"{name}.py").read_text().splitlines()
     overload = run.overloads[run.signatures[0]]
     symbol = overload.fndesc.llvm_func_name
     start = overload.library.get_pointer_to_function(symbol)
@@ -161,7 +161,7 @@ def profile_rows(label: str, config, registry, trace, seconds: float, top: int) 
     inner, part = shares(samples, chains, total)
 
     def text(line: int) -> str:
-        return f"{line}: {lines[line - 1].strip()[:80]}" if 0 < line <= len(lines) else "(no line)"
+        return f"{line}: {source_lines[line - 1].strip()[:80]}" if 0 < line <= len(source_lines) else "(no line)"
 
     engine_rate = max(pass_rate(engine.k.run, calls, len(trace)) for _ in range(3))
     note = (f"{label}: {total:,} samples, {sum(samples.values()) / max(total, 1):.0%} of them in run; the copy "

@@ -153,8 +153,9 @@ def pack(page, shift, writable, dirty):
 # [2W, 3W), each way's next way in its index chain at [3W, 4W). A set of at most
 # INDEX_MIN_WAYS ways is scanned: up to 8 ways way by way to the first match, wider ones
 # every key compared at once (12 ways: 96 bytes, two cache lines), a ctx read only where
-# the key matches; a fill after a missed lookup reads the ctxs for an invalid way and
-# writes the victim's fields, and keeps no index. Wider sets (a 32-way paging-structure
+# the key matches; a fill after a missed lookup takes the set's first invalid way from
+# the occupancy bitmap (below) or the policy's victim, writes its fields, and keeps no
+# index. Wider sets (a 32-way paging-structure
 # cache, a fully associative array of hundreds of ways) keep an exact index over
 # their valid ways, so a lookup or a miss reads a chain instead of scanning every way:
 # BUCKETS chain heads at [4W, 4W + BUCKETS) (-1: empty), and the row's last column holds
