@@ -102,7 +102,7 @@ def shares(samples: collections.Counter, chains: dict[int, list[tuple[str, int]]
         found = next(((f, line) for f, line in named if f in PARTS), named[-1])
         part[found] += n
         beneath[found][chain[0][1]] += n
-    under = {k: [(line, m / total) for line, m in lines.most_common()] for k, lines in beneath.items()}
+    under = {k: [(line, m / total) for line, m in counts.most_common()] for k, counts in beneath.items()}
     return ([(k, v / total) for k, v in inner.most_common()], [(k, v / total, under[k]) for k, v in part.most_common()])
 
 
