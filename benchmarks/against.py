@@ -13,7 +13,7 @@ differ by more than a change does (this machine's runs have seen 1.5x between id
 copies), so a change counts only where the ranges of its copies and the old loop's part;
 the rows give every copy's rate and the median of each side. The old loop must take the
 arguments the working tree's engine passes (a commit before a change of ``run``'s
-arguments cannot be compared this way: it stops with numba's typing error).
+arguments cannot be compared this way: it says so and stops).
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import statistics
 import subprocess
 import tempfile
 from pathlib import Path
+
+import numba
 
 from slatframe.engine import codegen
 from slatframe.engine.codegen import module_source, policy_ids
@@ -31,6 +33,8 @@ from .cuts import captured_calls, edited, load, pass_rate
 
 def loop_at(rev: str) -> str:
     """loop.py's text at commit ``rev`` (one sentence and exit if git cannot give it)."""
+    if not rev or rev.startswith("-"):  # (git would read it as an option)
+        raise SystemExit(f"benchmarks --against {rev!r}: give a commit, branch or tag (not an option)")
     root = Path(codegen.__file__).resolve().parents[2]
     try:
         done = subprocess.run(["git", "-C", str(root), "show", f"{rev}:slatframe/engine/loop.py"],
@@ -70,7 +74,11 @@ def against_rows(label: str, config, registry, trace, rev: str, old_loop: str, c
         for side, text in sides.items():
             tag = "".join(c if c.isalnum() else "_" for c in f"{label}_{side}")[:60]
             run = load(f"{text}\n# copy {n} of {side}\n", f"against_{tag}_{n}")
-            pass_rate(run, calls, len(trace))  # compile or load
+            try:
+                pass_rate(run, calls, len(trace))  # compile or load
+            except numba.core.errors.TypingError:
+                raise SystemExit(f"benchmarks --against {rev}: loop.py at {side} does not compile with the "
+                                 "arguments this engine passes its loop (run's arguments changed since)") from None
             timed.append((side, run))
     best = [0.0] * len(timed)
     for _ in range(rounds):

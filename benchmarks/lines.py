@@ -148,8 +148,10 @@ def profile_rows(label: str, config, registry, trace, seconds: float, top: int) 
             rates.append(pass_rate(run, calls, len(trace)))
         perf.send_signal(signal.SIGINT)
         perf.wait()
-        ips = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True,
-                             check=True).stdout.split()
+        done = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"perf script could not read the samples it recorded: {done.stderr.strip()[:300]}")
+        ips = done.stdout.split()
         total = len(ips)
         samples = collections.Counter(int(ip, 16) - start for ip in ips)
         samples = collections.Counter({o: n for o, n in samples.items() if 0 <= o < size})

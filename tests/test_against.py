@@ -28,3 +28,5 @@ def test_a_commit_git_does_not_know_is_one_sentence():
     import pytest
     with pytest.raises(SystemExit, match="git cannot show slatframe/engine/loop.py at 'no-such-commit'"):
         loop_at("no-such-commit")
+    with pytest.raises(SystemExit, match="not an option"):  # (git show would take it as one)
+        loop_at("--output=/tmp/x")
