@@ -12,7 +12,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --bounds [--accesses N]        (throughput targets beside bare loops counting as the engine)
     python -m benchmarks --cuts [--accesses N]          (the engine's loop beside copies with one piece cut)
     python -m benchmarks --lines [--accesses N] [--seconds S]  (a sampling profile of the loop by line; perf)
-    python -m benchmarks --against REV [--accesses N] [--copies K]  (loop.py now against loop.py at commit REV)
+    python -m benchmarks --against REV [--accesses N] [--copies K] [--processes P]  (loop.py now against at REV)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
     python -m benchmarks --cores N [--accesses N] [--reference-accesses N]  (N cores against one, per access)
 
@@ -669,9 +669,9 @@ def cuts(accesses: int) -> None:
     run(accesses)
 
 
-def against(rev: str, accesses: int, copies: int) -> None:
+def against(rev: str, accesses: int, copies: int, processes: int) -> None:
     from .against import against as run  # (it imports this module's functions)
-    run(rev, accesses, copies)
+    run(rev, accesses, copies, processes=processes)
 
 
 def lines(accesses: int, seconds: int) -> None:
@@ -725,10 +725,12 @@ def main(argv=None) -> None:
     ap.add_argument("--against", metavar="REV",
                     help="instead: the working tree's loop.py against the one at commit REV, several copies of each")
     ap.add_argument("--copies", type=positive, default=3, help="with --against: compiled copies of each loop")
+    ap.add_argument("--processes", type=positive, default=1,
+                    help="with --against: processes the cached copies are loaded and timed in, one after another")
     args = ap.parse_args(argv)
     instead = [(args.bounds, lambda: bounds(args.accesses)), (args.cuts, lambda: cuts(args.accesses)),
                (args.lines, lambda: lines(args.accesses, args.seconds)),
-               (args.against, lambda: against(args.against, args.accesses, args.copies)),
+               (args.against, lambda: against(args.against, args.accesses, args.copies, args.processes)),
                (args.cores, lambda: cores(args.cores, args.accesses, args.reference_accesses)),
                (args.faults, lambda: faults(args.faults)),
                (args.end_to_end, lambda: end_to_end(args.accesses)),

@@ -1,7 +1,7 @@
 """The compiled loop of the working tree against the loop of an earlier commit, on the
 engine's own state, several compiled copies of each.
 
-    python -m benchmarks --against REV [--accesses N] [--copies K]
+    python -m benchmarks --against REV [--accesses N] [--copies K] [--processes P]
 
 ``slatframe/engine/loop.py`` as it is and as it was at ``REV`` (``git show``; the rest of
 the engine, walklib and the kernels are the working tree's) each go into the engine's
@@ -10,16 +10,22 @@ generated module, compiled ``K`` times apart (each copy its own module in
 ``run_chunk`` passed to its loop in a warm pass (as ``benchmarks/cuts.py``). The copies
 are timed in turn, each the best of ``rounds`` passes. Two copies of the same loop can
 differ by more than a change does (this machine's runs have seen 1.5x between identical
-copies), so a change counts only where the ranges of its copies and the old loop's part;
-the rows give every copy's rate and the median of each side. The old loop must take the
-arguments the working tree's engine passes (a commit before a change of ``run``'s
+copies), and the difference is where a process loads the code, not the compile: one
+cached copy, loaded again in a fresh process, lands in the other speed group as often as
+not (docs/performance.md, session 26). So with ``P`` > 1 the cached copies are loaded and
+timed again in ``P - 1`` fresh processes, one after another, and each side's rows pool
+every process's rates; a change counts only where the two sides' pooled rates part. The
+rows give every rate (processes apart by ``|``) and each side's median. The old loop must
+take the arguments the working tree's engine passes (a commit before a change of ``run``'s
 arguments cannot be compared this way: it says so and stops).
 """
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import subprocess
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numba
@@ -60,9 +66,10 @@ def module_with_loop(registry, loop_text: str) -> str:
             codegen.LOOP_SOURCE = saved
 
 
-def against_rows(label: str, config, registry, trace, rev: str, old_loop: str, copies: int, rounds: int) -> list:
-    """Rows (config, side, each copy's rate, median) of the loop ``old_loop`` (loop.py at
-    ``rev``) and the working tree's, on ``trace``."""
+def copy_rates(label: str, config, registry, trace, rev: str, old_loop: str, copies: int,
+               rounds: int) -> dict[str, list[float]]:
+    """Each side's copies' rates (M accesses/s, copy order) on ``trace``: the loop
+    ``old_loop`` (loop.py at ``rev``) and the working tree's."""
     engine, calls = captured_calls(config, registry, trace)
     npath, lru = int(calls[0][30][1]), policy_ids(registry)["lru"]
     sides = {rev: edited(module_with_loop(registry, old_loop), [], npath, lru),
@@ -84,29 +91,49 @@ def against_rows(label: str, config, registry, trace, rev: str, old_loop: str, c
     for _ in range(rounds):
         for j, (_, run) in enumerate(timed):
             best[j] = max(best[j], pass_rate(run, calls, len(trace)))
-    rows = []
-    for side in sides:
-        rates = [b / 1e6 for (s, _), b in zip(timed, best) if s == side]
-        rows.append((label, side, " ".join(f"{r:.2f}" for r in rates), f"{statistics.median(rates):.2f}"))
-    return rows
+    return {side: [b / 1e6 for (s, _), b in zip(timed, best) if s == side] for side in sides}
 
 
-def against(rev: str, accesses: int, copies: int = 3, rounds: int = 15) -> None:
-    """Print the working tree's loop against ``rev``'s on the 2D walk-heavy and the
-    end-to-end hit-heavy config."""
+def process_rates(rev: str, old_loop: str, accesses: int, copies: int, rounds: int) -> dict[str, dict]:
+    """In this process: config label -> side -> its copies' rates, on the 2D walk-heavy
+    and the end-to-end hit-heavy config (a fresh process's call loads the cached copies)."""
     from slatframe.testing import build, tiny_config
 
     from .__main__ import CONFIGS, TLB, workload
     from .end_to_end import e2e_config
 
-    old_loop = loop_at(rev)
     config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}],
                                          **CONFIGS["intel-ept 2D + TLB + PSC"]))
-    rows = against_rows("walk-heavy 2D", config, registry, workload("walk-heavy", accesses // 4), rev, old_loop,
-                        copies, rounds)
+    rates = {"walk-heavy 2D": copy_rates("walk-heavy 2D", config, registry, workload("walk-heavy", accesses // 4), rev,
+                                         old_loop, copies, rounds)}
     config, registry = e2e_config()
-    rows += against_rows("end-to-end hit-heavy", config, registry, workload("hit-heavy", accesses), rev, old_loop,
-                         copies, rounds)
+    rates["end-to-end hit-heavy"] = copy_rates("end-to-end hit-heavy", config, registry,
+                                               workload("hit-heavy", accesses), rev, old_loop, copies, rounds)
+    return rates
+
+
+def pooled_rows(runs: list[dict[str, dict]]) -> list[tuple]:
+    """Rows (config, side, every rate with processes apart, median of all) of the rates of
+    ``runs`` (one process_rates result per process)."""
+    rows = []
+    for label, sides in runs[0].items():
+        for side in sides:
+            each = [run[label][side] for run in runs]
+            pooled = [r for rates in each for r in rates]
+            text = " | ".join(" ".join(f"{r:.2f}" for r in rates) for rates in each)
+            rows.append((label, side, text, f"{statistics.median(pooled):.2f}"))
+    return rows
+
+
+def against(rev: str, accesses: int, copies: int = 3, rounds: int = 15, processes: int = 1) -> None:
+    """Print the working tree's loop against ``rev``'s on the 2D walk-heavy and the
+    end-to-end hit-heavy config, timed in this process and ``processes - 1`` fresh ones."""
+    old_loop = loop_at(rev)
+    runs = [process_rates(rev, old_loop, accesses, copies, rounds)]
+    for _ in range(processes - 1):  # one after another: processes timed at once would slow each other
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as fresh:
+            runs.append(fresh.submit(process_rates, rev, old_loop, accesses, copies, rounds).result())
     print(f"{accesses:,} hit-heavy and {accesses // 4:,} walk-heavy accesses a pass; each copy the best of {rounds} "
-          "passes, the copies taken in turn")
-    print(table(rows, ("config", "loop.py", "M accesses/s, each copy", "median")))
+          f"passes, the copies taken in turn, in {processes} process{'es' if processes > 1 else ''}")
+    print(table(pooled_rows(runs), ("config", "loop.py", "M accesses/s, each copy (processes apart by |)",
+                                    "median")))

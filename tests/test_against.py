@@ -30,3 +30,13 @@ def test_a_commit_git_does_not_know_is_one_sentence():
         loop_at("no-such-commit")
     with pytest.raises(SystemExit, match="not an option"):  # (git show would take it as one)
         loop_at("--output=/tmp/x")
+
+
+def test_rows_pool_every_process_rates_and_keep_each_process_apart():
+    from benchmarks.against import pooled_rows
+    runs = [{"walk": {"old": [4.0, 3.0], "new": [5.0, 4.5]}},
+            {"walk": {"old": [2.0, 3.5], "new": [4.25, 6.0]}}]
+    rows = pooled_rows(runs)
+    assert [row[:2] for row in rows] == [("walk", "old"), ("walk", "new")]
+    assert rows[0][2] == "4.00 3.00 | 2.00 3.50" and rows[1][2] == "5.00 4.50 | 4.25 6.00"
+    assert rows[0][3] == f"{(3.0 + 3.5) / 2:.2f}" and rows[1][3] == f"{(4.5 + 5.0) / 2:.2f}"  # four rates: mean of middle two
