@@ -19,11 +19,21 @@ refetch. Shares are of one copy of the loop compiled with line tables, whose cod
 differ a little from the engine's; the copy's rate is printed beside the engine's. Needs
 ``perf`` (allowed to sample this process), ``addr2line`` and ``objdump`` (binutils); it
 says which is missing and stops otherwise.
+
+Then the engine's own loop, as numba's cache holds it (no line tables), is sampled the
+same way, and its code read back from memory and disassembled: the share of its samples
+on instructions that read or write the stack frame (spill code: ``(%rsp)`` operands,
+pushes and pops) says how well the register allocator served the hot path, which timing
+alone cannot (an edit that changes no work moved 2D walk-heavy from 12.7% to 28.1% and
+its rate by 0.60x: docs/performance.md, session 26). x86-64 only; elsewhere it says so.
 """
 from __future__ import annotations
 
+import bisect
 import collections
+import ctypes
 import os
+import platform
 import re
 import shutil
 import signal
@@ -121,9 +131,97 @@ def _symbol_size(obj: Path, name: str) -> int:
     raise LookupError(f"{obj}: no symbol {name}")
 
 
-def profile_rows(label: str, config, registry, trace, seconds: float, top: int) -> tuple[list, list, str]:
-    """Rows (innermost line, share) and (part of the loop, line, share) for one config,
-    and a note with the rates of the copy and of the engine's loop."""
+def sampled(run, calls: list, accesses: int, seconds: float, start: int, size: int, data: Path) \
+        -> tuple[collections.Counter, int, list[float]]:
+    """Samples of this process while ``run`` makes warm passes over ``calls`` for
+    ``seconds``: (offset from ``start`` -> samples, for offsets below ``size``; all
+    samples; each pass's rate). ``data``: perf's file."""
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-p", str(os.getpid()),
+                             "-o", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # (perf attaches; samples before the passes start fall outside run and are left out)
+    if perf.poll() is not None:
+        sys.exit(f"perf record could not sample this process: {perf.stderr.read().decode().strip()[:300]}")
+    rates, began = [], time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        rates.append(pass_rate(run, calls, accesses))
+    perf.send_signal(signal.SIGINT)
+    perf.wait()
+    done = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"perf script could not read the samples it recorded: {done.stderr.strip()[:300]}")
+    ips = done.stdout.split()
+    samples = collections.Counter(int(ip, 16) - start for ip in ips)
+    return collections.Counter({o: n for o, n in samples.items() if 0 <= o < size}), len(ips), rates
+
+
+def instructions(objdump_output: str) -> dict[int, str]:
+    """``objdump -d`` output as offset -> instruction text."""
+    found = {}
+    for text in objdump_output.splitlines():
+        m = re.match(r"^\s*([0-9a-f]+):\t(.*)$", text)
+        if m:
+            found[int(m.group(1), 16)] = m.group(2).strip()
+    return found
+
+
+def touches_stack(instruction: str) -> bool:
+    """Whether an x86-64 instruction (AT&T syntax) reads or writes the stack frame."""
+    return "(%rsp)" in instruction or instruction.split(" ")[0] in ("push", "pop")
+
+
+def stack_share(samples: collections.Counter, code: dict[int, str], top: int = 5) -> tuple[float, list]:
+    """The share of ``samples`` (offset -> count) that fall on an instruction of ``code``
+    (offset -> text) touching the stack, and the ``top`` such instructions with theirs.
+    A sample is taken after the instruction that waited: it counts for the instruction
+    before its offset."""
+    before = sorted(code)
+    counted: collections.Counter = collections.Counter()
+    for offset, n in samples.items():
+        at = bisect.bisect_left(before, offset) - 1  # the last instruction starting before the sample
+        if at >= 0:
+            counted[before[at]] += n
+    total = sum(counted.values())
+    on_stack = [(off, n) for off, n in counted.most_common() if touches_stack(code[off])]
+    share = sum(n for _, n in on_stack) / total if total else 0.0
+    return share, [(code[off], n / total) for off, n in on_stack[:top]]
+
+
+def mapped_after(address: int) -> int:
+    """How many bytes from ``address`` to the end of its mapping in this process (the
+    code numba loaded a module's functions into: what may be read back)."""
+    for text in Path("/proc/self/maps").read_text().splitlines():
+        lo, hi = (int(x, 16) for x in text.split()[0].split("-"))
+        if lo <= address < hi:
+            return hi - address
+    raise LookupError(f"{address:#x} is in no mapping of this process")
+
+
+def engine_stack_rows(label: str, engine, calls: list, accesses: int, seconds: float) -> list:
+    """Rows (config, what, share) of the engine's own loop: its samples on stack-touching
+    instructions, and the largest of them."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return [(label, "the engine's loop: stack share (measured on x86-64 only)", "-")]
+    run = engine.k.run
+    overload = run.overloads[run.signatures[0]]
+    start = overload.library.get_pointer_to_function(overload.fndesc.llvm_func_name)
+    size = mapped_after(start)
+    with tempfile.TemporaryDirectory() as tmp:
+        samples, _, _ = sampled(run, calls, accesses, seconds, start, size, Path(tmp) / "perf.data")
+        if not samples:
+            return [(label, "the engine's loop: no sample fell in it", "-")]
+        raw = Path(tmp) / "code.bin"  # (its machine code as loaded: a cached function keeps no object file)
+        raw.write_bytes(ctypes.string_at(start, min(max(samples) + 16, size)))
+        listing = subprocess.run(["objdump", "-D", "-b", "binary", "-m", "i386:x86-64", "--no-show-raw-insn",
+                                  str(raw)], capture_output=True, text=True, check=True).stdout
+    share, largest = stack_share(samples, instructions(listing))
+    rows = [(label, "the engine's loop: samples on instructions that touch the stack", f"{share:.1%}")]
+    return rows + [("", f"  {text[:70]}", f"{n:.1%}") for text, n in largest]
+
+
+def profile_rows(label: str, config, registry, trace, seconds: float, top: int) -> tuple[list, list, list, str]:
+    """Rows (innermost line, share), (part of the loop, line, share) and (the engine's
+    loop's stack share, its largest instructions) for one config, and a note with the
+    rates of the copy and of the engine's loop."""
     engine, calls = captured_calls(config, registry, trace)
     lru = policy_ids(registry)["lru"]
     source = debug_copy(edited(module_source(registry), [], int(calls[0][30][1]), lru))
@@ -138,23 +236,7 @@ def profile_rows(label: str, config, registry, trace, seconds: float, top: int) 
         obj, data = Path(tmp) / "run.o", Path(tmp) / "perf.data"
         obj.write_bytes(overload.library._get_compiled_object())
         size = _symbol_size(obj, symbol)
-        perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-p", str(os.getpid()),
-                                 "-o", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(0.5)  # (perf attaches; samples before the passes start fall outside run and are left out)
-        if perf.poll() is not None:
-            sys.exit(f"perf record could not sample this process: {perf.stderr.read().decode().strip()[:300]}")
-        rates, began = [], time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            rates.append(pass_rate(run, calls, len(trace)))
-        perf.send_signal(signal.SIGINT)
-        perf.wait()
-        done = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"perf script could not read the samples it recorded: {done.stderr.strip()[:300]}")
-        ips = done.stdout.split()
-        total = len(ips)
-        samples = collections.Counter(int(ip, 16) - start for ip in ips)
-        samples = collections.Counter({o: n for o, n in samples.items() if 0 <= o < size})
+        samples, total, rates = sampled(run, calls, len(trace), seconds, start, size, data)
         # a sample is taken after the instruction that waited: its line is that of the byte before
         query = "\n".join(hex(max(o - 1, 0)) for o in samples)
         out = subprocess.run(["addr2line", "-e", str(obj), "-j", ".ltext", "-a", "-f", "-i"], input=query,
@@ -166,6 +248,7 @@ def profile_rows(label: str, config, registry, trace, seconds: float, top: int) 
         return f"{line}: {source_lines[line - 1].strip()[:80]}" if 0 < line <= len(source_lines) else "(no line)"
 
     engine_rate = max(pass_rate(engine.k.run, calls, len(trace)) for _ in range(3))
+    stack = engine_stack_rows(label, engine, calls, len(trace), seconds)
     note = (f"{label}: {total:,} samples, {sum(samples.values()) / max(total, 1):.0%} of them in run; the copy "
             f"{max(rates) / 1e6:.2f} M/s, the engine's loop {engine_rate / 1e6:.2f} M/s")
     parts = []
@@ -173,7 +256,7 @@ def profile_rows(label: str, config, registry, trace, seconds: float, top: int) 
         parts.append((label, f, text(line), f"{share:.1%}"))
         if rank < DRILL:  # the largest parts: the innermost lines they spend it on
             parts += [("", "", f"  {text(at)}", f"{s:.1%}") for at, s in under[:DRILL_LINES] if s >= 0.002]
-    return [(label, text(line), f"{share:.1%}") for line, share in inner[:top]], parts, note
+    return [(label, text(line), f"{share:.1%}") for line, share in inner[:top]], parts, stack, note
 
 
 def lines(accesses: int, seconds: float = 15.0, top: int = 25) -> None:
@@ -184,17 +267,19 @@ def lines(accesses: int, seconds: float = 15.0, top: int = 25) -> None:
     from .end_to_end import e2e_config
 
     _tools()
-    inner_rows, part_rows, notes = [], [], []
+    inner_rows, part_rows, stack_rows, notes = [], [], [], []
     config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}],
                                          **CONFIGS["intel-ept 2D + TLB + PSC"]))
     for label, (config, registry), trace in (
             ("walk-heavy 2D", (config, registry), workload("walk-heavy", accesses // 4)),
             ("end-to-end hit-heavy", e2e_config(), workload("hit-heavy", accesses))):
-        inner, part, note = profile_rows(label, config, registry, trace, seconds, top)
+        inner, part, stack, note = profile_rows(label, config, registry, trace, seconds, top)
         inner_rows += inner
         part_rows += part
+        stack_rows += stack
         notes.append(note)
     print(table(inner_rows, ("config", "innermost line (loop.py's own, as generated)", "share of samples")))
     print(table(part_rows, ("config", "in", "line of walk() or run()", "share of samples")))
+    print(table(stack_rows, ("config", "the engine's own loop (spill code)", "share of its samples")))
     for note in notes:
         print(note)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
 
-from benchmarks.lines import debug_copy, frames, shares, short_name  # noqa: E402
+from benchmarks.lines import debug_copy, frames, instructions, shares, short_name, stack_share  # noqa: E402
 from slatframe.engine.codegen import module_source  # noqa: E402
 from slatframe.testing import build, tiny_config  # noqa: E402
 
@@ -68,3 +68,36 @@ def test_the_debug_copy_gives_every_compiled_function_line_tables():
     ast.parse(copy)
     assert copy.count("@njit(debug=True, boundscheck=False, ") == source.count("@njit(")
     assert "cache=True" not in copy  # (a function loaded from numba's cache keeps no object code to map)
+
+
+# objdump -D -b binary output (AT&T syntax, no raw bytes), as the engine's loop is read back
+LISTING = """
+code.bin:     file format binary
+
+Disassembly of section .data:
+
+0000000000000000 <.data>:
+   0:\tpush   %rbp
+   1:\tmov    0x20(%rsp),%rcx
+   6:\tmov    (%r9,%rcx,8),%rsi
+   a:\tadd    %rsi,%rax
+   d:\tmovq   $0x0,0xa0(%rsp)
+  19:\tjmp    0x6
+"""
+
+
+def test_instructions_reads_each_offset_and_its_text():
+    code = instructions(LISTING)
+    assert sorted(code) == [0x0, 0x1, 0x6, 0xa, 0xd, 0x19]
+    assert code[0xd] == "movq   $0x0,0xa0(%rsp)" and code[0x19] == "jmp    0x6"
+
+
+def test_stack_share_counts_each_sample_for_the_instruction_before_it():
+    code = instructions(LISTING)
+    # samples at 0x6 (after the reload at 0x1), 0xa (after the load at 0x6), 0x19 (after the
+    # store at 0xd), 0x1 (after the push), and at 0x0 (no instruction before it: not counted)
+    samples = collections.Counter({0x6: 5, 0xa: 3, 0x19: 2, 0x1: 1, 0x0: 7})
+    share, largest = stack_share(samples, code)
+    stack_samples = 5 + 2 + 1  # mov 0x20(%rsp), movq ..(%rsp), push
+    assert share == stack_samples / (5 + 3 + 2 + 1)
+    assert largest == [("mov    0x20(%rsp),%rcx", 5 / 11), ("movq   $0x0,0xa0(%rsp)", 2 / 11), ("push   %rbp", 1 / 11)]
