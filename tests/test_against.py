@@ -39,4 +39,5 @@ def test_rows_pool_every_process_rates_and_keep_each_process_apart():
     rows = pooled_rows(runs)
     assert [row[:2] for row in rows] == [("walk", "old"), ("walk", "new")]
     assert rows[0][2] == "4.00 3.00 | 2.00 3.50" and rows[1][2] == "5.00 4.50 | 4.25 6.00"
-    assert rows[0][3] == f"{(3.0 + 3.5) / 2:.2f}" and rows[1][3] == f"{(4.5 + 5.0) / 2:.2f}"  # four rates: mean of middle two
+    # the median of four pooled rates: the mean of the middle two
+    assert rows[0][3] == f"{(3.0 + 3.5) / 2:.2f}" and rows[1][3] == f"{(4.5 + 5.0) / 2:.2f}"
