@@ -34,7 +34,7 @@ from slatframe.engine import codegen
 from slatframe.engine.codegen import module_source, policy_ids
 from slatframe.report import table
 
-from .cuts import captured_calls, edited, load, pass_rate
+from .cuts import captured_calls, data_path_len, edited, load, pass_rate, walk_and_hit_configs
 
 
 def loop_at(rev: str) -> str:
@@ -66,14 +66,14 @@ def module_with_loop(registry, loop_text: str) -> str:
             codegen.LOOP_SOURCE = saved
 
 
-def copy_rates(label: str, config, registry, trace, rev: str, old_loop: str, copies: int,
+def copy_rates(label: str, config, registry, trace, rev: str, old_loop: str, new_loop: str, copies: int,
                rounds: int) -> dict[str, list[float]]:
     """Each side's copies' rates (M accesses/s, copy order) on ``trace``: the loop
-    ``old_loop`` (loop.py at ``rev``) and the working tree's."""
-    engine, calls = captured_calls(config, registry, trace)
-    npath, lru = int(calls[0][30][1]), policy_ids(registry)["lru"]
+    ``old_loop`` (loop.py at ``rev``) and ``new_loop`` (the working tree's)."""
+    _, calls = captured_calls(config, registry, trace)
+    npath, lru = data_path_len(calls[0]), policy_ids(registry)["lru"]
     sides = {rev: edited(module_with_loop(registry, old_loop), [], npath, lru),
-             "working tree": edited(module_source(registry), [], npath, lru)}
+             "working tree": edited(module_with_loop(registry, new_loop), [], npath, lru)}
     if sides[rev] == sides["working tree"]:
         raise SystemExit(f"benchmarks --against {rev}: loop.py is the same at {rev} and in the working tree")
     timed = []
@@ -94,22 +94,14 @@ def copy_rates(label: str, config, registry, trace, rev: str, old_loop: str, cop
     return {side: [b / 1e6 for (s, _), b in zip(timed, best) if s == side] for side in sides}
 
 
-def process_rates(rev: str, old_loop: str, accesses: int, copies: int, rounds: int) -> dict[str, dict]:
+def process_rates(rev: str, old_loop: str, new_loop: str, accesses: int, copies: int,
+                  rounds: int) -> dict[str, dict]:
     """In this process: config label -> side -> its copies' rates, on the 2D walk-heavy
-    and the end-to-end hit-heavy config (a fresh process's call loads the cached copies)."""
-    from slatframe.testing import build, tiny_config
-
-    from .__main__ import CONFIGS, TLB, workload
-    from .end_to_end import e2e_config
-
-    config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}],
-                                         **CONFIGS["intel-ept 2D + TLB + PSC"]))
-    rates = {"walk-heavy 2D": copy_rates("walk-heavy 2D", config, registry, workload("walk-heavy", accesses // 4), rev,
-                                         old_loop, copies, rounds)}
-    config, registry = e2e_config()
-    rates["end-to-end hit-heavy"] = copy_rates("end-to-end hit-heavy", config, registry,
-                                               workload("hit-heavy", accesses), rev, old_loop, copies, rounds)
-    return rates
+    and the end-to-end hit-heavy config (a fresh process's call loads the cached copies;
+    both loops' texts come from the first process, so that an edit of loop.py meanwhile
+    cannot put another loop's rates under the same row)."""
+    return {label: copy_rates(label, config, registry, trace, rev, old_loop, new_loop, copies, rounds)
+            for label, config, registry, trace in walk_and_hit_configs(accesses)}
 
 
 def pooled_rows(runs: list[dict[str, dict]]) -> list[tuple]:
@@ -128,11 +120,11 @@ def pooled_rows(runs: list[dict[str, dict]]) -> list[tuple]:
 def against(rev: str, accesses: int, copies: int = 3, rounds: int = 15, processes: int = 1) -> None:
     """Print the working tree's loop against ``rev``'s on the 2D walk-heavy and the
     end-to-end hit-heavy config, timed in this process and ``processes - 1`` fresh ones."""
-    old_loop = loop_at(rev)
-    runs = [process_rates(rev, old_loop, accesses, copies, rounds)]
+    old_loop, new_loop = loop_at(rev), codegen.LOOP_SOURCE.read_text()
+    runs = [process_rates(rev, old_loop, new_loop, accesses, copies, rounds)]
     for _ in range(processes - 1):  # one after another: processes timed at once would slow each other
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as fresh:
-            runs.append(fresh.submit(process_rates, rev, old_loop, accesses, copies, rounds).result())
+            runs.append(fresh.submit(process_rates, rev, old_loop, new_loop, accesses, copies, rounds).result())
     print(f"{accesses:,} hit-heavy and {accesses // 4:,} walk-heavy accesses a pass; each copy the best of {rounds} "
           f"passes, the copies taken in turn, in {processes} process{'es' if processes > 1 else ''}")
     print(table(pooled_rows(runs), ("config", "loop.py", "M accesses/s, each copy (processes apart by |)",

@@ -193,6 +193,27 @@ def captured_calls(config, registry, trace: np.ndarray, chunk: int = 65536, shap
     return engine, calls
 
 
+def data_path_len(call: tuple) -> int:
+    """How many TLB levels a data access looks up, from one captured call of the loop
+    (its ``npaths`` argument)."""
+    return int(call[30][1])
+
+
+def walk_and_hit_configs(accesses: int) -> list[tuple]:
+    """(label, config, registry, trace) of the two configs the loop's tools profile and
+    compare: 2D walk-heavy (Intel EPT, the Skylake-like TLB, PSCs in both dimensions,
+    ``accesses // 4`` accesses) and the end-to-end hit-heavy one (``accesses``)."""
+    from slatframe.testing import build, tiny_config
+
+    from .__main__ import CONFIGS, TLB, workload
+    from .end_to_end import e2e_config
+
+    config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}],
+                                         **CONFIGS["intel-ept 2D + TLB + PSC"]))
+    return [("walk-heavy 2D", config, registry, workload("walk-heavy", accesses // 4)),
+            ("end-to-end hit-heavy", *e2e_config(), workload("hit-heavy", accesses))]
+
+
 def pass_rate(run: Callable, calls: list[tuple], accesses: int) -> float:
     start = time.perf_counter()
     for args in calls:

@@ -46,7 +46,7 @@ from pathlib import Path
 from slatframe.engine.codegen import cache_dir, module_source, policy_ids
 from slatframe.report import table
 
-from .cuts import captured_calls, edited, load, pass_rate
+from .cuts import captured_calls, data_path_len, edited, load, pass_rate, walk_and_hit_configs
 
 #: frames whose line is reported as "the part of the loop" (innermost first, the first found)
 PARTS = ("walk", "run")
@@ -224,7 +224,7 @@ def profile_rows(label: str, config, registry, trace, seconds: float, top: int) 
     rates of the copy and of the engine's loop."""
     engine, calls = captured_calls(config, registry, trace)
     lru = policy_ids(registry)["lru"]
-    source = debug_copy(edited(module_source(registry), [], int(calls[0][30][1]), lru))
+    source = debug_copy(edited(module_source(registry), [], data_path_len(calls[0]), lru))
     name = "lines_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
     run = load(source, name)
     pass_rate(run, calls, len(trace))  # compile or load
@@ -261,18 +261,9 @@ def profile_rows(label: str, config, registry, trace, seconds: float, top: int) 
 
 def lines(accesses: int, seconds: float = 15.0, top: int = 25) -> None:
     """Print the line-level profile of the 2D walk-heavy and the end-to-end hit-heavy config."""
-    from slatframe.testing import build, tiny_config
-
-    from .__main__ import CONFIGS, TLB, workload
-    from .end_to_end import e2e_config
-
     _tools()
     inner_rows, part_rows, stack_rows, notes = [], [], [], []
-    config, registry = build(tiny_config(tlb=TLB, vms=[{"name": "vm0", "memory": "8G"}],
-                                         **CONFIGS["intel-ept 2D + TLB + PSC"]))
-    for label, (config, registry), trace in (
-            ("walk-heavy 2D", (config, registry), workload("walk-heavy", accesses // 4)),
-            ("end-to-end hit-heavy", e2e_config(), workload("hit-heavy", accesses))):
+    for label, config, registry, trace in walk_and_hit_configs(accesses):
         inner, part, stack, note = profile_rows(label, config, registry, trace, seconds, top)
         inner_rows += inner
         part_rows += part
