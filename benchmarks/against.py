@@ -15,15 +15,25 @@ cached copy, loaded again in a fresh process, lands in the other speed group as 
 not (docs/performance.md, session 26). So with ``P`` > 1 the cached copies are loaded and
 timed again in ``P - 1`` fresh processes, one after another, and each side's rows pool
 every process's rates; a change counts only where the two sides' pooled rates part. The
-rows give every rate (processes apart by ``|``) and each side's median. The old loop must
-take the arguments the working tree's engine passes (a commit before a change of ``run``'s
-arguments cannot be compared this way: it says so and stops).
+rows give every rate (processes apart by ``|``) and each side's median.
+
+When ``run`` takes other arguments at ``REV`` (the old loop cannot be called with what the
+working tree's engine passes), the whole engines are compared instead, and it says so:
+``slatframe/`` and ``plugins/`` at ``REV`` (``git archive``) and the working tree's each
+time the same two configs in ``P`` fresh processes (at least 3), the two sides alternating,
+each process its engine's own cached loop (one copy a side) and its own captured calls.
 """
 from __future__ import annotations
 
+import ast
+import io
+import json
 import multiprocessing
+import os
 import statistics
 import subprocess
+import sys
+import tarfile
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,20 +47,34 @@ from slatframe.report import table
 from .cuts import captured_calls, data_path_len, edited, load, pass_rate, walk_and_hit_configs
 
 
-def loop_at(rev: str) -> str:
-    """loop.py's text at commit ``rev`` (one sentence and exit if git cannot give it)."""
+ROOT = Path(__file__).resolve().parents[1]  # the repository: benchmarks/, slatframe/, plugins/
+
+
+def git(rev: str, args: list[str], what: str) -> bytes:
+    """``git args`` in the repository (one sentence and exit if git cannot show ``what``)."""
     if not rev or rev.startswith("-"):  # (git would read it as an option)
         raise SystemExit(f"benchmarks --against {rev!r}: give a commit, branch or tag (not an option)")
-    root = Path(codegen.__file__).resolve().parents[2]
     try:
-        done = subprocess.run(["git", "-C", str(root), "show", f"{rev}:slatframe/engine/loop.py"],
-                              capture_output=True, text=True)
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True)
     except FileNotFoundError:
         raise SystemExit(f"benchmarks --against {rev}: needs git on PATH") from None
     if done.returncode != 0:
-        raise SystemExit(f"benchmarks --against {rev}: git cannot show slatframe/engine/loop.py at {rev!r}: "
-                         f"{done.stderr.strip()[:200]}")
+        raise SystemExit(f"benchmarks --against {rev}: git cannot show {what} at {rev!r}: "
+                         f"{done.stderr.decode(errors='replace').strip()[:200]}")
     return done.stdout
+
+
+def loop_at(rev: str) -> str:
+    """loop.py's text at commit ``rev``."""
+    return git(rev, ["show", f"{rev}:slatframe/engine/loop.py"], "slatframe/engine/loop.py").decode()
+
+
+def run_parameters(loop_text: str) -> list[str]:
+    """The parameter names of ``run`` in ``loop_text`` (a loop.py)."""
+    for node in ast.parse(loop_text).body:
+        if isinstance(node, ast.FunctionDef) and node.name == "run":
+            return [a.arg for a in node.args.args]
+    return []
 
 
 def module_with_loop(registry, loop_text: str) -> str:
@@ -117,10 +141,55 @@ def pooled_rows(runs: list[dict[str, dict]]) -> list[tuple]:
     return rows
 
 
+def engine_rates(accesses: int, rounds: int) -> dict[str, float]:
+    """In this process, with whichever slatframe it imports: config label -> the engine's
+    own loop's rate (M accesses/s, the best of ``rounds`` passes over its captured calls)."""
+    rates = {}
+    for label, config, registry, trace in walk_and_hit_configs(accesses):
+        engine, calls = captured_calls(config, registry, trace)
+        rates[label] = max(pass_rate(engine.k.run, calls, len(trace)) for _ in range(rounds)) / 1e6
+    return rates
+
+
+def whole_engines(rev: str, accesses: int, rounds: int, processes: int) -> list[dict[str, dict]]:
+    """The engines of ``rev`` and of the working tree, each timed in ``processes`` fresh
+    processes, alternating: one ``process_rates``-shaped result per pair of processes."""
+    archive = git(rev, ["archive", "--format=tar", rev, "slatframe", "plugins"], "slatframe/ and plugins/")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        for _ in range(processes):
+            run: dict[str, dict] = {}
+            for side, first in ((rev, tmp), ("working tree", str(ROOT))):
+                # (each side's process runs in its own folder: python -m puts it before PYTHONPATH)
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([first, str(ROOT)]))
+                done = subprocess.run([sys.executable, "-m", "benchmarks.against", str(accesses), str(rounds)],
+                                      cwd=first, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    last = (done.stderr.strip().splitlines() or ["(no message)"])[-1][:300]
+                    raise SystemExit(f"benchmarks --against {rev}: the engine at {side} did not run the "
+                                     f"benchmark's configs: {last}")
+                for label, rate in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                    run.setdefault(label, {})[side] = [rate]
+            runs.append(run)
+    return runs
+
+
 def against(rev: str, accesses: int, copies: int = 3, rounds: int = 15, processes: int = 1) -> None:
     """Print the working tree's loop against ``rev``'s on the 2D walk-heavy and the
-    end-to-end hit-heavy config, timed in this process and ``processes - 1`` fresh ones."""
+    end-to-end hit-heavy config, timed in this process and ``processes - 1`` fresh ones
+    (or, when ``run``'s parameters differ, the whole engines in fresh processes)."""
     old_loop, new_loop = loop_at(rev), codegen.LOOP_SOURCE.read_text()
+    if run_parameters(old_loop) != run_parameters(new_loop):
+        processes = max(3, processes)
+        print(f"run takes other arguments at {rev}: the whole engines are compared instead ({rev}'s slatframe/ "
+              f"and plugins/ against the working tree's, {processes} fresh processes a side, alternating)")
+        print(f"{accesses:,} hit-heavy and {accesses // 4:,} walk-heavy accesses a pass; each process the best "
+              f"of {rounds} passes of its engine's own loop")
+        print(table(pooled_rows(whole_engines(rev, accesses, rounds, processes)),
+                    ("config", "engine", "M accesses/s, each process", "median")))
+        return
     runs = [process_rates(rev, old_loop, new_loop, accesses, copies, rounds)]
     for _ in range(processes - 1):  # one after another: processes timed at once would slow each other
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as fresh:
@@ -129,3 +198,7 @@ def against(rev: str, accesses: int, copies: int = 3, rounds: int = 15, processe
           f"passes, the copies taken in turn, in {processes} process{'es' if processes > 1 else ''}")
     print(table(pooled_rows(runs), ("config", "loop.py", "M accesses/s, each copy (processes apart by |)",
                                     "median")))
+
+
+if __name__ == "__main__":  # one side of whole_engines: python -m benchmarks.against ACCESSES ROUNDS
+    print(json.dumps(engine_rates(int(sys.argv[1]), int(sys.argv[2]))))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import sys
 import time
 from typing import Callable
@@ -33,6 +34,7 @@ import numpy as np
 
 from slatframe.counters import Counters
 from slatframe.engine import make_engine
+from slatframe.engine import loop
 from slatframe.engine.codegen import cache_dir, module_source, policy_ids
 from slatframe.machine import build_machine
 from slatframe.report import table
@@ -47,9 +49,8 @@ _WALKS = """            if plain:
             else:
                 if out[WT_ON] != 0:
                     wt_begin(out, cnt, hitbase, i, vm, asid, va, op)
-                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag[core], wprobe, wlists, wcount,
-                     pstate, pk, occ, cstate[core], ck, rows + core * ncaches, cnt, hitbase, vm, asid, va, op, out,
-                     dcfg, dctl, dtag, dage)
+                walk(slot_of, words, fmts, roots, host_roots, wcfg, wtag[core], pstate, pk, occ, cstate[core], ck,
+                     rows + core * ncaches, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
                 if out[WT_ON] != 0:
                     wt_end(out, cnt, hitbase)
 """
@@ -74,12 +75,9 @@ _CHECKS = """            if vcpu != last_vcpu[core] or op >= CONTEXT_SWITCH:
 """
 _WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, "
               "value, shift,\n                               missed)\n")
-_WALK_CALL = """                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag[core], wprobe, wlists, wcount,
-                     pstate, pk, occ, cstate[core], ck, rows + core * ncaches, cnt, hitbase, vm, asid, va, op, out,
-                     dcfg, dctl, dtag, dage)
-"""
+_WALK_CALL = _WALKS[_WALKS.index("                walk("):_WALKS.rindex("                if out[WT_ON] != 0:")]
 _FIXED = "".join(f"                out[{j}] = {v}\n" for j, v in ((0, 0), (2, "va & ~PAGE_MASK"), (3, 12), (4, 1), (5, 1)))
-_WC_FILL = "    sa_place(wtag, pstate, pk, occ, pid, j, base + j, s, c, k, wcfg[j, W_WAYS], False, value)\n"
+_WC_FILL = "    sa_place(wtag, pstate, pk, occ, pid, j, base + j, s, c, k, wc_of(wcfg, j, W_WAYS), False, value)\n"
 _VICTIM = "        w = free if free >= 0 else policy_victim(pid, pstate, pk, si, s)"
 _FILL = "    policy_fill(pid, pstate, pk, si, s, w)"  # (every set-associative fill: TLBs and walk caches)
 
@@ -193,10 +191,14 @@ def captured_calls(config, registry, trace: np.ndarray, chunk: int = 65536, shap
     return engine, calls
 
 
+def loop_arg(call: tuple, name: str):
+    """Argument ``name`` of one captured call of the loop (by ``run``'s parameter names)."""
+    return call[list(inspect.signature(loop.run.py_func).parameters).index(name)]
+
+
 def data_path_len(call: tuple) -> int:
-    """How many TLB levels a data access looks up, from one captured call of the loop
-    (its ``npaths`` argument)."""
-    return int(call[30][1])
+    """How many TLB levels a data access looks up, from one captured call of the loop."""
+    return int(loop_arg(call, "npaths")[1])
 
 
 def walk_and_hit_configs(accesses: int) -> list[tuple]:
@@ -225,14 +227,16 @@ def pass_rate(run: Callable, calls: list[tuple], accesses: int) -> float:
 
 def cut_rows(label: str, config, registry, trace: np.ndarray, rounds: int, yardstick) -> list:
     """Rows of ``VARIANTS[label]``: each variant's rate beside ``yardstick`` and the engine's loop."""
+    # (imported here: against.py's whole-engine mode imports this module over older engines, without it)
+    from slatframe.engine.compiled import walk_rows
     engine, calls = captured_calls(config, registry, trace)
-    k, (tcfg, paths, npaths) = engine.k, (calls[0][j] for j in (16, 29, 30))
+    k, (tcfg, paths, npaths) = engine.k, (loop_arg(calls[0], name) for name in ("tcfg", "paths", "npaths"))
     lru = policy_ids(registry)["lru"]
     in_order = all(npaths[row] == npaths[1] and (paths[row, :npaths[row]] == np.arange(npaths[1])).all()
                    for row in (0, 1))
     if not ((tcfg[:, k.T_NSHIFTS] == 1).all() and (tcfg[:, k.T_SHIFT0] == 12).all() and in_order):
         raise ValueError(f"{label}: \"shape compiled in\" needs 4K-only levels, every one looked up in order")
-    wcfg = calls[0][20]
+    wcfg = walk_rows(k, loop_arg(calls[0], "wcfg"))
     builtin = (wcfg[:, k.W_KIND] > 0) & (wcfg[:, k.W_KIND] < k.START)
     if not ((tcfg[:, k.T_PID] == lru).all() and (wcfg[builtin, k.W_PID] == lru).all()):
         # else "LRU called directly" would time another policy than configured

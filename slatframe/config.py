@@ -61,7 +61,10 @@ class ExperimentConfig:
                                "generic is the one loop for every config; auto takes the exact loop when it is "
                                "compiled already, else the shaped one when it is, else the generic one, and after "
                                "a generic run of a minute or more starts compiling the shaped one in the background "
-                               "for the next run (the result says which ran, and whether a build started)",
+                               "for the next run; while not even the generic loop is compiled (a first "
+                               "installation), auto compiles the exact one, which compiles sooner and runs faster, "
+                               "and the generic one in the background (the result says which ran, and whether a "
+                               "build started)",
                        choices=("auto", "generic", "shaped", "exact"))
     plugins: tuple[str, ...] = option([], "extra plugin files, relative to the config file", path=True)
     chunk_size: int = option(65536, "trace records per chunk handed to the engine", min=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
 
-from benchmarks.against import loop_at, module_with_loop  # noqa: E402
+from benchmarks.against import loop_at, module_with_loop, run_parameters  # noqa: E402
 from slatframe.engine import codegen  # noqa: E402
 from slatframe.testing import build, tiny_config  # noqa: E402
 
@@ -41,3 +41,15 @@ def test_rows_pool_every_process_rates_and_keep_each_process_apart():
     assert rows[0][2] == "4.00 3.00 | 2.00 3.50" and rows[1][2] == "5.00 4.50 | 4.25 6.00"
     # the median of four pooled rates: the mean of the middle two
     assert rows[0][3] == f"{(3.0 + 3.5) / 2:.2f}" and rows[1][3] == f"{(4.5 + 5.0) / 2:.2f}"
+
+
+def test_runs_parameters_are_read_from_the_text():
+    """What decides between timing loop copies and timing whole engines: run's parameter
+    names in a loop.py text (here the working tree's, against the signature numba sees)."""
+    import inspect
+
+    from slatframe.engine import loop
+    own = codegen.LOOP_SOURCE.read_text()
+    assert run_parameters(own) == list(inspect.signature(loop.run.py_func).parameters)
+    assert run_parameters(own.replace("def run(chunk, start,", "def run(chunk, first,"))[:2] == ["chunk", "first"]
+    assert run_parameters("x = 1\n") == []

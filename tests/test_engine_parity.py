@@ -175,12 +175,13 @@ def test_wide_set_index_matches_a_scan_of_the_tags(registry):
     chain, and its count is their number."""
     from slatframe.counters import Counters
     from slatframe.engine import make_engine
+    from slatframe.engine.compiled import walk_rows
     from slatframe.machine import build_machine
 
     config, reg = wide_config(registry, "lru")
     engine = make_engine("compiled", build_machine(config, reg, Counters()), reg)
     tcfg, ttag = engine.tlb[0], engine.tlb[1]
-    wcfg, wtag = engine.wc[0], engine.wc[1][0]  # core 0's walk caches
+    wcfg, wtag = walk_rows(engine.k, engine.wcfg), engine.wtag[0]  # core 0's walk caches
     problems, held = [], []
     ctxs = slice(engine.k.CTX * 80, (engine.k.CTX + 1) * 80)  # the 80-way L2's and PSC's
     for kind in ("zipf", "churn"):

@@ -79,6 +79,29 @@ def test_loop_choice_says_what_runs(tmp_path, monkeypatch):
     assert shape is None and "is not compiled" in why
 
 
+def test_a_first_installation_runs_the_exact_loop_and_builds_the_generic_one_meanwhile(monkeypatch):
+    """auto with no loop compiled (the first-run policy on, as on a new installation): the
+    exact loop runs, with the generic loop's counters, and the generic loop's build starts
+    in the background for other configs; with the policy off the generic loop runs."""
+    from slatframe.engine import FIRST_LOOP_REASON, prebuild
+
+    monkeypatch.setenv("SLATFRAME_FIRST_RUN", "reference")
+    monkeypatch.setattr(codegen, "engine_cached", lambda registry, shape=None: False)
+    started = []
+    monkeypatch.setattr(prebuild, "start_background_build",
+                        lambda files, name, shape=None: started.append(shape) or True)
+    auto, reg = exact_config(loop="auto")
+    assert choose_loop(auto, reg, "compiled") == (EXACT, f"; {EXACT.loop_name()} (auto: {FIRST_LOOP_REASON})")
+    first = run_experiment(auto, reg, engine="compiled")
+    assert first.engine_reason == (f"requested; {EXACT.loop_name()} (auto: {FIRST_LOOP_REASON}); the generic loop "
+                                   "is being compiled in the background for runs of other configs")
+    assert started == [None]  # the generic loop's build
+    monkeypatch.setenv("SLATFRAME_FIRST_RUN", "compiled")
+    generic = run_experiment(auto, reg, engine="compiled")
+    assert "; the generic loop (auto: " in generic.engine_reason and started == [None]
+    assert generic.metrics == first.metrics
+
+
 def test_auto_takes_the_exact_loop_once_it_is_compiled():
     config, reg = exact_config(loop="exact")
     exact = run_experiment(config, reg, engine="compiled")

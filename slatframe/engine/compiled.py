@@ -17,16 +17,18 @@ State layout (``loop.py`` names the columns):
   with its shift, writable and dirty bits, see ``loop.pack``; next way of its index chain;
   then the index of sets wider than 16 ways, see ``loop.sa_find``), ``inclusion`` (0
   non-inclusive, 1 inclusive, 2 exclusive).
-- walk caches: ``wcfg[n, 8]`` (kind: 1 prefix / 2 entry / 3 translation / 4, 5, 6 a
+- walk caches: ``wcfg``, one int64 array (its layout in ``loop.py``, before ``L_PROBE``):
+  the hardware's flags (2D?, host A/D, table accesses dirty, several cores), then per walk
+  cache (n) its row (kind: 1 prefix / 2 entry / 3 translation / 4, 5, 6 a
   plugin's kind at the start, entry or host point; levels (prefix: a level mask; entry
   kinds: guest levels in bits 0-7, host levels in bits 8-15); dimension mask; sets; ways;
   policy id (a plugin's kind: its slot in ``ck``); gPAs served (host kinds: bit 0 the
-  data's, bit 1 table entries'); set mask), ``wtag[cores, n, ...]``
+  data's, bit 1 table entries'); set mask), nine lists of caches (probe guest/host,
+  prefix caches guest/host, entry-point caches guest/host, host-point caches, plugins'
+  start caches guest/host) and the start point's probe order per dimension (cache, level);
+  ``wtag[cores, n, ...]``
   (each core's, as ``ttag``, ctx = dim<<40 | vm<<24 | asid<<8 | level; value: a table
-  address, an entry, or a nested TLB's packed frame),
-  ``wprobe[2, P, 2]`` (the start point's probe order per dimension: cache, level),
-  ``wlists[9, n]`` and ``wcount[9]`` (rows: probe guest/host, prefix caches guest/host,
-  entry-point caches guest/host, host-point caches, plugins' start caches guest/host);
+  address, an entry, or a nested TLB's packed frame);
   ``cstate[cores, n, R, C]`` the plugins' kinds' states (each core's, padded) and ``ck[3, 4]`` their probe,
   learn or fill, and invalidate kernels' addresses.
 - a walk plugin's kernel: its address ``wk`` (0: the loop's radix walk) and ``wstate``.
@@ -34,8 +36,7 @@ State layout (``loop.py`` names the columns):
   walk cache j of core c is structure R + c * n + j (R TLB rows, n walk caches).
 - hardware view: ``fmts[2, 21]`` (guest, host format: levels, present mask, leaf flag,
   frame mask, write, accessed, dirty flags, leaf mask, log2 of the entry size, then the
-  index shift and index mask of each level), ``hwcfg[4]`` (2D?, host A/D, table accesses
-  dirty), ``roots[V, A]`` and ``host_roots[V]``; memory: ``slot_of`` and ``words``.
+  index shift and index mask of each level), ``roots[V, A]`` and ``host_roots[V]``; memory: ``slot_of`` and ``words``.
 - data caches: ``dcfg``, ``dctl``, ``dtag``, ``dage`` (:meth:`slatframe.datacache.DataCaches.arrays`).
 - ``memo[MEMO_ROWS + 1, 4]``: the walk memo of the loop's ``plain_walk`` (one call's walks
   of a page, counted again without reading the tables; see ``loop.py``).
@@ -289,6 +290,30 @@ def tag_array(k: Any, ways: list[int], sets: int) -> np.ndarray:
     return tag
 
 
+def walk_config(k: Any, flags: tuple, rows: np.ndarray, wtag: np.ndarray, probe: np.ndarray, lists: np.ndarray,
+                counts: np.ndarray) -> np.ndarray:
+    """``wcfg`` (layout in ``loop.py``, before ``L_PROBE``) from the hardware's ``flags``
+    (H_*), the walk caches' ``rows[n, W_COLUMNS]``, the start point's ``probe[2, P, 2]``
+    order and the ``lists[9, n]`` of ``counts[9]`` caches; ``wtag`` is not in it."""
+    n, probes = rows.shape[0], probe.shape[1]
+    lists_at = k.G_ROWS + rows.size
+    probe_at = lists_at + lists.size
+    wcfg = np.zeros(probe_at + probe.size, dtype=np.int64)
+    wcfg[k.H_2D:k.H_SMP + 1] = flags
+    wcfg[k.G_COUNT:k.G_COUNT + len(counts)] = counts
+    wcfg[k.G_CACHES], wcfg[k.G_LISTS], wcfg[k.G_PROBE], wcfg[k.G_PROBES] = n, lists_at, probe_at, probes
+    wcfg[k.G_ROWS:lists_at] = rows.reshape(-1)
+    wcfg[lists_at:probe_at] = lists.reshape(-1)
+    wcfg[probe_at:] = probe.reshape(-1)
+    return wcfg
+
+
+def walk_rows(k: Any, wcfg: np.ndarray) -> np.ndarray:
+    """The walk caches' rows of ``wcfg`` (a view: cache j's field W_* at ``[j, W_*]``)."""
+    n = int(wcfg[k.G_CACHES])
+    return wcfg[k.G_ROWS:k.G_ROWS + n * k.W_COLUMNS].reshape(n, k.W_COLUMNS)
+
+
 def occupancy(k: Any, slots: list[int], vms: int) -> np.ndarray:
     """``occ`` (layout in ``loop.py``) for structures of ``slots`` slots each (sets x
     ways) and ``vms`` VMs: no valid entry, each bitmap level a zero word past its last bit."""
@@ -399,7 +424,7 @@ class CompiledEngine:
                                    f"{[k.SHAPE_SETS, k.SHAPE_WAYS, k.SHAPE_PIDS]} are not this engine's {rows}")
         ttag = tag_array(self.k, [levels[i].ways for i in row_levels], S)
         self.tlb = (tcfg, ttag, INCLUSION[config.tlb.inclusion])
-        self.wc = self._walk_caches(machine, registry, ids, states)
+        caches = self._walk_caches(machine, registry, ids, states)
         self.pstate = _pad(states)
         core = [c.sets * c.ways if type(c) in KINDS else 0 for c in machine.walk_caches] or [0]
         self.occ = occupancy(k, [levels[i].sets * levels[i].ways for i in row_levels] + core * cores, len(ctx.vms))
@@ -440,8 +465,9 @@ class CompiledEngine:
                     self.npaths[row] += 1
         self.out = np.zeros(self.k.WT_END, dtype=np.int64)  # the walk's result, then the walk recording's
         self.fmts = np.stack([format_row(hw.guest_format), format_row(hw.host_format)])
-        self.hwcfg = np.array([1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0,
-                               1 if hw.table_access_dirties else 0, 1 if self.smp else 0], dtype=np.int64)
+        flags = (1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0, 1 if hw.table_access_dirties else 0,
+                 1 if self.smp else 0)
+        self.wcfg, self.wtag = walk_config(k, flags, *caches), caches[1]
         self.no_host_roots = np.zeros(1, dtype=np.int64)
         self.no_guest_roots = self.no_host_roots[None]
         self._words: tuple[Any, Any] = (None, None)  # host.words and its int64 view, made once per array
@@ -540,9 +566,9 @@ class CompiledEngine:
         self.k.tlb_invalidate(tcfg, ttag, self.pstate, self.pk, self.occ, self.lrow[core], scope, inv.vm, inv.asid,
                               inv.va)
         if self.machine.walk_caches:
-            wcfg, wtag = self.wc[0], self.wc[1]
-            self.k.wc_invalidate(wcfg, wtag[core], self.pstate, self.pk, self.occ, self.cstate[core], self.ck,
-                                 len(ttag) + core * len(wcfg), scope, inv.vm, inv.asid)
+            wcfg = self.wcfg
+            self.k.wc_invalidate(wcfg, self.wtag[core], self.pstate, self.pk, self.occ, self.cstate[core], self.ck,
+                                 len(ttag) + core * int(wcfg[self.k.G_CACHES]), scope, inv.vm, inv.asid)
 
     def _private_entries(self) -> list[int]:
         """Each core's valid entries in its private TLB levels (for coherence's counts)."""
@@ -567,7 +593,7 @@ class CompiledEngine:
         out[k.WT_CACHES] = len(self.machine.walk_caches)
         out[k.WT_WALKS_AT] = out[k.WT_REFS_AT] = k.WT_END  # no room yet
         guest = int(self.fmts[0, F_LEVELS])
-        host = int(self.fmts[1, F_LEVELS]) if self.hwcfg[0] else 0
+        host = int(self.fmts[1, F_LEVELS]) if self.wcfg[self.k.H_2D] else 0
         self.refs_per_walk = guest + (guest + 1) * host  # each entry a walk reads, cached or not
 
     def walk_trace(self) -> WalkTrace:
@@ -636,9 +662,9 @@ class CompiledEngine:
         if record and not (hpa_out.flags.c_contiguous and hpa_out.ndim == 1 and hpa_out.dtype.itemsize == 8):
             raise ValueError("hpa_out must be a C-contiguous 1D array of 8-byte integers")
         hpa = hpa_out.view(np.int64) if record else np.zeros(1, dtype=np.int64)
-        fmts, hwcfg, hw = self.fmts, self.hwcfg, self.hw
+        fmts, hw = self.fmts, self.hw
         tcfg, ttag, inclusion = self.tlb
-        wcfg, wtag, wprobe, wlists, wcount = self.wc
+        wcfg, wtag = self.wcfg, self.wtag
         store = self.machine.context.store
         counters, per_asid, n = self.machine.context.counters, self.per_asid, len(chunk)
         recording = self.recorder is not None
@@ -670,9 +696,8 @@ class CompiledEngine:
             try:
                 status, i = self._loop(chunk, i, stop, resume, hpa, record, place, software.current_asid,
                                        software.last_vcpu, self.core_of, host.slot_of, self._words[1],
-                                       fmts, hwcfg, roots, host_roots, tcfg, ttag, self.lrow, inclusion, wcfg, wtag,
-                                       wprobe,
-                                       wlists, wcount, self.pstate, self.pk, self.cnt, self.out, self.paths,
+                                       fmts, roots, host_roots, tcfg, ttag, self.lrow, inclusion, wcfg, wtag,
+                                       self.pstate, self.pk, self.cnt, self.out, self.paths,
                                        self.npaths, host.content, self.written, self.track_writes, *self.dc, self.wk,
                                        wstate, self.cstate, self.ck, self.memo, self.occ, *self.pager.arrays)
             except IndexError as exc:  # the loop's own check of every victim way

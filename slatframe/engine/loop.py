@@ -111,8 +111,27 @@ START = 4  # a plugin's start cache (slatframe.walkcache.StartCache): W_PID is i
 ENTRY_PLUGIN = 5  # a plugin's entry-point cache (EntryPointCache), through its kernels in ck
 HOST_PLUGIN = 6  # a plugin's host-point cache (HostPointCache), through its kernels in ck
 
-# wcount slots / wlists rows
-L_PROBE = 0  # + dim: the start point's probe order (wprobe rows: cache, level)
+# The walk's configuration ``wcfg``: one int64 array (numba passes each array argument as
+# several machine words; packing did not change the loop's speed: docs/performance.md,
+# session 27). Words: the hardware's flags (H_*), the
+# lists' lengths (G_COUNT + L_*), the number of walk caches, where the lists and the probe
+# order start, then a row of W_COLUMNS (W_*) per walk cache from G_ROWS; the lists
+# (G_CACHES entries a row, rows L_*) and the probe order (per dimension, G_PROBES entries of
+# cache, level) follow. slatframe/engine/compiled.py's ``walk_config`` writes it.
+H_2D = 0  # a 2D walk (a host format)
+H_HOST_AD = 1  # the host's tables keep accessed/dirty bits
+H_TABLE_DIRTY = 2  # a table access dirties its host page
+H_SMP = 3  # a machine of several cores or vCPUs
+G_COUNT = 4  # 9 words: each list's length
+G_CACHES = 13
+G_LISTS = 14
+G_PROBE = 15
+G_PROBES = 16  # room for probes per dimension
+G_ROWS = 24
+W_COLUMNS = 8
+
+# lists (their lengths at G_COUNT + L_*)
+L_PROBE = 0  # + dim: the start point's probe order (cache, level)
 L_PREFIX = 2  # + dim
 L_ENTRY = 4  # + dim
 L_NTLB = 6
@@ -626,6 +645,30 @@ def tlb_invalidate(tcfg, ttag, pstate, pk, occ, lr, scope, vm, asid, va):
 # -- walk caches (slatframe/walkcache.py) ------------------------------------------------
 
 @njit(cache=True, forceinline=True, _nrt=False)
+def wc_of(wcfg, j, field):
+    """Field ``field`` (W_*) of walk cache ``j``."""
+    return wcfg[G_ROWS + W_COLUMNS * j + field]
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
+def wc_count(wcfg, row):
+    """The length of list ``row`` (L_*)."""
+    return wcfg[G_COUNT + row]
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
+def wc_list(wcfg, row, p):
+    """Entry ``p`` of list ``row`` (L_*): a walk cache."""
+    return wcfg[wcfg[G_LISTS] + row * wcfg[G_CACHES] + p]
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
+def wc_probe(wcfg, dim, p, k):
+    """Probe ``p`` of dimension ``dim``'s start point: its cache (k 0) or level (k 1)."""
+    return wcfg[wcfg[G_PROBE] + 2 * (dim * wcfg[G_PROBES] + p) + k]
+
+
+@njit(cache=True, forceinline=True, _nrt=False)
 def wc_ctx(dim, vm, asid, level):
     return (dim << 40) | (vm << 24) | (asid << 8) | level
 
@@ -634,14 +677,14 @@ def wc_ctx(dim, vm, asid, level):
 def wc_invalidate(wcfg, wtag, pstate, pk, occ, cstate, ck, base, scope, vm, asid):
     """scope as tlb_invalidate; each kind drops what its reference class drops, visiting
     only its valid entries, as tlb_invalidate (scopes 0 and 1 drop entries of the VM)."""
-    for j in range(wcfg.shape[0]):
-        kind = wcfg[j, W_KIND]
+    for j in range(wcfg[G_CACHES]):
+        kind = wc_of(wcfg, j, W_KIND)
         if kind >= START:  # a plugin's kind
-            call_forget(ck[2, wcfg[j, W_PID]], cstate, j, scope, vm, asid)
+            call_forget(ck[2, wc_of(wcfg, j, W_PID)], cstate, j, scope, vm, asid)
             continue
         if kind == 0 or (kind == TRANSLATION and scope < 2):
             continue
-        si, ways = base + j, wcfg[j, W_WAYS]
+        si, ways = base + j, wc_of(wcfg, j, W_WAYS)
         slot = occ_next(occ, si, 0) if occ_left(occ, si, scope, vm) else -1
         while slot >= 0:
             s = slot // ways
@@ -656,7 +699,7 @@ def wc_invalidate(wcfg, wtag, pstate, pk, occ, cstate, ck, base, scope, vm, asid
             else:
                 drop = True
             if drop:
-                sa_drop(wtag, pstate, pk, occ, wcfg[j, W_PID], j, si, s, w, ways)
+                sa_drop(wtag, pstate, pk, occ, wc_of(wcfg, j, W_PID), j, si, s, w, ways)
                 occ[si, O_REMOVED] += 1
                 if not occ_left(occ, si, scope, vm):
                     break
@@ -665,20 +708,20 @@ def wc_invalidate(wcfg, wtag, pstate, pk, occ, cstate, ck, base, scope, vm, asid
 
 @njit(cache=True, _nrt=False)
 def wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, c, k, value):
-    pid = wcfg[j, W_PID]
-    sa_place(wtag, pstate, pk, occ, pid, j, base + j, s, c, k, wcfg[j, W_WAYS], False, value)
+    pid = wc_of(wcfg, j, W_PID)
+    sa_place(wtag, pstate, pk, occ, pid, j, base + j, s, c, k, wc_of(wcfg, j, W_WAYS), False, value)
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, base, cnt, hitbase, fmts, dim, vm,
+def wc_probe_prefix(wcfg, wtag, pstate, pk, cstate, ck, base, cnt, hitbase, fmts, dim, vm,
                     asid, address):
-    """The first start-point hit, in the reference walker's order (wprobe: builtin PSCs
+    """The first start-point hit, in the reference walker's order (wc_probe: builtin PSCs
     deepest first, then plugins' start caches): (level to read next, table) or (-1, 0)."""
     levels = fmts[dim, F_LEVELS]
-    for p in range(wcount[L_PROBE + dim]):
-        j, level = wprobe[dim, p, 0], wprobe[dim, p, 1]
-        if wcfg[j, W_KIND] == START:  # a plugin's start cache, through its kernel
-            found = call_probe(ck[0, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, fmts)
+    for p in range(wc_count(wcfg, L_PROBE + dim)):
+        j, level = wc_probe(wcfg, dim, p, 0), wc_probe(wcfg, dim, p, 1)
+        if wc_of(wcfg, j, W_KIND) == START:  # a plugin's start cache, through its kernel
+            found = call_probe(ck[0, wc_of(wcfg, j, W_PID)], cstate, j, dim, vm, asid, address, fmts)
             if found >= 0:
                 if (found & PAGE_MASK) < 1 or (found & PAGE_MASK) >= levels:  # a kernel's bug must not walk off
                     raise ValueError("a start cache's probe kernel returned a level outside 1 to the format's "
@@ -688,65 +731,65 @@ def wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, 
             cnt[hitbase + 2 * j + 1] += 1
             continue
         pre = address >> fmts[dim, F_SHIFT + level]
-        s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
-        w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, level), pre,
-                      wcfg[j, W_WAYS])
+        s = set_of(pre, wc_of(wcfg, j, W_SETS), wc_of(wcfg, j, W_MASK))
+        w = sa_lookup(wtag, pstate, pk, wc_of(wcfg, j, W_PID), j, base + j, s, wc_ctx(dim, vm, asid, level), pre,
+                      wc_of(wcfg, j, W_WAYS))
         if w >= 0:
             cnt[hitbase + 2 * j] += 1
-            return level - 1, sa_value(wtag, j, s, w, wcfg[j, W_WAYS])
+            return level - 1, sa_value(wtag, j, s, w, wc_of(wcfg, j, W_WAYS))
         cnt[hitbase + 2 * j + 1] += 1
     return -1, 0
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, dim, vm, asid, address, level,
+def wc_fill_prefix(wcfg, wtag, pstate, pk, occ, cstate, ck, base, fmts, dim, vm, asid, address, level,
                    table):
-    for p in range(wcount[L_PREFIX + dim]):
-        j = wlists[L_PREFIX + dim, p]
-        if wcfg[j, W_LEVELS] >> level & 1:
+    for p in range(wc_count(wcfg, L_PREFIX + dim)):
+        j = wc_list(wcfg, L_PREFIX + dim, p)
+        if wc_of(wcfg, j, W_LEVELS) >> level & 1:
             pre = address >> fmts[dim, F_SHIFT + level]
-            s = set_of(pre, wcfg[j, W_SETS], wcfg[j, W_MASK])
+            s = set_of(pre, wc_of(wcfg, j, W_SETS), wc_of(wcfg, j, W_MASK))
             wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, wc_ctx(dim, vm, asid, level), pre, table)
-    for p in range(wcount[L_START + dim]):
-        j = wlists[L_START + dim, p]
-        call_learn(ck[1, wcfg[j, W_PID]], cstate, j, dim, vm, asid, address, level, table, fmts)
+    for p in range(wc_count(wcfg, L_START + dim)):
+        j = wc_list(wcfg, L_START + dim, p)
+        call_learn(ck[1, wc_of(wcfg, j, W_PID)], cstate, j, dim, vm, asid, address, level, table, fmts)
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base, cnt, hitbase, dim,
+def read_entry(slot_of, words, fmts, wcfg, wtag, pstate, pk, cstate, ck, base, cnt, hitbase, dim,
                vm, asid, level, pa):
     """(entry, from an entry-point cache?); reads memory (one reference) on a miss."""
-    for p in range(wcount[L_ENTRY + dim]):
-        j = wlists[L_ENTRY + dim, p]
-        if wcfg[j, W_LEVELS] >> (level + 8 * dim) & 1:
-            if wcfg[j, W_KIND] == ENTRY_PLUGIN:
-                got = call_eprobe(ck[0, wcfg[j, W_PID]], cstate, j, dim, vm, asid, level, pa, fmts)
+    for p in range(wc_count(wcfg, L_ENTRY + dim)):
+        j = wc_list(wcfg, L_ENTRY + dim, p)
+        if wc_of(wcfg, j, W_LEVELS) >> (level + 8 * dim) & 1:
+            if wc_of(wcfg, j, W_KIND) == ENTRY_PLUGIN:
+                got = call_eprobe(ck[0, wc_of(wcfg, j, W_PID)], cstate, j, dim, vm, asid, level, pa, fmts)
                 if got >= 0:
                     cnt[hitbase + 2 * j] += 1
                     return got, True
                 cnt[hitbase + 2 * j + 1] += 1
                 continue
             line = pa >> fmts[dim, F_ESHIFT]
-            s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
-            w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, wc_ctx(dim, vm, asid, 0), line,
-                          wcfg[j, W_WAYS])
+            s = set_of(line, wc_of(wcfg, j, W_SETS), wc_of(wcfg, j, W_MASK))
+            w = sa_lookup(wtag, pstate, pk, wc_of(wcfg, j, W_PID), j, base + j, s, wc_ctx(dim, vm, asid, 0), line,
+                          wc_of(wcfg, j, W_WAYS))
             if w >= 0:
                 cnt[hitbase + 2 * j] += 1
-                return sa_value(wtag, j, s, w, wcfg[j, W_WAYS]), True
+                return sa_value(wtag, j, s, w, wc_of(wcfg, j, W_WAYS)), True
             cnt[hitbase + 2 * j + 1] += 1
     return entry_load(slot_of, words, fmts, dim, pa), False
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, dim, vm, asid, level, pa, entry):
-    for p in range(wcount[L_ENTRY + dim]):
-        j = wlists[L_ENTRY + dim, p]
-        if wcfg[j, W_LEVELS] >> (level + 8 * dim) & 1:
-            if wcfg[j, W_KIND] == ENTRY_PLUGIN:
-                call_efill(ck[1, wcfg[j, W_PID]], cstate, j, dim, vm, asid, level, pa, entry, fmts)
+def fill_entry(wcfg, wtag, pstate, pk, occ, cstate, ck, base, fmts, dim, vm, asid, level, pa, entry):
+    for p in range(wc_count(wcfg, L_ENTRY + dim)):
+        j = wc_list(wcfg, L_ENTRY + dim, p)
+        if wc_of(wcfg, j, W_LEVELS) >> (level + 8 * dim) & 1:
+            if wc_of(wcfg, j, W_KIND) == ENTRY_PLUGIN:
+                call_efill(ck[1, wc_of(wcfg, j, W_PID)], cstate, j, dim, vm, asid, level, pa, entry, fmts)
                 continue
             line = pa >> fmts[dim, F_ESHIFT]
-            s = set_of(line, wcfg[j, W_SETS], wcfg[j, W_MASK])
+            s = set_of(line, wc_of(wcfg, j, W_SETS), wc_of(wcfg, j, W_MASK))
             wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, wc_ctx(dim, vm, asid, 0), line, entry)
 
 
@@ -819,7 +862,7 @@ def wt_end(out, cnt, hitbase):
 
 
 @njit(cache=True, forceinline=True, _nrt=False)
-def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wlists, wcount, pstate, pk, occ, cstate,
+def walk(slot_of, words, fmts, roots, host_roots, wcfg, wtag, pstate, pk, occ, cstate,
          ck, base, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage):
     """One hardware walk (slatframe.walker.Walker.walk), both dimensions in one loop.
 
@@ -833,12 +876,12 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
         out[1] = va
         return
     write = op == WRITE
-    two_d = hwcfg[0] != 0
-    host_ad = hwcfg[1] != 0
+    two_d = wcfg[H_2D] != 0
+    host_ad = wcfg[H_HOST_AD] != 0
     g_refs = h_refs = ad_writes = 0
     status = fault_at = 0
     levels = fmts[GUEST, F_LEVELS]
-    glevel, gtable = wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, base, cnt,
+    glevel, gtable = wc_probe_prefix(wcfg, wtag, pstate, pk, cstate, ck, base, cnt,
                                      hitbase, fmts, GUEST, vm, asid, va)
     physical = glevel >= 0 or not two_d
     if glevel < 0:
@@ -855,16 +898,16 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             table_access = not final
             hwrite = write and final
             served = 2 if table_access else 1  # the W_SERVES bit of this gPA
-            need_dirty = host_ad and (hwrite or (table_access and hwcfg[2] != 0))
+            need_dirty = host_ad and (hwrite or (table_access and wcfg[H_TABLE_DIRTY] != 0))
             c = wc_ctx(HOST, vm, 0, 0)
             page = addr >> 12
             hit = False
-            for p in range(wcount[L_NTLB]):
-                j = wlists[L_NTLB, p]
-                if (wcfg[j, W_SERVES] & served) == 0:
+            for p in range(wc_count(wcfg, L_NTLB)):
+                j = wc_list(wcfg, L_NTLB, p)
+                if (wc_of(wcfg, j, W_SERVES) & served) == 0:
                     continue
-                if wcfg[j, W_KIND] == HOST_PLUGIN:
-                    value = call_hprobe(ck[0, wcfg[j, W_PID]], cstate, j, vm, addr, 1 if hwrite else 0,
+                if wc_of(wcfg, j, W_KIND) == HOST_PLUGIN:
+                    value = call_hprobe(ck[0, wc_of(wcfg, j, W_PID)], cstate, j, vm, addr, 1 if hwrite else 0,
                                         1 if need_dirty else 0)
                     if value >= 0:
                         cnt[hitbase + 2 * j] += 1
@@ -875,10 +918,10 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                         break
                     cnt[hitbase + 2 * j + 1] += 1
                     continue
-                s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
-                w = sa_lookup(wtag, pstate, pk, wcfg[j, W_PID], j, base + j, s, c, page, wcfg[j, W_WAYS])
+                s = set_of(page, wc_of(wcfg, j, W_SETS), wc_of(wcfg, j, W_MASK))
+                w = sa_lookup(wtag, pstate, pk, wc_of(wcfg, j, W_PID), j, base + j, s, c, page, wc_of(wcfg, j, W_WAYS))
                 if w >= 0:
-                    value = sa_value(wtag, j, s, w, wcfg[j, W_WAYS])
+                    value = sa_value(wtag, j, s, w, wc_of(wcfg, j, W_WAYS))
                     nt_writable, nt_dirty = (value >> V_WRITABLE) & 1, (value >> V_DIRTY) & 1
                     if (not hwrite or nt_writable != 0) and (not need_dirty or nt_dirty != 0):
                         cnt[hitbase + 2 * j] += 1
@@ -889,7 +932,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 cnt[hitbase + 2 * j + 1] += 1
             if not hit:
                 hlevels = fmts[HOST, F_LEVELS]
-                hlevel, htable = wc_probe_prefix(wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cstate, ck, base,
+                hlevel, htable = wc_probe_prefix(wcfg, wtag, pstate, pk, cstate, ck, base,
                                                  cnt, hitbase, fmts, HOST, vm, 0, addr)
                 if hlevel < 0:
                     hlevel, htable = hlevels, host_roots[vm]
@@ -897,9 +940,9 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 while True:
                     hpa_entry = entry_pa(fmts, HOST, htable, addr, hlevel)
                     if hpending:
-                        wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, HOST, vm, 0,
+                        wc_fill_prefix(wcfg, wtag, pstate, pk, occ, cstate, ck, base, fmts, HOST, vm, 0,
                                        addr, hpending, hpa_entry & ~PAGE_MASK)
-                    hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate,
+                    hentry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, pstate, pk, cstate,
                                                 ck, base, cnt, hitbase, HOST, vm, 0, hlevel, hpa_entry)
                     if out[WT_OPEN] != 0:
                         wt_ref(out, hpa_entry, hlevel, HOST, cached)
@@ -919,7 +962,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                             status = HOST_PROTECTION
                         break
                     if not cached:
-                        fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, HOST, vm, 0,
+                        fill_entry(wcfg, wtag, pstate, pk, occ, cstate, ck, base, fmts, HOST, vm, 0,
                                    hlevel, hpa_entry, hentry)
                     hpending = hlevel
                     htable = frame_of(fmts, HOST, hentry, hlevel)
@@ -933,23 +976,23 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
                 host_writable = 1 if (hentry & fmts[HOST, F_WRITE]) != 0 else 0
                 host_dirty = 1 if not host_ad or fmts[HOST, F_DIRTY] == 0 or (hentry & fmts[HOST, F_DIRTY]) != 0 \
                     else 0
-                for p in range(wcount[L_NTLB]):
-                    j = wlists[L_NTLB, p]
-                    if wcfg[j, W_SERVES] & served:
+                for p in range(wc_count(wcfg, L_NTLB)):
+                    j = wc_list(wcfg, L_NTLB, p)
+                    if wc_of(wcfg, j, W_SERVES) & served:
                         value = pack(pa & ~PAGE_MASK, hshift, host_writable, host_dirty)
-                        if wcfg[j, W_KIND] == HOST_PLUGIN:
-                            call_hfill(ck[1, wcfg[j, W_PID]], cstate, j, vm, addr, served >> 1, value)
+                        if wc_of(wcfg, j, W_KIND) == HOST_PLUGIN:
+                            call_hfill(ck[1, wc_of(wcfg, j, W_PID)], cstate, j, vm, addr, served >> 1, value)
                             continue
-                        s = set_of(page, wcfg[j, W_SETS], wcfg[j, W_MASK])
+                        s = set_of(page, wc_of(wcfg, j, W_SETS), wc_of(wcfg, j, W_MASK))
                         wc_fill(wcfg, wtag, pstate, pk, occ, base, j, s, c, page, value)
         if final:
             hpa = pa
             break
         # -- one guest entry, at physical address pa ----------------------------------------
         if gpending:
-            wc_fill_prefix(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, GUEST, vm, asid, va,
+            wc_fill_prefix(wcfg, wtag, pstate, pk, occ, cstate, ck, base, fmts, GUEST, vm, asid, va,
                            gpending, pa & ~PAGE_MASK)
-        entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, wlists, wcount, pstate, pk, cstate, ck, base,
+        entry, cached = read_entry(slot_of, words, fmts, wcfg, wtag, pstate, pk, cstate, ck, base,
                                    cnt, hitbase, GUEST, vm, asid, glevel, pa)
         if out[WT_OPEN] != 0:
             wt_ref(out, pa, glevel, GUEST, cached)
@@ -977,7 +1020,7 @@ def walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag, wprobe, wli
             physical = False
             continue
         if not cached:
-            fill_entry(wcfg, wtag, wlists, wcount, pstate, pk, occ, cstate, ck, base, fmts, GUEST, vm, asid, glevel, pa,
+            fill_entry(wcfg, wtag, pstate, pk, occ, cstate, ck, base, fmts, GUEST, vm, asid, glevel, pa,
                        entry)
         gpending = glevel
         gtable = frame_of(fmts, GUEST, entry, glevel)
@@ -1142,14 +1185,15 @@ SERVED_MAX = 4  # faults the pager serves for one record (a guest's, then a host
 
 @njit(cache=True, nogil=True, _nrt=False)
 def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asid, last_vcpu, core_of,
-        slot_of, words, fmts, hwcfg, roots, host_roots, tcfg, ttag, lrow, inclusion,
-        wcfg, wtag, wprobe, wlists, wcount, pstate, pk, cnt2d, out, paths, npaths, content, written,
+        slot_of, words, fmts, roots, host_roots, tcfg, ttag, lrow, inclusion,
+        wcfg, wtag, pstate, pk, cnt2d, out, paths, npaths, content, written,
         track_writes, dcfg, dctl, dtag, dage, wk, wstate, cstate, ck, memo, occ, pg, pvm, plog, hlog):
     """Process records ``start`` to ``stop`` of ``chunk`` (a C-contiguous TRACE_DTYPE
     array, read in place); returns (status, index). On FAULT, ``out`` holds
     the fault and the record is resumed with ``resume_walk``; on EVENT the software side
     handles record ``index`` first. ``paths[0]`` / ``paths[1]`` list the levels an
-    instruction fetch / a data access looks up. With ``track_writes`` a write gives its
+    instruction fetch / a data access looks up; ``wcfg`` is the walk's configuration
+    (its layout above, from H_2D). With ``track_writes`` a write gives its
     host frame the next content id (``written[0]``); with ``dctl[1]`` the access goes
     through the data caches (after its walk's references). ``wk``: the address of a walk
     plugin's kernel (0: the radix walk here), called with its ``wstate``; ``cstate`` and
@@ -1159,7 +1203,7 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     TLB levels' and walk caches' occupancy (above, before sa_find). ``pg``, ``pvm``,
     ``plog`` and ``hlog``: the demand pager's (slatframe/engine/pager_kernel.py).
 
-    Cores and vCPUs: with ``hwcfg[3]`` nonzero (a machine of several cores or vCPUs),
+    Cores and vCPUs: with ``wcfg[H_SMP]`` nonzero (a machine of several cores or vCPUs),
     ``place`` is (vcpu, core, first, vcpus, home): record i runs on vCPU ``vcpu[i]`` of its VM
     (machine-wide vCPU ``first[vm] + vcpu[i]``) and core ``core[i]``, or, when ``home`` is not
     empty, on vCPU ``thread mod vcpus[vm]`` of its VM (its thread field) and that machine-wide
@@ -1171,7 +1215,7 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     on. ``lrow[core, level]`` is the row of TLB level ``level`` of ``core`` in ``ttag``,
     ``pstate`` and ``occ`` (a shared level has one row for all cores); walk cache j of
     ``core`` is ``wtag[core, j]`` and ``cstate[core, j]``, and row ``ttag.shape[0] +
-    core * wcfg.shape[0] + j`` of ``pstate`` and ``occ``. A record's counts go to row
+    core * wcfg[G_CACHES] + j`` of ``pstate`` and ``occ``. A record's counts go to row
     ``vcpu * cores + core`` of ``cnt2d`` (row 0 with one core and one vCPU per VM),
     which Python charges to that vCPU's and core's scope. Compiled
     without numba's reference counting (``_nrt=False``):
@@ -1179,16 +1223,16 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     (:mod:`slatframe.prefetch`) prepares the next chunk meanwhile."""
     n = stop
     hitbase = C_FIXED + 2 * tcfg.shape[0]
-    smp = hwcfg[3] != 0
-    ncores, rows, ncaches = lrow.shape[0], ttag.shape[0], wcfg.shape[0]
+    smp = wcfg[H_SMP] != 0
+    ncores, rows, ncaches = lrow.shape[0], ttag.shape[0], wcfg[G_CACHES]
     vcpu = core = crow = 0
     pvcpu, pcore, first, vcpus, home = place
     by_thread = home.shape[0] != 0
     served_at, served = -1, 0  # the record whose faults the loop served last, and how many
     cnt, lr = cnt2d[0], lrow[0]
-    plain = wk == 0 and hwcfg[0] == 0 and dctl[0] == 0 and out[WT_ON] == 0  # plain_walk() will do
-    for p in range(wcount.shape[0]):
-        if wcount[p] != 0:
+    plain = wk == 0 and wcfg[H_2D] == 0 and dctl[0] == 0 and out[WT_ON] == 0  # plain_walk() will do
+    for p in range(L_START + 2):
+        if wc_count(wcfg, p) != 0:
             plain = False
     memo[0, 0] += 1  # the software side may have changed tables since the last call
     i = start
@@ -1262,9 +1306,8 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
             else:
                 if out[WT_ON] != 0:
                     wt_begin(out, cnt, hitbase, i, vm, asid, va, op)
-                walk(slot_of, words, fmts, hwcfg, roots, host_roots, wcfg, wtag[core], wprobe, wlists, wcount,
-                     pstate, pk, occ, cstate[core], ck, rows + core * ncaches, cnt, hitbase, vm, asid, va, op, out,
-                     dcfg, dctl, dtag, dage)
+                walk(slot_of, words, fmts, roots, host_roots, wcfg, wtag[core], pstate, pk, occ, cstate[core], ck,
+                     rows + core * ncaches, cnt, hitbase, vm, asid, va, op, out, dcfg, dctl, dtag, dage)
                 if out[WT_ON] != 0:
                     wt_end(out, cnt, hitbase)
             if out[0] != 0:
@@ -1273,7 +1316,7 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
                 if pg[PG_ON] != 0 and served < SERVED_MAX and (out[0] == GUEST_NOT_PRESENT or
                                                                out[0] == HOST_NOT_PRESENT) and \
                         call_pager(pg[PG_KERNEL], slot_of, words, fmts, roots, host_roots, pg, pvm, plog, hlog, cnt,
-                                   vm, asid, out[1], out[0], hwcfg[0]) != 0:
+                                   vm, asid, out[1], out[0], wcfg[H_2D]) != 0:
                     served += 1  # (a record that faults again and again goes to Python: it says why)
                     memo[0, 0] += 1
                     resume_walk = True
