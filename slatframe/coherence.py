@@ -19,7 +19,10 @@ core's next access (``tests/test_coherence.py`` checks every hPA against one vCP
   receiver's flush goes through the SLAT scheme's ``control`` as the guest's own INVLPG
   or CR3 load would, so a shadow-paging hypervisor takes its exits. A receiver that
   runs another space only leaves the mask. A vCPU that starts running a space flushed
-  since it last ran it flushes it first (Linux's ``tlb_gen`` check in ``switch_mm``);
+  since it last ran it flushes it first (Linux's ``tlb_gen`` check in ``switch_mm``), and
+  so does one that never ran a space flushed at all (Linux flushes a PCID it gives a
+  space anew; here it matters because the TLB tags entries by VM, not by vCPU, so
+  another vCPU of the VM may have left the space's stale entries on the core);
   a sender that runs another space flushes only what it sends, so it catches up too.
   After an exit or exec the mask holds the vCPUs that run the asid (the new space's).
   Under a hypervisor each IPI sent is a VM exit (``vm_exits.ipi``: an ICR write)
@@ -138,10 +141,12 @@ class Coherence:
     def running(self, vm: int, asid: int, vcpu: int, core: int) -> None:
         """``vcpu`` runs ``asid`` from now on (its first record, or a context switch): it
         enters the space's mm_cpumask, and flushes the space on its core first if it was
-        flushed since this vCPU last flushed it."""
+        flushed since this vCPU last flushed it, or ever, when this vCPU never ran it (as
+        Linux flushes a PCID it gives a space anew): another vCPU of the VM may have left
+        the space's entries on this core, which the model's TLB tags by VM, not by vCPU."""
         self.masks.setdefault((vm, asid), set()).add(vcpu)
         generation = self.generation.get((vm, asid), 0)
-        if self.seen.get((vcpu, asid), generation) < generation:
+        if self.seen.get((vcpu, asid), 0) < generation:
             self.flush_core(Invalidation("asid", vm, asid, 0, CPU), core)
             self.values["tlb.catch_up_flushes"] += 1
         self.seen[(vcpu, asid)] = generation

@@ -266,6 +266,23 @@ def test_no_stale_entry_after_a_space_changes(case, tier):
     assert (one_hpa == two_hpa).all()
 
 
+@pytest.mark.parametrize("tier", ["reference", "compiled"])
+def test_a_vcpu_new_to_a_space_does_not_take_another_vcpus_stale_entry(tier):
+    """Found by the random-threads test in a fresh CI run: vCPUs 0 and 2 share core 0 (4
+    vCPUs, 2 cores); vCPU 0 touches A in asid 2 and leaves for asid 0; vCPU 1 unmaps A (no
+    IPI: no one runs asid 2); vCPU 2, which never ran asid 2, starts it on core 0 and
+    touches A. The TLB tags entries by VM, so core 0 still held vCPU 0's entry for A: vCPU 2
+    took it and one guest fault fewer than one vCPU (the analytic count: A's first touch,
+    B's, and A's after the unmap)."""
+    rows = np.zeros(6, dtype=TRACE_DTYPE)
+    rows["asid"], rows["op"], rows["vaddr"], rows["thread"] = zip(
+        (2, READ, B, 0), (0, READ, A, 0), (2, UNMAP, B, 1), (0, READ, A, 0), (0, READ, A, 0), (2, READ, B, 2))
+    one, one_hpa, _ = run_placed(*built("intel-ept", 1, 1), rows, tier=tier)
+    many, many_hpa, _ = run_placed(*built("intel-ept", 4, 2), rows, tier=tier)
+    assert one["faults.guest"] == many["faults.guest"] == 3
+    assert (one_hpa == many_hpa).all()
+
+
 @pytest.mark.parametrize("slat", list(SCHEMES))
 @pytest.mark.parametrize("vcpus, cores", [(4, 4), (4, 2), (3, 1)])
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
