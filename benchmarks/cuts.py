@@ -70,8 +70,8 @@ _CHECKS = """            if vcpu != last_vcpu[core] or op >= CONTEXT_SWITCH:
                 if running >= 0 or smp:  # (a vCPU's first address space enters its mm_cpumask, in Python)
                     return EVENT, i
                 current_asid[vcpu] = asid
-            if smp and core_of[vcpu] != core:  # (no store on the usual path: a vCPU stays on its core)
-                core_of[vcpu] = core
+            if smp and core_of[vcpu] != core:  # a vCPU's first record, or it moved: Python flushes (coherence.at)
+                return EVENT, i
 """
 _WALK_FILL = ("            tlb_fill_from_walk(tcfg, ttag, inclusion, pstate, pk, occ, lr, path, npath, vm, asid, va, "
               "value, shift,\n                               missed)\n")

@@ -24,6 +24,10 @@ core's next access (``tests/test_coherence.py`` checks every hPA against one vCP
   space anew; here it matters because the TLB tags entries by VM, not by vCPU, so
   another vCPU of the VM may have left the space's stale entries on the core);
   a sender that runs another space flushes only what it sends, so it catches up too.
+  A vCPU that runs on another core than it last ran on flushes its VM's entries there
+  first (``tlb.migration_flushes``): KVM flushes a vCPU's whole TLB context when it is
+  loaded on a new pCPU (``vmx_vcpu_load_vmcs``), since that pCPU may hold stale entries
+  of the vCPU's; the model's TLB tags entries by VM, so the VM's entries on the core go.
   After an exit or exec the mask holds the vCPUs that run the asid (the new space's).
   Under a hypervisor each IPI sent is a VM exit (``vm_exits.ipi``: an ICR write)
   unless ``machine.ipi_virtualization``; receivers take posted interrupts (no exit).
@@ -123,6 +127,9 @@ class Coherence:
         if self.host:
             self._remote_flushes()
         self.vm, self.asid, self.op, self.vcpu, self.core = vm, asid, op, vcpu, core
+        if 0 <= self.core_of[vcpu] != core:  # KVM flushes a vCPU's TLB context on a pCPU it moves to
+            self.flush_core(Invalidation("vm", vm, by=CPU), core)
+            self.values["tlb.migration_flushes"] += 1
         self.core_of[vcpu] = core
 
     def between(self) -> None:

@@ -74,7 +74,7 @@ SUMMARY_DERIVED = ("derived.mpka", "derived.mpki", "derived.vm_exits_pka", "deri
 
 #: The TLB-coherence counters of the terminal summary (runs of several vCPUs), with ipi.* and hypervisor.*.
 COHERENCE_SHOWN = ("tlb.shootdowns", "tlb.remote_invalidations", "tlb.catch_up_flushes", "tlb.flush_hypercalls",
-                   "tlb.pv_flushes")
+                   "tlb.pv_flushes", "tlb.migration_flushes")
 
 #: The per-core figures of the terminal summary.
 PER_CORE_SHOWN = ("accesses", "walks", "vm_exits", "ipi.sent", "ipi.received", "cycles.per_access")

@@ -283,6 +283,31 @@ def test_a_vcpu_new_to_a_space_does_not_take_another_vcpus_stale_entry(tier):
     assert (one_hpa == many_hpa).all()
 
 
+@pytest.mark.parametrize("tier", ["reference", "compiled"])
+def test_a_vcpu_that_moves_back_to_a_core_does_not_take_its_old_entry(tier):
+    """A scheduler may move a vCPU between cores (the hook's contract): vCPU 0 touches A on
+    core 0 and moves to core 1; vCPU 1 unmaps A there, and its IPI flushes vCPU 0 on core
+    1; vCPU 0 moves back to core 0, which still held A. As KVM flushes a vCPU's context on
+    a pCPU it moves to, each move flushes (two here) and A's touch faults again, as on one
+    vCPU (the analytic count: A, B, and A after the unmap)."""
+    from slatframe.counters import Counters
+    from slatframe.engine import make_engine
+    from slatframe.machine import build_machine
+
+    rows = np.zeros(4, dtype=TRACE_DTYPE)
+    rows["asid"], rows["op"], rows["vaddr"] = 1, [READ, READ, UNMAP, READ], [A, B, A, A]
+    one, one_hpa, _ = run_placed(*built("native", 1, 1), rows, tier=tier)
+    config, registry = built("native", 2, 2)
+    counters = Counters()
+    engine = make_engine(tier, build_machine(config, registry, counters), registry)
+    hpa = np.zeros(len(rows), dtype=np.uint64)
+    engine.run_chunk(rows, hpa_out=hpa, vcpu=np.array([0, 0, 1, 0]), core=np.array([0, 1, 1, 0]))
+    engine.settle()
+    moved = counters.as_dict()
+    assert one["faults.guest"] == moved["faults.guest"] == 3
+    assert moved["tlb.migration_flushes"] == 2 and (hpa[[0, 1, 3]] == one_hpa[[0, 1, 3]]).all()
+
+
 @pytest.mark.parametrize("slat", list(SCHEMES))
 @pytest.mark.parametrize("vcpus, cores", [(4, 4), (4, 2), (3, 1)])
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))

@@ -1211,9 +1211,11 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
     every record runs on core 0, and VM v's only vCPU is vCPU v. ``current_asid[vcpu]``
     and ``last_vcpu[core]`` are the software side's; the loop stops (EVENT) at a record
     whose vCPU is not the last one on its core, or (several vCPUs) whose vCPU starts
-    running an address space, and keeps ``core_of[vcpu]``, the core each vCPU last ran
-    on. ``lrow[core, level]`` is the row of TLB level ``level`` of ``core`` in ``ttag``,
-    ``pstate`` and ``occ`` (a shared level has one row for all cores); walk cache j of
+    running an address space, or that runs on another core than ``core_of[vcpu]`` (the
+    core each vCPU last ran on, which Python keeps: a vCPU's first record, or a move,
+    which flushes its TLB context there). ``lrow[core, level]`` is the row of TLB level
+    ``level`` of ``core`` in ``ttag``, ``pstate`` and ``occ`` (a shared level has one row
+    for all cores); walk cache j of
     ``core`` is ``wtag[core, j]`` and ``cstate[core, j]``, and row ``ttag.shape[0] +
     core * wcfg[G_CACHES] + j`` of ``pstate`` and ``occ``. A record's counts go to row
     ``vcpu * cores + core`` of ``cnt2d`` (row 0 with one core and one vCPU per VM),
@@ -1262,8 +1264,8 @@ def run(chunk, start, stop, resume_walk, hpa_out, record_hpa, place, current_asi
                 if running >= 0 or smp:  # (a vCPU's first address space enters its mm_cpumask, in Python)
                     return EVENT, i
                 current_asid[vcpu] = asid
-            if smp and core_of[vcpu] != core:  # (no store on the usual path: a vCPU stays on its core)
-                core_of[vcpu] = core
+            if smp and core_of[vcpu] != core:  # a vCPU's first record, or it moved: Python flushes (coherence.at)
+                return EVENT, i
             cnt2d[crow, C_ACCESSES] += 1
             found = False
             s = w = c = vpn = shift = value = 0
