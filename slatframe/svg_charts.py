@@ -42,20 +42,21 @@ def short(value: float) -> str:
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """Round tick values covering [low, high] (about ``count`` of them)."""
-    if not math.isfinite(low) or not math.isfinite(high):
-        low, high = 0.0, 1.0
-    if high <= low:
-        high = low + (abs(low) or 1.0)
+    if not (math.isfinite(low) and math.isfinite(high)) or max(abs(low), abs(high)) > 1e300:
+        low, high = 0.0, 1.0  # (no axis shows such numbers; and steps of them would overflow)
+    if high - low <= max(1e-12 * max(abs(low), abs(high)), 1e-300):  # one value, or two a float barely parts
+        high = low + (abs(low) if abs(low) > 1e-300 else 1.0)
     raw = (high - low) / count
-    step = 10 ** math.floor(math.log10(raw))
+    step = 10.0 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 2.5, 5, 10) if step * m >= raw)
     start = math.floor(low / step) * step
-    ticks = []
-    t = start
-    while t < high + step * 0.999:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks
+    start -= step if start > low else 0.0  # (low / step rounded up to a whole number)
+    # the ticks from start up to the first at or above high, counted (a step added in a loop
+    # can be lost in rounding at a large magnitude, and the loop would never end); each to 15
+    # significant digits (0.1 + 0.2 is 0.3, and a tick of 1e-23 stays one)
+    n = math.ceil((high - start) / step) + 1
+    n += 1 if start + (n - 1) * step < high else 0  # (high - start rounded down)
+    return [float(f"{start + i * step:.15g}") for i in range(n)]
 
 
 def _svg(title: str, width: int, body: list[str]) -> str:

@@ -469,3 +469,46 @@ def test_a_machine_of_several_cores_has_a_per_core_figure(tmp_path):
     one = slatframe.run(QUICKSTART, engine="reference", set={"workload.accesses": 2000})
     (tmp_path / "one.json").write_text(one.to_json())
     assert not report(tmp_path / "one.json", tmp_path / "one.html").find_all("figure", data_figure="per-core")
+
+
+@pytest.mark.parametrize("low, high", [(1e16, 1e16 + 2), (1e299, 1.0000000000001e299), (-1e308, 1e308), (0.0, 7.3),
+                                       (3.0, 3.0), (-2.5, 101.0), (-2500.0, 1.0)])
+def test_axis_ticks_are_few_and_cover_the_values_at_any_magnitude(low, high):
+    """Found by the damaged-calibration fuzz test in a clean-clone run: two values that a
+    float barely tells apart (1e16 and 1e16 + 2) made the tick loop add a step lost in
+    rounding forever (a test process of that run held 23 GB when the kernel killed it; that
+    this was the cause is likely, not shown). Ticks are now counted: a handful, rising,
+    from at or below the lowest value to at or above the highest (which -2500 to 1 missed
+    before: its last tick was 0), or, beyond 1e300, the unit range."""
+    from slatframe.svg_charts import nice_ticks
+
+    ticks = nice_ticks(low, high)
+    assert 2 <= len(ticks) <= 8 and ticks == sorted(ticks)
+    if max(abs(low), abs(high)) <= 1e300:
+        assert ticks[0] <= low and ticks[-1] >= high
+    else:
+        assert ticks[0] == 0.0 and ticks[-1] == 1.0
+
+
+def test_axis_ticks_of_any_two_numbers_fuzzed():
+    """nice_ticks on any two floats (subnormal, huge, infinite, NaN, in either order): a
+    handful of rising ticks, covering both when they are in order and at most 1e300 (beyond
+    that the unit range)."""
+    import math
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from slatframe.svg_charts import nice_ticks
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.floats(), st.floats())
+    def check(low, high):
+        ticks = nice_ticks(low, high)
+        assert 2 <= len(ticks) <= 8 and ticks == sorted(ticks)
+        if not (math.isfinite(low) and math.isfinite(high)) or max(abs(low), abs(high)) > 1e300:
+            assert ticks == nice_ticks(0.0, 1.0)
+        elif low <= high:
+            assert ticks[0] <= low and ticks[-1] >= high
+
+    check()
