@@ -290,11 +290,11 @@ def tag_array(k: Any, ways: list[int], sets: int) -> np.ndarray:
     return tag
 
 
-def walk_config(k: Any, flags: tuple, rows: np.ndarray, wtag: np.ndarray, probe: np.ndarray, lists: np.ndarray,
+def walk_config(k: Any, flags: tuple, rows: np.ndarray, probe: np.ndarray, lists: np.ndarray,
                 counts: np.ndarray) -> np.ndarray:
     """``wcfg`` (layout in ``loop.py``, before ``L_PROBE``) from the hardware's ``flags``
     (H_*), the walk caches' ``rows[n, W_COLUMNS]``, the start point's ``probe[2, P, 2]``
-    order and the ``lists[9, n]`` of ``counts[9]`` caches; ``wtag`` is not in it."""
+    order and the ``lists[9, n]`` of ``counts[9]`` caches."""
     n, probes = rows.shape[0], probe.shape[1]
     lists_at = k.G_ROWS + rows.size
     probe_at = lists_at + lists.size
@@ -467,7 +467,8 @@ class CompiledEngine:
         self.fmts = np.stack([format_row(hw.guest_format), format_row(hw.host_format)])
         flags = (1 if hw.host_format is not None else 0, 1 if hw.host_ad else 0, 1 if hw.table_access_dirties else 0,
                  1 if self.smp else 0)
-        self.wcfg, self.wtag = walk_config(k, flags, *caches), caches[1]
+        rows, self.wtag, probe, lists, counts = caches
+        self.wcfg = walk_config(k, flags, rows, probe, lists, counts)
         self.no_host_roots = np.zeros(1, dtype=np.int64)
         self.no_guest_roots = self.no_host_roots[None]
         self._words: tuple[Any, Any] = (None, None)  # host.words and its int64 view, made once per array
@@ -768,7 +769,7 @@ class CompiledEngine:
 
     def _loop(self, *args: Any) -> tuple[int, int]:
         """Call the loop. The first call goes through numba's dispatcher, which types the
-        48 arguments (and loads or compiles the loop); later calls go straight to the
+        44 arguments (and loads or compiles the loop); later calls go straight to the
         compiled entry point of that signature (about 1 us instead of 4 to 8 us a call,
         which a run pays at every fault and every switch of VM or asid). Every argument's
         type is fixed when the engine is built (int64 C-contiguous arrays of a fixed
@@ -792,7 +793,7 @@ class CompiledEngine:
             return result
         if CHECK_ENTRY and self._signature:
             key = tuple(map(type_key, args))
-            if key not in self._checked:  # numba's typing of 48 arguments takes ms: once per distinct key
+            if key not in self._checked:  # numba's typing of 44 arguments takes ms: once per distinct key
                 typed = tuple(self.k.run.typeof_pyval(a) for a in args)
                 if typed != self._signature:
                     raise AssertionError(f"the loop's argument types changed: {typed} after {self._signature}")
