@@ -24,8 +24,9 @@ Then the engine's own loop, as numba's cache holds it (no line tables), is sampl
 same way, and its code read back from memory and disassembled: the share of its samples
 on instructions that read or write the stack frame (spill code: ``(%rsp)`` operands,
 pushes and pops) says how well the register allocator served the hot path (mostly: a
-slow load raises it a little), which timing alone cannot (an edit that changes no work moved 2D walk-heavy from 12.7% to 28.1% and
-its rate by 0.60x: docs/performance.md, session 26). x86-64 only; elsewhere it says so.
+slow load raises it a little), which timing alone cannot (an edit that changes no work
+moved 2D walk-heavy from 12.7% to 28.1% and its rate by 0.60x: docs/performance.md,
+session 26). x86-64 only; elsewhere it says so.
 """
 from __future__ import annotations
 
