@@ -12,6 +12,7 @@ bare numba set-associative LRU loop (the yardstick of the machine's limit).
     python -m benchmarks --bounds [--accesses N]        (throughput targets beside bare loops counting as the engine)
     python -m benchmarks --cuts [--accesses N]          (the engine's loop beside copies with one piece cut)
     python -m benchmarks --lines [--accesses N] [--seconds S]  (a sampling profile of the loop by line; perf)
+    python -m benchmarks --instructions [--accesses N]  (counts per access under cachegrind, beside the bare loop)
     python -m benchmarks --against REV [--accesses N] [--copies K] [--processes P]  (loop.py now against at REV)
     python -m benchmarks --faults PAGES                 (microseconds per first touch of a page)
     python -m benchmarks --cores N [--accesses N] [--reference-accesses N]  (N cores against one, per access)
@@ -680,6 +681,11 @@ def lines(accesses: int, seconds: int) -> None:
     run(accesses, seconds)
 
 
+def instructions(accesses: int) -> None:
+    from .instructions import instructions as run  # (it imports this module's functions)
+    run(accesses)
+
+
 def cores(n: int, accesses: int, reference_accesses: int) -> None:
     from .smp import smp as run  # (it imports this module's functions)
     run(n, accesses, reference_accesses)
@@ -725,12 +731,16 @@ def main(argv=None) -> None:
     ap.add_argument("--seconds", type=positive, default=15, help="with --lines: seconds sampled per config")
     ap.add_argument("--against", metavar="REV",
                     help="instead: the working tree's loop.py against the one at commit REV, several copies of each")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead: instructions, mispredicts and cache misses per 2D walk-heavy access "
+                         "(accesses / 50 a pass) under valgrind's cachegrind, beside the bare loop's")
     ap.add_argument("--copies", type=positive, default=3, help="with --against: compiled copies of each loop")
     ap.add_argument("--processes", type=positive, default=1,
                     help="with --against: processes the cached copies are loaded and timed in, one after another")
     args = ap.parse_args(argv)
     instead = [(args.bounds, lambda: bounds(args.accesses)), (args.cuts, lambda: cuts(args.accesses)),
                (args.lines, lambda: lines(args.accesses, args.seconds)),
+               (args.instructions, lambda: instructions(max(1000, args.accesses // 50))),
                (args.against, lambda: against(args.against, args.accesses, args.copies, args.processes)),
                (args.cores, lambda: cores(args.cores, args.accesses, args.reference_accesses)),
                (args.faults, lambda: faults(args.faults)),

@@ -287,7 +287,7 @@ def tag_array(k: Any, ways: list[int], sets: int) -> np.ndarray:
         tag[i, :, k.CTX * w:(k.CTX + 1) * w] = -1
         if w > k.INDEX_MIN_WAYS:
             tag[i, :, k.FIELDS * w:k.FIELDS * w + k.BUCKETS] = -1
-    return tag
+    return line_aligned(tag)
 
 
 def walk_config(k: Any, flags: tuple, rows: np.ndarray, probe: np.ndarray, lists: np.ndarray,
@@ -331,7 +331,7 @@ def occupancy(k: Any, slots: list[int], vms: int) -> np.ndarray:
     occ = np.zeros((len(rows), max(len(h) + n for h, n in rows)), dtype=np.int64)
     for row, (header, _) in zip(occ, rows):
         row[:len(header)] = header
-    return occ
+    return line_aligned(occ)
 
 
 def type_key(value: Any) -> Any:
@@ -348,13 +348,24 @@ def type_key(value: Any) -> Any:
     return type(value)
 
 
+def line_aligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts on a 64-byte cache line, so that
+    rows padded to whole lines (``tag_array``, ``_pad``) start on one."""
+    buf = np.empty(a.size + 8, dtype=a.dtype)
+    at = (-buf.ctypes.data % 64) // a.itemsize
+    out = buf[at:at + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def _pad(states: list[np.ndarray]) -> np.ndarray:
+    """The states as one array, each row padded to whole 64-byte lines."""
     rows = max([s.shape[0] for s in states] + [1])
-    cols = max([s.shape[1] for s in states] + [1])
+    cols = -(-max([s.shape[1] for s in states] + [1]) // 8) * 8
     out = np.zeros((max(1, len(states)), rows, cols), dtype=np.int64)
     for i, s in enumerate(states):
         out[i, : s.shape[0], : s.shape[1]] = s
-    return out
+    return line_aligned(out)
 
 
 class CompiledEngine:
@@ -546,7 +557,7 @@ class CompiledEngine:
             listed(6, cache)
         cores = len(self.core_contexts)
         wtag = tag_array(self.k, [c.ways if type(c) in KINDS else 0 for c in caches or [None]] * cores, S)
-        wtag = wtag.reshape((cores, n) + wtag.shape[1:])
+        wtag = wtag.reshape((cores, n) + wtag.shape[1:])  # (a view: still line-aligned)
         padded = _pad([state for per_core in cstates for state in per_core or [np.zeros((1, 1), dtype=np.int64)]])
         self.cstate, self.ck = padded.reshape((cores, n) + padded.shape[1:]), ck
         return wcfg, wtag, wprobe, wlists, wcount
