@@ -1,7 +1,7 @@
 """Instructions, mispredicted branches and data-cache misses per access, counted by
 valgrind's cachegrind: figures that do not move with the machine's load.
 
-    python -m benchmarks --instructions [--accesses N]
+    python -m benchmarks --instructions [--accesses N]     (N / 50 accesses a pass)
 
 On a shared machine the same warm pass runs at rates a factor of two apart from one
 minute to the next, so a change of a tenth is no evidence; counts are. For the 2D
@@ -20,6 +20,7 @@ they are worth. Needs ``valgrind``; it says so otherwise.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,9 @@ def child(loop: str, passes: int, accesses: int) -> None:
 
 def instructions(accesses: int) -> None:
     """Print the counts per warm access of each loop, and each against the bare loop's."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise SystemExit(f"benchmarks --instructions: x86-64 only (its children compile for a Haswell CPU, which "
+                         f"valgrind runs); this machine is {platform.machine()}")
     if shutil.which("valgrind") is None:
         raise SystemExit("benchmarks --instructions: needs valgrind on PATH (cachegrind)")
     env = dict(os.environ, PYTHONHASHSEED="0", NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL)
