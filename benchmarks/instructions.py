@@ -92,7 +92,7 @@ def instructions(accesses: int) -> None:
                                       f"--cachegrind-out-file={out}", *base, loop, str(p), str(accesses)],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     for p, out in zip((1, 3), outs)]
-            if any(job.wait() != 0 for job in jobs):
+            if any([job.wait() != 0 for job in jobs]):  # (both waited for)
                 raise SystemExit(f"benchmarks --instructions: the {loop} loop failed under valgrind")
             rows.append((label, per_access(totals(outs[0]), totals(outs[1]), accesses)))
             bare = rows[-1][1] if loop == "bare" else bare
