@@ -351,7 +351,7 @@ def type_key(value: Any) -> Any:
 def line_aligned(a: np.ndarray) -> np.ndarray:
     """A C-contiguous copy of ``a`` whose data starts on a 64-byte cache line, so that
     rows padded to whole lines (``tag_array``, ``_pad``) start on one."""
-    buf = np.empty(a.size + 8, dtype=a.dtype)
+    buf = np.empty(a.size + 64 // a.itemsize, dtype=a.dtype)
     at = (-buf.ctypes.data % 64) // a.itemsize
     out = buf[at:at + a.size].reshape(a.shape)
     out[...] = a
